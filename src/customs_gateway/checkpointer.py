@@ -1,0 +1,164 @@
+"""Checkpoints of our audit log: signed every N entries or T seconds, then cosigned by the peer.
+
+The checkpoint note is signed with our active signing key under the log's origin name; the peer
+witnesses it at `POST /peer/v1/cosign` with a consistency proof from the last size it cosigned
+(G7). A peer that is down only delays cosigning; a peer that answers 409 tells us the size it
+holds, and we retry once from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+
+from .core.audit import NoteSigner, log_origin, witness_name
+from .core.checkpoint import Checkpoint, append_signature, sign_note, verify_cosignature
+from .core.errors import GatewayError
+from .core.witness import MEDIA_TYPE, encode_request
+from .gateway import Gateway
+from .store.base import CheckpointRecord
+
+log = structlog.get_logger("customs_gateway.checkpointer")
+
+
+@dataclass
+class CosignStatus:
+    cosigned: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+
+class Checkpointer:
+    """Makes and cosigns checkpoints for one gateway."""
+
+    def __init__(self, gw: Gateway, ssl_context: ssl.SSLContext | None) -> None:
+        self.gw = gw
+        self.origin = log_origin(gw.name)
+        self.url = gw.config.peer.url.rstrip("/") + "/peer/v1/cosign"
+        self.ssl_context = ssl_context
+        self.session: aiohttp.ClientSession | None = None
+        self.status = CosignStatus()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def checkpoint_now(self) -> CheckpointRecord | None:
+        """Sign a checkpoint of the log as it is now (None if the log is empty)."""
+        async with self._lock:
+            gw = self.gw
+            size, root = await gw.store.audit_head()
+            if size == 0:
+                return None
+            latest = await gw.store.latest_checkpoint()
+            if latest is not None and latest.size == size:
+                return latest
+            now = gw.clock.now()
+            body = Checkpoint(self.origin, size, root).body()
+            note = sign_note(body, self.origin, NoteSigner(gw.identity.active_signing_key(now)))
+            rec = CheckpointRecord(size, root, note, now)
+            await gw.store.add_checkpoint(rec)
+            return rec
+
+    async def cosign_latest(self) -> bool:
+        """Ask the peer to cosign our newest checkpoint; True when it is (now) cosigned."""
+        gw = self.gw
+        latest = await gw.store.latest_checkpoint()
+        if latest is None:
+            return False
+        if latest.cosigned_note is not None:
+            return True
+        done = await gw.store.latest_checkpoint(cosigned=True)
+        old = done.size if done is not None else 0
+        for _ in range(2):
+            result = await self._request(latest, old)
+            if isinstance(result, bytes):
+                await gw.store.set_cosigned(latest.size, append_signature(latest.note, result), gw.clock.now())
+                self.status.cosigned += 1
+                return True
+            if result is None:
+                return False
+            old = result  # the peer holds another size: prove consistency from that one
+        return False
+
+    async def _request(self, cp: CheckpointRecord, old: int) -> bytes | int | None:
+        """bytes: the verified cosignature line; int: the size the peer holds; None: failed."""
+        gw = self.gw
+        if self.session is None:
+            return None
+        try:
+            proof = await gw.store.consistency_proof(old, cp.size) if 0 < old < cp.size else []
+        except GatewayError as e:
+            self._fail(f"cannot prove consistency from {old}: {e.code}")
+            return None
+        body = encode_request(old, proof, cp.note)
+        try:
+            async with self.session.post(self.url, data=body, headers={"Content-Type": MEDIA_TYPE}) as resp:
+                text = await resp.read()
+                if resp.status == 409 and resp.headers.get("Content-Type", "").startswith("text/x.tlog.size"):
+                    held = text.decode("ascii", "replace").strip()
+                    if held.isdigit() and int(held) != old:
+                        return int(held)
+                if resp.status != 200:
+                    self._fail(f"peer answered HTTP {resp.status}")
+                    return None
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            self._fail(f"peer unreachable: {type(e).__name__}")
+            return None
+        line = text.rstrip(b"\n") + b"\n"
+        name = witness_name(gw.peer.identity)
+        body_bytes = Checkpoint(self.origin, cp.size, cp.root).body()
+        for rec in gw.peer.records():
+            if rec.use != "witness" or rec.valid_at(gw.clock.now()) is not None:
+                continue
+            try:
+                verify_cosignature(body_bytes, line, name, rec.public)
+                return line
+            except GatewayError:
+                continue
+        self._fail("peer's cosignature does not verify under its witness key")
+        return None
+
+    def _fail(self, why: str) -> None:
+        self.status.failures += 1
+        self.status.last_error = why
+        log.warning("checkpoint.cosign_failed", reason=why)
+
+    async def start(self, *, background: bool = True) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.gw.config.delivery.request_timeout_seconds)
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context if self.ssl_context is not None else False, limit=1)
+        self.session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        if background:
+            self._task = asyncio.create_task(self._run(), name="checkpointer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def _run(self) -> None:
+        cfg = self.gw.config.audit
+        while True:
+            await asyncio.sleep(min(1.0, cfg.checkpoint_every_seconds))
+            try:
+                size, _ = await self.gw.store.audit_head()
+                latest = await self.gw.store.latest_checkpoint()
+                last_size = latest.size if latest else 0
+                age = (self.gw.clock.now() - latest.created_at).total_seconds() if latest else float("inf")
+                if size > last_size and (
+                    size - last_size >= cfg.checkpoint_every_entries or age >= cfg.checkpoint_every_seconds
+                ):
+                    await self.checkpoint_now()
+                await self.cosign_latest()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("checkpoint.loop_error")

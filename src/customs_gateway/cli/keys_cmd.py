@@ -1,0 +1,224 @@
+"""`customs-gateway keys …`: exchange and inspect key bundles (export, import-peer, list).
+
+Everything here reads or writes public data only, so no passphrase is asked. Each sub-verb is one
+`_register_*` function listed in `_SUB_VERBS`; `rotate` and `revoke` will join them there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from rich.markup import escape
+from rich.table import Table
+
+from ..config import Config
+from ..core.bundle import KeyBundle, KeyRecord, SignedBundle
+from ..core.encoding import format_ts
+from ..core.errors import ConfigError, Conflict
+from ..keystore import import_peer_bundle, read_signed_bundle, write_atomic
+from ..tls import cert_fingerprint
+from .common import add_config_arg, console, load_cli_config, print_json, result_console
+
+_SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def register(sub: _SubParsers) -> None:
+    p = sub.add_parser("keys", help="export, import and list key bundles")
+    ksub = p.add_subparsers(dest="keys_verb", metavar="VERB")
+    for add in _SUB_VERBS:
+        add(ksub)
+
+
+# --- export --------------------------------------------------------------------------------
+
+
+def _register_export(ksub: _SubParsers) -> None:
+    p = ksub.add_parser("export", help="write our signed public key bundle (for the peer)")
+    add_config_arg(p)
+    p.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    config = load_cli_config(args)
+    path = _own_bundle_path(config)
+    signed = read_signed_bundle(path)
+    bundle = signed.verify_self_signed()
+    data = signed.to_bytes()
+    if args.out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        write_atomic(args.out, data, 0o644)
+    out = console()
+    out.print(f"Exported the key bundle of [bold]{bundle.identity}[/] (serial {bundle.serial})")
+    out.print(f"Fingerprint: [bold]{signed.fingerprint()}[/]")
+    return 0
+
+
+# --- import-peer ---------------------------------------------------------------------------
+
+
+def _register_import(ksub: _SubParsers) -> None:
+    p = ksub.add_parser("import-peer", help="verify and store the peer's signed key bundle")
+    add_config_arg(p)
+    p.add_argument("file", type=Path, help="the peer's exported bundle")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation (fingerprint checked already)")
+    p.add_argument("--replace", action="store_true", help="replace a stored bundle of another identity or serial")
+    p.set_defaults(func=run_import)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    config = load_cli_config(args)
+    try:
+        data = args.file.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {args.file}: {e.strerror}", field="file") from e
+    signed = SignedBundle.from_bytes(data)
+    bundle = signed.verify_self_signed()
+    if bundle.identity == config.identity:
+        raise Conflict(
+            f"{args.file} is the bundle of {config.identity}, our own identity; import the peer's",
+            code="bundle.own_identity",
+        )
+    if config.peer.identity and bundle.identity != config.peer.identity:
+        raise Conflict(
+            f"{args.file} is the bundle of {bundle.identity}, but peer.identity is {config.peer.identity}",
+            code="bundle.identity_mismatch",
+        )
+    out = console()
+    out.print(
+        f"Peer identity: [bold]{bundle.identity}[/]  serial {bundle.serial}  issued {format_ts(bundle.issued_at)}"
+    )
+    if bundle.endpoint:
+        out.print(f"Endpoint: {escape(bundle.endpoint)}")
+    out.print(_table(bundle, f"keys of {bundle.identity}"))
+    out.print(f"TLS certificate SHA-256: {_cert_fp(bundle)}")
+    out.print(f"Bundle fingerprint: [bold]{signed.fingerprint()}[/]")
+    if not args.yes:
+        out.print("Compare this fingerprint with the one the peer read to you over a separate channel.")
+        if not sys.stdin.isatty():
+            raise ConfigError("not a terminal: pass --yes once the fingerprint is checked", field="yes")
+        answer = out.input("Trust this bundle? Type [bold]yes[/] to import: ")
+        if answer.strip().lower() != "yes":
+            out.print("Not imported.")
+            return 1
+    dest = config.path(config.peer.bundle or f"peers/{bundle.identity}.bundle.json")
+    import_peer_bundle(data, dest, own_identity=config.identity, replace=args.replace)
+    out.print(f"[green]Imported[/] the key bundle of {bundle.identity} into {escape(str(dest))}")
+    if not config.peer.bundle or not config.peer.identity:
+        rel = dest.relative_to(config.path(".")) if dest.is_relative_to(config.path(".")) else dest
+        out.print(
+            f'Set \\[peer] identity = "{bundle.identity}" and bundle = "{escape(str(rel))}" in the configuration file.'
+        )
+    return 0
+
+
+# --- list ----------------------------------------------------------------------------------
+
+
+def _register_list(ksub: _SubParsers) -> None:
+    p = ksub.add_parser("list", help="list our public keys (or the peer's with --peer)")
+    add_config_arg(p)
+    p.add_argument("--peer", action="store_true", help="list the imported peer bundle instead of our own")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=run_list)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    config = load_cli_config(args)
+    path = _peer_bundle_path(config) if args.peer else _own_bundle_path(config)
+    signed = read_signed_bundle(path)
+    bundle = signed.verify_self_signed()
+    if args.json:
+        print_json(
+            {
+                "identity": bundle.identity,
+                "serial": bundle.serial,
+                "issued_at": format_ts(bundle.issued_at),
+                "fingerprint": signed.fingerprint(),
+                "suites": list(bundle.suites),
+                "endpoint": bundle.endpoint,
+                "tls_certificate_sha256": _cert_fp(bundle),
+                "keys": [_key_row(r) for r in bundle.keys],
+            }
+        )
+        return 0
+    out = result_console()
+    out.print(_table(bundle, f"keys of {bundle.identity} (serial {bundle.serial}, {path})"))
+    out.print(f"Suites: {escape(', '.join(bundle.suites))}", soft_wrap=True)
+    out.print(f"TLS certificate SHA-256: {_cert_fp(bundle)}", soft_wrap=True)
+    out.print(f"Bundle fingerprint: [bold]{signed.fingerprint()}[/]", soft_wrap=True)
+    return 0
+
+
+# --- shared --------------------------------------------------------------------------------
+
+
+def _own_bundle_path(config: Config) -> Path:
+    return config.path(config.keys_dir) / "bundle.json"
+
+
+def _peer_bundle_path(config: Config) -> Path:
+    if config.peer.bundle:
+        return config.path(config.peer.bundle)
+    if config.peer.identity:
+        return config.path(f"peers/{config.peer.identity}.bundle.json")
+    found = sorted(config.path("peers").glob("*.bundle.json"))
+    if len(found) == 1:
+        return found[0]
+    raise ConfigError("set peer.bundle (or peer.identity) to choose the peer bundle", field="peer.bundle")
+
+
+def _key_row(rec: KeyRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "kid": rec.kid,
+        "use": rec.use,
+        "alg": rec.alg,
+        "state": rec.state,
+        "not_before": format_ts(rec.not_before),
+        "not_after": format_ts(rec.not_after),
+        "fingerprint": hashlib.sha256(rec.public).hexdigest(),
+    }
+    if rec.revoked_at is not None:
+        row["revoked_at"] = format_ts(rec.revoked_at)
+    return row
+
+
+def _table(bundle: KeyBundle, title: str) -> Table:
+    table = Table(title=escape(title))
+    for col in ("kid", "use", "alg", "state", "not before (UTC)", "not after (UTC)"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("public key SHA-256", overflow="fold")
+    for rec in bundle.keys:
+        row = _key_row(rec)
+        table.add_row(
+            rec.kid,
+            rec.use,
+            rec.alg,
+            rec.state if rec.revoked_at is None else f"{rec.state} ({_minute(rec.revoked_at)})",
+            _minute(rec.not_before),
+            _minute(rec.not_after),
+            row["fingerprint"],
+        )
+    return table
+
+
+def _minute(when: dt.datetime) -> str:
+    return format_ts(when)[:16].replace("T", " ")
+
+
+def _cert_fp(bundle: KeyBundle) -> str:
+    try:
+        return cert_fingerprint(bundle.tls_certificate.encode("ascii"))
+    except ValueError:
+        return "(not a valid certificate)"
+
+
+_SUB_VERBS: tuple[Callable[[_SubParsers], None], ...] = (_register_export, _register_import, _register_list)

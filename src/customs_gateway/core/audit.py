@@ -1,0 +1,108 @@
+"""Audit entries: the statement logged for every state change (G7), as exact bytes.
+
+An entry names time, kind, message id, actor, peer, the digests that matter and the refusal code;
+never a body. The entry bytes are the Merkle leaf, so an auditor can check them with public data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .encoding import format_ts, json_bytes, json_object, parse_ts
+from .errors import DecodeError
+from .keys import SigningKey
+
+KINDS: Final = frozenset(
+    {
+        "submitted",
+        "sent",
+        "delivered",
+        "received",
+        "duplicate",
+        "acknowledged",
+        "ack_received",
+        "refused",
+        "refusal_received",
+        "expired",
+        "key_announced",
+        "key_rotated",
+        "key_revoked",
+        "token_issued",
+        "checkpoint_cosigned",
+        "fork_detected",
+    }
+)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One log entry. `digests` maps names (document, envelope, receipt…) to SHA-256 hex."""
+
+    at: dt.datetime
+    kind: str
+    actor: str  # "token:<id>", "peer:<identity>", "system"
+    message_id: str | None = None
+    peer: str | None = None
+    code: str | None = None
+    digests: dict[str, str] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown audit kind {self.kind!r}")
+        d: dict[str, Any] = {"v": 1, "at": format_ts(self.at), "kind": self.kind, "actor": self.actor}
+        for name in ("message_id", "peer", "code"):
+            value = getattr(self, name)
+            if value is not None:
+                d[name] = value
+        if self.digests:
+            d["digests"] = self.digests
+        if self.detail:
+            d["detail"] = self.detail
+        return json_bytes(d)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AuditEntry:
+        d = json_object(data, field="entry")
+        if d.get("v") != 1 or d.get("kind") not in KINDS or not isinstance(d.get("actor"), str):
+            raise DecodeError("audit entry has a bad version, kind or actor", field="entry")
+        digests, detail = d.get("digests", {}), d.get("detail", {})
+        if not isinstance(digests, dict) or not isinstance(detail, dict):
+            raise DecodeError("audit entry digests/detail must be objects", field="entry")
+        return cls(
+            at=parse_ts(d.get("at"), field="entry.at"),
+            kind=d["kind"],
+            actor=d["actor"],
+            message_id=d.get("message_id"),
+            peer=d.get("peer"),
+            code=d.get("code"),
+            digests=digests,
+            detail=detail,
+        )
+
+
+def log_origin(identity: str) -> str:
+    """The checkpoint origin line (and signed-note key name) of one gateway's audit log."""
+    return f"customs-gateway/{identity}/audit"
+
+
+def witness_name(identity: str) -> str:
+    """The cosigner name a gateway uses when it witnesses its peer's log."""
+    return f"customs-gateway/{identity}/witness"
+
+
+class NoteSigner:
+    """Adapts a SigningKey to the signed-note `Signer` protocol (signed notes carry their own
+    framing, so no domain prefix is added)."""
+
+    def __init__(self, key: SigningKey) -> None:
+        self._key = key
+
+    @property
+    def public_raw(self) -> bytes:
+        return self._key.public_raw
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign_raw(message)

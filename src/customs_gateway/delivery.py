@@ -1,0 +1,290 @@
+"""The delivery worker: drains the outbox to the peer in seq order, in batches, with backoff.
+
+Each attempt re-signs the outer envelope (fresh `sent_at`, `attempt`); the HPKE ciphertext is
+reused while the peer's encryption key is unchanged. A message becomes `delivered` only when a
+valid receipt about exactly its document is stored (G6); a signed, non-retryable refusal makes
+it `refused`; anything else (network errors, 5xx, retryable refusals) is retried with capped
+exponential backoff and jitter. One request is in flight per peer, which keeps order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+
+from .core.audit import AuditEntry
+from .core.envelope import MEDIA_TYPE, Document, SignedDocument, build_envelope
+from .core.errors import GatewayError
+from .core.receipt import Statement, verify_receipt, verify_refusal
+from .gateway import Gateway
+from .store.base import AttemptOutcome, OutMessage
+
+log = structlog.get_logger("customs_gateway.delivery")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    base: float
+    cap: float
+
+    def delay(self, attempt: int, rand: float) -> float:
+        """Capped exponential backoff with 'equal jitter': between half and all of the step."""
+        step = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
+        return float(step * (0.5 + rand * 0.5))
+
+
+class DeliveryWorker:
+    """Drains one peer's queue over HTTPS (mutual TLS) to its `/peer/v1/envelopes`."""
+
+    def __init__(
+        self,
+        gw: Gateway,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.gw = gw
+        self.url = gw.config.peer.url.rstrip("/") + "/peer/v1/envelopes"
+        self.ssl_context = ssl_context
+        self.backoff = Backoff(gw.config.delivery.retry_base_seconds, gw.config.delivery.retry_cap_seconds)
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.requests = 0
+        self.last_error: str | None = None
+        self._batch_jitter: float | None = None
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.gw.config.delivery.request_timeout_seconds)
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context if self.ssl_context is not None else False, limit=4)
+        self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        self._task = asyncio.create_task(self._run(), name="delivery")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                progressed = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the worker must survive anything and try again
+                log.exception("delivery.loop_error")
+                progressed = False
+            if not progressed:
+                await self._sleep_until_due()
+
+    async def _sleep_until_due(self) -> None:
+        gw = self.gw
+        nxt = await gw.store.next_due_at(gw.peer.identity)
+        timeout = 1.0
+        if nxt is not None:
+            timeout = max(0.0, min(timeout, (nxt - gw.clock.now()).total_seconds()))
+        gw.outbox_changed.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(gw.outbox_changed.wait(), timeout)
+
+    async def run_once(self) -> bool:
+        """Send one batch if anything is due; returns True if a batch was attempted."""
+        gw = self.gw
+        now = gw.clock.now()
+        due = await gw.store.due(gw.peer.identity, now, gw.config.delivery.batch_max)
+        if not due:
+            return False
+        expired = [m for m in due if m.expires_at <= now]
+        live = [m for m in due if m.expires_at > now]
+        outcomes = [self._expired(m, now) for m in expired]
+        self._batch_jitter = None
+        if live:
+            loop = asyncio.get_running_loop()
+            built = await loop.run_in_executor(gw.crypto_pool, self._build, live, now)
+            outcomes += await self._send(live, built, now)
+        await gw.store.record_outcomes(outcomes)
+        return True
+
+    def _build(self, msgs: list[OutMessage], now: dt.datetime) -> list[tuple[dict[str, Any], bytes, str]]:
+        gw = self.gw
+        key = gw.peer.encryption_key(now)
+        sig_key = gw.identity.active_signing_key(now)
+        out = []
+        for m in msgs:
+            signed = SignedDocument.from_bytes(m.signed_document)
+            doc = Document.from_bytes(signed.document_bytes)
+            reuse = m.ciphertext if m.enc_kid == key.kid else None
+            env, _, ct = build_envelope(
+                doc,
+                seq=m.seq,
+                sent_at=now,
+                attempt=m.attempts + 1,
+                signing_key=sig_key,
+                recipient_key=key,
+                signed=signed,
+                ciphertext=reuse,
+            )
+            out.append((env.to_dict(), ct, key.kid))
+        return out
+
+    async def _send(
+        self, msgs: list[OutMessage], built: list[tuple[dict[str, Any], bytes, str]], now: dt.datetime
+    ) -> list[AttemptOutcome]:
+        assert self._session is not None
+        body = {"envelopes": [b[0] for b in built]}
+        self.requests += 1
+        try:
+            async with self._session.post(
+                self.url, json=body, headers={"Accept": "application/json", "X-Envelope-Type": MEDIA_TYPE}
+            ) as resp:
+                payload = await resp.json(content_type=None) if resp.status == 200 else None
+                if resp.status != 200 or not isinstance(payload, dict):
+                    text = f"peer answered HTTP {resp.status}"
+                    return [self._retry(m, b, now, text) for m, b in zip(msgs, built, strict=True)]
+        except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as e:
+            self.last_error = f"{type(e).__name__}: {e}"
+            return [
+                self._retry(m, b, now, f"peer unreachable: {type(e).__name__}")
+                for m, b in zip(msgs, built, strict=True)
+            ]
+        results = payload.get("results")
+        if not isinstance(results, list) or len(results) != len(msgs):
+            return [
+                self._retry(m, b, now, "peer answered a malformed result list")
+                for m, b in zip(msgs, built, strict=True)
+            ]
+        return [self._judge(m, b, r, now) for m, b, r in zip(msgs, built, results, strict=True)]
+
+    def _judge(
+        self, m: OutMessage, b: tuple[dict[str, Any], bytes, str], r: object, now: dt.datetime
+    ) -> AttemptOutcome:
+        gw = self.gw
+        key_for = gw.peer.verify_key
+        try:
+            if not isinstance(r, dict):
+                raise GatewayError("result is not an object", code="peer.malformed_result")
+            if "receipt" in r:
+                st = Statement.from_dict("receipt", r["receipt"])
+                rc = verify_receipt(
+                    st,
+                    message_id=m.id,
+                    sender=gw.name,
+                    receiver=gw.peer.identity,
+                    document_sha256=m.document_sha256,
+                    key_for=key_for,
+                )
+                gw.counters.delivered += 1
+                entry = AuditEntry(
+                    at=now,
+                    kind="delivered",
+                    actor=f"peer:{gw.peer.identity}",
+                    message_id=m.id,
+                    peer=gw.peer.identity,
+                    digests={"document": m.document_sha256.hex(), "receipt": _sha(st.to_bytes())},
+                    detail={
+                        "received_at": rc.received_at.isoformat(),
+                        "receipt_kid": rc.kid,
+                        "attempt": m.attempts + 1,
+                    },
+                )
+                return AttemptOutcome(
+                    m.id,
+                    "delivered",
+                    now,
+                    m.attempts + 1,
+                    receipt=st.to_bytes(),
+                    audit=(*self._sent(m, now), entry),
+                )
+            if "refusal" in r:
+                st = Statement.from_dict("refusal", r["refusal"])
+                rf = verify_refusal(st, message_id=m.id, key_for=key_for)
+                if rf.retryable:
+                    return self._retry(m, b, now, f"peer refused (retryable): {rf.code}")
+                gw.counters.refused_out[rf.code] = gw.counters.refused_out.get(rf.code, 0) + 1
+                entry = AuditEntry(
+                    at=now,
+                    kind="refusal_received",
+                    actor=f"peer:{gw.peer.identity}",
+                    message_id=m.id,
+                    peer=gw.peer.identity,
+                    code=rf.code,
+                    digests={"document": m.document_sha256.hex(), "refusal": _sha(st.to_bytes())},
+                )
+                return AttemptOutcome(
+                    m.id,
+                    "refused",
+                    now,
+                    m.attempts + 1,
+                    refusal=st.to_bytes(),
+                    error=f"{rf.code}: {rf.detail}",
+                    audit=(*self._sent(m, now), entry),
+                )
+            raise GatewayError("result has neither receipt nor refusal", code="peer.malformed_result")
+        except GatewayError as e:
+            log.warning("delivery.bad_result", message_id=m.id, code=e.code)
+            return self._retry(m, b, now, f"unverifiable answer from peer: {e.code}")
+
+    def _sent(self, m: OutMessage, now: dt.datetime) -> tuple[AuditEntry, ...]:
+        if m.status != "queued":
+            return ()
+        return (
+            AuditEntry(
+                at=now,
+                kind="sent",
+                actor="system",
+                message_id=m.id,
+                peer=m.peer,
+                digests={"document": m.document_sha256.hex()},
+            ),
+        )
+
+    def _retry(self, m: OutMessage, b: tuple[dict[str, Any], bytes, str], now: dt.datetime, why: str) -> AttemptOutcome:
+        self.gw.counters.retries += 1
+        attempt = m.attempts + 1
+        # One jitter draw per batch: every message of a failed batch waits the same time, so none
+        # overtakes the head of the queue.
+        if self._batch_jitter is None:
+            self._batch_jitter = self.rng.random()
+        delay = self.backoff.delay(attempt, self._batch_jitter)
+        return AttemptOutcome(
+            m.id,
+            "retry",
+            now,
+            attempt,
+            error=why,
+            next_attempt_at=now + dt.timedelta(seconds=delay),
+            ciphertext=b[1],
+            enc_kid=b[2],
+            audit=self._sent(m, now),
+        )
+
+    def _expired(self, m: OutMessage, now: dt.datetime) -> AttemptOutcome:
+        self.gw.counters.expired += 1
+        entry = AuditEntry(
+            at=now,
+            kind="expired",
+            actor="system",
+            message_id=m.id,
+            peer=m.peer,
+            digests={"document": m.document_sha256.hex()},
+        )
+        return AttemptOutcome(m.id, "expired", now, m.attempts, error="expired before delivery", audit=(entry,))
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

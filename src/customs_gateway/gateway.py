@@ -1,0 +1,500 @@
+"""The gateway service: what happens on submit, on receipt of envelopes, on ack and on token issue.
+
+HTTP handlers and the delivery worker call this; it composes the pure core (envelopes, receipts,
+replay rules, schemas) with the store. It holds no sockets itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import structlog
+
+from .auth import ROLES, check_secret, new_token, parse_bearer
+from .config import Config
+from .core import schemas
+from .core.audit import AuditEntry, NoteSigner, log_origin, witness_name
+from .core.bundle import PeerKeys
+from .core.clock import Clock, IdSource
+from .core.control import AckBody, AckRequest, decode_struct
+from .core.encoding import format_ts, json_bytes, json_object, parse_ts
+from .core.envelope import (
+    BUSINESS_TYPES,
+    Document,
+    Envelope,
+    SignedDocument,
+    open_envelope,
+    read_header,
+)
+from .core.errors import AuthError, Conflict, DecodeError, GatewayError, NotFound, SchemaError
+from .core.keys import RandBytes
+from .core.merkle import ProofError
+from .core.receipt import make_receipt, make_refusal
+from .core.witness import ForkError, check_advance, cosign_line, parse_request
+from .keystore import Identity
+from .store.base import Incoming, NewMessage, OutMessage, Store, TokenRecord, WitnessState
+
+log = structlog.get_logger("customs_gateway.gateway")
+
+#: Refusal codes a sender may retry (a later attempt, re-signed, can succeed).
+RETRYABLE_CODES: Final = frozenset(
+    {"replay.skew", "key.unknown", "key.not_yet_valid", "store.unavailable", "suite.mismatch"}
+)
+MAX_TTL: Final = dt.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    type: str
+    to: str
+    body: dict[str, Any]
+    expires_at: dt.datetime | None
+
+
+@dataclass
+class Counters:
+    """In-process counters the metrics endpoint reads (the store holds the durable truth)."""
+
+    submitted: int = 0
+    received: int = 0
+    duplicates: int = 0
+    refused_in: dict[str, int] = field(default_factory=dict)
+    delivered: int = 0
+    refused_out: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    expired: int = 0
+    forks: int = 0
+
+
+@dataclass(frozen=True)
+class Caller:
+    token_id: str
+    role: str
+
+    @property
+    def actor(self) -> str:
+        return f"token:{self.token_id}"
+
+
+class Gateway:
+    """One administration's gateway: identity, the one peer it talks to, the store."""
+
+    def __init__(
+        self,
+        config: Config,
+        identity: Identity,
+        peer: PeerKeys,
+        store: Store,
+        clock: Clock,
+        ids: IdSource,
+        randbytes: RandBytes = os.urandom,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.peer = peer
+        self.store = store
+        self.clock = clock
+        self.ids = ids
+        self.randbytes = randbytes
+        self.counters = Counters()
+        self.outbox_changed = asyncio.Event()
+        self.inbox_changed = asyncio.Condition()
+        self.crypto_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crypto")
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
+
+    # --- auth ------------------------------------------------------------------------------
+    async def authenticate(self, authorization: str | None, roles: tuple[str, ...]) -> Caller:
+        token_id, presented = parse_bearer(authorization)
+        rec = await self.store.get_token(token_id)
+        if rec is None or rec.revoked_at is not None or not check_secret(rec.secret_hash, presented):
+            raise AuthError("bearer token is not valid", code="auth.invalid")
+        if rec.role not in roles:
+            raise AuthError(
+                f"role {rec.role!r} may not call this endpoint (needs {' or '.join(roles)})",
+                code="auth.forbidden",
+                status=403,
+            )
+        return Caller(rec.id, rec.role)
+
+    async def issue_token(self, role: str, label: str, actor: str) -> tuple[str, str]:
+        return await issue_token(self.store, self.clock, role, label, actor, self.randbytes)
+
+    # --- submit ----------------------------------------------------------------------------
+    def parse_submit(self, raw: bytes) -> SubmitRequest:
+        d = _json_request(raw)
+        for name in ("type", "to", "body"):
+            if name not in d:
+                raise SchemaError(f"{name} is required", code="schema.required", field=f"$.{name}")
+        extra = set(d) - {"type", "to", "body", "expires_at"}
+        if extra:
+            raise SchemaError(
+                f"unknown field {sorted(extra)[0]!r}",
+                code="schema.unknown_field",
+                field=f"$.{sorted(extra)[0]}",
+            )
+        msg_type, to, body = d["type"], d["to"], d["body"]
+        if not isinstance(msg_type, str) or msg_type not in BUSINESS_TYPES:
+            raise SchemaError(
+                f"type must be one of {', '.join(BUSINESS_TYPES)}", code="schema.type_unknown", field="$.type"
+            )
+        if not isinstance(to, str) or to != self.peer.identity:
+            raise SchemaError(
+                f"to must name the configured peer ({self.peer.identity})",
+                code="schema.recipient",
+                field="$.to",
+            )
+        if not isinstance(body, dict):
+            raise SchemaError("body must be an object", code="schema.type", field="$.body")
+        try:
+            schemas.validate_body(msg_type, body)
+        except SchemaError as e:
+            if e.field and e.field.startswith("$"):
+                e.field = "$.body" + e.field[1:]
+            raise
+        expires = d.get("expires_at")
+        expires_at = None
+        if expires is not None:
+            try:
+                expires_at = parse_ts(expires, field="$.expires_at")
+            except DecodeError as e:
+                raise SchemaError(e.detail, code="schema.date", field="$.expires_at") from e
+        return SubmitRequest(msg_type, to, body, expires_at)
+
+    async def submit(self, raw: bytes, caller: Caller, idempotency_key: str | None) -> tuple[OutMessage, bool]:
+        req = self.parse_submit(raw)
+        if idempotency_key is not None and not (1 <= len(idempotency_key) <= 200 and idempotency_key.isprintable()):
+            raise SchemaError(
+                "Idempotency-Key must be 1-200 printable characters",
+                code="schema.length",
+                field="Idempotency-Key",
+            )
+        now = self.clock.now()
+        expires_at = req.expires_at or now + dt.timedelta(seconds=self.config.delivery.default_ttl_seconds)
+        if expires_at <= now:
+            raise SchemaError("expires_at must be in the future", code="schema.date_order", field="$.expires_at")
+        if expires_at - now > MAX_TTL:
+            raise SchemaError("expires_at is at most 30 days ahead", code="schema.date_order", field="$.expires_at")
+        request_hash = hashlib.sha256(
+            json_bytes(
+                {
+                    "type": req.type,
+                    "to": req.to,
+                    "body": req.body,
+                    "expires_at": req.expires_at and format_ts(req.expires_at),
+                }
+            )
+        ).digest()
+        msg = self._new_message(req.type, req.body, now, expires_at, caller.token_id, idempotency_key, request_hash)
+        audit = AuditEntry(
+            at=now,
+            kind="submitted",
+            actor=caller.actor,
+            message_id=msg.id,
+            peer=self.peer.identity,
+            digests={"document": msg.document_sha256.hex()},
+            detail={"type": req.type},
+        )
+        out, created = await self.store.submit(msg, audit)
+        if created:
+            self.counters.submitted += 1
+            self.outbox_changed.set()
+        return out, created
+
+    def _new_message(
+        self,
+        msg_type: str,
+        body: dict[str, Any],
+        now: dt.datetime,
+        expires_at: dt.datetime,
+        token_id: str | None,
+        idempotency_key: str | None = None,
+        request_hash: bytes | None = None,
+    ) -> NewMessage:
+        doc = Document(self.ids.new_id(), self.name, self.peer.identity, msg_type, now, body)
+        signed = SignedDocument.create(doc, self.identity.active_signing_key(now))
+        return NewMessage(
+            id=doc.id,
+            peer=self.peer.identity,
+            type=msg_type,
+            created_at=now,
+            expires_at=expires_at,
+            signed_document=signed.raw,
+            document_sha256=signed.digest,
+            token_id=token_id,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+
+    # --- inbox ack -------------------------------------------------------------------------
+    async def acknowledge(self, message_id: str, raw: bytes, caller: Caller) -> OutMessage:
+        req: AckRequest = decode_struct(AckRequest, _json_request(raw) if raw else {})
+        item = await self.store.inbox_item(message_id)
+        if item is None or item.type not in BUSINESS_TYPES:
+            raise NotFound(f"no inbox message {message_id}", code="inbox.not_found", field="id")
+        if item.ack_status is not None:
+            raise Conflict(f"message {message_id} was already acknowledged", code="ack.already", field="id")
+        now = self.clock.now()
+        body = {"message_id": item.id, "document_sha256": item.document_sha256.hex(), "status": req.status}
+        if req.reason is not None:
+            body["reason"] = req.reason
+        ttl = dt.timedelta(seconds=self.config.delivery.default_ttl_seconds)
+        ack = self._new_message("ack", body, now, now + ttl, caller.token_id)
+        audit = AuditEntry(
+            at=now,
+            kind="submitted",
+            actor=caller.actor,
+            message_id=ack.id,
+            peer=item.sender,
+            digests={"document": ack.document_sha256.hex()},
+            detail={"type": "ack", "acknowledges": item.id, "status": req.status},
+        )
+        out = await self.store.acknowledge_inbox(item.id, req.status, ack, audit)
+        self.outbox_changed.set()
+        return out
+
+    # --- receiving -------------------------------------------------------------------------
+    async def receive(self, raw: bytes) -> list[dict[str, Any]]:
+        """Handle one POST /peer/v1/envelopes body; returns one result per envelope, in order."""
+        envelopes = _parse_batch(raw, self.config.security.max_batch)
+        now = self.clock.now()
+        loop = asyncio.get_running_loop()
+        opened = await loop.run_in_executor(self.crypto_pool, self._open_all, envelopes, now)
+        results: list[dict[str, Any] | None] = [None] * len(envelopes)
+        incoming: list[tuple[int, Incoming]] = []
+        refusal_audit: list[AuditEntry] = []
+        for i, item in enumerate(opened):
+            if isinstance(item, tuple):
+                code_err, mid = item
+                results[i] = self._refuse(mid, code_err, now)
+                refusal_audit.append(self._refusal_entry(mid, code_err, now))
+            else:
+                incoming.append((i, item))
+        if incoming:
+            outcomes = await self.store.accept_incoming([it for _, it in incoming])
+            for (i, it), res in zip(incoming, outcomes, strict=True):
+                if res.status == "conflict":
+                    err = GatewayError("message id already received with a different document", code="replay.conflict")
+                    results[i] = self._refuse(it.id, err, now)
+                    refusal_audit.append(self._refusal_entry(it.id, err, now))
+                    log.warning("replay.conflict", peer=it.sender, message_id=it.id)
+                    continue
+                assert res.receipt is not None
+                if res.status == "duplicate":
+                    self.counters.duplicates += 1
+                else:
+                    self.counters.received += 1
+                results[i] = {"id": it.id, "status": res.status, "receipt": json_object(res.receipt)}
+            if any(r["status"] == "accepted" for r in results if r is not None):
+                async with self.inbox_changed:
+                    self.inbox_changed.notify_all()
+        if refusal_audit:
+            await self.store.append_audit(refusal_audit)
+        return [r for r in results if r is not None]
+
+    def _open_all(self, envelopes: list[object], now: dt.datetime) -> list[Incoming | tuple[GatewayError, str]]:
+        return [self._open_one(e, now) for e in envelopes]
+
+    def _open_one(self, raw_env: object, now: dt.datetime) -> Incoming | tuple[GatewayError, str]:
+        mid = "unknown"
+        try:
+            env = Envelope.from_dict(raw_env)
+            mid = read_header(env).id
+            opened = open_envelope(
+                env,
+                me=self.name,
+                peer=self.peer,
+                decryption_key=self.identity.decryption_key,
+                now=now,
+                skew_seconds=self.config.security.skew_seconds,
+            )
+            doc, hdr = opened.document, opened.header
+            acked: str | None = None
+            ack_info: dict[str, Any] | None = None
+            if doc.type in BUSINESS_TYPES:
+                schemas.validate_body(doc.type, doc.body)
+            elif doc.type == "ack":
+                ab: AckBody = decode_struct(AckBody, doc.body)
+                acked = ab.message_id
+                ack_info = {
+                    "status": ab.status,
+                    "reason": ab.reason,
+                    "ack_id": doc.id,
+                    "document_sha256": ab.document_sha256,
+                }
+            else:
+                raise SchemaError(
+                    f"control type {doc.type!r} is not accepted here",
+                    code="schema.type_unknown",
+                    field="header.type",
+                )
+            digest = opened.signed_document.digest
+            receipt = make_receipt(
+                message_id=doc.id,
+                sender=doc.sender,
+                receiver=self.name,
+                document_sha256=digest,
+                received_at=now,
+                key=self.identity.active_signing_key(now),
+            )
+            audit = AuditEntry(
+                at=now,
+                kind="received",
+                actor=f"peer:{doc.sender}",
+                message_id=doc.id,
+                peer=doc.sender,
+                digests={
+                    "document": digest.hex(),
+                    "envelope": env.digest.hex(),
+                    "receipt": hashlib.sha256(receipt.to_bytes()).hexdigest(),
+                },
+                detail={"type": doc.type, "seq": hdr.seq},
+            )
+            return Incoming(
+                sender=doc.sender,
+                id=doc.id,
+                seq=hdr.seq,
+                type=doc.type,
+                created_at=doc.created_at,
+                received_at=now,
+                document_sha256=digest,
+                signed_document=opened.signed_document.raw,
+                body=opened.signed_document.document_bytes,
+                receipt=receipt.to_bytes(),
+                audit=audit,
+                acked_message_id=acked,
+                ack_info=ack_info,
+            )
+        except GatewayError as e:
+            return (e, mid)
+
+    def _refuse(self, message_id: str, err: GatewayError, now: dt.datetime) -> dict[str, Any]:
+        retryable = err.code in RETRYABLE_CODES
+        self.counters.refused_in[err.code] = self.counters.refused_in.get(err.code, 0) + 1
+        st = make_refusal(
+            message_id=message_id,
+            sender=self.peer.identity,
+            receiver=self.name,
+            code=err.code,
+            detail=err.detail,
+            retryable=retryable,
+            refused_at=now,
+            key=self.identity.active_signing_key(now),
+        )
+        return {
+            "id": message_id,
+            "status": "refused",
+            "code": err.code,
+            "retryable": retryable,
+            "refusal": st.to_dict(),
+        }
+
+    def _refusal_entry(self, message_id: str, err: GatewayError, now: dt.datetime) -> AuditEntry:
+        return AuditEntry(
+            at=now,
+            kind="refused",
+            actor=f"peer:{self.peer.identity}",
+            message_id=message_id,
+            peer=self.peer.identity,
+            code=err.code,
+            detail={"direction": "inbound", "field": err.field or ""},
+        )
+
+    # --- witnessing the peer's log ---------------------------------------------------------
+    async def witness(self, raw: bytes) -> bytes:
+        """Cosign the peer's checkpoint if it extends what we cosigned before; returns the line."""
+        origin = log_origin(self.peer.identity)
+        now = self.clock.now()
+        req = parse_request(raw, origin, self.peer.records())
+        state = await self.store.witness_state(origin)
+        stored_size, stored_root = (state.size, state.root) if state else (0, None)
+        if req.old_size != stored_size:
+            raise WitnessSizeMismatch(stored_size)
+        try:
+            check_advance(req, stored_size, stored_root)
+        except (ForkError, ProofError) as e:
+            self.counters.forks += 1
+            log.error("witness.fork_detected", peer=self.peer.identity, size=req.checkpoint.size, code=e.code)
+            await self.store.append_audit(
+                [
+                    AuditEntry(
+                        at=now,
+                        kind="fork_detected",
+                        actor=f"peer:{self.peer.identity}",
+                        peer=self.peer.identity,
+                        code=e.code,
+                        detail={
+                            "origin": origin,
+                            "size": req.checkpoint.size,
+                            "root": req.checkpoint.root.hex(),
+                            "cosigned_size": stored_size,
+                            "cosigned_root": stored_root.hex() if stored_root else "",
+                        },
+                    )
+                ]
+            )
+            raise
+        line = cosign_line(req, witness_name(self.name), NoteSigner(self.identity.witness), now)
+        cp = req.checkpoint
+        await self.store.witness_advance(origin, stored_size, WitnessState(origin, cp.size, cp.root, req.note), now)
+        return line
+
+    async def close(self) -> None:
+        self.crypto_pool.shutdown(wait=False)
+
+
+class WitnessSizeMismatch(Conflict):
+    """The cosign request's `old` is not the size we hold (C2SP: 409 with our size)."""
+
+    code = "witness.size_mismatch"
+
+    def __init__(self, held: int) -> None:
+        super().__init__(f"this witness holds size {held}", field="old")
+        self.held = held
+
+
+async def issue_token(
+    store: Store, clock: Clock, role: str, label: str, actor: str, randbytes: RandBytes = os.urandom
+) -> tuple[str, str]:
+    """Create a token; returns (token id, bearer secret). Only the secret's hash is stored."""
+    if role not in ROLES:
+        raise SchemaError(f"role must be one of {', '.join(ROLES)}", code="schema.enum", field="$.role")
+    if len(label) > 200 or not label.isprintable():
+        raise SchemaError("label is at most 200 printable characters", code="schema.length", field="$.label")
+    tok = new_token(randbytes)
+    now = clock.now()
+    audit = AuditEntry(at=now, kind="token_issued", actor=actor, detail={"token_id": tok.id, "role": role})
+    await store.add_token(TokenRecord(tok.id, role, tok.secret_hash, label, now), audit)
+    return tok.id, tok.secret
+
+
+def _json_request(raw: bytes) -> dict[str, Any]:
+    try:
+        return json_object(raw, field="request body")
+    except DecodeError as e:
+        raise SchemaError(e.detail, code="schema.json", field="$") from e
+
+
+def _parse_batch(raw: bytes, max_batch: int) -> list[object]:
+    d = json_object(raw, field="request body")
+    if "envelopes" in d:
+        envs = d["envelopes"]
+        if not isinstance(envs, list) or not envs:
+            raise DecodeError("envelopes must be a non-empty list", field="$.envelopes")
+        if len(envs) > max_batch:
+            raise GatewayError(
+                f"a batch holds at most {max_batch} envelopes",
+                code="batch.too_large",
+                field="$.envelopes",
+                status=413,
+            )
+        return list(envs)
+    return [d]

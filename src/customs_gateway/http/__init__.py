@@ -1,0 +1,1 @@
+"""HTTP edges: the local API (back-ends, admins, auditors) and the peer API (mutual TLS)."""

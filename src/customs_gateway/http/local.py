@@ -1,0 +1,351 @@
+"""The local API (DESIGN §5): submit, status, list, inbox with long-poll, ack, schemas, admin.
+
+Every endpoint authenticates a bearer token and admits only its roles (G8): 401 without a valid
+token, 403 with a wrong role. Handlers parse, call the Gateway, and render; nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from typing import Any, Final
+
+from aiohttp import web
+
+from ..core import schemas
+from ..core.encoding import b64url, format_ts, json_object, parse_ts
+from ..core.envelope import BUSINESS_TYPES
+from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
+from ..core.merkle import leaf_hash
+from ..core.state import STATUSES
+from ..gateway import Caller, Gateway
+from ..store.base import InboxItem, MessageFilter, OutMessage
+from .problems import json_response, problem_middleware
+
+GATEWAY: Final = web.AppKey("gateway", Gateway)
+MAX_LONG_POLL: Final = 30.0
+MAX_PAGE: Final = 500
+
+AGENCY = ("agency",)
+ADMIN = ("admin",)
+AUDITOR = ("auditor",)
+
+
+async def _auth(request: web.Request, roles: tuple[str, ...]) -> Caller:
+    return await request.app[GATEWAY].authenticate(request.headers.get("Authorization"), roles)
+
+
+async def _json_body(request: web.Request) -> bytes:
+    ctype = request.headers.get("Content-Type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise GatewayError(
+            "request body must be application/json",
+            code="http.unsupported_media_type",
+            status=415,
+            field="Content-Type",
+        )
+    return await request.read()
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        v = int(raw)
+    except ValueError as e:
+        raise SchemaError(f"{name} must be an integer", code="schema.type", field=name) from e
+    if not lo <= v <= hi:
+        raise SchemaError(f"{name} must be between {lo} and {hi}", code="schema.range", field=name)
+    return v
+
+
+def message_view(m: OutMessage) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "to": m.peer,
+        "type": m.type,
+        "seq": m.seq,
+        "status": m.status,
+        "created_at": format_ts(m.created_at),
+        "expires_at": format_ts(m.expires_at),
+        "updated_at": format_ts(m.updated_at),
+        "attempts": m.attempts,
+        "next_attempt_at": format_ts(m.next_attempt_at) if m.status in ("queued", "sent") else None,
+        "last_error": m.last_error,
+        "document_sha256": m.document_sha256.hex(),
+        "receipt": json_object(m.receipt) if m.receipt else None,
+        "refusal": json_object(m.refusal) if m.refusal else None,
+        "ack": m.ack,
+        "history": [{"at": format_ts(a), "status": s, "detail": d} for a, s, d in m.history],
+    }
+
+
+def inbox_view(it: InboxItem, with_body: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "cursor": it.cursor,
+        "id": it.id,
+        "from": it.sender,
+        "type": it.type,
+        "created_at": format_ts(it.created_at),
+        "received_at": format_ts(it.received_at),
+        "document_sha256": it.document_sha256.hex(),
+        "ack_status": it.ack_status,
+        "ack_message_id": it.ack_message_id,
+    }
+    if with_body:
+        out["body"] = json_object(it.body)["body"]
+    return out
+
+
+async def submit(request: web.Request) -> web.Response:
+    caller = await _auth(request, AGENCY)
+    gw = request.app[GATEWAY]
+    raw = await _json_body(request)
+    key = request.headers.get("Idempotency-Key")
+    msg, created = await gw.submit(raw, caller, key)
+    headers = {"Location": f"/v1/messages/{msg.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response({"id": msg.id, "status": msg.status, "seq": msg.seq}, status=202, headers=headers)
+
+
+async def get_message(request: web.Request) -> web.Response:
+    await _auth(request, AGENCY)
+    m = await request.app[GATEWAY].store.get_message(request.match_info["id"])
+    if m is None or m.type not in BUSINESS_TYPES:
+        raise NotFound(f"no message {request.match_info['id']}", code="message.not_found", field="id")
+    return json_response(message_view(m))
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    await _auth(request, AGENCY)
+    gw = request.app[GATEWAY]
+    q = request.query
+    limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
+    direction = q.get("direction", "outbound")
+    if direction not in ("outbound", "inbound"):
+        raise SchemaError("direction must be outbound or inbound", code="schema.enum", field="direction")
+    status, mtype = q.get("status"), q.get("type")
+    if status is not None and status not in STATUSES:
+        raise SchemaError(f"status must be one of {', '.join(STATUSES)}", code="schema.enum", field="status")
+    if mtype is not None and mtype not in BUSINESS_TYPES:
+        raise SchemaError(f"type must be one of {', '.join(BUSINESS_TYPES)}", code="schema.enum", field="type")
+    since: dt.datetime | None = None
+    if "since" in q:
+        try:
+            since = parse_ts(q["since"], field="since")
+        except DecodeError as e:
+            raise SchemaError(e.detail, code="schema.date", field="since") from e
+    if direction == "inbound":
+        cursor = _int_param(request, "cursor", 0, 0, 2**62)
+        types = (mtype,) if mtype else BUSINESS_TYPES
+        items = await gw.store.inbox_after(cursor, limit, types)
+        if since is not None:
+            items = [i for i in items if i.received_at >= since]
+        nxt = str(items[-1].cursor) if len(items) == limit else None
+        return json_response({"messages": [inbox_view(i, with_body=False) for i in items], "next_cursor": nxt})
+    cursor_s = q.get("cursor")
+    if cursor_s is not None and (len(cursor_s) > 64 or not cursor_s.isprintable()):
+        raise SchemaError("cursor is not valid", code="schema.cursor", field="cursor")
+    msgs = await gw.store.list_messages(MessageFilter(status, mtype, since), cursor_s, limit)
+    nxt = msgs[-1].id if len(msgs) == limit else None
+    return json_response({"messages": [message_view(m) for m in msgs], "next_cursor": nxt})
+
+
+async def inbox(request: web.Request) -> web.Response:
+    await _auth(request, AGENCY)
+    gw = request.app[GATEWAY]
+    cursor = _int_param(request, "after", 0, 0, 2**62)
+    limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
+    wait = request.query.get("wait", "0")
+    try:
+        wait_s = float(wait)
+    except ValueError as e:
+        raise SchemaError("wait must be a number of seconds", code="schema.type", field="wait") from e
+    if not 0 <= wait_s <= MAX_LONG_POLL:
+        raise SchemaError(f"wait must be between 0 and {MAX_LONG_POLL:.0f} seconds", code="schema.range", field="wait")
+    items = await gw.store.inbox_after(cursor, limit, BUSINESS_TYPES)
+    if not items and wait_s > 0:
+        deadline = asyncio.get_running_loop().time() + wait_s
+        async with gw.inbox_changed:
+            while not items:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(gw.inbox_changed.wait(), left)
+                items = await gw.store.inbox_after(cursor, limit, BUSINESS_TYPES)
+    nxt = items[-1].cursor if items else cursor
+    return json_response({"messages": [inbox_view(i) for i in items], "next_cursor": nxt})
+
+
+async def ack(request: web.Request) -> web.Response:
+    caller = await _auth(request, AGENCY)
+    raw = await _json_body(request)
+    out = await request.app[GATEWAY].acknowledge(request.match_info["id"], raw, caller)
+    return json_response({"ack_id": out.id, "status": out.status, "acknowledges": request.match_info["id"]}, status=202)
+
+
+async def get_schemas(request: web.Request) -> web.Response:
+    await _auth(request, ("agency", "auditor"))
+    return json_response(schemas.all_schemas())
+
+
+async def admin_keys(request: web.Request) -> web.Response:
+    await _auth(request, ADMIN)
+    gw = request.app[GATEWAY]
+    own = [r.to_dict() for r in gw.identity.bundle.bundle.keys]
+    peer = [r.to_dict() for r in gw.peer.records()]
+    return json_response({"identity": gw.name, "keys": own, "peer": {"identity": gw.peer.identity, "keys": peer}})
+
+
+async def admin_peers(request: web.Request) -> web.Response:
+    await _auth(request, ADMIN)
+    gw = request.app[GATEWAY]
+    st = await gw.store.peer_state(gw.peer.identity)
+    depth, oldest = await gw.store.queue_depth(gw.peer.identity)
+    return json_response(
+        {
+            "peers": [
+                {
+                    "identity": gw.peer.identity,
+                    "url": gw.config.peer.url,
+                    "bundle_serial": gw.peer.bundle.serial,
+                    "next_seq": st.next_seq,
+                    "received_high_water": st.recv_high_water,
+                    "sequence_gaps": st.gap_count,
+                    "recent_gaps": [{"from": a, "to": b} for a, b in st.gaps],
+                    "queue_depth": depth,
+                    "oldest_queued_at": format_ts(oldest) if oldest else None,
+                }
+            ]
+        }
+    )
+
+
+async def admin_tokens(request: web.Request) -> web.Response:
+    caller = await _auth(request, ADMIN)
+    raw = await _json_body(request)
+    try:
+        d = json_object(raw, field="request body")
+    except DecodeError as e:
+        raise SchemaError(e.detail, code="schema.json", field="$") from e
+    role, label = d.get("role"), d.get("label", "")
+    if not isinstance(role, str):
+        raise SchemaError("role is required", code="schema.required", field="$.role")
+    if not isinstance(label, str):
+        raise SchemaError("label must be a string", code="schema.type", field="$.label")
+    extra = set(d) - {"role", "label"}
+    if extra:
+        raise SchemaError(
+            f"unknown field {sorted(extra)[0]!r}", code="schema.unknown_field", field=f"$.{sorted(extra)[0]}"
+        )
+    tid, secret = await request.app[GATEWAY].issue_token(role, label, caller.actor)
+    return json_response({"id": tid, "role": role, "token": secret, "note": "shown once; store it now"}, status=201)
+
+
+async def audit_entries(request: web.Request) -> web.Response:
+    await _auth(request, AUDITOR)
+    gw = request.app[GATEWAY]
+    start = _int_param(request, "start", 0, 0, 2**62)
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    rows = await gw.store.audit_entries(start, start + limit)
+    return json_response({"entries": [{"index": i, "entry": json_object(e)} for i, e in rows]})
+
+
+async def audit_checkpoint(request: web.Request) -> web.Response:
+    await _auth(request, AUDITOR)
+    store = request.app[GATEWAY].store
+    cp = await store.latest_checkpoint(cosigned=request.query.get("cosigned") == "true")
+    if cp is None:
+        raise NotFound("no checkpoint has been made yet", code="audit.no_checkpoint")
+    return web.Response(body=cp.cosigned_note or cp.note, content_type="text/plain", charset="utf-8")
+
+
+async def audit_inclusion(request: web.Request) -> web.Response:
+    await _auth(request, AUDITOR)
+    store = request.app[GATEWAY].store
+    size = _int_param(request, "size", -1, 1, 2**62)
+    if size < 0:
+        raise SchemaError("size is required", code="schema.required", field="size")
+    index = _int_param(request, "index", -1, 0, size - 1)
+    if index < 0:
+        raise SchemaError("index is required", code="schema.required", field="index")
+    proof = await store.inclusion_proof(index, size)
+    entry = await store.audit_entries(index, index + 1)
+    return json_response(
+        {
+            "index": index,
+            "size": size,
+            "leaf_hash": b64url(leaf_hash(entry[0][1])),
+            "proof": [b64url(p) for p in proof],
+        }
+    )
+
+
+async def audit_consistency(request: web.Request) -> web.Response:
+    await _auth(request, AUDITOR)
+    store = request.app[GATEWAY].store
+    new = _int_param(request, "new", -1, 0, 2**62)
+    old = _int_param(request, "old", -1, 0, 2**62)
+    if new < 0 or old < 0:
+        raise SchemaError("old and new are required", code="schema.required", field="old" if old < 0 else "new")
+    if old > new:
+        raise SchemaError("old must not exceed new", code="schema.range", field="old")
+    proof = await store.consistency_proof(old, new)
+    return json_response({"old": old, "new": new, "proof": [b64url(p) for p in proof]})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    checks: dict[str, str] = {}
+    try:
+        await gw.store.audit_size()
+        checks["store"] = "ok"
+    except GatewayError as e:
+        checks["store"] = e.code
+    try:
+        gw.identity.active_signing_key(gw.clock.now())
+        checks["keys"] = "ok"
+    except GatewayError as e:
+        checks["keys"] = e.code
+    checks["peer_bundle"] = "ok" if gw.peer.records() else "missing"
+    ok = all(v == "ok" for v in checks.values())
+    return json_response({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)
+
+
+async def not_found(request: web.Request) -> web.Response:
+    raise NotFound(f"no such endpoint {request.path}", code="http.not_found")
+
+
+ROUTES: Final = (
+    ("POST", "/v1/messages", submit, AGENCY),
+    ("GET", "/v1/messages", list_messages, AGENCY),
+    ("GET", "/v1/messages/{id}", get_message, AGENCY),
+    ("GET", "/v1/inbox", inbox, AGENCY),
+    ("POST", "/v1/inbox/{id}/ack", ack, AGENCY),
+    ("GET", "/v1/schemas", get_schemas, ("agency", "auditor")),
+    ("GET", "/v1/admin/keys", admin_keys, ADMIN),
+    ("GET", "/v1/admin/peers", admin_peers, ADMIN),
+    ("POST", "/v1/admin/tokens", admin_tokens, ADMIN),
+    ("GET", "/v1/audit/entries", audit_entries, AUDITOR),
+    ("GET", "/v1/audit/checkpoint", audit_checkpoint, AUDITOR),
+    ("GET", "/v1/audit/proof/inclusion", audit_inclusion, AUDITOR),
+    ("GET", "/v1/audit/proof/consistency", audit_consistency, AUDITOR),
+    ("GET", "/healthz", healthz, ()),
+    ("GET", "/readyz", readyz, ()),
+)
+
+
+def local_app(gw: Gateway) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware], client_max_size=gw.config.security.max_body_bytes)
+    app[GATEWAY] = gw
+    for method, path, handler, _ in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app

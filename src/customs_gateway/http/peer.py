@@ -1,0 +1,79 @@
+"""The peer API: envelopes in (signed receipts or refusals out) and our signed key bundle.
+
+Mutual TLS proves the connection comes from the holder of the pinned peer certificate; the
+handler checks the presented certificate's fingerprint again, so a misconfigured trust store can
+never widen who may call. Envelope signatures are checked on top of that (G1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+import structlog
+from aiohttp import web
+
+from ..core.errors import AuthError, GatewayError
+from ..gateway import Gateway, WitnessSizeMismatch
+from .problems import json_response, problem_middleware
+
+GATEWAY: Final = web.AppKey("peer_gateway", Gateway)
+PINNED: Final = web.AppKey("pinned_fingerprint", str)
+log = structlog.get_logger("customs_gateway.peer")
+
+
+def _check_peer(request: web.Request) -> None:
+    pinned = request.app[PINNED]
+    if not pinned:
+        return  # explicit insecure dev mode, logged at start-up
+    transport = request.transport
+    ssl_obj = transport.get_extra_info("ssl_object") if transport is not None else None
+    der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
+    if not der or hashlib.sha256(der).hexdigest() != pinned:
+        raise AuthError(
+            "the client certificate is not the pinned peer certificate", code="peer.certificate", status=403
+        )
+
+
+async def envelopes(request: web.Request) -> web.Response:
+    _check_peer(request)
+    ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if ctype not in ("application/json", "application/vnd.customs-gateway.envelope+json"):
+        raise GatewayError(
+            "envelopes must be sent as JSON",
+            code="http.unsupported_media_type",
+            status=415,
+            field="Content-Type",
+        )
+    raw = await request.read()
+    results = await request.app[GATEWAY].receive(raw)
+    return json_response({"results": results})
+
+
+async def keys(request: web.Request) -> web.Response:
+    _check_peer(request)
+    gw = request.app[GATEWAY]
+    return web.Response(body=gw.identity.bundle.to_bytes(), content_type="application/json")
+
+
+async def cosign(request: web.Request) -> web.Response:
+    _check_peer(request)
+    raw = await request.read()
+    try:
+        line = await request.app[GATEWAY].witness(raw)
+    except WitnessSizeMismatch as e:
+        return web.Response(status=409, text=f"{e.held}\n", content_type="text/x.tlog.size")
+    return web.Response(body=line, content_type="text/plain", charset="utf-8")
+
+
+def peer_app(gw: Gateway, pinned_fingerprint: str) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware], client_max_size=gw.config.security.max_body_bytes)
+    app[GATEWAY] = gw
+    app[PINNED] = pinned_fingerprint
+    app.router.add_post("/peer/v1/envelopes", envelopes)
+    app.router.add_get("/peer/v1/keys", keys)
+    app.router.add_post("/peer/v1/cosign", cosign)
+    return app
+
+
+__all__ = ["GatewayError", "peer_app"]

@@ -1,0 +1,623 @@
+"""The key store: one administration's identity on disk (encrypted private keys, own bundle, TLS).
+
+Layout (all under the configured directories)::
+
+    keys/<kid>.key      private keys (signing, encryption, witness), argon2id key files, mode 0600
+    keys/bundle.json    own signed key bundle (public)
+    tls/key.key         TLS private key (ECDSA P-256, PKCS#8 DER as the "seed"), same key-file format
+    tls/cert.pem        self-signed TLS certificate (public; pinned by the peer through the bundle)
+
+Every file is written atomically (temporary file in the same directory, fsync, rename, fsync of
+the directory). A passphrase change stages every re-encrypted file, records them in a journal
+(the commit point) and then renames them; `load` finishes an interrupted change, so the store never
+mixes two passphrases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from . import tls
+from .core.bundle import KeyBundle, KeyRecord, PeerKeys, SignedBundle, is_valid_identity, sign_bundle
+from .core.encoding import json_bytes, json_object
+from .core.errors import (
+    ConfigError,
+    Conflict,
+    DecodeError,
+    GatewayError,
+    KeyFileError,
+    KeyStateError,
+    SuiteError,
+)
+from .core.keyfile import (
+    DEFAULT_MEMLIMIT,
+    DEFAULT_OPSLIMIT,
+    KeyFileMeta,
+    open_private_key,
+    seal_private_key,
+)
+from .core.keys import (
+    ALG_ED25519,
+    ALG_MLKEM768_X25519,
+    ALG_X25519,
+    SUITE_FOR_ALG,
+    DecryptionKey,
+    RandBytes,
+    SigningKey,
+    VerifyKey,
+    key_id,
+)
+
+USE_SIGNING: Final = "signing"
+USE_ENCRYPTION: Final = "encryption"
+USE_WITNESS: Final = "witness"
+USE_TLS: Final = "tls"
+ALG_ECDSA_P256: Final = "ecdsa-p256"
+
+BUNDLE_FILE: Final = "bundle.json"
+TLS_CERT_FILE: Final = "cert.pem"
+TLS_KEY_FILE: Final = "key.key"
+_JOURNAL: Final = ".passphrase-change.json"
+_KEY_SUFFIX: Final = ".key"
+_P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_PRIVATE: Final = 0o600
+_PUBLIC: Final = 0o644
+
+
+# --- the loaded identity -------------------------------------------------------------------
+
+
+@dataclass
+class Identity:
+    """One administration's loaded keys: private keys by kid, own bundle, TLS material."""
+
+    name: str
+    signing: dict[str, SigningKey]
+    decryption: dict[str, DecryptionKey]
+    witness: SigningKey
+    bundle: SignedBundle = field(repr=False)
+    tls_cert_pem: bytes = field(repr=False)
+    tls_key_pem: bytes = field(repr=False)  # decrypted, kept in memory only
+    _public: tuple[bytes, PeerKeys] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def public_keys(self) -> PeerKeys:
+        """Our own bundle as the peer sees it."""
+        if self._public is None or self._public[0] is not self.bundle.bundle_bytes:
+            self._public = (self.bundle.bundle_bytes, PeerKeys(self.bundle.bundle))
+        return self._public[1]
+
+    def active_signing_key(self, at: dt.datetime) -> SigningKey:
+        """The newest active signing key valid at `at` whose private key is loaded."""
+        candidates = [
+            r
+            for r in self.public_keys().records()
+            if r.use == USE_SIGNING and r.state == "active" and r.valid_at(at) is None and r.kid in self.signing
+        ]
+        if not candidates:
+            raise KeyStateError(f"{self.name} has no active signing key valid now", code="key.no_active_signing")
+        newest = max(candidates, key=lambda r: r.not_before)
+        return self.signing[newest.kid]
+
+    def decryption_key(self, kid: str) -> DecryptionKey:
+        """Our HPKE private key `kid`; raises KeyStateError if we do not hold it (any more)."""
+        key = self.decryption.get(kid)
+        if key is None:
+            raise KeyStateError(
+                f"encryption key {kid} is not held by {self.name}", code="key.unknown", field="header.enc_kid"
+            )
+        return key
+
+    def verify_key(self, kid: str, at: dt.datetime) -> VerifyKey:
+        """One of our own public signing keys, valid at `at` (as PeerKeys.verify_key)."""
+        return self.public_keys().verify_key(kid, at)
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _stage(path: Path, data: bytes, mode: int) -> Path:
+    """Write `data` to a new temporary file next to `path` (created with `mode`) and fsync it."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+    try:
+        os.fchmod(fd, mode)  # exact mode whatever the umask
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def write_atomic(path: Path, data: bytes, mode: int = _PRIVATE) -> None:
+    """Replace `path` with `data` atomically and durably; the file never exists with another mode."""
+    tmp = _stage(path, data, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise KeyFileError(f"{what} {path} does not exist", code="keyfile.missing", field=str(path)) from e
+    except OSError as e:
+        raise KeyFileError(f"{what} {path} cannot be read: {e.strerror}", code="keyfile.unreadable") from e
+
+
+def _in_file(e: GatewayError, path: Path) -> GatewayError:
+    """The same refusal, with the file named in front of its detail."""
+    return type(e)(f"{path}: {e.detail}", code=e.code, field=e.field)
+
+
+def read_signed_bundle(path: Path) -> SignedBundle:
+    """Read a signed bundle file (not yet verified); errors name the file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ConfigError(f"key bundle {path} does not exist", code="bundle.missing", field=str(path)) from e
+    except OSError as e:
+        raise ConfigError(f"key bundle {path} cannot be read: {e.strerror}", code="bundle.unreadable") from e
+    try:
+        return SignedBundle.from_bytes(data)
+    except GatewayError as e:
+        raise _in_file(e, path) from e
+
+
+def _verified(signed: SignedBundle, path: Path) -> KeyBundle:
+    try:
+        return signed.verify_self_signed()
+    except GatewayError as e:
+        raise _in_file(e, path) from e
+
+
+def load_peer(path: Path) -> PeerKeys:
+    """The peer's keys from its imported bundle file, self-signature checked."""
+    return PeerKeys(_verified(read_signed_bundle(path), path))
+
+
+def import_peer_bundle(
+    data: bytes, dest: Path, *, own_identity: str | None = None, replace: bool = False
+) -> SignedBundle:
+    """Verify a peer's signed bundle and store it at `dest` (public, mode 0644).
+
+    Refuses (Conflict) our own identity, a file at `dest` for another identity, or an older serial
+    than the one stored, unless `replace` is set. The fingerprint must still be compared out of band.
+    """
+    signed = SignedBundle.from_bytes(data)
+    bundle = signed.verify_self_signed()
+    if own_identity is not None and bundle.identity == own_identity:
+        raise Conflict(
+            f"this bundle is {own_identity}'s own bundle, not the peer's",
+            code="bundle.own_identity",
+            field="identity",
+        )
+    if dest.exists() and not replace:
+        current = _verified(read_signed_bundle(dest), dest)
+        if current.identity != bundle.identity:
+            raise Conflict(
+                f"{dest} holds the bundle of {current.identity}, not {bundle.identity}; not replacing it",
+                code="bundle.identity_changed",
+                field="identity",
+            )
+        if bundle.serial < current.serial:
+            raise Conflict(
+                f"bundle serial {bundle.serial} is older than the stored serial {current.serial}",
+                code="bundle.rollback",
+                field="serial",
+            )
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(dest, signed.to_bytes(), _PUBLIC)
+    return signed
+
+
+# --- TLS key -------------------------------------------------------------------------------
+
+
+def _p256_from(randbytes: RandBytes) -> ec.EllipticCurvePrivateKey:
+    # 384 random bits reduced modulo the group order: bias below 2^-128.
+    scalar = int.from_bytes(randbytes(48), "big") % (_P256_ORDER - 1) + 1
+    return ec.derive_private_key(scalar, ec.SECP256R1())
+
+
+def _tls_kid(key: ec.EllipticCurvePrivateKey) -> str:
+    point = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return key_id(point)
+
+
+def _tls_key_from_der(der: bytes, path: Path) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_der_private_key(der, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise KeyFileError(f"{path}: not a PKCS#8 private key", code="keyfile.malformed") from e
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise KeyFileError(f"{path}: TLS key must be ECDSA P-256", code="keyfile.malformed")
+    return key
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+# --- the store -----------------------------------------------------------------------------
+
+_Loaded = SigningKey | DecryptionKey | ec.EllipticCurvePrivateKey
+
+
+class KeyStore:
+    """Reads and writes one identity's key files; the only code that touches them."""
+
+    def __init__(self, keys_dir: Path, tls_dir: Path) -> None:
+        self.keys_dir = Path(keys_dir)
+        self.tls_dir = Path(tls_dir)
+
+    @property
+    def bundle_path(self) -> Path:
+        return self.keys_dir / BUNDLE_FILE
+
+    @property
+    def cert_path(self) -> Path:
+        return self.tls_dir / TLS_CERT_FILE
+
+    @property
+    def tls_key_path(self) -> Path:
+        return self.tls_dir / TLS_KEY_FILE
+
+    def _key_files(self) -> list[Path]:
+        if not self.keys_dir.is_dir():
+            return []
+        return sorted(p for p in self.keys_dir.glob(f"*{_KEY_SUFFIX}") if not p.name.startswith("."))
+
+    def exists(self) -> bool:
+        """Whether any part of an identity is already here."""
+        return (
+            self.bundle_path.exists()
+            or self.tls_key_path.exists()
+            or self.cert_path.exists()
+            or bool(self._key_files())
+        )
+
+    def permission_problems(self) -> list[Path]:
+        """Private key files that group or others may read (worth a warning at start-up)."""
+        files = [*self._key_files(), self.tls_key_path]
+        return [p for p in files if p.exists() and p.stat().st_mode & 0o077]
+
+    def read_bundle(self) -> SignedBundle:
+        """Our own signed bundle (public; no passphrase needed)."""
+        return read_signed_bundle(self.bundle_path)
+
+    # -- create -------------------------------------------------------------------------
+
+    def create(
+        self,
+        identity: str,
+        passphrase: bytes,
+        *,
+        hosts: list[str],
+        now: dt.datetime,
+        validity_days: int = 730,
+        endpoint: str | None = None,
+        enc_algs: tuple[str, ...] = (ALG_MLKEM768_X25519, ALG_X25519),
+        randbytes: RandBytes = os.urandom,
+        opslimit: int = DEFAULT_OPSLIMIT,
+        memlimit: int = DEFAULT_MEMLIMIT,
+    ) -> Identity:
+        """Generate a new identity and write it; refuses (Conflict) if one exists here.
+
+        Keys: one Ed25519 signing key, one HPKE key per `enc_algs` entry (suites announced in that
+        order), one Ed25519 witness key, an ECDSA P-256 TLS key with a self-signed certificate.
+        """
+        if self.exists():
+            raise Conflict(
+                f"an identity already exists in {self.keys_dir} / {self.tls_dir}; refusing to overwrite it",
+                code="keystore.exists",
+            )
+        if not is_valid_identity(identity):
+            raise ConfigError("identity must be 1-64 characters of A-Z a-z 0-9 . _ - (e.g. US-CBP)", field="identity")
+        if validity_days < 1:
+            raise ConfigError("validity must be at least one day", field="validity_days")
+        if not enc_algs or len(set(enc_algs)) != len(enc_algs) or any(a not in SUITE_FOR_ALG for a in enc_algs):
+            raise SuiteError(f"encryption algorithms must be distinct, from {', '.join(SUITE_FOR_ALG)}")
+        if not passphrase:
+            raise KeyFileError("passphrase must not be empty", code="keyfile.passphrase_empty", field="passphrase")
+        now = now.astimezone(dt.UTC).replace(microsecond=0)
+        until = now + dt.timedelta(days=validity_days)
+
+        signing = SigningKey.generate(randbytes)
+        decryption = [DecryptionKey.generate(alg, randbytes) for alg in enc_algs]
+        witness = SigningKey.generate(randbytes)
+        tls_key = _p256_from(randbytes)
+        serial = int.from_bytes(randbytes(16), "big") >> 1 or 1
+        cert_pem = tls.make_self_signed(identity, hosts, now, validity_days, tls_key, serial=serial)
+
+        records = (
+            KeyRecord(signing.kid, USE_SIGNING, ALG_ED25519, signing.public_raw, now, until),
+            *(KeyRecord(d.kid, USE_ENCRYPTION, d.alg, d.public.raw, now, until) for d in decryption),
+            KeyRecord(witness.kid, USE_WITNESS, ALG_ED25519, witness.public_raw, now, until),
+        )
+        suites = tuple(SUITE_FOR_ALG[a] for a in enc_algs)
+        bundle = KeyBundle(identity, now, records, suites, cert_pem.decode("ascii"), endpoint, serial=1)
+        signed = sign_bundle(bundle, [signing])
+
+        seal = _sealer(passphrase, opslimit, memlimit, randbytes)
+        key_files = [
+            (signing.kid, USE_SIGNING, ALG_ED25519, signing.seed),
+            *((d.kid, USE_ENCRYPTION, d.alg, d.seed) for d in decryption),
+            (witness.kid, USE_WITNESS, ALG_ED25519, witness.seed),
+        ]
+        tls_der = tls_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        for d in (self.keys_dir, self.tls_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for kid, use, alg, seed in key_files:
+            write_atomic(self.keys_dir / f"{kid}{_KEY_SUFFIX}", seal(seed, KeyFileMeta(kid, use, alg)))
+        write_atomic(self.tls_key_path, seal(tls_der, KeyFileMeta(_tls_kid(tls_key), USE_TLS, ALG_ECDSA_P256)))
+        write_atomic(self.cert_path, cert_pem, _PUBLIC)
+        write_atomic(self.bundle_path, signed.to_bytes(), _PUBLIC)  # last: marks a complete identity
+        return Identity(
+            name=identity,
+            signing={signing.kid: signing},
+            decryption={d.kid: d for d in decryption},
+            witness=witness,
+            bundle=signed,
+            tls_cert_pem=cert_pem,
+            tls_key_pem=_pem(tls_key),
+        )
+
+    # -- load ---------------------------------------------------------------------------
+
+    def load(self, passphrase: bytes) -> Identity:
+        """Decrypt every key and check it against the own bundle and the TLS certificate.
+
+        Raises KeyFileError naming the file for a wrong passphrase, a modified or malformed key
+        file, or keys that do not match the bundle or certificate.
+        """
+        self._recover()
+        signed = self.read_bundle()
+        bundle = _verified(signed, self.bundle_path)
+        paths = [*self._key_files(), self.tls_key_path]
+        loaded = _open_all(paths, passphrase, self.tls_key_path)
+
+        signing: dict[str, SigningKey] = {}
+        decryption: dict[str, DecryptionKey] = {}
+        witnesses: dict[str, SigningKey] = {}
+        tls_key: ec.EllipticCurvePrivateKey | None = None
+        for path, (meta, key, _) in zip(paths, loaded, strict=True):
+            if path == self.tls_key_path:
+                if meta.use != USE_TLS or not isinstance(key, ec.EllipticCurvePrivateKey):
+                    raise KeyFileError(f"{path}: not a TLS key file", code="keyfile.wrong_use")
+                tls_key = key
+            elif meta.use == USE_SIGNING and isinstance(key, SigningKey):
+                signing[key.kid] = key
+            elif meta.use == USE_WITNESS and isinstance(key, SigningKey):
+                witnesses[key.kid] = key
+            elif meta.use == USE_ENCRYPTION and isinstance(key, DecryptionKey):
+                decryption[key.kid] = key
+            else:
+                raise KeyFileError(
+                    f"{path}: key use {meta.use!r} does not belong in {self.keys_dir}",
+                    code="keyfile.wrong_use",
+                )
+        assert tls_key is not None
+
+        cert_pem = _read(self.cert_path, "TLS certificate")
+        key_pem = _pem(tls_key)
+        if not tls.certificate_public_key_matches(cert_pem, key_pem):
+            raise KeyFileError(f"{self.cert_path} was not issued for {self.tls_key_path}", code="keyfile.tls_mismatch")
+        if bundle.tls_certificate.encode("ascii", "replace").strip() != cert_pem.strip():
+            raise KeyFileError(
+                f"{self.cert_path} is not the certificate announced in {self.bundle_path}",
+                code="keyfile.tls_mismatch",
+            )
+        witness = _newest(bundle, USE_WITNESS, witnesses)
+        if witness is None:
+            raise KeyFileError(
+                f"no witness key of {bundle.identity} in {self.keys_dir} is announced in its bundle",
+                code="keyfile.missing",
+            )
+        return Identity(
+            name=bundle.identity,
+            signing=signing,
+            decryption=decryption,
+            witness=witness,
+            bundle=signed,
+            tls_cert_pem=cert_pem,
+            tls_key_pem=key_pem,
+        )
+
+    # -- change ---------------------------------------------------------------------------
+
+    def add_private_key(
+        self,
+        key: SigningKey | DecryptionKey,
+        use: str,
+        passphrase: bytes,
+        *,
+        opslimit: int = DEFAULT_OPSLIMIT,
+        memlimit: int = DEFAULT_MEMLIMIT,
+    ) -> None:
+        """Store a new private key (rotation). The passphrase must open the existing keys."""
+        if use in (USE_SIGNING, USE_WITNESS) and isinstance(key, SigningKey):
+            alg = ALG_ED25519
+        elif use == USE_ENCRYPTION and isinstance(key, DecryptionKey):
+            alg = key.alg
+        else:
+            raise KeyStateError(f"a {type(key).__name__} cannot be stored for use {use!r}", code="key.wrong_use")
+        existing = self._key_files()
+        if existing:  # never leave a store whose files need two different passphrases
+            _open_all(existing[:1], passphrase, self.tls_key_path)
+        self.keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data = seal_private_key(
+            key.seed, KeyFileMeta(key.kid, use, alg), passphrase, opslimit=opslimit, memlimit=memlimit
+        )
+        write_atomic(self.keys_dir / f"{key.kid}{_KEY_SUFFIX}", data)
+
+    def save_bundle(self, signed: SignedBundle) -> None:
+        """Replace our own bundle; it must verify and keep the identity."""
+        bundle = signed.verify_self_signed()
+        if self.bundle_path.exists():
+            current = self.read_bundle().bundle
+            if current.identity != bundle.identity:
+                raise Conflict(
+                    f"bundle is for {bundle.identity}, this store holds {current.identity}",
+                    code="bundle.identity_changed",
+                )
+        write_atomic(self.bundle_path, signed.to_bytes(), _PUBLIC)
+
+    def change_passphrase(
+        self,
+        old: bytes,
+        new: bytes,
+        *,
+        opslimit: int = DEFAULT_OPSLIMIT,
+        memlimit: int = DEFAULT_MEMLIMIT,
+    ) -> None:
+        """Re-encrypt every key file under `new`, all or nothing (see the module docstring)."""
+        if not new:
+            raise KeyFileError("passphrase must not be empty", code="keyfile.passphrase_empty", field="passphrase")
+        self._recover()
+        for d in (self.keys_dir, self.tls_dir):
+            for stale in _temporaries(d):  # staged by a change that never reached its journal
+                stale.unlink(missing_ok=True)
+        paths = [*self._key_files(), self.tls_key_path]
+        opened = _open_all(paths, old, self.tls_key_path)
+        seal = _sealer(new, opslimit, memlimit, os.urandom)
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for path, (meta, _, seed) in zip(paths, opened, strict=True):
+                staged.append((_stage(path, seal(seed, meta), _PRIVATE), path))
+            for d in {self.keys_dir, self.tls_dir}:
+                _fsync_dir(d)
+            journal = [[self._tag(path), tmp.name, path.name] for tmp, path in staged]
+            write_atomic(self.keys_dir / _JOURNAL, json_bytes({"rename": journal}))  # the commit point
+        except BaseException:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise
+        self._recover()
+
+    def _tag(self, path: Path) -> str:
+        return "tls" if path.parent == self.tls_dir else "keys"
+
+    def _dir(self, tag: object) -> Path:
+        if tag == "tls":
+            return self.tls_dir
+        if tag == "keys":
+            return self.keys_dir
+        raise ValueError("unknown directory tag")
+
+    def _recover(self) -> None:
+        """Finish a passphrase change whose journal was committed (roll forward)."""
+        journal = self.keys_dir / _JOURNAL
+        if not journal.exists():
+            return
+        try:
+            entries = json_object(journal.read_bytes(), field="passphrase-change journal")["rename"]
+            moves = [(self._dir(tag) / tmp, self._dir(tag) / name) for tag, tmp, name in entries]
+            if any(not tmp.name.endswith(".tmp") for tmp, _ in moves):
+                raise ValueError("not a staged file")
+        except (DecodeError, KeyError, TypeError, ValueError) as e:
+            raise KeyFileError(
+                f"{journal} is damaged; restore the key directories from backup", code="keyfile.journal"
+            ) from e
+        for tmp, path in moves:
+            with contextlib.suppress(FileNotFoundError):  # renamed already, before a crash
+                os.replace(tmp, path)
+        for d in {self.keys_dir, self.tls_dir}:
+            _fsync_dir(d)
+        journal.unlink()
+        _fsync_dir(self.keys_dir)
+
+
+def _temporaries(d: Path) -> Iterator[Path]:
+    if d.is_dir():
+        yield from (p for p in d.glob(".*.tmp") if p.is_file())
+
+
+def _sealer(
+    passphrase: bytes, opslimit: int, memlimit: int, randbytes: RandBytes
+) -> Callable[[bytes, KeyFileMeta], bytes]:
+    def seal(seed: bytes, meta: KeyFileMeta) -> bytes:
+        return seal_private_key(seed, meta, passphrase, opslimit=opslimit, memlimit=memlimit, randbytes=randbytes)
+
+    return seal
+
+
+def _open_all(paths: list[Path], passphrase: bytes, tls_key_path: Path) -> list[tuple[KeyFileMeta, _Loaded, bytes]]:
+    """Open key files; argon2id releases the GIL, so a few threads shorten start-up several-fold."""
+    datas = [_read(p, "key file") for p in paths]
+    workers = max(1, min(4, os.cpu_count() or 1, len(paths)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keyfile") as pool:
+        return list(pool.map(lambda p, d: _open_key(p, d, passphrase, p == tls_key_path), paths, datas))
+
+
+def _open_key(path: Path, data: bytes, passphrase: bytes, is_tls: bool) -> tuple[KeyFileMeta, _Loaded, bytes]:
+    """Decrypt one key file and rebuild its key; KeyFileError names the file, never the secret."""
+    try:
+        meta, seed = open_private_key(data, passphrase)
+    except KeyFileError as e:
+        raise KeyFileError(f"{path}: {e.detail}", code=e.code, field=str(path)) from e
+    if is_tls != (meta.use == USE_TLS):
+        raise KeyFileError(f"{path}: key use {meta.use!r} does not belong here", code="keyfile.wrong_use")
+    key: _Loaded
+    try:
+        if meta.use == USE_TLS and meta.alg == ALG_ECDSA_P256:
+            key = _tls_key_from_der(seed, path)
+            kid = _tls_kid(key)
+        elif meta.use in (USE_SIGNING, USE_WITNESS) and meta.alg == ALG_ED25519:
+            key = SigningKey(seed)
+            kid = key.kid
+        elif meta.use == USE_ENCRYPTION:
+            key = DecryptionKey(meta.alg, seed)
+            kid = key.kid
+        else:
+            raise KeyFileError(
+                f"{path}: unsupported key use {meta.use!r} with algorithm {meta.alg!r}",
+                code="keyfile.malformed",
+            )
+    except (ValueError, SuiteError) as e:
+        raise KeyFileError(f"{path}: the decrypted key is malformed", code="keyfile.malformed") from e
+    if kid != meta.kid:
+        raise KeyFileError(f"{path}: key does not match its key id {meta.kid}", code="keyfile.kid_mismatch")
+    if not is_tls and path.stem != meta.kid:
+        raise KeyFileError(f"{path}: file name does not match its key id {meta.kid}", code="keyfile.kid_mismatch")
+    return meta, key, seed
+
+
+def _newest(bundle: KeyBundle, use: str, held: dict[str, SigningKey]) -> SigningKey | None:
+    records = [r for r in bundle.keys if r.use == use and r.kid in held and r.state == "active"]
+    records = records or [r for r in bundle.keys if r.use == use and r.kid in held]
+    if not records:
+        return None
+    return held[max(records, key=lambda r: r.not_before).kid]

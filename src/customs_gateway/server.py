@@ -1,0 +1,142 @@
+"""Assembles a running gateway from a config: keys, store, both listeners, the delivery worker.
+
+`GatewayServer` is what `serve` runs and what tests and the demo start in-process; it owns
+start/stop order so a stop never loses an accepted message (the store closes last).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from . import tls
+from .checkpointer import Checkpointer
+from .config import Config
+from .core.clock import Clock, IdSource, SystemClock, UUID7Source
+from .core.errors import ConfigError
+from .delivery import DeliveryWorker
+from .gateway import Gateway
+from .http.local import local_app
+from .http.peer import peer_app
+from .keystore import Identity, KeyStore, load_peer, read_signed_bundle
+from .store.base import Store
+from .store.sqlite import SQLiteStore
+
+log = structlog.get_logger("customs_gateway.server")
+
+
+def open_store(config: Config) -> Store:
+    if config.store.backend == "sqlite":
+        return SQLiteStore(config.path(config.store.path))
+    raise ConfigError("the postgres backend is not available in this build", field="store.backend", code="config.enum")
+
+
+def load_identity(config: Config, passphrase: bytes) -> Identity:
+    return KeyStore(config.path(config.keys_dir), config.path(config.tls_dir)).load(passphrase)
+
+
+@dataclass
+class Listeners:
+    local_port: int
+    peer_port: int
+
+
+class GatewayServer:
+    """One gateway process (or one of two in the demo): start() binds, stop() drains and closes."""
+
+    def __init__(
+        self,
+        config: Config,
+        identity: Identity,
+        *,
+        clock: Clock | None = None,
+        ids: IdSource | None = None,
+        store: Store | None = None,
+    ) -> None:
+        if not config.peer.bundle:
+            raise ConfigError(
+                "peer.bundle must name the imported peer bundle", field="peer.bundle", code="config.required"
+            )
+        peer = load_peer(config.path(config.peer.bundle))
+        if config.peer.identity and peer.identity != config.peer.identity:
+            raise ConfigError(
+                f"peer.identity is {config.peer.identity!r} but the bundle is {peer.identity!r}",
+                field="peer.identity",
+            )
+        self.config = config
+        clock = clock or SystemClock()
+        self.gateway = Gateway(config, identity, peer, store or open_store(config), clock, ids or UUID7Source(clock))
+        self._runners: list[web.AppRunner] = []
+        self.worker: DeliveryWorker | None = None
+        self.checkpointer: Checkpointer | None = None
+        self.ports = Listeners(0, 0)
+
+    def _peer_contexts(self) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None, str]:
+        idt, peer = self.gateway.identity, self.gateway.peer
+        peer_cert = peer.bundle.tls_certificate.encode()
+        if self.config.security.allow_insecure_peer_http:
+            log.warning(
+                "INSECURE: peer traffic over plain HTTP without mutual TLS (security.allow_insecure_peer_http)",
+                identity=idt.name,
+            )
+            return None, None, ""
+        server = tls.server_context(idt.tls_cert_pem, idt.tls_key_pem, peer_cert)
+        client = tls.client_context(idt.tls_cert_pem, idt.tls_key_pem, peer_cert)
+        return server, client, tls.cert_fingerprint(peer_cert)
+
+    async def start(self) -> Listeners:
+        gw = self.gateway
+        await gw.store.open()
+        server_ctx, client_ctx, pinned = self._peer_contexts()
+        local = web.AppRunner(local_app(gw), access_log=None)
+        await local.setup()
+        lsite = web.TCPSite(local, self.config.local_api.host, self.config.local_api.port)
+        await lsite.start()
+        self._runners.append(local)
+        peer = web.AppRunner(peer_app(gw, pinned), access_log=None)
+        await peer.setup()
+        psite = web.TCPSite(peer, self.config.peer_api.host, self.config.peer_api.port, ssl_context=server_ctx)
+        await psite.start()
+        self._runners.append(peer)
+        self.ports = Listeners(_port(local), _port(peer))
+        now = gw.clock.now()
+        await gw.store.remember_bundle(gw.name, gw.identity.bundle.to_bytes(), now)
+        peer_signed = read_signed_bundle(self.config.path(self.config.peer.bundle))
+        await gw.store.remember_bundle(gw.peer.identity, peer_signed.to_bytes(), now)
+        self.worker = DeliveryWorker(gw, ssl_context=client_ctx)
+        await self.worker.start()
+        self.checkpointer = Checkpointer(gw, client_ctx)
+        await self.checkpointer.start()
+        log.info(
+            "gateway.started",
+            identity=gw.name,
+            peer=gw.peer.identity,
+            local_port=self.ports.local_port,
+            peer_port=self.ports.peer_port,
+            pid=os.getpid(),
+        )
+        return self.ports
+
+    async def stop(self) -> None:
+        if self.checkpointer is not None:
+            await self.checkpointer.stop()
+            self.checkpointer = None
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
+        for r in reversed(self._runners):
+            await r.cleanup()
+        self._runners.clear()
+        await self.gateway.store.close()
+        await self.gateway.close()
+
+
+def _port(runner: web.AppRunner) -> int:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple):
+            return int(addr[1])
+    raise RuntimeError("listener has no TCP address")

@@ -1,0 +1,295 @@
+"""The store interface: everything the gateway persists, as one async API over two backends.
+
+Every method that changes state does so in one transaction together with the audit entries that
+record the change (G7), and returns only after the commit is durable (G5). A failed commit raises
+StoreUnavailable and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.audit import AuditEntry
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """An outbound message ready to be queued (document already signed)."""
+
+    id: str
+    peer: str
+    type: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    signed_document: bytes
+    document_sha256: bytes
+    token_id: str | None
+    idempotency_key: str | None = None
+    request_hash: bytes | None = None
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    """An outbound message as stored."""
+
+    id: str
+    peer: str
+    seq: int
+    type: str
+    status: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    signed_document: bytes
+    document_sha256: bytes
+    attempts: int
+    next_attempt_at: dt.datetime
+    last_error: str | None
+    ciphertext: bytes | None
+    enc_kid: str | None
+    receipt: bytes | None
+    refusal: bytes | None
+    ack: dict[str, Any] | None
+    updated_at: dt.datetime
+    history: tuple[tuple[dt.datetime, str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What one delivery attempt of one message ended with."""
+
+    message_id: str
+    kind: str  # "delivered" | "refused" | "retry" | "expired"
+    at: dt.datetime
+    attempt: int
+    receipt: bytes | None = None
+    refusal: bytes | None = None
+    error: str | None = None
+    next_attempt_at: dt.datetime | None = None
+    ciphertext: bytes | None = None
+    enc_kid: str | None = None
+    audit: tuple[AuditEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A verified, decrypted envelope to commit to the inbox, with a receipt signed in advance."""
+
+    sender: str
+    id: str
+    seq: int
+    type: str
+    created_at: dt.datetime
+    received_at: dt.datetime
+    document_sha256: bytes
+    signed_document: bytes
+    body: bytes  # exact document bytes (JSON); the inbox returns them parsed
+    receipt: bytes
+    audit: AuditEntry
+    acked_message_id: str | None = None  # for `ack` envelopes: our outbound message it acknowledges
+    ack_info: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class IncomingResult:
+    """`accepted` (new), `duplicate` (original receipt) or `conflict` (same id, other document)."""
+
+    status: str
+    receipt: bytes | None
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    cursor: int
+    sender: str
+    id: str
+    type: str
+    created_at: dt.datetime
+    received_at: dt.datetime
+    document_sha256: bytes
+    body: bytes
+    ack_status: str | None
+    ack_message_id: str | None
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: str
+    role: str
+    secret_hash: bytes
+    label: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class PeerState:
+    peer: str
+    next_seq: int
+    recv_high_water: int
+    gap_count: int
+    gaps: tuple[tuple[int, int], ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A checkpoint of our log: signed note, and the peer-cosigned note once the peer answered."""
+
+    size: int
+    root: bytes
+    note: bytes
+    created_at: dt.datetime
+    cosigned_note: bytes | None = None
+    cosigned_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class WitnessState:
+    """The newest checkpoint of the peer's log that we cosigned."""
+
+    origin: str
+    size: int
+    root: bytes
+    note: bytes
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What an export carries for one message: the signed document and the signed answers."""
+
+    message_id: str
+    direction: str  # "outbound" (we sent it; receipt by the peer) | "inbound" (receipt by us)
+    peer: str
+    signed_document: bytes
+    receipt: bytes | None
+    refusal: bytes | None
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    status: str | None = None
+    type: str | None = None
+    since: dt.datetime | None = None
+    peer: str | None = None
+
+
+class Store(abc.ABC):
+    """Async persistence for one gateway. Implementations: SQLite (default), PostgreSQL."""
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    # outbound ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def submit(self, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
+        """Queue a message (assigning its per-peer seq) or return the one already queued under
+        the same (token, Idempotency-Key) and request hash (created=False). Raises Conflict when
+        the key was used with a different request."""
+
+    @abc.abstractmethod
+    async def due(self, peer: str, now: dt.datetime, limit: int) -> list[OutMessage]:
+        """Up to `limit` pending messages for `peer` in seq order, if the head of the queue is due
+        (messages behind the head go with it, whatever their own retry time)."""
+
+    @abc.abstractmethod
+    async def record_outcomes(self, outcomes: list[AttemptOutcome]) -> None: ...
+
+    @abc.abstractmethod
+    async def next_due_at(self, peer: str) -> dt.datetime | None: ...
+
+    @abc.abstractmethod
+    async def get_message(self, message_id: str) -> OutMessage | None: ...
+
+    @abc.abstractmethod
+    async def list_messages(self, flt: MessageFilter, after: str | None, limit: int) -> list[OutMessage]: ...
+
+    @abc.abstractmethod
+    async def queue_depth(self, peer: str) -> tuple[int, dt.datetime | None]:
+        """Pending count and the oldest pending created_at."""
+
+    # inbound -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def accept_incoming(self, items: list[Incoming]) -> list[IncomingResult]:
+        """Dedupe on (sender, id), insert new rows, advance sequence marks, all in one commit."""
+
+    @abc.abstractmethod
+    async def append_audit(self, entries: list[AuditEntry]) -> None: ...
+
+    @abc.abstractmethod
+    async def inbox_after(self, cursor: int, limit: int, types: tuple[str, ...]) -> list[InboxItem]: ...
+
+    @abc.abstractmethod
+    async def inbox_item(self, message_id: str) -> InboxItem | None: ...
+
+    @abc.abstractmethod
+    async def acknowledge_inbox(self, message_id: str, status: str, ack: NewMessage, audit: AuditEntry) -> OutMessage:
+        """Mark an inbox message processed/rejected and queue the `ack` envelope, atomically.
+        Raises Conflict (`ack.already`) if it was acknowledged before."""
+
+    @abc.abstractmethod
+    async def peer_state(self, peer: str) -> PeerState: ...
+
+    # tokens --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def add_token(self, token: TokenRecord, audit: AuditEntry) -> None: ...
+
+    @abc.abstractmethod
+    async def get_token(self, token_id: str) -> TokenRecord | None: ...
+
+    # audit ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def audit_size(self) -> int: ...
+
+    @abc.abstractmethod
+    async def audit_entries(self, start: int, end: int) -> list[tuple[int, bytes]]: ...
+
+    @abc.abstractmethod
+    async def audit_head(self) -> tuple[int, bytes]:
+        """(size, root) of the audit log now."""
+
+    @abc.abstractmethod
+    async def inclusion_proof(self, index: int, size: int) -> list[bytes]: ...
+
+    @abc.abstractmethod
+    async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]: ...
+
+    @abc.abstractmethod
+    async def root_at(self, size: int) -> bytes:
+        """Root of the log's first `size` entries (size <= current size)."""
+
+    @abc.abstractmethod
+    async def add_checkpoint(self, cp: CheckpointRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def set_cosigned(self, size: int, cosigned_note: bytes, at: dt.datetime) -> None: ...
+
+    @abc.abstractmethod
+    async def checkpoints(self, after_size: int = -1, limit: int = 1000) -> list[CheckpointRecord]: ...
+
+    @abc.abstractmethod
+    async def latest_checkpoint(self, *, cosigned: bool = False) -> CheckpointRecord | None: ...
+
+    @abc.abstractmethod
+    async def witness_state(self, origin: str) -> WitnessState | None: ...
+
+    @abc.abstractmethod
+    async def witness_advance(self, origin: str, old_size: int, new: WitnessState, at: dt.datetime) -> None:
+        """Store `new` as the cosigned state iff the stored size is still `old_size` (atomic
+        check-and-persist); raises Conflict (`witness.size_mismatch`) otherwise. Cosigning is
+        not itself an audit entry: logging it would make each side's log grow with every
+        cosignature of the other's, and the two would checkpoint each other forever."""
+
+    @abc.abstractmethod
+    async def remember_bundle(self, owner: str, bundle: bytes, at: dt.datetime) -> None: ...
+
+    @abc.abstractmethod
+    async def bundles(self) -> list[tuple[str, bytes]]: ...
+
+    @abc.abstractmethod
+    async def evidence(self, message_ids: list[str]) -> list[Evidence]:
+        """Signed documents with receipts/refusals for these ids, outbound and inbound."""

@@ -1,0 +1,138 @@
+"""Versioned schema migrations. Append a new (version, statements) pair; never edit a shipped one."""
+
+from __future__ import annotations
+
+from typing import Final
+
+_V1: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    (
+        1,
+        (
+            """CREATE TABLE messages (
+                id TEXT PRIMARY KEY,
+                peer TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                type TEXT NOT NULL,
+                status TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                signed_document BLOB NOT NULL,
+                document_sha256 BLOB NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TEXT NOT NULL,
+                last_error TEXT,
+                ciphertext BLOB,
+                enc_kid TEXT,
+                receipt BLOB,
+                refusal BLOB,
+                ack BLOB,
+                token_id TEXT,
+                updated_at TEXT NOT NULL,
+                UNIQUE (peer, seq)
+            )""",
+            "CREATE INDEX messages_pending ON messages(peer, seq) WHERE status IN ('queued','sent')",
+            "CREATE INDEX messages_status ON messages(status, id)",
+            """CREATE TABLE history (
+                message_id TEXT NOT NULL REFERENCES messages(id),
+                at TEXT NOT NULL,
+                status TEXT NOT NULL,
+                detail TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX history_message ON history(message_id)",
+            """CREATE TABLE idempotency (
+                token_id TEXT NOT NULL,
+                key TEXT NOT NULL,
+                request_hash BLOB NOT NULL,
+                message_id TEXT NOT NULL REFERENCES messages(id),
+                created_at TEXT NOT NULL,
+                PRIMARY KEY (token_id, key)
+            )""",
+            """CREATE TABLE inbox (
+                cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+                sender TEXT NOT NULL,
+                id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                type TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                received_at TEXT NOT NULL,
+                document_sha256 BLOB NOT NULL,
+                signed_document BLOB NOT NULL,
+                body BLOB NOT NULL,
+                receipt BLOB NOT NULL,
+                ack_status TEXT,
+                ack_message_id TEXT,
+                UNIQUE (sender, id)
+            )""",
+            "CREATE INDEX inbox_id ON inbox(id)",
+            """CREATE TABLE peer_state (
+                peer TEXT PRIMARY KEY,
+                next_seq INTEGER NOT NULL DEFAULT 1,
+                recv_high_water INTEGER NOT NULL DEFAULT 0,
+                gap_count INTEGER NOT NULL DEFAULT 0
+            )""",
+            """CREATE TABLE seq_gaps (
+                peer TEXT NOT NULL,
+                from_seq INTEGER NOT NULL,
+                to_seq INTEGER NOT NULL,
+                detected_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE tokens (
+                id TEXT PRIMARY KEY,
+                role TEXT NOT NULL CHECK (role IN ('agency','admin','auditor')),
+                secret_hash BLOB NOT NULL,
+                label TEXT NOT NULL DEFAULT '',
+                created_at TEXT NOT NULL,
+                revoked_at TEXT
+            )""",
+            """CREATE TABLE audit (
+                idx INTEGER PRIMARY KEY,
+                entry BLOB NOT NULL,
+                leaf_hash BLOB NOT NULL
+            )""",
+        ),
+    ),
+)
+
+# Version 2: the Merkle tree over `audit` (frontier + completed interior nodes), signed
+# checkpoints with their peer cosignatures, the witness state we keep for the peer's log, and
+# every key bundle either side has published (for exports that verify after rotations).
+SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    *_V1,
+    (
+        2,
+        (
+            """CREATE TABLE audit_nodes (
+                level INTEGER NOT NULL,
+                idx INTEGER NOT NULL,
+                hash BLOB NOT NULL,
+                PRIMARY KEY (level, idx)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE audit_state (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                compact BLOB NOT NULL
+            )""",
+            """CREATE TABLE checkpoints (
+                size INTEGER PRIMARY KEY,
+                root BLOB NOT NULL,
+                note BLOB NOT NULL,
+                created_at TEXT NOT NULL,
+                cosigned_note BLOB,
+                cosigned_at TEXT
+            )""",
+            """CREATE TABLE witness_state (
+                origin TEXT PRIMARY KEY,
+                size INTEGER NOT NULL,
+                root BLOB NOT NULL,
+                note BLOB NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE key_bundles (
+                owner TEXT NOT NULL,
+                digest BLOB NOT NULL,
+                bundle BLOB NOT NULL,
+                stored_at TEXT NOT NULL,
+                PRIMARY KEY (owner, digest)
+            )""",
+        ),
+    ),
+)

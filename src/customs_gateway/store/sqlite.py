@@ -1,0 +1,766 @@
+"""SQLite store: WAL, synchronous=FULL, file mode 0600, one writer thread with group commit.
+
+Writes are queued to a single thread that owns the write connection. It takes every job waiting,
+runs each inside its own SAVEPOINT within one transaction and commits once, so a burst of
+submissions costs one fsync, not one each; a job that raises rolls back only its savepoint. Reads
+use a second connection on a second thread, so they never wait behind a commit (WAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..core.audit import AuditEntry
+from ..core.encoding import format_ts, json_bytes, json_object, parse_ts
+from ..core.errors import Conflict, NotFound, StoreUnavailable
+from ..core.merkle import (
+    CompactRange,
+    TreeRangeError,
+    consistency_proof_from_nodes,
+    inclusion_proof_from_nodes,
+    leaf_hash,
+)
+from ..core.replay import Arrival, advance_sequence, classify
+from ..core.state import next_status
+from .base import (
+    AttemptOutcome,
+    CheckpointRecord,
+    Evidence,
+    InboxItem,
+    Incoming,
+    IncomingResult,
+    MessageFilter,
+    NewMessage,
+    OutMessage,
+    PeerState,
+    Store,
+    TokenRecord,
+    WitnessState,
+)
+from .migrations import SQLITE_MIGRATIONS
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+
+_MAX_GROUP = 256
+
+
+def _ts(v: dt.datetime | None) -> str | None:
+    return None if v is None else format_ts(v)
+
+
+def _pt(v: str | None) -> dt.datetime | None:
+    return None if v is None else parse_ts(v)
+
+
+class SQLiteStore(Store):
+    """The embedded default store."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._jobs: queue.SimpleQueue[tuple[Job, asyncio.Future[Any], asyncio.AbstractEventLoop] | None] = (
+            queue.SimpleQueue()
+        )
+        self._writer: threading.Thread | None = None
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
+        self._rconn: sqlite3.Connection | None = None
+        self.commits = 0  # for metrics and the benchmark: fsyncs actually made
+
+    # lifecycle -----------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        os.chmod(self.path, 0o600)
+        conn = self._connect()
+        _migrate(conn)
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                os.chmod(side, 0o600)
+        self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-write", daemon=True)
+        self._writer.start()
+        self._rconn = await asyncio.get_running_loop().run_in_executor(self._reader, self._connect)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._jobs.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+            self._writer = None
+        if self._rconn is not None:
+            rconn = self._rconn
+            await asyncio.get_running_loop().run_in_executor(self._reader, rconn.close)
+            self._rconn = None
+        self._reader.shutdown(wait=True)
+
+    # execution -----------------------------------------------------------------------------
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                conn.close()
+                return
+            batch = [first]
+            while len(batch) < _MAX_GROUP:
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._jobs.put(None)
+                    break
+                batch.append(nxt)
+            self._run_group(conn, batch)
+
+    def _run_group(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[tuple[Job, asyncio.Future[Any], asyncio.AbstractEventLoop]],
+    ) -> None:
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job, _, _ in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    results.append((True, job(conn)))
+                    conn.execute("RELEASE job")
+                except Exception as e:  # a job's own refusal: undo just that job
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((False, e))
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            err = StoreUnavailable(f"the database could not commit: {e}")
+            results = [(False, err)] * len(batch)
+        for (_, fut, loop), (ok, value) in zip(batch, results, strict=True):
+            loop.call_soon_threadsafe(_settle, fut, ok, value)
+
+    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreUnavailable("store is not open")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((job, fut, loop))
+        return await fut
+
+    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._rconn
+        if conn is None:
+            raise StoreUnavailable("store is not open")
+
+        def run() -> T:
+            try:
+                return job(conn)
+            except sqlite3.Error as e:
+                raise StoreUnavailable(f"the database could not be read: {e}") from e
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+
+    # outbound ------------------------------------------------------------------------------
+    async def submit(self, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
+        return await self._write(lambda c: _submit(c, msg, audit))
+
+    async def due(self, peer: str, now: dt.datetime, limit: int) -> list[OutMessage]:
+        def job(c: sqlite3.Connection) -> list[OutMessage]:
+            rows = c.execute(
+                f"SELECT {_OUT_COLS} FROM messages WHERE peer=? AND status IN ('queued','sent') ORDER BY seq LIMIT ?",
+                (peer, limit),
+            ).fetchall()
+            msgs = [_out(r) for r in rows]
+            # The head of the queue gates the whole peer: order per peer is kept even when
+            # messages behind it carry their own (earlier) retry times.
+            if not msgs or msgs[0].next_attempt_at > now:
+                return []
+            return msgs
+
+        return await self._read(job)
+
+    async def record_outcomes(self, outcomes: list[AttemptOutcome]) -> None:
+        await self._write(lambda c: _record_outcomes(c, outcomes))
+
+    async def next_due_at(self, peer: str) -> dt.datetime | None:
+        def job(c: sqlite3.Connection) -> dt.datetime | None:
+            row = c.execute(
+                "SELECT next_attempt_at FROM messages WHERE peer=? AND status IN ('queued','sent')"
+                " ORDER BY seq LIMIT 1",
+                (peer,),
+            ).fetchone()
+            return None if row is None else parse_ts(row[0])
+
+        return await self._read(job)
+
+    async def get_message(self, message_id: str) -> OutMessage | None:
+        def job(c: sqlite3.Connection) -> OutMessage | None:
+            row = c.execute(f"SELECT {_OUT_COLS} FROM messages WHERE id=?", (message_id,)).fetchone()
+            if row is None:
+                return None
+            hist = c.execute(
+                "SELECT at, status, detail FROM history WHERE message_id=? ORDER BY rowid", (message_id,)
+            ).fetchall()
+            m = _out(row)
+            return OutMessage(**{**m.__dict__, "history": tuple((parse_ts(a), s, d) for a, s, d in hist)})
+
+        return await self._read(job)
+
+    async def list_messages(self, flt: MessageFilter, after: str | None, limit: int) -> list[OutMessage]:
+        def job(c: sqlite3.Connection) -> list[OutMessage]:
+            where, args = ["type NOT IN ('ack','key-announcement','cosign-request')"], []
+            if flt.status:
+                where.append("status=?")
+                args.append(flt.status)
+            if flt.type:
+                where.append("type=?")
+                args.append(flt.type)
+            if flt.peer:
+                where.append("peer=?")
+                args.append(flt.peer)
+            if flt.since:
+                where.append("created_at>=?")
+                args.append(format_ts(flt.since))
+            if after:
+                where.append("id>?")
+                args.append(after)
+            sql = f"SELECT {_OUT_COLS} FROM messages WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+            return [_out(r) for r in c.execute(sql, (*args, limit)).fetchall()]
+
+        return await self._read(job)
+
+    async def queue_depth(self, peer: str) -> tuple[int, dt.datetime | None]:
+        def job(c: sqlite3.Connection) -> tuple[int, dt.datetime | None]:
+            n, oldest = c.execute(
+                "SELECT count(*), min(created_at) FROM messages WHERE peer=? AND status IN ('queued','sent')",
+                (peer,),
+            ).fetchone()
+            return int(n), _pt(oldest)
+
+        return await self._read(job)
+
+    # inbound -------------------------------------------------------------------------------
+    async def accept_incoming(self, items: list[Incoming]) -> list[IncomingResult]:
+        return await self._write(lambda c: [_accept_one(c, it) for it in items])
+
+    async def append_audit(self, entries: list[AuditEntry]) -> None:
+        await self._write(lambda c: _audit(c, *entries))
+
+    async def inbox_after(self, cursor: int, limit: int, types: tuple[str, ...]) -> list[InboxItem]:
+        def job(c: sqlite3.Connection) -> list[InboxItem]:
+            marks = ",".join("?" * len(types))
+            rows = c.execute(
+                f"SELECT {_IN_COLS} FROM inbox WHERE cursor>? AND type IN ({marks}) ORDER BY cursor LIMIT ?",
+                (cursor, *types, limit),
+            ).fetchall()
+            return [_in(r) for r in rows]
+
+        return await self._read(job)
+
+    async def inbox_item(self, message_id: str) -> InboxItem | None:
+        def job(c: sqlite3.Connection) -> InboxItem | None:
+            row = c.execute(f"SELECT {_IN_COLS} FROM inbox WHERE id=?", (message_id,)).fetchone()
+            return None if row is None else _in(row)
+
+        return await self._read(job)
+
+    async def acknowledge_inbox(self, message_id: str, status: str, ack: NewMessage, audit: AuditEntry) -> OutMessage:
+        def job(c: sqlite3.Connection) -> OutMessage:
+            row = c.execute("SELECT ack_status FROM inbox WHERE id=?", (message_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no inbox message {message_id}", code="inbox.not_found", field="id")
+            if row[0] is not None:
+                raise Conflict(
+                    f"message {message_id} was already acknowledged ({row[0]})",
+                    code="ack.already",
+                    field="id",
+                )
+            c.execute("UPDATE inbox SET ack_status=?, ack_message_id=? WHERE id=?", (status, ack.id, message_id))
+            out, _ = _submit(c, ack, audit)
+            return out
+
+        return await self._write(job)
+
+    async def peer_state(self, peer: str) -> PeerState:
+        def job(c: sqlite3.Connection) -> PeerState:
+            row = c.execute(
+                "SELECT next_seq, recv_high_water, gap_count FROM peer_state WHERE peer=?", (peer,)
+            ).fetchone()
+            gaps = c.execute(
+                "SELECT from_seq, to_seq FROM seq_gaps WHERE peer=? ORDER BY from_seq DESC LIMIT 100", (peer,)
+            ).fetchall()
+            if row is None:
+                return PeerState(peer, 1, 0, 0)
+            return PeerState(peer, row[0], row[1], row[2], tuple((a, b) for a, b in gaps))
+
+        return await self._read(job)
+
+    # tokens --------------------------------------------------------------------------------
+    async def add_token(self, token: TokenRecord, audit: AuditEntry) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO tokens(id, role, secret_hash, label, created_at) VALUES (?,?,?,?,?)",
+                (token.id, token.role, token.secret_hash, token.label, format_ts(token.created_at)),
+            )
+            _audit(c, audit)
+
+        await self._write(job)
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        def job(c: sqlite3.Connection) -> TokenRecord | None:
+            row = c.execute(
+                "SELECT id, role, secret_hash, label, created_at, revoked_at FROM tokens WHERE id=?",
+                (token_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            return TokenRecord(row[0], row[1], bytes(row[2]), row[3], parse_ts(row[4]), _pt(row[5]))
+
+        return await self._read(job)
+
+    # audit ---------------------------------------------------------------------------------
+    async def audit_size(self) -> int:
+        size, _ = await self.audit_head()
+        return size
+
+    async def audit_head(self) -> tuple[int, bytes]:
+        return await self._read(_head)
+
+    async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        def job(c: sqlite3.Connection) -> list[bytes]:
+            _check_size(c, size)
+            return inclusion_proof_from_nodes(_node_reader(c), index, size)
+
+        return await self._read(job)
+
+    async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        def job(c: sqlite3.Connection) -> list[bytes]:
+            _check_size(c, new_size)
+            return consistency_proof_from_nodes(_node_reader(c), old_size, new_size)
+
+        return await self._read(job)
+
+    async def root_at(self, size: int) -> bytes:
+        def job(c: sqlite3.Connection) -> bytes:
+            _check_size(c, size)
+            return CompactRange.from_nodes(_node_reader(c), size).root()
+
+        return await self._read(job)
+
+    async def add_checkpoint(self, cp: CheckpointRecord) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO checkpoints(size, root, note, created_at) VALUES (?,?,?,?)",
+                (cp.size, cp.root, cp.note, format_ts(cp.created_at)),
+            )
+        )
+
+    async def set_cosigned(self, size: int, cosigned_note: bytes, at: dt.datetime) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE checkpoints SET cosigned_note=?, cosigned_at=? WHERE size=?",
+                (cosigned_note, format_ts(at), size),
+            )
+        )
+
+    async def checkpoints(self, after_size: int = -1, limit: int = 1000) -> list[CheckpointRecord]:
+        def job(c: sqlite3.Connection) -> list[CheckpointRecord]:
+            rows = c.execute(
+                "SELECT size, root, note, created_at, cosigned_note, cosigned_at FROM checkpoints"
+                " WHERE size>? ORDER BY size LIMIT ?",
+                (after_size, limit),
+            ).fetchall()
+            return [_cp(r) for r in rows]
+
+        return await self._read(job)
+
+    async def latest_checkpoint(self, *, cosigned: bool = False) -> CheckpointRecord | None:
+        def job(c: sqlite3.Connection) -> CheckpointRecord | None:
+            where = "WHERE cosigned_note IS NOT NULL" if cosigned else ""
+            row = c.execute(
+                f"SELECT size, root, note, created_at, cosigned_note, cosigned_at FROM checkpoints {where}"
+                " ORDER BY size DESC LIMIT 1"
+            ).fetchone()
+            return None if row is None else _cp(row)
+
+        return await self._read(job)
+
+    async def witness_state(self, origin: str) -> WitnessState | None:
+        def job(c: sqlite3.Connection) -> WitnessState | None:
+            row = c.execute("SELECT origin, size, root, note FROM witness_state WHERE origin=?", (origin,)).fetchone()
+            return None if row is None else WitnessState(row[0], row[1], bytes(row[2]), bytes(row[3]))
+
+        return await self._read(job)
+
+    async def witness_advance(self, origin: str, old_size: int, new: WitnessState, at: dt.datetime) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            row = c.execute("SELECT size FROM witness_state WHERE origin=?", (origin,)).fetchone()
+            stored = 0 if row is None else int(row[0])
+            if stored != old_size:
+                raise Conflict(
+                    f"witness holds size {stored}, request claims {old_size}", code="witness.size_mismatch", field="old"
+                )
+            c.execute(
+                "INSERT OR REPLACE INTO witness_state(origin, size, root, note, updated_at) VALUES (?,?,?,?,?)",
+                (origin, new.size, new.root, new.note, format_ts(at)),
+            )
+
+        await self._write(job)
+
+    async def remember_bundle(self, owner: str, bundle: bytes, at: dt.datetime) -> None:
+        digest = hashlib.sha256(bundle).digest()
+        await self._write(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO key_bundles(owner, digest, bundle, stored_at) VALUES (?,?,?,?)",
+                (owner, digest, bundle, format_ts(at)),
+            )
+        )
+
+    async def bundles(self) -> list[tuple[str, bytes]]:
+        def job(c: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            rows = c.execute("SELECT owner, bundle FROM key_bundles ORDER BY stored_at, owner").fetchall()
+            return [(r[0], bytes(r[1])) for r in rows]
+
+        return await self._read(job)
+
+    async def evidence(self, message_ids: list[str]) -> list[Evidence]:
+        def job(c: sqlite3.Connection) -> list[Evidence]:
+            out: list[Evidence] = []
+            for i in range(0, len(message_ids), 500):
+                chunk = message_ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in c.execute(
+                    f"SELECT id, peer, signed_document, receipt, refusal FROM messages WHERE id IN ({marks})", chunk
+                ):
+                    out.append(Evidence(r[0], "outbound", r[1], bytes(r[2]), _b(r[3]), _b(r[4])))
+                for r in c.execute(
+                    f"SELECT id, sender, signed_document, receipt FROM inbox WHERE id IN ({marks})", chunk
+                ):
+                    out.append(Evidence(r[0], "inbound", r[1], bytes(r[2]), bytes(r[3]), None))
+            return out
+
+        return await self._read(job)
+
+    async def audit_entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        def job(c: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            rows = c.execute("SELECT idx, entry FROM audit WHERE idx>=? AND idx<? ORDER BY idx", (start, end))
+            return [(int(i), bytes(e)) for i, e in rows.fetchall()]
+
+        return await self._read(job)
+
+
+def _b(v: Any) -> bytes | None:
+    return None if v is None else bytes(v)
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.cancelled():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    current = row[0] or 0
+    for version, script in SQLITE_MIGRATIONS:
+        if version <= current:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in script:
+                conn.execute(stmt)
+            conn.execute("INSERT INTO schema_version(version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+
+
+# --- row mapping -------------------------------------------------------------------------------
+
+_OUT_COLS = (
+    "id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256, attempts,"
+    " next_attempt_at, last_error, ciphertext, enc_kid, receipt, refusal, ack, updated_at"
+)
+_IN_COLS = "cursor, sender, id, type, created_at, received_at, document_sha256, body, ack_status, ack_message_id"
+
+
+def _out(r: tuple[Any, ...]) -> OutMessage:
+    return OutMessage(
+        id=r[0],
+        peer=r[1],
+        seq=r[2],
+        type=r[3],
+        status=r[4],
+        created_at=parse_ts(r[5]),
+        expires_at=parse_ts(r[6]),
+        signed_document=bytes(r[7]),
+        document_sha256=bytes(r[8]),
+        attempts=r[9],
+        next_attempt_at=parse_ts(r[10]),
+        last_error=r[11],
+        ciphertext=None if r[12] is None else bytes(r[12]),
+        enc_kid=r[13],
+        receipt=None if r[14] is None else bytes(r[14]),
+        refusal=None if r[15] is None else bytes(r[15]),
+        ack=None if r[16] is None else json_object(bytes(r[16])),
+        updated_at=parse_ts(r[17]),
+    )
+
+
+def _in(r: tuple[Any, ...]) -> InboxItem:
+    return InboxItem(
+        cursor=r[0],
+        sender=r[1],
+        id=r[2],
+        type=r[3],
+        created_at=parse_ts(r[4]),
+        received_at=parse_ts(r[5]),
+        document_sha256=bytes(r[6]),
+        body=bytes(r[7]),
+        ack_status=r[8],
+        ack_message_id=r[9],
+    )
+
+
+# --- transactional jobs (run on the writer thread) ------------------------------------------------
+
+
+def _audit(c: sqlite3.Connection, *entries: AuditEntry) -> None:
+    """Append entries as Merkle leaves, persisting the frontier and every completed node."""
+    if not entries:
+        return
+    row = c.execute("SELECT compact FROM audit_state WHERE id=1").fetchone()
+    tree = CompactRange() if row is None else CompactRange.from_bytes(bytes(row[0]))
+    nodes: list[tuple[int, int, bytes]] = []
+
+    def visit(level: int, index: int, h: bytes) -> None:
+        if level > 0:  # level 0 is the leaf hash, stored with the entry
+            nodes.append((level, index, h))
+
+    for e in entries:
+        data = e.to_bytes()
+        leaf = leaf_hash(data)
+        c.execute("INSERT INTO audit(idx, entry, leaf_hash) VALUES (?, ?, ?)", (tree.size, data, leaf))
+        tree.append(leaf, visit)
+    c.executemany("INSERT INTO audit_nodes(level, idx, hash) VALUES (?,?,?)", nodes)
+    c.execute("INSERT OR REPLACE INTO audit_state(id, compact) VALUES (1, ?)", (tree.to_bytes(),))
+
+
+def _node_reader(c: sqlite3.Connection) -> Callable[[int, int], bytes]:
+    def get_node(level: int, index: int) -> bytes:
+        if level == 0:
+            row = c.execute("SELECT leaf_hash FROM audit WHERE idx=?", (index,)).fetchone()
+        else:
+            row = c.execute("SELECT hash FROM audit_nodes WHERE level=? AND idx=?", (level, index)).fetchone()
+        if row is None:
+            raise TreeRangeError(f"the log has no node ({level}, {index})", field="size")
+        return bytes(row[0])
+
+    return get_node
+
+
+def _head(c: sqlite3.Connection) -> tuple[int, bytes]:
+    row = c.execute("SELECT compact FROM audit_state WHERE id=1").fetchone()
+    tree = CompactRange() if row is None else CompactRange.from_bytes(bytes(row[0]))
+    return tree.size, tree.root()
+
+
+def _check_size(c: sqlite3.Connection, size: int) -> None:
+    current, _ = _head(c)
+    if not 0 <= size <= current:
+        raise TreeRangeError(f"size {size} is beyond the log's size {current}", field="size")
+
+
+def _cp(r: tuple[Any, ...]) -> CheckpointRecord:
+    return CheckpointRecord(
+        r[0], bytes(r[1]), bytes(r[2]), parse_ts(r[3]), None if r[4] is None else bytes(r[4]), _pt(r[5])
+    )
+
+
+def _history(c: sqlite3.Connection, message_id: str, at: dt.datetime, status: str, detail: str = "") -> None:
+    c.execute(
+        "INSERT INTO history(message_id, at, status, detail) VALUES (?,?,?,?)",
+        (message_id, format_ts(at), status, detail),
+    )
+
+
+def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
+    if msg.idempotency_key is not None and msg.token_id is not None:
+        row = c.execute(
+            "SELECT message_id, request_hash FROM idempotency WHERE token_id=? AND key=?",
+            (msg.token_id, msg.idempotency_key),
+        ).fetchone()
+        if row is not None:
+            if bytes(row[1]) != msg.request_hash:
+                raise Conflict(
+                    "Idempotency-Key was already used with a different request",
+                    code="idempotency.conflict",
+                    field="Idempotency-Key",
+                )
+            existing = c.execute(f"SELECT {_OUT_COLS} FROM messages WHERE id=?", (row[0],)).fetchone()
+            return _out(existing), False
+    c.execute("INSERT OR IGNORE INTO peer_state(peer) VALUES (?)", (msg.peer,))
+    seq = c.execute("SELECT next_seq FROM peer_state WHERE peer=?", (msg.peer,)).fetchone()[0]
+    c.execute("UPDATE peer_state SET next_seq=next_seq+1 WHERE peer=?", (msg.peer,))
+    now = format_ts(msg.created_at)
+    c.execute(
+        "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256,"
+        " attempts, next_attempt_at, token_id, updated_at) VALUES (?,?,?,?,'queued',?,?,?,?,0,?,?,?)",
+        (
+            msg.id,
+            msg.peer,
+            seq,
+            msg.type,
+            now,
+            format_ts(msg.expires_at),
+            msg.signed_document,
+            msg.document_sha256,
+            now,
+            msg.token_id,
+            now,
+        ),
+    )
+    if msg.idempotency_key is not None and msg.token_id is not None:
+        c.execute(
+            "INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at) VALUES (?,?,?,?,?)",
+            (msg.token_id, msg.idempotency_key, msg.request_hash, msg.id, now),
+        )
+    _history(c, msg.id, msg.created_at, "queued")
+    _audit(c, audit)
+    row = c.execute(f"SELECT {_OUT_COLS} FROM messages WHERE id=?", (msg.id,)).fetchone()
+    return _out(row), True
+
+
+_EVENT_FOR = {"delivered": "receipt", "refused": "refusal", "retry": "attempt", "expired": "expire"}
+
+
+def _record_outcomes(c: sqlite3.Connection, outcomes: list[AttemptOutcome]) -> None:
+    for o in outcomes:
+        row = c.execute("SELECT status FROM messages WHERE id=?", (o.message_id,)).fetchone()
+        if row is None:
+            continue
+        current = row[0]
+        event = _EVENT_FOR[o.kind]
+        try:
+            status = next_status(current, event)
+        except Conflict:
+            continue  # e.g. a late receipt for a message already acknowledged: nothing to change
+        at = format_ts(o.at)
+        sets = ["status=?", "updated_at=?", "attempts=max(attempts, ?)"]
+        args: list[Any] = [status, at, o.attempt]
+        if o.receipt is not None:
+            sets.append("receipt=?")
+            args.append(o.receipt)
+        if o.refusal is not None:
+            sets.append("refusal=?")
+            args.append(o.refusal)
+        if o.error is not None:
+            sets.append("last_error=?")
+            args.append(o.error)
+        if o.next_attempt_at is not None:
+            sets.append("next_attempt_at=?")
+            args.append(format_ts(o.next_attempt_at))
+        if o.ciphertext is not None:
+            sets += ["ciphertext=?", "enc_kid=?"]
+            args += [o.ciphertext, o.enc_kid]
+        if o.kind in ("delivered", "refused", "expired"):
+            sets.append("ciphertext=NULL")  # no longer needed once final
+        c.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id=?", (*args, o.message_id))
+        if status != current or o.kind == "retry":
+            _history(c, o.message_id, o.at, status, o.error or "")
+        _audit(c, *o.audit)
+
+
+def _accept_one(c: sqlite3.Connection, it: Incoming) -> IncomingResult:
+    row = c.execute("SELECT document_sha256, receipt FROM inbox WHERE sender=? AND id=?", (it.sender, it.id)).fetchone()
+    arrival = classify(None if row is None else bytes(row[0]), it.document_sha256)
+    if arrival is Arrival.DUPLICATE:
+        return IncomingResult("duplicate", bytes(row[1]))
+    if arrival is Arrival.CONFLICT:
+        return IncomingResult("conflict", None)
+    c.execute(
+        "INSERT INTO inbox(sender, id, seq, type, created_at, received_at, document_sha256, signed_document,"
+        " body, receipt)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (
+            it.sender,
+            it.id,
+            it.seq,
+            it.type,
+            format_ts(it.created_at),
+            format_ts(it.received_at),
+            it.document_sha256,
+            it.signed_document,
+            it.body,
+            it.receipt,
+        ),
+    )
+    c.execute("INSERT OR IGNORE INTO peer_state(peer) VALUES (?)", (it.sender,))
+    hw = c.execute("SELECT recv_high_water FROM peer_state WHERE peer=?", (it.sender,)).fetchone()[0]
+    upd = advance_sequence(hw, it.seq)
+    if upd.gap_from is not None:
+        c.execute(
+            "INSERT INTO seq_gaps(peer, from_seq, to_seq, detected_at) VALUES (?,?,?,?)",
+            (it.sender, upd.gap_from, upd.gap_to, format_ts(it.received_at)),
+        )
+        c.execute("UPDATE peer_state SET gap_count=gap_count+1 WHERE peer=?", (it.sender,))
+    c.execute("UPDATE peer_state SET recv_high_water=? WHERE peer=?", (upd.high_water, it.sender))
+    _audit(c, it.audit)
+    if it.acked_message_id is not None:
+        _apply_ack(c, it)
+    return IncomingResult("accepted", it.receipt)
+
+
+def _apply_ack(c: sqlite3.Connection, it: Incoming) -> None:
+    mid = it.acked_message_id
+    row = c.execute("SELECT status, peer FROM messages WHERE id=?", (mid,)).fetchone()
+    if row is None or row[1] != it.sender:
+        return  # an ack for something we never sent to this peer: kept in the inbox, changes nothing
+    try:
+        status = next_status(row[0], "ack")
+    except Conflict:
+        return
+    at = format_ts(it.received_at)
+    c.execute(
+        "UPDATE messages SET status=?, ack=?, updated_at=? WHERE id=?",
+        (status, json_bytes(it.ack_info or {}), at, mid),
+    )
+    detail = (it.ack_info or {}).get("status", "")
+    _history(c, str(mid), it.received_at, status, str(detail))
+    _audit(
+        c,
+        AuditEntry(
+            at=it.received_at,
+            kind="acknowledged",
+            actor=f"peer:{it.sender}",
+            message_id=mid,
+            peer=it.sender,
+            digests={"ack_document": it.document_sha256.hex()},
+            detail={"status": str(detail), "ack_id": it.id},
+        ),
+    )

@@ -1,0 +1,203 @@
+"""Mutual TLS with pinned self-signed certificates: making the certificate and the SSL contexts.
+
+Each gateway has one self-signed ECDSA P-256 certificate; the peer's certificate, imported with
+its key bundle, is the only trust anchor of the peer-facing contexts (pinning replaces names and
+CAs). The private key never touches the disk unencrypted: `ssl` only loads keys from paths, so we
+hand it an anonymous in-memory file (`memfd_create`) holding the key encrypted under a throwaway
+password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+import secrets
+import ssl
+import tempfile
+from collections.abc import Iterator
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .core.errors import ConfigError
+
+
+class _PeerCertSource(Protocol):
+    def getpeercert(self, binary_form: bool = ...) -> object: ...
+
+
+def _subject_alt_names(hosts: list[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
+def make_self_signed(
+    identity: str,
+    hosts: list[str],
+    now: dt.datetime,
+    days: int,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    serial: int | None = None,
+) -> bytes:
+    """A PEM self-signed end-entity certificate for `identity`, valid `days` from `now`.
+
+    SAN lists every host (IP addresses as iPAddress, anything else as dNSName); the certificate is
+    no CA and is good for both server and client authentication, so one cert serves both roles.
+    """
+    if not hosts:
+        raise ConfigError("a TLS certificate needs at least one host name or address", field="hosts")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial if serial is not None else x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(_subject_alt_names(hosts)), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    cert = builder.sign(key, hashes.SHA256(), ecdsa_deterministic=True)
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def cert_fingerprint(pem: bytes) -> str:
+    """SHA-256 of the certificate's DER encoding, lower-case hex."""
+    return hashlib.sha256(x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def peer_certificate_fingerprint(ssl_object: _PeerCertSource) -> str | None:
+    """SHA-256 (hex) of the certificate the other end presented, or None if it presented none."""
+    der = ssl_object.getpeercert(binary_form=True)
+    if not isinstance(der, bytes) or not der:
+        return None
+    return hashlib.sha256(der).hexdigest()
+
+
+def certificate_public_key_matches(cert_pem: bytes, key_pem: bytes) -> bool:
+    """Whether the certificate was issued for this private key (checked at load time)."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt)
+
+
+@contextlib.contextmanager
+def _in_memory_file(data: bytes, name: str) -> Iterator[str]:
+    """A path that reads back `data` and exists only while the block runs.
+
+    Prefer an anonymous memory file (Linux `memfd_create`, read through /proc/self/fd); fall back
+    to a 0600 temporary file that is removed as soon as the block ends.
+    """
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
+        fd = memfd_create(name, getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    fd, path = tempfile.mkstemp(prefix=f".{name}-")  # mkstemp creates the file with mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _load_identity(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    # What reaches the (memory) file is the key re-encrypted under a password that exists only
+    # here, so even the temp-file fallback never holds the key in the clear.
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise ConfigError("the TLS private key is not a PEM private key", field="tls") from e
+    password = secrets.token_bytes(32)
+    wrapped = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
+    )
+    with _in_memory_file(cert_pem, "tls-cert") as cert_path, _in_memory_file(wrapped, "tls-key") as key_path:
+        try:
+            ctx.load_cert_chain(cert_path, key_path, password=password)
+        except ssl.SSLError as e:
+            raise ConfigError(f"TLS certificate and key cannot be loaded: {e.reason}", field="tls") from e
+
+
+def _pin(ctx: ssl.SSLContext, peer_cert_pem: bytes) -> None:
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    # The pinned certificate is a self-signed leaf: trust it as an anchor in its own right.
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    try:
+        ctx.load_verify_locations(cadata=peer_cert_pem.decode("ascii"))
+    except (ssl.SSLError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError("the peer's TLS certificate is not a valid PEM certificate", field="peer.tls") from e
+
+
+def server_context(cert_pem: bytes, key_pem: bytes, peer_cert_pem: bytes) -> ssl.SSLContext:
+    """TLS 1.3 server context for the peer API: requires a client certificate equal to the pin."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    _load_identity(ctx, cert_pem, key_pem)
+    _pin(ctx, peer_cert_pem)
+    return ctx
+
+
+def client_context(cert_pem: bytes, key_pem: bytes, peer_cert_pem: bytes) -> ssl.SSLContext:
+    """TLS 1.3 client context for calling the peer: presents our certificate, trusts only the pin.
+
+    Host names are not checked because the pin already names exactly one certificate.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    _load_identity(ctx, cert_pem, key_pem)
+    _pin(ctx, peer_cert_pem)
+    return ctx
+
+
+def local_server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+    """TLS server context for the optional HTTPS local API: no client certificates (bearer tokens)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_NONE
+    _load_identity(ctx, cert_pem, key_pem)
+    return ctx

@@ -1,0 +1,109 @@
+"""Fixtures: two real gateways on loopback (TLS, SQLite files) built from keys-example/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from customs_gateway.gateway import issue_token
+from customs_gateway.pair import LocalPair, example_dir, prepare_pair
+
+US, CN = "US-CBP", "CN-GACC"
+MESSAGES = example_dir() / "messages"
+
+
+def sample(msg_type: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads((MESSAGES / f"{msg_type}.json").read_text(encoding="utf-8"))
+    return body
+
+
+class Api:
+    """A tiny client of one gateway's local API holding one token per role."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, tokens: dict[str, str], peer: str) -> None:
+        self.session, self.url, self.tokens, self.peer = session, url, tokens, peer
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        role: str | None = "agency",
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+        h = dict(headers or {})
+        if role is not None:
+            h["Authorization"] = f"Bearer {self.tokens[role]}"
+        async with self.session.request(method, self.url + path, json=json_body, data=data, headers=h) as r:
+            raw = await r.read()
+            body = json.loads(raw) if raw else None
+            return r.status, body, r.headers
+
+    async def submit(
+        self, msg_type: str, body: dict[str, Any] | None = None, to: str | None = None, **kw: Any
+    ) -> tuple[int, Any]:
+        status, res, _ = await self.call(
+            "POST",
+            "/v1/messages",
+            json_body={"type": msg_type, "to": to or self.peer, "body": body or sample(msg_type)},
+            **kw,
+        )
+        return status, res
+
+    async def wait_status(self, mid: str, want: set[str], timeout: float = 20.0) -> dict[str, Any]:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            status, res, _ = await self.call("GET", f"/v1/messages/{mid}")
+            assert status == 200, res
+            if res["status"] in want:
+                return dict(res)
+            if loop.time() > end:
+                raise AssertionError(f"message {mid} stayed {res['status']}: {res}")
+            await asyncio.sleep(0.05)
+
+
+class Pair:
+    def __init__(self, lp: LocalPair, apis: dict[str, Api]) -> None:
+        self.lp, self.apis = lp, apis
+
+    def gw(self, name: str) -> Any:
+        return self.lp.servers[name].gateway
+
+
+@pytest.fixture
+def homes(tmp_path: Path) -> dict[str, Any]:
+    return prepare_pair(tmp_path, overrides={"delivery": {"retry_base_seconds": 0.05, "retry_cap_seconds": 0.5}})
+
+
+@pytest.fixture
+async def pair(homes: dict[str, Any]) -> AsyncIterator[Pair]:
+    lp = LocalPair(homes)
+    await lp.start_all()
+    session = aiohttp.ClientSession()
+    apis = {}
+    for name, server in lp.servers.items():
+        tokens = {}
+        for role in ("agency", "admin", "auditor"):
+            _, secret = await issue_token(server.gateway.store, server.gateway.clock, role, f"test-{role}", "test")
+            tokens[role] = secret
+        apis[name] = Api(session, homes[name].local_url, tokens, CN if name == US else US)
+    try:
+        yield Pair(lp, apis)
+    finally:
+        await session.close()
+        await lp.stop_all()
+
+
+def utc(*a: int) -> dt.datetime:
+    return dt.datetime(*a, tzinfo=dt.timezone.utc)

@@ -1,0 +1,141 @@
+"""G4 on real servers: replayed envelopes get the original receipt; stale ones are refused."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import aiohttp
+
+from customs_gateway import tls
+from customs_gateway.core.envelope import Document, build_envelope
+from customs_gateway.core.receipt import Statement, verify_refusal
+
+from .conftest import CN, US, Pair, sample
+
+
+def _forge(
+    pair: Pair, *, sent_at: dt.datetime, seq: int, body: dict[str, Any] | None = None, mid: str | None = None
+) -> dict[str, Any]:
+    us = pair.gw(US)
+    now = us.clock.now()
+    doc = Document(
+        mid or us.ids.new_id(),
+        US,
+        CN,
+        "seizure-share",
+        now if sent_at >= now else sent_at,
+        body or sample("seizure-share"),
+    )
+    env, _, _ = build_envelope(
+        doc,
+        seq=seq,
+        sent_at=sent_at,
+        attempt=1,
+        signing_key=us.identity.active_signing_key(now),
+        recipient_key=us.peer.encryption_key(now),
+    )
+    return env.to_dict()
+
+
+async def _post(pair: Pair, payload: Any) -> tuple[int, Any]:
+    us = pair.gw(US)
+    ctx = tls.client_context(us.identity.tls_cert_pem, us.identity.tls_key_pem, us.peer.bundle.tls_certificate.encode())
+    url = f"https://127.0.0.1:{pair.lp.homes[CN].peer_port}/peer/v1/envelopes"
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s,
+        s.post(url, json=payload) as r,
+    ):
+        return r.status, await r.json(content_type=None)
+
+
+async def test_replayed_envelope_gets_original_receipt_flagged_duplicate(pair: Pair) -> None:
+    now = pair.gw(US).clock.now()
+    env = _forge(pair, sent_at=now, seq=1)
+    s1, r1 = await _post(pair, env)
+    s2, r2 = await _post(pair, env)
+    s3, r3 = await _post(pair, {"envelopes": [env, env]})
+    assert (s1, s2, s3) == (200, 200, 200)
+    assert r1["results"][0]["status"] == "accepted"
+    assert r2["results"][0]["status"] == "duplicate"
+    assert [x["status"] for x in r3["results"]] == ["duplicate", "duplicate"]
+    # Byte-identical original receipt every time.
+    assert r2["results"][0]["receipt"] == r1["results"][0]["receipt"] == r3["results"][1]["receipt"]
+    _, inbox, _ = await pair.apis[CN].call("GET", "/v1/inbox")
+    assert len(inbox["messages"]) == 1
+
+
+async def test_same_id_with_a_different_document_is_refused(pair: Pair) -> None:
+    now = pair.gw(US).clock.now()
+    first = _forge(pair, sent_at=now, seq=1)
+    mid = pair.gw(US).ids.new_id()
+    a = _forge(pair, sent_at=now, seq=2, mid=mid)
+    other = sample("seizure-share")
+    other["case_reference"] = "TAMPERED"
+    b = _forge(pair, sent_at=now, seq=3, mid=mid, body=other)
+    _, r = await _post(pair, {"envelopes": [first, a, b]})
+    assert [x["status"] for x in r["results"]] == ["accepted", "accepted", "refused"]
+    assert r["results"][2]["code"] == "replay.conflict"
+    rf = verify_refusal(
+        Statement.from_dict("refusal", r["results"][2]["refusal"]),
+        message_id=mid,
+        key_for=pair.gw(US).peer.verify_key,
+    )
+    assert rf.code == "replay.conflict" and not rf.retryable
+    entries = [
+        e["entry"]
+        for e in (await pair.apis[CN].call("GET", "/v1/audit/entries?limit=1000", role="auditor"))[1]["entries"]
+    ]
+    assert any(e["kind"] == "refused" and e.get("code") == "replay.conflict" for e in entries)
+
+
+async def test_envelope_outside_skew_window_is_refused_and_logged(pair: Pair) -> None:
+    now = pair.gw(US).clock.now()
+    for delta in (-400, 400):
+        env = _forge(pair, sent_at=now + dt.timedelta(seconds=delta), seq=1)
+        status, r = await _post(pair, env)
+        assert status == 200
+        res = r["results"][0]
+        assert res["status"] == "refused"
+        assert res["code"] == "replay.skew"
+    _, inbox, _ = await pair.apis[CN].call("GET", "/v1/inbox")
+    assert inbox["messages"] == []
+    _, entries, _ = await pair.apis[CN].call("GET", "/v1/audit/entries", role="auditor")
+    assert [e["entry"]["code"] for e in entries["entries"] if e["entry"]["kind"] == "refused"] == [
+        "replay.skew",
+        "replay.skew",
+    ]
+
+
+async def test_sequence_gaps_are_reported(pair: Pair) -> None:
+    now = pair.gw(US).clock.now()
+    _, r = await _post(pair, {"envelopes": [_forge(pair, sent_at=now, seq=1), _forge(pair, sent_at=now, seq=4)]})
+    assert [x["status"] for x in r["results"]] == ["accepted", "accepted"]
+    _, peers, _ = await pair.apis[CN].call("GET", "/v1/admin/peers", role="admin")
+    p = peers["peers"][0]
+    assert p["sequence_gaps"] == 1
+    assert p["recent_gaps"] == [{"from": 2, "to": 3}]
+    assert p["received_high_water"] == 4
+
+
+async def test_tampered_envelope_is_refused_not_stored(pair: Pair) -> None:
+    now = pair.gw(US).clock.now()
+    env = _forge(pair, sent_at=now, seq=1)
+    sig = bytearray(env["signature"].encode())
+    sig[5] = ord("A") if sig[5] != ord("A") else ord("B")
+    env["signature"] = sig.decode()
+    _, r = await _post(pair, env)
+    assert r["results"][0]["status"] == "refused"
+    assert r["results"][0]["code"] == "signature.invalid"
+    _, inbox, _ = await pair.apis[CN].call("GET", "/v1/inbox")
+    assert inbox["messages"] == []
+
+
+async def test_garbage_to_peer_api_is_a_problem_not_a_500(pair: Pair) -> None:
+    for payload in ([1, 2], {"envelopes": []}, {"envelopes": "x"}, {"v": 2}, "text"):
+        status, body = await _post(pair, payload)
+        assert 400 <= status < 500 or (status == 200 and body["results"][0]["status"] == "refused"), (
+            payload,
+            status,
+            body,
+        )
