@@ -116,6 +116,11 @@ class DeliveryWorker:
             built = await loop.run_in_executor(gw.crypto_pool, self._build, live, now)
             outcomes += await self._send(live, built, now)
         await gw.store.record_outcomes(outcomes)
+        if gw.lifecycle is not None:
+            done = {o.message_id for o in outcomes if o.kind == "delivered"}
+            announced = [m for m in live if m.id in done and m.type == "key-announcement"]
+            if announced:
+                await gw.lifecycle.on_delivered(announced)
         return True
 
     def _build(self, msgs: list[OutMessage], now: dt.datetime) -> list[tuple[dict[str, Any], bytes, str]]:

@@ -12,7 +12,7 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -20,10 +20,10 @@ from .auth import ROLES, check_secret, new_token, parse_bearer
 from .config import Config
 from .core import schemas
 from .core.audit import AuditEntry, NoteSigner, log_origin, witness_name
-from .core.bundle import PeerKeys
+from .core.bundle import KeyBundle, PeerKeys, SignedBundle
 from .core.clock import Clock, IdSource
 from .core.control import AckBody, AckRequest, decode_struct
-from .core.encoding import format_ts, json_bytes, json_object, parse_ts
+from .core.encoding import format_ts, json_bytes, json_object, parse_ts, unb64url
 from .core.envelope import (
     BUSINESS_TYPES,
     Document,
@@ -36,8 +36,9 @@ from .core.errors import AuthError, Conflict, DecodeError, GatewayError, NotFoun
 from .core.keys import RandBytes
 from .core.merkle import ProofError
 from .core.receipt import make_receipt, make_refusal
+from .core.rotation import KeyAnnouncementBody, check_update
 from .core.witness import ForkError, check_advance, cosign_line, parse_request
-from .keystore import Identity
+from .keystore import Identity, write_atomic
 from .store.base import Incoming, NewMessage, OutMessage, Store, TokenRecord, WitnessState
 
 log = structlog.get_logger("customs_gateway.gateway")
@@ -47,6 +48,12 @@ RETRYABLE_CODES: Final = frozenset(
     {"replay.skew", "key.unknown", "key.not_yet_valid", "store.unavailable", "suite.mismatch"}
 )
 MAX_TTL: Final = dt.timedelta(days=30)
+
+
+class KeyLifecycleHooks(Protocol):
+    """What the delivery worker tells the key lifecycle (implemented by lifecycle.KeyLifecycle)."""
+
+    async def on_delivered(self, delivered: list[OutMessage]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class Gateway:
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Condition()
         self.crypto_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crypto")
+        self.lifecycle: KeyLifecycleHooks | None = None
 
     @property
     def name(self) -> str:
@@ -278,6 +286,11 @@ class Gateway:
                 refusal_audit.append(self._refusal_entry(mid, code_err, now))
             else:
                 incoming.append((i, item))
+        for _, it in incoming:
+            if it.announced is not None:
+                # Persist the peer's new bundle before the inbox row and its receipt: a crash in
+                # between leaves the bundle applied and the announcement re-sent, which is a no-op.
+                await self.apply_peer_bundle(it.announced)
         if incoming:
             outcomes = await self.store.accept_incoming([it for _, it in incoming])
             for (i, it), res in zip(incoming, outcomes, strict=True):
@@ -319,8 +332,15 @@ class Gateway:
             doc, hdr = opened.document, opened.header
             acked: str | None = None
             ack_info: dict[str, Any] | None = None
+            announced: tuple[SignedBundle, KeyBundle] | None = None
             if doc.type in BUSINESS_TYPES:
                 schemas.validate_body(doc.type, doc.body)
+            elif doc.type == "key-announcement":
+                kb: KeyAnnouncementBody = decode_struct(KeyAnnouncementBody, doc.body)
+                signed_bundle = SignedBundle.from_bytes(unb64url(kb.bundle, field="body.bundle"))
+                new_bundle = check_update(self.peer.bundle, signed_bundle, now)
+                if new_bundle is not self.peer.bundle:
+                    announced = (signed_bundle, new_bundle)
             elif doc.type == "ack":
                 ab: AckBody = decode_struct(AckBody, doc.body)
                 acked = ab.message_id
@@ -372,9 +392,40 @@ class Gateway:
                 audit=audit,
                 acked_message_id=acked,
                 ack_info=ack_info,
+                extra_audit=self._announced_entry(doc.id, announced, now) if announced else (),
+                announced=announced[0] if announced else None,
             )
         except GatewayError as e:
             return (e, mid)
+
+    def _announced_entry(
+        self, message_id: str, announced: tuple[SignedBundle, KeyBundle], now: dt.datetime
+    ) -> tuple[AuditEntry, ...]:
+        signed, bundle = announced
+        old = {k.kid: k for k in self.peer.bundle.keys}
+        changed = [k.kid for k in bundle.keys if old.get(k.kid) != k]
+        return (
+            AuditEntry(
+                at=now,
+                kind="key_announced",
+                actor=f"peer:{self.peer.identity}",
+                message_id=message_id,
+                peer=self.peer.identity,
+                digests={"bundle": hashlib.sha256(signed.bundle_bytes).hexdigest()},
+                detail={"serial": bundle.serial, "kids": changed},
+            ),
+        )
+
+    async def apply_peer_bundle(self, signed: SignedBundle) -> None:
+        """Trust the peer's next bundle: write it where the config says, remember it, switch."""
+        bundle = check_update(self.peer.bundle, signed, self.clock.now())
+        if bundle is self.peer.bundle:
+            return
+        path = self.config.path(self.config.peer.bundle)
+        write_atomic(path, signed.to_bytes(), 0o644)
+        await self.store.remember_bundle(self.peer.identity, signed.to_bytes(), self.clock.now())
+        self.peer = PeerKeys(bundle)
+        log.info("peer.bundle_updated", peer=bundle.identity, serial=bundle.serial)
 
     def _refuse(self, message_id: str, err: GatewayError, now: dt.datetime) -> dict[str, Any]:
         retryable = err.code in RETRYABLE_CODES

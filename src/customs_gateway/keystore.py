@@ -90,6 +90,8 @@ class Identity:
     bundle: SignedBundle = field(repr=False)
     tls_cert_pem: bytes = field(repr=False)
     tls_key_pem: bytes = field(repr=False)  # decrypted, kept in memory only
+    #: Signing keys announced to the peer but not yet receipted: never used to sign until then.
+    pending: set[str] = field(default_factory=set)
     _public: tuple[bytes, PeerKeys] | None = field(default=None, init=False, repr=False, compare=False)
 
     def public_keys(self) -> PeerKeys:
@@ -99,12 +101,18 @@ class Identity:
         return self._public[1]
 
     def active_signing_key(self, at: dt.datetime) -> SigningKey:
-        """The newest active signing key valid at `at` whose private key is loaded."""
-        candidates = [
+        """The newest active signing key valid at `at` whose private key is loaded and whose
+        announcement the peer has receipted; during a rotation, the retiring key until then."""
+        usable = [
             r
             for r in self.public_keys().records()
-            if r.use == USE_SIGNING and r.state == "active" and r.valid_at(at) is None and r.kid in self.signing
+            if r.use == USE_SIGNING
+            and r.valid_at(at) is None
+            and r.kid in self.signing
+            and r.kid not in self.pending
+            and r.state in ("active", "retiring")
         ]
+        candidates = [r for r in usable if r.state == "active"] or usable
         if not candidates:
             raise KeyStateError(f"{self.name} has no active signing key valid now", code="key.no_active_signing")
         newest = max(candidates, key=lambda r: r.not_before)

@@ -103,7 +103,9 @@ class LocalPair:
         return self._identities[name]
 
     async def start(self, name: str, *, clock: Clock | None = None, ids: IdSource | None = None) -> GatewayServer:
-        server = GatewayServer(self.configs[name], self.identity(name), clock=clock, ids=ids)
+        server = GatewayServer(
+            self.configs[name], self.identity(name), clock=clock, ids=ids, passphrase=self.passphrase
+        )
         await server.start()
         self.servers[name] = server
         return server

@@ -6,6 +6,8 @@ start/stop order so a stop never loses an accepted message (the store closes las
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import ssl
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from .gateway import Gateway
 from .http.local import local_app
 from .http.peer import peer_app
 from .keystore import Identity, KeyStore, load_peer, read_signed_bundle
+from .lifecycle import KeyLifecycle
 from .store.base import Store
 from .store.sqlite import SQLiteStore
 
@@ -56,6 +59,7 @@ class GatewayServer:
         clock: Clock | None = None,
         ids: IdSource | None = None,
         store: Store | None = None,
+        passphrase: bytes | None = None,
     ) -> None:
         if not config.peer.bundle:
             raise ConfigError(
@@ -73,6 +77,12 @@ class GatewayServer:
         self._runners: list[web.AppRunner] = []
         self.worker: DeliveryWorker | None = None
         self.checkpointer: Checkpointer | None = None
+        self.lifecycle: KeyLifecycle | None = None
+        if passphrase is not None:
+            keystore = KeyStore(config.path(config.keys_dir), config.path(config.tls_dir))
+            self.lifecycle = KeyLifecycle(self.gateway, keystore, passphrase)
+            self.gateway.lifecycle = self.lifecycle
+        self._maintenance: asyncio.Task[None] | None = None
         self.ports = Listeners(0, 0)
 
     def _peer_contexts(self) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None, str]:
@@ -107,6 +117,9 @@ class GatewayServer:
         await gw.store.remember_bundle(gw.name, gw.identity.bundle.to_bytes(), now)
         peer_signed = read_signed_bundle(self.config.path(self.config.peer.bundle))
         await gw.store.remember_bundle(gw.peer.identity, peer_signed.to_bytes(), now)
+        if self.lifecycle is not None:
+            await self.lifecycle.resume()
+            self._maintenance = asyncio.create_task(self._maintain(), name="key-maintenance")
         self.worker = DeliveryWorker(gw, ssl_context=client_ctx)
         await self.worker.start()
         self.checkpointer = Checkpointer(gw, client_ctx)
@@ -122,6 +135,11 @@ class GatewayServer:
         return self.ports
 
     async def stop(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
         if self.checkpointer is not None:
             await self.checkpointer.stop()
             self.checkpointer = None
@@ -133,6 +151,20 @@ class GatewayServer:
         self._runners.clear()
         await self.gateway.store.close()
         await self.gateway.close()
+
+    async def _maintain(self) -> None:
+        """Retire keys whose overlap window has passed (hourly; cheap when there are none)."""
+        assert self.lifecycle is not None
+        while True:
+            try:
+                retired = await self.lifecycle.retire_due()
+                if retired:
+                    log.info("keys.retired", kids=retired)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("keys.maintenance_failed")
+            await asyncio.sleep(3600)
 
 
 def _port(runner: web.AppRunner) -> int:

@@ -193,3 +193,34 @@ def test_two_processes_exchange_over_http_and_cli(two_gateways: dict[str, Any]) 
             break
         time.sleep(0.1)
     assert m["status"] == "acknowledged", m
+
+    # An administrator rotates US-CBP's signing key on the running gateway; traffic continues.
+    us_cfg = str(g["root"] / "US-CBP" / "gateway.toml")
+    admin = run("tokens", "issue", "--role", "admin", "--config", us_cfg, env=g["env"]).stdout.strip()
+    env_admin = {**g["env"], "CUSTOMS_GATEWAY_TOKEN": admin}
+    rot = json.loads(run("keys", "rotate", "--kind", "signing", "--config", us_cfg, "--json", env=env_admin).stdout)
+    new_kid = rot["kids"][0]
+    end = time.monotonic() + 20
+    while True:
+        _, keys = http("GET", us_url + "/v1/admin/keys", admin)
+        if any(k["kid"] == new_kid and k["signing_now"] for k in keys["keys"]) or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+    assert any(k["kid"] == new_kid and k["signing_now"] for k in keys["keys"]), keys
+    status, res = http(
+        "POST", us_url + "/v1/messages", g["tokens"]["US-CBP"], {"type": "seizure-share", "to": "CN-GACC", "body": body}
+    )
+    assert status == 202
+    end = time.monotonic() + 20
+    while True:
+        _, m = http("GET", f"{us_url}/v1/messages/{res['id']}", g["tokens"]["US-CBP"])
+        if m["status"] == "delivered" or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+    assert m["status"] == "delivered", m
+    listed = json.loads(
+        run(
+            "keys", "list", "--peer", "--json", "--config", str(g["root"] / "CN-GACC" / "gateway.toml"), env=g["env"]
+        ).stdout
+    )
+    assert new_kid in json.dumps(listed)

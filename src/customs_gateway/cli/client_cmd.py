@@ -25,7 +25,7 @@ class ClientError(Exception):
         self.problem = problem
 
 
-def _base_url(args: argparse.Namespace) -> str:
+def base_url(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url).rstrip("/")
     if args.config and Path(args.config).exists():
@@ -34,7 +34,7 @@ def _base_url(args: argparse.Namespace) -> str:
     return "http://127.0.0.1:8080"
 
 
-def _token(args: argparse.Namespace) -> str:
+def bearer_token(args: argparse.Namespace) -> str:
     if args.token_file:
         return Path(args.token_file).read_text(encoding="utf-8").strip()
     tok = os.environ.get(TOKEN_ENV)
@@ -129,7 +129,7 @@ def run_send(args: argparse.Namespace) -> int:
     if args.expires_at:
         req["expires_at"] = args.expires_at
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-    base, token = _base_url(args), _token(args)
+    base, token = base_url(args), bearer_token(args)
     try:
         res = call(base, token, "POST", "/v1/messages", req, headers)
         deadline = time.monotonic() + args.wait
@@ -148,7 +148,7 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 def run_inbox(args: argparse.Namespace) -> int:
-    base, token = _base_url(args), _token(args)
+    base, token = base_url(args), bearer_token(args)
     try:
         res = call(
             base,
@@ -174,7 +174,7 @@ def run_inbox(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     try:
-        res = call(_base_url(args), _token(args), "GET", f"/v1/messages/{args.id}")
+        res = call(base_url(args), bearer_token(args), "GET", f"/v1/messages/{args.id}")
     except ClientError as e:
         return _fail(e)
     if args.json:

@@ -1,13 +1,16 @@
-"""`customs-gateway keys …`: exchange and inspect key bundles (export, import-peer, list).
+"""`customs-gateway keys …`: exchange, inspect and change keys (export, import-peer, list, rotate,
+revoke, passphrase).
 
-Everything here reads or writes public data only, so no passphrase is asked. Each sub-verb is one
-`_register_*` function listed in `_SUB_VERBS`; `rotate` and `revoke` will join them there.
+export, import-peer and list read or write public data only, so no passphrase is asked; rotate and
+revoke ask the running gateway (admin token) so traffic never stops; passphrase re-encrypts the key
+files offline. Each sub-verb is one `_register_*` function listed in `_SUB_VERBS`.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import hashlib
 import sys
 from collections.abc import Callable
@@ -21,15 +24,15 @@ from ..config import Config
 from ..core.bundle import KeyBundle, KeyRecord, SignedBundle
 from ..core.encoding import format_ts
 from ..core.errors import ConfigError, Conflict
-from ..keystore import import_peer_bundle, read_signed_bundle, write_atomic
+from ..keystore import KeyStore, import_peer_bundle, read_signed_bundle, write_atomic
 from ..tls import cert_fingerprint
-from .common import add_config_arg, console, load_cli_config, print_json, result_console
+from .common import add_config_arg, console, get_passphrase, load_cli_config, print_json, result_console
 
 _SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def register(sub: _SubParsers) -> None:
-    p = sub.add_parser("keys", help="export, import and list key bundles")
+    p = sub.add_parser("keys", help="export, import, list, rotate and revoke keys; change the passphrase")
     ksub = p.add_subparsers(dest="keys_verb", metavar="VERB")
     for add in _SUB_VERBS:
         add(ksub)
@@ -221,4 +224,89 @@ def _cert_fp(bundle: KeyBundle) -> str:
         return "(not a valid certificate)"
 
 
-_SUB_VERBS: tuple[Callable[[_SubParsers], None], ...] = (_register_export, _register_import, _register_list)
+def _register_rotate(ksub: _SubParsers) -> None:
+    p = ksub.add_parser(
+        "rotate",
+        help="rotate our signing or encryption keys on the running gateway (announced to the peer)",
+    )
+    p.add_argument("--kind", required=True, choices=("signing", "encryption"))
+    _admin_client_args(p)
+    p.set_defaults(func=run_rotate)
+
+
+def _register_revoke(ksub: _SubParsers) -> None:
+    p = ksub.add_parser("revoke", help="revoke one of our keys on the running gateway (announced to the peer)")
+    p.add_argument("kid", help="key id to revoke (see `keys list`)")
+    p.add_argument("--reason", required=True, help="why (recorded in the bundle and the audit log)")
+    _admin_client_args(p)
+    p.set_defaults(func=run_revoke)
+
+
+def _register_passphrase(ksub: _SubParsers) -> None:
+    p = ksub.add_parser(
+        "passphrase",
+        help="re-encrypt every private key under a new passphrase (run while the gateway is stopped)",
+    )
+    add_config_arg(p)
+    p.add_argument("--passphrase-file", help="file with the CURRENT passphrase (else env or prompt)")
+    p.add_argument("--new-passphrase-file", help="file with the NEW passphrase (else a prompt, asked twice)")
+    p.set_defaults(func=run_passphrase)
+
+
+def _admin_client_args(p: argparse.ArgumentParser) -> None:
+    add_config_arg(p)
+    p.add_argument("--url", help="local API base URL (default: from the config)")
+    p.add_argument("--token-file", help="file with an admin bearer token (default: $CUSTOMS_GATEWAY_TOKEN)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _admin_call(args: argparse.Namespace, path: str, body: dict[str, str]) -> int:
+    from .client_cmd import ClientError, base_url, bearer_token, call
+
+    try:
+        res = call(base_url(args), bearer_token(args), "POST", path, body)
+    except ClientError as e:
+        p = e.problem
+        console().print(f"[red]HTTP {e.status} {p.get('code', '')}[/]: {p.get('detail', '')}")
+        return 3
+    if args.json:
+        print_json(res)
+    else:
+        for k, v in res.items():
+            print(f"{k}: {v}")
+        console().print("The peer switches once it has receipted the announcement; see `keys list`.")
+    return 0
+
+
+def run_rotate(args: argparse.Namespace) -> int:
+    return _admin_call(args, "/v1/admin/keys/rotate", {"kind": args.kind})
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    return _admin_call(args, f"/v1/admin/keys/{args.kid}/revoke", {"reason": args.reason})
+
+
+def run_passphrase(args: argparse.Namespace) -> int:
+    cfg = load_cli_config(args)
+    store = KeyStore(cfg.path(cfg.keys_dir), cfg.path(cfg.tls_dir))
+    old = get_passphrase(args)
+    if args.new_passphrase_file:
+        new = Path(args.new_passphrase_file).read_bytes().removesuffix(b"\n")
+    else:
+        new = getpass.getpass("New passphrase: ").encode("utf-8")
+        if getpass.getpass("Repeat the new passphrase: ").encode("utf-8") != new:
+            console().print("[red]the two passphrases differ[/]")
+            return 2
+    store.change_passphrase(old, new)
+    console().print("every private key is now encrypted under the new passphrase; restart the gateway")
+    return 0
+
+
+_SUB_VERBS: tuple[Callable[[_SubParsers], None], ...] = (
+    _register_export,
+    _register_import,
+    _register_list,
+    _register_rotate,
+    _register_revoke,
+    _register_passphrase,
+)

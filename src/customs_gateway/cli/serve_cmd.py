@@ -22,14 +22,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.log_format, config.log_level)
-    identity = load_identity(config, get_passphrase(args))
+    passphrase = get_passphrase(args)
+    identity = load_identity(config, passphrase)
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_serve(GatewayServer(config, identity)))
+    asyncio.run(_serve(GatewayServer(config, identity, passphrase=passphrase)))
     return 0
 
 

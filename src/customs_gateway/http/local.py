@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 from typing import Any, Final
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
 from ..core.merkle import leaf_hash
 from ..core.state import STATUSES
 from ..gateway import Caller, Gateway
+from ..lifecycle import KeyLifecycle as KeyLifecycleAPI
 from ..store.base import InboxItem, MessageFilter, OutMessage
 from .problems import json_response, problem_middleware
 
@@ -196,9 +198,61 @@ async def get_schemas(request: web.Request) -> web.Response:
 async def admin_keys(request: web.Request) -> web.Response:
     await _auth(request, ADMIN)
     gw = request.app[GATEWAY]
-    own = [r.to_dict() for r in gw.identity.bundle.bundle.keys]
-    peer = [r.to_dict() for r in gw.peer.records()]
-    return json_response({"identity": gw.name, "keys": own, "peer": {"identity": gw.peer.identity, "keys": peer}})
+    now = gw.clock.now()
+    in_use = gw.identity.active_signing_key(now).kid
+    own = []
+    for r in gw.identity.bundle.bundle.keys:
+        d = r.to_dict()
+        d["fingerprint"] = hashlib.sha256(r.public).hexdigest()
+        d["signing_now"] = r.kid == in_use
+        d["pending_announcement"] = r.kid in gw.identity.pending
+        d["private_key_held"] = r.kid in gw.identity.signing or r.kid in gw.identity.decryption or r.use == "witness"
+        own.append(d)
+    peer = [{**r.to_dict(), "fingerprint": hashlib.sha256(r.public).hexdigest()} for r in gw.peer.records()]
+    return json_response(
+        {
+            "identity": gw.name,
+            "bundle_serial": gw.identity.bundle.bundle.serial,
+            "keys": own,
+            "peer": {"identity": gw.peer.identity, "bundle_serial": gw.peer.bundle.serial, "keys": peer},
+        }
+    )
+
+
+def _lifecycle(request: web.Request) -> KeyLifecycleAPI:
+    lc = request.app[GATEWAY].lifecycle
+    if not isinstance(lc, KeyLifecycleAPI):
+        raise GatewayError("key lifecycle is not enabled on this gateway", code="keys.unavailable", status=503)
+    return lc
+
+
+async def admin_rotate(request: web.Request) -> web.Response:
+    """Rotate our signing or encryption keys; the new bundle is announced to the peer."""
+    caller = await _auth(request, ADMIN)
+    d = _json_dict(await _json_body(request))
+    kind = d.get("kind")
+    if kind not in ("signing", "encryption"):
+        raise SchemaError("kind must be signing or encryption", code="schema.enum", field="$.kind")
+    res = await _lifecycle(request).rotate(str(kind), caller.actor)
+    return json_response(res, status=202)
+
+
+async def admin_revoke(request: web.Request) -> web.Response:
+    """Revoke one of our keys from now on; the revocation is announced to the peer."""
+    caller = await _auth(request, ADMIN)
+    d = _json_dict(await _json_body(request))
+    reason = d.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise SchemaError("reason is required", code="schema.required", field="$.reason")
+    res = await _lifecycle(request).revoke(request.match_info["kid"], reason, caller.actor)
+    return json_response(res, status=202)
+
+
+def _json_dict(raw: bytes) -> dict[str, Any]:
+    try:
+        return json_object(raw, field="request body")
+    except DecodeError as e:
+        raise SchemaError(e.detail, code="schema.json", field="$") from e
 
 
 async def admin_peers(request: web.Request) -> web.Response:
@@ -332,6 +386,9 @@ ROUTES: Final = (
     ("POST", "/v1/inbox/{id}/ack", ack, AGENCY),
     ("GET", "/v1/schemas", get_schemas, ("agency", "auditor")),
     ("GET", "/v1/admin/keys", admin_keys, ADMIN),
+    ("POST", "/v1/admin/keys", admin_rotate, ADMIN),
+    ("POST", "/v1/admin/keys/rotate", admin_rotate, ADMIN),
+    ("POST", "/v1/admin/keys/{kid}/revoke", admin_revoke, ADMIN),
     ("GET", "/v1/admin/peers", admin_peers, ADMIN),
     ("POST", "/v1/admin/tokens", admin_tokens, ADMIN),
     ("GET", "/v1/audit/entries", audit_entries, AUDITOR),

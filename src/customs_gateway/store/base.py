@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.audit import AuditEntry
+from ..core.bundle import SignedBundle
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ class Incoming:
     audit: AuditEntry
     acked_message_id: str | None = None  # for `ack` envelopes: our outbound message it acknowledges
     ack_info: dict[str, Any] | None = None
+    extra_audit: tuple[AuditEntry, ...] = ()  # e.g. `key_announced` for an applied key bundle
+    announced: SignedBundle | None = None  # a peer key bundle to trust before committing
 
 
 @dataclass(frozen=True)

@@ -730,7 +730,7 @@ def _accept_one(c: sqlite3.Connection, it: Incoming) -> IncomingResult:
         )
         c.execute("UPDATE peer_state SET gap_count=gap_count+1 WHERE peer=?", (it.sender,))
     c.execute("UPDATE peer_state SET recv_high_water=? WHERE peer=?", (upd.high_water, it.sender))
-    _audit(c, it.audit)
+    _audit(c, it.audit, *it.extra_audit)
     if it.acked_message_id is not None:
         _apply_ack(c, it)
     return IncomingResult("accepted", it.receipt)

@@ -1,0 +1,122 @@
+"""Key rotation and revocation rules: how a bundle may change, on both sides of the exchange.
+
+The owner builds the next bundle (`rotate`, `revoke`, `retire`); the peer accepts it only if it is
+a continuation of the bundle it trusts (`check_update`): same identity, a higher serial, signed by
+a signing key the peer already trusts, every new signing key proves possession by signing too,
+and no history is rewritten (keys are never dropped, revocations never withdrawn, validity only
+ever shortened). Old verification keys therefore stay usable for the evidence they signed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from .bundle import KeyBundle, KeyRecord, SignedBundle, sign_bundle
+from .errors import KeyStateError, NotFound
+from .keys import SigningKey
+
+#: Signing/encryption keys rotated out stay accepted (retiring) this long before they retire.
+DEFAULT_OVERLAP: Final = dt.timedelta(days=8)
+
+
+class KeyAnnouncementBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The body of a `key-announcement` control message."""
+
+    event: Literal["rotate", "revoke", "retire"]
+    bundle: Annotated[str, msgspec.Meta(max_length=256 * 1024)]  # b64url of SignedBundle.to_bytes()
+    kids: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=16)]
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+def _refuse(detail: str, code: str) -> KeyStateError:
+    return KeyStateError(detail, code=code, field="body.bundle", status=403)
+
+
+def rotate(current: KeyBundle, new_records: list[KeyRecord], use: str, now: dt.datetime) -> KeyBundle:
+    """Next bundle: the active keys of `use` become `retiring`, `new_records` join as `active`."""
+    if not new_records or any(r.use != use for r in new_records):
+        raise ValueError("new records must all have the rotated use")
+    keys = tuple(replace(k, state="retiring") if k.use == use and k.state == "active" else k for k in current.keys)
+    return current.with_keys((*keys, *new_records), now)
+
+
+def revoke(current: KeyBundle, kid: str, reason: str, now: dt.datetime) -> KeyBundle:
+    """Next bundle with `kid` revoked from `now` on; raises NotFound / KeyStateError."""
+    rec = current.key(kid)
+    if rec is None:
+        raise NotFound(f"no key {kid} in the bundle", code="key.unknown", field="kid")
+    if rec.revoked_at is not None:
+        raise KeyStateError(f"key {kid} is already revoked", code="key.already_revoked", field="kid", status=409)
+    keys = tuple(
+        replace(k, state="revoked", revoked_at=now, revocation_reason=reason) if k.kid == kid else k
+        for k in current.keys
+    )
+    return current.with_keys(keys, now)
+
+
+def retire(current: KeyBundle, kids: set[str], now: dt.datetime) -> KeyBundle:
+    """Next bundle with `kids` retired: valid for history up to `now`, never after."""
+    keys = tuple(
+        replace(k, state="retired", not_after=min(k.not_after, now)) if k.kid in kids else k for k in current.keys
+    )
+    return current.with_keys(keys, now)
+
+
+def due_for_retirement(bundle: KeyBundle, now: dt.datetime, overlap: dt.timedelta) -> set[str]:
+    """Retiring keys whose overlap window (counted from the bundle that retired them) is over."""
+    return {k.kid for k in bundle.keys if k.state == "retiring" and now - _retiring_since(bundle, k) >= overlap}
+
+
+def _retiring_since(bundle: KeyBundle, rec: KeyRecord) -> dt.datetime:
+    # The successor's not_before is when this key started retiring.
+    successors = [k.not_before for k in bundle.keys if k.use == rec.use and k.not_before > rec.not_before]
+    return min(successors) if successors else bundle.issued_at
+
+
+def sign_next(bundle: KeyBundle, signers: list[SigningKey]) -> SignedBundle:
+    return sign_bundle(bundle, signers)
+
+
+def check_update(current: KeyBundle, signed: SignedBundle, now: dt.datetime) -> KeyBundle:
+    """The peer's bundle after an announcement, or KeyStateError (code `key.announcement_*`).
+
+    Idempotent: the bundle we already hold is returned unchanged (a re-sent announcement).
+    """
+    new = signed.verify_self_signed()
+    if new.identity != current.identity:
+        raise _refuse(f"bundle is for {new.identity!r}, not {current.identity!r}", "key.announcement_identity")
+    if new.serial == current.serial and new.to_bytes() == current.to_bytes():
+        return current
+    if new.serial <= current.serial:
+        raise _refuse(f"bundle serial {new.serial} is not newer than {current.serial}", "key.announcement_stale")
+    signers = {kid for kid, _ in signed.signatures}
+    trusted = [
+        kid
+        for kid in signers
+        if (old := current.key(kid)) is not None
+        and old.use == "signing"
+        and old.valid_at(now) is None
+        and (rec := new.key(kid)) is not None
+        and rec.public == old.public
+    ]
+    if not trusted:
+        raise _refuse("bundle is not signed by a signing key we already trust", "key.announcement_untrusted")
+    for rec in new.keys:
+        if current.key(rec.kid) is None and rec.use == "signing" and rec.kid not in signers:
+            raise _refuse(f"new signing key {rec.kid} did not sign the bundle", "key.announcement_possession")
+    for old in current.keys:
+        rec = new.key(old.kid)
+        if rec is None:
+            raise _refuse(f"key {old.kid} was dropped from the bundle", "key.announcement_history")
+        same = (rec.use, rec.alg, rec.public, rec.not_before) == (old.use, old.alg, old.public, old.not_before)
+        if not same or rec.not_after > old.not_after:
+            raise _refuse(f"key {old.kid} was changed, not just retired or revoked", "key.announcement_history")
+        if old.revoked_at is not None and rec.revoked_at != old.revoked_at:
+            raise _refuse(f"revocation of key {old.kid} was withdrawn or moved", "key.announcement_history")
+    if new.tls_certificate != current.tls_certificate:
+        raise _refuse("a TLS certificate change needs a new bundle imported out of band", "key.announcement_tls_change")
+    return new
