@@ -21,7 +21,7 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from ..core.envelope import BUSINESS_TYPES
+from ..core.envelope import BUSINESS_TYPES, SignedDocument
 from ..core.receipt import Statement, verify_receipt
 from ..gateway import issue_token
 from ..logs import configure_logging
@@ -140,6 +140,70 @@ class Demo:
         m = await self.wait_for(us, first["id"], {"acknowledged"})
         return f"{cn} acknowledged {first['id'][:13]}…; {us} shows it {m['status']} ({m['ack']['status']})"
 
+    async def rotation_mid_stream(self) -> str:
+        """US-CBP rotates its signing key while both sides keep sending; nothing may be lost."""
+        us, cn = IDENTITIES
+        assert self.pair is not None
+        gw_us = self.pair.servers[us].gateway
+        old = gw_us.identity.active_signing_key(gw_us.clock.now()).kid
+        body = json.loads((example_dir() / "messages" / "seizure-share.json").read_text(encoding="utf-8"))
+        sent: dict[str, list[str]] = {us: [], cn: []}
+        rotation: dict[str, Any] = {}
+        for i in range(40):
+            for side, other in ((us, cn), (cn, us)):
+                status, res = await self.call(
+                    side, "POST", "/v1/messages", body={"type": "seizure-share", "to": other, "body": body}
+                )
+                if status != 202:
+                    raise RuntimeError(f"submit during rotation: HTTP {status} {res}")
+                sent[side].append(res["id"])
+            if i == 10:
+                status, rotation = await self.call(
+                    us, "POST", "/v1/admin/keys/rotate", role="admin", body={"kind": "signing"}
+                )
+                if status != 202:
+                    raise RuntimeError(f"rotate: HTTP {status} {rotation}")
+            await asyncio.sleep(0.01)
+        for side, ids in sent.items():
+            for mid in ids:
+                await self.wait_for(side, mid, {"delivered"})
+        new = rotation["kids"][0]
+        end = time.monotonic() + 30
+        while gw_us.identity.active_signing_key(gw_us.clock.now()).kid != new:
+            if time.monotonic() > end:
+                raise RuntimeError("the new signing key was never switched to")
+            await asyncio.sleep(0.05)
+        for side, other in ((us, cn), (cn, us)):
+            _, inbox = await self.call(other, "GET", "/v1/inbox?limit=500")
+            got = [m["id"] for m in inbox["messages"] if m["id"] in set(sent[side])]
+            if got != sent[side]:
+                raise RuntimeError(f"{other}'s inbox does not hold exactly what {side} sent, in order")
+        # The next message is signed with the new key.
+        status, res = await self.call(
+            us, "POST", "/v1/messages", body={"type": "seizure-share", "to": cn, "body": body}
+        )
+        await self.wait_for(us, res["id"], {"delivered"})
+        msg = await gw_us.store.get_message(res["id"])
+        assert msg is not None
+        signer = SignedDocument.from_bytes(msg.signed_document).kid
+        if signer != new:
+            raise RuntimeError(f"new messages are still signed by {signer}")
+        n = sum(len(v) for v in sent.values())
+        return f"{n} messages during the rotation all delivered once, in order; signing key {old[:8]}… → {new[:8]}…"
+
+    async def cosign(self) -> str:
+        """Each gateway checkpoints its audit log and the peer cosigns it."""
+        assert self.pair is not None
+        parts = []
+        for name, server in self.pair.servers.items():
+            cpr = server.checkpointer
+            assert cpr is not None
+            cp = await cpr.checkpoint_now()
+            if cp is None or not await cpr.cosign_latest():
+                raise RuntimeError(f"{name}'s checkpoint was not cosigned: {cpr.status.last_error}")
+            parts.append(f"{name} size {cp.size}")
+        return "checkpoints signed and cosigned by the peer: " + ", ".join(parts)
+
     async def bad_input(self) -> str:
         us, cn = IDENTITIES
         status, prob = await self.call(
@@ -170,6 +234,8 @@ class Demo:
             await self.step(f"{us} → {cn}: every message type", lambda: self.exchange(us, cn))
             await self.step(f"{cn} → {us}: every message type", lambda: self.exchange(cn, us))
             await self.step("business acknowledgement", self.replay_and_ack)
+            await self.step("key rotation mid-stream", self.rotation_mid_stream)
+            await self.step("checkpoints cosigned", self.cosign)
             await self.step("refusals are clear", self.bad_input)
         finally:
             await self.stop()
