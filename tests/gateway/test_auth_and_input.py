@@ -13,7 +13,7 @@ PROTECTED = [(m, p, roles) for m, p, _, roles in ROUTES if roles]
 
 
 def _path(p: str) -> str:
-    return p.replace("{id}", "0190a1b2-0000-7000-8000-000000000000")
+    return p.replace("{id}", "0190a1b2-0000-7000-8000-000000000000").replace("{kid}", "00" * 16)
 
 
 @pytest.mark.parametrize("method,path,roles", PROTECTED, ids=[f"{m} {p}" for m, p, _ in PROTECTED])
