@@ -44,6 +44,7 @@ class StoreConfig:
     backend: str = "sqlite"  # "sqlite" | "postgres"
     path: str = "data/gateway.db"
     dsn: str = ""
+    busy_timeout_ms: int = 5000
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ class SecurityConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch: int = 500
     allow_insecure_peer_http: bool = False  # dev only; logged loudly
+    rate_limit_per_second: float = 2000.0  # per token, sustained
+    rate_limit_burst: int = 4000  # per token
+    max_long_polls_per_token: int = 8
+    max_peer_requests: int = 8  # concurrent requests on the peer API
+    body_read_timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -177,10 +183,41 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("store.dsn is required for the postgres backend", field="store.dsn", code="config.required")
     if cfg.log_format not in ("auto", "json", "console"):
         raise ConfigError("log_format must be auto, json or console", field="log_format", code="config.enum")
-    if cfg.delivery.batch_max < 1 or cfg.security.max_batch < 1:
-        raise ConfigError("batch sizes must be at least 1", field="delivery.batch_max", code="config.range")
-    if cfg.security.skew_seconds <= 0:
-        raise ConfigError("security.skew_seconds must be positive", field="security.skew_seconds", code="config.range")
+    if cfg.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log_level must be debug, info, warning or error", field="log_level", code="config.enum")
+    positive = {
+        "delivery.batch_max": cfg.delivery.batch_max,
+        "delivery.retry_base_seconds": cfg.delivery.retry_base_seconds,
+        "delivery.retry_cap_seconds": cfg.delivery.retry_cap_seconds,
+        "delivery.request_timeout_seconds": cfg.delivery.request_timeout_seconds,
+        "delivery.default_ttl_seconds": cfg.delivery.default_ttl_seconds,
+        "security.skew_seconds": cfg.security.skew_seconds,
+        "security.max_body_bytes": cfg.security.max_body_bytes,
+        "security.max_batch": cfg.security.max_batch,
+        "security.rate_limit_per_second": cfg.security.rate_limit_per_second,
+        "security.rate_limit_burst": cfg.security.rate_limit_burst,
+        "security.max_long_polls_per_token": cfg.security.max_long_polls_per_token,
+        "security.max_peer_requests": cfg.security.max_peer_requests,
+        "security.body_read_timeout_seconds": cfg.security.body_read_timeout_seconds,
+        "audit.checkpoint_every_entries": cfg.audit.checkpoint_every_entries,
+        "audit.checkpoint_every_seconds": cfg.audit.checkpoint_every_seconds,
+        "store.busy_timeout_ms": cfg.store.busy_timeout_ms,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive", field=key, code="config.range")
+    if cfg.delivery.retry_cap_seconds < cfg.delivery.retry_base_seconds:
+        raise ConfigError(
+            "delivery.retry_cap_seconds must be at least retry_base_seconds",
+            field="delivery.retry_cap_seconds",
+            code="config.range",
+        )
+    if cfg.delivery.default_ttl_seconds > 30 * 24 * 3600:
+        raise ConfigError(
+            "delivery.default_ttl_seconds is at most 30 days", field="delivery.default_ttl_seconds", code="config.range"
+        )
+    if cfg.peer.url and not cfg.peer.url.startswith(("https://", "http://")):
+        raise ConfigError("peer.url must be the peer's https:// base URL", field="peer.url", code="config.invalid")
     return cfg
 
 

@@ -21,10 +21,12 @@ import aiohttp
 import structlog
 
 from .core.audit import AuditEntry
+from .core.encoding import format_ts
 from .core.envelope import MEDIA_TYPE, Document, SignedDocument, build_envelope
 from .core.errors import GatewayError
 from .core.receipt import Statement, verify_receipt, verify_refusal
 from .gateway import Gateway
+from .http.metrics import observe_receipt_latency
 from .store.base import AttemptOutcome, OutMessage
 
 log = structlog.get_logger("customs_gateway.delivery")
@@ -165,6 +167,7 @@ class DeliveryWorker:
                 self._retry(m, b, now, f"peer unreachable: {type(e).__name__}")
                 for m, b in zip(msgs, built, strict=True)
             ]
+        now = self.gw.clock.now()  # the answer's time: after the peer's received_at, not before
         results = payload.get("results")
         if not isinstance(results, list) or len(results) != len(msgs):
             return [
@@ -192,6 +195,7 @@ class DeliveryWorker:
                     key_for=key_for,
                 )
                 gw.counters.delivered += 1
+                observe_receipt_latency(gw, (now - m.created_at).total_seconds())
                 entry = AuditEntry(
                     at=now,
                     kind="delivered",
@@ -200,7 +204,7 @@ class DeliveryWorker:
                     peer=gw.peer.identity,
                     digests={"document": m.document_sha256.hex(), "receipt": _sha(st.to_bytes())},
                     detail={
-                        "received_at": rc.received_at.isoformat(),
+                        "received_at": format_ts(rc.received_at),
                         "receipt_kid": rc.kid,
                         "attempt": m.attempts + 1,
                     },

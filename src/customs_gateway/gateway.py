@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -35,6 +36,7 @@ from .core.envelope import (
 from .core.errors import AuthError, Conflict, DecodeError, GatewayError, NotFound, SchemaError
 from .core.keys import RandBytes
 from .core.merkle import ProofError
+from .core.ratelimit import ConcurrencyLimit, RateLimiter
 from .core.receipt import make_receipt, make_refusal
 from .core.rotation import KeyAnnouncementBody, check_update
 from .core.witness import ForkError, check_advance, cosign_line, parse_request
@@ -114,6 +116,9 @@ class Gateway:
         self.inbox_changed = asyncio.Condition()
         self.crypto_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crypto")
         self.lifecycle: KeyLifecycleHooks | None = None
+        sec = config.security
+        self.rate_limiter = RateLimiter(sec.rate_limit_per_second, sec.rate_limit_burst)
+        self.long_polls = ConcurrencyLimit(sec.max_long_polls_per_token)
 
     @property
     def name(self) -> str:
@@ -125,6 +130,7 @@ class Gateway:
         rec = await self.store.get_token(token_id)
         if rec is None or rec.revoked_at is not None or not check_secret(rec.secret_hash, presented):
             raise AuthError("bearer token is not valid", code="auth.invalid")
+        self.rate_limiter.take(rec.id, time.monotonic())
         if rec.role not in roles:
             raise AuthError(
                 f"role {rec.role!r} may not call this endpoint (needs {' or '.join(roles)})",
@@ -212,9 +218,13 @@ class Gateway:
             detail={"type": req.type},
         )
         out, created = await self.store.submit(msg, audit)
+        structlog.contextvars.bind_contextvars(message_id=out.id, peer=self.peer.identity)
         if created:
             self.counters.submitted += 1
             self.outbox_changed.set()
+            log.info("message.submitted", type=req.type, seq=out.seq)
+        else:
+            log.info("message.idempotent_replay", type=req.type)
         return out, created
 
     def _new_message(

@@ -18,7 +18,7 @@ import structlog
 
 from .core.audit import AuditEntry
 from .core.bundle import KeyRecord, SignedBundle
-from .core.encoding import b64url, json_bytes, json_object
+from .core.encoding import b64url, format_ts, json_bytes, json_object
 from .core.errors import ConfigError, DecodeError, KeyStateError
 from .core.keyfile import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
 from .core.keys import ALG_ED25519, DecryptionKey, SigningKey
@@ -192,7 +192,7 @@ class KeyLifecycle:
         self._install(signed)
         self._destroy(kid)
         ann = await self._announce("revoke", [kid], reason, signed, actor, "key_revoked")
-        return {"kid": kid, "revoked_at": now.isoformat(), "announcement_id": ann.id, "serial": signed.bundle.serial}
+        return {"kid": kid, "revoked_at": format_ts(now), "announcement_id": ann.id, "serial": signed.bundle.serial}
 
     async def retire_due(self) -> list[str]:
         """Retire retiring keys whose overlap window has passed; destroys their private keys."""

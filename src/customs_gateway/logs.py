@@ -37,3 +37,16 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=out)
+    for name in ("aiohttp", "asyncio"):
+        logging.getLogger(name).addFilter(_drop_tracebacks)
+
+
+def _drop_tracebacks(record: logging.LogRecord) -> bool:
+    """Library tracebacks can quote raw request bytes (headers with bearer tokens): keep the
+    message, drop the exception text. Our own code logs error codes, never payloads."""
+    if record.exc_info:
+        record.msg = f"{record.getMessage()} ({record.exc_info[0].__name__ if record.exc_info[0] else 'error'})"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+    return True

@@ -23,7 +23,9 @@ from .core.errors import ConfigError
 from .delivery import DeliveryWorker
 from .gateway import Gateway
 from .http.local import local_app
+from .http.metrics import watch_cosigning
 from .http.peer import peer_app
+from .http.problems import ProblemAppRunner
 from .keystore import Identity, KeyStore, load_peer, read_signed_bundle
 from .lifecycle import KeyLifecycle
 from .store.base import Store
@@ -34,8 +36,13 @@ log = structlog.get_logger("customs_gateway.server")
 
 def open_store(config: Config) -> Store:
     if config.store.backend == "sqlite":
-        return SQLiteStore(config.path(config.store.path))
-    raise ConfigError("the postgres backend is not available in this build", field="store.backend", code="config.enum")
+        return SQLiteStore(config.path(config.store.path), busy_timeout_ms=config.store.busy_timeout_ms)
+    # Imported here so an SQLite deployment never loads asyncpg. The schema comes from the DSN's
+    # search_path; each store instance names itself (host, pid, random) as the replica that
+    # claims outbox messages, so two processes can never share a claim by configuration mistake.
+    from .store.postgres import PostgresStore
+
+    return PostgresStore(config.store.dsn, replica_id=None)
 
 
 def load_identity(config: Config, passphrase: bytes) -> Identity:
@@ -71,6 +78,14 @@ class GatewayServer:
                 f"peer.identity is {config.peer.identity!r} but the bundle is {peer.identity!r}",
                 field="peer.identity",
             )
+        if not config.peer.url:
+            raise ConfigError(
+                "peer.url must name the peer's peer API (https://host:port)", field="peer.url", code="config.required"
+            )
+        if config.identity != identity.name:
+            raise ConfigError(
+                f"identity is {config.identity!r} but the key store holds {identity.name!r}", field="identity"
+            )
         self.config = config
         clock = clock or SystemClock()
         self.gateway = Gateway(config, identity, peer, store or open_store(config), clock, ids or UUID7Source(clock))
@@ -102,12 +117,12 @@ class GatewayServer:
         gw = self.gateway
         await gw.store.open()
         server_ctx, client_ctx, pinned = self._peer_contexts()
-        local = web.AppRunner(local_app(gw), access_log=None)
+        local = ProblemAppRunner(local_app(gw), access_log=None)
         await local.setup()
         lsite = web.TCPSite(local, self.config.local_api.host, self.config.local_api.port)
         await lsite.start()
         self._runners.append(local)
-        peer = web.AppRunner(peer_app(gw, pinned), access_log=None)
+        peer = ProblemAppRunner(peer_app(gw, pinned), access_log=None)
         await peer.setup()
         psite = web.TCPSite(peer, self.config.peer_api.host, self.config.peer_api.port, ssl_context=server_ctx)
         await psite.start()
@@ -123,6 +138,7 @@ class GatewayServer:
         self.worker = DeliveryWorker(gw, ssl_context=client_ctx)
         await self.worker.start()
         self.checkpointer = Checkpointer(gw, client_ctx)
+        watch_cosigning(gw, self.checkpointer)
         await self.checkpointer.start()
         log.info(
             "gateway.started",

@@ -1,18 +1,25 @@
-"""Fixtures: two real gateways on loopback (TLS, SQLite files) built from keys-example/."""
+"""Fixtures: two real gateways on loopback (TLS, and each store: SQLite files, PostgreSQL schemas).
+
+`homes` (and so `pair`) runs every test once per store backend, ids `sqlite` and `postgres`; on
+PostgreSQL each gateway gets a fresh schema of the test database, dropped afterwards.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from customs_gateway.config import load_config, render_config
 from customs_gateway.gateway import issue_token
-from customs_gateway.pair import LocalPair, example_dir, prepare_pair
+from customs_gateway.pair import Home, LocalPair, example_dir, prepare_pair
+from tests.postgres.pg import drop_later, dsn_for, fresh_schemas, require_postgres
 
 US, CN = "US-CBP", "CN-GACC"
 MESSAGES = example_dir() / "messages"
@@ -81,9 +88,30 @@ class Pair:
         return self.lp.servers[name].gateway
 
 
-@pytest.fixture
-def homes(tmp_path: Path) -> dict[str, Any]:
-    return prepare_pair(tmp_path, overrides={"delivery": {"retry_base_seconds": 0.05, "retry_cap_seconds": 0.5}})
+STORES = ("sqlite", "postgres")
+
+
+def _use_postgres(home: Home, schema: str) -> None:
+    """Point one prepared home at its own PostgreSQL schema (prepare_pair's overrides apply to both)."""
+    cfg = load_config(home.config_path, env={})
+    cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, backend="postgres", dsn=dsn_for(schema)))
+    home.config_path.write_text(render_config(cfg), encoding="utf-8")
+
+
+@pytest.fixture(params=STORES)
+def homes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    prepared = prepare_pair(tmp_path, overrides={"delivery": {"retry_base_seconds": 0.05, "retry_cap_seconds": 0.5}})
+    if request.param == "sqlite":
+        yield prepared
+        return
+    require_postgres()
+    schemas = dict(zip(prepared, fresh_schemas(len(prepared)), strict=True))
+    for name, home in prepared.items():
+        _use_postgres(home, schemas[name])
+    try:
+        yield prepared
+    finally:
+        drop_later(*schemas.values())
 
 
 @pytest.fixture

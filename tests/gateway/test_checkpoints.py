@@ -128,3 +128,28 @@ async def test_checkpoint_signed_by_a_stranger_is_403(pair: Pair) -> None:
     note = sign_note(Checkpoint(log_origin(US), 5, bytes(32)).body(), log_origin(US), stranger)
     status, _, text = await _cosign_post(pair, encode_request(0, [], note))
     assert status in (400, 403), text
+
+
+async def test_audit_export_endpoint_streams_a_bundle_that_verifies(pair: Pair) -> None:
+    import io
+
+    from customs_gateway.core.audit_bundle import verify_bundle
+
+    await _exchange(pair)
+    api = pair.apis[US]
+    status, prob, _ = await api.call("GET", "/v1/audit/export", role="auditor")
+    assert 400 <= status < 500 and prob["code"] == "audit.no_checkpoint"
+    cpr = pair.lp.servers[US].checkpointer
+    assert cpr is not None
+    await cpr.checkpoint_now()
+    assert await cpr.cosign_latest()
+    async with api.session.get(
+        api.url + "/v1/audit/export", headers={"Authorization": f"Bearer {api.tokens['auditor']}"}
+    ) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("application/x-ndjson")
+        data = await r.read()
+    report = verify_bundle(io.BytesIO(data), require_cosigned=True)
+    assert report.entries > 0 and report.cosigned_checkpoints >= 1 and report.receipts >= 2
+    status, _, _ = await api.call("GET", "/v1/audit/export", role="agency")
+    assert status == 403

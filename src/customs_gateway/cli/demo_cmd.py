@@ -21,6 +21,8 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
+from ..audit_export import export_bundle
+from ..core.audit_bundle import verify_bundle
 from ..core.envelope import BUSINESS_TYPES, SignedDocument
 from ..core.receipt import Statement, verify_receipt
 from ..gateway import issue_token
@@ -204,6 +206,31 @@ class Demo:
             parts.append(f"{name} size {cp.size}")
         return "checkpoints signed and cosigned by the peer: " + ", ".join(parts)
 
+    async def audit(self) -> str:
+        """Both sides export their audit log; each bundle verifies offline with public keys only."""
+        assert self.pair is not None
+        parts = []
+        for name, server in self.pair.servers.items():
+            gw = server.gateway
+            path = self.root / f"audit-{name}.jsonl"
+            with path.open("wb") as f:
+                await export_bundle(
+                    gw.store,
+                    log=gw.name,
+                    peer=gw.peer.identity,
+                    own_bundle=gw.identity.bundle.to_bytes(),
+                    peer_bundle=gw.config.path(gw.config.peer.bundle).read_bytes(),
+                    out=f,
+                    now=gw.clock.now(),
+                )
+            with path.open("rb") as f:
+                report = await asyncio.to_thread(verify_bundle, f, require_cosigned=True)
+            parts.append(
+                f"{name}: {report.entries} entries, {report.documents} documents, {report.receipts} receipts, "
+                f"{report.cosigned_checkpoints} cosigned checkpoints"
+            )
+        return "offline verify held — " + "; ".join(parts)
+
     async def bad_input(self) -> str:
         us, cn = IDENTITIES
         status, prob = await self.call(
@@ -236,6 +263,7 @@ class Demo:
             await self.step("business acknowledgement", self.replay_and_ack)
             await self.step("key rotation mid-stream", self.rotation_mid_stream)
             await self.step("checkpoints cosigned", self.cosign)
+            await self.step("audit export and offline verify", self.audit)
             await self.step("refusals are clear", self.bad_input)
         finally:
             await self.stop()

@@ -21,6 +21,8 @@ VERB_MODULES = (
     "customs_gateway.cli.serve_cmd",
     "customs_gateway.cli.client_cmd",
     "customs_gateway.cli.demo_cmd",
+    "customs_gateway.cli.audit_cmd",
+    "customs_gateway.cli.bench_cmd",
 )
 
 

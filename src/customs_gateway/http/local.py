@@ -10,10 +10,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import tempfile
 from typing import Any, Final
 
+import structlog
 from aiohttp import web
 
+from ..audit_export import export_bundle
 from ..core import schemas
 from ..core.encoding import b64url, format_ts, json_object, parse_ts
 from ..core.envelope import BUSINESS_TYPES
@@ -23,7 +26,9 @@ from ..core.state import STATUSES
 from ..gateway import Caller, Gateway
 from ..lifecycle import KeyLifecycle as KeyLifecycleAPI
 from ..store.base import InboxItem, MessageFilter, OutMessage
-from .problems import json_response, problem_middleware
+from .metrics import metrics
+from .openapi import openapi_json
+from .problems import json_response, problem_middleware, read_body
 
 GATEWAY: Final = web.AppKey("gateway", Gateway)
 MAX_LONG_POLL: Final = 30.0
@@ -35,7 +40,9 @@ AUDITOR = ("auditor",)
 
 
 async def _auth(request: web.Request, roles: tuple[str, ...]) -> Caller:
-    return await request.app[GATEWAY].authenticate(request.headers.get("Authorization"), roles)
+    caller = await request.app[GATEWAY].authenticate(request.headers.get("Authorization"), roles)
+    structlog.contextvars.bind_contextvars(token_id=caller.token_id, role=caller.role)
+    return caller
 
 
 async def _json_body(request: web.Request) -> bytes:
@@ -47,7 +54,7 @@ async def _json_body(request: web.Request) -> bytes:
             status=415,
             field="Content-Type",
         )
-    return await request.read()
+    return await read_body(request, request.app[GATEWAY].config.security.body_read_timeout_seconds)
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -146,8 +153,8 @@ async def list_messages(request: web.Request) -> web.Response:
         items = await gw.store.inbox_after(cursor, limit, types)
         if since is not None:
             items = [i for i in items if i.received_at >= since]
-        nxt = str(items[-1].cursor) if len(items) == limit else None
-        return json_response({"messages": [inbox_view(i, with_body=False) for i in items], "next_cursor": nxt})
+        nxt_in = items[-1].cursor if len(items) == limit else None
+        return json_response({"messages": [inbox_view(i, with_body=False) for i in items], "next_cursor": nxt_in})
     cursor_s = q.get("cursor")
     if cursor_s is not None and (len(cursor_s) > 64 or not cursor_s.isprintable()):
         raise SchemaError("cursor is not valid", code="schema.cursor", field="cursor")
@@ -157,7 +164,7 @@ async def list_messages(request: web.Request) -> web.Response:
 
 
 async def inbox(request: web.Request) -> web.Response:
-    await _auth(request, AGENCY)
+    caller = await _auth(request, AGENCY)
     gw = request.app[GATEWAY]
     cursor = _int_param(request, "after", 0, 0, 2**62)
     limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
@@ -170,15 +177,19 @@ async def inbox(request: web.Request) -> web.Response:
         raise SchemaError(f"wait must be between 0 and {MAX_LONG_POLL:.0f} seconds", code="schema.range", field="wait")
     items = await gw.store.inbox_after(cursor, limit, BUSINESS_TYPES)
     if not items and wait_s > 0:
-        deadline = asyncio.get_running_loop().time() + wait_s
-        async with gw.inbox_changed:
-            while not items:
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    break
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(gw.inbox_changed.wait(), left)
-                items = await gw.store.inbox_after(cursor, limit, BUSINESS_TYPES)
+        gw.long_polls.acquire(caller.token_id)
+        try:
+            deadline = asyncio.get_running_loop().time() + wait_s
+            async with gw.inbox_changed:
+                while not items:
+                    left = deadline - asyncio.get_running_loop().time()
+                    if left <= 0:
+                        break
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(gw.inbox_changed.wait(), left)
+                    items = await gw.store.inbox_after(cursor, limit, BUSINESS_TYPES)
+        finally:
+            gw.long_polls.release(caller.token_id)
     nxt = items[-1].cursor if items else cursor
     return json_response({"messages": [inbox_view(i) for i in items], "next_cursor": nxt})
 
@@ -229,7 +240,7 @@ def _lifecycle(request: web.Request) -> KeyLifecycleAPI:
 async def admin_rotate(request: web.Request) -> web.Response:
     """Rotate our signing or encryption keys; the new bundle is announced to the peer."""
     caller = await _auth(request, ADMIN)
-    d = _json_dict(await _json_body(request))
+    d = _json_dict(await _json_body(request), allowed={"kind"})
     kind = d.get("kind")
     if kind not in ("signing", "encryption"):
         raise SchemaError("kind must be signing or encryption", code="schema.enum", field="$.kind")
@@ -240,7 +251,7 @@ async def admin_rotate(request: web.Request) -> web.Response:
 async def admin_revoke(request: web.Request) -> web.Response:
     """Revoke one of our keys from now on; the revocation is announced to the peer."""
     caller = await _auth(request, ADMIN)
-    d = _json_dict(await _json_body(request))
+    d = _json_dict(await _json_body(request), allowed={"reason"})
     reason = d.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         raise SchemaError("reason is required", code="schema.required", field="$.reason")
@@ -248,11 +259,15 @@ async def admin_revoke(request: web.Request) -> web.Response:
     return json_response(res, status=202)
 
 
-def _json_dict(raw: bytes) -> dict[str, Any]:
+def _json_dict(raw: bytes, *, allowed: set[str]) -> dict[str, Any]:
     try:
-        return json_object(raw, field="request body")
+        d = json_object(raw, field="request body")
     except DecodeError as e:
         raise SchemaError(e.detail, code="schema.json", field="$") from e
+    extra = sorted(set(d) - allowed)
+    if extra:
+        raise SchemaError(f"unknown field {extra[0]!r}", code="schema.unknown_field", field=f"$.{extra[0]}")
+    return d
 
 
 async def admin_peers(request: web.Request) -> web.Response:
@@ -312,7 +327,10 @@ async def audit_entries(request: web.Request) -> web.Response:
 async def audit_checkpoint(request: web.Request) -> web.Response:
     await _auth(request, AUDITOR)
     store = request.app[GATEWAY].store
-    cp = await store.latest_checkpoint(cosigned=request.query.get("cosigned") == "true")
+    cosigned = request.query.get("cosigned", "false")
+    if cosigned not in ("true", "false"):
+        raise SchemaError("cosigned must be true or false", code="schema.enum", field="cosigned")
+    cp = await store.latest_checkpoint(cosigned=cosigned == "true")
     if cp is None:
         raise NotFound("no checkpoint has been made yet", code="audit.no_checkpoint")
     return web.Response(body=cp.cosigned_note or cp.note, content_type="text/plain", charset="utf-8")
@@ -350,6 +368,35 @@ async def audit_consistency(request: web.Request) -> web.Response:
         raise SchemaError("old must not exceed new", code="schema.range", field="old")
     proof = await store.consistency_proof(old, new)
     return json_response({"old": old, "new": new, "proof": [b64url(p) for p in proof]})
+
+
+async def audit_export(request: web.Request) -> web.StreamResponse:
+    """The self-contained audit bundle (JSON Lines) up to the latest checkpoint, streamed."""
+    await _auth(request, AUDITOR)
+    gw = request.app[GATEWAY]
+    peer_raw = gw.config.path(gw.config.peer.bundle).read_bytes()
+    with tempfile.TemporaryFile(prefix="audit-export-") as spool:  # on disk, not in memory
+        summary = await export_bundle(
+            gw.store,
+            log=gw.name,
+            peer=gw.peer.identity,
+            own_bundle=gw.identity.bundle.to_bytes(),
+            peer_bundle=peer_raw,
+            out=spool,
+            now=gw.clock.now(),
+        )
+        spool.seek(0)
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "application/x-ndjson",
+                "Content-Disposition": f'attachment; filename="audit-{gw.name}-{summary.size}.jsonl"',
+            }
+        )
+        await resp.prepare(request)
+        while chunk := spool.read(256 * 1024):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -395,7 +442,10 @@ ROUTES: Final = (
     ("GET", "/v1/audit/checkpoint", audit_checkpoint, AUDITOR),
     ("GET", "/v1/audit/proof/inclusion", audit_inclusion, AUDITOR),
     ("GET", "/v1/audit/proof/consistency", audit_consistency, AUDITOR),
+    ("GET", "/v1/audit/export", audit_export, AUDITOR),
     ("GET", "/healthz", healthz, ()),
+    ("GET", "/metrics", metrics, ()),
+    ("GET", "/openapi.json", openapi_json, ()),
     ("GET", "/readyz", readyz, ()),
 )
 

@@ -12,10 +12,11 @@ from typing import Final
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ..core.errors import AuthError, GatewayError
 from ..gateway import Gateway, WitnessSizeMismatch
-from .problems import json_response, problem_middleware
+from .problems import Handler, json_response, problem_middleware, read_body
 
 GATEWAY: Final = web.AppKey("peer_gateway", Gateway)
 PINNED: Final = web.AppKey("pinned_fingerprint", str)
@@ -23,6 +24,7 @@ log = structlog.get_logger("customs_gateway.peer")
 
 
 def _check_peer(request: web.Request) -> None:
+    structlog.contextvars.bind_contextvars(peer=request.app[GATEWAY].peer.identity)
     pinned = request.app[PINNED]
     if not pinned:
         return  # explicit insecure dev mode, logged at start-up
@@ -45,8 +47,9 @@ async def envelopes(request: web.Request) -> web.Response:
             status=415,
             field="Content-Type",
         )
-    raw = await request.read()
-    results = await request.app[GATEWAY].receive(raw)
+    gw = request.app[GATEWAY]
+    raw = await read_body(request, gw.config.security.body_read_timeout_seconds)
+    results = await gw.receive(raw)
     return json_response({"results": results})
 
 
@@ -58,7 +61,7 @@ async def keys(request: web.Request) -> web.Response:
 
 async def cosign(request: web.Request) -> web.Response:
     _check_peer(request)
-    raw = await request.read()
+    raw = await read_body(request, request.app[GATEWAY].config.security.body_read_timeout_seconds)
     try:
         line = await request.app[GATEWAY].witness(raw)
     except WitnessSizeMismatch as e:
@@ -66,8 +69,30 @@ async def cosign(request: web.Request) -> web.Response:
     return web.Response(body=line, content_type="text/plain", charset="utf-8")
 
 
+def _concurrency_cap(limit: int) -> Middleware:
+    """At most `limit` peer requests in flight: the rest get 503 + Retry-After at once, so a
+    flood cannot queue up unbounded work (the honest peer keeps one request in flight)."""
+    in_flight = 0
+
+    @web.middleware
+    async def cap(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal in_flight
+        if in_flight >= limit:
+            raise GatewayError(f"more than {limit} concurrent peer requests", code="peer.busy", status=503)
+        in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            in_flight -= 1
+
+    return cap
+
+
 def peer_app(gw: Gateway, pinned_fingerprint: str) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=gw.config.security.max_body_bytes)
+    app = web.Application(
+        middlewares=[problem_middleware, _concurrency_cap(gw.config.security.max_peer_requests)],
+        client_max_size=gw.config.security.max_body_bytes,
+    )
     app[GATEWAY] = gw
     app[PINNED] = pinned_fingerprint
     app.router.add_post("/peer/v1/envelopes", envelopes)

@@ -7,12 +7,16 @@ generic 500 that leaks nothing.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from ..core.encoding import json_bytes
 from ..core.errors import GatewayError
@@ -62,7 +66,13 @@ def problem(
 
 
 def from_error(e: GatewayError, request: web.Request) -> web.Response:
-    return problem(e.status, e.code, e.detail, field=e.field, instance=request.path)
+    resp = problem(e.status, e.code, e.detail, field=e.field, instance=request.path)
+    retry_after = getattr(e, "retry_after", None)
+    if retry_after is None and e.status == 503:
+        retry_after = 1
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(retry_after)
+    return resp
 
 
 @web.middleware
@@ -70,7 +80,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     if len(request_id) > 100 or not request_id.isprintable():
         request_id = uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    if "id" in request.match_info:
+        structlog.contextvars.bind_contextvars(message_id=request.match_info["id"])
     try:
         resp = await handler(request)
     except GatewayError as e:
@@ -89,10 +102,56 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.exception("request.failed", path=request.path, method=request.method)
         resp = problem(500, "internal", "internal error; the request id is in the gateway log", instance=request.path)
     finally:
-        structlog.contextvars.unbind_contextvars("request_id")
+        structlog.contextvars.clear_contextvars()
     resp.headers["X-Request-Id"] = request_id
     return resp
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=json_bytes(data), content_type="application/json", headers=headers)
+
+
+async def read_body(request: web.Request, timeout: float) -> bytes:
+    """The whole request body, or 408 if the client trickles it slower than `timeout` allows."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError as e:
+        raise GatewayError(
+            f"request body not received within {timeout:.0f} s", code="http.body_timeout", status=408
+        ) from e
+
+
+class ProblemRequestHandler(RequestHandler):
+    """Answers requests that aiohttp's HTTP parser rejects (bad request line, header too long…)
+    with problem+json like every other refusal (G9), and logs only the error class: the raw
+    request may hold a bearer token (G8)."""
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        log.warning("http.malformed_request", status=status, error=type(exc).__name__ if exc else None)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send the error")
+        if status >= 500:
+            code, detail = "internal", "internal error; the request id is in the gateway log"
+        else:
+            code = "http.malformed" if status == 400 else _HTTP_CODES.get(status, f"http.{status}")
+            detail = f"the request is not valid HTTP ({HTTPStatus(status).phrase})"
+        resp = problem(status, code, detail)
+        resp.force_close()
+        return resp
+
+
+class _ProblemServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ProblemAppRunner(web.AppRunner):
+    """An AppRunner whose connections use ProblemRequestHandler."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _ProblemServer  # same state, our handler factory
+        return server

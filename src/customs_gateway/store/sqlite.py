@@ -67,8 +67,9 @@ def _pt(v: str | None) -> dt.datetime | None:
 class SQLiteStore(Store):
     """The embedded default store."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
         self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
         self._jobs: queue.SimpleQueue[tuple[Job, asyncio.Future[Any], asyncio.AbstractEventLoop] | None] = (
             queue.SimpleQueue()
         )
@@ -79,11 +80,15 @@ class SQLiteStore(Store):
 
     # lifecycle -----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout_ms / 1000
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
+        # A lock held longer than this (another process, a backup) fails the commit with 503
+        # instead of hanging the request; the next request tries again.
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
         return conn
 
     async def open(self) -> None:
@@ -145,6 +150,8 @@ class SQLiteStore(Store):
                 try:
                     results.append((True, job(conn)))
                     conn.execute("RELEASE job")
+                except sqlite3.Error:
+                    raise  # a storage fault (full disk, lock, I/O): the whole group fails below
                 except Exception as e:  # a job's own refusal: undo just that job
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")

@@ -1,0 +1,464 @@
+"""`customs-gateway bench`: one run that measures the gateway pair against its cryptographic ceiling.
+
+Rows, side by side: the crypto ceiling, end-to-end throughput of two real gateways on loopback,
+latency at a fixed offered load, their ratio, a RabbitMQ reference, the gateways' memory (under
+load and with a large queue for a stopped peer) and offline audit verification. A rich table for
+people, `--json` for comparing commits. Exit 0 when every row was measured or skipped with a
+reason, 1 when a row failed; missed targets are results, not failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .. import benchmark as bm
+from .. import benchmark_pair as bp
+from ..pair import IDENTITIES, LocalPair, prepare_pair
+from .common import console, print_json, result_console
+
+SCHEMA = "customs-gateway/bench/v1"
+ROW_KEYS = ("ceiling", "gateway", "latency", "ratio", "rabbitmq", "rss", "rss_queued", "audit_verify")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench", help="measure throughput, latency and memory against the crypto ceiling")
+    p.add_argument("--quick", action="store_true", help="CI-sized run (well under a minute)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON results to FILE")
+    p.add_argument("--seconds", type=float, help="length of each timed window (default 20; quick 5)")
+    p.add_argument("--clients", type=int, default=32, help="concurrent back-end clients (default 32)")
+    p.add_argument("--rate", type=float, default=500.0, help="offered load of the latency run, msg/s (500)")
+    p.add_argument("--queued", type=int, help="messages queued for a stopped peer (default 1,000,000; quick 20,000)")
+    p.add_argument("--audit-entries", type=int, help="entries of the verified audit bundle (100,000; quick 10,000)")
+    p.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/", help="RabbitMQ for the reference")
+    p.add_argument("--in-process", action="store_true", help="run both gateways in this process (LocalPair)")
+    p.add_argument("--only", help=f"comma-separated rows to measure ({','.join(ROW_KEYS)})")
+    p.add_argument("--dir", help="keep the gateway homes here (default: a temporary directory)")
+    p.add_argument("--py-spy", metavar="DIR", help="record py-spy profiles of both gateways during the window")
+    p.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: sample only the GIL holder")
+    p.add_argument("--commit", help="commit id to record (default: read from .git)")
+    p.set_defaults(func=run)
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool = False
+    clients: int = 32
+    rate: float = 500.0
+    warmup: float = 5.0
+    window: float = 20.0
+    latency_seconds: float = 20.0
+    ceiling_seconds: float = 5.0
+    reference_seconds: float = 10.0
+    settle_seconds: float = 5.0
+    queued: int = 1_000_000
+    audit_entries: int = 100_000
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    in_process: bool = False
+    only: tuple[str, ...] = ROW_KEYS
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        secs = args.seconds if args.seconds is not None else (5.0 if args.quick else 20.0)
+        only = tuple(k.strip() for k in args.only.split(",")) if args.only else ROW_KEYS
+        unknown = set(only) - set(ROW_KEYS)
+        if unknown:
+            raise SystemExit(f"customs-gateway bench: unknown row {sorted(unknown)[0]!r} (rows: {', '.join(ROW_KEYS)})")
+        return cls(
+            quick=args.quick,
+            clients=args.clients,
+            rate=args.rate,
+            warmup=min(5.0, max(1.0, secs / 4)),
+            window=secs,
+            latency_seconds=secs,
+            ceiling_seconds=min(5.0, secs),
+            reference_seconds=min(10.0, secs),
+            settle_seconds=min(5.0, max(2.0, secs / 2)),
+            queued=args.queued if args.queued is not None else (20_000 if args.quick else 1_000_000),
+            audit_entries=args.audit_entries or (10_000 if args.quick else 100_000),
+            amqp_url=args.amqp_url,
+            in_process=args.in_process,
+            only=only,
+        )
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    status: str = "ok"  # ok | skipped | failed
+    value: float | None = None
+    unit: str = ""
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class RichProgress:
+    """A rich progress bar per phase on stderr (nothing when stderr is not a terminal)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console(),
+            transient=True,
+            disable=not console().is_terminal,
+        )
+        self.task: TaskID | None = None
+
+    def begin(self, label: str, total: float) -> None:
+        self.end()
+        self.task = self.progress.add_task(label, total=total)
+
+    def update(self, completed: float) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=completed)
+
+    def end(self) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+
+
+class Bench:
+    def __init__(self, settings: Settings, root: Path, progress: bm.ProgressSink, py_spy: Path | None) -> None:
+        self.s = settings
+        self.root = root
+        self.progress = progress
+        self.py_spy = py_spy
+        self.py_spy_gil = False
+        self.rows: dict[str, Row] = {}
+        self.body = bm.sample_body()
+
+    async def measure(self, row: Row, fn: Callable[[Row], Awaitable[None]]) -> None:
+        self.rows[row.key] = row
+        if row.key not in self.s.only:
+            row.status, row.note = "skipped", "not selected (--only)"
+            return
+        t0 = time.monotonic()
+        try:
+            await fn(row)
+        except bm.Skipped as e:
+            row.status, row.note = "skipped", str(e)
+        except Exception as e:  # a failed row is a result to report; the other rows still run
+            row.status, row.note = "failed", f"{type(e).__name__}: {e}"
+        self.progress.end()
+        row.details.setdefault("phase_seconds", round(time.monotonic() - t0, 1))
+        mark = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped[/]", "failed": "[red]FAILED[/]"}[row.status]
+        value = "" if row.value is None else f" {row.value:,.1f} {row.unit}"
+        console().print(f"  {mark}  {row.label}:{value} {row.note}")
+
+    # --- rows ------------------------------------------------------------------------------------
+    async def ceiling(self, row: Row) -> None:
+        res = bm.crypto_ceiling(self.s.ceiling_seconds, "hybrid", self.progress)
+        row.value, row.unit, row.details = res["messages_per_second"], "msg/s", res
+        row.note = "all crypto of one message, both sides, one core, no I/O"
+
+    async def gateway_rows(self) -> None:
+        """Throughput, latency and memory under load: one pair, started once."""
+        s = self.s
+        wanted = {"gateway", "latency", "rss"} & set(s.only)
+        tp = Row("gateway", "gateway end to end", unit="msg/s", target="≥ 2,000")
+        lat = Row("latency", f"latency p99 at {s.rate:.0f} msg/s", unit="ms", target="p99 ≤ 50")
+        mem = Row("rss", "gateway RSS after load", unit="MiB")
+        if not wanted:
+            for r in (tp, lat, mem):
+                await self.measure(r, _nothing)
+            return
+        homes = prepare_pair(self.root / "pair")
+        us, cn = IDENTITIES
+        token = (await bp.issue_agency_token(homes[us]))[1]
+        pair: bp.BenchPair = (
+            bp.InProcessPair(homes, self.root / "gateways.log") if s.in_process else bp.ProcessPair(homes)
+        )
+        where = "both gateways and the load generator in this process" if s.in_process else "two serve processes"
+        probe: bm.OutboxProbe | None = None
+        try:
+            try:
+                await pair.start(cn)
+                await pair.start(us)
+            except Exception as e:  # report the start-up failure on each row it prevents
+                for r in (tp, lat, mem):
+                    await self.measure(r, _raise(e))
+                return
+            probe = bm.OutboxProbe(bp.db_path(homes[us]))
+            sub = bm.Submitter.for_peer(homes[us].local_url, token, cn, self.body)
+            console().print(f"  gateways: {where} (pids {pair.pid(us)}, {pair.pid(cn)})")
+            p = probe
+            pids = {name: pair.pid(name) for name in (us, cn)} if not pair.in_process else {}
+            pids["bench process"] = os.getpid()
+
+            async def throughput(_: Row) -> None:
+                spies = self._spy(pair, s.warmup, s.window)
+                res = await bm.closed_loop_throughput(
+                    sub,
+                    p,
+                    clients=s.clients,
+                    warmup=s.warmup,
+                    window=s.window,
+                    drain_timeout=900,
+                    cpu=bm.CpuMeter(pids),
+                    progress=self.progress,
+                )
+                for spy in spies:
+                    spy.wait()
+                res["gateways"] = where
+                tp.value, tp.details = res["messages_per_second"], res
+                tp.met = tp.value >= 2000
+                tp.note = (
+                    f"{s.clients} clients; submitted {res['submitted_per_second']:,.0f}/s; "
+                    f"drain {res['drain_seconds']} s"
+                )
+
+            async def latency_at(rate: float) -> dict[str, Any]:
+                res = await bm.open_loop_latency(
+                    sub,
+                    p,
+                    rate=rate,
+                    duration=s.latency_seconds,
+                    drain_timeout=900,
+                    cpu=bm.CpuMeter(pids),
+                    progress=self.progress,
+                )
+                if not res["delivered"]:
+                    raise RuntimeError("no message was delivered during the latency run")
+                return res
+
+            async def latency(_: Row) -> None:
+                res = await latency_at(s.rate)
+                d, h = res["delivered"], res["delivered_history"]
+                lat.value, lat.details = d["p99_ms"], res
+                lat.met = lat.value <= 50
+                lat.note = (
+                    f"p50 {d['p50_ms']:,} / p95 {d['p95_ms']:,} / p99 {d['p99_ms']:,} ms submit→delivered "
+                    f"(history stamp p99 {h.get('p99_ms', 0):,}); {res['samples']:,} samples"
+                )
+                capacity = tp.value if tp.status == "ok" and tp.value else None
+                if capacity is not None and capacity < s.rate:
+                    # Above saturation the queue only grows and latency is queueing time; say so,
+                    # and measure again where the pair can keep up.
+                    below = await latency_at(round(capacity / 2))
+                    lat.details["below_saturation"] = below
+                    b = below["delivered"]
+                    lat.note += (
+                        f"; offered load is above the measured capacity ({capacity:,.0f}/s): at "
+                        f"{below['offered_per_second']:,.0f}/s p50 {b['p50_ms']:,} / p99 {b['p99_ms']:,} ms"
+                    )
+
+            async def memory(_: Row) -> None:
+                sender, receiver = bp.read_memory(pair.pid(us)), bp.read_memory(pair.pid(cn))
+                if pair.in_process:
+                    mem.value, mem.details = sender["vmrss_mib"], {"process": sender, "how": where}
+                    mem.note = "one process: both gateways, the load generator and the probes"
+                else:
+                    mem.value = max(sender["vmrss_mib"], receiver["vmrss_mib"])
+                    mem.details = {us: sender, cn: receiver, "how": "VmRSS/VmHWM of each serve process"}
+                    mem.note = (
+                        f"{us} {sender['vmrss_mib']} MiB (peak {sender['vmhwm_mib']}), "
+                        f"{cn} {receiver['vmrss_mib']} MiB (peak {receiver['vmhwm_mib']})"
+                    )
+
+            await self.measure(tp, throughput)
+            await self.measure(lat, latency)
+            await self.measure(mem, memory)
+        finally:
+            if probe is not None:
+                probe.close()
+            await pair.stop_all()
+
+    def _spy(self, pair: bp.BenchPair, warmup: float, window: float) -> list[subprocess.Popen[bytes]]:
+        if self.py_spy is None:
+            return []
+        if not bp.py_spy_available():
+            console().print("  [yellow]py-spy not found: no profiles recorded[/]")
+            return []
+        pids = {name: pair.pid(name) for name in pair.homes}
+        spies: list[subprocess.Popen[bytes]] = []
+        for name, pid in pids.items():
+            if pair.in_process and spies:
+                break
+            out = self.py_spy / f"{'bench-process' if pair.in_process else name}.txt"
+            spies.append(bp.start_py_spy(pid, warmup + window, out, gil=self.py_spy_gil))
+        return spies
+
+    async def ratio(self, row: Row) -> None:
+        gw, ceil = self.rows.get("gateway"), self.rows.get("ceiling")
+        if not (gw and ceil and gw.value and ceil.value):
+            raise bm.Skipped("needs both the gateway and the ceiling rows")
+        row.value = round(gw.value / ceil.value, 3)
+        row.met = row.value >= 0.5
+        row.note = f"{gw.value:,.0f} / {ceil.value:,.0f}"
+
+    async def rabbitmq(self, row: Row) -> None:
+        sub = bm.Submitter.for_peer("http://unused", "", IDENTITIES[1], self.body)
+        warm = min(2.0, self.s.warmup)
+        res = await bm.rabbitmq_reference(
+            self.s.amqp_url,
+            sub.payload,
+            publishers=self.s.clients,
+            warmup=warm,
+            window=self.s.reference_seconds,
+            progress=self.progress,
+        )
+        row.value, row.unit, row.details = res["messages_per_second"], "msg/s", res
+        row.note = f"durable queue, persistent, publisher confirms, consumer acks; {res['payload_bytes']} B, no crypto"
+
+    async def rss_queued(self, row: Row) -> None:
+        s = self.s
+        us = IDENTITIES[0]
+        homes = prepare_pair(self.root / "queued")
+        token_id, _ = await bp.issue_agency_token(homes[us])
+        local = LocalPair(homes)
+        config = local.configs[us]
+        key = local.identity(us).active_signing_key(dt.datetime.now(dt.timezone.utc))
+        fill = await asyncio.to_thread(
+            bp.queue_bulk, config, key, token_id, self.body, s.queued, progress=self.progress
+        )
+        pair = bp.ProcessPair(homes)
+        t0 = time.monotonic()
+        try:
+            await pair.start(us)  # the peer stays down: everything stays queued
+            started = time.monotonic() - t0
+            pid = pair.pid(us)
+            self.progress.begin(f"{us} running with {fill['queued']:,} queued, peer down", s.settle_seconds)
+            t1 = time.monotonic()
+            samples = []
+            while (el := time.monotonic() - t1) < s.settle_seconds:
+                samples.append(bp.read_memory(pid)["vmrss_mib"])
+                self.progress.update(el)
+                await asyncio.sleep(0.25)
+            final = bp.read_memory(pid)
+            probe = bm.OutboxProbe(config.path(config.store.path))
+            try:
+                _, pending = await asyncio.to_thread(probe.counts)
+            finally:
+                probe.close()
+        finally:
+            await pair.stop_all()
+        row.value = final["vmrss_mib"]
+        row.met = row.value <= 150
+        row.details = {
+            **fill,
+            **final,
+            "pending_seen": pending,
+            "max_sampled_rss_mib": max(samples, default=final["vmrss_mib"]),
+            "start_to_ready_seconds": round(started, 2),
+            "how": f"VmRSS of the {us} serve process {s.settle_seconds:.0f} s after start, peer stopped",
+        }
+        row.note = (
+            f"{pending:,} pending; peak {final['vmhwm_mib']} MiB; ready in {started:.1f} s; "
+            f"filled at {fill['fill_per_second']:,}/s (bulk path)"
+        )
+        if self.root.name.startswith("customs-gateway-bench-"):
+            for home in homes.values():  # a million rows is gigabytes: do not wait for the temp dir cleanup
+                for f in (home.dir / "data").glob("*"):
+                    f.unlink()
+
+    async def audit_verify(self, row: Row) -> None:
+        res = await asyncio.to_thread(bm.audit_verify, self.s.audit_entries)
+        row.value, row.details = res["verify_seconds"], res
+        row.met = row.value <= 10 * max(1.0, res["entries"] / 100_000)
+        row.note = (
+            f"{res['entries']:,} entries ({res['bundle_mib']} MiB), {res['entries_per_second']:,} entries/s, "
+            f"{res['signature_workers']} signature worker(s)"
+        )
+
+    async def run(self) -> None:
+        s = self.s
+        await self.measure(Row("ceiling", "crypto ceiling (hybrid)"), self.ceiling)
+        await self.gateway_rows()
+        await self.measure(Row("ratio", "ratio gateway / ceiling", target="≥ 0.5"), self.ratio)
+        await self.measure(Row("rabbitmq", "reference: RabbitMQ, no crypto"), self.rabbitmq)
+        q = Row("rss_queued", f"sender RSS with {s.queued:,} queued", unit="MiB", target="≤ 150")
+        await self.measure(q, self.rss_queued)
+        av = Row("audit_verify", f"audit verify of {s.audit_entries:,} entries", unit="s", target="≤ 10 per 100k")
+        await self.measure(av, self.audit_verify)
+        self.rows = {k: self.rows[k] for k in ROW_KEYS if k in self.rows}
+
+
+async def _nothing(row: Row) -> None:
+    return None
+
+
+def _raise(e: Exception) -> Callable[[Row], Awaitable[None]]:
+    async def fail(row: Row) -> None:
+        raise RuntimeError(f"the gateways did not start: {type(e).__name__}: {e}")
+
+    return fail
+
+
+def render(rows: dict[str, Row]) -> Table:
+    table = Table(title="customs-gateway bench")
+    table.add_column("measurement")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("met")
+    table.add_column("detail")
+    for r in rows.values():
+        if r.status != "ok":
+            color = "yellow" if r.status == "skipped" else "red"
+            table.add_row(r.label, f"[{color}]{r.status}[/]", r.target, "", r.note)
+            continue
+        value = f"{r.value:,.3f}" if r.key == "ratio" else f"{r.value:,.1f} {r.unit}"
+        met = "" if r.met is None else ("[green]yes[/]" if r.met else "[red]no[/]")
+        table.add_row(r.label, value, r.target, met, r.note)
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_args(args)
+    started = dt.datetime.now(dt.timezone.utc)
+    load0 = bm.load_average()
+    mode = "quick" if settings.quick else "default"
+    console().print(
+        f"[bold]customs-gateway bench[/] ({mode}; load average {load0}; "
+        f"{'in-process' if settings.in_process else 'gateways as processes'})"
+    )
+    progress = RichProgress()
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="customs-gateway-bench-") as tmp:
+        root = Path(args.dir) if args.dir else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        bench = Bench(settings, root, progress, Path(args.py_spy) if args.py_spy else None)
+        bench.py_spy_gil = args.py_spy_gil
+        with progress.progress:
+            asyncio.run(bench.run())
+    rows = bench.rows
+    result = {
+        "schema": SCHEMA,
+        "mode": mode,
+        "started_at": started.isoformat(timespec="seconds"),
+        "duration_seconds": round(time.monotonic() - t0, 1),
+        "commit": args.commit or bm.git_commit(),
+        "machine": bm.machine_info(),
+        "load_average": {"start": load0, "end": bm.load_average()},
+        "settings": {k: v for k, v in dataclasses.asdict(settings).items()},
+        "rows": {k: dataclasses.asdict(r) for k, r in rows.items()},
+        "targets_met": all(r.met for r in rows.values() if r.met is not None),
+    }
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if args.json:
+        print_json(result)
+    else:
+        result_console().print(render(rows))
+    return 1 if any(r.status == "failed" for r in rows.values()) else 0

@@ -1,0 +1,243 @@
+"""Prometheus metrics: what an operator watches on one gateway, read from it at scrape time.
+
+Each gateway has its own `CollectorRegistry` (never the process-global one), so two gateways in
+one process (the demo, the tests) never clash. Counters come from `Gateway.counters` (in-process,
+reset on restart, as Prometheus expects of counters); queue, sequence, audit and checkpoint
+values are read from the store by the `/metrics` handler just before rendering; the receipt
+latency histogram is fed by the delivery worker through `observe_receipt_latency`. No label ever
+carries a key, token or body: labels are the peer identity, a key use, a direction or a code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from aiohttp import web
+from cryptography import x509
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+
+from ..core.errors import GatewayError
+from ..gateway import Gateway
+from ..store.base import CheckpointRecord, PeerState
+
+PREFIX: Final = "customs_gateway"
+#: Submission to verified receipt: milliseconds on a healthy link, hours across a peer outage.
+LATENCY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
+KEY_USES: Final = ("signing", "encryption", "witness")
+
+
+class CosignSource(Protocol):
+    """What the metrics need of a checkpointer: its `status` with `cosigned` and `failures` counts."""
+
+    @property
+    def status(self) -> _CosignStatus: ...
+
+
+class _CosignStatus(Protocol):
+    @property
+    def cosigned(self) -> int: ...
+
+    @property
+    def failures(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """The store-backed values of one scrape, read together by the handler (None: store down)."""
+
+    now: dt.datetime
+    queue_depth: int
+    oldest_queued_at: dt.datetime | None
+    peer_state: PeerState
+    audit_size: int
+    checkpoint: CheckpointRecord | None
+    cosigned: CheckpointRecord | None
+
+
+class GatewayMetrics:
+    """One gateway's registry: the receipt latency histogram and the scrape-time collector."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.receipt_latency = Histogram(
+            f"{PREFIX}_receipt_latency_seconds",
+            "Seconds from a message's acceptance (202) to the peer's verified receipt.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.snapshot: StoreSnapshot | None = None
+        self.store_up = True
+        self.cosign: CosignSource | None = None
+        self.registry.register(_GatewayCollector(gw, self))
+
+    def render(self, snapshot: StoreSnapshot | None) -> bytes:
+        """The Prometheus text exposition of everything, with `snapshot` as the store values."""
+        # No await between setting the snapshot and rendering: a concurrent scrape cannot swap it.
+        self.snapshot = snapshot
+        self.store_up = snapshot is not None
+        return generate_latest(self.registry)
+
+
+_BY_GATEWAY: weakref.WeakKeyDictionary[Gateway, GatewayMetrics] = weakref.WeakKeyDictionary()
+
+
+def metrics_for(gw: Gateway) -> GatewayMetrics:
+    """The metrics of `gw`, created on first use."""
+    m = _BY_GATEWAY.get(gw)
+    if m is None:
+        m = _BY_GATEWAY[gw] = GatewayMetrics(gw)
+    return m
+
+
+def observe_receipt_latency(gw: Gateway, seconds: float) -> None:
+    """Record one delivered message's latency (acceptance to verified receipt) in seconds."""
+    metrics_for(gw).receipt_latency.observe(max(0.0, seconds))
+
+
+def watch_cosigning(gw: Gateway, checkpointer: CosignSource | None) -> None:
+    """Report this checkpointer's cosign counts (None: stop reporting them)."""
+    metrics_for(gw).cosign = checkpointer
+
+
+async def read_store(gw: Gateway) -> StoreSnapshot:
+    """Read every store-backed metric value; raises GatewayError if the store cannot answer."""
+    peer = gw.peer.identity
+    depth, oldest = await gw.store.queue_depth(peer)
+    return StoreSnapshot(
+        now=gw.clock.now(),
+        queue_depth=depth,
+        oldest_queued_at=oldest,
+        peer_state=await gw.store.peer_state(peer),
+        audit_size=await gw.store.audit_size(),
+        checkpoint=await gw.store.latest_checkpoint(),
+        cosigned=await gw.store.latest_checkpoint(cosigned=True),
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics in the text exposition format (no token: bind the listener where ops wants)."""
+    from .local import GATEWAY  # local.py lists this handler in its route table
+
+    gw = request.app[GATEWAY]
+    try:
+        snapshot: StoreSnapshot | None = await read_store(gw)
+    except GatewayError:
+        snapshot = None
+    body = metrics_for(gw).render(snapshot)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+
+class _GatewayCollector:
+    """Yields the metric families of one gateway from its counters, identity and last snapshot."""
+
+    def __init__(self, gw: Gateway, owner: GatewayMetrics) -> None:
+        self._gw = weakref.ref(gw)
+        self._owner = owner
+
+    def collect(self) -> Iterator[Metric]:
+        gw = self._gw()
+        if gw is None:
+            return
+        peer = gw.peer.identity
+        info = InfoMetricFamily(PREFIX, "This gateway's identity and its peer.", labels=["identity", "peer"])
+        info.add_metric([gw.name, peer], {})
+        yield info
+        yield from self._counters(gw)
+        yield from self._keys(gw)
+        up = GaugeMetricFamily(f"{PREFIX}_store_up", "1 if the store answered this scrape, else 0.")
+        up.add_metric([], 1.0 if self._owner.store_up else 0.0)
+        yield up
+        snap = self._owner.snapshot
+        if snap is not None:
+            yield from self._store(snap, peer)
+        cosign = self._owner.cosign
+        if cosign is not None:
+            yield _counter(
+                "cosign_failures", "Failed attempts to get our checkpoint cosigned by the peer.", cosign.status.failures
+            )
+            yield _counter("checkpoints_cosigned", "Checkpoints of our log the peer cosigned.", cosign.status.cosigned)
+
+    def _counters(self, gw: Gateway) -> Iterator[Metric]:
+        c = gw.counters
+        yield _counter("messages_submitted", "Messages accepted from back-ends (202).", c.submitted)
+        yield _counter("messages_received", "Envelopes from the peer accepted into the inbox.", c.received)
+        yield _counter("messages_duplicate", "Re-sent envelopes answered with the original receipt.", c.duplicates)
+        yield _counter("messages_delivered", "Outbound messages with a verified receipt.", c.delivered)
+        yield _counter("messages_expired", "Outbound messages that expired before delivery.", c.expired)
+        yield _counter("delivery_retries", "Delivery attempts that will be retried.", c.retries)
+        yield _counter("forks_detected", "Peer checkpoints inconsistent with one we cosigned.", c.forks)
+        refused = CounterMetricFamily(
+            f"{PREFIX}_refused",
+            "Signed refusals: inbound (we refused the peer's envelope), outbound (the peer refused ours).",
+            labels=["direction", "code"],
+        )
+        for direction, by_code in (("inbound", c.refused_in), ("outbound", c.refused_out)):
+            for code, n in sorted(by_code.items()):
+                refused.add_metric([direction, code], n)
+        yield refused
+
+    def _keys(self, gw: Gateway) -> Iterator[Metric]:
+        now = gw.clock.now()
+        g = GaugeMetricFamily(
+            f"{PREFIX}_key_expiry_seconds",
+            "Seconds until the earliest not_after of our active keys of each use (negative: expired).",
+            labels=["use"],
+        )
+        records = gw.identity.public_keys().records()
+        for use in KEY_USES:
+            ends = [r.not_after for r in records if r.use == use and r.state == "active" and r.revoked_at is None]
+            if ends:
+                g.add_metric([use], (min(ends) - now).total_seconds())
+        try:
+            cert = x509.load_pem_x509_certificate(gw.identity.tls_cert_pem)
+            g.add_metric(["tls"], (cert.not_valid_after_utc - now).total_seconds())
+        except ValueError:
+            pass  # readyz and the peer's handshake report a broken certificate; a scrape must not fail
+        yield g
+
+    def _store(self, s: StoreSnapshot, peer: str) -> Iterator[Metric]:
+        yield _gauge("queue_depth", "Outbound messages queued or sent, not yet answered.", s.queue_depth, peer)
+        age = (s.now - s.oldest_queued_at).total_seconds() if s.oldest_queued_at else 0.0
+        yield _gauge("queue_oldest_age_seconds", "Age of the oldest pending outbound message (0: none).", age, peer)
+        gaps = CounterMetricFamily(
+            f"{PREFIX}_sequence_gaps", "Gaps seen in the peer's sequence numbers.", labels=["peer"]
+        )
+        gaps.add_metric([peer], s.peer_state.gap_count)
+        yield gaps
+        yield _gauge(
+            "sequence_high_water", "Highest sequence number received from the peer.", s.peer_state.recv_high_water, peer
+        )
+        yield _gauge("audit_entries", "Entries in our audit log.", s.audit_size)
+        for name, cp, what in (
+            ("checkpoint", s.checkpoint, "our newest signed checkpoint"),
+            ("cosigned_checkpoint", s.cosigned, "our newest checkpoint cosigned by the peer"),
+        ):
+            if cp is None:
+                continue
+            yield _gauge(f"{name}_size", f"Log size covered by {what}.", cp.size)
+            yield _gauge(
+                f"{name}_age_seconds", f"Seconds since {what} was made.", (s.now - cp.created_at).total_seconds()
+            )
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+
+def _gauge(name: str, doc: str, value: float, peer: str | None = None) -> GaugeMetricFamily:
+    if peer is None:
+        return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+    g = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["peer"])
+    g.add_metric([peer], value)
+    return g

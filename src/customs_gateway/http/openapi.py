@@ -1,0 +1,970 @@
+"""The OpenAPI 3.1 document of both HTTP surfaces, generated from the code's own definitions.
+
+Paths, methods, handlers and roles come from the local API's route table (`http.local.ROUTES`);
+message body schemas from the msgspec structs (`core.schemas`, `core.control`); enums from the
+core's constants. The JSON the handlers build by hand (`message_view`, `inbox_view`, the admin and
+audit answers) and the peer API are described here as data beside the generator; the tests hold
+the two together (every route documented, every documented path routed). Served at
+`GET /openapi.json`, exported to `docs/api/openapi.json` by `scripts/export_openapi.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+import msgspec
+from aiohttp import web
+
+from .. import __version__
+from ..auth import ROLES
+from ..core import schemas
+from ..core.audit import KINDS
+from ..core.control import AckRequest
+from ..core.envelope import ALL_TYPES, BUSINESS_TYPES, MEDIA_TYPE
+from ..core.keys import SUITES
+from ..core.state import STATUSES
+from ..core.witness import MEDIA_TYPE as COSIGN_MEDIA_TYPE
+from .problems import PROBLEM_TYPE, json_response
+
+OPENAPI_VERSION: Final = "3.1.0"
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(props: Mapping[str, Schema], required: Iterable[str] = (), description: str = "") -> Schema:
+    out: Schema = {"type": "object", "properties": dict(props), "required": list(required)}
+    out["additionalProperties"] = False
+    if description:
+        out["description"] = description
+    return out
+
+
+def _null(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _str(description: str = "", **kw: Any) -> Schema:
+    out: Schema = {"type": "string", **kw}
+    if description:
+        out["description"] = description
+    return out
+
+
+def _int(description: str = "", minimum: int = 0, **kw: Any) -> Schema:
+    out: Schema = {"type": "integer", "minimum": minimum, **kw}
+    if description:
+        out["description"] = description
+    return out
+
+
+def _b64url(description: str) -> Schema:
+    return _str(description, pattern="^[A-Za-z0-9_-]*$", contentEncoding="base64url")
+
+
+def _statement(label: str, payload: str) -> Schema:
+    return _obj(
+        {
+            label: _b64url(f"the exact payload bytes: JSON object {payload}")
+            | {"contentMediaType": "application/json"},
+            "kid": _ref("KeyId"),
+            "signature": _b64url(f"Ed25519 over 'customs-gateway/v1 {label}\\n' || payload bytes (64 bytes)"),
+        },
+        (label, "kid", "signature"),
+        f"A signed {label}: exact payload bytes, signing key id, signature.",
+    )
+
+
+# --- schemas of the JSON the handlers build ---------------------------------------------------
+
+_TS_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+_HISTORY: Final = _obj(
+    {"at": _ref("Timestamp"), "status": _str("status entered (or event)"), "detail": _str("reason, may be empty")},
+    ("at", "status", "detail"),
+)
+_ACK_INFO: Final = _obj(
+    {
+        "status": {"enum": ["processed", "rejected"]},
+        "reason": _null(_str()),
+        "ack_id": _ref("MessageId"),
+        "document_sha256": _ref("Sha256Hex"),
+    },
+    ("status", "ack_id", "document_sha256"),
+    "The peer's business acknowledgement, from its signed `ack` envelope.",
+)
+_INBOX_FIELDS: Final[dict[str, Schema]] = {
+    "cursor": _int("position in the inbox; pass as `after` to read past it", 1),
+    "id": _ref("MessageId"),
+    "from": _str("sender identity"),
+    "type": {"enum": list(BUSINESS_TYPES)},
+    "created_at": _ref("Timestamp"),
+    "received_at": _ref("Timestamp"),
+    "document_sha256": _ref("Sha256Hex"),
+    "ack_status": _null({"enum": ["processed", "rejected"]}),
+    "ack_message_id": _null(_ref("MessageId")),
+}
+
+_KEY_FIELDS: Final[dict[str, Schema]] = {
+    "kid": _ref("KeyId"),
+    "use": {"enum": ["signing", "encryption", "witness"]},
+    "alg": {"enum": ["ed25519", "mlkem768-x25519", "x25519"]},
+    "public": _b64url("raw public key"),
+    "not_before": _ref("Timestamp"),
+    "not_after": _ref("Timestamp"),
+    "state": {"enum": ["active", "retiring", "retired", "revoked"]},
+    "revoked_at": _ref("Timestamp"),
+    "revocation_reason": _str(),
+}
+_KEY_REQUIRED: Final = ("kid", "use", "alg", "public", "not_before", "not_after", "state")
+
+VIEW_SCHEMAS: Final[dict[str, Schema]] = {
+    "Problem": _obj(
+        {
+            "type": _str("https://customs-gateway.invalid/problems/<code>", format="uri"),
+            "title": _str("the code again"),
+            "status": _int("HTTP status", 400, maximum=599),
+            "code": _str("stable machine code, e.g. schema.required, auth.forbidden", examples=["schema.required"]),
+            "detail": _str("what is wrong, for people; never echoes a body value"),
+            "field": _str("the field, header or parameter at fault (JSON path for bodies)", examples=["$.body.ports"]),
+            "instance": _str("the request path"),
+        },
+        ("type", "title", "status", "code", "detail"),
+        "RFC 9457 problem details with the gateway's `code` and `field` (G9).",
+    ),
+    "Timestamp": _str("RFC 3339 UTC with milliseconds", format="date-time", pattern=_TS_PATTERN),
+    "Sha256Hex": _str("SHA-256, lower-case hex", pattern="^[0-9a-f]{64}$"),
+    "KeyId": _str("first 16 bytes of SHA-256 of the raw public key, hex", pattern="^[0-9a-f]{32}$"),
+    "MessageId": _str("UUIDv7", format="uuid", maxLength=64),
+    "ReceiptStatement": _statement(
+        "receipt", "{document_sha256, from, kid, message_id, received_at, to} (keys sorted)"
+    ),
+    "RefusalStatement": _statement(
+        "refusal", "{code, detail, from, kid, message_id, refused_at, retryable, to} (keys sorted)"
+    ),
+    "SubmitResponse": _obj(
+        {"id": _ref("MessageId"), "status": {"enum": list(STATUSES)}, "seq": _int("per-peer sequence number", 1)},
+        ("id", "status", "seq"),
+        "The message is committed durably (G5); follow `Location` for its status.",
+    ),
+    "Message": _obj(
+        {
+            "id": _ref("MessageId"),
+            "to": _str("recipient identity"),
+            "type": {"enum": list(BUSINESS_TYPES)},
+            "seq": _int("per-peer sequence number", 1),
+            "status": {"enum": list(STATUSES)},
+            "created_at": _ref("Timestamp"),
+            "expires_at": _ref("Timestamp"),
+            "updated_at": _ref("Timestamp"),
+            "attempts": _int("delivery attempts so far"),
+            "next_attempt_at": _null(_ref("Timestamp")) | {"description": "set while queued or sent"},
+            "last_error": _null(_str()),
+            "document_sha256": _ref("Sha256Hex"),
+            "receipt": _null(_ref("ReceiptStatement")),
+            "refusal": _null(_ref("RefusalStatement")),
+            "ack": _null(_ACK_INFO),
+            "history": {
+                "type": "array",
+                "items": _HISTORY,
+                "description": "status changes, oldest first (empty in list results)",
+            },
+        },
+        (
+            "id",
+            "to",
+            "type",
+            "seq",
+            "status",
+            "created_at",
+            "expires_at",
+            "updated_at",
+            "attempts",
+            "next_attempt_at",
+            "last_error",
+            "document_sha256",
+            "receipt",
+            "refusal",
+            "ack",
+            "history",
+        ),
+        "An outbound message: status, attempts, the peer's signed receipt or refusal, its ack.",
+    ),
+    "InboxSummary": _obj(_INBOX_FIELDS, tuple(_INBOX_FIELDS), "An inbox message without its body."),
+    "InboxMessage": _obj(
+        {
+            **_INBOX_FIELDS,
+            "body": {
+                "description": "the verified, decrypted body; valid under the schema of `type`",
+                "anyOf": [_ref(t) for t in BUSINESS_TYPES],
+            },
+        },
+        (*_INBOX_FIELDS, "body"),
+        "A verified, decrypted message from the peer.",
+    ),
+    "MessageList": _obj(
+        {
+            "messages": {"type": "array", "items": {"anyOf": [_ref("Message"), _ref("InboxSummary")]}},
+            "next_cursor": _null(_str("pass as `cursor` for the next page; null on the last page")),
+        },
+        ("messages", "next_cursor"),
+        "Outbound: `Message` items, cursor a message id. Inbound: `InboxSummary` items, cursor an inbox cursor.",
+    ),
+    "InboxPage": _obj(
+        {
+            "messages": {"type": "array", "items": _ref("InboxMessage")},
+            "next_cursor": _int("pass as `after` next time (unchanged when nothing was new)"),
+        },
+        ("messages", "next_cursor"),
+    ),
+    "AckResponse": _obj(
+        {
+            "ack_id": _ref("MessageId") | {"description": "id of the signed `ack` message queued to the sender"},
+            "status": {"const": "queued"},
+            "acknowledges": _ref("MessageId"),
+        },
+        ("ack_id", "status", "acknowledges"),
+    ),
+    "MessageSchemas": {
+        "type": "object",
+        "description": "JSON Schema (draft 2020-12) of each business message type, keyed by type.",
+        "properties": {t: {"type": "object"} for t in BUSINESS_TYPES},
+        "required": list(BUSINESS_TYPES),
+    },
+    "KeyRecord": _obj(_KEY_FIELDS, _KEY_REQUIRED, "One public key in a bundle, with its lifecycle."),
+    "OwnKey": _obj(
+        {
+            **_KEY_FIELDS,
+            "fingerprint": _ref("Sha256Hex") | {"description": "SHA-256 of the raw public key"},
+            "signing_now": {"type": "boolean", "description": "the key that signs right now"},
+            "pending_announcement": {
+                "type": "boolean",
+                "description": "announced to the peer, not yet receipted (not used to sign until then)",
+            },
+            "private_key_held": {"type": "boolean"},
+        },
+        (*_KEY_REQUIRED, "fingerprint", "signing_now", "pending_announcement", "private_key_held"),
+    ),
+    "PeerKey": _obj(
+        {**_KEY_FIELDS, "fingerprint": _ref("Sha256Hex") | {"description": "SHA-256 of the raw public key"}},
+        (*_KEY_REQUIRED, "fingerprint"),
+    ),
+    "AdminKeys": _obj(
+        {
+            "identity": _str(),
+            "bundle_serial": _int("serial of our current signed bundle", 1),
+            "keys": {"type": "array", "items": _ref("OwnKey")},
+            "peer": _obj(
+                {
+                    "identity": _str(),
+                    "bundle_serial": _int(minimum=1),
+                    "keys": {"type": "array", "items": _ref("PeerKey")},
+                },
+                ("identity", "bundle_serial", "keys"),
+            ),
+        },
+        ("identity", "bundle_serial", "keys", "peer"),
+    ),
+    "RotateRequest": {
+        "type": "object",
+        "properties": {"kind": {"enum": ["signing", "encryption"]}},
+        "required": ["kind"],
+    },
+    "RotateResponse": _obj(
+        {
+            "kind": {"enum": ["signing", "encryption"]},
+            "kids": {"type": "array", "items": _ref("KeyId"), "description": "the new keys"},
+            "announcement_id": _ref("MessageId") | {"description": "the queued `key-announcement` to the peer"},
+            "serial": _int("serial of the new signed bundle", 1),
+        },
+        ("kind", "kids", "announcement_id", "serial"),
+    ),
+    "RevokeRequest": {
+        "type": "object",
+        "properties": {"reason": _str("why (kept in the bundle)", minLength=1, maxLength=2000)},
+        "required": ["reason"],
+    },
+    "RevokeResponse": _obj(
+        {
+            "kid": _ref("KeyId"),
+            "revoked_at": _str("when (Python isoformat, e.g. 2026-05-01T10:00:00.123456+00:00)"),
+            "announcement_id": _ref("MessageId"),
+            "serial": _int(minimum=1),
+        },
+        ("kid", "revoked_at", "announcement_id", "serial"),
+    ),
+    "AdminPeers": _obj(
+        {
+            "peers": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "identity": _str(),
+                        "url": _str("base URL of the peer API"),
+                        "bundle_serial": _int("serial of the imported peer bundle", 1),
+                        "next_seq": _int("sequence number our next message to it gets", 1),
+                        "received_high_water": _int("highest sequence number received from it"),
+                        "sequence_gaps": _int("gaps seen in its sequence numbers"),
+                        "recent_gaps": {
+                            "type": "array",
+                            "items": _obj({"from": _int(), "to": _int()}, ("from", "to")),
+                            "description": "up to 100 most recent gaps, newest first",
+                        },
+                        "queue_depth": _int("messages queued or sent to it, not yet answered"),
+                        "oldest_queued_at": _null(_ref("Timestamp")),
+                    },
+                    (
+                        "identity",
+                        "url",
+                        "bundle_serial",
+                        "next_seq",
+                        "received_high_water",
+                        "sequence_gaps",
+                        "recent_gaps",
+                        "queue_depth",
+                        "oldest_queued_at",
+                    ),
+                ),
+            }
+        },
+        ("peers",),
+    ),
+    "TokenRequest": _obj(
+        {"role": {"enum": list(ROLES)}, "label": _str("who or what the token is for", maxLength=200)}, ("role",)
+    ),
+    "TokenResponse": _obj(
+        {
+            "id": _str("token id", pattern="^[0-9a-f]{16}$"),
+            "role": {"enum": list(ROLES)},
+            "token": _str(
+                "the bearer token; shown once, stored hashed", pattern=r"^cgw_[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$"
+            ),
+            "note": _str(),
+        },
+        ("id", "role", "token", "note"),
+    ),
+    "AuditEntry": {
+        "type": "object",
+        "description": "One audit log entry (the Merkle leaf is its exact JSON bytes). Never holds a body.",
+        "properties": {
+            "v": {"const": 1},
+            "at": _ref("Timestamp"),
+            "kind": {"enum": sorted(KINDS)},
+            "actor": _str('"token:<id>", "peer:<identity>", "system" or "cli:…"'),
+            "message_id": _str(),
+            "peer": _str(),
+            "code": _str("refusal or error code"),
+            "digests": {"type": "object", "additionalProperties": _ref("Sha256Hex")},
+            "detail": {"type": "object"},
+        },
+        "required": ["v", "at", "kind", "actor"],
+    },
+    "AuditEntries": _obj(
+        {
+            "entries": {
+                "type": "array",
+                "items": _obj({"index": _int(), "entry": _ref("AuditEntry")}, ("index", "entry")),
+            }
+        },
+        ("entries",),
+    ),
+    "InclusionProof": _obj(
+        {
+            "index": _int(),
+            "size": _int(minimum=1),
+            "leaf_hash": _b64url("SHA-256(0x00 || entry bytes)"),
+            "proof": {"type": "array", "items": _b64url("RFC 9162 inclusion proof node")},
+        },
+        ("index", "size", "leaf_hash", "proof"),
+    ),
+    "ConsistencyProof": _obj(
+        {
+            "old": _int(),
+            "new": _int(),
+            "proof": {"type": "array", "items": _b64url("RFC 9162 consistency proof node")},
+        },
+        ("old", "new", "proof"),
+    ),
+    "Health": _obj({"status": {"const": "ok"}}, ("status",)),
+    "Readiness": _obj(
+        {
+            "status": {"enum": ["ready", "not_ready"]},
+            "checks": _obj(
+                {
+                    "store": _str("ok, or the error code"),
+                    "keys": _str("ok, or the error code (e.g. key.no_active_signing)"),
+                    "peer_bundle": {"enum": ["ok", "missing"]},
+                },
+                ("store", "keys", "peer_bundle"),
+            ),
+        },
+        ("status", "checks"),
+    ),
+    # --- peer API ---
+    "Envelope": _obj(
+        {
+            "v": {"const": 1},
+            "header": _b64url(
+                "exact header bytes: JSON {attempt, created_at, enc_kid, from, id, sent_at, seq, sig_kid, suite, "
+                "to, type} (keys sorted)"
+            )
+            | {"contentMediaType": "application/json", "contentSchema": _ref("EnvelopeHeader")},
+            "ciphertext": _b64url("HPKE enc || ct of the signed document"),
+            "signature": _b64url(
+                "Ed25519 over 'customs-gateway/v1 envelope\\n' || header bytes || SHA-256(ciphertext)"
+            ),
+        },
+        ("v", "header", "ciphertext", "signature"),
+        f"The wire envelope ({MEDIA_TYPE}); see docs/wire-format.md for every byte.",
+    ),
+    "EnvelopeHeader": _obj(
+        {
+            "id": _ref("MessageId"),
+            "seq": _int(),
+            "from": _str(maxLength=64),
+            "to": _str(maxLength=64),
+            "type": {"enum": list(ALL_TYPES)},
+            "created_at": _ref("Timestamp"),
+            "sent_at": _ref("Timestamp"),
+            "attempt": _int(),
+            "suite": {"enum": list(SUITES)},
+            "sig_kid": _ref("KeyId"),
+            "enc_kid": _ref("KeyId"),
+        },
+        ("id", "seq", "from", "to", "type", "created_at", "sent_at", "attempt", "suite", "sig_kid", "enc_kid"),
+    ),
+    "EnvelopeBatch": _obj({"envelopes": {"type": "array", "items": _ref("Envelope"), "minItems": 1}}, ("envelopes",)),
+    "EnvelopeResults": _obj(
+        {
+            "results": {
+                "type": "array",
+                "description": "one result per envelope, in order",
+                "items": {
+                    "oneOf": [
+                        _obj(
+                            {
+                                "id": _ref("MessageId"),
+                                "status": {"enum": ["accepted", "duplicate"]},
+                                "receipt": _ref("ReceiptStatement"),
+                            },
+                            ("id", "status", "receipt"),
+                        ),
+                        _obj(
+                            {
+                                "id": _str('message id, or "unknown" if the header could not be read'),
+                                "status": {"const": "refused"},
+                                "code": _str(),
+                                "retryable": {"type": "boolean"},
+                                "refusal": _ref("RefusalStatement"),
+                            },
+                            ("id", "status", "code", "retryable", "refusal"),
+                        ),
+                    ]
+                },
+            }
+        },
+        ("results",),
+    ),
+    "SignedBundle": _obj(
+        {
+            "v": {"const": 1},
+            "bundle": _b64url("exact key bundle bytes (JSON)") | {"contentMediaType": "application/json"},
+            "signatures": {
+                "type": "array",
+                "minItems": 1,
+                "items": _obj(
+                    {
+                        "kid": _ref("KeyId"),
+                        "signature": _b64url("Ed25519 over 'customs-gateway/v1 key-bundle\\n' || bundle"),
+                    },
+                    ("kid", "signature"),
+                ),
+            },
+        },
+        ("v", "bundle", "signatures"),
+    ),
+}
+
+
+def _submit_variant(msg_type: str, body: str) -> Schema:
+    return _obj(
+        {
+            "type": {"const": msg_type},
+            "to": _str("the peer's identity (the one configured peer)"),
+            "body": _ref(body),
+            "expires_at": _ref("Timestamp")
+            | {"description": "undelivered after this, the message expires (≤ 30 days)"},
+        },
+        ("type", "to", "body"),
+    )
+
+
+# --- operations --------------------------------------------------------------------------------
+
+
+def _param(where: str, name: str, schema: Schema, description: str, required: bool = False) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": required or where == "path",
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _json(schema: Schema, description: str, headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = dict(headers)
+    return out
+
+
+def _text(media_type: str, description: str, schema: Schema | None = None) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": schema or {"type": "string"}}}}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"$ref": f"#/components/responses/Problem{s}"} for s in statuses}
+
+
+_PROBLEM_TEXT: Final = {
+    400: "Malformed request (bad JSON, bad base64, a value out of range).",
+    401: "No valid bearer token (`auth.required`, `auth.invalid`, `auth.scheme`).",
+    403: "The token's role may not call this endpoint (`auth.forbidden`), or a signature or key check failed.",
+    404: "No such resource.",
+    408: "The request body did not arrive within `security.body_read_timeout_seconds` (`http.body_timeout`).",
+    409: "Conflicts with stored state.",
+    413: "Request body larger than `security.max_body_bytes` (or a batch over `security.max_batch`).",
+    415: "Content-Type is not the one this endpoint takes (`http.unsupported_media_type`).",
+    422: "A field breaks a rule: `code` names the rule, `field` the JSON path, header or parameter.",
+    429: "Too many requests for this token (`rate.limited`) or too many long-polls (`rate.long_polls`).",
+    503: "Unavailable for now (`store.unavailable`: nothing was written; `peer.busy`). Retry after `Retry-After`.",
+}
+
+_ROTATE_ERRORS: Final = _problems(409, 413, 415, 422, 503)
+_LIMIT: Final = _param("query", "limit", _int(minimum=1, maximum=500, default=100), "page size")
+_ID: Final = _param("path", "id", _ref("MessageId"), "message id")
+
+#: (method, path) -> operation fields the handlers do not say themselves. Keys match ROUTES.
+OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
+    ("POST", "/v1/messages"): {
+        "tags": ["messages"],
+        "summary": "Submit a message to the peer",
+        "description": "Validates the body against its type's schema, signs it and commits it to the outbox "
+        "before answering 202 (G5). The same `Idempotency-Key` with the same request returns the same message.",
+        "parameters": [
+            _param(
+                "header",
+                "Idempotency-Key",
+                _str(minLength=1, maxLength=200),
+                "retry-safe key (1-200 printable characters), scoped to the token",
+            )
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SubmitRequest")}}},
+        "responses": {
+            "202": _json(
+                _ref("SubmitResponse"),
+                "Accepted and durably queued.",
+                {
+                    "Location": {"description": "/v1/messages/{id}", "schema": {"type": "string"}},
+                    "Idempotent-Replayed": {
+                        "description": "`true` when an earlier submission with this key was returned",
+                        "schema": {"const": "true"},
+                    },
+                },
+            ),
+            **_problems(409, 413, 415, 422, 503),
+        },
+    },
+    ("GET", "/v1/messages"): {
+        "tags": ["messages"],
+        "summary": "List messages",
+        "parameters": [
+            _param("query", "direction", {"enum": ["outbound", "inbound"], "default": "outbound"}, "which side"),
+            _param("query", "status", {"enum": list(STATUSES)}, "outbound only: this status"),
+            _param("query", "type", {"enum": list(BUSINESS_TYPES)}, "this message type"),
+            _param("query", "since", _ref("Timestamp"), "outbound: created at or after; inbound: received at or after"),
+            _param(
+                "query",
+                "cursor",
+                _str(maxLength=64),
+                "`next_cursor` of the previous page (outbound: a message id; inbound: an integer cursor)",
+            ),
+            _LIMIT,
+        ],
+        "responses": {"200": _json(_ref("MessageList"), "One page, oldest first."), **_problems(422, 503)},
+    },
+    ("GET", "/v1/messages/{id}"): {
+        "tags": ["messages"],
+        "summary": "Status, history, receipt and ack of one submitted message",
+        "parameters": [_ID],
+        "responses": {"200": _json(_ref("Message"), "The message."), **_problems(404, 503)},
+    },
+    ("GET", "/v1/inbox"): {
+        "tags": ["inbox"],
+        "summary": "Read verified, decrypted messages from the peer after a cursor (long-poll)",
+        "parameters": [
+            _param("query", "after", _int(default=0), "cursor: only messages after it"),
+            _LIMIT,
+            _param(
+                "query",
+                "wait",
+                {"type": "number", "minimum": 0, "maximum": 30, "default": 0},
+                "seconds to wait for a message when none is there yet",
+            ),
+        ],
+        "responses": {"200": _json(_ref("InboxPage"), "Messages in cursor order."), **_problems(422, 503)},
+    },
+    ("POST", "/v1/inbox/{id}/ack"): {
+        "tags": ["inbox"],
+        "summary": "Acknowledge an inbox message; a signed `ack` travels back to the sender",
+        "parameters": [_param("path", "id", _ref("MessageId"), "inbox message id")],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("AckRequest")}}},
+        "responses": {
+            "202": _json(_ref("AckResponse"), "The ack is queued to the sender."),
+            **_problems(404, 409, 413, 415, 422, 503),
+        },
+    },
+    ("GET", "/v1/schemas"): {
+        "tags": ["schemas"],
+        "summary": "JSON Schemas of the message types",
+        "responses": {"200": _json(_ref("MessageSchemas"), "Schemas by type (as docs/schemas/).")},
+    },
+    ("GET", "/v1/admin/keys"): {
+        "tags": ["admin"],
+        "summary": "Our public keys and the peer's, with validity and state",
+        "responses": {"200": _json(_ref("AdminKeys"), "Key records.")},
+    },
+    ("POST", "/v1/admin/keys"): {
+        "tags": ["admin"],
+        "summary": "Rotate our signing or encryption keys",
+        "description": "The same as `POST /v1/admin/keys/rotate`.",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RotateRequest")}}},
+        "responses": {
+            "202": _json(_ref("RotateResponse"), "New keys made; the announcement is queued."),
+            **_ROTATE_ERRORS,
+        },
+    },
+    ("POST", "/v1/admin/keys/rotate"): {
+        "tags": ["admin"],
+        "summary": "Rotate our signing or encryption keys; the new bundle is announced to the peer",
+        "description": "A new signing key signs only once the peer has receipted the announcement.",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RotateRequest")}}},
+        "responses": {
+            "202": _json(_ref("RotateResponse"), "New keys made; the announcement is queued."),
+            **_ROTATE_ERRORS,
+        },
+    },
+    ("POST", "/v1/admin/keys/{kid}/revoke"): {
+        "tags": ["admin"],
+        "summary": "Revoke one of our keys from now on; the revocation is announced to the peer",
+        "parameters": [_param("path", "kid", _ref("KeyId"), "key id")],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RevokeRequest")}}},
+        "responses": {
+            "202": _json(_ref("RevokeResponse"), "Revoked; the announcement is queued."),
+            **_problems(404),
+            **_ROTATE_ERRORS,
+        },
+    },
+    ("GET", "/v1/admin/peers"): {
+        "tags": ["admin"],
+        "summary": "The peer: URL, bundle serial, sequence numbers and gaps, queue",
+        "responses": {"200": _json(_ref("AdminPeers"), "One entry per peer."), **_problems(503)},
+    },
+    ("POST", "/v1/admin/tokens"): {
+        "tags": ["admin"],
+        "summary": "Issue an API token with one role (shown once, stored hashed)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("TokenRequest")}}},
+        "responses": {"201": _json(_ref("TokenResponse"), "The token."), **_problems(413, 415, 422, 503)},
+    },
+    ("GET", "/v1/audit/entries"): {
+        "tags": ["audit"],
+        "summary": "Audit log entries from an index",
+        "parameters": [
+            _param("query", "start", _int(default=0), "first index"),
+            _param("query", "limit", _int(minimum=1, maximum=1000, default=100), "how many"),
+        ],
+        "responses": {"200": _json(_ref("AuditEntries"), "Entries in log order."), **_problems(422, 503)},
+    },
+    ("GET", "/v1/audit/checkpoint"): {
+        "tags": ["audit"],
+        "summary": "The newest signed checkpoint (with the peer's cosignature once it has one)",
+        "parameters": [
+            _param(
+                "query",
+                "cosigned",
+                {"enum": ["true", "false"], "default": "false"},
+                "`true`: the newest checkpoint the peer has cosigned",
+            )
+        ],
+        "responses": {
+            "200": _text("text/plain", "C2SP signed note: checkpoint body, blank line, signature lines."),
+            **_problems(404, 422, 503),
+        },
+    },
+    ("GET", "/v1/audit/export"): {
+        "tags": ["audit"],
+        "summary": "Self-contained audit bundle up to the latest checkpoint (streamed JSON Lines)",
+        "description": "Verify it offline with `customs-gateway audit verify FILE`; see docs/auditor-guide.md.",
+        "responses": {
+            "200": _text(
+                "application/x-ndjson",
+                "One JSON object per line: header, bundles, entries, evidence, checkpoints, end.",
+            ),
+            **_problems(409, 503),
+        },
+    },
+    ("GET", "/v1/audit/proof/inclusion"): {
+        "tags": ["audit"],
+        "summary": "RFC 9162 inclusion proof of one entry in a tree size",
+        "parameters": [
+            _param("query", "size", _int(minimum=1), "tree size (at most the log size)", True),
+            _param("query", "index", _int(), "entry index, below size", True),
+        ],
+        "responses": {"200": _json(_ref("InclusionProof"), "The proof."), **_problems(400, 422, 503)},
+    },
+    ("GET", "/v1/audit/proof/consistency"): {
+        "tags": ["audit"],
+        "summary": "RFC 9162 consistency proof between two tree sizes",
+        "parameters": [
+            _param("query", "old", _int(), "older tree size", True),
+            _param("query", "new", _int(), "newer tree size (at most the log size)", True),
+        ],
+        "responses": {"200": _json(_ref("ConsistencyProof"), "The proof."), **_problems(400, 422, 503)},
+    },
+    ("GET", "/healthz"): {
+        "tags": ["operations"],
+        "summary": "Liveness: the process answers",
+        "responses": {"200": _json(_ref("Health"), "Alive.")},
+    },
+    ("GET", "/readyz"): {
+        "tags": ["operations"],
+        "summary": "Readiness: store, an active signing key, the peer bundle",
+        "responses": {
+            "200": _json(_ref("Readiness"), "Ready."),
+            "503": _json(_ref("Readiness"), "Not ready; `checks` says why."),
+        },
+    },
+    ("GET", "/metrics"): {
+        "tags": ["operations"],
+        "summary": "Prometheus metrics (text exposition format 0.0.4)",
+        "responses": {"200": _text("text/plain", "Metric families; see docs/operations.md.")},
+    },
+    ("GET", "/openapi.json"): {
+        "tags": ["operations"],
+        "summary": "This OpenAPI 3.1 document",
+        "responses": {"200": _json({"type": "object"}, "The document.")},
+    },
+}
+
+_MTLS: Final[list[dict[str, list[str]]]] = [{"peerMutualTLS": []}]
+PEER_PATHS: Final[dict[str, dict[str, Any]]] = {
+    "/peer/v1/envelopes": {
+        "post": {
+            "operationId": "peer_envelopes",
+            "tags": ["peer"],
+            "summary": "Deliver one envelope or a batch; answers a signed receipt or refusal for each",
+            "description": "Each envelope is verified, decrypted and committed to the inbox before its receipt "
+            "is signed (G1-G5). Per-envelope failures are signed refusals inside a 200 answer; only a request "
+            "that is not a JSON envelope or batch at all is a problem.",
+            "security": _MTLS,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    t: {"schema": {"oneOf": [_ref("Envelope"), _ref("EnvelopeBatch")]}}
+                    for t in (MEDIA_TYPE, "application/json")
+                },
+            },
+            "responses": {
+                "200": _json(_ref("EnvelopeResults"), "One result per envelope, in order."),
+                **_problems(400, 403, 408, 413, 415, 503),
+            },
+        }
+    },
+    "/peer/v1/keys": {
+        "get": {
+            "operationId": "peer_keys",
+            "tags": ["peer"],
+            "summary": "Our signed key bundle",
+            "security": _MTLS,
+            "responses": {"200": _json(_ref("SignedBundle"), "The signed bundle."), **_problems(403, 503)},
+        }
+    },
+    "/peer/v1/cosign": {
+        "post": {
+            "operationId": "peer_cosign",
+            "tags": ["peer"],
+            "summary": "Witness (cosign) the peer's checkpoint: C2SP tlog-witness",
+            "description": "Body: `old <size>`, one base64url consistency-proof node per line, a blank line, then "
+            "the signed checkpoint note. Cosigned only if signed by the peer's log key and consistent with the "
+            "checkpoint cosigned before.",
+            "security": _MTLS,
+            "requestBody": {"required": True, "content": {COSIGN_MEDIA_TYPE: {"schema": {"type": "string"}}}},
+            "responses": {
+                "200": _text("text/plain", "One cosignature line: `— <witness name> base64(keyid || time || sig)`."),
+                "409": {
+                    "description": "`old` is not the size we hold (body: that size), or a fork (`witness.fork`).",
+                    "content": {
+                        "text/x.tlog.size": {"schema": {"type": "string", "pattern": "^[0-9]+\\n$"}},
+                        PROBLEM_TYPE: {"schema": _ref("Problem")},
+                    },
+                },
+                **_problems(400, 403, 408, 422, 503),
+            },
+        }
+    },
+}
+
+
+def _message_schemas() -> dict[str, Schema]:
+    """Body schemas from msgspec, `$defs` lifted into components; each type name aliases its struct."""
+    out: dict[str, Schema] = {}
+    sources: list[tuple[str | None, dict[str, Any]]] = [(t, dict(s)) for t, s in schemas.all_schemas().items()]
+    sources.append((None, msgspec.json.schema(AckRequest)))
+    for alias, generated in sources:
+        for name, raw in generated.get("$defs", {}).items():
+            schema = _rewrite_refs(raw)
+            if out.setdefault(name, schema) != schema:
+                raise ValueError(f"two different schemas are named {name}")
+        if alias is not None:
+            out[alias] = _rewrite_refs({"$ref": generated["$ref"], "description": f"Body of a `{alias}` message."})
+    return out
+
+
+def _rewrite_refs(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: v.replace("#/$defs/", "#/components/schemas/") if k == "$ref" else _rewrite_refs(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_rewrite_refs(v) for v in node]
+    return node
+
+
+def _slug(method: str, path: str) -> str:
+    return "_".join([method.lower(), *(p.strip("{}").replace(".", "_") for p in path.split("/") if p)])
+
+
+def _summary(handler: Callable[..., Any], fallback: str) -> str:
+    doc = (handler.__doc__ or "").strip()
+    return doc.splitlines()[0].rstrip(".") if doc else fallback
+
+
+def _operation(
+    method: str, path: str, handler: Callable[..., Any], roles: tuple[str, ...], op_id: str
+) -> dict[str, Any]:
+    spec = copy.deepcopy(OPERATIONS.get((method, path), {"responses": {"200": {"description": "OK"}}}))
+    op: dict[str, Any] = {"operationId": op_id, "tags": spec.pop("tags", ["operations"])}
+    op["summary"] = _summary(handler, spec.pop("summary", f"{method} {path}"))
+    op.update(spec)
+    if roles:
+        op["security"] = [{"bearerAuth": []}]
+        op["x-roles"] = list(roles)
+        op["description"] = (op.get("description", "") + f"\n\nRoles: {', '.join(roles)}.").strip()
+        op["responses"].update(_problems(401, 403, 429))
+    else:
+        op["security"] = []
+    if "requestBody" in op:
+        op["responses"].update(_problems(408, 413, 415))
+    op["responses"] = dict(sorted(op["responses"].items()))
+    return op
+
+
+def _components(message_schemas: dict[str, Schema]) -> dict[str, Any]:
+    all_schemas: dict[str, Schema] = {**message_schemas, **copy.deepcopy(VIEW_SCHEMAS)}
+    all_schemas["SubmitRequest"] = {
+        "description": "A message for the peer: its type, recipient, body, and optionally when it expires.",
+        "oneOf": [_ref(f"Submit-{t}") for t in BUSINESS_TYPES],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {t: f"#/components/schemas/Submit-{t}" for t in BUSINESS_TYPES},
+        },
+    }
+    for t in BUSINESS_TYPES:
+        all_schemas[f"Submit-{t}"] = _submit_variant(t, t)
+    x_request_id = {"$ref": "#/components/headers/X-Request-Id"}
+    retry_after = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}}
+    return {
+        "securitySchemes": {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "cgw_<16 hex id>.<43 base64url secret>",
+                "description": "An API token with one role (agency, admin, auditor); see `x-roles` per operation.",
+            },
+            "peerMutualTLS": {
+                "type": "mutualTLS",
+                "description": "Mutual TLS with the certificates pinned in the exchanged key bundles.",
+            },
+        },
+        "headers": {
+            "X-Request-Id": {
+                "description": "The request id (the caller's `X-Request-Id` if printable and ≤ 100 characters)",
+                "schema": {"type": "string"},
+            }
+        },
+        "responses": {
+            f"Problem{s}": {
+                "description": text,
+                "headers": {"X-Request-Id": x_request_id, **(retry_after if s in (429, 503) else {})},
+                "content": {PROBLEM_TYPE: {"schema": _ref("Problem")}},
+            }
+            for s, text in _PROBLEM_TEXT.items()
+        },
+        "schemas": dict(sorted(all_schemas.items())),
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the local API (from ROUTES) and the peer API; a fresh dict each call."""
+    from .local import ROUTES  # local.py imports this module for its route table
+
+    paths: dict[str, dict[str, Any]] = {}
+    names = Counter(handler.__name__ for _, _, handler, _ in ROUTES)
+    for method, path, handler, roles in ROUTES:
+        # A handler routed twice (an alias path) gets ids that say which route is which.
+        op_id = handler.__name__ if names[handler.__name__] == 1 else _slug(method, path)
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, handler, tuple(roles), op_id)
+    for path, ops in PEER_PATHS.items():
+        paths[path] = copy.deepcopy(ops)
+    for ops in paths.values():
+        for op in ops.values():
+            for resp in op["responses"].values():
+                if "$ref" not in resp:
+                    resp.setdefault("headers", {})["X-Request-Id"] = {"$ref": "#/components/headers/X-Request-Id"}
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "customs-gateway",
+            "version": __version__,
+            "summary": "Secure bilateral message gateway between two customs administrations.",
+            "description": "Local API for agency back-ends, administrators and auditors (bearer tokens, one role "
+            "each), and the peer API between the two gateways (mutual TLS plus signed envelopes). Every error is "
+            "`application/problem+json` (RFC 9457) with a stable `code` and the `field` at fault.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "tags": [
+            {"name": n, "description": d}
+            for n, d in (
+                ("messages", "submit and track outbound messages (agency)"),
+                ("inbox", "read and acknowledge messages from the peer (agency)"),
+                ("schemas", "message type schemas (agency, auditor)"),
+                ("admin", "keys, peers, tokens (admin)"),
+                ("audit", "the tamper-evident log (auditor)"),
+                ("operations", "health, readiness, metrics, this document (no token)"),
+                ("peer", "gateway to gateway (mutual TLS)"),
+            )
+        ],
+        "paths": paths,
+        "components": _components(_message_schemas()),
+    }
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """This OpenAPI 3.1 document."""
+    return json_response(openapi_document())

@@ -1,0 +1,91 @@
+"""The audit log in PostgreSQL tables: Merkle leaves, completed nodes and the frontier.
+
+Appends run only inside a transaction holding the store's audit writer lock (see
+`PostgresStore._tx`), so the frontier read here is the newest committed one and nobody else
+appends until that transaction ends. Proofs and past roots read every node they need in one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..core.audit import AuditEntry
+from ..core.merkle import HASH_SIZE, CompactRange, NodeReader, TreeRangeError, leaf_hash
+
+T = TypeVar("T")
+
+
+async def frontier(c: Any) -> CompactRange:
+    """The log's frontier as last committed (empty before the first entry)."""
+    data = await c.fetchval("SELECT compact FROM audit_state WHERE id=1")
+    return CompactRange() if data is None else CompactRange.from_bytes(bytes(data))
+
+
+async def append_entries(c: Any, entries: list[AuditEntry]) -> None:
+    """Append entries as Merkle leaves, persisting the frontier and every completed node (audit lock held)."""
+    tree = await frontier(c)
+    leaves: list[tuple[int, bytes, bytes]] = []
+    nodes: list[tuple[int, int, bytes]] = []
+
+    def visit(level: int, index: int, h: bytes) -> None:
+        if level > 0:  # level 0 is the leaf hash, stored with the entry
+            nodes.append((level, index, h))
+
+    for e in entries:
+        data = e.to_bytes()
+        leaf = leaf_hash(data)
+        leaves.append((tree.size, data, leaf))
+        tree.append(leaf, visit)
+    await c.executemany("INSERT INTO audit(idx, entry, leaf_hash) VALUES ($1,$2,$3)", leaves)
+    if nodes:
+        await c.executemany("INSERT INTO audit_nodes(level, idx, hash) VALUES ($1,$2,$3)", nodes)
+    await c.execute(
+        "INSERT INTO audit_state(id, compact) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET compact=EXCLUDED.compact",
+        tree.to_bytes(),
+    )
+
+
+async def check_size(c: Any, size: int) -> None:
+    current = (await frontier(c)).size
+    if not 0 <= size <= current:
+        raise TreeRangeError(f"size {size} is beyond the log's size {current}", field="size")
+
+
+async def from_nodes(c: Any, compute: Callable[[NodeReader], T]) -> T:
+    """Run a proof/root computation over stored nodes with one query instead of one per node.
+
+    Which nodes a proof reads depends only on the index and sizes, never on hash values, so a
+    dry run with placeholder hashes names them all; the real run then reads from what one
+    query returned.
+    """
+    wanted: set[tuple[int, int]] = set()
+
+    def record(level: int, index: int) -> bytes:
+        wanted.add((level, index))
+        return bytes(HASH_SIZE)
+
+    compute(record)
+    leaves = [i for level, i in wanted if level == 0]
+    inner = [(level, i) for level, i in wanted if level > 0]
+    found: dict[tuple[int, int], bytes] = {}
+    if leaves:
+        for r in await c.fetch("SELECT idx, leaf_hash FROM audit WHERE idx = ANY($1::bigint[])", leaves):
+            found[(0, r[0])] = bytes(r[1])
+    if inner:
+        rows = await c.fetch(
+            "SELECT level, idx, n.hash FROM audit_nodes n"
+            " JOIN unnest($1::int[], $2::bigint[]) AS w(level, idx) USING (level, idx)",
+            [level for level, _ in inner],
+            [i for _, i in inner],
+        )
+        for r in rows:
+            found[(r[0], r[1])] = bytes(r[2])
+
+    def read(level: int, index: int) -> bytes:
+        h = found.get((level, index))
+        if h is None:
+            raise TreeRangeError(f"the log has no node ({level}, {index})", field="size")
+        return h
+
+    return compute(read)

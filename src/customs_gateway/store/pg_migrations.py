@@ -1,0 +1,197 @@
+"""Versioned PostgreSQL schema migrations. Append a new (version, statements) pair; never edit a shipped one.
+
+The tables mirror `migrations.SQLITE_MIGRATIONS` with PostgreSQL types (timestamptz, bytea,
+identity columns) plus what several replicas need: claim columns on `messages` and one
+`outbox_lanes` row per peer that a replica locks to claim that peer's queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Final
+
+from ..core.errors import StoreUnavailable
+
+PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    (
+        1,
+        (
+            """CREATE TABLE messages (
+                id TEXT PRIMARY KEY,
+                peer TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                type TEXT NOT NULL,
+                status TEXT NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                expires_at TIMESTAMPTZ NOT NULL,
+                signed_document BYTEA NOT NULL,
+                document_sha256 BYTEA NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TIMESTAMPTZ NOT NULL,
+                last_error TEXT,
+                ciphertext BYTEA,
+                enc_kid TEXT,
+                receipt BYTEA,
+                refusal BYTEA,
+                ack BYTEA,
+                token_id TEXT,
+                updated_at TIMESTAMPTZ NOT NULL,
+                claimed_by TEXT,
+                claim_expires_at TIMESTAMPTZ,
+                UNIQUE (peer, seq)
+            )""",
+            "CREATE INDEX messages_pending ON messages(peer, seq) WHERE status IN ('queued','sent')",
+            "CREATE INDEX messages_status ON messages(status, id)",
+            # Claims are released with each outcome, so this index holds only what is in flight.
+            "CREATE INDEX messages_claimed ON messages(peer) WHERE claimed_by IS NOT NULL",
+            """CREATE TABLE outbox_lanes (
+                peer TEXT PRIMARY KEY
+            )""",
+            """CREATE TABLE history (
+                n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                message_id TEXT NOT NULL REFERENCES messages(id),
+                at TIMESTAMPTZ NOT NULL,
+                status TEXT NOT NULL,
+                detail TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX history_message ON history(message_id, n)",
+            """CREATE TABLE idempotency (
+                token_id TEXT NOT NULL,
+                key TEXT NOT NULL,
+                request_hash BYTEA NOT NULL,
+                message_id TEXT NOT NULL REFERENCES messages(id),
+                created_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (token_id, key)
+            )""",
+            """CREATE TABLE inbox (
+                cursor BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                sender TEXT NOT NULL,
+                id TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                type TEXT NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                received_at TIMESTAMPTZ NOT NULL,
+                document_sha256 BYTEA NOT NULL,
+                signed_document BYTEA NOT NULL,
+                body BYTEA NOT NULL,
+                receipt BYTEA NOT NULL,
+                ack_status TEXT,
+                ack_message_id TEXT,
+                UNIQUE (sender, id)
+            )""",
+            "CREATE INDEX inbox_id ON inbox(id)",
+            """CREATE TABLE peer_state (
+                peer TEXT PRIMARY KEY,
+                next_seq BIGINT NOT NULL DEFAULT 1,
+                recv_high_water BIGINT NOT NULL DEFAULT 0,
+                gap_count INTEGER NOT NULL DEFAULT 0
+            )""",
+            """CREATE TABLE seq_gaps (
+                peer TEXT NOT NULL,
+                from_seq BIGINT NOT NULL,
+                to_seq BIGINT NOT NULL,
+                detected_at TIMESTAMPTZ NOT NULL
+            )""",
+            "CREATE INDEX seq_gaps_peer ON seq_gaps(peer, from_seq)",
+            """CREATE TABLE tokens (
+                id TEXT PRIMARY KEY,
+                role TEXT NOT NULL CHECK (role IN ('agency','admin','auditor')),
+                secret_hash BYTEA NOT NULL,
+                label TEXT NOT NULL DEFAULT '',
+                created_at TIMESTAMPTZ NOT NULL,
+                revoked_at TIMESTAMPTZ
+            )""",
+            """CREATE TABLE audit (
+                idx BIGINT PRIMARY KEY,
+                entry BYTEA NOT NULL,
+                leaf_hash BYTEA NOT NULL
+            )""",
+            """CREATE TABLE audit_nodes (
+                level INTEGER NOT NULL,
+                idx BIGINT NOT NULL,
+                hash BYTEA NOT NULL,
+                PRIMARY KEY (level, idx)
+            )""",
+            """CREATE TABLE audit_state (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                compact BYTEA NOT NULL
+            )""",
+            """CREATE TABLE checkpoints (
+                size BIGINT PRIMARY KEY,
+                root BYTEA NOT NULL,
+                note BYTEA NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                cosigned_note BYTEA,
+                cosigned_at TIMESTAMPTZ
+            )""",
+            """CREATE TABLE witness_state (
+                origin TEXT PRIMARY KEY,
+                size BIGINT NOT NULL,
+                root BYTEA NOT NULL,
+                note BYTEA NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL
+            )""",
+            """CREATE TABLE key_bundles (
+                owner TEXT NOT NULL,
+                digest BYTEA NOT NULL,
+                bundle BYTEA NOT NULL,
+                stored_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (owner, digest)
+            )""",
+        ),
+    ),
+)
+"""Every version, oldest first. `PostgresStore.open` applies the pending ones in one transaction."""
+
+
+def quote_ident(name: str) -> str:
+    """`name` as a PostgreSQL identifier, quoted so any schema name is taken literally."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lock_key(purpose: str, schema: str) -> int:
+    """A 64-bit advisory-lock key for one purpose in one schema.
+
+    Advisory locks are database-wide; keying them by schema lets gateways that share a database
+    (one schema each) never wait on each other's audit log or migrations.
+    """
+    digest = hashlib.sha256(f"customs-gateway/{purpose}/{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def migrate(conn: Any, schema: str) -> int:
+    """Create `schema` if missing and apply every pending version, all in one transaction.
+
+    Replicas that start together serialise on an advisory lock, so each version runs exactly
+    once; the others then find nothing pending. Returns the schema version now in place. Raises
+    StoreUnavailable (`store.schema_newer`, not retryable) if the database is newer than this
+    code: a replica must not run an old binary against a schema it does not know.
+    """
+    q = quote_ident(schema)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("migrate", schema))
+        # Checked before creating: CREATE SCHEMA IF NOT EXISTS still needs the CREATE privilege,
+        # which a DBA-provisioned schema's owner may not hold on the database.
+        if await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema) is None:
+            await conn.execute(f"CREATE SCHEMA {q}")
+        await conn.execute(f"SET LOCAL search_path TO {q}")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+        known = PG_MIGRATIONS[-1][0]
+        if current > known:
+            raise StoreUnavailable(
+                f"schema {schema} is at version {current}; this build knows up to {known}",
+                code="store.schema_newer",
+                retryable=False,
+            )
+        for version, script in PG_MIGRATIONS:
+            if version <= current:
+                continue
+            for stmt in script:
+                await conn.execute(stmt)
+            await conn.execute("INSERT INTO schema_version(version) VALUES ($1)", version)
+            current = version
+    return current

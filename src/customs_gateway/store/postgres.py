@@ -1,0 +1,754 @@
+"""PostgreSQL store: several gateway replicas sharing one database through asyncpg.
+
+Same semantics as the SQLite store; every call that writes is one transaction. What replicas
+must not do to each other is settled by locks inside those transactions:
+
+- Audit log: one writer at a time. Every transaction that appends entries takes a per-schema
+  `pg_advisory_xact_lock` before it touches anything, then reads the frontier, appends, and writes
+  nodes and frontier; so the Merkle tree stays linear, and what those transactions number (inbox
+  cursors, per-peer seq) is numbered in commit order.
+- Outbox: one sender per peer. `due` locks the peer's `outbox_lanes` row with FOR UPDATE SKIP
+  LOCKED, gives up while another replica holds an unexpired claim on that peer's messages, then
+  stamps the head-gated prefix with its replica id and `now + lease`. `record_outcomes` releases
+  the claim; a lease that runs out (a crashed replica) lets the next `due` take the messages over.
+- Check-and-persist (idempotency keys, inbox dedupe, witness state) runs under those locks, with
+  UNIQUE constraints behind them.
+
+Connection loss, timeouts, deadlocks and any other database error roll back and raise
+StoreUnavailable (503). The pool pins `search_path` to the store's schema and
+`synchronous_commit=on`, so a commit is on disk (G5) whatever the server's default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import re
+import secrets
+import socket
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import asyncpg
+
+from ..core.audit import AuditEntry
+from ..core.encoding import json_bytes, json_object
+from ..core.errors import Conflict, NotFound, StoreUnavailable
+from ..core.merkle import CompactRange, consistency_proof_from_nodes, inclusion_proof_from_nodes
+from ..core.replay import Arrival, advance_sequence, classify
+from ..core.state import next_status
+from .base import (
+    AttemptOutcome,
+    CheckpointRecord,
+    Evidence,
+    InboxItem,
+    Incoming,
+    IncomingResult,
+    MessageFilter,
+    NewMessage,
+    OutMessage,
+    PeerState,
+    Store,
+    TokenRecord,
+    WitnessState,
+)
+from .pg_audit import append_entries, check_size, from_nodes, frontier
+from .pg_migrations import lock_key, migrate, quote_ident
+
+T = TypeVar("T")
+
+# Everything asyncpg or the socket under it raises when the database cannot do the work.
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_PENDING = "status IN ('queued','sent')"
+_SEARCH_PATH_OPTION = re.compile(r"-c\s*search_path=(\S+)")
+
+
+def dsn_schema(dsn: str) -> str | None:
+    """The first schema a DSN's search_path names, if any.
+
+    Read from libpq's `?options=-c search_path=NAME` (URL-encoded) or asyncpg's
+    `?search_path=NAME`, so a deployment picks its schema in `store.dsn` alone.
+    """
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(dsn).query)
+    values = list(query.get("search_path", []))
+    for opt in query.get("options", []):
+        values += _SEARCH_PATH_OPTION.findall(opt)
+    for value in values:
+        first = value.split(",")[0].strip().strip('"')
+        if first:
+            return first
+    return None
+
+
+def _ms(v: dt.datetime) -> dt.datetime:
+    """UTC at millisecond precision, as the SQLite store keeps it: both stores give back the same instants."""
+    if v.tzinfo is None:
+        raise ValueError("naive datetime")
+    u = v.astimezone(dt.timezone.utc)
+    return u.replace(microsecond=u.microsecond - u.microsecond % 1000)
+
+
+def _b(v: Any) -> bytes | None:
+    return None if v is None else bytes(v)
+
+
+class _Tx:
+    """One open transaction; audit entries collected here are appended just before commit."""
+
+    def __init__(self, conn: Any, *, audited: bool) -> None:
+        self.conn = conn
+        self.audited = audited
+        self.entries: list[AuditEntry] = []
+
+    def audit(self, *entries: AuditEntry) -> None:
+        if not self.audited:
+            raise RuntimeError("audit entries need a transaction opened with audited=True")
+        self.entries.extend(entries)
+
+
+class PostgresStore(Store):
+    """The store for several replicas. `schema` defaults to the DSN's search_path, else `public`.
+
+    `replica_id` names this instance in outbox claims; the default (host, pid, random suffix) is
+    unique per instance, so a restarted replica never mistakes another's claim for its own.
+    `lease_seconds` must outlast one delivery attempt (the peer request timeout); a claim older
+    than that is presumed abandoned.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        replica_id: str | None = None,
+        lease_seconds: float = 60.0,
+        pool_size: int = 10,
+        timeout: float = 30.0,
+    ) -> None:
+        self.dsn = dsn
+        self.schema = schema or dsn_schema(dsn) or "public"
+        self.replica_id = replica_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # Shows which replica a session belongs to in pg_stat_activity (PostgreSQL keeps 63 bytes).
+        self.application_name = f"customs-gateway {self.replica_id}"[:63]
+        self.lease = dt.timedelta(seconds=lease_seconds)
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self._audit_key = lock_key("audit", self.schema)
+        self._witness_key = lock_key("witness", self.schema)
+        self._pool: Any = None
+
+    # lifecycle -----------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                command_timeout=self.timeout,
+                timeout=self.timeout,
+                # Startup parameters, not SET: the pool's RESET ALL on release keeps them.
+                server_settings={
+                    "search_path": quote_ident(self.schema),
+                    "synchronous_commit": "on",
+                    "application_name": self.application_name,
+                },
+            )
+        except _DB_ERRORS as e:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL ({type(e).__name__})") from e
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, self.schema)
+        except BaseException as e:
+            pool.terminate()
+            if isinstance(e, _DB_ERRORS):
+                raise StoreUnavailable(f"cannot migrate the PostgreSQL schema ({type(e).__name__})") from e
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # Hand in-flight claims back at once rather than after the lease: a replica stopping
+        # cleanly lets another one carry on sending immediately (the receiver dedupes).
+        with contextlib.suppress(*_DB_ERRORS):
+            async with pool.acquire(timeout=self.timeout) as c:
+                await c.execute(
+                    "UPDATE messages SET claimed_by=NULL, claim_expires_at=NULL WHERE claimed_by=$1", self.replica_id
+                )
+        try:
+            await asyncio.wait_for(pool.close(), self.timeout)
+        except TimeoutError:
+            pool.terminate()
+
+    # execution -----------------------------------------------------------------------------
+    def _require_pool(self) -> Any:
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[Any]:
+        pool = self._require_pool()
+        try:
+            async with pool.acquire(timeout=self.timeout) as c:
+                yield c
+        except _DB_ERRORS as e:
+            raise StoreUnavailable(f"the database could not be read ({type(e).__name__})") from e
+
+    @contextlib.asynccontextmanager
+    async def _tx(self, *, audited: bool = False) -> AsyncIterator[_Tx]:
+        """A transaction; `audited` takes the audit writer lock first and appends `tx.audit(...)` entries."""
+        pool = self._require_pool()
+        try:
+            async with pool.acquire(timeout=self.timeout) as c, c.transaction():
+                if audited:
+                    # First, before any row lock: every audited transaction queues here in the same
+                    # order, so they cannot deadlock on rows they take afterwards.
+                    await c.execute("SELECT pg_advisory_xact_lock($1)", self._audit_key)
+                tx = _Tx(c, audited=audited)
+                yield tx
+                if tx.entries:
+                    await append_entries(c, tx.entries)
+        except _DB_ERRORS as e:
+            raise StoreUnavailable(f"the database could not commit ({type(e).__name__})") from e
+
+    # outbound ------------------------------------------------------------------------------
+    async def submit(self, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
+        async with self._tx(audited=True) as tx:
+            return await _submit(tx, msg, audit)
+
+    async def due(self, peer: str, now: dt.datetime, limit: int) -> list[OutMessage]:
+        async with self._tx() as tx:
+            c = tx.conn
+            # SKIP LOCKED: if another replica is claiming this peer right now, it will send the
+            # batch; waiting for it would only hand us nothing afterwards.
+            lane = await c.fetchval("SELECT peer FROM outbox_lanes WHERE peer=$1 FOR UPDATE SKIP LOCKED", peer)
+            if lane is None:
+                return []
+            held = await c.fetchval(
+                f"SELECT 1 FROM messages WHERE peer=$1 AND claimed_by IS NOT NULL AND claimed_by<>$2"
+                f" AND claim_expires_at>$3 AND {_PENDING} LIMIT 1",
+                peer,
+                self.replica_id,
+                now,
+            )
+            if held is not None:
+                return []
+            # FOR UPDATE re-checks the status of rows another transaction is finishing, so a
+            # message whose outcome just committed is not handed out again.
+            rows = await c.fetch(
+                f"SELECT {_OUT_COLS} FROM messages WHERE peer=$1 AND {_PENDING} ORDER BY seq LIMIT $2 FOR UPDATE",
+                peer,
+                limit,
+            )
+            msgs = [_out(r) for r in rows]
+            # The head of the queue gates the whole peer: order per peer is kept even when
+            # messages behind it carry their own (earlier) retry times.
+            if not msgs or msgs[0].next_attempt_at > now:
+                return []
+            await c.execute(
+                "UPDATE messages SET claimed_by=$1, claim_expires_at=$2 WHERE id = ANY($3::text[])",
+                self.replica_id,
+                now + self.lease,
+                [m.id for m in msgs],
+            )
+            return msgs
+
+    async def record_outcomes(self, outcomes: list[AttemptOutcome]) -> None:
+        if not outcomes:
+            return
+        async with self._tx(audited=True) as tx:
+            for o in outcomes:
+                await _record_outcome(tx, o)
+            # Only our own claim: if our lease ran out and another replica took the messages
+            # over, its claim stands.
+            await tx.conn.execute(
+                "UPDATE messages SET claimed_by=NULL, claim_expires_at=NULL"
+                " WHERE id = ANY($1::text[]) AND claimed_by=$2",
+                [o.message_id for o in outcomes],
+                self.replica_id,
+            )
+
+    async def next_due_at(self, peer: str) -> dt.datetime | None:
+        async with self._read() as c:
+            head = await c.fetchval(
+                f"SELECT next_attempt_at FROM messages WHERE peer=$1 AND {_PENDING} ORDER BY seq LIMIT 1", peer
+            )
+            if head is None:
+                return None
+            # While another replica holds the peer's queue, nothing is due for us before its
+            # lease ends; without this a worker would spin on a head that is due but claimed.
+            claim = await c.fetchval(
+                f"SELECT max(claim_expires_at) FROM messages WHERE peer=$1 AND claimed_by IS NOT NULL"
+                f" AND claimed_by<>$2 AND {_PENDING}",
+                peer,
+                self.replica_id,
+            )
+            result: dt.datetime = head if claim is None else max(head, claim)
+            return result
+
+    async def get_message(self, message_id: str) -> OutMessage | None:
+        async with self._read() as c:
+            row = await c.fetchrow(f"SELECT {_OUT_COLS} FROM messages WHERE id=$1", message_id)
+            if row is None:
+                return None
+            hist = await c.fetch("SELECT at, status, detail FROM history WHERE message_id=$1 ORDER BY n", message_id)
+        m = _out(row)
+        return OutMessage(**{**m.__dict__, "history": tuple((h[0], h[1], h[2]) for h in hist)})
+
+    async def list_messages(self, flt: MessageFilter, after: str | None, limit: int) -> list[OutMessage]:
+        where: list[str] = ["type NOT IN ('ack','key-announcement','cosign-request')"]
+        args: list[Any] = []
+        for column, value in (("status", flt.status), ("type", flt.type), ("peer", flt.peer)):
+            if value:
+                args.append(value)
+                where.append(f"{column}=${len(args)}")
+        if flt.since:
+            args.append(_ms(flt.since))
+            where.append(f"created_at>=${len(args)}")
+        if after:
+            args.append(after)
+            where.append(f"id>${len(args)}")
+        args.append(limit)
+        sql = f"SELECT {_OUT_COLS} FROM messages WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}"
+        async with self._read() as c:
+            return [_out(r) for r in await c.fetch(sql, *args)]
+
+    async def queue_depth(self, peer: str) -> tuple[int, dt.datetime | None]:
+        async with self._read() as c:
+            row = await c.fetchrow(f"SELECT count(*), min(created_at) FROM messages WHERE peer=$1 AND {_PENDING}", peer)
+        return int(row[0]), row[1]
+
+    # inbound -------------------------------------------------------------------------------
+    async def accept_incoming(self, items: list[Incoming]) -> list[IncomingResult]:
+        async with self._tx(audited=True) as tx:
+            return [await _accept_one(tx, it) for it in items]
+
+    async def append_audit(self, entries: list[AuditEntry]) -> None:
+        if not entries:
+            return
+        async with self._tx(audited=True) as tx:
+            tx.audit(*entries)
+
+    async def inbox_after(self, cursor: int, limit: int, types: tuple[str, ...]) -> list[InboxItem]:
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT {_IN_COLS} FROM inbox WHERE cursor>$1 AND type = ANY($2::text[]) ORDER BY cursor LIMIT $3",
+                cursor,
+                list(types),
+                limit,
+            )
+        return [_in(r) for r in rows]
+
+    async def inbox_item(self, message_id: str) -> InboxItem | None:
+        async with self._read() as c:
+            row = await c.fetchrow(f"SELECT {_IN_COLS} FROM inbox WHERE id=$1", message_id)
+        return None if row is None else _in(row)
+
+    async def acknowledge_inbox(self, message_id: str, status: str, ack: NewMessage, audit: AuditEntry) -> OutMessage:
+        async with self._tx(audited=True) as tx:
+            c = tx.conn
+            row = await c.fetchrow("SELECT ack_status FROM inbox WHERE id=$1 FOR UPDATE", message_id)
+            if row is None:
+                raise NotFound(f"no inbox message {message_id}", code="inbox.not_found", field="id")
+            if row[0] is not None:
+                raise Conflict(
+                    f"message {message_id} was already acknowledged ({row[0]})", code="ack.already", field="id"
+                )
+            await c.execute("UPDATE inbox SET ack_status=$1, ack_message_id=$2 WHERE id=$3", status, ack.id, message_id)
+            out, _ = await _submit(tx, ack, audit)
+            return out
+
+    async def peer_state(self, peer: str) -> PeerState:
+        async with self._read() as c:
+            row = await c.fetchrow("SELECT next_seq, recv_high_water, gap_count FROM peer_state WHERE peer=$1", peer)
+            gaps = await c.fetch(
+                "SELECT from_seq, to_seq FROM seq_gaps WHERE peer=$1 ORDER BY from_seq DESC LIMIT 100", peer
+            )
+        if row is None:
+            return PeerState(peer, 1, 0, 0)
+        return PeerState(peer, row[0], row[1], row[2], tuple((g[0], g[1]) for g in gaps))
+
+    # tokens --------------------------------------------------------------------------------
+    async def add_token(self, token: TokenRecord, audit: AuditEntry) -> None:
+        async with self._tx(audited=True) as tx:
+            await tx.conn.execute(
+                "INSERT INTO tokens(id, role, secret_hash, label, created_at) VALUES ($1,$2,$3,$4,$5)",
+                token.id,
+                token.role,
+                token.secret_hash,
+                token.label,
+                _ms(token.created_at),
+            )
+            tx.audit(audit)
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        async with self._read() as c:
+            row = await c.fetchrow(
+                "SELECT id, role, secret_hash, label, created_at, revoked_at FROM tokens WHERE id=$1", token_id
+            )
+        if row is None:
+            return None
+        return TokenRecord(row[0], row[1], bytes(row[2]), row[3], row[4], row[5])
+
+    # audit ---------------------------------------------------------------------------------
+    async def audit_size(self) -> int:
+        size, _ = await self.audit_head()
+        return size
+
+    async def audit_head(self) -> tuple[int, bytes]:
+        async with self._read() as c:
+            tree = await frontier(c)
+        return tree.size, tree.root()
+
+    async def audit_entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        async with self._read() as c:
+            rows = await c.fetch("SELECT idx, entry FROM audit WHERE idx>=$1 AND idx<$2 ORDER BY idx", start, end)
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        async with self._read() as c:
+            await check_size(c, size)
+            return await from_nodes(c, lambda get: inclusion_proof_from_nodes(get, index, size))
+
+    async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        async with self._read() as c:
+            await check_size(c, new_size)
+            return await from_nodes(c, lambda get: consistency_proof_from_nodes(get, old_size, new_size))
+
+    async def root_at(self, size: int) -> bytes:
+        async with self._read() as c:
+            await check_size(c, size)
+            return await from_nodes(c, lambda get: CompactRange.from_nodes(get, size).root())
+
+    async def add_checkpoint(self, cp: CheckpointRecord) -> None:
+        async with self._tx() as tx:
+            await tx.conn.execute(
+                "INSERT INTO checkpoints(size, root, note, created_at) VALUES ($1,$2,$3,$4)"
+                " ON CONFLICT (size) DO NOTHING",
+                cp.size,
+                cp.root,
+                cp.note,
+                _ms(cp.created_at),
+            )
+
+    async def set_cosigned(self, size: int, cosigned_note: bytes, at: dt.datetime) -> None:
+        async with self._tx() as tx:
+            await tx.conn.execute(
+                "UPDATE checkpoints SET cosigned_note=$1, cosigned_at=$2 WHERE size=$3", cosigned_note, _ms(at), size
+            )
+
+    async def checkpoints(self, after_size: int = -1, limit: int = 1000) -> list[CheckpointRecord]:
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT {_CP_COLS} FROM checkpoints WHERE size>$1 ORDER BY size LIMIT $2", after_size, limit
+            )
+        return [_cp(r) for r in rows]
+
+    async def latest_checkpoint(self, *, cosigned: bool = False) -> CheckpointRecord | None:
+        where = "WHERE cosigned_note IS NOT NULL" if cosigned else ""
+        async with self._read() as c:
+            row = await c.fetchrow(f"SELECT {_CP_COLS} FROM checkpoints {where} ORDER BY size DESC LIMIT 1")
+        return None if row is None else _cp(row)
+
+    async def witness_state(self, origin: str) -> WitnessState | None:
+        async with self._read() as c:
+            row = await c.fetchrow("SELECT origin, size, root, note FROM witness_state WHERE origin=$1", origin)
+        return None if row is None else WitnessState(row[0], row[1], bytes(row[2]), bytes(row[3]))
+
+    async def witness_advance(self, origin: str, old_size: int, new: WitnessState, at: dt.datetime) -> None:
+        async with self._tx() as tx:
+            c = tx.conn
+            # A lock rather than FOR UPDATE: the first cosignature has no row to lock yet.
+            await c.execute("SELECT pg_advisory_xact_lock($1)", self._witness_key)
+            stored = await c.fetchval("SELECT size FROM witness_state WHERE origin=$1", origin)
+            stored = 0 if stored is None else int(stored)
+            if stored != old_size:
+                raise Conflict(
+                    f"witness holds size {stored}, request claims {old_size}", code="witness.size_mismatch", field="old"
+                )
+            await c.execute(
+                "INSERT INTO witness_state(origin, size, root, note, updated_at) VALUES ($1,$2,$3,$4,$5)"
+                " ON CONFLICT (origin) DO UPDATE SET size=EXCLUDED.size, root=EXCLUDED.root, note=EXCLUDED.note,"
+                " updated_at=EXCLUDED.updated_at",
+                origin,
+                new.size,
+                new.root,
+                new.note,
+                _ms(at),
+            )
+
+    async def remember_bundle(self, owner: str, bundle: bytes, at: dt.datetime) -> None:
+        async with self._tx() as tx:
+            await tx.conn.execute(
+                "INSERT INTO key_bundles(owner, digest, bundle, stored_at) VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING",
+                owner,
+                hashlib.sha256(bundle).digest(),
+                bundle,
+                _ms(at),
+            )
+
+    async def bundles(self) -> list[tuple[str, bytes]]:
+        async with self._read() as c:
+            rows = await c.fetch("SELECT owner, bundle FROM key_bundles ORDER BY stored_at, owner")
+        return [(r[0], bytes(r[1])) for r in rows]
+
+    async def evidence(self, message_ids: list[str]) -> list[Evidence]:
+        out: list[Evidence] = []
+        async with self._read() as c:
+            for i in range(0, len(message_ids), 500):
+                chunk = message_ids[i : i + 500]
+                for r in await c.fetch(
+                    "SELECT id, peer, signed_document, receipt, refusal FROM messages WHERE id = ANY($1::text[])", chunk
+                ):
+                    out.append(Evidence(r[0], "outbound", r[1], bytes(r[2]), _b(r[3]), _b(r[4])))
+                for r in await c.fetch(
+                    "SELECT id, sender, signed_document, receipt FROM inbox WHERE id = ANY($1::text[])", chunk
+                ):
+                    out.append(Evidence(r[0], "inbound", r[1], bytes(r[2]), bytes(r[3]), None))
+        return out
+
+
+# --- row mapping -------------------------------------------------------------------------------
+
+_OUT_COLS = (
+    "id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256, attempts,"
+    " next_attempt_at, last_error, ciphertext, enc_kid, receipt, refusal, ack, updated_at"
+)
+_IN_COLS = "cursor, sender, id, type, created_at, received_at, document_sha256, body, ack_status, ack_message_id"
+_CP_COLS = "size, root, note, created_at, cosigned_note, cosigned_at"
+
+
+def _out(r: Any) -> OutMessage:
+    return OutMessage(
+        id=r[0],
+        peer=r[1],
+        seq=r[2],
+        type=r[3],
+        status=r[4],
+        created_at=r[5],
+        expires_at=r[6],
+        signed_document=bytes(r[7]),
+        document_sha256=bytes(r[8]),
+        attempts=r[9],
+        next_attempt_at=r[10],
+        last_error=r[11],
+        ciphertext=_b(r[12]),
+        enc_kid=r[13],
+        receipt=_b(r[14]),
+        refusal=_b(r[15]),
+        ack=None if r[16] is None else json_object(bytes(r[16])),
+        updated_at=r[17],
+    )
+
+
+def _in(r: Any) -> InboxItem:
+    return InboxItem(
+        cursor=r[0],
+        sender=r[1],
+        id=r[2],
+        type=r[3],
+        created_at=r[4],
+        received_at=r[5],
+        document_sha256=bytes(r[6]),
+        body=bytes(r[7]),
+        ack_status=r[8],
+        ack_message_id=r[9],
+    )
+
+
+def _cp(r: Any) -> CheckpointRecord:
+    return CheckpointRecord(r[0], bytes(r[1]), bytes(r[2]), r[3], _b(r[4]), r[5])
+
+
+# --- transactional jobs --------------------------------------------------------------------------
+
+
+async def _history(c: Any, message_id: str, at: dt.datetime, status: str, detail: str = "") -> None:
+    await c.execute(
+        "INSERT INTO history(message_id, at, status, detail) VALUES ($1,$2,$3,$4)", message_id, _ms(at), status, detail
+    )
+
+
+async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
+    c = tx.conn
+    if msg.idempotency_key is not None and msg.token_id is not None:
+        row = await c.fetchrow(
+            "SELECT message_id, request_hash FROM idempotency WHERE token_id=$1 AND key=$2",
+            msg.token_id,
+            msg.idempotency_key,
+        )
+        if row is not None:
+            if bytes(row[1]) != msg.request_hash:
+                raise Conflict(
+                    "Idempotency-Key was already used with a different request",
+                    code="idempotency.conflict",
+                    field="Idempotency-Key",
+                )
+            existing = await c.fetchrow(f"SELECT {_OUT_COLS} FROM messages WHERE id=$1", row[0])
+            return _out(existing), False
+    seq = await c.fetchval(
+        "INSERT INTO peer_state(peer, next_seq) VALUES ($1, 2)"
+        " ON CONFLICT (peer) DO UPDATE SET next_seq = peer_state.next_seq + 1 RETURNING next_seq - 1",
+        msg.peer,
+    )
+    await c.execute("INSERT INTO outbox_lanes(peer) VALUES ($1) ON CONFLICT DO NOTHING", msg.peer)
+    now = _ms(msg.created_at)
+    row = await c.fetchrow(
+        "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256,"
+        " attempts, next_attempt_at, token_id, updated_at) VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,0,$5,$9,$5)"
+        f" RETURNING {_OUT_COLS}",
+        msg.id,
+        msg.peer,
+        seq,
+        msg.type,
+        now,
+        _ms(msg.expires_at),
+        msg.signed_document,
+        msg.document_sha256,
+        msg.token_id,
+    )
+    if msg.idempotency_key is not None and msg.token_id is not None:
+        await c.execute(
+            "INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at) VALUES ($1,$2,$3,$4,$5)",
+            msg.token_id,
+            msg.idempotency_key,
+            msg.request_hash,
+            msg.id,
+            now,
+        )
+    await _history(c, msg.id, msg.created_at, "queued")
+    tx.audit(audit)
+    return _out(row), True
+
+
+_EVENT_FOR = {"delivered": "receipt", "refused": "refusal", "retry": "attempt", "expired": "expire"}
+
+
+async def _record_outcome(tx: _Tx, o: AttemptOutcome) -> None:
+    c = tx.conn
+    current = await c.fetchval("SELECT status FROM messages WHERE id=$1 FOR UPDATE", o.message_id)
+    if current is None:
+        return
+    try:
+        status = next_status(current, _EVENT_FOR[o.kind])
+    except Conflict:
+        return  # e.g. a late receipt for a message already acknowledged: nothing to change
+    args: list[Any] = [status, _ms(o.at), o.attempt]
+    sets = ["status=$1", "updated_at=$2", "attempts=greatest(attempts, $3)"]
+
+    def put(column: str, value: Any) -> None:
+        args.append(value)
+        sets.append(f"{column}=${len(args)}")
+
+    if o.receipt is not None:
+        put("receipt", o.receipt)
+    if o.refusal is not None:
+        put("refusal", o.refusal)
+    if o.error is not None:
+        put("last_error", o.error)
+    if o.next_attempt_at is not None:
+        put("next_attempt_at", _ms(o.next_attempt_at))
+    if o.ciphertext is not None:
+        put("ciphertext", o.ciphertext)
+        put("enc_kid", o.enc_kid)
+    if o.kind in ("delivered", "refused", "expired"):
+        sets.append("ciphertext=NULL")  # no longer needed once final
+    args.append(o.message_id)
+    await c.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id=${len(args)}", *args)
+    if status != current or o.kind == "retry":
+        await _history(c, o.message_id, o.at, status, o.error or "")
+    tx.audit(*o.audit)
+
+
+async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
+    c = tx.conn
+    find = "SELECT document_sha256, receipt FROM inbox WHERE sender=$1 AND id=$2"
+    row = await c.fetchrow(find, it.sender, it.id)
+    arrival = classify(None if row is None else bytes(row[0]), it.document_sha256)
+    if arrival is Arrival.NEW:
+        # The audit lock already serialises receivers; the UNIQUE constraint is the backstop
+        # that turns a second insert of the same (sender, id) into a no-op whatever happens.
+        cursor = await c.fetchval(
+            "INSERT INTO inbox(sender, id, seq, type, created_at, received_at, document_sha256, signed_document,"
+            " body, receipt) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+            " ON CONFLICT (sender, id) DO NOTHING RETURNING cursor",
+            it.sender,
+            it.id,
+            it.seq,
+            it.type,
+            _ms(it.created_at),
+            _ms(it.received_at),
+            it.document_sha256,
+            it.signed_document,
+            it.body,
+            it.receipt,
+        )
+        if cursor is None:  # someone else's row won: it decides, as if it had been there first
+            row = await c.fetchrow(find, it.sender, it.id)
+            arrival = classify(bytes(row[0]), it.document_sha256)
+    if arrival is Arrival.DUPLICATE:
+        return IncomingResult("duplicate", bytes(row[1]))
+    if arrival is Arrival.CONFLICT:
+        return IncomingResult("conflict", None)
+    await c.execute("INSERT INTO peer_state(peer) VALUES ($1) ON CONFLICT DO NOTHING", it.sender)
+    hw = await c.fetchval("SELECT recv_high_water FROM peer_state WHERE peer=$1 FOR UPDATE", it.sender)
+    upd = advance_sequence(int(hw), it.seq)
+    if upd.gap_from is not None:
+        await c.execute(
+            "INSERT INTO seq_gaps(peer, from_seq, to_seq, detected_at) VALUES ($1,$2,$3,$4)",
+            it.sender,
+            upd.gap_from,
+            upd.gap_to,
+            _ms(it.received_at),
+        )
+    await c.execute(
+        "UPDATE peer_state SET recv_high_water=$1, gap_count=gap_count+$2 WHERE peer=$3",
+        upd.high_water,
+        0 if upd.gap_from is None else 1,
+        it.sender,
+    )
+    tx.audit(it.audit, *it.extra_audit)
+    if it.acked_message_id is not None:
+        await _apply_ack(tx, it)
+    return IncomingResult("accepted", it.receipt)
+
+
+async def _apply_ack(tx: _Tx, it: Incoming) -> None:
+    c = tx.conn
+    mid = it.acked_message_id
+    row = await c.fetchrow("SELECT status, peer FROM messages WHERE id=$1 FOR UPDATE", mid)
+    if row is None or row[1] != it.sender:
+        return  # an ack for something we never sent to this peer: kept in the inbox, changes nothing
+    try:
+        status = next_status(row[0], "ack")
+    except Conflict:
+        return
+    info = it.ack_info or {}
+    await c.execute(
+        "UPDATE messages SET status=$1, ack=$2, updated_at=$3 WHERE id=$4",
+        status,
+        json_bytes(info),
+        _ms(it.received_at),
+        mid,
+    )
+    detail = str(info.get("status", ""))
+    await _history(c, str(mid), it.received_at, status, detail)
+    tx.audit(
+        AuditEntry(
+            at=it.received_at,
+            kind="acknowledged",
+            actor=f"peer:{it.sender}",
+            message_id=mid,
+            peer=it.sender,
+            digests={"ack_document": it.document_sha256.hex()},
+            detail={"status": detail, "ack_id": it.id},
+        )
+    )

@@ -1,0 +1,687 @@
+"""The audit export bundle: a valid export verifies; any tampering, truncation or reordering fails.
+
+The bundles here are built from core functions alone (fixed seeds, a fixed clock), laid out the
+way the exporter does it (`EvidencePlan`), so every failure below is one specific mutation.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import json
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from customs_gateway.core import audit_bundle
+from customs_gateway.core.audit import AuditEntry, NoteSigner, log_origin, witness_name
+from customs_gateway.core.audit_bundle import (
+    FAILURE_CODES,
+    BundleError,
+    BundleWriter,
+    EvidencePlan,
+    VerifyReport,
+    unb64url_fast,
+    verify_bundle,
+)
+from customs_gateway.core.bundle import KeyBundle, KeyRecord, SignedBundle, sign_bundle
+from customs_gateway.core.checkpoint import Checkpoint, append_signature, cosign, sign_note
+from customs_gateway.core.encoding import b64url, json_bytes, unb64url
+from customs_gateway.core.envelope import Document, SignedDocument
+from customs_gateway.core.errors import GatewayError
+from customs_gateway.core.keys import ALG_ED25519, ALG_X25519, SUITE_X25519, DecryptionKey, SigningKey
+from customs_gateway.core.merkle import CompactRange, leaf_hash
+from customs_gateway.core.receipt import make_receipt, make_refusal
+
+US, CN = "US-CBP", "CN-GACC"
+UTC = dt.timezone.utc
+NB, NA = dt.datetime(2026, 1, 1, tzinfo=UTC), dt.datetime(2028, 1, 1, tzinfo=UTC)
+T0 = dt.datetime(2026, 3, 1, 12, tzinfo=UTC)
+CERT = "-----BEGIN CERTIFICATE-----\nnot checked here\n-----END CERTIFICATE-----\n"
+
+
+def _key(n: int) -> SigningKey:
+    return SigningKey(bytes([n]) * 32)
+
+
+US_SIG_A, US_SIG_B, US_WIT, CN_SIG, CN_WIT, STRANGER = (_key(n) for n in (1, 2, 3, 4, 5, 6))
+
+
+def _rec(key: SigningKey, use: str, nb: dt.datetime = NB, na: dt.datetime = NA, state: str = "active") -> KeyRecord:
+    return KeyRecord(key.kid, use, ALG_ED25519, key.public_raw, nb, na, state)
+
+
+def _enc(n: int) -> KeyRecord:
+    pub = DecryptionKey(ALG_X25519, bytes([n]) * 32).public.raw
+    return KeyRecord(DecryptionKey(ALG_X25519, bytes([n]) * 32).kid, "encryption", ALG_X25519, pub, NB, NA)
+
+
+@dataclass
+class Log:
+    """A US-CBP log under construction: entries, the evidence the store would hold, checkpoints."""
+
+    rotate_at: dt.datetime
+    entries: list[bytes] = field(default_factory=list)
+    evidence: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    notes: dict[int, bytes] = field(default_factory=dict)
+    tree: CompactRange = field(default_factory=CompactRange)
+
+    def add(self, entry: AuditEntry) -> None:
+        data = entry.to_bytes()
+        self.entries.append(data)
+        self.tree.append(leaf_hash(data))
+
+    def us_key(self, at: dt.datetime) -> SigningKey:
+        return US_SIG_A if at < self.rotate_at else US_SIG_B
+
+    def checkpoint(self, at: dt.datetime, *, cosigned: bool = True) -> None:
+        origin = log_origin(US)
+        body = Checkpoint(origin, self.tree.size, self.tree.root()).body()
+        note = sign_note(body, origin, NoteSigner(self.us_key(at)))
+        if cosigned:
+            note = append_signature(note, cosign(body, witness_name(CN), NoteSigner(CN_WIT), int(at.timestamp())))
+        self.notes[self.tree.size] = note
+
+
+def _mid(k: int) -> str:
+    return f"01950000-0000-7000-8000-{k:012d}"
+
+
+def _bundles(rotate_at: dt.datetime) -> list[tuple[str, bytes]]:
+    us1 = KeyBundle(US, NB, (_rec(US_SIG_A, "signing"), _enc(11), _rec(US_WIT, "witness")), (SUITE_X25519,), CERT)
+    # Rotation: B takes over; A stays listed (retiring) so history signed by A still verifies.
+    us2 = KeyBundle(
+        US,
+        rotate_at,
+        (
+            _rec(US_SIG_A, "signing", na=rotate_at + dt.timedelta(days=1), state="retiring"),
+            _rec(US_SIG_B, "signing", nb=rotate_at),
+            _enc(11),
+            _rec(US_WIT, "witness"),
+        ),
+        (SUITE_X25519,),
+        CERT,
+        serial=2,
+    )
+    cn = KeyBundle(CN, NB, (_rec(CN_SIG, "signing"), _enc(12), _rec(CN_WIT, "witness")), (SUITE_X25519,), CERT)
+    return [
+        (US, sign_bundle(us1, [US_SIG_A]).to_bytes()),
+        (US, sign_bundle(us2, [US_SIG_A, US_SIG_B]).to_bytes()),
+        (CN, sign_bundle(cn, [CN_SIG]).to_bytes()),
+    ]
+
+
+def build_log(
+    messages: int,
+    *,
+    checkpoint_every: int = 40,
+    cosign_all: bool = True,
+    doc_key: dict[int, SigningKey] | None = None,
+    forged: frozenset[int] = frozenset(),
+) -> Log:
+    """`messages` exchanges: outbound delivered, outbound refused, inbound received, and acks.
+    `doc_key` signs message k's document with another key; `forged` messages carry a signature
+    by a stranger under the rightful key id (the log itself is honest about both)."""
+    log = Log(rotate_at=T0 + dt.timedelta(seconds=messages * 2))
+    at = T0
+    for k in range(messages):
+        at += dt.timedelta(seconds=4)
+        mid, kind = _mid(k), k % 5
+        if kind == 4:
+            log.add(AuditEntry(at=at, kind="token_issued", actor="system", detail={"token_id": f"t{k}"}))
+            continue
+        outbound = kind in (0, 1, 3)
+        sender, receiver = (US, CN) if outbound else (CN, US)
+        key = (doc_key or {}).get(k) or (log.us_key(at) if outbound else CN_SIG)
+        body: dict[str, Any] = {"case": f"CASE-{k}", "notes": "假冒商品 counterfeit"}
+        doc = Document(mid, sender, receiver, "seizure-share", at, body)
+        signed = SignedDocument.create(doc, key)
+        if k in forged:
+            data = doc.to_bytes()
+            sig = STRANGER.sign("document", data)
+            raw = json_bytes({"document": b64url(data), "kid": key.kid, "signature": b64url(sig)})
+            signed = SignedDocument(data, key.kid, sig, raw)
+        digest = signed.digest
+        if outbound:
+            log.add(
+                AuditEntry(
+                    at=at,
+                    kind="submitted",
+                    actor="token:t",
+                    message_id=mid,
+                    peer=CN,
+                    digests={"document": digest.hex()},
+                )
+            )
+            log.add(
+                AuditEntry(
+                    at=at, kind="sent", actor="system", message_id=mid, peer=CN, digests={"document": digest.hex()}
+                )
+            )
+            if kind == 3:
+                refusal = make_refusal(
+                    message_id=mid,
+                    sender=US,
+                    receiver=CN,
+                    code="schema.invalid",
+                    detail="bad",
+                    retryable=False,
+                    refused_at=at,
+                    key=CN_SIG,
+                ).to_bytes()
+                digests = {"document": digest.hex(), "refusal": hashlib.sha256(refusal).hexdigest()}
+                log.add(
+                    AuditEntry(
+                        at=at,
+                        kind="refusal_received",
+                        actor=f"peer:{CN}",
+                        message_id=mid,
+                        peer=CN,
+                        code="schema.invalid",
+                        digests=digests,
+                    )
+                )
+                log.evidence[("outbound", mid)] = {"doc": signed.raw, "receipt": None, "refusal": refusal}
+                continue
+            receipt = make_receipt(
+                message_id=mid, sender=US, receiver=CN, document_sha256=digest, received_at=at, key=CN_SIG
+            ).to_bytes()
+            digests = {"document": digest.hex(), "receipt": hashlib.sha256(receipt).hexdigest()}
+            log.add(AuditEntry(at=at, kind="delivered", actor=f"peer:{CN}", message_id=mid, peer=CN, digests=digests))
+            log.evidence[("outbound", mid)] = {"doc": signed.raw, "receipt": receipt, "refusal": None}
+        else:
+            receipt = make_receipt(
+                message_id=mid, sender=CN, receiver=US, document_sha256=digest, received_at=at, key=log.us_key(at)
+            ).to_bytes()
+            digests = {"document": digest.hex(), "envelope": "00" * 32, "receipt": hashlib.sha256(receipt).hexdigest()}
+            log.add(AuditEntry(at=at, kind="received", actor=f"peer:{CN}", message_id=mid, peer=CN, digests=digests))
+            log.evidence[("inbound", mid)] = {"doc": signed.raw, "receipt": receipt, "refusal": None}
+            if k % 10 == 2 and k >= 5:  # the peer acks an earlier outbound message of ours
+                acked = _mid(k - 2)
+                log.add(
+                    AuditEntry(
+                        at=at,
+                        kind="acknowledged",
+                        actor=f"peer:{CN}",
+                        message_id=acked,
+                        peer=CN,
+                        digests={"ack_document": digest.hex()},
+                        detail={"status": "processed", "ack_id": mid},
+                    )
+                )
+        if log.tree.size // checkpoint_every > len(log.notes):
+            log.checkpoint(at, cosigned=cosign_all or len(log.notes) % 2 == 0)
+    log.checkpoint(at + dt.timedelta(seconds=1))
+    return log
+
+
+def export_lines(log: Log, *, chunk: int = 25) -> list[bytes]:
+    """Lay the log out as the exporter does: plan evidence, then entries in chunks."""
+    plan = EvidencePlan()
+    for i, data in enumerate(log.entries):
+        plan.add(i, AuditEntry.from_bytes(data))
+    schedule = plan.schedule()
+    size = max(log.notes)
+    w = BundleWriter()
+    lines = [w.header(log=US, peer=CN, exported_at=T0 + dt.timedelta(days=1), size=size)]
+    lines += [w.bundle(owner, SignedBundle.from_bytes(raw)) for owner, raw in _bundles(log.rotate_at)]
+    for start in range(0, size, chunk):
+        due = []
+        for i in range(start, min(start + chunk, size)):
+            lines.append(w.entry(i, log.entries[i]))
+            if i + 1 in log.notes:
+                lines.append(w.checkpoint(i + 1, log.notes[i + 1]))
+            due += schedule.pop(i, [])
+        for d in due:
+            ev = log.evidence[(d.direction, d.message_id)]
+            lines.append(
+                w.evidence(
+                    message_id=d.message_id,
+                    direction=d.direction,
+                    peer=CN,
+                    signed_document=ev["doc"],
+                    receipt=ev["receipt"] if "receipt" in d.names else None,
+                    refusal=ev["refusal"] if "refusal" in d.names else None,
+                )
+            )
+    lines.append(w.end())
+    return lines
+
+
+@functools.cache
+def big() -> tuple[bytes, ...]:
+    return tuple(export_lines(build_log(110)))
+
+
+@functools.cache
+def small() -> tuple[bytes, ...]:
+    return tuple(export_lines(build_log(16, checkpoint_every=10), chunk=7))
+
+
+# --- editing helpers ----------------------------------------------------------------------------
+
+
+def obj(line: bytes) -> dict[str, Any]:
+    d: dict[str, Any] = json.loads(line)
+    return d
+
+
+def dump(d: dict[str, Any]) -> bytes:
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def reseal(lines: list[bytes]) -> list[bytes]:
+    """Recompute the end line (always the last line here), as a forger would: then only the
+    signed data can catch the change."""
+    body = list(lines[:-1])
+    sha = hashlib.sha256(b"".join(body)).hexdigest()
+    return [*body, dump({"t": "end", "lines": len(body), "sha256": sha})]
+
+
+def where(lines: tuple[bytes, ...] | list[bytes], t: str) -> list[int]:
+    return [i for i, ln in enumerate(lines) if obj(ln)["t"] == t]
+
+
+def fails(lines: list[bytes] | tuple[bytes, ...], **kw: Any) -> BundleError:
+    with pytest.raises(BundleError) as e:
+        verify_bundle(iter(lines), **kw)
+    assert e.value.code in FAILURE_CODES
+    return e.value
+
+
+# --- a valid export -----------------------------------------------------------------------------
+
+
+def test_valid_export_verifies_and_reports_what_it_holds() -> None:
+    lines = big()
+    seen: list[tuple[int, int]] = []
+    rep = verify_bundle(lines, progress=lambda done, total: seen.append((done, total)))
+    assert isinstance(rep, VerifyReport)
+    log = build_log(110)
+    assert rep.size == rep.entries == len(log.entries)
+    assert rep.root == log.tree.root()
+    assert rep.checkpoints == len(log.notes) == rep.cosigned_checkpoints
+    assert rep.bundles == 3
+    assert rep.documents == len(log.evidence)
+    assert rep.refusals == sum(1 for e in log.evidence.values() if e["refusal"])
+    assert rep.receipts == rep.documents - rep.refusals
+    assert rep.lines == len(lines)
+    assert rep.kinds["acknowledged"] > 0 and rep.kinds["refusal_received"] > 0
+    # Both US signing keys (before and after rotation) and both witness/peer keys did some work.
+    assert {US_SIG_A.kid, US_SIG_B.kid, CN_SIG.kid, CN_WIT.kid} <= set(rep.key_ids)
+    assert seen[-1] == (rep.size, rep.size)
+    assert [f[:2] for f in rep.fingerprints] == [(US, 1), (US, 2), (CN, 1)]
+    assert rep.to_dict()["root"] == base64.b64encode(log.tree.root()).decode()
+
+
+def test_uncosigned_checkpoints_pass_unless_required() -> None:
+    lines = export_lines(build_log(40, checkpoint_every=15, cosign_all=False))
+    rep = verify_bundle(lines)
+    assert 0 < rep.cosigned_checkpoints < rep.checkpoints
+    assert fails(lines, require_cosigned=True).code == "audit.cosignature_missing"
+
+
+# --- tampering ----------------------------------------------------------------------------------
+
+
+def _flip(line: bytes, pos: int, xor: int) -> bytes:
+    b = bytearray(line)
+    b[pos % len(b)] ^= xor
+    return bytes(b)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_flipped_byte_fails_cleanly(data: st.DataObject) -> None:
+    lines = list(big())
+    i = data.draw(st.integers(0, len(lines) - 1), label="line")
+    pos = data.draw(st.integers(0, len(lines[i]) - 1), label="pos")
+    lines[i] = _flip(lines[i], pos, data.draw(st.integers(1, 255), label="xor"))
+    fails(lines)
+
+
+TAMPERABLE = ("bundle", "entry", "checkpoint", "evidence")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_flipped_byte_is_caught_by_the_signed_data_even_when_the_end_line_is_recomputed(data: st.DataObject) -> None:
+    lines = list(big())
+    t = data.draw(st.sampled_from(TAMPERABLE), label="type")
+    i = data.draw(st.sampled_from(where(lines, t)), label="line")
+    # Positions inside the line's content, newline excluded (a split line is another test).
+    pos = data.draw(st.integers(0, len(lines[i]) - 2), label="pos")
+    lines[i] = _flip(lines[i], pos, data.draw(st.integers(1, 255), label="xor"))
+    err = fails(reseal(lines))
+    assert err.code != "audit.digest"
+    if t == "entry" and err.code == "audit.root_mismatch":  # named at the checkpoint, by range
+        assert err.index is not None and err.index <= obj(big()[i])["index"] < err.index + 40
+
+
+def test_truncation_at_any_line_fails() -> None:
+    lines = small()
+    for k in range(len(lines)):
+        assert fails(lines[:k]).code in ("audit.truncated", "audit.order"), k
+    # Cut inside a line: the last line has no newline.
+    assert fails([*lines[:5], lines[5][:-3]]).code == "audit.truncated"
+    # An end line but entries missing from the middle, resealed: the order check names the gap.
+    entries = where(lines, "entry")
+    cut = [ln for i, ln in enumerate(lines) if i != entries[3]]
+    err = fails(reseal(cut))
+    assert (err.code, err.index) == ("audit.order", 3)
+
+
+def test_data_after_the_end_fails() -> None:
+    lines = list(small())
+    assert fails([*lines, lines[1]]).code == "audit.order"
+
+
+def test_swapped_entry_lines_fail() -> None:
+    lines = list(big())
+    a, b = where(lines, "entry")[10], where(lines, "entry")[11]
+    lines[a], lines[b] = lines[b], lines[a]
+    assert fails(lines).code == "audit.order"
+    # Renumbered to look contiguous: the recomputed root no longer matches the signed one.
+    x, y = obj(lines[a]), obj(lines[b])
+    x["index"], y["index"] = y["index"], x["index"]
+    lines[a], lines[b] = dump(x), dump(y)
+    err = fails(reseal(lines))
+    assert err.code == "audit.root_mismatch"
+    assert err.index is not None and err.index <= 10
+
+
+def _edit_note(lines: list[bytes], n: int, edit: Callable[[bytes], bytes]) -> list[bytes]:
+    i = where(lines, "checkpoint")[n]
+    d = obj(lines[i])
+    d["note"] = edit(d["note"].encode()).decode()
+    lines[i] = dump(d)
+    return reseal(lines)
+
+
+def _sig_lines(note: bytes) -> tuple[bytes, list[bytes]]:
+    split = note.rfind(b"\n\n")
+    return note[: split + 2], note[split + 2 :].splitlines(keepends=True)
+
+
+def test_forged_checkpoint_signature_fails() -> None:
+    def other_key(note: bytes) -> bytes:
+        head, sigs = _sig_lines(note)
+        body = head[:-1]
+        forged = sign_note(body, log_origin(US), NoteSigner(STRANGER))
+        return forged + b"".join(sigs[1:])
+
+    def bad_bytes(note: bytes) -> bytes:
+        head, sigs = _sig_lines(note)
+        name, b64 = sigs[0].rstrip(b"\n").rsplit(b" ", 1)
+        raw = bytearray(base64.b64decode(b64))
+        raw[10] ^= 1
+        return head + name + b" " + base64.b64encode(bytes(raw)) + b"\n" + b"".join(sigs[1:])
+
+    for edit in (other_key, bad_bytes):
+        err = fails(_edit_note(list(big()), 2, edit))
+        assert err.code == "audit.checkpoint_signature", edit.__name__
+
+
+def test_dropped_cosignature_passes_only_when_not_required() -> None:
+    def drop(note: bytes) -> bytes:
+        head, sigs = _sig_lines(note)
+        return head + sigs[0]
+
+    lines = _edit_note(list(big()), 1, drop)
+    rep = verify_bundle(lines)
+    assert rep.cosigned_checkpoints == rep.checkpoints - 1
+    assert fails(lines, require_cosigned=True).code == "audit.cosignature_missing"
+
+
+def test_bad_cosignature_always_fails() -> None:
+    def spoil(note: bytes) -> bytes:
+        head, sigs = _sig_lines(note)
+        name, b64 = sigs[1].rstrip(b"\n").rsplit(b" ", 1)
+        raw = bytearray(base64.b64decode(b64))
+        raw[-1] ^= 1
+        return head + sigs[0] + name + b" " + base64.b64encode(bytes(raw)) + b"\n"
+
+    assert fails(_edit_note(list(big()), 0, spoil)).code == "audit.cosignature"
+
+
+def _evidence_lines(lines: list[bytes], field: str) -> list[int]:
+    return [i for i in where(lines, "evidence") if obj(lines[i])[field] is not None]
+
+
+def test_receipt_swapped_between_two_messages_fails() -> None:
+    lines = list(big())
+    a, b = _evidence_lines(lines, "receipt")[:2]
+    x, y = obj(lines[a]), obj(lines[b])
+    x["receipt"], y["receipt"] = y["receipt"], x["receipt"]
+    lines[a], lines[b] = dump(x), dump(y)
+    err = fails(reseal(lines))
+    assert err.code == "audit.receipt"
+    assert err.line == a + 1
+
+
+def test_receipt_left_out_fails() -> None:
+    lines = list(big())
+    a = _evidence_lines(lines, "receipt")[3]
+    x = obj(lines[a])
+    x["receipt"] = None
+    lines[a] = dump(x)
+    assert fails(reseal(lines)).code == "audit.receipt"
+
+
+def test_document_swapped_fails() -> None:
+    lines = list(big())
+    a, b = where(lines, "evidence")[:2]
+    x, y = obj(lines[a]), obj(lines[b])
+    x["signed_document"] = y["signed_document"]
+    lines[a] = dump(x)
+    assert fails(reseal(lines)).code == "audit.document_digest"
+
+
+def test_missing_evidence_names_the_entry() -> None:
+    lines = list(big())
+    dropped = where(lines, "evidence")[4]
+    mid = obj(lines[dropped])["message_id"]
+    err = fails(reseal([ln for i, ln in enumerate(lines) if i != dropped]))
+    assert err.code == "audit.evidence_missing"
+    assert err.index is not None
+    entry = AuditEntry.from_bytes(unb64url(obj(lines[err.line - 1])["entry"]))
+    assert mid in (entry.message_id, entry.detail.get("ack_id"))
+
+
+def test_evidence_for_no_entry_fails() -> None:
+    lines = list(big())
+    a = where(lines, "evidence")[0]
+    x = obj(lines[a])
+    x["message_id"] = _mid(99999)
+    lines[a] = dump(x)
+    assert fails(reseal(lines)).code == "audit.evidence"
+
+
+def test_document_signed_by_a_key_not_valid_for_the_sender_fails() -> None:
+    # Message 0 is outbound from US but signed by the peer's key; message 5 by US's key B before
+    # B's validity began (the rotation happens later).
+    for k, key in ((0, CN_SIG), (5, US_SIG_B)):
+        err = fails(export_lines(build_log(30, doc_key={k: key})))
+        assert err.code == "audit.document_signature", k
+        assert _mid(k) in err.detail
+
+
+def test_bundle_with_a_bad_self_signature_fails() -> None:
+    lines = list(big())
+    i = where(lines, "bundle")[2]
+    d = obj(lines[i])
+    signed = json.loads(unb64url(d["signed_bundle"]))
+    signed["signatures"][0]["signature"] = b64url(bytes(64))
+    d["signed_bundle"] = b64url(json.dumps(signed, separators=(",", ":")).encode())
+    lines[i] = dump(d)
+    assert fails(reseal(lines)).code == "audit.bundle"
+
+
+def test_header_must_come_first_and_match_its_log() -> None:
+    lines = list(small())
+    assert fails(lines[1:]).code == "audit.order"
+    h = obj(lines[0])
+    h["origin"] = log_origin(CN)
+    assert fails(reseal([dump(h), *lines[1:]])).code == "audit.header"
+
+
+def test_entries_after_the_last_checkpoint_fail() -> None:
+    log = build_log(16, checkpoint_every=10)
+    lines = list(export_lines(log, chunk=7))
+    h = obj(lines[0])
+    h["size"] += 1
+    extra = dump({"t": "entry", "index": h["size"] - 1, "entry": b64url(log.entries[0])})
+    lines = reseal([dump(h), *lines[1:-1], extra, lines[-1]])
+    assert fails(lines).code == "audit.checkpoint"
+
+
+def test_error_carries_line_index_and_a_readable_reason() -> None:
+    lines = list(big())
+    i = where(lines, "entry")[7]
+    d = obj(lines[i])
+    d["entry"] = b64url(b'{"v":1,"kind":"nope"}')
+    lines[i] = dump(d)
+    err = fails(reseal(lines))
+    assert (err.code, err.line, err.index) == ("audit.entry_malformed", i + 1, 7)
+    assert err.diagnostics()["line"] == i + 1
+    assert f"line {i + 1} (entry 7)" in str(err)
+
+
+# --- never anything but BundleError -------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=60), max_size=6))
+def test_arbitrary_bytes_raise_only_bundle_error(raw: list[bytes]) -> None:
+    try:
+        verify_bundle([r + b"\n" for r in raw])
+    except BundleError as e:
+        assert e.code in FAILURE_CODES
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_well_formed_lines_with_wrong_values_raise_only_bundle_error(data: st.DataObject) -> None:
+    lines = list(small())
+    i = data.draw(st.integers(0, len(lines) - 1), label="line")
+    d = obj(lines[i])
+    key = data.draw(st.sampled_from(sorted(d)), label="field")
+    d[key] = data.draw(JSON | st.just(b64url(b'{"v":1,"kind":"sent","actor":"x","at":1}')), label="value")
+    lines[i] = dump(d)
+    try:
+        verify_bundle(reseal(lines) if data.draw(st.booleans(), label="reseal") else lines)
+    except BundleError as e:
+        assert e.code in FAILURE_CODES
+    except GatewayError as e:  # pragma: no cover - the failure message is the point
+        pytest.fail(f"{type(e).__name__} escaped: {e!r}")
+
+
+def test_entries_with_odd_json_types_fail_cleanly() -> None:
+    lines = list(small())
+    i = where(lines, "entry")[0]
+    for bad in (
+        b'{"v":1,"kind":["x"],"actor":"a"}',
+        b'{"v":1,"kind":"sent","actor":"a","at":"2026-03-01T12:00:00.000Z","digests":{"document":7},"message_id":"m"}',
+    ):
+        d = obj(lines[i])
+        d["entry"] = b64url(bad)
+        lines[i] = dump(d)
+        assert fails(reseal(lines)).code == "audit.entry_malformed"
+
+
+def test_report_is_a_frozen_value() -> None:
+    rep = verify_bundle(small())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rep.size = 0  # type: ignore[misc]
+
+
+# --- the fast decoder and the signature executor ------------------------------------------------
+
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _decode(fn: Callable[..., bytes], text: str) -> bytes | str:
+    try:
+        return fn(text, field="x")
+    except GatewayError as e:
+        return e.code
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=40) | st.text(alphabet=B64URL + "+/= \n.é", max_size=12))
+def test_fast_base64_agrees_with_the_core_decoder(value: bytes | str) -> None:
+    text = b64url(value) if isinstance(value, bytes) else value
+    assert _decode(unb64url_fast, text) == _decode(unb64url, text)
+    if isinstance(value, bytes):
+        assert unb64url_fast(text) == value
+
+
+class _Broken(ThreadPoolExecutor):
+    """An executor whose workers die: every answer is lost."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        f: Future[Any] = Future()
+        f.set_exception(RuntimeError("worker died"))
+        return f
+
+
+class _Closed(ThreadPoolExecutor):
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+
+def _outcome(lines: list[bytes], executor: Executor | None) -> tuple[str, int, int | None] | VerifyReport:
+    try:
+        return verify_bundle(lines, executor=executor)
+    except BundleError as e:
+        return (e.code, e.line, e.index)
+
+
+@pytest.mark.parametrize("make", [ThreadPoolExecutor, _Broken, _Closed], ids=["threads", "broken", "closed"])
+def test_an_executor_changes_nothing_but_speed(make: Callable[[int], Executor]) -> None:
+    forged = export_lines(build_log(60, forged=frozenset({41})))
+    with pytest.MonkeyPatch.context() as mp, make(1) as ex:
+        mp.setattr(audit_bundle, "BATCH", 8)  # many batches in flight, even for a small bundle
+        assert _outcome(list(big()), ex) == _outcome(list(big()), None)
+        err = _outcome(forged, ex)
+        assert err == _outcome(forged, None)
+        assert isinstance(err, tuple) and err[0] == "audit.document_signature"
+        assert obj(forged[err[1] - 1])["message_id"] == _mid(41)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_first_failure_is_the_same_with_an_executor(data: st.DataObject) -> None:
+    lines = export_lines(build_log(60, forged=frozenset({data.draw(st.integers(0, 59), label="forged")})))
+    t = data.draw(st.sampled_from(TAMPERABLE), label="type")
+    i = data.draw(st.sampled_from(where(lines, t)), label="line")
+    pos = data.draw(st.integers(0, len(lines[i]) - 2), label="pos")
+    lines = reseal([*lines[:i], _flip(lines[i], pos, data.draw(st.integers(1, 255), label="xor")), *lines[i + 1 :]])
+    with pytest.MonkeyPatch.context() as mp, ThreadPoolExecutor(1) as ex:
+        mp.setattr(audit_bundle, "BATCH", 4)
+        assert _outcome(lines, ex) == _outcome(lines, None)
+
+
+def test_a_process_pool_checks_the_signatures() -> None:
+    # Message 30's signature is in the first batch, the one the pool checks.
+    forged = export_lines(build_log(150, forged=frozenset({30})))
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+        assert verify_bundle(big(), executor=ex).documents == 88
+        err = fails(forged, executor=ex)
+    assert err.code == "audit.document_signature"
+    assert obj(forged[err.line - 1])["message_id"] == _mid(30)

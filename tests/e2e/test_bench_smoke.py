@@ -1,0 +1,51 @@
+"""`customs-gateway bench --quick --json` runs every row and reports positive figures.
+
+Tiny windows and a small queue keep it well under a minute; the figures themselves are not
+judged here (a CI machine is too noisy for that), only that each row was measured. The RabbitMQ
+row may be skipped, with a reason, when aio-pika or the broker is not available.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+from typing import Any
+
+ROWS = ("ceiling", "gateway", "latency", "ratio", "rabbitmq", "rss", "rss_queued", "audit_verify")
+
+
+def _rabbitmq_available() -> bool:
+    if importlib.util.find_spec("aio_pika") is None:
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_quick_bench_measures_every_row() -> None:
+    cmd = [sys.executable, "-m", "customs_gateway.cli.main", "bench", "--quick", "--json"]
+    cmd += ["--seconds", "2", "--rate", "100", "--queued", "2000", "--audit-entries", "1200"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(proc.stdout)
+    assert result["schema"] == "customs-gateway/bench/v1"
+    assert result["machine"]["cpus"] >= 1 and result["machine"]["python"]
+    rows = result["rows"]
+    assert tuple(rows) == ROWS
+    for key, row in rows.items():
+        if key == "rabbitmq" and not _rabbitmq_available():
+            assert row["status"] == "skipped" and row["note"], row
+            continue
+        assert row["status"] == "ok", row
+        assert row["value"] > 0, row
+    assert rows["gateway"]["details"]["delivered"] > 0
+    assert rows["gateway"]["details"]["drain_seconds"] >= 0
+    latency = rows["latency"]["details"]["delivered"]
+    assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert rows["rss_queued"]["details"]["pending_seen"] == 2000
+    assert rows["audit_verify"]["details"]["entries"] == 1200

@@ -1,0 +1,258 @@
+"""The Store contract, run against both backends directly (no HTTP): same calls, same answers.
+
+Each case drives one `Store` method family the way the gateway does and checks what base.py
+promises; a backend that differs from the other in any answer fails here first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from customs_gateway.core.errors import Conflict, NotFound
+from customs_gateway.core.merkle import (
+    TreeRangeError,
+    leaf_hash,
+    root_from_leaves,
+    verify_consistency,
+    verify_inclusion,
+)
+from customs_gateway.store.base import (
+    AttemptOutcome,
+    CheckpointRecord,
+    MessageFilter,
+    Store,
+    TokenRecord,
+    WitnessState,
+)
+from customs_gateway.store.postgres import PostgresStore
+from customs_gateway.store.sqlite import SQLiteStore
+from tests.postgres.pg import drop_later, dsn_for, new_schema_name, require_postgres
+from tests.postgres.records import CN, T0, US, arrival, delivered, entry, new_message, retry
+
+from .conftest import STORES
+
+
+def _ms(v: dt.datetime) -> dt.datetime:
+    return v.replace(microsecond=v.microsecond // 1000 * 1000)
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    schema = None
+    s: Store
+    if request.param == "sqlite":
+        s = SQLiteStore(tmp_path / "store.db")
+    else:
+        require_postgres()
+        schema = new_schema_name("contract")
+        s = PostgresStore(dsn_for(schema))
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+        if schema is not None:
+            drop_later(schema)
+
+
+async def _leaves(store: Store) -> list[bytes]:
+    size = await store.audit_size()
+    return [leaf_hash(e) for _, e in await store.audit_entries(0, size)]
+
+
+async def test_submit_assigns_per_peer_seq_and_is_idempotent(store: Store) -> None:
+    a1, a2 = new_message(CN), new_message(CN)
+    other = new_message("XX-OTHER")
+    seqs = [(await store.submit(m, entry("submitted", m.id)))[0].seq for m in (a1, other, a2)]
+    assert seqs == [1, 1, 2]
+    keyed = new_message(CN, key="k-1", request=b"body A")
+    first, created = await store.submit(keyed, entry("submitted", keyed.id))
+    assert created and first.seq == 3 and first.status == "queued" and first.attempts == 0
+    again, created = await store.submit(new_message(CN, key="k-1", request=b"body A"), entry())
+    assert not created and again.id == keyed.id and again.seq == 3
+    with pytest.raises(Conflict) as err:
+        await store.submit(new_message(CN, key="k-1", request=b"body B"), entry())
+    assert err.value.code == "idempotency.conflict"
+    assert await store.audit_size() == 4  # one entry per message actually queued
+    assert (await store.peer_state(CN)).next_seq == 4
+    # Times come back at millisecond precision, the same on both backends.
+    got = await store.get_message(a1.id)
+    assert got is not None
+    assert got.created_at == _ms(T0) and got.next_attempt_at == _ms(T0)
+    assert [h[1] for h in got.history] == ["queued"]
+
+
+async def test_due_is_the_head_gated_prefix(store: Store) -> None:
+    msgs = [new_message(CN) for _ in range(4)]
+    for m in msgs:
+        await store.submit(m, entry("submitted", m.id))
+    assert [m.seq for m in await store.due(CN, T0, 3)] == [1, 2, 3]
+    later = T0 + dt.timedelta(seconds=30)
+    await store.record_outcomes([retry(m.id, T0, later) for m in msgs[:1]])
+    # The head waits until later, and everything behind it waits with it.
+    assert await store.due(CN, T0 + dt.timedelta(seconds=29), 10) == []
+    assert await store.next_due_at(CN) == _ms(later)
+    batch = await store.due(CN, later, 10)
+    assert [m.id for m in batch] == [m.id for m in msgs]
+    assert batch[0].status == "sent" and batch[0].attempts == 1 and batch[0].ciphertext == b"ct " + msgs[0].id.encode()
+    assert await store.queue_depth(CN) == (4, _ms(T0))
+    assert await store.due("XX-NOBODY", later, 10) == []
+    assert await store.next_due_at("XX-NOBODY") is None
+
+
+async def test_outcomes_follow_the_state_machine(store: Store) -> None:
+    m1, m2, m3 = (new_message(CN) for _ in range(3))
+    for m in (m1, m2, m3):
+        await store.submit(m, entry("submitted", m.id))
+    t1 = T0 + dt.timedelta(seconds=1)
+    expired = AttemptOutcome(m3.id, "expired", t1, 0, error="expired before delivery", audit=(entry("expired", m3.id),))
+    refused = AttemptOutcome(m2.id, "refused", t1, 1, refusal=b"refusal", error="schema.x: no", audit=(entry(),))
+    await store.record_outcomes([delivered(m1.id, t1), refused, expired])
+    got = {m.id: await store.get_message(m.id) for m in (m1, m2, m3)}
+    s1, s2, s3 = (got[m.id] for m in (m1, m2, m3))
+    assert s1 is not None and s2 is not None and s3 is not None
+    assert (s1.status, s1.receipt, s1.ciphertext) == ("delivered", b"receipt " + m1.id.encode(), None)
+    assert (s2.status, s2.refusal, s2.last_error) == ("refused", b"refusal", "schema.x: no")
+    assert s3.status == "expired"
+    assert [h[1] for h in s1.history] == ["queued", "delivered"]
+    # A late retry of a delivered message changes nothing (and logs nothing).
+    size = await store.audit_size()
+    await store.record_outcomes([retry(m1.id, t1, t1, attempt=1)])
+    again = await store.get_message(m1.id)
+    assert again is not None and again.status == "delivered" and again.attempts == 1
+    assert await store.audit_size() == size
+    assert await store.due(CN, t1, 10) == []
+
+
+async def test_arrivals_dedupe_and_track_sequence(store: Store) -> None:
+    first, fourth = arrival(1), arrival(4)
+    res = await store.accept_incoming([first, fourth, dataclasses.replace(first)])
+    assert [r.status for r in res] == ["accepted", "accepted", "duplicate"]
+    assert res[2].receipt == first.receipt
+    conflict = arrival(1, mid=first.id, document=b"another document")
+    dup = await store.accept_incoming([conflict, first])
+    assert [(r.status, r.receipt) for r in dup] == [("conflict", None), ("duplicate", first.receipt)]
+    st = await store.peer_state(US)
+    assert (st.recv_high_water, st.gap_count, st.gaps) == (4, 1, ((2, 3),))
+    assert await store.audit_size() == 2  # duplicates and conflicts change nothing here
+    items = await store.inbox_after(0, 10, ("seizure-share",))
+    assert [i.id for i in items] == [first.id, fourth.id]
+    assert items[0].received_at == _ms(first.received_at) and items[0].body == first.body
+    assert await store.inbox_after(items[0].cursor, 10, ("seizure-share",)) == items[1:]
+    assert await store.inbox_after(0, 10, ("seminar-notice",)) == []
+    assert await store.inbox_item(first.id) == items[0]
+    assert await store.inbox_item("in-missing") is None
+
+
+async def test_acknowledge_queues_an_ack_once(store: Store) -> None:
+    item = arrival(1)
+    await store.accept_incoming([item])
+    ack = new_message(US, msg_type="ack", token=None)
+    out = await store.acknowledge_inbox(item.id, "processed", ack, entry("acknowledged", item.id))
+    assert (out.id, out.peer, out.seq, out.status) == (ack.id, US, 1, "queued")
+    got = await store.inbox_item(item.id)
+    assert got is not None and (got.ack_status, got.ack_message_id) == ("processed", ack.id)
+    with pytest.raises(Conflict) as err:
+        await store.acknowledge_inbox(item.id, "rejected", new_message(US, msg_type="ack"), entry())
+    assert err.value.code == "ack.already"
+    with pytest.raises(NotFound):
+        await store.acknowledge_inbox("in-missing", "processed", new_message(US, msg_type="ack"), entry())
+    # Control messages are queued but not listed to back-ends.
+    assert await store.list_messages(MessageFilter(), None, 10) == []
+
+
+async def test_an_ack_arrival_marks_our_message_acknowledged(store: Store) -> None:
+    ours = new_message(US)
+    await store.submit(ours, entry("submitted", ours.id))
+    await store.record_outcomes([delivered(ours.id)])
+    ack = dataclasses.replace(arrival(1, msg_type="ack", acks=ours.id), extra_audit=(entry("key_announced"),))
+    assert [r.status for r in await store.accept_incoming([ack])] == ["accepted"]
+    got = await store.get_message(ours.id)
+    assert got is not None and got.status == "acknowledged" and got.ack == {"status": "processed"}
+    assert got.history[-1][1:] == ("acknowledged", "processed")
+    kinds = [e.split(b'"kind":"')[1].split(b'"')[0] for _, e in await store.audit_entries(0, 100)]
+    assert kinds[-3:] == [b"received", b"key_announced", b"acknowledged"]
+
+
+async def test_list_messages_filters_and_pages(store: Store) -> None:
+    msgs = [new_message(CN, at=T0 + dt.timedelta(minutes=i)) for i in range(5)]
+    for m in msgs:
+        await store.submit(m, entry("submitted", m.id))
+    await store.record_outcomes([delivered(msgs[0].id)])
+    page1 = await store.list_messages(MessageFilter(), None, 2)
+    page2 = await store.list_messages(MessageFilter(), page1[-1].id, 2)
+    assert [m.id for m in page1 + page2] == [m.id for m in msgs[:4]]
+    assert [m.id for m in await store.list_messages(MessageFilter(status="delivered"), None, 9)] == [msgs[0].id]
+    since = await store.list_messages(MessageFilter(since=T0 + dt.timedelta(minutes=3)), None, 9)
+    assert [m.id for m in since] == [m.id for m in msgs[3:]]
+    assert await store.list_messages(MessageFilter(peer="XX-OTHER"), None, 9) == []
+
+
+async def test_tokens(store: Store) -> None:
+    tok = TokenRecord("tok-a", "auditor", hashlib.sha256(b"secret").digest(), "label", T0)
+    await store.add_token(tok, entry("token_issued"))
+    assert await store.get_token("tok-a") == dataclasses.replace(tok, created_at=_ms(T0))
+    assert await store.get_token("tok-b") is None
+    assert await store.audit_size() == 1
+
+
+async def test_audit_log_roots_and_proofs(store: Store) -> None:
+    for n in (1, 2, 5, 1, 8, 3):  # batches of every shape, so nodes complete mid-batch
+        await store.append_audit([entry(detail=f"{n}-{i}") for i in range(n)])
+    await store.append_audit([])
+    leaves = await _leaves(store)
+    size, root = await store.audit_head()
+    assert size == len(leaves) == 20 and root == root_from_leaves(leaves)
+    for old in (0, 1, 7, 8, 13, 20):
+        assert await store.root_at(old) == root_from_leaves(leaves[:old])
+        if old:
+            proof = await store.consistency_proof(old, size)
+            verify_consistency(old, size, proof, root_from_leaves(leaves[:old]), root)
+    for index, at_size in ((0, 1), (6, 7), (12, 20), (19, 20)):
+        proof = await store.inclusion_proof(index, at_size)
+        verify_inclusion(leaves[index], index, at_size, proof, root_from_leaves(leaves[:at_size]))
+    with pytest.raises(TreeRangeError):
+        await store.inclusion_proof(0, 21)
+    with pytest.raises(TreeRangeError):
+        await store.root_at(21)
+    assert [i for i, _ in await store.audit_entries(18, 30)] == [18, 19]
+
+
+async def test_checkpoints_witness_bundles_evidence(store: Store) -> None:
+    for size in (3, 8):
+        await store.add_checkpoint(CheckpointRecord(size, bytes(32), b"note %d" % size, T0))
+    await store.add_checkpoint(CheckpointRecord(8, bytes(32), b"ignored", T0))
+    assert await store.latest_checkpoint(cosigned=True) is None
+    await store.set_cosigned(3, b"cosigned 3", T0)
+    latest = await store.latest_checkpoint()
+    cosigned = await store.latest_checkpoint(cosigned=True)
+    assert latest is not None and (latest.size, latest.note, latest.created_at) == (8, b"note 8", _ms(T0))
+    assert cosigned is not None and (cosigned.size, cosigned.cosigned_note) == (3, b"cosigned 3")
+    assert [c.size for c in await store.checkpoints(after_size=3)] == [8]
+
+    origin = "customs-gateway/US-CBP/audit"
+    assert await store.witness_state(origin) is None
+    await store.witness_advance(origin, 0, WitnessState(origin, 5, b"r5", b"n5"), T0)
+    with pytest.raises(Conflict) as err:
+        await store.witness_advance(origin, 0, WitnessState(origin, 6, b"r6", b"n6"), T0)
+    assert err.value.code == "witness.size_mismatch"
+    await store.witness_advance(origin, 5, WitnessState(origin, 9, b"r9", b"n9"), T0)
+    assert await store.witness_state(origin) == WitnessState(origin, 9, b"r9", b"n9")
+
+    for owner, bundle in ((US, b"b1"), (CN, b"c1"), (US, b"b1"), (US, b"b2")):
+        await store.remember_bundle(owner, bundle, T0)
+    assert sorted(await store.bundles()) == [(CN, b"c1"), (US, b"b1"), (US, b"b2")]
+
+    out, inbound = new_message(CN), arrival(1)
+    await store.submit(out, entry("submitted", out.id))
+    await store.record_outcomes([delivered(out.id)])
+    await store.accept_incoming([inbound])
+    ev = {e.message_id: e for e in await store.evidence([out.id, inbound.id, "nothing"])}
+    assert (ev[out.id].direction, ev[out.id].receipt) == ("outbound", b"receipt " + out.id.encode())
+    assert (ev[inbound.id].direction, ev[inbound.id].receipt) == ("inbound", inbound.receipt)

@@ -1,0 +1,240 @@
+"""Several replicas on one PostgreSQL schema: claims, takeover, dedupe, one audit writer, migrations.
+
+Each "replica" is its own PostgresStore (own pool, own replica id) on a shared fresh schema; the
+races run for real on the server, interleaved by asyncio.gather.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from customs_gateway.core.errors import StoreUnavailable
+from customs_gateway.core.merkle import leaf_hash, root_from_leaves, verify_inclusion
+from customs_gateway.store.pg_migrations import PG_MIGRATIONS, quote_ident
+from customs_gateway.store.postgres import PostgresStore, dsn_schema
+
+from .pg import base_dsn, drop_later, dsn_for, new_schema_name, require_postgres
+from .records import CN, T0, US, arrival, delivered, entry, new_message, retry
+
+LEASE = 30.0
+Replicas = Callable[..., Awaitable[PostgresStore]]
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[Replicas]:
+    """A factory of opened stores, all on one fresh schema; closed and dropped afterwards."""
+    require_postgres()
+    schema = new_schema_name("replicas")
+    opened: list[PostgresStore] = []
+
+    async def make(*, open_store: bool = True, **kw: object) -> PostgresStore:
+        store = PostgresStore(dsn_for(schema), lease_seconds=LEASE, pool_size=4, **kw)  # type: ignore[arg-type]
+        opened.append(store)
+        if open_store:
+            await store.open()
+        return store
+
+    try:
+        yield make
+    finally:
+        for store in opened:
+            await store.close()
+        drop_later(schema)
+
+
+async def _queue(store: PostgresStore, n: int) -> list[str]:
+    ids = []
+    for _ in range(n):
+        m = new_message(CN)
+        await store.submit(m, entry("submitted", m.id))
+        ids.append(m.id)
+    return ids
+
+
+async def test_concurrent_due_never_hands_a_message_to_two_replicas(replicas: Replicas) -> None:
+    a, b = await replicas(), await replicas()
+    ids = await _queue(a, 40)
+    handed: list[tuple[str, list[str]]] = []
+    holder: list[str] = []
+    done = asyncio.Event()
+
+    async def worker(store: PostgresStore) -> None:
+        try:
+            while not done.is_set():
+                batch = await store.due(CN, T0, 7)
+                if not batch:
+                    await asyncio.sleep(0.001)
+                    continue
+                # Whoever holds a batch must be alone until its outcomes are recorded.
+                assert holder == [], f"{store.replica_id} got a batch while {holder} held one"
+                holder.append(store.replica_id)
+                handed.append((store.replica_id, [m.id for m in batch]))
+                await asyncio.sleep(0.005)  # the "send"
+                holder.clear()
+                await store.record_outcomes([delivered(m.id) for m in batch])
+                if sum(len(h[1]) for h in handed) == len(ids):
+                    done.set()
+        finally:
+            if sum(len(h[1]) for h in handed) != len(ids):
+                done.set()  # a failing worker stops the other one too
+
+    await asyncio.wait_for(asyncio.gather(worker(a), worker(b)), 30)
+    sent = [mid for _, batch in handed for mid in batch]
+    assert sent == ids  # each exactly once, in seq order
+    assert await a.queue_depth(CN) == (0, None)
+
+
+async def test_a_crashed_replicas_claim_is_taken_over_after_the_lease(replicas: Replicas) -> None:
+    crashed, b, c = await replicas(), await replicas(), await replicas()
+    ids = await _queue(crashed, 5)
+    assert [m.id for m in await crashed.due(CN, T0, 10)] == ids  # ...and it never reports back
+    lease_end = T0 + dt.timedelta(seconds=LEASE)
+    assert await b.due(CN, T0, 10) == []
+    assert await b.due(CN, lease_end - dt.timedelta(seconds=1), 10) == []
+    # Not due for b before the lease runs out, so its worker sleeps instead of spinning.
+    assert await b.next_due_at(CN) == lease_end
+    assert await crashed.next_due_at(CN) == T0.replace(microsecond=123000)
+    taken = await b.due(CN, lease_end + dt.timedelta(seconds=1), 10)
+    assert [m.id for m in taken] == ids
+    # The old claimant's late report stands as a fact but does not release b's claim.
+    late = lease_end + dt.timedelta(seconds=2)
+    await crashed.record_outcomes([retry(mid, late, late) for mid in ids])
+    assert await c.due(CN, late, 10) == []
+    await b.record_outcomes([delivered(mid, late) for mid in ids])
+    assert await c.due(CN, late, 10) == [] and await c.queue_depth(CN) == (0, None)
+
+
+async def test_a_replica_that_stops_cleanly_hands_its_claim_back(replicas: Replicas) -> None:
+    leaving, staying = await replicas(), await replicas()
+    ids = await _queue(leaving, 3)
+    assert len(await leaving.due(CN, T0, 10)) == 3
+    assert await staying.due(CN, T0, 10) == []
+    await leaving.close()
+    assert [m.id for m in await staying.due(CN, T0, 10)] == ids
+
+
+async def test_concurrent_arrivals_of_one_envelope_accept_it_once(replicas: Replicas) -> None:
+    a, b = await replicas(), await replicas()
+    items = [arrival(seq) for seq in range(1, 16)]
+    results = await asyncio.gather(*(s.accept_incoming([it]) for it in items for s in (a, b)))
+    for i, it in enumerate(items):
+        pair = sorted(r[0].status for r in results[2 * i : 2 * i + 2])
+        assert pair == ["accepted", "duplicate"], it.id
+        assert {r[0].receipt for r in results[2 * i : 2 * i + 2]} == {it.receipt}
+    inbox = await a.inbox_after(0, 100, ("seizure-share",))
+    assert sorted(i.id for i in inbox) == sorted(it.id for it in items)
+    # Cursors are handed out under the audit lock, so they follow commit order: no reader
+    # that polls with a cursor can skip a row that commits later with a smaller one.
+    assert [i.cursor for i in inbox] == sorted(i.cursor for i in inbox)
+    assert (await b.peer_state(US)).recv_high_water == 15
+    assert await a.audit_size() == 15
+    other = arrival(1, mid=items[0].id, document=b"a different document")
+    raced = await asyncio.gather(a.accept_incoming([other]), b.accept_incoming([other]))
+    assert [r[0].status for r in raced] == ["conflict", "conflict"]
+
+
+async def test_concurrent_audit_appends_stay_one_linear_log(replicas: Replicas) -> None:
+    stores = [await replicas() for _ in range(3)]
+
+    async def writer(n: int, store: PostgresStore) -> None:
+        for i in range(12):
+            await store.append_audit([entry(detail=f"w{n}-{i}-{j}") for j in range(1 + (i + n) % 4)])
+            if i % 3 == 0:
+                m = new_message(CN)
+                await store.submit(m, entry("submitted", m.id, writer=n))
+
+    await asyncio.gather(*(writer(n, s) for n, s in enumerate(stores)))
+    size, root = await stores[0].audit_head()
+    rows = await stores[1].audit_entries(0, size + 10)
+    assert [i for i, _ in rows] == list(range(size))
+    leaves = [leaf_hash(e) for _, e in rows]
+    assert root == root_from_leaves(leaves)
+    assert len({e for _, e in rows}) == size  # every entry once: nothing lost, nothing doubled
+    # The persisted interior nodes agree with the leaves, not just the frontier.
+    for cut in (1, size // 3, size // 2, size - 1):
+        assert await stores[2].root_at(cut) == root_from_leaves(leaves[:cut])
+        verify_inclusion(leaves[cut - 1], cut - 1, size, await stores[0].inclusion_proof(cut - 1, size), root)
+
+
+async def test_migration_runs_once_when_replicas_open_together(replicas: Replicas) -> None:
+    stores = [await replicas(open_store=False) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    conn = await asyncpg.connect(base_dsn())
+    try:
+        q = quote_ident(stores[0].schema)
+        versions = await conn.fetch(f"SELECT version FROM {q}.schema_version ORDER BY version")
+    finally:
+        await conn.close()
+    assert [v[0] for v in versions] == [v for v, _ in PG_MIGRATIONS]
+    m = new_message(CN)
+    assert (await stores[3].submit(m, entry("submitted", m.id)))[0].seq == 1
+
+
+async def test_submits_from_replicas_get_distinct_consecutive_seqs(replicas: Replicas) -> None:
+    a, b = await replicas(), await replicas()
+    msgs = [new_message(CN) for _ in range(20)]
+    out = await asyncio.gather(*(s.submit(m, entry("submitted", m.id)) for m, s in zip(msgs, [a, b] * 10, strict=True)))
+    assert sorted(o.seq for o, _ in out) == list(range(1, 21))
+    assert (await a.peer_state(CN)).next_seq == 21
+
+
+async def test_a_connection_lost_mid_transaction_is_503_and_leaves_nothing(replicas: Replicas) -> None:
+    store = await replicas()
+    m = new_message(CN)
+    blocker = await asyncpg.connect(dsn_for(store.schema))
+    watcher = await asyncpg.connect(base_dsn())
+    try:
+        # An uncommitted row with the same id makes the store's INSERT wait, after it has
+        # already taken a seq from peer_state and the audit lock: a half-done transaction.
+        tr = blocker.transaction()
+        await tr.start()
+        await blocker.execute(
+            "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document,"
+            " document_sha256, next_attempt_at, updated_at)"
+            " VALUES ($1, 'XX', 1, 't', 'queued', now(), now(), '', '', now(), now())",
+            m.id,
+        )
+        submit = asyncio.create_task(store.submit(m, entry("submitted", m.id)))
+        pid = None
+        for _ in range(500):
+            pid = await watcher.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE application_name=$1 AND wait_event_type='Lock'",
+                store.application_name,
+            )
+            if pid is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert pid is not None, "the store's INSERT never waited"
+        await watcher.execute("SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises(StoreUnavailable) as err:
+            await submit
+        assert err.value.status == 503 and err.value.retryable
+        await tr.rollback()
+    finally:
+        await blocker.close()
+        await watcher.close()
+    assert await store.get_message(m.id) is None
+    assert (await store.peer_state(CN)).next_seq == 1  # the seq it took was rolled back
+    assert await store.audit_size() == 0
+    # The pool replaces the dead connection; the retry goes through with the same seq.
+    assert (await store.submit(m, entry("submitted", m.id)))[0].seq == 1
+
+
+async def test_unreachable_database_is_503_on_open() -> None:
+    store = PostgresStore("postgresql://postgres@127.0.0.1:1/none", timeout=2)
+    with pytest.raises(StoreUnavailable) as err:
+        await store.open()
+    assert err.value.status == 503
+
+
+def test_schema_comes_from_the_dsn() -> None:
+    assert dsn_schema(dsn_for("gw_us")) == "gw_us"
+    assert dsn_schema("postgresql://h/db?search_path=a,public") == "a"
+    assert dsn_schema("postgresql://h/db") is None
+    assert PostgresStore("postgresql://h/db").schema == "public"
+    assert PostgresStore(dsn_for("x"), schema="y").schema == "y"
