@@ -12,6 +12,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from ..config import load_config
 from .common import print_json
 
@@ -179,10 +182,18 @@ def run_status(args: argparse.Namespace) -> int:
         return _fail(e)
     if args.json:
         print_json(res)
-    else:
-        print(
-            f"{res['id']}  {res['type']}  to {res['to']}  seq {res['seq']}  {res['status']}  attempts {res['attempts']}"
-        )
-        for h in res["history"]:
-            print(f"  {h['at']}  {h['status']:<13} {h['detail']}")
+        return 0
+    table = Table(title=f"{res['type']} {res['id']} to {res['to']} (seq {res['seq']})")
+    table.add_column("at")
+    table.add_column("status")
+    table.add_column("detail")
+    for h in res["history"]:
+        table.add_row(h["at"], h["status"], h["detail"])
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    out.print(table)
+    out.print(f"now: {res['status']} after {res['attempts']} attempt(s)", highlight=False)
+    if res.get("receipt"):
+        out.print(f"receipt signed by key {res['receipt']['kid']}", highlight=False)
+    if res.get("last_error") and res["status"] in ("queued", "sent", "refused"):
+        out.print(f"last error: {res['last_error']}", highlight=False)
     return 0

@@ -408,6 +408,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
         await gw.store.audit_size()
+        await gw.store.append_audit([])  # takes the write lock: a locked or read-only store is not ready
         checks["store"] = "ok"
     except GatewayError as e:
         checks["store"] = e.code
