@@ -34,7 +34,7 @@ class CosignStatus:
 
 
 class Checkpointer:
-    """Makes and cosigns checkpoints for one gateway."""
+    """Makes and cosigns checkpoints for one gateway (in the background: only while it leads the store)."""
 
     def __init__(self, gw: Gateway, ssl_context: ssl.SSLContext | None) -> None:
         self.gw = gw
@@ -45,6 +45,7 @@ class Checkpointer:
         self.status = CosignStatus()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self.leading = False
 
     async def checkpoint_now(self) -> CheckpointRecord | None:
         """Sign a checkpoint of the log as it is now (None if the log is empty)."""
@@ -149,6 +150,14 @@ class Checkpointer:
         while True:
             await asyncio.sleep(min(1.0, cfg.checkpoint_every_seconds))
             try:
+                # Replicas on one shared store: only the one holding the lock signs and cosigns,
+                # so two never race to checkpoint the same size or ask the peer at once.
+                leading = await self.gw.store.try_lead("checkpointer")
+                if leading != self.leading:
+                    self.leading = leading
+                    log.info("checkpoint.leadership", leading=leading)
+                if not leading:
+                    continue
                 size, _ = await self.gw.store.audit_head()
                 latest = await self.gw.store.latest_checkpoint()
                 last_size = latest.size if latest else 0

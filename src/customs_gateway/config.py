@@ -45,6 +45,7 @@ class StoreConfig:
     path: str = "data/gateway.db"
     dsn: str = ""
     busy_timeout_ms: int = 5000
+    lease_seconds: float = 60.0  # postgres: how long a crashed replica's outbox claim blocks its peer lane
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ def _validate(cfg: Config) -> Config:
         "audit.checkpoint_every_entries": cfg.audit.checkpoint_every_entries,
         "audit.checkpoint_every_seconds": cfg.audit.checkpoint_every_seconds,
         "store.busy_timeout_ms": cfg.store.busy_timeout_ms,
+        "store.lease_seconds": cfg.store.lease_seconds,
     }
     for key, value in positive.items():
         if value <= 0:

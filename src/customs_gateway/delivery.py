@@ -115,7 +115,10 @@ class DeliveryWorker:
         self._batch_jitter = None
         if live:
             loop = asyncio.get_running_loop()
-            built = await loop.run_in_executor(gw.crypto_pool, self._build, live, now)
+            # Read the clock again after `due`: a message committed meanwhile (or by another
+            # replica with a slightly faster clock) must never look sent before it was created.
+            sent_at = max(gw.clock.now(), *(m.created_at for m in live))
+            built = await loop.run_in_executor(gw.crypto_pool, self._build, live, sent_at)
             outcomes += await self._send(live, built, now)
         await gw.store.record_outcomes(outcomes)
         if gw.lifecycle is not None:

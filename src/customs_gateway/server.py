@@ -42,7 +42,7 @@ def open_store(config: Config) -> Store:
     # claims outbox messages, so two processes can never share a claim by configuration mistake.
     from .store.postgres import PostgresStore
 
-    return PostgresStore(config.store.dsn, replica_id=None)
+    return PostgresStore(config.store.dsn, replica_id=None, lease_seconds=config.store.lease_seconds)
 
 
 def load_identity(config: Config, passphrase: bytes) -> Identity:

@@ -238,3 +238,43 @@ def test_schema_comes_from_the_dsn() -> None:
     assert dsn_schema("postgresql://h/db") is None
     assert PostgresStore("postgresql://h/db").schema == "public"
     assert PostgresStore(dsn_for("x"), schema="y").schema == "y"
+
+
+async def test_one_replica_leads_and_another_takes_over_when_it_closes(replicas: Replicas) -> None:
+    a, b = await replicas(), await replicas()
+    first = await asyncio.gather(a.try_lead("checkpointer"), b.try_lead("checkpointer"))
+    assert sorted(first) == [False, True]
+    leader, other = (a, b) if first[0] else (b, a)
+    # Leadership holds across calls, and the follower keeps being refused.
+    assert await leader.try_lead("checkpointer") and not await other.try_lead("checkpointer")
+    # Roles are independent: another role can be led by anyone.
+    assert await other.try_lead("something-else")
+    await leader.close()
+    assert await other.try_lead("checkpointer")
+    assert not await leader.try_lead("checkpointer")  # a closed store never leads
+
+
+async def test_leadership_is_lost_with_the_connection_and_sought_again(replicas: Replicas) -> None:
+    a, b = await replicas(), await replicas()
+    assert await a.try_lead("checkpointer")
+    assert not await b.try_lead("checkpointer")
+    watcher = await asyncpg.connect(base_dsn())
+    try:
+        # Kill a's leader session as a network cut or a server restart would.
+        killed = await watcher.fetchval(
+            "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l JOIN pg_stat_activity s USING (pid)"
+            " WHERE l.locktype='advisory' AND l.granted AND s.application_name=$1",
+            a.application_name,
+        )
+        assert killed == 1
+    finally:
+        await watcher.close()
+    for _ in range(100):  # the server releases the lock when the backend has gone
+        if await b.try_lead("checkpointer"):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("b never took over")
+    assert not await a.try_lead("checkpointer")  # a notices its connection is gone, reconnects, and follows
+    await b.close()
+    assert await a.try_lead("checkpointer")

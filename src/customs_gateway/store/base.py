@@ -187,6 +187,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    async def try_lead(self, role: str) -> bool:
+        """Whether this instance is (now) the one replica that performs `role` (e.g. "checkpointer").
+
+        Ask again before each round of the work: leadership can be lost at any time (the store's
+        connection drops) and taken over by another replica. A store that only one process can use
+        is always the leader; stores shared by replicas override this. Never raises for a database
+        that is unreachable: that is simply not leading.
+        """
+        return True
+
     # outbound ------------------------------------------------------------------------------
     @abc.abstractmethod
     async def submit(self, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:

@@ -13,6 +13,9 @@ must not do to each other is settled by locks inside those transactions:
   the claim; a lease that runs out (a crashed replica) lets the next `due` take the messages over.
 - Check-and-persist (idempotency keys, inbox dedupe, witness state) runs under those locks, with
   UNIQUE constraints behind them.
+- Background roles that one replica performs for all (signing checkpoints): `try_lead` takes a
+  session-level `pg_try_advisory_lock` on a connection of its own, outside the pool, and keeps it
+  while that connection lives; a replica that dies or loses the connection lets another take over.
 
 Connection loss, timeouts, deadlocks and any other database error roll back and raise
 StoreUnavailable (503). The pool pins `search_path` to the store's schema and
@@ -140,6 +143,9 @@ class PostgresStore(Store):
         self._audit_key = lock_key("audit", self.schema)
         self._witness_key = lock_key("witness", self.schema)
         self._pool: Any = None
+        self._leader_conn: Any = None  # holds the session advisory locks of the roles we lead
+        self._leading: set[str] = set()
+        self._lead_lock = asyncio.Lock()
 
     # lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -172,6 +178,7 @@ class PostgresStore(Store):
         self._pool = pool
 
     async def close(self) -> None:
+        await self._drop_leadership()
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -186,6 +193,57 @@ class PostgresStore(Store):
             await asyncio.wait_for(pool.close(), self.timeout)
         except TimeoutError:
             pool.terminate()
+
+    # leadership ----------------------------------------------------------------------------
+    async def try_lead(self, role: str) -> bool:
+        """Lead `role` for this schema while a session-level advisory lock is ours.
+
+        The lock lives on a dedicated connection, so it outlasts single calls and goes away with
+        the process or the connection (PostgreSQL releases session locks when the session ends).
+        Each call checks that connection is alive; if it is not, leadership is given up and
+        sought again on a new connection. Database errors mean "not leading", never an exception.
+        """
+        if self._pool is None:
+            return False
+        async with self._lead_lock:
+            try:
+                conn = self._leader_conn
+                if conn is not None and not conn.is_closed():
+                    await conn.fetchval("SELECT 1", timeout=self.timeout)
+                else:
+                    self._leading.clear()
+                    conn = self._leader_conn = await asyncpg.connect(
+                        self.dsn,
+                        timeout=self.timeout,
+                        command_timeout=self.timeout,
+                        server_settings={"application_name": self.application_name},
+                    )
+                if role in self._leading:
+                    return True
+                got = bool(
+                    await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(f"lead/{role}", self.schema))
+                )
+            except _DB_ERRORS:
+                await self._drop_leadership(locked=True)
+                return False
+            if got:
+                self._leading.add(role)
+            return got
+
+    async def _drop_leadership(self, *, locked: bool = False) -> None:
+        """Close the leader connection (releasing every role's lock at once)."""
+        if not locked:
+            async with self._lead_lock:
+                await self._drop_leadership(locked=True)
+            return
+        conn, self._leader_conn = self._leader_conn, None
+        self._leading.clear()
+        if conn is None:
+            return
+        try:
+            await asyncio.wait_for(conn.close(), self.timeout)
+        except _DB_ERRORS:
+            conn.terminate()
 
     # execution -----------------------------------------------------------------------------
     def _require_pool(self) -> Any:
