@@ -103,12 +103,18 @@ def initialised(tmp_path: Path) -> Iterator[Setup]:
             p.stop()
 
 
-def _send(s: Setup, sender: str, receiver: str, msg_type: str, tag: str) -> str:
+def _body(tag: str, msg_type: str = "seizure-share") -> dict[str, Any]:
+    """A sample body carrying the canary (case reference and notes) where the type has them."""
     body = sample(msg_type)
     if msg_type == "seizure-share":
         body["case_reference"] = f"{CANARY}-{tag}"
     if "notes" in body:
         body["notes"] = f"{body['notes']}\n{CANARY} notes {tag} 机密备注"
+    return body
+
+
+def _send(s: Setup, sender: str, receiver: str, msg_type: str, tag: str) -> str:
+    body = _body(tag, msg_type)
     status, res = s.call(sender, "POST", "/v1/messages", body={"type": msg_type, "to": receiver, "body": body})
     assert status == 202, res
     return str(res["id"])
@@ -262,6 +268,15 @@ def test_nothing_secret_reaches_the_logs_and_files_are_private(initialised: Setu
     assert s.call(US, "POST", "/v1/messages", role="admin", body={"type": "x", "to": CN, "body": bad})[0] == 403
     wrong = s.tokens[US]["agency"][:-4] + "AAAA"
     assert http("GET", s.homes[US].local_url + "/v1/messages", wrong)[0] == 401
+    # A client that goes away in the middle of its body (an error path with a traceback).
+    cut = json.dumps({"type": "seizure-share", "to": CN, "body": _body(f"{CANARY}-CUT")}).encode()
+    with socket.create_connection(("127.0.0.1", s.homes[US].local_port), timeout=10) as sock:
+        sock.sendall(
+            f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s.tokens[US]['agency']}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(cut) + 100}\r\n\r\n".encode()
+            + cut
+        )
+        time.sleep(0.2)
 
     # Rotate US's signing and encryption keys on the running gateway; traffic continues.
     status, rot = s.call(US, "POST", "/v1/admin/keys/rotate", role="admin", body={"kind": "signing"})
@@ -285,11 +300,13 @@ def test_nothing_secret_reaches_the_logs_and_files_are_private(initialised: Setu
         for role, tok in toks.items():
             needles[tok] = f"{name} {role} bearer token"
             needles[tok.split(".", 1)[1]] = f"{name} {role} token secret"
+            needles[tok.split(".", 1)[1][:20]] = f"{name} {role} token secret (prefix)"
     needles |= _key_needles(s) | _body_needles()
     # The scan finds what it looks for, even JSON-escaped (a positive control).
     chinese = next(n for n in needles if not n.isascii())
     control = json.dumps({"event": "leak", "x": chinese, "y": s.tokens[US]["agency"].split(".", 1)[1]})
-    assert len(_found(needles, {"control": _searchable(control)})) == 2
+    hits = _found(needles, {"control": _searchable(control)})
+    assert "US-CBP agency token secret in control" in hits and any("message body" in h for h in hits), hits
 
     texts = _log_texts(s)
     assert sum(t.count('"event"') for t in texts.values()) > 20, "the gateways logged (almost) nothing"
@@ -328,3 +345,26 @@ def test_malformed_authorization_header_does_not_log_the_token(tmp_path: Path) -
     log = us.log_path.read_text(encoding="utf-8", errors="replace")
     assert "gateway.started" in log
     assert token.split(".", 1)[1] not in log
+
+
+@pytest.mark.slow
+def test_client_hanging_up_mid_body_is_not_an_internal_error(tmp_path: Path) -> None:
+    pp = ProcessPair.prepare(tmp_path)
+    us = pp.procs[US]
+    us.start()
+    try:
+        raw = json.dumps({"type": "seizure-share", "to": CN, "body": sample("seizure-share")}).encode()
+        with socket.create_connection(("127.0.0.1", pp.homes[US].local_port), timeout=10) as sock:
+            sock.sendall(
+                f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {pp.tokens[US]['agency']}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(raw) + 100}\r\n\r\n".encode()
+                + raw
+            )
+            time.sleep(0.2)
+        time.sleep(0.3)
+        assert http("GET", us.url + "/healthz")[0] == 200
+    finally:
+        us.stop()
+    lines = [json.loads(ln) for ln in us.log_path.read_text(encoding="utf-8").splitlines() if ln.startswith("{")]
+    errors = [ln for ln in lines if ln.get("level") in ("error", "critical")]
+    assert not errors, errors

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -116,6 +116,12 @@ async def read_body(request: web.Request, timeout: float) -> bytes:
     try:
         async with asyncio.timeout(timeout):
             return await request.read()
+    except (ConnectionResetError, ClientConnectionResetError) as e:
+        # The client hung up mid-body: nobody is left to answer and nothing was written.
+        log.info("request.client_closed", path=request.path)
+        raise GatewayError(
+            "the client closed the connection before sending the whole body", code="http.client_closed"
+        ) from e
     except TimeoutError as e:
         raise GatewayError(
             f"request body not received within {timeout:.0f} s", code="http.body_timeout", status=408
