@@ -21,7 +21,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -234,32 +234,32 @@ class OutboxProbe:
         pending = self.conn.execute("SELECT count(*) FROM messages WHERE status IN ('queued','sent')").fetchone()[0]
         return int(done), int(pending)
 
-    def delivered_among(self, ids: list[str]) -> list[str]:
-        out: list[str] = []
+    def _rows_for(self, sql: str, ids: list[str]) -> Iterator[tuple[Any, ...]]:
+        """Run `sql` (with `{marks}` where the id placeholders go) over `ids`, 500 at a time."""
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            out += [
-                r[0]
-                for r in self.conn.execute(
-                    f"SELECT id FROM messages WHERE id IN ({marks}) AND status IN ('delivered','acknowledged')",  # noqa: S608 - placeholders only
-                    chunk,
-                )
-            ]
-        return out
+            yield from self.conn.execute(sql.format(marks=",".join("?" * len(chunk))), chunk)
+
+    def finished_among(self, ids: list[str]) -> list[tuple[str, str]]:
+        """(id, status) of those messages no longer pending: delivered, or refused or expired."""
+        sql = "SELECT id, status FROM messages WHERE id IN ({marks}) AND status NOT IN ('queued','sent')"
+        return [(str(mid), str(status)) for mid, status in self._rows_for(sql, ids)]
+
+    def failures(self) -> dict[str, int]:
+        """Messages that will never be delivered (refused by the peer, expired), by status and reason."""
+        rows = self.conn.execute(
+            "SELECT status, coalesce(last_error, ''), count(*) FROM messages"
+            " WHERE status IN ('refused','expired') GROUP BY 1, 2"
+        ).fetchall()
+        return {f"{st}: {err.split(':', 1)[0]}": int(n) for st, err, n in rows}
 
     def delivered_history(self, ids: list[str]) -> dict[str, float]:
         """Message id -> POSIX time of its `delivered` history entry (millisecond precision)."""
         out: dict[str, float] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for mid, at in self.conn.execute(
-                f"SELECT message_id, at FROM history WHERE message_id IN ({marks}) AND status='delivered'",  # noqa: S608 - placeholders only
-                chunk,
-            ):
-                when = dt.datetime.fromisoformat(str(at).replace("Z", "+00:00"))
-                out[str(mid)] = min(out.get(str(mid), when.timestamp()), when.timestamp())
+        sql = "SELECT message_id, at FROM history WHERE message_id IN ({marks}) AND status='delivered'"
+        for mid, at in self._rows_for(sql, ids):
+            when = dt.datetime.fromisoformat(str(at).replace("Z", "+00:00")).timestamp()
+            out[str(mid)] = min(out.get(str(mid), when), when)
         return out
 
 
@@ -378,6 +378,7 @@ async def closed_loop_throughput(
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
     drain = await wait_drained(probe, drain_timeout, sink)
+    lost = await asyncio.to_thread(probe.failures)
     elapsed = t1 - t0
     return {
         "clients": clients,
@@ -391,6 +392,7 @@ async def closed_loop_throughput(
         "pending_at_window_end": pending_at_end,
         "drain_seconds": round(drain, 2),
         "submit_refusals": refused[0],
+        "never_delivered": lost,
         "client_errors": errors,
         "cpu": cpu_percent,
     }
@@ -423,6 +425,7 @@ async def open_loop_latency(
     submit_lat: list[float] = []
     observed: dict[str, float] = {}
     outstanding: set[str] = set()
+    lost: dict[str, str] = {}
     failures = [0]
     done_sending = asyncio.Event()
 
@@ -443,8 +446,11 @@ async def open_loop_latency(
             started = time.time()
             if outstanding:
                 batch = list(outstanding)
-                for mid in await asyncio.to_thread(probe.delivered_among, batch):
-                    observed[mid] = started
+                for mid, status in await asyncio.to_thread(probe.finished_among, batch):
+                    if status in OutboxProbe.DONE:
+                        observed[mid] = started
+                    else:
+                        lost[mid] = status
                     outstanding.discard(mid)
             await asyncio.sleep(poll_interval)
 
@@ -488,6 +494,7 @@ async def open_loop_latency(
         "submit_failures": failures[0],
         "generator_lag_seconds": round(max(0.0, lag), 3),
         "samples": len(observed),
+        "not_delivered": len(lost),
         "poll_interval_ms": poll_interval * 1000,
         "delivered": summarize_ms(observed[m] - scheduled[m] for m in observed),
         "delivered_history": summarize_ms(stamped[m] - scheduled[m] for m in stamped),

@@ -15,10 +15,11 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from rich.table import Table
 
 from .. import benchmark as bm
 from .. import benchmark_pair as bp
+from ..core.errors import ConfigError
 from ..pair import IDENTITIES, LocalPair, prepare_pair
 from .common import console, print_json, result_console
 
@@ -78,7 +80,7 @@ class Settings:
         only = tuple(k.strip() for k in args.only.split(",")) if args.only else ROW_KEYS
         unknown = set(only) - set(ROW_KEYS)
         if unknown:
-            raise SystemExit(f"customs-gateway bench: unknown row {sorted(unknown)[0]!r} (rows: {', '.join(ROW_KEYS)})")
+            raise ConfigError(f"unknown row {sorted(unknown)[0]!r} (rows: {', '.join(ROW_KEYS)})", field="--only")
         return cls(
             quick=args.quick,
             clients=args.clients,
@@ -164,7 +166,7 @@ class Bench:
         self.progress.end()
         row.details.setdefault("phase_seconds", round(time.monotonic() - t0, 1))
         mark = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped[/]", "failed": "[red]FAILED[/]"}[row.status]
-        value = "" if row.value is None else f" {row.value:,.1f} {row.unit}"
+        value = "" if row.value is None else f" {_fmt(row)}"
         console().print(f"  {mark}  {row.label}:{value} {row.note}")
 
     # --- rows ------------------------------------------------------------------------------------
@@ -222,12 +224,16 @@ class Bench:
                 for spy in spies:
                     spy.wait()
                 res["gateways"] = where
+                res["gateway_cpu_ms_per_delivered"] = _cpu_ms(res["cpu"], (us, cn), res["messages_per_second"])
                 tp.value, tp.details = res["messages_per_second"], res
                 tp.met = tp.value >= 2000
                 tp.note = (
                     f"{s.clients} clients; submitted {res['submitted_per_second']:,.0f}/s; "
                     f"drain {res['drain_seconds']} s"
                 )
+                if res["never_delivered"]:
+                    lost = ", ".join(f"{n} {why}" for why, n in res["never_delivered"].items())
+                    tp.note += f"; NOT DELIVERED: {lost}"
 
             async def latency_at(rate: float) -> dict[str, Any]:
                 res = await bm.open_loop_latency(
@@ -241,6 +247,9 @@ class Bench:
                 )
                 if not res["delivered"]:
                     raise RuntimeError("no message was delivered during the latency run")
+                if res["not_delivered"]:
+                    console().print(f"  [red]{res['not_delivered']} messages refused or expired at {rate:.0f}/s[/]")
+                res["gateway_cpu_ms_per_message"] = _cpu_ms(res["cpu"], (us, cn), res["achieved_per_second"])
                 return res
 
             async def latency(_: Row) -> None:
@@ -252,16 +261,17 @@ class Bench:
                     f"p50 {d['p50_ms']:,} / p95 {d['p95_ms']:,} / p99 {d['p99_ms']:,} ms submit→delivered "
                     f"(history stamp p99 {h.get('p99_ms', 0):,}); {res['samples']:,} samples"
                 )
-                capacity = tp.value if tp.status == "ok" and tp.value else None
-                if capacity is not None and capacity < s.rate:
-                    # Above saturation the queue only grows and latency is queueing time; say so,
-                    # and measure again where the pair can keep up.
-                    below = await latency_at(round(capacity / 2))
+                # A queue still draining a second after the last arrival means the offered load was
+                # above what the pair sustains: latency is then queueing time. Say so, and measure
+                # again at half the measured capacity, where the pair keeps up.
+                capacity = tp.value if tp.status == "ok" and tp.value else s.rate
+                if res["drain_after_seconds"] > 1.0 or capacity < s.rate:
+                    below = await latency_at(round(min(capacity, s.rate) / 2))
                     lat.details["below_saturation"] = below
                     b = below["delivered"]
                     lat.note += (
-                        f"; offered load is above the measured capacity ({capacity:,.0f}/s): at "
-                        f"{below['offered_per_second']:,.0f}/s p50 {b['p50_ms']:,} / p99 {b['p99_ms']:,} ms"
+                        f"; SATURATED (queue drained {res['drain_after_seconds']} s after the last arrival): "
+                        f"at {below['offered_per_second']:,.0f}/s p50 {b['p50_ms']:,} / p99 {b['p99_ms']:,} ms"
                     )
 
             async def memory(_: Row) -> None:
@@ -395,6 +405,22 @@ class Bench:
         self.rows = {k: self.rows[k] for k in ROW_KEYS if k in self.rows}
 
 
+def _cpu_ms(cpu: dict[str, dict[str, float]], gateways: tuple[str, ...], per_second: float) -> float | None:
+    """CPU milliseconds both gateway processes spent per message (None in process or at 0 msg/s)."""
+    if per_second <= 0 or not all(g in cpu for g in gateways):
+        return None
+    return round(sum(cpu[g]["cpu_percent"] for g in gateways) * 10 / per_second, 3)
+
+
+async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work`; SIGTERM or SIGINT cancels it, so the gateway processes are still stopped."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    await task
+
+
 async def _nothing(row: Row) -> None:
     return None
 
@@ -404,6 +430,10 @@ def _raise(e: Exception) -> Callable[[Row], Awaitable[None]]:
         raise RuntimeError(f"the gateways did not start: {type(e).__name__}: {e}")
 
     return fail
+
+
+def _fmt(r: Row) -> str:
+    return "" if r.value is None else f"{r.value:,.3f}" if r.key == "ratio" else f"{r.value:,.1f} {r.unit}"
 
 
 def render(rows: dict[str, Row]) -> Table:
@@ -418,7 +448,7 @@ def render(rows: dict[str, Row]) -> Table:
             color = "yellow" if r.status == "skipped" else "red"
             table.add_row(r.label, f"[{color}]{r.status}[/]", r.target, "", r.note)
             continue
-        value = f"{r.value:,.3f}" if r.key == "ratio" else f"{r.value:,.1f} {r.unit}"
+        value = _fmt(r)
         met = "" if r.met is None else ("[green]yes[/]" if r.met else "[red]no[/]")
         table.add_row(r.label, value, r.target, met, r.note)
     return table
@@ -440,8 +470,12 @@ def run(args: argparse.Namespace) -> int:
         root.mkdir(parents=True, exist_ok=True)
         bench = Bench(settings, root, progress, Path(args.py_spy) if args.py_spy else None)
         bench.py_spy_gil = args.py_spy_gil
-        with progress.progress:
-            asyncio.run(bench.run())
+        try:
+            with progress.progress:
+                asyncio.run(_until_signalled(bench.run()))
+        except asyncio.CancelledError:
+            console().print("[red]interrupted[/]: the gateways were stopped, no results written")
+            return 130
     rows = bench.rows
     result = {
         "schema": SCHEMA,
