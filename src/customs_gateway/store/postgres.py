@@ -223,7 +223,9 @@ class PostgresStore(Store):
                 got = bool(
                     await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(f"lead/{role}", self.schema))
                 )
-            except _DB_ERRORS:
+            except (*_DB_ERRORS, asyncpg.InternalClientError):
+                # A killed backend can leave asyncpg mid-operation (InternalClientError): the
+                # connection is unusable either way, so leadership is gone and sought again.
                 await self._drop_leadership(locked=True)
                 return False
             if got:
@@ -242,7 +244,7 @@ class PostgresStore(Store):
             return
         try:
             await asyncio.wait_for(conn.close(), self.timeout)
-        except _DB_ERRORS:
+        except (*_DB_ERRORS, asyncpg.InternalClientError):
             conn.terminate()
 
     # execution -----------------------------------------------------------------------------
