@@ -17,12 +17,12 @@ from typing import Any, Final
 import structlog
 
 from .core.audit import AuditEntry
-from .core.bundle import KeyRecord, SignedBundle
+from .core.bundle import KeyRecord, SignedBundle, sign_bundle
 from .core.encoding import b64url, format_ts, json_bytes, json_object
 from .core.errors import ConfigError, DecodeError, KeyStateError
 from .core.keyfile import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
 from .core.keys import ALG_ED25519, DecryptionKey, SigningKey
-from .core.rotation import DEFAULT_OVERLAP, due_for_retirement, retire, revoke, rotate, sign_next
+from .core.rotation import DEFAULT_OVERLAP, due_for_retirement, retire, revoke, rotate
 from .gateway import Gateway
 from .keystore import KeyStore, write_atomic
 from .store.base import OutMessage
@@ -135,7 +135,7 @@ class KeyLifecycle:
                 )
                 idt.decryption[dk.kid] = dk
                 new_records.append(KeyRecord(dk.kid, "encryption", alg, dk.public.raw, now, until))
-        signed = sign_next(rotate(current, new_records, kind, now), signers)
+        signed = sign_bundle(rotate(current, new_records, kind, now), signers)
         kids = [r.kid for r in new_records]
         if kind == "signing":
             idt.pending.add(kids[0])
@@ -188,7 +188,7 @@ class KeyLifecycle:
                 field="kid",
                 status=409,
             )
-        signed = sign_next(bundle, [signer])
+        signed = sign_bundle(bundle, [signer])
         self._install(signed)
         self._destroy(kid)
         ann = await self._announce("revoke", [kid], reason, signed, actor, "key_revoked")
@@ -202,7 +202,7 @@ class KeyLifecycle:
         kids = due_for_retirement(idt.bundle.bundle, now, self.overlap) - idt.pending - {in_use}
         if not kids:
             return []
-        signed = sign_next(retire(idt.bundle.bundle, kids, now), [idt.active_signing_key(now)])
+        signed = sign_bundle(retire(idt.bundle.bundle, kids, now), [idt.active_signing_key(now)])
         self._install(signed)
         for kid in kids:
             self._destroy(kid)

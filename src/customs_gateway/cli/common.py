@@ -17,16 +17,14 @@ from typing import Any, Final
 
 from rich.console import Console
 
-from ..config import ENV_PREFIX, PASSPHRASE_ENV, Config, load_config
+from ..config import PASSPHRASE_ENV, Config, load_config
 from ..core.errors import ConfigError, KeyFileError
 
 CONFIG_ENV: Final = "CUSTOMS_GATEWAY_CONFIG"
 DEFAULT_CONFIG: Final = "gateway.toml"
 
+
 #: Variables with our prefix that name CLI inputs, not configuration keys.
-_NOT_CONFIG: Final = frozenset({CONFIG_ENV, PASSPHRASE_ENV, "CUSTOMS_GATEWAY_TOKEN"})
-
-
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
     """`--config PATH` (default: $CUSTOMS_GATEWAY_CONFIG, else gateway.toml)."""
     parser.add_argument(
@@ -47,9 +45,9 @@ def add_passphrase_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def load_cli_config(args: argparse.Namespace) -> Config:
-    """The configuration named by `--config`, with environment overrides (CLI inputs excluded)."""
-    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX) and k not in _NOT_CONFIG}
-    return load_config(args.config, env=env)
+    """The configuration named by `--config`, with environment overrides (config.RESERVED_ENV, the
+    CLI's own variables, are never read as configuration keys)."""
+    return load_config(args.config)
 
 
 def get_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes:

@@ -19,7 +19,6 @@ from .keys import (
     ALG_ED25519,
     ALG_MLKEM768_X25519,
     ALG_X25519,
-    SUITE_FOR_ALG,
     SUITES,
     EncryptionKey,
     SigningKey,
@@ -305,7 +304,3 @@ class PeerKeys:
 def is_valid_identity(name: str) -> bool:
     """Whether `name` can be an administration's identity (see IDENTITY_RE)."""
     return IDENTITY_RE.fullmatch(name) is not None
-
-
-def suite_for(alg: str) -> str:
-    return SUITE_FOR_ALG[alg]

@@ -15,9 +15,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from .bundle import KeyBundle, KeyRecord, SignedBundle, sign_bundle
+from .bundle import KeyBundle, KeyRecord, SignedBundle
 from .errors import KeyStateError, NotFound
-from .keys import SigningKey
 
 #: Signing/encryption keys rotated out stay accepted (retiring) this long before they retire.
 DEFAULT_OVERLAP: Final = dt.timedelta(days=8)
@@ -75,10 +74,6 @@ def _retiring_since(bundle: KeyBundle, rec: KeyRecord) -> dt.datetime:
     # The successor's not_before is when this key started retiring.
     successors = [k.not_before for k in bundle.keys if k.use == rec.use and k.not_before > rec.not_before]
     return min(successors) if successors else bundle.issued_at
-
-
-def sign_next(bundle: KeyBundle, signers: list[SigningKey]) -> SignedBundle:
-    return sign_bundle(bundle, signers)
 
 
 def check_update(current: KeyBundle, signed: SignedBundle, now: dt.datetime) -> KeyBundle:

@@ -38,7 +38,3 @@ def next_status(current: str, event: str) -> str:
     if nxt is None:
         raise Conflict(f"a message that is {current} cannot take a {event}", code="state.transition")
     return nxt
-
-
-def can(current: str, event: str) -> bool:
-    return current in _TRANSITIONS.get(event, {})

@@ -659,8 +659,32 @@ def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[
         )
     _history(c, msg.id, msg.created_at, "queued")
     _audit(c, audit)
-    row = c.execute(f"SELECT {_OUT_COLS} FROM messages WHERE id=?", (msg.id,)).fetchone()
-    return _out(row), True
+    # Built from what was just written (no read-back on the submit hot path); times go through
+    # the stored millisecond form so the result equals a later read.
+    created = parse_ts(now)
+    return (
+        OutMessage(
+            id=msg.id,
+            peer=msg.peer,
+            seq=seq,
+            type=msg.type,
+            status="queued",
+            created_at=created,
+            expires_at=parse_ts(format_ts(msg.expires_at)),
+            signed_document=msg.signed_document,
+            document_sha256=msg.document_sha256,
+            attempts=0,
+            next_attempt_at=created,
+            last_error=None,
+            ciphertext=None,
+            enc_kid=None,
+            receipt=None,
+            refusal=None,
+            ack=None,
+            updated_at=created,
+        ),
+        True,
+    )
 
 
 _EVENT_FOR = {"delivered": "receipt", "refused": "refusal", "retry": "attempt", "expired": "expire"}
