@@ -87,15 +87,46 @@ def summarize_ms(seconds: Iterable[float]) -> dict[str, float]:
     }
 
 
-def cpu_and_wait_seconds(pid: int) -> tuple[float, float]:
-    """Seconds a process's live threads have run on a CPU, and waited runnable for one
-    (`/proc/PID/task/*/schedstat`): the wait is what other load on the machine cost it."""
+def _task_seconds(pid: int) -> tuple[float, float]:
     run = wait = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = (task / "schedstat").read_text(encoding="ascii").split()
-            run, wait = run + int(fields[0]), wait + int(fields[1])
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = (task / "schedstat").read_text(encoding="ascii").split()
+                run, wait = run + int(fields[0]), wait + int(fields[1])
     return run / 1e9, wait / 1e9
+
+
+def descendants(pid: int, exclude: frozenset[int] = frozenset()) -> list[int]:
+    """Every live process below `pid` (a gateway's crypto workers and their fork server), not
+    descending into `exclude` (processes measured on their own)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text(encoding="ascii")
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child in exclude:
+                continue
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cpu_and_wait_seconds(pid: int, exclude: frozenset[int] = frozenset()) -> tuple[float, float]:
+    """Seconds a process's live threads, and those of every live process below it (its crypto
+    workers), have run on a CPU, and waited runnable for one (`/proc/PID/task/*/schedstat`): the
+    wait is what other load on the machine cost them."""
+    run, wait = _task_seconds(pid)
+    for child in descendants(pid, exclude):
+        r, w = _task_seconds(child)
+        run, wait = run + r, wait + w
+    return run, wait
 
 
 def machine_busy_seconds() -> float:
@@ -113,16 +144,19 @@ class CpuMeter:
         self._start: dict[str, tuple[float, float]] = {}
         self._t0 = self._machine0 = 0.0
 
+    def _others(self, pid: int) -> frozenset[int]:
+        return frozenset(p for p in self.pids.values() if p != pid)
+
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._machine0 = machine_busy_seconds()
-        self._start = {name: cpu_and_wait_seconds(pid) for name, pid in self.pids.items()}
+        self._start = {name: cpu_and_wait_seconds(pid, self._others(pid)) for name, pid in self.pids.items()}
 
     def stop(self) -> dict[str, dict[str, float]]:
         elapsed = time.monotonic() - self._t0
         out: dict[str, dict[str, float]] = {}
         for name, pid in self.pids.items():
-            run, wait = cpu_and_wait_seconds(pid)
+            run, wait = cpu_and_wait_seconds(pid, self._others(pid))
             run0, wait0 = self._start[name]
             out[name] = {
                 "cpu_percent": round(100 * (run - run0) / elapsed, 1),

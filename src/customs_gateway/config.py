@@ -77,6 +77,13 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class PerformanceConfig:
+    #: Worker processes for envelope crypto (HPKE holds the GIL; processes use every core).
+    #: 0 runs it in a thread of the gateway process.
+    crypto_processes: int = 2
+
+
+@dataclass(frozen=True)
 class Config:
     identity: str = ""
     base_dir: str = "."
@@ -91,6 +98,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
 
     def path(self, rel: str) -> Path:
         """Resolve a configured path relative to the config file's directory."""
@@ -208,6 +216,12 @@ def _validate(cfg: Config) -> Config:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be positive", field=key, code="config.range")
+    if not 0 <= cfg.performance.crypto_processes <= 64:
+        raise ConfigError(
+            "performance.crypto_processes must be 0..64",
+            field="performance.crypto_processes",
+            code="config.range",
+        )
     if cfg.delivery.retry_cap_seconds < cfg.delivery.retry_base_seconds:
         raise ConfigError(
             "delivery.retry_cap_seconds must be at least retry_base_seconds",
@@ -247,7 +261,7 @@ def render_config(cfg: Config) -> str:
         f'log_format = "{cfg.log_format}"',
         f'log_level = "{cfg.log_level}"',
     ]
-    for section in ("local_api", "peer_api", "peer", "store", "delivery", "security", "audit"):
+    for section in ("local_api", "peer_api", "peer", "store", "delivery", "security", "audit", "performance"):
         obj = getattr(cfg, section)
         lines.append("")
         lines.append(f"[{section}]")

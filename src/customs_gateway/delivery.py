@@ -4,7 +4,8 @@ Each attempt re-signs the outer envelope (fresh `sent_at`, `attempt`); the HPKE 
 reused while the peer's encryption key is unchanged. A message becomes `delivered` only when a
 valid receipt about exactly its document is stored (G6); a signed, non-retryable refusal makes
 it `refused`; anything else (network errors, 5xx, retryable refusals) is retried with capped
-exponential backoff and jitter. One request is in flight per peer, which keeps order.
+exponential backoff and jitter. One request is in flight per peer, which keeps order; the next
+batch is planned and built while it is.
 """
 
 from __future__ import annotations
@@ -15,21 +16,23 @@ import datetime as dt
 import random
 import ssl
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import structlog
 
 from .core.audit import AuditEntry
 from .core.encoding import format_ts
-from .core.envelope import MEDIA_TYPE, Document, SignedDocument, build_envelope
+from .core.envelope import MEDIA_TYPE
 from .core.errors import GatewayError
 from .core.receipt import Statement, verify_receipt, verify_refusal
+from .crypto_workers import BuildItem, Built, SealKeys, build_batch
 from .gateway import Gateway
 from .http.metrics import observe_receipt_latency
 from .store.base import AttemptOutcome, OutMessage
 
 log = structlog.get_logger("customs_gateway.delivery")
+
+_POST_HEADERS = {"Accept": "application/json", "Content-Type": "application/json", "X-Envelope-Type": MEDIA_TYPE}
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,30 @@ class Backoff:
         """Capped exponential backoff with 'equal jitter': between half and all of the step."""
         step = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
         return float(step * (0.5 + rand * 0.5))
+
+
+#: A batch built ahead is sent only this soon after it was signed; older ones are rebuilt.
+AHEAD_MAX_AGE = dt.timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One planned request: what `due` returned, the expired ones' outcomes, the built envelopes."""
+
+    due: list[OutMessage]
+    live: list[OutMessage]
+    expired: list[AttemptOutcome]
+    built: list[Built]
+    planned_at: dt.datetime
+    sent_at: dt.datetime | None
+
+    @property
+    def ids(self) -> list[str]:
+        return [m.id for m in self.due]
+
+    @property
+    def last_seq(self) -> int:
+        return self.due[-1].seq
 
 
 class DeliveryWorker:
@@ -61,6 +88,7 @@ class DeliveryWorker:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
+        self.pipelined = 0  # batches sent straight after the answer to the one before (built ahead)
         self.last_error: str | None = None
         self._batch_jitter: float | None = None
 
@@ -83,14 +111,15 @@ class DeliveryWorker:
     async def _run(self) -> None:
         while True:
             try:
-                progressed = await self.run_once()
+                first = await self._plan()
+                if first is not None:
+                    await self._pipeline(first)
+                    continue
             except asyncio.CancelledError:
                 raise
             except Exception:  # the worker must survive anything and try again
                 log.exception("delivery.loop_error")
-                progressed = False
-            if not progressed:
-                await self._sleep_until_due()
+            await self._sleep_until_due()
 
     async def _sleep_until_due(self) -> None:
         gw = self.gw
@@ -103,63 +132,117 @@ class DeliveryWorker:
             await asyncio.wait_for(gw.outbox_changed.wait(), timeout)
 
     async def run_once(self) -> bool:
-        """Send one batch if anything is due; returns True if a batch was attempted."""
+        """Send one batch if anything is due, without pipelining; True if a batch was attempted."""
+        batch = await self._plan()
+        if batch is None:
+            return False
+        await self._finish(batch, await self._attempt(batch))
+        return True
+
+    async def _pipeline(self, cur: _Batch) -> None:
+        """Send `cur`, and keep sending while messages are due, one request in flight at a time.
+
+        Each next batch is planned and built while the one before it is at the peer, and goes out
+        as soon as that one's answer is judged, before its outcomes are committed: the peer and
+        this gateway work at the same time instead of in turn. The next batch is sent only if
+        every message of the one before got a final answer (a retry must keep its place in the
+        queue) and it was built recently (its `sent_at` must stay within the peer's skew window);
+        otherwise it is given up and planned again from the store."""
+        sending = asyncio.create_task(self._attempt(cur))
+        nxt: _Batch | None = None
+        try:
+            while True:
+                nxt = await self._plan_ahead(cur)
+                outcomes = await sending
+                if nxt is not None and not self._may_follow(outcomes, nxt):
+                    await self.gw.store.release(nxt.ids)
+                    nxt = None
+                if nxt is not None:
+                    self.pipelined += 1
+                    sending = asyncio.create_task(self._attempt(nxt))
+                await self._finish(cur, outcomes)
+                if nxt is None:
+                    return
+                cur, nxt = nxt, None
+        finally:
+            if not sending.done():
+                # Cancelled or failed while a batch was at the peer: its messages stay pending
+                # and are sent again (the peer answers duplicates with the original receipt).
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sending
+
+    async def _plan_ahead(self, cur: _Batch) -> _Batch | None:
+        try:
+            return await self._plan(after_seq=cur.last_seq)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # planning ahead is an optimisation: the batch in flight goes on
+            log.exception("delivery.plan_ahead_error")
+            return None
+
+    def _may_follow(self, outcomes: list[AttemptOutcome], nxt: _Batch) -> bool:
+        if any(o.kind == "retry" for o in outcomes):
+            return False
+        return nxt.sent_at is None or self.gw.clock.now() - nxt.sent_at <= AHEAD_MAX_AGE
+
+    async def _plan(self, after_seq: int = 0) -> _Batch | None:
+        """The due messages behind `after_seq`, expired ones set apart, the rest built."""
         gw = self.gw
         now = gw.clock.now()
-        due = await gw.store.due(gw.peer.identity, now, gw.config.delivery.batch_max)
+        due = await gw.store.due(gw.peer.identity, now, gw.config.delivery.batch_max, after_seq)
         if not due:
-            return False
-        expired = [m for m in due if m.expires_at <= now]
+            return None
         live = [m for m in due if m.expires_at > now]
-        outcomes = [self._expired(m, now) for m in expired]
+        expired = [self._expired(m, now) for m in due if m.expires_at <= now]
+        if not live:
+            return _Batch(due, live, expired, [], now, None)
+        # Read the clock again after `due`: a message committed meanwhile (or by another
+        # replica with a slightly faster clock) must never look sent before it was created.
+        sent_at = max(gw.clock.now(), *(m.created_at for m in live))
+        try:
+            built = await self._build(live, sent_at)
+        except Exception:
+            await gw.store.release([m.id for m in due])
+            raise
+        return _Batch(due, live, expired, built, now, sent_at)
+
+    async def _attempt(self, batch: _Batch) -> list[AttemptOutcome]:
         self._batch_jitter = None
-        if live:
-            loop = asyncio.get_running_loop()
-            # Read the clock again after `due`: a message committed meanwhile (or by another
-            # replica with a slightly faster clock) must never look sent before it was created.
-            sent_at = max(gw.clock.now(), *(m.created_at for m in live))
-            built = await loop.run_in_executor(gw.crypto_pool, self._build, live, sent_at)
-            outcomes += await self._send(live, built, now)
+        outcomes = list(batch.expired)
+        if batch.live:
+            outcomes += await self._send(batch.live, batch.built, batch.planned_at)
+        return outcomes
+
+    async def _finish(self, batch: _Batch, outcomes: list[AttemptOutcome]) -> None:
+        gw = self.gw
         await gw.store.record_outcomes(outcomes)
         if gw.lifecycle is not None:
             done = {o.message_id for o in outcomes if o.kind == "delivered"}
-            announced = [m for m in live if m.id in done and m.type == "key-announcement"]
+            announced = [m for m in batch.live if m.id in done and m.type == "key-announcement"]
             if announced:
                 await gw.lifecycle.on_delivered(announced)
-        return True
 
-    def _build(self, msgs: list[OutMessage], now: dt.datetime) -> list[tuple[dict[str, Any], bytes, str]]:
+    async def _build(self, msgs: list[OutMessage], sent_at: dt.datetime) -> list[Built]:
+        """Envelopes for `msgs` under the keys valid at `sent_at`, built by the crypto workers.
+
+        The ciphertext of an earlier attempt is reused while the peer's encryption key is the
+        same (the document inside is the same signed document)."""
         gw = self.gw
-        key = gw.peer.encryption_key(now)
-        sig_key = gw.identity.active_signing_key(now)
-        out = []
-        for m in msgs:
-            signed = SignedDocument.from_bytes(m.signed_document)
-            doc = Document.from_bytes(signed.document_bytes)
-            reuse = m.ciphertext if m.enc_kid == key.kid else None
-            env, _, ct = build_envelope(
-                doc,
-                seq=m.seq,
-                sent_at=now,
-                attempt=m.attempts + 1,
-                signing_key=sig_key,
-                recipient_key=key,
-                signed=signed,
-                ciphertext=reuse,
-            )
-            out.append((env.to_dict(), ct, key.kid))
-        return out
+        key = gw.peer.encryption_key(sent_at)
+        sig_key = gw.identity.active_signing_key(sent_at)
+        items: list[BuildItem] = [
+            (m.signed_document, m.seq, m.attempts + 1, m.ciphertext if m.enc_kid == key.kid else None) for m in msgs
+        ]
+        return await gw.crypto.map(build_batch, SealKeys.of(sig_key, key), sent_at, items)
 
-    async def _send(
-        self, msgs: list[OutMessage], built: list[tuple[dict[str, Any], bytes, str]], now: dt.datetime
-    ) -> list[AttemptOutcome]:
+    async def _send(self, msgs: list[OutMessage], built: list[Built], now: dt.datetime) -> list[AttemptOutcome]:
         assert self._session is not None
-        body = {"envelopes": [b[0] for b in built]}
+        # Each envelope arrives as JSON bytes from the workers: the batch is their concatenation.
+        body = b'{"envelopes":[' + b",".join(b[0] for b in built) + b"]}"
         self.requests += 1
         try:
-            async with self._session.post(
-                self.url, json=body, headers={"Accept": "application/json", "X-Envelope-Type": MEDIA_TYPE}
-            ) as resp:
+            async with self._session.post(self.url, data=body, headers=_POST_HEADERS) as resp:
                 payload = await resp.json(content_type=None) if resp.status == 200 else None
                 if resp.status != 200 or not isinstance(payload, dict):
                     text = f"peer answered HTTP {resp.status}"
@@ -179,9 +262,7 @@ class DeliveryWorker:
             ]
         return [self._judge(m, b, r, now) for m, b, r in zip(msgs, built, results, strict=True)]
 
-    def _judge(
-        self, m: OutMessage, b: tuple[dict[str, Any], bytes, str], r: object, now: dt.datetime
-    ) -> AttemptOutcome:
+    def _judge(self, m: OutMessage, b: Built, r: object, now: dt.datetime) -> AttemptOutcome:
         gw = self.gw
         key_for = gw.peer.verify_key
         try:
@@ -263,7 +344,7 @@ class DeliveryWorker:
             ),
         )
 
-    def _retry(self, m: OutMessage, b: tuple[dict[str, Any], bytes, str], now: dt.datetime, why: str) -> AttemptOutcome:
+    def _retry(self, m: OutMessage, b: Built, now: dt.datetime, why: str) -> AttemptOutcome:
         self.gw.counters.retries += 1
         attempt = m.attempts + 1
         # One jitter draw per batch: every message of a failed batch waits the same time, so none

@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -21,25 +20,23 @@ from .auth import ROLES, check_secret, new_token, parse_bearer
 from .config import Config
 from .core import schemas
 from .core.audit import AuditEntry, NoteSigner, log_origin, witness_name
-from .core.bundle import KeyBundle, PeerKeys, SignedBundle
+from .core.bundle import PeerKeys, SignedBundle
 from .core.clock import Clock, IdSource
-from .core.control import AckBody, AckRequest, decode_struct
-from .core.encoding import format_ts, json_bytes, json_object, parse_ts, unb64url
+from .core.control import AckRequest, decode_struct
+from .core.encoding import format_ts, json_bytes, json_object, parse_ts
 from .core.envelope import (
     BUSINESS_TYPES,
     Document,
-    Envelope,
     SignedDocument,
-    open_envelope,
-    read_header,
 )
 from .core.errors import AuthError, Conflict, DecodeError, GatewayError, NotFound, SchemaError
 from .core.keys import RandBytes
 from .core.merkle import ProofError
 from .core.ratelimit import ConcurrencyLimit, RateLimiter
-from .core.receipt import make_receipt, make_refusal
-from .core.rotation import KeyAnnouncementBody, check_update
+from .core.receipt import make_refusal
+from .core.rotation import check_update
 from .core.witness import ForkError, check_advance, cosign_line, parse_request
+from .crypto_workers import CryptoPool, OpenKeys, open_batch, refused_error
 from .keystore import Identity, write_atomic
 from .store.base import Incoming, NewMessage, OutMessage, Store, TokenRecord, WitnessState
 
@@ -50,6 +47,9 @@ RETRYABLE_CODES: Final = frozenset(
     {"replay.skew", "key.unknown", "key.not_yet_valid", "store.unavailable", "suite.mismatch"}
 )
 MAX_TTL: Final = dt.timedelta(days=30)
+#: How long a token record read from the store is trusted before it is read again.
+TOKEN_CACHE_SECONDS: Final = 2.0
+TOKEN_CACHE_MAX: Final = 1024
 
 
 class KeyLifecycleHooks(Protocol):
@@ -114,7 +114,9 @@ class Gateway:
         self.counters = Counters()
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Condition()
-        self.crypto_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crypto")
+        self.crypto = CryptoPool(config.performance.crypto_processes)
+        self._token_cache: dict[str, tuple[float, TokenRecord]] = {}
+        self._peer_bundle_bytes: tuple[PeerKeys | None, bytes] = (None, b"")
         self.lifecycle: KeyLifecycleHooks | None = None
         sec = config.security
         self.rate_limiter = RateLimiter(sec.rate_limit_per_second, sec.rate_limit_burst)
@@ -127,7 +129,7 @@ class Gateway:
     # --- auth ------------------------------------------------------------------------------
     async def authenticate(self, authorization: str | None, roles: tuple[str, ...]) -> Caller:
         token_id, presented = parse_bearer(authorization)
-        rec = await self.store.get_token(token_id)
+        rec = await self._token(token_id)
         if rec is None or rec.revoked_at is not None or not check_secret(rec.secret_hash, presented):
             raise AuthError("bearer token is not valid", code="auth.invalid")
         self.rate_limiter.take(rec.id, time.monotonic())
@@ -138,6 +140,21 @@ class Gateway:
                 status=403,
             )
         return Caller(rec.id, rec.role)
+
+    async def _token(self, token_id: str) -> TokenRecord | None:
+        """The token's record, from a short-lived cache: every request would otherwise cross to
+        the store's read thread. A token revoked in the store stops working within
+        TOKEN_CACHE_SECONDS; unknown ids are never cached (no growth from guessing)."""
+        now = time.monotonic()
+        hit = self._token_cache.get(token_id)
+        if hit is not None and now - hit[0] < TOKEN_CACHE_SECONDS:
+            return hit[1]
+        rec = await self.store.get_token(token_id)
+        if rec is not None:
+            if len(self._token_cache) >= TOKEN_CACHE_MAX:
+                self._token_cache.clear()
+            self._token_cache[token_id] = (now, rec)
+        return rec
 
     async def issue_token(self, role: str, label: str, actor: str) -> tuple[str, str]:
         return await issue_token(self.store, self.clock, role, label, actor, self.randbytes)
@@ -284,14 +301,13 @@ class Gateway:
         """Handle one POST /peer/v1/envelopes body; returns one result per envelope, in order."""
         envelopes = _parse_batch(raw, self.config.security.max_batch)
         now = self.clock.now()
-        loop = asyncio.get_running_loop()
-        opened = await loop.run_in_executor(self.crypto_pool, self._open_all, envelopes, now)
+        opened = await self.crypto.map(open_batch, self.open_keys(now), now, envelopes)
         results: list[dict[str, Any] | None] = [None] * len(envelopes)
         incoming: list[tuple[int, Incoming]] = []
         refusal_audit: list[AuditEntry] = []
         for i, item in enumerate(opened):
             if isinstance(item, tuple):
-                code_err, mid = item
+                code_err, mid = refused_error(item)
                 results[i] = self._refuse(mid, code_err, now)
                 refusal_audit.append(self._refusal_entry(mid, code_err, now))
             else:
@@ -323,107 +339,17 @@ class Gateway:
             await self.store.append_audit(refusal_audit)
         return [r for r in results if r is not None]
 
-    def _open_all(self, envelopes: list[object], now: dt.datetime) -> list[Incoming | tuple[GatewayError, str]]:
-        return [self._open_one(e, now) for e in envelopes]
-
-    def _open_one(self, raw_env: object, now: dt.datetime) -> Incoming | tuple[GatewayError, str]:
-        mid = "unknown"
-        try:
-            env = Envelope.from_dict(raw_env)
-            mid = read_header(env).id
-            opened = open_envelope(
-                env,
-                me=self.name,
-                peer=self.peer,
-                decryption_key=self.identity.decryption_key,
-                now=now,
-                skew_seconds=self.config.security.skew_seconds,
-            )
-            doc, hdr = opened.document, opened.header
-            acked: str | None = None
-            ack_info: dict[str, Any] | None = None
-            announced: tuple[SignedBundle, KeyBundle] | None = None
-            if doc.type in BUSINESS_TYPES:
-                schemas.validate_body(doc.type, doc.body)
-            elif doc.type == "key-announcement":
-                kb: KeyAnnouncementBody = decode_struct(KeyAnnouncementBody, doc.body)
-                signed_bundle = SignedBundle.from_bytes(unb64url(kb.bundle, field="body.bundle"))
-                new_bundle = check_update(self.peer.bundle, signed_bundle, now)
-                if new_bundle is not self.peer.bundle:
-                    announced = (signed_bundle, new_bundle)
-            elif doc.type == "ack":
-                ab: AckBody = decode_struct(AckBody, doc.body)
-                acked = ab.message_id
-                ack_info = {
-                    "status": ab.status,
-                    "reason": ab.reason,
-                    "ack_id": doc.id,
-                    "document_sha256": ab.document_sha256,
-                }
-            else:
-                raise SchemaError(
-                    f"control type {doc.type!r} is not accepted here",
-                    code="schema.type_unknown",
-                    field="header.type",
-                )
-            digest = opened.signed_document.digest
-            receipt = make_receipt(
-                message_id=doc.id,
-                sender=doc.sender,
-                receiver=self.name,
-                document_sha256=digest,
-                received_at=now,
-                key=self.identity.active_signing_key(now),
-            )
-            audit = AuditEntry(
-                at=now,
-                kind="received",
-                actor=f"peer:{doc.sender}",
-                message_id=doc.id,
-                peer=doc.sender,
-                digests={
-                    "document": digest.hex(),
-                    "envelope": env.digest.hex(),
-                    "receipt": hashlib.sha256(receipt.to_bytes()).hexdigest(),
-                },
-                detail={"type": doc.type, "seq": hdr.seq},
-            )
-            return Incoming(
-                sender=doc.sender,
-                id=doc.id,
-                seq=hdr.seq,
-                type=doc.type,
-                created_at=doc.created_at,
-                received_at=now,
-                document_sha256=digest,
-                signed_document=opened.signed_document.raw,
-                body=opened.signed_document.document_bytes,
-                receipt=receipt.to_bytes(),
-                audit=audit,
-                acked_message_id=acked,
-                ack_info=ack_info,
-                extra_audit=self._announced_entry(doc.id, announced, now) if announced else (),
-                announced=announced[0] if announced else None,
-            )
-        except GatewayError as e:
-            return (e, mid)
-
-    def _announced_entry(
-        self, message_id: str, announced: tuple[SignedBundle, KeyBundle], now: dt.datetime
-    ) -> tuple[AuditEntry, ...]:
-        signed, bundle = announced
-        old = {k.kid: k for k in self.peer.bundle.keys}
-        changed = [k.kid for k in bundle.keys if old.get(k.kid) != k]
-        return (
-            AuditEntry(
-                at=now,
-                kind="key_announced",
-                actor=f"peer:{self.peer.identity}",
-                message_id=message_id,
-                peer=self.peer.identity,
-                digests={"bundle": hashlib.sha256(signed.bundle_bytes).hexdigest()},
-                detail={"serial": bundle.serial, "kids": changed},
-            ),
+    def open_keys(self, now: dt.datetime) -> OpenKeys:
+        """This gateway's keys for opening a batch at `now`, as data a crypto worker can take."""
+        peer = self.peer
+        if self._peer_bundle_bytes[0] is not peer:
+            self._peer_bundle_bytes = (peer, peer.bundle.to_bytes())
+        return OpenKeys(
+            me=self.name,
+            peer_bundle=self._peer_bundle_bytes[1],
+            decryption=tuple((k.alg, k.seed) for k in self.identity.decryption.values()),
+            receipt_seed=self.identity.active_signing_key(now).seed,
+            skew_seconds=self.config.security.skew_seconds,
         )
 
     async def apply_peer_bundle(self, signed: SignedBundle) -> None:
@@ -509,7 +435,7 @@ class Gateway:
         return line
 
     async def close(self) -> None:
-        self.crypto_pool.shutdown(wait=False)
+        self.crypto.close()
 
 
 class WitnessSizeMismatch(Conflict):

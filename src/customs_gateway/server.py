@@ -116,6 +116,7 @@ class GatewayServer:
     async def start(self) -> Listeners:
         gw = self.gateway
         await gw.store.open()
+        await gw.crypto.start()
         server_ctx, client_ctx, pinned = self._peer_contexts()
         local = ProblemAppRunner(local_app(gw), access_log=None)
         await local.setup()

@@ -6,6 +6,7 @@ promises; a backend that differs from the other in any answer fails here first.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
@@ -256,3 +257,48 @@ async def test_checkpoints_witness_bundles_evidence(store: Store) -> None:
     ev = {e.message_id: e for e in await store.evidence([out.id, inbound.id, "nothing"])}
     assert (ev[out.id].direction, ev[out.id].receipt) == ("outbound", b"receipt " + out.id.encode())
     assert (ev[inbound.id].direction, ev[inbound.id].receipt) == ("inbound", inbound.receipt)
+
+
+async def test_due_after_seq_plans_behind_a_batch_in_flight(store: Store) -> None:
+    msgs = [new_message(CN) for _ in range(6)]
+    for m in msgs:
+        await store.submit(m, entry("submitted", m.id))
+    first = await store.due(CN, T0, 3)
+    assert [m.seq for m in first] == [1, 2, 3]
+    ahead = await store.due(CN, T0, 3, after_seq=first[-1].seq)
+    assert [m.seq for m in ahead] == [4, 5, 6]
+    assert await store.due(CN, T0, 3, after_seq=6) == []
+    await store.release([m.id for m in ahead])  # a batch planned ahead and given up
+    # The batch behind is gated by its own first message like any head.
+    later = T0 + dt.timedelta(seconds=30)
+    await store.record_outcomes([retry(msgs[3].id, T0, later)])
+    assert await store.due(CN, T0, 3, after_seq=3) == []
+    assert [m.seq for m in await store.due(CN, later, 3, after_seq=3)] == [4, 5, 6]
+
+
+async def test_sqlite_group_with_a_failed_job_keeps_the_log_whole(tmp_path: Path) -> None:
+    """Jobs of one commit group share the audit frontier; a job that appended and then failed is
+    rolled back, and the jobs after it must append from the rolled-back frontier."""
+    from customs_gateway.store.sqlite import _audit
+
+    s = SQLiteStore(tmp_path / "g.db")
+    await s.open()
+    try:
+
+        def failing(c: object) -> None:
+            _audit(c, entry(detail="rolled back"), entry(detail="rolled back too"))  # type: ignore[arg-type]
+            raise ValueError("this job fails after appending")
+
+        jobs = []
+        for i in range(12):
+            jobs.append(s.append_audit([entry(detail=f"ok-{i}")]))
+            if i % 4 == 1:
+                jobs.append(s._write(failing))
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        assert sum(isinstance(r, ValueError) for r in results) == 3
+        leaves = await _leaves(s)
+        size, root = await s.audit_head()
+        assert size == len(leaves) == 12 and root == root_from_leaves(leaves)
+        assert sorted(e.decode() for _, e in await s.audit_entries(0, 12) if b"rolled back" in e) == []
+    finally:
+        await s.close()

@@ -205,9 +205,16 @@ class Store(abc.ABC):
         the key was used with a different request."""
 
     @abc.abstractmethod
-    async def due(self, peer: str, now: dt.datetime, limit: int) -> list[OutMessage]:
-        """Up to `limit` pending messages for `peer` in seq order, if the head of the queue is due
-        (messages behind the head go with it, whatever their own retry time)."""
+    async def due(self, peer: str, now: dt.datetime, limit: int, after_seq: int = 0) -> list[OutMessage]:
+        """Up to `limit` pending messages for `peer` with seq > `after_seq`, in seq order, if the
+        first of them is due (messages behind it go with it, whatever their own retry time).
+
+        `after_seq` lets the delivery worker plan the batch behind one still in flight."""
+
+    async def release(self, message_ids: list[str]) -> None:
+        """Give up a claim taken by `due` without an outcome (a planned batch not sent).
+        Stores without claims (SQLite: one process) have nothing to do."""
+        return None
 
     @abc.abstractmethod
     async def record_outcomes(self, outcomes: list[AttemptOutcome]) -> None: ...

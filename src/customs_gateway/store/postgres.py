@@ -284,7 +284,7 @@ class PostgresStore(Store):
         async with self._tx(audited=True) as tx:
             return await _submit(tx, msg, audit)
 
-    async def due(self, peer: str, now: dt.datetime, limit: int) -> list[OutMessage]:
+    async def due(self, peer: str, now: dt.datetime, limit: int, after_seq: int = 0) -> list[OutMessage]:
         async with self._tx() as tx:
             c = tx.conn
             # SKIP LOCKED: if another replica is claiming this peer right now, it will send the
@@ -304,9 +304,11 @@ class PostgresStore(Store):
             # FOR UPDATE re-checks the status of rows another transaction is finishing, so a
             # message whose outcome just committed is not handed out again.
             rows = await c.fetch(
-                f"SELECT {_OUT_COLS} FROM messages WHERE peer=$1 AND {_PENDING} ORDER BY seq LIMIT $2 FOR UPDATE",
+                f"SELECT {_OUT_COLS} FROM messages WHERE peer=$1 AND {_PENDING} AND seq>$3"
+                " ORDER BY seq LIMIT $2 FOR UPDATE",
                 peer,
                 limit,
+                after_seq,
             )
             msgs = [_out(r) for r in rows]
             # The head of the queue gates the whole peer: order per peer is kept even when
@@ -333,6 +335,17 @@ class PostgresStore(Store):
                 "UPDATE messages SET claimed_by=NULL, claim_expires_at=NULL"
                 " WHERE id = ANY($1::text[]) AND claimed_by=$2",
                 [o.message_id for o in outcomes],
+                self.replica_id,
+            )
+
+    async def release(self, message_ids: list[str]) -> None:
+        if not message_ids:
+            return
+        async with self._tx() as tx:
+            await tx.conn.execute(
+                "UPDATE messages SET claimed_by=NULL, claim_expires_at=NULL"
+                " WHERE id = ANY($1::text[]) AND claimed_by=$2",
+                message_ids,
                 self.replica_id,
             )
 

@@ -81,7 +81,11 @@ class SQLiteStore(Store):
     # lifecycle -----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout_ms / 1000
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.busy_timeout_ms / 1000,
+            factory=_Connection,
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
@@ -143,6 +147,7 @@ class SQLiteStore(Store):
         batch: list[tuple[Job, asyncio.Future[Any], asyncio.AbstractEventLoop]],
     ) -> None:
         results: list[tuple[bool, Any]] = []
+        _forget_tree(conn)  # read afresh in each transaction: another process may have appended
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job, _, _ in batch:
@@ -155,10 +160,12 @@ class SQLiteStore(Store):
                 except Exception as e:  # a job's own refusal: undo just that job
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
+                    _forget_tree(conn)  # it may have appended: the rolled-back frontier is in the file
                     results.append((False, e))
             conn.execute("COMMIT")
             self.commits += 1
         except sqlite3.Error as e:
+            _forget_tree(conn)
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             err = StoreUnavailable(f"the database could not commit: {e}")
@@ -191,11 +198,12 @@ class SQLiteStore(Store):
     async def submit(self, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
         return await self._write(lambda c: _submit(c, msg, audit))
 
-    async def due(self, peer: str, now: dt.datetime, limit: int) -> list[OutMessage]:
+    async def due(self, peer: str, now: dt.datetime, limit: int, after_seq: int = 0) -> list[OutMessage]:
         def job(c: sqlite3.Connection) -> list[OutMessage]:
             rows = c.execute(
-                f"SELECT {_OUT_COLS} FROM messages WHERE peer=? AND status IN ('queued','sent') ORDER BY seq LIMIT ?",
-                (peer, limit),
+                f"SELECT {_OUT_COLS} FROM messages WHERE peer=? AND status IN ('queued','sent') AND seq>?"
+                " ORDER BY seq LIMIT ?",
+                (peer, after_seq, limit),
             ).fetchall()
             msgs = [_out(r) for r in rows]
             # The head of the queue gates the whole peer: order per peer is kept even when
@@ -268,7 +276,13 @@ class SQLiteStore(Store):
 
     # inbound -------------------------------------------------------------------------------
     async def accept_incoming(self, items: list[Incoming]) -> list[IncomingResult]:
-        return await self._write(lambda c: [_accept_one(c, it) for it in items])
+        def job(c: sqlite3.Connection) -> list[IncomingResult]:
+            entries: list[AuditEntry] = []
+            results = [_accept_one(c, it, entries) for it in items]
+            _audit(c, *entries)  # one append for the batch: the frontier is read and written once
+            return results
+
+        return await self._write(job)
 
     async def append_audit(self, entries: list[AuditEntry]) -> None:
         await self._write(lambda c: _audit(c, *entries))
@@ -557,12 +571,30 @@ def _in(r: tuple[Any, ...]) -> InboxItem:
 # --- transactional jobs (run on the writer thread) ------------------------------------------------
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that can hold the audit log's frontier for the writer's open transaction."""
+
+    audit_tree: CompactRange | None = None
+
+
+def _forget_tree(c: sqlite3.Connection) -> None:
+    if isinstance(c, _Connection):
+        c.audit_tree = None
+
+
 def _audit(c: sqlite3.Connection, *entries: AuditEntry) -> None:
-    """Append entries as Merkle leaves, persisting the frontier and every completed node."""
+    """Append entries as Merkle leaves, persisting the frontier and every completed node.
+
+    Within one write transaction the frontier is read from the file once and then kept on the
+    connection (`_run_group` forgets it at every transaction start and every rollback), so a
+    group of submissions does not parse and re-read it per job; it is still written every time,
+    so reads inside the transaction see it."""
     if not entries:
         return
-    row = c.execute("SELECT compact FROM audit_state WHERE id=1").fetchone()
-    tree = CompactRange() if row is None else CompactRange.from_bytes(bytes(row[0]))
+    tree = c.audit_tree if isinstance(c, _Connection) else None
+    if tree is None:
+        row = c.execute("SELECT compact FROM audit_state WHERE id=1").fetchone()
+        tree = CompactRange() if row is None else CompactRange.from_bytes(bytes(row[0]))
     nodes: list[tuple[int, int, bytes]] = []
 
     def visit(level: int, index: int, h: bytes) -> None:
@@ -576,6 +608,8 @@ def _audit(c: sqlite3.Connection, *entries: AuditEntry) -> None:
         tree.append(leaf, visit)
     c.executemany("INSERT INTO audit_nodes(level, idx, hash) VALUES (?,?,?)", nodes)
     c.execute("INSERT OR REPLACE INTO audit_state(id, compact) VALUES (1, ?)", (tree.to_bytes(),))
+    if isinstance(c, _Connection):
+        c.audit_tree = tree
 
 
 def _node_reader(c: sqlite3.Connection) -> Callable[[int, int], bytes]:
@@ -691,6 +725,7 @@ _EVENT_FOR = {"delivered": "receipt", "refused": "refusal", "retry": "attempt", 
 
 
 def _record_outcomes(c: sqlite3.Connection, outcomes: list[AttemptOutcome]) -> None:
+    entries: list[AuditEntry] = []
     for o in outcomes:
         row = c.execute("SELECT status FROM messages WHERE id=?", (o.message_id,)).fetchone()
         if row is None:
@@ -724,10 +759,11 @@ def _record_outcomes(c: sqlite3.Connection, outcomes: list[AttemptOutcome]) -> N
         c.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id=?", (*args, o.message_id))
         if status != current or o.kind == "retry":
             _history(c, o.message_id, o.at, status, o.error or "")
-        _audit(c, *o.audit)
+        entries.extend(o.audit)
+    _audit(c, *entries)  # in outcome order, one append for the batch
 
 
-def _accept_one(c: sqlite3.Connection, it: Incoming) -> IncomingResult:
+def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) -> IncomingResult:
     row = c.execute("SELECT document_sha256, receipt FROM inbox WHERE sender=? AND id=?", (it.sender, it.id)).fetchone()
     arrival = classify(None if row is None else bytes(row[0]), it.document_sha256)
     if arrival is Arrival.DUPLICATE:
@@ -761,13 +797,13 @@ def _accept_one(c: sqlite3.Connection, it: Incoming) -> IncomingResult:
         )
         c.execute("UPDATE peer_state SET gap_count=gap_count+1 WHERE peer=?", (it.sender,))
     c.execute("UPDATE peer_state SET recv_high_water=? WHERE peer=?", (upd.high_water, it.sender))
-    _audit(c, it.audit, *it.extra_audit)
+    audit += (it.audit, *it.extra_audit)
     if it.acked_message_id is not None:
-        _apply_ack(c, it)
+        _apply_ack(c, it, audit)
     return IncomingResult("accepted", it.receipt)
 
 
-def _apply_ack(c: sqlite3.Connection, it: Incoming) -> None:
+def _apply_ack(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) -> None:
     mid = it.acked_message_id
     row = c.execute("SELECT status, peer FROM messages WHERE id=?", (mid,)).fetchone()
     if row is None or row[1] != it.sender:
@@ -783,8 +819,7 @@ def _apply_ack(c: sqlite3.Connection, it: Incoming) -> None:
     )
     detail = (it.ack_info or {}).get("status", "")
     _history(c, str(mid), it.received_at, status, str(detail))
-    _audit(
-        c,
+    audit.append(
         AuditEntry(
             at=it.received_at,
             kind="acknowledged",

@@ -1,0 +1,395 @@
+"""Per-envelope cryptography off the event loop, on every core: building and opening batches.
+
+pyca/cryptography's HPKE holds the GIL, so crypto threads only move HPKE off the event loop; they
+add no core (measured in docs/performance.md). `CryptoPool` therefore runs batches in worker
+processes (`[performance] crypto_processes`, default 2), split into one chunk per worker, and in a
+thread when the pool is off (0), a batch is small, or the pool broke (a worker was killed).
+
+What crosses to a worker: the messages, the current time, and the key material the batch needs,
+as seeds (Ed25519 32 bytes, HPKE 32/96 bytes) and public bundle bytes. Workers are forked from a
+`forkserver` started before any key is loaded, hold the keys only in memory (cached by seed so a
+batch does not re-derive them), never log, never write to disk, and exit with the gateway.
+Rotation needs nothing special: every job carries the keys valid for it.
+
+The functions here are the whole per-envelope logic for both directions; the thread path runs
+the same functions, so the two paths cannot diverge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import multiprocessing
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+
+from .core import schemas
+from .core.audit import AuditEntry
+from .core.bundle import KeyBundle, PeerKeys, SignedBundle
+from .core.control import AckBody, decode_struct
+from .core.encoding import json_bytes, unb64url
+from .core.envelope import (
+    BUSINESS_TYPES,
+    Document,
+    Envelope,
+    SignedDocument,
+    build_envelope,
+    open_envelope,
+    read_header,
+)
+from .core.errors import GatewayError, KeyStateError, SchemaError
+from .core.keys import DecryptionKey, EncryptionKey, SigningKey
+from .core.receipt import make_receipt
+from .core.rotation import KeyAnnouncementBody, check_update
+from .store.base import Incoming
+
+log = structlog.get_logger("customs_gateway.crypto")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Below this many envelopes a batch runs in a thread: a process hop costs more than it saves.
+MIN_PROCESS_BATCH = 8
+
+#: What a worker returns for an envelope it refuses: (code, detail, field, status, message id).
+Refused = tuple[str, str, str | None, int, str]
+
+#: One message to build: (signed document bytes, seq, attempt, ciphertext of an earlier attempt).
+BuildItem = tuple[bytes, int, int, bytes | None]
+#: A built envelope: (its JSON bytes, ciphertext, recipient key id).
+Built = tuple[bytes, bytes, str]
+
+
+# --- key material as plain data ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SealKeys:
+    """The sender's keys for one batch, as seeds and raw public keys (picklable)."""
+
+    signing_seed: bytes
+    recipient_alg: str
+    recipient_raw: bytes
+
+    @classmethod
+    def of(cls, signing: SigningKey, recipient: EncryptionKey) -> SealKeys:
+        return cls(signing.seed, recipient.alg, recipient.raw)
+
+
+@dataclass(frozen=True)
+class OpenKeys:
+    """The receiver's view for one batch: its name, the peer's bundle, its private keys as seeds."""
+
+    me: str
+    peer_bundle: bytes  # KeyBundle.to_bytes() of the bundle trusted now
+    decryption: tuple[tuple[str, bytes], ...]  # (alg, seed) of every decryption key held
+    receipt_seed: bytes  # the signing key for receipts at this batch's time
+    skew_seconds: float
+
+
+# Worker-side caches (also used by the thread path): loading a key costs more than using it once.
+_signing: dict[bytes, SigningKey] = {}
+_encryption: dict[tuple[str, bytes], EncryptionKey] = {}
+_open_views: dict[OpenKeys, OpenView] = {}
+_CACHE_MAX = 16
+
+
+def _cached(cache: dict[Any, Any], key: Any, make: Callable[[], T]) -> T:
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()  # a handful of keys live at once; rotation just starts over
+        hit = cache[key] = make()
+    return hit
+
+
+def signing_key(seed: bytes) -> SigningKey:
+    return _cached(_signing, seed, lambda: SigningKey(seed))
+
+
+@dataclass(frozen=True)
+class OpenView:
+    """Live objects for opening envelopes, built once per OpenKeys."""
+
+    me: str
+    peer: PeerKeys
+    decryption: dict[str, DecryptionKey]
+    receipt_key: SigningKey
+    skew_seconds: float
+
+    def decryption_key(self, kid: str) -> DecryptionKey:
+        key = self.decryption.get(kid)
+        if key is None:
+            raise KeyStateError(
+                f"encryption key {kid} is not held by {self.me}", code="key.unknown", field="header.enc_kid"
+            )
+        return key
+
+
+def open_view(keys: OpenKeys) -> OpenView:
+    def make() -> OpenView:
+        dks = [DecryptionKey(alg, seed) for alg, seed in keys.decryption]
+        return OpenView(
+            keys.me,
+            PeerKeys(KeyBundle.from_bytes(keys.peer_bundle)),
+            {k.kid: k for k in dks},
+            signing_key(keys.receipt_seed),
+            keys.skew_seconds,
+        )
+
+    return _cached(_open_views, keys, make)
+
+
+# --- sender: build a batch ----------------------------------------------------------------------
+
+
+def build_batch(keys: SealKeys, sent_at: dt.datetime, items: Sequence[BuildItem]) -> list[Built]:
+    """Sign (and, unless reused, encrypt) one envelope per item; JSON bytes ready to send."""
+    sig = signing_key(keys.signing_seed)
+    rcpt = _cached(
+        _encryption,
+        (keys.recipient_alg, keys.recipient_raw),
+        lambda: EncryptionKey(keys.recipient_alg, keys.recipient_raw),
+    )
+    out: list[Built] = []
+    for signed_raw, seq, attempt, reuse in items:
+        signed = SignedDocument.from_bytes(signed_raw)
+        doc = Document.from_bytes(signed.document_bytes)
+        env, _, ct = build_envelope(
+            doc,
+            seq=seq,
+            sent_at=sent_at,
+            attempt=attempt,
+            signing_key=sig,
+            recipient_key=rcpt,
+            signed=signed,
+            ciphertext=reuse,
+        )
+        out.append((json_bytes(env.to_dict()), ct, rcpt.kid))
+    return out
+
+
+# --- receiver: open a batch ---------------------------------------------------------------------
+
+
+def open_batch(keys: OpenKeys, now: dt.datetime, envelopes: Sequence[object]) -> list[Incoming | Refused]:
+    """Verify, decrypt, check and pre-sign the receipt of each envelope (or say why not)."""
+    view = open_view(keys)
+    return [open_one(view, e, now) for e in envelopes]
+
+
+def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Refused:
+    mid = "unknown"
+    try:
+        env = Envelope.from_dict(raw_env)
+        mid = read_header(env).id
+        opened = open_envelope(
+            env,
+            me=view.me,
+            peer=view.peer,
+            decryption_key=view.decryption_key,
+            now=now,
+            skew_seconds=view.skew_seconds,
+        )
+        doc, hdr = opened.document, opened.header
+        acked: str | None = None
+        ack_info: dict[str, Any] | None = None
+        announced: tuple[SignedBundle, KeyBundle] | None = None
+        if doc.type in BUSINESS_TYPES:
+            schemas.validate_body(doc.type, doc.body)
+        elif doc.type == "key-announcement":
+            kb: KeyAnnouncementBody = decode_struct(KeyAnnouncementBody, doc.body)
+            signed_bundle = SignedBundle.from_bytes(unb64url(kb.bundle, field="body.bundle"))
+            new_bundle = check_update(view.peer.bundle, signed_bundle, now)
+            if new_bundle is not view.peer.bundle:
+                announced = (signed_bundle, new_bundle)
+        elif doc.type == "ack":
+            ab: AckBody = decode_struct(AckBody, doc.body)
+            acked = ab.message_id
+            ack_info = {
+                "status": ab.status,
+                "reason": ab.reason,
+                "ack_id": doc.id,
+                "document_sha256": ab.document_sha256,
+            }
+        else:
+            raise SchemaError(
+                f"control type {doc.type!r} is not accepted here",
+                code="schema.type_unknown",
+                field="header.type",
+            )
+        digest = opened.signed_document.digest
+        receipt = make_receipt(
+            message_id=doc.id,
+            sender=doc.sender,
+            receiver=view.me,
+            document_sha256=digest,
+            received_at=now,
+            key=view.receipt_key,
+        )
+        receipt_bytes = receipt.to_bytes()
+        audit = AuditEntry(
+            at=now,
+            kind="received",
+            actor=f"peer:{doc.sender}",
+            message_id=doc.id,
+            peer=doc.sender,
+            digests={
+                "document": digest.hex(),
+                "envelope": env.digest.hex(),
+                "receipt": hashlib.sha256(receipt_bytes).hexdigest(),
+            },
+            detail={"type": doc.type, "seq": hdr.seq},
+        )
+        return Incoming(
+            sender=doc.sender,
+            id=doc.id,
+            seq=hdr.seq,
+            type=doc.type,
+            created_at=doc.created_at,
+            received_at=now,
+            document_sha256=digest,
+            signed_document=opened.signed_document.raw,
+            body=opened.signed_document.document_bytes,
+            receipt=receipt_bytes,
+            audit=audit,
+            acked_message_id=acked,
+            ack_info=ack_info,
+            extra_audit=_announced_entry(view.peer, doc.id, announced, now) if announced else (),
+            announced=announced[0] if announced else None,
+        )
+    except GatewayError as e:
+        return (e.code, e.detail, e.field, e.status, mid)
+
+
+def _announced_entry(
+    peer: PeerKeys, message_id: str, announced: tuple[SignedBundle, KeyBundle], now: dt.datetime
+) -> tuple[AuditEntry, ...]:
+    signed, bundle = announced
+    old = {k.kid: k for k in peer.bundle.keys}
+    changed = [k.kid for k in bundle.keys if old.get(k.kid) != k]
+    return (
+        AuditEntry(
+            at=now,
+            kind="key_announced",
+            actor=f"peer:{peer.identity}",
+            message_id=message_id,
+            peer=peer.identity,
+            digests={"bundle": hashlib.sha256(signed.bundle_bytes).hexdigest()},
+            detail={"serial": bundle.serial, "kids": changed},
+        ),
+    )
+
+
+def refused_error(r: Refused) -> tuple[GatewayError, str]:
+    code, detail, field, status, mid = r
+    return GatewayError(detail, code=code, field=field, status=status), mid
+
+
+# --- the pool -----------------------------------------------------------------------------------
+
+
+def _watch_gateway(gateway_pid: int) -> None:
+    """Worker initializer: exit as soon as the gateway process ends, however it ends.
+
+    A killed gateway runs no clean-up, and a ProcessPoolExecutor worker holds both ends of its
+    own job queue, so it would otherwise wait for work forever (and keep its fork server alive)."""
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(gateway_pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel) or already gone: poll
+            while True:
+                try:
+                    os.kill(gateway_pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+                time.sleep(1.0)
+        else:
+            select.select([fd], [], [])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-gateway", daemon=True).start()
+
+
+def _warm() -> int:
+    """A no-op job: makes the pool fork its workers now rather than on the first batch."""
+    return 0
+
+
+class CryptoPool:
+    """Runs batch functions in worker processes (chunked, one per worker) or in a thread."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crypto")
+        self._procs: ProcessPoolExecutor | None = None
+        self.batches_in_processes = 0
+        self.batches_in_threads = 0
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._procs is None:
+            ctx = multiprocessing.get_context("forkserver")
+            # Workers fork from a server that has already imported this module (fast start) and
+            # has never seen a key: it is started here, by the first pool, from a clean state.
+            ctx.set_forkserver_preload([__name__])
+            self._procs = ProcessPoolExecutor(
+                max_workers=self.processes, mp_context=ctx, initializer=_watch_gateway, initargs=(os.getpid(),)
+            )
+        return self._procs
+
+    async def start(self) -> None:
+        """Start the workers ahead of traffic (optional: they start on first use otherwise)."""
+        if self.processes > 0:
+            loop = asyncio.get_running_loop()
+            pool = self._pool()
+            await asyncio.gather(*(loop.run_in_executor(pool, _warm) for _ in range(self.processes)))
+
+    async def map(
+        self, fn: Callable[[Any, dt.datetime, Sequence[T]], list[R]], keys: Any, now: dt.datetime, items: Sequence[T]
+    ) -> list[R]:
+        """`fn(keys, now, items)` over the items, in order, split across the workers."""
+        loop = asyncio.get_running_loop()
+        if self.processes > 0 and len(items) >= MIN_PROCESS_BATCH:
+            n = min(self.processes, len(items))
+            size = -(-len(items) // n)
+            chunks = [items[i : i + size] for i in range(0, len(items), size)]
+            pool = self._pool()
+            try:
+                parts = await asyncio.gather(*(loop.run_in_executor(pool, fn, keys, now, c) for c in chunks))
+            except BrokenProcessPool:
+                # A worker died (killed by an operator or the OOM killer): start a fresh pool
+                # next time and do this batch here; nothing was committed from the lost one.
+                log.warning("crypto.pool_broken", processes=self.processes)
+                self._discard()
+            else:
+                self.batches_in_processes += 1
+                return [r for part in parts for r in part]
+        self.batches_in_threads += 1
+        return await loop.run_in_executor(self._threads, fn, keys, now, items)
+
+    def _discard(self) -> None:
+        if self._procs is not None:
+            self._procs.shutdown(wait=False, cancel_futures=True)
+            self._procs = None
+
+    @property
+    def executor(self) -> Executor:
+        """The thread pool, for crypto work that is not batched (e.g. single signatures)."""
+        return self._threads
+
+    def close(self) -> None:
+        self._discard()
+        self._threads.shutdown(wait=False)

@@ -1,0 +1,255 @@
+"""Envelope crypto in worker processes: same answers as in a thread, every refusal kept, order kept,
+a killed worker survived, and real gateways actually using the processes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from customs_gateway.core.clock import FixedClock, UUID7Source
+from customs_gateway.core.encoding import b64url, unb64url
+from customs_gateway.core.envelope import Document, SignedDocument
+from customs_gateway.crypto_workers import (
+    MIN_PROCESS_BATCH,
+    CryptoPool,
+    OpenKeys,
+    SealKeys,
+    build_batch,
+    open_batch,
+)
+from customs_gateway.keystore import Identity
+from customs_gateway.pair import LocalPair, prepare_pair
+from customs_gateway.store.base import Incoming
+from tests.gateway.conftest import CN, US, Pair, sample
+
+NOW = dt.datetime(2026, 11, 24, 10, 0, 0, tzinfo=dt.timezone.utc)
+N = 3 * MIN_PROCESS_BATCH + 1  # three chunks' worth, not a multiple of the worker count
+
+
+@pytest.fixture(scope="module")
+def idents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Identity]:
+    lp = LocalPair(prepare_pair(tmp_path_factory.mktemp("cw")))
+    return {US: lp.identity(US), CN: lp.identity(CN)}
+
+
+@pytest.fixture
+async def pool() -> Any:
+    p = CryptoPool(2)
+    await p.start()
+    yield p
+    p.close()
+
+
+def _items(sender: Identity, n: int, now: dt.datetime = NOW) -> list[tuple[bytes, int, int, bytes | None]]:
+    ids = UUID7Source(FixedClock(now))
+    key = sender.active_signing_key(now)
+    out = []
+    for i in range(n):
+        doc = Document(ids.new_id(), US, CN, "seizure-share", now, sample("seizure-share"))
+        out.append((SignedDocument.create(doc, key).raw, i + 1, 1, None))
+    return out
+
+
+def _seal_keys(us: Identity, cn: Identity, now: dt.datetime = NOW) -> SealKeys:
+    return SealKeys.of(us.active_signing_key(now), cn.public_keys().encryption_key(now))
+
+
+def _open_keys(me: Identity, peer: Identity, now: dt.datetime = NOW, skew: float = 300.0) -> OpenKeys:
+    return OpenKeys(
+        me=me.name,
+        peer_bundle=peer.bundle.bundle.to_bytes(),
+        decryption=tuple((k.alg, k.seed) for k in me.decryption.values()),
+        receipt_seed=me.active_signing_key(now).seed,
+        skew_seconds=skew,
+    )
+
+
+def _envelopes(built: list[tuple[bytes, bytes, str]]) -> list[dict[str, Any]]:
+    return [json.loads(b[0]) for b in built]
+
+
+async def test_processes_and_thread_agree_and_keep_order(pool: CryptoPool, idents: dict[str, Identity]) -> None:
+    us, cn = idents[US], idents[CN]
+    items = _items(us, N)
+    built = await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)
+    assert pool.batches_in_processes == 1
+    envs = _envelopes(built)
+    keys = _open_keys(cn, us)
+    in_procs = await pool.map(open_batch, keys, NOW, envs)
+    in_thread = open_batch(keys, NOW, envs)
+    assert pool.batches_in_processes == 2
+    assert all(isinstance(r, Incoming) for r in in_procs)
+    # Ed25519 receipts are deterministic: the two paths produce identical results, in order.
+    assert in_procs == in_thread
+    docs = [Document.from_bytes(SignedDocument.from_bytes(raw).document_bytes) for raw, *_ in items]
+    assert [r.id for r in in_procs if isinstance(r, Incoming)] == [d.id for d in docs]
+    assert [r.seq for r in in_procs if isinstance(r, Incoming)] == list(range(1, N + 1))
+
+
+async def test_ciphertext_of_an_earlier_attempt_is_reused(pool: CryptoPool, idents: dict[str, Identity]) -> None:
+    us = idents[US]
+    first = await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, _items(us, N))
+    retry = [(raw, seq, 2, first[i][1]) for i, (raw, seq, _, _) in enumerate(_items(us, N))]
+    # _items makes fresh documents: reuse must carry the given ciphertext through unchanged
+    again = await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, retry)
+    assert [b[1] for b in again] == [b[1] for b in first]
+    assert all(json.loads(b[0])["ciphertext"] == b64url(b[1]) for b in again)
+
+
+def _flip(s: str) -> str:
+    raw = bytearray(unb64url(s))
+    raw[len(raw) // 2] ^= 0x01
+    return b64url(bytes(raw))
+
+
+async def test_every_refusal_survives_the_process_hop(pool: CryptoPool, idents: dict[str, Identity]) -> None:
+    us, cn = idents[US], idents[CN]
+    envs = _envelopes(await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, _items(us, N)))
+    bad = [dict(e) for e in envs]
+    bad[1]["ciphertext"] = _flip(bad[1]["ciphertext"])  # tampered ciphertext: outer signature breaks
+    bad[2]["signature"] = _flip(bad[2]["signature"])  # bad signature
+    bad[3]["header"] = bad[3]["header"][:-4]  # truncated
+    bad[4] = {"header": 1}  # garbage
+    bad[5] = "not an envelope"
+    keys = _open_keys(cn, us)
+    got = await pool.map(open_batch, keys, NOW, bad)
+    want = open_batch(keys, NOW, bad)
+    assert got == want
+    assert isinstance(got[0], Incoming)
+    codes = [r[0] if isinstance(r, tuple) else "ok" for r in got[:6]]
+    assert codes[0] == "ok"
+    assert codes[1] == codes[2] == "signature.invalid"
+    assert codes[3].startswith("decode.") and codes[4].startswith("decode.") and codes[5].startswith("decode.")
+    assert isinstance(got[1], tuple) and got[1][4] == json.loads(unb64url(envs[1]["header"]))["id"]
+    # wrong recipient: US opening envelopes addressed to CN; stale: far outside the skew window
+    wrong = await pool.map(open_batch, _open_keys(us, cn), NOW, envs)
+    assert {r[0] for r in wrong if isinstance(r, tuple)} == {"binding.sender"}
+    late = NOW + dt.timedelta(hours=1)
+    stale = await pool.map(open_batch, _open_keys(cn, us, late), late, envs)
+    assert {r[0] for r in stale if isinstance(r, tuple)} == {"replay.skew"} and len(stale) == N
+
+
+async def test_small_batches_stay_in_a_thread(pool: CryptoPool, idents: dict[str, Identity]) -> None:
+    us = idents[US]
+    await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, _items(us, MIN_PROCESS_BATCH - 1))
+    assert (pool.batches_in_processes, pool.batches_in_threads) == (0, 1)
+
+
+async def test_a_killed_worker_costs_one_batch_in_a_thread_then_a_fresh_pool(
+    pool: CryptoPool, idents: dict[str, Identity]
+) -> None:
+    us = idents[US]
+    procs = pool._procs
+    assert procs is not None
+    victim = next(iter(procs._processes))
+    os.kill(victim, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    items = _items(us, N)
+    built = await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)
+    assert len(built) == N and pool.batches_in_threads == 1
+    again = await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)
+    assert len(again) == N and pool.batches_in_processes == 1
+    assert pool._procs is not None and pool._procs is not procs
+
+
+async def test_pool_off_runs_in_a_thread(idents: dict[str, Identity]) -> None:
+    p = CryptoPool(0)
+    try:
+        built = await p.map(build_batch, _seal_keys(idents[US], idents[CN]), NOW, _items(idents[US], N))
+        assert len(built) == N and (p.batches_in_processes, p.batches_in_threads) == (0, 1)
+        assert p._procs is None
+    finally:
+        p.close()
+
+
+async def test_gateways_deliver_through_the_worker_processes(pair: Pair) -> None:
+    us, cn = pair.apis[US], pair.apis[CN]
+    await pair.lp.stop(CN)  # queue a batch's worth, so it goes out as one batch to the processes
+    ids = []
+    for _ in range(N):
+        status, res = await us.submit("seizure-share")
+        assert status == 202, res
+        ids.append(res["id"])
+    await pair.lp.start(CN)
+    for mid in ids:
+        await us.wait_status(mid, {"delivered"})
+    assert pair.gw(US).crypto.batches_in_processes >= 1
+    assert pair.gw(CN).crypto.batches_in_processes >= 1
+    status, inbox, _ = await cn.call("GET", "/v1/inbox?limit=100")
+    assert status == 200
+    assert [m["id"] for m in inbox["messages"]] == ids
+
+
+def test_config_bounds(tmp_path: Path) -> None:
+    from customs_gateway.config import load_config, render_config
+    from customs_gateway.core.errors import ConfigError
+
+    homes = prepare_pair(tmp_path)
+    cfg = load_config(homes[US].config_path, env={})
+    assert cfg.performance.crypto_processes == 2
+    assert "[performance]" in render_config(cfg)
+    bad = dataclasses.replace(cfg, performance=dataclasses.replace(cfg.performance, crypto_processes=-1))
+    homes[US].config_path.write_text(render_config(bad), encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_config(homes[US].config_path, env={})
+    assert e.value.field == "performance.crypto_processes"
+
+
+_HOLDER = """
+import asyncio, os, sys
+from customs_gateway.crypto_workers import CryptoPool
+
+async def main():
+    pool = CryptoPool(2)
+    await pool.start()
+    print(" ".join(str(p) for p in pool._procs._processes), flush=True)
+    await asyncio.sleep(60)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_killed_gateway_leaves_no_worker_behind(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "holder.py"
+    script.write_text(_HOLDER, encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        server = _parent(workers[0])
+        assert server != proc.pid and _alive(server)  # the fork server between them
+        proc.kill()  # SIGKILL: no clean-up runs in the gateway
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in [*workers, server]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(p) for p in [*workers, server])
+    finally:
+        proc.kill()

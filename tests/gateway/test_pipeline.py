@@ -1,0 +1,72 @@
+"""The pipelined delivery worker: the next batch is built while one is at the peer, sent only after
+that one's answer, and never past a message that must be retried (order, exactly once)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from customs_gateway.core.encoding import unb64url
+from customs_gateway.core.errors import StoreUnavailable
+from customs_gateway.gateway import issue_token
+from customs_gateway.pair import LocalPair, prepare_pair
+from tests.gateway.conftest import CN, US, Api
+
+BATCH = 10
+
+
+async def test_batches_overlap_and_a_failed_batch_is_not_overtaken(tmp_path: Path) -> None:
+    homes = prepare_pair(
+        tmp_path,
+        overrides={"delivery": {"batch_max": BATCH, "retry_base_seconds": 0.05, "retry_cap_seconds": 0.2}},
+    )
+    lp = LocalPair(homes)
+    await lp.start(US)
+    session = aiohttp.ClientSession()
+    try:
+        _, secret = await issue_token(lp.servers[US].gateway.store, lp.servers[US].gateway.clock, "agency", "t", "t")
+        us = Api(session, homes[US].local_url, {"agency": secret}, CN)
+        ids = []
+        for _ in range(4 * BATCH + 3):  # queued while the peer is down: several full batches
+            status, res = await us.submit("seminar-notice")
+            assert status == 202, res
+            ids.append(res["id"])
+
+        cn_server = await lp.start(CN)
+        gw = cn_server.gateway
+        real = gw.receive
+        requests: list[list[int]] = []
+
+        async def receive(raw: bytes) -> list[dict[str, Any]]:
+            seqs = [json.loads(unb64url(e["header"]))["seq"] for e in json.loads(raw)["envelopes"]]
+            requests.append(seqs)
+            if len(requests) == 2:  # the second batch fails once, retryably, as a whole
+                raise StoreUnavailable("injected: database briefly unavailable")
+            return await real(raw)
+
+        gw.receive = receive  # type: ignore[method-assign]
+        for mid in ids:
+            await us.wait_status(mid, {"delivered"})
+
+        # Exactly once and in order in the peer's inbox.
+        _, secret_cn = await issue_token(gw.store, gw.clock, "agency", "t", "t")
+        cn = Api(session, homes[CN].local_url, {"agency": secret_cn}, US)
+        status, inbox, _ = await cn.call("GET", "/v1/inbox?limit=100")
+        assert status == 200
+        assert [m["id"] for m in inbox["messages"]] == ids
+
+        # The request after the failed one starts again at the failed batch's head: the batch
+        # built ahead of it was given up, never sent past it.
+        assert requests[1] == list(range(BATCH + 1, 2 * BATCH + 1))
+        assert requests[2][0] == BATCH + 1
+        sent_once_accepted = [s for i, r in enumerate(requests) if i != 1 for s in r]
+        assert sent_once_accepted == list(range(1, len(ids) + 1))
+        # ...and batches did overlap: some went out straight after the answer to the one before.
+        worker = lp.servers[US].worker
+        assert worker is not None and worker.pipelined >= 2
+    finally:
+        await session.close()
+        await lp.stop_all()
