@@ -26,7 +26,7 @@ from typing import IO, Any, Protocol
 
 import aiohttp
 
-from .benchmark import NoProgress, ProgressSink
+from .benchmark import NoProgress, ProgressSink, descendants
 from .config import PASSPHRASE_ENV, Config, load_config
 from .core.audit import AuditEntry
 from .core.clock import SystemClock, UUID7Source
@@ -39,14 +39,39 @@ from .pair import EXAMPLE_PASSPHRASE, Home, LocalPair
 from .store.sqlite import SQLiteStore, _audit
 
 
-def read_memory(pid: int) -> dict[str, float]:
-    """VmRSS (resident now) and VmHWM (peak resident) of a process, in MiB."""
-    out: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key.lower() + "_mib"] = round(int(rest.split()[0]) / 1024, 1)
+def _status_kib(pid: int, keys: tuple[str, ...]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
+            key, _, rest = line.partition(":")
+            if key in keys:
+                out[key] = int(rest.split()[0])
     return out
+
+
+def _pss_kib(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text(encoding="utf-8").splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def read_memory(pid: int) -> dict[str, float]:
+    """Memory of a gateway in MiB: VmRSS (resident now) and VmHWM (peak) of its own process, and
+    of the whole gateway with its crypto workers and their fork server: the sum of their VmRSS
+    (pages shared between them counted in each) and of their PSS (shared pages divided among
+    them: what the gateway as a whole costs the machine)."""
+    own = _status_kib(pid, ("VmRSS", "VmHWM"))
+    tree = [pid, *descendants(pid)]
+    rss = sum(_status_kib(p, ("VmRSS",)).get("VmRSS", 0) for p in tree)
+    return {
+        "vmrss_mib": round(own.get("VmRSS", 0) / 1024, 1),
+        "vmhwm_mib": round(own.get("VmHWM", 0) / 1024, 1),
+        "processes": len(tree),
+        "tree_rss_mib": round(rss / 1024, 1),
+        "tree_pss_mib": round(sum(_pss_kib(p) for p in tree) / 1024, 1),
+    }
 
 
 def db_path(home: Home) -> Path:

@@ -49,7 +49,7 @@ from .core.envelope import (
 )
 from .core.errors import GatewayError, KeyStateError, SchemaError
 from .core.keys import DecryptionKey, EncryptionKey, SigningKey
-from .core.receipt import make_receipt
+from .core.receipt import Statement, make_receipt, verify_receipt, verify_refusal
 from .core.rotation import KeyAnnouncementBody, check_update
 from .store.base import Incoming
 
@@ -289,6 +289,57 @@ def _announced_entry(
             detail={"serial": bundle.serial, "kids": changed},
         ),
     )
+
+
+# --- sender: judge the peer's answers -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JudgeKeys:
+    """What judging a batch's answers needs: who we are and the peer's bundle (public keys)."""
+
+    me: str
+    peer_bundle: bytes
+
+
+#: One answer to judge: (our message id, its document's SHA-256, the peer's result object).
+JudgeItem = tuple[str, bytes, object]
+#: ("receipt", statement bytes, received_at, kid) | ("refusal", statement bytes, code, detail,
+#: retryable) | ("bad", error code): a verified receipt, a verified refusal, or neither.
+Verdict = tuple[Any, ...]
+
+_peers: dict[bytes, PeerKeys] = {}
+
+
+def judge_batch(keys: JudgeKeys, now: dt.datetime, items: Sequence[JudgeItem]) -> list[Verdict]:
+    """Verify each answer: a receipt must be signed by the peer about exactly this message and
+    document; a refusal must be signed by the peer about this message. Anything else is "bad"."""
+    peer = _cached(_peers, keys.peer_bundle, lambda: PeerKeys(KeyBundle.from_bytes(keys.peer_bundle)))
+    out: list[Verdict] = []
+    for mid, digest, r in items:
+        try:
+            if not isinstance(r, dict):
+                raise GatewayError("result is not an object", code="peer.malformed_result")
+            if "receipt" in r:
+                st = Statement.from_dict("receipt", r["receipt"])
+                rc = verify_receipt(
+                    st,
+                    message_id=mid,
+                    sender=keys.me,
+                    receiver=peer.identity,
+                    document_sha256=digest,
+                    key_for=peer.verify_key,
+                )
+                out.append(("receipt", st.to_bytes(), rc.received_at, rc.kid))
+            elif "refusal" in r:
+                st = Statement.from_dict("refusal", r["refusal"])
+                rf = verify_refusal(st, message_id=mid, key_for=peer.verify_key)
+                out.append(("refusal", st.to_bytes(), rf.code, rf.detail, rf.retryable))
+            else:
+                raise GatewayError("result has neither receipt nor refusal", code="peer.malformed_result")
+        except GatewayError as e:
+            out.append(("bad", e.code))
+    return out
 
 
 def refused_error(r: Refused) -> tuple[GatewayError, str]:

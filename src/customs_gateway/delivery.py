@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import random
 import ssl
 from dataclasses import dataclass
@@ -21,11 +22,10 @@ import aiohttp
 import structlog
 
 from .core.audit import AuditEntry
-from .core.encoding import format_ts
+from .core.encoding import format_ts, json_object
 from .core.envelope import MEDIA_TYPE
-from .core.errors import GatewayError
-from .core.receipt import Statement, verify_receipt, verify_refusal
-from .crypto_workers import BuildItem, Built, SealKeys, build_batch
+from .core.errors import DecodeError
+from .crypto_workers import BuildItem, Built, JudgeItem, JudgeKeys, SealKeys, Verdict, build_batch, judge_batch
 from .gateway import Gateway
 from .http.metrics import observe_receipt_latency
 from .store.base import AttemptOutcome, OutMessage
@@ -238,97 +238,79 @@ class DeliveryWorker:
 
     async def _send(self, msgs: list[OutMessage], built: list[Built], now: dt.datetime) -> list[AttemptOutcome]:
         assert self._session is not None
+        gw = self.gw
         # Each envelope arrives as JSON bytes from the workers: the batch is their concatenation.
         body = b'{"envelopes":[' + b",".join(b[0] for b in built) + b"]}"
         self.requests += 1
         try:
             async with self._session.post(self.url, data=body, headers=_POST_HEADERS) as resp:
-                payload = await resp.json(content_type=None) if resp.status == 200 else None
-                if resp.status != 200 or not isinstance(payload, dict):
-                    text = f"peer answered HTTP {resp.status}"
-                    return [self._retry(m, b, now, text) for m, b in zip(msgs, built, strict=True)]
-        except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as e:
+                raw = await resp.read() if resp.status == 200 else None
+            payload = json_object(raw) if raw is not None else None
+        except (TimeoutError, aiohttp.ClientError, DecodeError, OSError) as e:
             self.last_error = f"{type(e).__name__}: {e}"
             return [
                 self._retry(m, b, now, f"peer unreachable: {type(e).__name__}")
                 for m, b in zip(msgs, built, strict=True)
             ]
-        now = self.gw.clock.now()  # the answer's time: after the peer's received_at, not before
+        if payload is None:
+            return [
+                self._retry(m, b, now, f"peer answered HTTP {resp.status}") for m, b in zip(msgs, built, strict=True)
+            ]
+        now = gw.clock.now()  # the answer's time: after the peer's received_at, not before
         results = payload.get("results")
         if not isinstance(results, list) or len(results) != len(msgs):
             return [
                 self._retry(m, b, now, "peer answered a malformed result list")
                 for m, b in zip(msgs, built, strict=True)
             ]
-        return [self._judge(m, b, r, now) for m, b, r in zip(msgs, built, results, strict=True)]
+        items: list[JudgeItem] = [(m.id, m.document_sha256, r) for m, r in zip(msgs, results, strict=True)]
+        verdicts = await gw.crypto.map(judge_batch, JudgeKeys(gw.name, gw.peer_bundle_bytes()), now, items)
+        return [self._judge(m, b, v, now) for m, b, v in zip(msgs, built, verdicts, strict=True)]
 
-    def _judge(self, m: OutMessage, b: Built, r: object, now: dt.datetime) -> AttemptOutcome:
+    def _judge(self, m: OutMessage, b: Built, v: Verdict, now: dt.datetime) -> AttemptOutcome:
+        """The outcome of one verified (or unverifiable) answer, with its audit entries."""
         gw = self.gw
-        key_for = gw.peer.verify_key
-        try:
-            if not isinstance(r, dict):
-                raise GatewayError("result is not an object", code="peer.malformed_result")
-            if "receipt" in r:
-                st = Statement.from_dict("receipt", r["receipt"])
-                rc = verify_receipt(
-                    st,
-                    message_id=m.id,
-                    sender=gw.name,
-                    receiver=gw.peer.identity,
-                    document_sha256=m.document_sha256,
-                    key_for=key_for,
-                )
-                gw.counters.delivered += 1
-                observe_receipt_latency(gw, (now - m.created_at).total_seconds())
-                entry = AuditEntry(
-                    at=now,
-                    kind="delivered",
-                    actor=f"peer:{gw.peer.identity}",
-                    message_id=m.id,
-                    peer=gw.peer.identity,
-                    digests={"document": m.document_sha256.hex(), "receipt": _sha(st.to_bytes())},
-                    detail={
-                        "received_at": format_ts(rc.received_at),
-                        "receipt_kid": rc.kid,
-                        "attempt": m.attempts + 1,
-                    },
-                )
-                return AttemptOutcome(
-                    m.id,
-                    "delivered",
-                    now,
-                    m.attempts + 1,
-                    receipt=st.to_bytes(),
-                    audit=(*self._sent(m, now), entry),
-                )
-            if "refusal" in r:
-                st = Statement.from_dict("refusal", r["refusal"])
-                rf = verify_refusal(st, message_id=m.id, key_for=key_for)
-                if rf.retryable:
-                    return self._retry(m, b, now, f"peer refused (retryable): {rf.code}")
-                gw.counters.refused_out[rf.code] = gw.counters.refused_out.get(rf.code, 0) + 1
-                entry = AuditEntry(
-                    at=now,
-                    kind="refusal_received",
-                    actor=f"peer:{gw.peer.identity}",
-                    message_id=m.id,
-                    peer=gw.peer.identity,
-                    code=rf.code,
-                    digests={"document": m.document_sha256.hex(), "refusal": _sha(st.to_bytes())},
-                )
-                return AttemptOutcome(
-                    m.id,
-                    "refused",
-                    now,
-                    m.attempts + 1,
-                    refusal=st.to_bytes(),
-                    error=f"{rf.code}: {rf.detail}",
-                    audit=(*self._sent(m, now), entry),
-                )
-            raise GatewayError("result has neither receipt nor refusal", code="peer.malformed_result")
-        except GatewayError as e:
-            log.warning("delivery.bad_result", message_id=m.id, code=e.code)
-            return self._retry(m, b, now, f"unverifiable answer from peer: {e.code}")
+        if v[0] == "receipt":
+            _, statement, received_at, kid = v
+            gw.counters.delivered += 1
+            observe_receipt_latency(gw, (now - m.created_at).total_seconds())
+            entry = AuditEntry(
+                at=now,
+                kind="delivered",
+                actor=f"peer:{gw.peer.identity}",
+                message_id=m.id,
+                peer=gw.peer.identity,
+                digests={"document": m.document_sha256.hex(), "receipt": _sha(statement)},
+                detail={"received_at": format_ts(received_at), "receipt_kid": kid, "attempt": m.attempts + 1},
+            )
+            return AttemptOutcome(
+                m.id, "delivered", now, m.attempts + 1, receipt=statement, audit=(*self._sent(m, now), entry)
+            )
+        if v[0] == "refusal":
+            _, statement, code, detail, retryable = v
+            if retryable:
+                return self._retry(m, b, now, f"peer refused (retryable): {code}")
+            gw.counters.refused_out[code] = gw.counters.refused_out.get(code, 0) + 1
+            entry = AuditEntry(
+                at=now,
+                kind="refusal_received",
+                actor=f"peer:{gw.peer.identity}",
+                message_id=m.id,
+                peer=gw.peer.identity,
+                code=code,
+                digests={"document": m.document_sha256.hex(), "refusal": _sha(statement)},
+            )
+            return AttemptOutcome(
+                m.id,
+                "refused",
+                now,
+                m.attempts + 1,
+                refusal=statement,
+                error=f"{code}: {detail}",
+                audit=(*self._sent(m, now), entry),
+            )
+        log.warning("delivery.bad_result", message_id=m.id, code=v[1])
+        return self._retry(m, b, now, f"unverifiable answer from peer: {v[1]}")
 
     def _sent(self, m: OutMessage, now: dt.datetime) -> tuple[AuditEntry, ...]:
         if m.status != "queued":
@@ -378,6 +360,4 @@ class DeliveryWorker:
 
 
 def _sha(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()

@@ -339,14 +339,18 @@ class Gateway:
             await self.store.append_audit(refusal_audit)
         return [r for r in results if r is not None]
 
-    def open_keys(self, now: dt.datetime) -> OpenKeys:
-        """This gateway's keys for opening a batch at `now`, as data a crypto worker can take."""
+    def peer_bundle_bytes(self) -> bytes:
+        """The peer's bundle as trusted now, as bytes (for crypto workers; cached per bundle)."""
         peer = self.peer
         if self._peer_bundle_bytes[0] is not peer:
             self._peer_bundle_bytes = (peer, peer.bundle.to_bytes())
+        return self._peer_bundle_bytes[1]
+
+    def open_keys(self, now: dt.datetime) -> OpenKeys:
+        """This gateway's keys for opening a batch at `now`, as data a crypto worker can take."""
         return OpenKeys(
             me=self.name,
-            peer_bundle=self._peer_bundle_bytes[1],
+            peer_bundle=self.peer_bundle_bytes(),
             decryption=tuple((k.alg, k.seed) for k in self.identity.decryption.values()),
             receipt_seed=self.identity.active_signing_key(now).seed,
             skew_seconds=self.config.security.skew_seconds,

@@ -253,3 +253,62 @@ def test_a_killed_gateway_leaves_no_worker_behind(tmp_path: Path) -> None:
         assert not any(_alive(p) for p in [*workers, server])
     finally:
         proc.kill()
+
+
+async def test_judging_answers_in_processes(pool: CryptoPool, idents: dict[str, Identity]) -> None:
+    """Receipts and refusals are verified in the workers; every forgery is "bad", as in a thread."""
+    from customs_gateway.core.receipt import make_refusal
+    from customs_gateway.crypto_workers import JudgeKeys, judge_batch
+
+    us, cn = idents[US], idents[CN]
+    envs = _envelopes(await pool.map(build_batch, _seal_keys(us, cn), NOW, _items(us, N)))
+    opened = [r for r in open_batch(_open_keys(cn, us), NOW, envs) if isinstance(r, Incoming)]
+    assert len(opened) == N
+    results: list[Any] = [{"id": o.id, "status": "accepted", "receipt": json.loads(o.receipt)} for o in opened]
+    items = [(o.id, o.document_sha256, r) for o, r in zip(opened, results, strict=True)]
+    # forgeries: another message's receipt; a receipt for another document; one signed by us,
+    # not the peer; neither receipt nor refusal; not an object
+    items[1] = (items[1][0], items[1][1], results[2])
+    items[2] = (items[2][0], bytes(32), results[2])
+    forged = make_receipt_by(us, opened[3])
+    items[3] = (items[3][0], items[3][1], {"receipt": forged})
+    items[4] = (items[4][0], items[4][1], {"status": "accepted"})
+    items[5] = (items[5][0], items[5][1], ["not", "an", "object"])
+    refusal = make_refusal(
+        message_id=opened[6].id,
+        sender=US,
+        receiver=CN,
+        code="schema.required",
+        detail="x is required",
+        retryable=False,
+        refused_at=NOW,
+        key=cn.active_signing_key(NOW),
+    )
+    items[6] = (items[6][0], items[6][1], {"refusal": refusal.to_dict()})
+    keys = JudgeKeys(US, cn.bundle.bundle.to_bytes())
+    got = await pool.map(judge_batch, keys, NOW, items)
+    assert got == judge_batch(keys, NOW, items)
+    assert got[0][0] == "receipt" and got[0][1] == opened[0].receipt and got[0][2] == NOW
+    assert [v[:2] for v in got[1:6]] == [
+        ("bad", "receipt.message_id"),
+        ("bad", "receipt.document_sha256"),
+        ("bad", "key.unknown"),  # our own key is not one of the peer's
+        ("bad", "peer.malformed_result"),
+        ("bad", "peer.malformed_result"),
+    ]
+    assert got[6][:3] == ("refusal", refusal.to_bytes(), "schema.required") and got[6][4] is False
+    assert all(v[0] == "receipt" for v in got[7:])
+
+
+def make_receipt_by(signer: Identity, o: Incoming) -> dict[str, Any]:
+    from customs_gateway.core.receipt import make_receipt
+
+    st = make_receipt(
+        message_id=o.id,
+        sender=US,
+        receiver=CN,
+        document_sha256=o.document_sha256,
+        received_at=NOW,
+        key=signer.active_signing_key(NOW),
+    )
+    return st.to_dict()
