@@ -6,7 +6,6 @@ import datetime as dt
 import os
 import threading
 import time
-import uuid
 from typing import Protocol
 
 
@@ -45,34 +44,53 @@ class IdSource(Protocol):
     def new_id(self) -> str: ...
 
 
-def uuid7(unix_ms: int, rand: bytes) -> str:
-    """Build a UUIDv7 (RFC 9562) from a millisecond timestamp and 10 random bytes."""
+def uuid7(unix_ms: int, rand: bytes, counter: int | None = None) -> str:
+    """Build a UUIDv7 (RFC 9562) from a millisecond timestamp and 10 random bytes.
+
+    `counter` (12 bits), when given, fills `rand_a` instead of random bits (RFC 9562 §6.2,
+    method 1: ids made in the same millisecond stay in order)."""
     if len(rand) < 10:
         raise ValueError("uuid7 needs 10 random bytes")
+    rand_a = (int.from_bytes(rand[0:2], "big") if counter is None else counter) & 0x0FFF
     value = (unix_ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
-    value |= (int.from_bytes(rand[0:2], "big") & 0x0FFF) << 64
+    value |= rand_a << 64
     value |= 0b10 << 62
     value |= int.from_bytes(rand[2:10], "big") & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_COUNTER_MAX = 0x0FFF
+_COUNTER_START = 0x07FF  # a new millisecond starts its counter in the lower half: room to count up
 
 
 class UUID7Source:
-    """UUIDv7 ids from a clock and a random source; monotonic within this process."""
+    """UUIDv7 ids from a clock and a random source; strictly increasing within this process.
+
+    Within one millisecond (or while the clock stalls or steps back) the 12-bit `rand_a` field
+    counts up; only after 2,048+ ids in one millisecond does the timestamp run ahead of the clock
+    by a millisecond, so at any real rate the embedded time stays the clock's."""
 
     def __init__(self, clock: Clock, randbytes: RandomSource | None = None) -> None:
         self._clock = clock
         self._rand = randbytes or os.urandom
         self._last_ms = 0
+        self._counter = 0
         self._lock = threading.Lock()
 
     def new_id(self) -> str:
         with self._lock:
             ms = int(self._clock.now().timestamp() * 1000)
-            # Keep ids sortable even if the clock stalls or steps back.
-            ms = max(ms, self._last_ms + 1) if ms <= self._last_ms else ms
-            self._last_ms = ms
-            return uuid7(ms, self._rand(10))
+            rand = self._rand(10)
+            if ms > self._last_ms:
+                counter = int.from_bytes(rand[0:2], "big") & _COUNTER_START
+            else:
+                ms, counter = self._last_ms, self._counter + 1
+                if counter > _COUNTER_MAX:
+                    ms, counter = ms + 1, int.from_bytes(rand[0:2], "big") & _COUNTER_START
+            self._last_ms, self._counter = ms, counter
+            return uuid7(ms, rand, counter)
 
 
 class RandomSource(Protocol):
