@@ -665,9 +665,15 @@ def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[
                 )
             existing = c.execute(f"SELECT {_OUT_COLS} FROM messages WHERE id=?", (row[0],)).fetchone()
             return _out(existing), False
-    c.execute("INSERT OR IGNORE INTO peer_state(peer) VALUES (?)", (msg.peer,))
-    seq = c.execute("SELECT next_seq FROM peer_state WHERE peer=?", (msg.peer,)).fetchone()[0]
-    c.execute("UPDATE peer_state SET next_seq=next_seq+1 WHERE peer=?", (msg.peer,))
+    row = c.execute(
+        "UPDATE peer_state SET next_seq=next_seq+1 WHERE peer=? RETURNING next_seq-1", (msg.peer,)
+    ).fetchone()
+    if row is None:  # the first message for this peer
+        c.execute("INSERT INTO peer_state(peer) VALUES (?)", (msg.peer,))
+        row = c.execute(
+            "UPDATE peer_state SET next_seq=next_seq+1 WHERE peer=? RETURNING next_seq-1", (msg.peer,)
+        ).fetchone()
+    seq = row[0]
     now = format_ts(msg.created_at)
     c.execute(
         "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256,"
