@@ -76,12 +76,31 @@ def json_object(data: bytes, *, field: str = "document") -> dict[str, Any]:
     return obj
 
 
+_UTC = dt.timezone.utc
+_FROM_ISO = dt.datetime.fromisoformat
+
+
 def format_ts(when: dt.datetime) -> str:
-    """RFC 3339 UTC timestamp with millisecond precision, e.g. 2026-11-24T10:00:00.000Z."""
-    if when.tzinfo is None:
-        raise ValueError("naive datetime")
-    w = when.astimezone(dt.timezone.utc)
-    return w.strftime("%Y-%m-%dT%H:%M:%S.") + f"{w.microsecond // 1000:03d}Z"
+    """RFC 3339 UTC timestamp with millisecond precision, e.g. 2026-11-24T10:00:00.000Z.
+
+    Aware datetimes in other zones are converted to UTC; microseconds are truncated to
+    milliseconds; a naive datetime is a ValueError. %-formatting of the fields is ~3x faster
+    than strftime (and pads years below 1000 to four digits, which glibc's %Y does not).
+    """
+    tz = when.tzinfo
+    if tz is not _UTC:
+        if tz is None:
+            raise ValueError("naive datetime")
+        when = when.astimezone(_UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 (faster than f-string format specs)
+        when.year,
+        when.month,
+        when.day,
+        when.hour,
+        when.minute,
+        when.second,
+        when.microsecond // 1000,
+    )
 
 
 def parse_ts(text: object, *, field: str = "timestamp") -> dt.datetime:
@@ -92,16 +111,12 @@ def parse_ts(text: object, *, field: str = "timestamp") -> dt.datetime:
             field=field,
             code="decode.timestamp",
         )
-    try:  # the regex fixed every position, so slicing is exact (and ~5x faster than strptime)
-        return dt.datetime(
-            int(text[0:4]),
-            int(text[5:7]),
-            int(text[8:10]),
-            int(text[11:13]),
-            int(text[14:16]),
-            int(text[17:19]),
-            int(text[20:23]) * 1000,
-            tzinfo=dt.timezone.utc,
-        )
+    # The regex fixed the shape (ASCII digits, 'Z'), so fromisoformat (one C call, ~5x faster than
+    # slicing into datetime()) only checks the ranges; for the 'Z' it sets tzinfo=dt.timezone.utc.
+    try:
+        when = _FROM_ISO(text)
     except ValueError as e:
         raise DecodeError(f"{field} is not a valid date/time", field=field, code="decode.timestamp") from e
+    if when.hour == 0 and text[11] == "2":  # newer Pythons read T24:00:00 as the next midnight: refuse
+        raise DecodeError(f"{field} is not a valid date/time", field=field, code="decode.timestamp")
+    return when

@@ -14,7 +14,7 @@ attachment content is standard base64 with padding (RFC 4648 §4, what `base64.b
 
 from __future__ import annotations
 
-import base64
+import binascii
 import copy
 import datetime as dt
 import functools
@@ -43,19 +43,31 @@ class _Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     """Every string (and string list item) passes the text rule, then its type's Checks, in order."""
 
     def __post_init__(self) -> None:
-        for name, (checks, multiline) in _field_rules(type(self)).items():
+        # Runs for every Struct of every body: the per-class table holds only the fields that can
+        # hold text, str.isprintable() spares the usual string the text rule's regex (is_text has
+        # the argument), and a list item's path is built only for a refusal.
+        for name, multiline, checks in _text_fields(type(self)):
             value = getattr(self, name)
-            items = enumerate(value) if isinstance(value, list) else ((None, value),)
-            for i, item in items:
-                if not isinstance(item, str):
-                    continue
-                field = name if i is None else f"{name}[{i}]"
-                if not refdata.is_text(item, multiline=multiline):
-                    rule = "only \\n and \\t are allowed" if multiline else "it must be one line"
-                    raise _Refusal("schema.text", field, f"contains a control or invalid character; {rule}")
+            if isinstance(value, str):
+                if not (value.isprintable() or refdata.is_text(value, multiline=multiline)):
+                    raise _text_refusal(name, multiline)
                 for check in checks:
-                    if not check.accepts(item):
-                        raise _Refusal(check.code, field, check.detail)
+                    if not check.accepts(value):
+                        raise _Refusal(check.code, name, check.detail)
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    if not isinstance(item, str):
+                        continue
+                    if not (item.isprintable() or refdata.is_text(item, multiline=multiline)):
+                        raise _text_refusal(f"{name}[{i}]", multiline)
+                    for check in checks:
+                        if not check.accepts(item):
+                            raise _Refusal(check.code, f"{name}[{i}]", check.detail)
+
+
+def _text_refusal(field: str, multiline: bool) -> _Refusal:
+    rule = "only \\n and \\t are allowed" if multiline else "it must be one line"
+    return _Refusal("schema.text", field, f"contains a control or invalid character; {rule}")
 
 
 class _Refusal(ValueError):
@@ -85,6 +97,39 @@ def _field_rules(cls: type[msgspec.Struct]) -> dict[str, tuple[tuple[Check, ...]
         checks = tuple(m for m in metadata if isinstance(m, Check))
         rules[name] = (checks, MULTILINE in metadata)
     return rules
+
+
+# Leaf types whose decoded values are never a str (msgspec builds each value from its annotation).
+_NEVER_TEXT: tuple[type, ...] = (int, float, bool, type(None), dt.date, dt.datetime, dt.time, msgspec.Struct)
+
+
+@functools.cache
+def _text_fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, bool, tuple[Check, ...]], ...]:
+    """`_field_rules` in the same order without the fields that can never hold a str (dates, numbers,
+    booleans, nested Structs and lists of them): (name, multiline, checks) per field."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return tuple(
+        (name, multiline, checks)
+        for name, (checks, multiline) in _field_rules(cls).items()
+        if _may_hold_text(hints[name])
+    )
+
+
+def _may_hold_text(hint: object) -> bool:
+    pending = [hint]
+    while pending:
+        tp = pending.pop()
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            pending.append(typing.get_args(tp)[0])
+        elif origin is Literal:
+            if any(isinstance(v, str) for v in typing.get_args(tp)):
+                return True
+        elif origin is not None:  # list[...], X | None, ...
+            pending.extend(typing.get_args(tp))
+        elif not (isinstance(tp, type) and issubclass(tp, _NEVER_TEXT)):
+            return True  # str, or anything not known to be text-free
+    return False
 
 
 class Commodity(_Body, frozen=True, kw_only=True):
@@ -227,7 +272,7 @@ class Attachment(_Body, frozen=True, kw_only=True):
 
     def data(self) -> bytes:
         """The decoded file bytes."""
-        return base64.b64decode(self.content, validate=True)
+        return binascii.a2b_base64(self.content, strict_mode=True)  # `content` passed is_base64
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -372,6 +417,15 @@ def _translate(error: msgspec.ValidationError) -> SchemaError:
 def _refuse_duplicate_keys(raw: bytes) -> None:
     # msgspec keeps the last of duplicate keys where another parser may keep the first. Refusing
     # them means every reader of the signed bytes sees the same body (I-JSON, RFC 7493 §2.3).
+    # First a parse that only counts keys (no tree, no paths); a body with a duplicate is parsed
+    # again as pairs to find the first one in document order.
+    try:
+        json.loads(raw, object_pairs_hook=_no_duplicates)
+        return
+    except _HasDuplicate:
+        pass
+    except (ValueError, RecursionError):
+        raise SchemaError("body is not valid JSON", code="schema.json", field="$") from None
     try:
         tree = json.loads(raw, object_pairs_hook=_Pairs)
     except (ValueError, RecursionError):
@@ -379,6 +433,15 @@ def _refuse_duplicate_keys(raw: bytes) -> None:
     duplicate = _find_duplicate(tree, "$")
     if duplicate is not None:
         raise SchemaError("duplicate object key", code="schema.duplicate_key", field=_clean(duplicate))
+
+
+class _HasDuplicate(Exception):
+    """Raised by `_no_duplicates` out of json.loads."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> None:
+    if len(dict(pairs)) != len(pairs):
+        raise _HasDuplicate
 
 
 class _Pairs(list[tuple[str, Any]]):

@@ -8,7 +8,7 @@ generic 500 that leaks nothing.
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -77,9 +77,11 @@ def from_error(e: GatewayError, request: web.Request) -> web.Response:
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    # A log correlation id: 128 bits from the OS CSPRNG as 32 hex characters, the shape
+    # uuid4().hex had, at a fraction of its cost (no UUID object to build).
+    request_id = request.headers.get("X-Request-Id") or os.urandom(16).hex()
     if len(request_id) > 100 or not request_id.isprintable():
-        request_id = uuid.uuid4().hex
+        request_id = os.urandom(16).hex()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     if "id" in request.match_info:
