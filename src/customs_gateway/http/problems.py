@@ -115,6 +115,8 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 async def read_body(request: web.Request, timeout: float) -> bytes:
     """The whole request body, or 408 if the client trickles it slower than `timeout` allows."""
+    if request.content.is_eof():  # already all here (the usual small request): nothing to wait for
+        return await request.read()
     try:
         async with asyncio.timeout(timeout):
             return await request.read()
