@@ -110,6 +110,9 @@ class DeliveryWorker:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before looking at the queue, never after: a message submitted while the
+            # worker plans (or reads the next due time) then wakes the sleep below at once.
+            self.gw.outbox_changed.clear()
             try:
                 first = await self._plan()
                 if first is not None:
@@ -117,8 +120,10 @@ class DeliveryWorker:
                     continue
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the worker must survive anything and try again
+            except Exception:  # the worker must survive anything and try again, not at once
                 log.exception("delivery.loop_error")
+                await asyncio.sleep(min(1.0, self.backoff.base))
+                continue
             await self._sleep_until_due()
 
     async def _sleep_until_due(self) -> None:
@@ -127,7 +132,6 @@ class DeliveryWorker:
         timeout = 1.0
         if nxt is not None:
             timeout = max(0.0, min(timeout, (nxt - gw.clock.now()).total_seconds()))
-        gw.outbox_changed.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(gw.outbox_changed.wait(), timeout)
 
