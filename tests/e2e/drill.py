@@ -22,11 +22,12 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from customs_gateway.config import load_config
 from customs_gateway.core.audit import AuditEntry, log_origin
@@ -43,6 +44,7 @@ from customs_gateway.pair import EXAMPLE_PASSPHRASE, IDENTITIES, Home, example_d
 from customs_gateway.store.sqlite import SQLiteStore
 
 US, CN = IDENTITIES
+T = TypeVar("T")
 CLI = [sys.executable, "-m", "customs_gateway.cli.main"]
 ROLES = ("agency", "admin", "auditor")
 #: Quick retries and checkpoints: a drill should spend its time crashing, not waiting.
@@ -105,6 +107,14 @@ def drill_env() -> dict[str, str]:
 
 def cli(*args: str, env: Mapping[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], env=dict(env), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def both(step: Callable[[str, str], T], pairs: Iterable[tuple[str, str]]) -> list[T]:
+    """`step(me, other)` for each (me, other) at the same time, in threads; results in order.
+
+    For setup steps two operators take independently (init, export, import, issue a token)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda p: step(*p), pairs))
 
 
 async def _issue_tokens(home: Home) -> dict[str, str]:

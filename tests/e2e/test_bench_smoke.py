@@ -29,7 +29,7 @@ def _rabbitmq_available() -> bool:
 
 def test_quick_bench_measures_every_row() -> None:
     cmd = [sys.executable, "-m", "customs_gateway.cli.main", "bench", "--quick", "--json"]
-    cmd += ["--seconds", "2", "--rate", "100", "--queued", "2000", "--audit-entries", "1200"]
+    cmd += ["--seconds", "1", "--rate", "100", "--queued", "2000", "--audit-entries", "1200"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result: dict[str, Any] = json.loads(proc.stdout)

@@ -22,6 +22,8 @@ import pytest
 
 from customs_gateway.pair import example_dir, free_port
 
+from .drill import both
+
 PASS = "e2e-test-passphrase"
 CLI = [sys.executable, "-m", "customs_gateway.cli.main"]
 
@@ -70,8 +72,10 @@ def two_gateways(tmp_path: Path) -> Iterator[dict[str, Any]]:
     env.pop("CUSTOMS_GATEWAY_CONFIG", None)
     names = ("US-CBP", "CN-GACC")
     ports = {n: (free_port(), free_port()) for n in names}
-    for me, other in (names, names[::-1]):
-        run(
+    pairs = ((names[0], names[1]), (names[1], names[0]))
+    # Each step runs for both operators at once (they are independent); the steps stay in order.
+    both(
+        lambda me, other: run(
             "init",
             "--identity", me,
             "--dir", str(tmp_path / me),
@@ -81,18 +85,42 @@ def two_gateways(tmp_path: Path) -> Iterator[dict[str, Any]]:
             "--peer-url", f"https://127.0.0.1:{ports[other][1]}",
             "--kdf-fast",
             env=env,
-        )  # fmt: skip
-    for me in names:
-        out = tmp_path / f"{me}.bundle.json"
-        run("keys", "export", "--config", str(tmp_path / me / "gateway.toml"), "--out", str(out), env=env)
-    for me, other in (names, names[::-1]):
-        cfg = str(tmp_path / me / "gateway.toml")
-        res = run("keys", "import-peer", str(tmp_path / f"{other}.bundle.json"), "--config", cfg, "--yes", env=env)
+        ),
+        pairs,
+    )  # fmt: skip
+    both(
+        lambda me, _: run(
+            "keys",
+            "export",
+            "--config",
+            str(tmp_path / me / "gateway.toml"),
+            "--out",
+            str(tmp_path / f"{me}.bundle.json"),
+            env=env,
+        ),
+        pairs,
+    )
+    imported = both(
+        lambda me, other: run(
+            "keys",
+            "import-peer",
+            str(tmp_path / f"{other}.bundle.json"),
+            "--config",
+            str(tmp_path / me / "gateway.toml"),
+            "--yes",
+            env=env,
+        ),
+        pairs,
+    )
+    for (_, other), res in zip(pairs, imported, strict=True):
         assert other in res.stdout + res.stderr
-    tokens = {}
-    for me in names:
-        cfg = str(tmp_path / me / "gateway.toml")
-        tokens[me] = run("tokens", "issue", "--role", "agency", "--config", cfg, env=env).stdout.strip()
+    issued = both(
+        lambda me, _: run(
+            "tokens", "issue", "--role", "agency", "--config", str(tmp_path / me / "gateway.toml"), env=env
+        ).stdout.strip(),
+        pairs,
+    )
+    tokens = dict(zip(names, issued, strict=True))
     procs = {}
     log_files = {}
     for me in names:

@@ -30,7 +30,7 @@ import pytest
 from customs_gateway.keystore import KeyStore
 from customs_gateway.pair import free_port
 
-from .drill import CN, US, GatewayProcess, Home, ProcessPair, cli, http, sample, wait_until
+from .drill import CN, US, GatewayProcess, Home, ProcessPair, both, cli, http, sample, wait_until
 
 PASSPHRASE = "secrets-drill-passphrase-CANARY-5d1e"
 CANARY = "CANARY-7f3a9c"  # put into bodies we send, so a leak of our own text is found too
@@ -70,29 +70,44 @@ def initialised(tmp_path: Path) -> Iterator[Setup]:
     }
     ports = {n: (free_port(), free_port()) for n in (US, CN)}
     s = Setup(tmp_path, env, {}, {}, {})
-    for me, other in ((US, CN), (CN, US)):
-        s.run(
+    pairs = ((US, CN), (CN, US))
+    # Each step runs for both gateways at once (they are independent); the steps stay in order.
+    both(
+        lambda me, other: s.run(
             "init", "--identity", me, "--dir", str(tmp_path / me),
             "--local-port", str(ports[me][0]), "--peer-port", str(ports[me][1]),
             "--peer-identity", other, "--peer-url", f"https://127.0.0.1:{ports[other][1]}", "--kdf-fast",
-        )  # fmt: skip
-        s.homes[me] = Home(me, tmp_path / me, tmp_path / me / "gateway.toml", *ports[me])
+        ),
+        pairs,
+    )  # fmt: skip
     for me in (US, CN):
-        s.run("keys", "export", "--config", str(s.homes[me].config_path), "--out", str(tmp_path / f"{me}.bundle.json"))
-    for me, other in ((US, CN), (CN, US)):
-        s.run(
+        s.homes[me] = Home(me, tmp_path / me, tmp_path / me / "gateway.toml", *ports[me])
+    both(
+        lambda me, _: s.run(
+            "keys", "export", "--config", str(s.homes[me].config_path), "--out", str(tmp_path / f"{me}.bundle.json")
+        ),
+        pairs,
+    )
+    both(
+        lambda me, other: s.run(
             "keys",
             "import-peer",
             str(tmp_path / f"{other}.bundle.json"),
             "--config",
             str(s.homes[me].config_path),
             "--yes",
-        )
-    for me in (US, CN):
-        s.tokens[me] = {
+        ),
+        pairs,
+    )
+    issued = both(
+        lambda me, _: {
             role: s.run("tokens", "issue", "--role", role, "--config", str(s.homes[me].config_path)).stdout.strip()
             for role in ("agency", "admin")
-        }
+        },
+        pairs,
+    )
+    s.tokens = {me: tokens for (me, _), tokens in zip(pairs, issued, strict=True)}
+    for me in (US, CN):
         s.procs[me] = GatewayProcess(me, s.homes[me], env, tmp_path / f"{me}.serve.log")
     try:
         for p in s.procs.values():

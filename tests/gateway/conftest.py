@@ -2,10 +2,13 @@
 
 `homes` (and so `pair`) runs every test once per store backend, ids `sqlite` and `postgres`; on
 PostgreSQL each gateway gets a fresh schema of the test database, dropped afterwards.
+`module_pair` is the same pair shared by a module's tests, for tests that only read or send
+refused input: they must carry `MODULE_LOOP` and change no state another test could see.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -15,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from customs_gateway.config import load_config, render_config
 from customs_gateway.gateway import issue_token
@@ -98,10 +102,10 @@ def _use_postgres(home: Home, schema: str) -> None:
     home.config_path.write_text(render_config(cfg), encoding="utf-8")
 
 
-@pytest.fixture(params=STORES)
-def homes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    prepared = prepare_pair(tmp_path, overrides={"delivery": {"retry_base_seconds": 0.05, "retry_cap_seconds": 0.5}})
-    if request.param == "sqlite":
+@contextlib.contextmanager
+def _homes_on(store: str, root: Path) -> Iterator[dict[str, Any]]:
+    prepared = prepare_pair(root, overrides={"delivery": {"retry_base_seconds": 0.05, "retry_cap_seconds": 0.5}})
+    if store == "sqlite":
         yield prepared
         return
     require_postgres()
@@ -114,8 +118,8 @@ def homes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, 
         drop_later(*schemas.values())
 
 
-@pytest.fixture
-async def pair(homes: dict[str, Any]) -> AsyncIterator[Pair]:
+@contextlib.asynccontextmanager
+async def _running(homes: dict[str, Any]) -> AsyncIterator[Pair]:
     lp = LocalPair(homes)
     await lp.start_all()
     session = aiohttp.ClientSession()
@@ -131,6 +135,29 @@ async def pair(homes: dict[str, Any]) -> AsyncIterator[Pair]:
     finally:
         await session.close()
         await lp.stop_all()
+
+
+@pytest.fixture(params=STORES)
+def homes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with _homes_on(request.param, tmp_path) as prepared:
+        yield prepared
+
+
+@pytest.fixture
+async def pair(homes: dict[str, Any]) -> AsyncIterator[Pair]:
+    async with _running(homes) as p:
+        yield p
+
+
+#: The mark a test using `module_pair` needs: it runs in the module's event loop, as the pair does.
+MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=STORES)
+async def module_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pair]:
+    with _homes_on(request.param, tmp_path_factory.mktemp(f"pair-{request.param}")) as prepared:
+        async with _running(prepared) as p:
+            yield p
 
 
 def utc(*a: int) -> dt.datetime:

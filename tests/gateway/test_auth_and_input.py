@@ -1,4 +1,8 @@
-"""G8/G9 on the local API: role matrix over every endpoint, and bad input is always a 4xx problem."""
+"""G8/G9 on the local API: role matrix over every endpoint, and bad input is always a 4xx problem.
+
+Every test here but the last only reads or sends input that must be refused, so they share one
+running pair per store (`module_pair`); a refusal that wrote anything would show in the others.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import pytest
 
 from customs_gateway.http.local import ROUTES
 
-from .conftest import US, Pair
+from .conftest import MODULE_LOOP, US, Pair
 
 ROLES = ("agency", "admin", "auditor")
 PROTECTED = [(m, p, roles) for m, p, _, roles in ROUTES if roles]
@@ -16,9 +20,10 @@ def _path(p: str) -> str:
     return p.replace("{id}", "0190a1b2-0000-7000-8000-000000000000").replace("{kid}", "00" * 16)
 
 
+@MODULE_LOOP
 @pytest.mark.parametrize("method,path,roles", PROTECTED, ids=[f"{m} {p}" for m, p, _ in PROTECTED])
-async def test_role_matrix(pair: Pair, method: str, path: str, roles: tuple[str, ...]) -> None:
-    api = pair.apis[US]
+async def test_role_matrix(module_pair: Pair, method: str, path: str, roles: tuple[str, ...]) -> None:
+    api = module_pair.apis[US]
     body = {} if method == "POST" else None
     status, prob, headers = await api.call(method, _path(path), role=None, json_body=body)
     assert status == 401, (path, prob)
@@ -42,13 +47,15 @@ async def test_role_matrix(pair: Pair, method: str, path: str, roles: tuple[str,
             assert prob["code"] == "auth.forbidden"
 
 
-async def test_open_endpoints_need_no_token(pair: Pair) -> None:
-    api = pair.apis[US]
+@MODULE_LOOP
+async def test_open_endpoints_need_no_token(module_pair: Pair) -> None:
+    api = module_pair.apis[US]
     for path in ("/healthz", "/readyz"):
         status, body, _ = await api.call("GET", path, role=None)
         assert status == 200, body
 
 
+@MODULE_LOOP
 @pytest.mark.parametrize(
     "payload,code,field",
     [
@@ -61,8 +68,10 @@ async def test_open_endpoints_need_no_token(pair: Pair) -> None:
         (b'{"type":"seizure-share","to":"CN-GACC","body":{},"extra":1}', "schema.unknown_field", "$.extra"),
     ],
 )
-async def test_bad_submissions_are_problems_naming_the_field(pair: Pair, payload: bytes, code: str, field: str) -> None:
-    api = pair.apis[US]
+async def test_bad_submissions_are_problems_naming_the_field(
+    module_pair: Pair, payload: bytes, code: str, field: str
+) -> None:
+    api = module_pair.apis[US]
     status, prob, headers = await api.call(
         "POST", "/v1/messages", data=payload, headers={"Content-Type": "application/json"}
     )
@@ -74,35 +83,39 @@ async def test_bad_submissions_are_problems_naming_the_field(pair: Pair, payload
     assert listing["messages"] == []  # nothing half-written
 
 
-async def test_schema_violation_in_body_names_the_nested_field(pair: Pair) -> None:
+@MODULE_LOOP
+async def test_schema_violation_in_body_names_the_nested_field(module_pair: Pair) -> None:
     from .conftest import sample
 
     body = sample("seizure-share")
     body["container_numbers"] = ["CSQU3054384"]
-    status, prob = await pair.apis[US].submit("seizure-share", body=body)
+    status, prob = await module_pair.apis[US].submit("seizure-share", body=body)
     assert status == 422
     assert prob["code"] == "schema.container_check_digit"
     assert prob["field"].startswith("$.body.container_numbers")
 
 
-async def test_wrong_content_type_is_415(pair: Pair) -> None:
-    status, prob, _ = await pair.apis[US].call(
+@MODULE_LOOP
+async def test_wrong_content_type_is_415(module_pair: Pair) -> None:
+    status, prob, _ = await module_pair.apis[US].call(
         "POST", "/v1/messages", data=b"type=x", headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
     assert status == 415 and prob["code"] == "http.unsupported_media_type"
 
 
-async def test_oversized_body_is_413(pair: Pair) -> None:
+@MODULE_LOOP
+async def test_oversized_body_is_413(module_pair: Pair) -> None:
     big = b'{"type":"seizure-share","to":"CN-GACC","body":{"notes":"' + b"x" * (9 * 1024 * 1024) + b'"}}'
-    status, _, headers = await pair.apis[US].call(
+    status, _, headers = await module_pair.apis[US].call(
         "POST", "/v1/messages", data=big, headers={"Content-Type": "application/json"}
     )
     assert status == 413
     assert headers["Content-Type"].startswith("application/problem+json")
 
 
-async def test_unknown_path_and_method_are_problems(pair: Pair) -> None:
-    api = pair.apis[US]
+@MODULE_LOOP
+async def test_unknown_path_and_method_are_problems(module_pair: Pair) -> None:
+    api = module_pair.apis[US]
     status, _, h = await api.call("GET", "/v1/nothing-here")
     assert status == 404 and h["Content-Type"].startswith("application/problem+json")
     status, prob, h = await api.call("DELETE", "/v1/messages")
