@@ -29,6 +29,7 @@ from rich.table import Table
 
 from .. import benchmark as bm
 from .. import benchmark_pair as bp
+from ..config import ENV_PREFIX, RESERVED_ENV
 from ..core.errors import ConfigError
 from ..pair import IDENTITIES, LocalPair, prepare_pair
 from .common import console, print_json, result_console
@@ -498,6 +499,11 @@ def run(args: argparse.Namespace) -> int:
         "machine": bm.machine_info(),
         "load_average": {"start": load0, "end": bm.load_average()},
         "settings": {k: v for k, v in dataclasses.asdict(settings).items()},
+        # Configuration overrides the gateways inherit (e.g. [performance] crypto_processes): a run
+        # with an override measured something else than the defaults.
+        "gateway_env_overrides": {
+            k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX) and k not in RESERVED_ENV
+        },
         "rows": {k: dataclasses.asdict(r) for k, r in rows.items()},
         "targets_met": all(r.met for r in rows.values() if r.met is not None),
     }
