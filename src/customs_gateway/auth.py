@@ -28,6 +28,9 @@ class NewToken:
     secret_hash: bytes
 
 
+TOKEN_ID_RE: Final = re.compile(r"^[0-9a-f]{16}$")
+
+
 def new_token(randbytes: RandBytes = os.urandom) -> NewToken:
     tid = randbytes(8).hex()
     secret = b64url(randbytes(32))

@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from .auth import ROLES, check_secret, new_token, parse_bearer
+from .auth import ROLES, TOKEN_ID_RE, check_secret, new_token, parse_bearer
 from .config import Config
 from .core import schemas
 from .core.audit import AuditEntry, NoteSigner, log_origin, witness_name
@@ -158,6 +158,11 @@ class Gateway:
 
     async def issue_token(self, role: str, label: str, actor: str) -> tuple[str, str]:
         return await issue_token(self.store, self.clock, role, label, actor, self.randbytes)
+
+    async def revoke_token(self, token_id: str, actor: str) -> TokenRecord:
+        rec = await revoke_token(self.store, self.clock, token_id, actor)
+        self._token_cache.pop(token_id, None)  # refused from this request on, in this process
+        return rec
 
     # --- submit ----------------------------------------------------------------------------
     def parse_submit(self, raw: bytes) -> SubmitRequest:
@@ -465,6 +470,16 @@ async def issue_token(
     audit = AuditEntry(at=now, kind="token_issued", actor=actor, detail={"token_id": tok.id, "role": role})
     await store.add_token(TokenRecord(tok.id, role, tok.secret_hash, label, now), audit)
     return tok.id, tok.secret
+
+
+async def revoke_token(store: Store, clock: Clock, token_id: str, actor: str) -> TokenRecord:
+    """Revoke a token from now on. A running gateway refuses it at once if the revocation went
+    through its API, within TOKEN_CACHE_SECONDS if another process (the CLI) wrote it."""
+    if not isinstance(token_id, str) or not TOKEN_ID_RE.match(token_id):
+        raise SchemaError("a token id is 16 lowercase hex digits", code="schema.pattern", field="id")
+    now = clock.now()
+    audit = AuditEntry(at=now, kind="token_revoked", actor=actor, detail={"token_id": token_id})
+    return await store.revoke_token(token_id, now, audit)
 
 
 def _json_request(raw: bytes) -> dict[str, Any]:

@@ -30,6 +30,7 @@ KINDS: Final = frozenset(
         "key_rotated",
         "key_revoked",
         "token_issued",
+        "token_revoked",
         "checkpoint_cosigned",
         "fork_detected",
     }

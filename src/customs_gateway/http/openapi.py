@@ -347,6 +347,15 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         },
         ("id", "role", "token", "note"),
     ),
+    "TokenRevoked": _obj(
+        {
+            "id": _str("token id", pattern="^[0-9a-f]{16}$"),
+            "role": {"enum": list(ROLES)},
+            "label": _str(),
+            "revoked_at": _ref("Timestamp"),
+        },
+        ("id", "role", "label", "revoked_at"),
+    ),
     "AuditEntry": {
         "type": "object",
         "description": "One audit log entry (the Merkle leaf is its exact JSON bytes). Never holds a body.",
@@ -680,6 +689,15 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
         "summary": "Issue an API token with one role (shown once, stored hashed)",
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("TokenRequest")}}},
         "responses": {"201": _json(_ref("TokenResponse"), "The token."), **_problems(413, 415, 422, 503)},
+    },
+    ("POST", "/v1/admin/tokens/{id}/revoke"): {
+        "tags": ["admin"],
+        "summary": "Revoke an API token from now on (this gateway refuses it at once; audit entry token_revoked)",
+        "parameters": [_param("path", "id", _str("token id", pattern="^[0-9a-f]{16}$"), "token id")],
+        "responses": {
+            "200": _json(_ref("TokenRevoked"), "Revoked."),
+            **_problems(404, 409, 422, 503),
+        },
     },
     ("GET", "/v1/audit/entries"): {
         "tags": ["audit"],

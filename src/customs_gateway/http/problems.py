@@ -85,7 +85,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     if "id" in request.match_info:
-        structlog.contextvars.bind_contextvars(message_id=request.match_info["id"])
+        # {id} names a message everywhere but under /v1/admin/tokens/ (the caller's own token id
+        # is bound as token_id by authentication)
+        key = "target_token_id" if request.path.startswith("/v1/admin/tokens/") else "message_id"
+        structlog.contextvars.bind_contextvars(**{key: request.match_info["id"]})
     try:
         resp = await handler(request)
     except GatewayError as e:

@@ -261,6 +261,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_token(self, token_id: str) -> TokenRecord | None: ...
 
+    @abc.abstractmethod
+    async def revoke_token(self, token_id: str, at: dt.datetime, audit: AuditEntry) -> TokenRecord:
+        """Mark a token revoked from `at` on, with its audit entry; returns the revoked record.
+        NotFound (`token.not_found`) if there is no such token, Conflict
+        (`token.already_revoked`) if it was revoked before."""
+
     # audit ---------------------------------------------------------------------------------
     @abc.abstractmethod
     async def audit_size(self) -> int: ...

@@ -471,6 +471,20 @@ class PostgresStore(Store):
             return None
         return TokenRecord(row[0], row[1], bytes(row[2]), row[3], row[4], row[5])
 
+    async def revoke_token(self, token_id: str, at: dt.datetime, audit: AuditEntry) -> TokenRecord:
+        async with self._tx(audited=True) as tx:
+            row = await tx.conn.fetchrow(
+                "SELECT id, role, secret_hash, label, created_at, revoked_at FROM tokens WHERE id=$1 FOR UPDATE",
+                token_id,
+            )
+            if row is None:
+                raise NotFound(f"no token {token_id}", code="token.not_found", field="id")
+            if row[5] is not None:
+                raise Conflict(f"token {token_id} was already revoked", code="token.already_revoked", field="id")
+            await tx.conn.execute("UPDATE tokens SET revoked_at=$1 WHERE id=$2", _ms(at), token_id)
+            tx.audit(audit)
+        return TokenRecord(row[0], row[1], bytes(row[2]), row[3], row[4], _ms(at))
+
     # audit ---------------------------------------------------------------------------------
     async def audit_size(self) -> int:
         size, _ = await self.audit_head()

@@ -359,6 +359,22 @@ class SQLiteStore(Store):
 
         return await self._read(job)
 
+    async def revoke_token(self, token_id: str, at: dt.datetime, audit: AuditEntry) -> TokenRecord:
+        def job(c: sqlite3.Connection) -> TokenRecord:
+            row = c.execute(
+                "SELECT id, role, secret_hash, label, created_at, revoked_at FROM tokens WHERE id=?", (token_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no token {token_id}", code="token.not_found", field="id")
+            if row[5] is not None:
+                raise Conflict(f"token {token_id} was already revoked", code="token.already_revoked", field="id")
+            when = format_ts(at)
+            c.execute("UPDATE tokens SET revoked_at=? WHERE id=?", (when, token_id))
+            _audit(c, audit)
+            return TokenRecord(row[0], row[1], bytes(row[2]), row[3], parse_ts(row[4]), parse_ts(when))
+
+        return await self._write(job)
+
     # audit ---------------------------------------------------------------------------------
     async def audit_size(self) -> int:
         size, _ = await self.audit_head()
