@@ -4,8 +4,14 @@ import sys
 
 import pytest
 
-code = pytest.main(["-q", *sys.argv[1:]])
-if code == pytest.ExitCode.NO_TESTS_COLLECTED:
-    print("run_pytest: no tests were collected; treating as failure", file=sys.stderr)
-    sys.exit(1)
-sys.exit(int(code))
+
+def main() -> int:
+    code = pytest.main(["-q", *sys.argv[1:]])
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        print("run_pytest: no tests were collected; treating as failure", file=sys.stderr)
+        return 1
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

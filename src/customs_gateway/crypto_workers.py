@@ -18,14 +18,17 @@ the same functions, so the two paths cannot diverge.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import multiprocessing
 import os
 import select
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -380,6 +383,31 @@ def _warm() -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While a worker is being started, `__main__` is a bare module.
+
+    multiprocessing re-runs the parent's main *script* in every worker it starts with spawn or
+    forkserver, unless it is guarded by `if __name__ == "__main__"`. Our workers need nothing from
+    it (their functions live in this module), and an unguarded script that embeds a gateway (a
+    test runner, an operator's tool) would otherwise run again inside each worker."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+class _WorkerPool(ProcessPoolExecutor):
+    """A ProcessPoolExecutor whose workers never import the parent's main module."""
+
+    def _spawn_process(self) -> None:
+        with _main_module_hidden():
+            super()._spawn_process()  # type: ignore[misc]
+
+
 class CryptoPool:
     """Runs batch functions in worker processes (chunked, one per worker) or in a thread."""
 
@@ -396,7 +424,7 @@ class CryptoPool:
             # Workers fork from a server that has already imported this module (fast start) and
             # has never seen a key: it is started here, by the first pool, from a clean state.
             ctx.set_forkserver_preload([__name__])
-            self._procs = ProcessPoolExecutor(
+            self._procs = _WorkerPool(
                 max_workers=self.processes, mp_context=ctx, initializer=_watch_gateway, initargs=(os.getpid(),)
             )
         return self._procs

@@ -312,3 +312,40 @@ def make_receipt_by(signer: Identity, o: Incoming) -> dict[str, Any]:
         key=signer.active_signing_key(NOW),
     )
     return st.to_dict()
+
+
+_UNGUARDED = """
+import asyncio, datetime as dt, sys
+from pathlib import Path
+
+# No `if __name__ == "__main__"` guard: this top level must run once, not once per worker.
+with open(sys.argv[1], "a", encoding="utf-8") as f:
+    f.write("ran\\n")
+
+from customs_gateway.crypto_workers import CryptoPool, _warm
+
+
+async def main():
+    pool = CryptoPool(2)
+    await pool.start()
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(pool._procs, _warm) == 0
+    pool.close()
+
+asyncio.run(main())
+print("done", flush=True)
+"""
+
+
+def test_workers_do_not_rerun_an_unguarded_main_script(tmp_path: Path) -> None:
+    """multiprocessing re-runs the parent's main script in spawned workers unless guarded; a test
+    runner or tool embedding a gateway must not see its top level run again in each worker."""
+    import subprocess
+    import sys
+
+    script, marks = tmp_path / "unguarded.py", tmp_path / "marks.txt"
+    script.write_text(_UNGUARDED, encoding="utf-8")
+    out = subprocess.run([sys.executable, str(script), str(marks)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "done"
+    assert marks.read_text(encoding="utf-8") == "ran\n"
