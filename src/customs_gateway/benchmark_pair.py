@@ -19,7 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from multiprocessing import get_context
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -33,6 +33,7 @@ from .core.clock import SystemClock, UUID7Source
 from .core.encoding import format_ts
 from .core.envelope import Document, SignedDocument
 from .core.keys import SigningKey
+from .crypto_workers import MainlessProcessPool
 from .gateway import issue_token
 from .logs import configure_logging
 from .pair import EXAMPLE_PASSPHRASE, Home, LocalPair
@@ -260,7 +261,7 @@ def queue_bulk(
     sink.begin(f"queueing {count:,} messages for the stopped peer", count)
     start = time.perf_counter()
     done = 0
-    with ProcessPoolExecutor(
+    with MainlessProcessPool(
         n_workers,
         mp_context=get_context("spawn"),
         initializer=_init_signer,

@@ -400,7 +400,7 @@ def _main_module_hidden() -> Iterator[None]:
             sys.modules["__main__"] = main
 
 
-class _WorkerPool(ProcessPoolExecutor):
+class MainlessProcessPool(ProcessPoolExecutor):
     """A ProcessPoolExecutor whose workers never import the parent's main module."""
 
     def _spawn_process(self) -> None:
@@ -424,7 +424,7 @@ class CryptoPool:
             # Workers fork from a server that has already imported this module (fast start) and
             # has never seen a key: it is started here, by the first pool, from a clean state.
             ctx.set_forkserver_preload([__name__])
-            self._procs = _WorkerPool(
+            self._procs = MainlessProcessPool(
                 max_workers=self.processes, mp_context=ctx, initializer=_watch_gateway, initargs=(os.getpid(),)
             )
         return self._procs

@@ -30,6 +30,7 @@ from ..core.audit_bundle import MAX_LINE_BYTES, BundleError, VerifyReport, verif
 from ..core.bundle import SignedBundle
 from ..core.encoding import format_ts, json_object, unb64url
 from ..core.errors import ConfigError, GatewayError
+from ..crypto_workers import MainlessProcessPool
 from ..server import open_store
 from .common import add_config_arg, console, load_cli_config, print_json, result_console
 
@@ -224,7 +225,7 @@ class _LazyProcessPool(Executor):
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         if self._pool is None:
             # spawn, not fork: the caller may run threads (progress bar, an event loop).
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = MainlessProcessPool(self._workers, mp_context=multiprocessing.get_context("spawn"))
         return self._pool.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
