@@ -29,7 +29,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -50,8 +50,8 @@ from .core.envelope import (
     open_envelope,
     read_header,
 )
-from .core.errors import GatewayError, KeyStateError, SchemaError
-from .core.keys import DecryptionKey, EncryptionKey, SigningKey
+from .core.errors import GatewayError, SchemaError
+from .core.keys import DecryptionKey, EncryptionKey, SigningKey, held_decryption_key
 from .core.receipt import Statement, make_receipt, verify_receipt, verify_refusal
 from .core.rotation import KeyAnnouncementBody, check_update
 from .store.base import Incoming
@@ -131,12 +131,7 @@ class OpenView:
     skew_seconds: float
 
     def decryption_key(self, kid: str) -> DecryptionKey:
-        key = self.decryption.get(kid)
-        if key is None:
-            raise KeyStateError(
-                f"encryption key {kid} is not held by {self.me}", code="key.unknown", field="header.enc_kid"
-            )
-        return key
+        return held_decryption_key(self.decryption, kid, self.me)
 
 
 def open_view(keys: OpenKeys) -> OpenView:
@@ -463,11 +458,6 @@ class CryptoPool:
         if self._procs is not None:
             self._procs.shutdown(wait=False, cancel_futures=True)
             self._procs = None
-
-    @property
-    def executor(self) -> Executor:
-        """The thread pool, for crypto work that is not batched (e.g. single signatures)."""
-        return self._threads
 
     def close(self) -> None:
         self._discard()

@@ -57,6 +57,7 @@ from .core.keys import (
     RandBytes,
     SigningKey,
     VerifyKey,
+    held_decryption_key,
     key_id,
 )
 
@@ -120,12 +121,7 @@ class Identity:
 
     def decryption_key(self, kid: str) -> DecryptionKey:
         """Our HPKE private key `kid`; raises KeyStateError if we do not hold it (any more)."""
-        key = self.decryption.get(kid)
-        if key is None:
-            raise KeyStateError(
-                f"encryption key {kid} is not held by {self.name}", code="key.unknown", field="header.enc_kid"
-            )
-        return key
+        return held_decryption_key(self.decryption, kid, self.name)
 
     def verify_key(self, kid: str, at: dt.datetime) -> VerifyKey:
         """One of our own public signing keys, valid at `at` (as PeerKeys.verify_key)."""

@@ -12,7 +12,6 @@ processor rather than a property of the cached logger class.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import sys
@@ -99,16 +98,6 @@ def _filter_level(logger: WrappedLogger, method_name: str, event_dict: EventDict
     return event_dict
 
 
-_UTC = dt.timezone.utc
-_now = dt.datetime.now
-
-
-def _timestamp(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-    """What TimeStamper(fmt="iso", utc=True) writes (2026-11-24T10:00:00.123456Z), in one call."""
-    event_dict["timestamp"] = _now(_UTC).isoformat().replace("+00:00", "Z")
-    return event_dict
-
-
 def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
     """Configure structlog and stdlib logging. `fmt`: auto (console on a TTY), json, console."""
     global _min_level  # noqa: PLW0603  (read by _filter_level, so cached loggers see a new level)
@@ -122,7 +111,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None
         _filter_level,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        _timestamp,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
         renderer,

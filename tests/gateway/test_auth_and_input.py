@@ -17,7 +17,11 @@ PROTECTED = [(m, p, roles) for m, p, _, roles in ROUTES if roles]
 
 
 def _path(p: str) -> str:
-    return p.replace("{id}", "0190a1b2-0000-7000-8000-000000000000").replace("{kid}", "00" * 16)
+    return (
+        p.replace("{id}", "0190a1b2-0000-7000-8000-000000000000")
+        .replace("{kid}", "00" * 16)
+        .replace("{token_id}", "0" * 16)
+    )
 
 
 @MODULE_LOOP

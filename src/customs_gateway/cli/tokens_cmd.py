@@ -2,7 +2,7 @@
 
 Both work whether or not the gateway runs (SQLite waits for its writer; PostgreSQL is shared). A
 running gateway refuses a token revoked here within a couple of seconds (it caches token records
-for `gateway.TOKEN_CACHE_SECONDS`); `POST /v1/admin/tokens/{id}/revoke` takes effect at once."""
+for `gateway.TOKEN_CACHE_SECONDS`); `POST /v1/admin/tokens/{token_id}/revoke` takes effect at once."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from .errors import DecryptError, SignatureError, SuiteError
+from .errors import DecryptError, KeyStateError, SignatureError, SuiteError
 
 RandBytes = Callable[[int], bytes]
 
@@ -218,3 +218,12 @@ class DecryptionKey:
 
     def __repr__(self) -> str:
         return f"DecryptionKey(alg={self.alg!r}, kid={self.kid!r})"
+
+
+def held_decryption_key(keys: Mapping[str, DecryptionKey], kid: str, holder: str) -> DecryptionKey:
+    """The HPKE private key `kid` among `keys`; KeyStateError (`key.unknown`) if `holder` does not
+    hold it (any more): what an envelope naming another or a destroyed key gets."""
+    key = keys.get(kid)
+    if key is None:
+        raise KeyStateError(f"encryption key {kid} is not held by {holder}", code="key.unknown", field="header.enc_kid")
+    return key

@@ -317,7 +317,7 @@ async def admin_tokens(request: web.Request) -> web.Response:
 
 async def admin_revoke_token(request: web.Request) -> web.Response:
     caller = await _auth(request, ADMIN)
-    rec = await request.app[GATEWAY].revoke_token(request.match_info["id"], caller.actor)
+    rec = await request.app[GATEWAY].revoke_token(request.match_info["token_id"], caller.actor)
     assert rec.revoked_at is not None
     return json_response({"id": rec.id, "role": rec.role, "label": rec.label, "revoked_at": format_ts(rec.revoked_at)})
 
@@ -446,7 +446,7 @@ ROUTES: Final = (
     ("POST", "/v1/admin/keys/{kid}/revoke", admin_revoke, ADMIN),
     ("GET", "/v1/admin/peers", admin_peers, ADMIN),
     ("POST", "/v1/admin/tokens", admin_tokens, ADMIN),
-    ("POST", "/v1/admin/tokens/{id}/revoke", admin_revoke_token, ADMIN),
+    ("POST", "/v1/admin/tokens/{token_id}/revoke", admin_revoke_token, ADMIN),
     ("GET", "/v1/audit/entries", audit_entries, AUDITOR),
     ("GET", "/v1/audit/checkpoint", audit_checkpoint, AUDITOR),
     ("GET", "/v1/audit/proof/inclusion", audit_inclusion, AUDITOR),

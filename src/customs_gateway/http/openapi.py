@@ -690,10 +690,10 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("TokenRequest")}}},
         "responses": {"201": _json(_ref("TokenResponse"), "The token."), **_problems(413, 415, 422, 503)},
     },
-    ("POST", "/v1/admin/tokens/{id}/revoke"): {
+    ("POST", "/v1/admin/tokens/{token_id}/revoke"): {
         "tags": ["admin"],
         "summary": "Revoke an API token from now on (this gateway refuses it at once; audit entry token_revoked)",
-        "parameters": [_param("path", "id", _str("token id", pattern="^[0-9a-f]{16}$"), "token id")],
+        "parameters": [_param("path", "token_id", _str("token id", pattern="^[0-9a-f]{16}$"), "token id")],
         "responses": {
             "200": _json(_ref("TokenRevoked"), "Revoked."),
             **_problems(404, 409, 422, 503),

@@ -84,11 +84,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         request_id = os.urandom(16).hex()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
-    if "id" in request.match_info:
-        # {id} names a message everywhere but under /v1/admin/tokens/ (the caller's own token id
-        # is bound as token_id by authentication)
-        key = "target_token_id" if request.path.startswith("/v1/admin/tokens/") else "message_id"
-        structlog.contextvars.bind_contextvars(**{key: request.match_info["id"]})
+    if "id" in request.match_info:  # {id} always names a message
+        structlog.contextvars.bind_contextvars(message_id=request.match_info["id"])
     try:
         resp = await handler(request)
     except GatewayError as e:
