@@ -9,7 +9,6 @@ evidence (a small index), so the second can place each evidence line right after
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Final
@@ -62,7 +61,7 @@ def _bundles(
             signed = SignedBundle.from_bytes(raw)
         except DecodeError as e:
             raise DecodeError(f"a stored key bundle of {owner} is unreadable: {e.detail}", field="bundle") from e
-        key = (owner, hashlib.sha256(signed.to_bytes()).digest())
+        key = (owner, signed.to_bytes())
         if key not in seen:
             seen.add(key)
             out.append((owner, signed))

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import multiprocessing
+import re
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,14 +31,13 @@ from customs_gateway.core.audit_bundle import (
     BundleWriter,
     EvidencePlan,
     VerifyReport,
-    unb64url_fast,
     verify_bundle,
 )
 from customs_gateway.core.bundle import KeyBundle, KeyRecord, SignedBundle, sign_bundle
 from customs_gateway.core.checkpoint import Checkpoint, append_signature, cosign, sign_note
 from customs_gateway.core.encoding import b64url, json_bytes, unb64url
 from customs_gateway.core.envelope import Document, SignedDocument
-from customs_gateway.core.errors import GatewayError
+from customs_gateway.core.errors import DecodeError, GatewayError
 from customs_gateway.core.keys import ALG_ED25519, ALG_X25519, SUITE_X25519, DecryptionKey, SigningKey
 from customs_gateway.core.merkle import CompactRange, leaf_hash
 from customs_gateway.core.receipt import make_receipt, make_refusal
@@ -457,6 +457,37 @@ def test_bad_cosignature_always_fails() -> None:
     assert fails(_edit_note(list(big()), 0, spoil)).code == "audit.cosignature"
 
 
+def test_checkpoint_signatures_by_unknown_keys_fail() -> None:
+    def third_party(note: bytes) -> bytes:
+        body = _sig_lines(note)[0][:-1]
+        return note + _sig_lines(sign_note(body, "auditor.example", NoteSigner(STRANGER)))[1][0]
+
+    def fake_witness(note: bytes) -> bytes:
+        head, sigs = _sig_lines(note)
+        return head + sigs[0] + cosign(head[:-1], witness_name(CN), NoteSigner(STRANGER), int(T0.timestamp()))
+
+    assert fails(_edit_note(list(big()), 1, third_party)).code == "audit.checkpoint_signature"
+    # A cosignature under the witness's name but not its key never counts, cosigned or not required.
+    assert fails(_edit_note(list(big()), 1, fake_witness)).code == "audit.cosignature"
+
+
+def test_cosignature_by_a_revoked_witness_key_fails() -> None:
+    def with_cn_witness_revoked(at: dt.datetime) -> list[bytes]:
+        lines = list(big())
+        wit = dataclasses.replace(_rec(CN_WIT, "witness"), state="revoked", revoked_at=at, revocation_reason="lost")
+        cn2 = KeyBundle(CN, T0, (_rec(CN_SIG, "signing"), _enc(12), wit), (SUITE_X25519,), CERT, serial=2)
+        i = where(lines, "bundle")[-1] + 1
+        lines.insert(i, BundleWriter().bundle(CN, sign_bundle(cn2, [CN_SIG])))
+        return reseal(lines)
+
+    # Revoked before the first cosignature: that checkpoint fails; revoked after the last: all hold.
+    err = fails(with_cn_witness_revoked(T0))
+    assert err.code == "audit.cosignature" and "revoked" in err.detail
+    assert err.line == where(big(), "checkpoint")[0] + 2  # one bundle line inserted above it
+    rep = verify_bundle(with_cn_witness_revoked(T0 + dt.timedelta(days=30)))
+    assert rep.cosigned_checkpoints == rep.checkpoints
+
+
 def _evidence_lines(lines: list[bytes], field: str) -> list[int]:
     return [i for i in where(lines, "evidence") if obj(lines[i])[field] is not None]
 
@@ -614,9 +645,19 @@ def test_report_is_a_frozen_value() -> None:
         rep.size = 0  # type: ignore[misc]
 
 
-# --- the fast decoder and the signature executor ------------------------------------------------
+# --- the base64url decoder and the signature executor -------------------------------------------
 
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _reference_unb64url(text: str, *, field: str) -> bytes:
+    """Strict unpadded base64url the slow, obvious way: alphabet, decode, re-encode must match."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", text, re.ASCII) or len(text) % 4 == 1:
+        raise DecodeError(f"{field} is not unpadded base64url", field=field, code="decode.base64")
+    out = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url(out) != text:
+        raise DecodeError(f"{field} is not canonical base64url", field=field, code="decode.base64")
+    return out
 
 
 def _decode(fn: Callable[..., bytes], text: str) -> bytes | str:
@@ -628,11 +669,12 @@ def _decode(fn: Callable[..., bytes], text: str) -> bytes | str:
 
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=40) | st.text(alphabet=B64URL + "+/= \n.é", max_size=12))
-def test_fast_base64_agrees_with_the_core_decoder(value: bytes | str) -> None:
+def test_the_verifiers_base64_decoder_agrees_with_a_reference(value: bytes | str) -> None:
+    # Every line field and document goes through encoding.unb64url: one strict, canonical decode.
     text = b64url(value) if isinstance(value, bytes) else value
-    assert _decode(unb64url_fast, text) == _decode(unb64url, text)
+    assert _decode(unb64url, text) == _decode(_reference_unb64url, text)
     if isinstance(value, bytes):
-        assert unb64url_fast(text) == value
+        assert unb64url(text) == value
 
 
 class _Broken(ThreadPoolExecutor):

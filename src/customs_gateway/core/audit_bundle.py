@@ -37,6 +37,7 @@ from .checkpoint import (
     VerifiedNote,
     cosignature_timestamp,
     note_key_id,
+    note_signatures,
     open_note,
 )
 from .encoding import b64url, format_ts, json_object, parse_ts, unb64url
@@ -279,15 +280,6 @@ class EvidencePlan:
         return out
 
 
-# --- fast strict base64url ----------------------------------------------------------------------
-
-# Base64 is a third of the verifier's own work (documents are decoded twice), so this decodes in one
-# C call what `encoding.unb64url` does with a regex and a re-encode; the two agree on every input
-# (tested). '+', '/' and '=' are outside the unpadded url-safe alphabet: map them to an invalid byte.
-#: One decoder for the whole project; the name stays for callers of this module.
-unb64url_fast = unb64url
-
-
 # --- Ed25519 checks off the parsing thread ------------------------------------------------------
 
 
@@ -405,7 +397,7 @@ class KeyHistory:
     """One identity's public keys over every bundle version seen: the union of key records by
     kid, the record from the highest serial winning (a later bundle may revoke or retire a key)."""
 
-    def __init__(self, identity: str, queue: SignatureQueue | None = None) -> None:
+    def __init__(self, identity: str, queue: SignatureQueue) -> None:
         self.identity = identity
         self._queue = queue
         self._records: dict[str, tuple[tuple[int, dt.datetime], KeyRecord]] = {}
@@ -434,7 +426,7 @@ class KeyHistory:
             raise KeyStateError(f"key {kid} of {self.identity} is not valid at {format_ts(at)} ({code})", code=code)
         vk = self._loaded.get(kid)
         if vk is None:
-            vk = VerifyKey(rec.public) if self._queue is None else _QueuedKey(rec.public, self._queue)
+            vk = _QueuedKey(rec.public, self._queue)
             self._loaded[kid] = vk
         return vk
 
@@ -612,7 +604,7 @@ class BundleVerifier:
 
     def _b64(self, text: str, what: str, index: int | None = None) -> bytes:
         try:
-            return unb64url_fast(text, field=what)
+            return unb64url(text, field=what)
         except GatewayError as e:
             raise self._fail("audit.malformed", e.detail, index) from e
 
@@ -730,7 +722,7 @@ class BundleVerifier:
             note = ln.note.encode("utf-8")
         except UnicodeEncodeError as e:
             raise self._fail("audit.checkpoint", "checkpoint note is not UTF-8") from e
-        verified = self._open_log_signature(note, size)
+        verified, cosigned = self._open_log_signature(note, size)
         try:
             cp = Checkpoint.parse(verified.body)
         except GatewayError as e:
@@ -747,20 +739,13 @@ class BundleVerifier:
                 "at least one of them was changed, removed, added or reordered",
                 self._cp_size,
             )
-        self._check_cosignature(note, size)
+        self._check_cosignature(note, size, cosigned)
         self._cp_size, self._cp_root = size, root
         self._counts["checkpoints"] += 1
 
-    def _signature_names(self, note: bytes) -> list[tuple[str, bytes]]:
-        """(name, key id) of each signature line; the note's structure was checked by open_note."""
-        block = note[note.rfind(b"\n\n") + 2 : -1]
-        out = []
-        for line in block.split(b"\n"):
-            name, _, b64 = line.decode("utf-8")[2:].partition(" ")
-            out.append((name, base64.b64decode(b64)[:4]))
-        return out
-
-    def _open_log_signature(self, note: bytes, size: int) -> VerifiedNote:
+    def _open_log_signature(self, note: bytes, size: int) -> tuple[VerifiedNote, bool]:
+        """The note verified under the log's keys, and whether its witness signed it (not yet
+        checked: `_check_cosignature` does that)."""
         h = self._head()
         assert self._log_verifiers is not None
         try:
@@ -772,8 +757,11 @@ class BundleVerifier:
         if h.origin not in verified.names:
             raise self._fail("audit.checkpoint_signature", f"checkpoint {size} is not signed by {h.origin}", size - 1)
         witness = witness_name(h.peer)
-        for name, key_id in self._signature_names(note):
-            rec = self._note_kids.get((name, key_id))
+        cosigned = False
+        for sig in note_signatures(note):  # well-formed: open_note parsed it
+            name = sig.name
+            cosigned = cosigned or name == witness
+            rec = self._note_kids.get((name, sig.key_id))
             if rec is not None:
                 self._kids.add(rec.kid)
             elif name == witness:
@@ -788,11 +776,11 @@ class BundleVerifier:
                     f"checkpoint {size} carries a signature by unknown key {name}",
                     size - 1,
                 )
-        return verified
+        return verified, cosigned
 
-    def _check_cosignature(self, note: bytes, size: int) -> None:
+    def _check_cosignature(self, note: bytes, size: int, cosigned: bool) -> None:
         witness = witness_name(self._head().peer)
-        if not any(name == witness for name, _ in self._signature_names(note)):
+        if not cosigned:
             if self.require_cosigned:
                 raise self._fail("audit.cosignature_missing", f"checkpoint {size} has no cosignature by {witness}")
             return
@@ -981,12 +969,13 @@ class _SignedDocumentWire(msgspec.Struct):
 
 
 def _signed_document(raw: bytes) -> SignedDocument:
-    """`SignedDocument.from_bytes` with the fast decoder (the document is the largest field)."""
+    """`SignedDocument.from_bytes` without its 8 MiB cap on the document (the line limit is
+    MAX_LINE_BYTES) and with a typed decode; raises DecodeError."""
     try:
         wire = msgspec.json.decode(raw, type=_SignedDocumentWire)
     except msgspec.MsgspecError as e:
         raise DecodeError(f"signed document is malformed: {e}", field="signed_document") from e
     if not (wire.document and wire.signature and 0 < len(wire.kid) <= 64):
         raise DecodeError("signed document lacks document, kid or signature", field="signed_document")
-    document = unb64url_fast(wire.document, field="signed_document.document")
-    return SignedDocument(document, wire.kid, unb64url_fast(wire.signature, field="signed_document.signature"), raw)
+    document = unb64url(wire.document, field="signed_document.document")
+    return SignedDocument(document, wire.kid, unb64url(wire.signature, field="signed_document.signature"), raw)

@@ -229,6 +229,12 @@ def _split_note(text: bytes) -> tuple[bytes, list[NoteSignature]]:
     return body, [_parse_signature_line(line) for line in lines]
 
 
+def note_signatures(text: bytes) -> list[NoteSignature]:
+    """Every signature line of a note, known key or not, in note order (structure only, nothing
+    verified); raises NoteError if the note is malformed."""
+    return _split_note(text)[1]
+
+
 def open_note(text: bytes, verifiers: Iterable[NoteVerifier]) -> VerifiedNote:
     """Verify a signed note against known keys and return its body.
 
