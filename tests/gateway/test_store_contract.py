@@ -67,6 +67,13 @@ async def _leaves(store: Store) -> list[bytes]:
     return [leaf_hash(e) for _, e in await store.audit_entries(0, size)]
 
 
+async def _kinds(store: Store, last: int) -> list[str]:
+    """The kinds of the last `last` audit entries, oldest first."""
+    size = await store.audit_size()
+    rows = await store.audit_entries(size - last, size)
+    return [e.split(b'"kind":"')[1].split(b'"')[0].decode() for _, e in rows]
+
+
 async def test_submit_assigns_per_peer_seq_and_is_idempotent(store: Store) -> None:
     a1, a2 = new_message(CN), new_message(CN)
     other = new_message("XX-OTHER")
@@ -113,8 +120,12 @@ async def test_outcomes_follow_the_state_machine(store: Store) -> None:
         await store.submit(m, entry("submitted", m.id))
     t1 = T0 + dt.timedelta(seconds=1)
     expired = AttemptOutcome(m3.id, "expired", t1, 0, error="expired before delivery", audit=(entry("expired", m3.id),))
-    refused = AttemptOutcome(m2.id, "refused", t1, 1, refusal=b"refusal", error="schema.x: no", audit=(entry(),))
+    refused = AttemptOutcome(
+        m2.id, "refused", t1, 1, refusal=b"refusal", error="schema.x: no", audit=(entry("refused", m2.id),)
+    )
     await store.record_outcomes([delivered(m1.id, t1), refused, expired])
+    # G7: each outcome's audit entries land in the same commit, in outcome order.
+    assert await _kinds(store, 3) == ["delivered", "refused", "expired"]
     got = {m.id: await store.get_message(m.id) for m in (m1, m2, m3)}
     s1, s2, s3 = (got[m.id] for m in (m1, m2, m3))
     assert s1 is not None and s2 is not None and s3 is not None
@@ -129,6 +140,19 @@ async def test_outcomes_follow_the_state_machine(store: Store) -> None:
     assert again is not None and again.status == "delivered" and again.attempts == 1
     assert await store.audit_size() == size
     assert await store.due(CN, t1, 10) == []
+
+
+async def test_outcomes_for_one_message_in_one_batch_apply_in_order(store: Store) -> None:
+    m = new_message(CN)
+    await store.submit(m, entry("submitted", m.id))
+    t1, t2 = T0 + dt.timedelta(seconds=1), T0 + dt.timedelta(seconds=2)
+    # Each outcome sees the status the one before it left: queued -> sent -> delivered, and a
+    # retry reported after the receipt changes nothing.
+    await store.record_outcomes([retry(m.id, t1, t2), delivered(m.id, t2), retry(m.id, t2, t2, attempt=2)])
+    got = await store.get_message(m.id)
+    assert got is not None and got.status == "delivered" and got.attempts == 1
+    assert [h[1] for h in got.history] == ["queued", "sent", "delivered"]
+    assert await _kinds(store, 2) == ["sent", "delivered"]
 
 
 async def test_arrivals_dedupe_and_track_sequence(store: Store) -> None:
@@ -201,6 +225,19 @@ async def test_tokens(store: Store) -> None:
     assert await store.get_token("tok-a") == dataclasses.replace(tok, created_at=_ms(T0))
     assert await store.get_token("tok-b") is None
     assert await store.audit_size() == 1
+    t1 = T0 + dt.timedelta(minutes=1)
+    revoked = await store.revoke_token("tok-a", t1, entry("token_revoked"))
+    assert revoked == dataclasses.replace(tok, created_at=_ms(T0), revoked_at=_ms(t1))
+    assert await store.get_token("tok-a") == revoked
+    # A repeated or unknown revocation is refused and logs nothing (G7: only state changes).
+    with pytest.raises(Conflict) as conflict:
+        await store.revoke_token("tok-a", t1, entry("token_revoked"))
+    assert conflict.value.code == "token.already_revoked"
+    with pytest.raises(NotFound) as missing:
+        await store.revoke_token("tok-b", t1, entry("token_revoked"))
+    assert missing.value.code == "token.not_found"
+    assert await _kinds(store, 2) == ["token_issued", "token_revoked"]
+    assert await store.audit_size() == 2
 
 
 async def test_audit_log_roots_and_proofs(store: Store) -> None:

@@ -444,3 +444,25 @@ class CompactRange:
 
     def __repr__(self) -> str:
         return f"CompactRange(size={self._size}, root={self.root().hex()})"
+
+
+def append_records(
+    tree: CompactRange, records: Iterable[bytes]
+) -> tuple[list[tuple[int, bytes, bytes]], list[tuple[int, int, bytes]]]:
+    """Append each record as a leaf of `tree` and return the rows a store persists beside the frontier.
+
+    The first list holds `(index, record, leaf hash)` per record, the second `(level, index, hash)`
+    for every interior node (level ≥ 1) the appends completed, in the order they completed.
+    """
+    leaves: list[tuple[int, bytes, bytes]] = []
+    nodes: list[tuple[int, int, bytes]] = []
+
+    def visit(level: int, index: int, h: bytes) -> None:
+        if level > 0:  # level 0 is the leaf hash, stored with its record
+            nodes.append((level, index, h))
+
+    for data in records:
+        leaf = leaf_hash(data)
+        leaves.append((tree.size, data, leaf))
+        tree.append(leaf, visit)
+    return leaves, nodes

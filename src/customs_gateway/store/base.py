@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ..core.audit import AuditEntry
 from ..core.bundle import SignedBundle
+from ..core.encoding import json_object
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,97 @@ class MessageFilter:
     type: str | None = None
     since: dt.datetime | None = None
     peer: str | None = None
+
+
+# --- rows shared by the SQL backends -------------------------------------------------------------
+# Both stores keep the same columns in the same order and give back the same records (the store
+# contract tests compare them); only how a timestamp column reads back differs (SQLite: the
+# `format_ts` text, PostgreSQL: a timestamptz), so that conversion is passed in.
+
+OUT_COLS: Final = (
+    "id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256, attempts,"
+    " next_attempt_at, last_error, ciphertext, enc_kid, receipt, refusal, ack, updated_at"
+)
+IN_COLS: Final = "cursor, sender, id, type, created_at, received_at, document_sha256, body, ack_status, ack_message_id"
+
+
+def to_ms(v: dt.datetime) -> dt.datetime:
+    """`v` in UTC at millisecond precision: the instant either store gives back for it.
+
+    Raises ValueError for a naive datetime."""
+    if v.tzinfo is None:
+        raise ValueError("naive datetime")
+    u = v.astimezone(dt.timezone.utc)
+    return u.replace(microsecond=u.microsecond - u.microsecond % 1000)
+
+
+def _opt_bytes(v: Any) -> bytes | None:
+    return None if v is None else bytes(v)
+
+
+def out_message_from_row(r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> OutMessage:
+    """An `OutMessage` from a row of `OUT_COLS`; `ts` reads one timestamp column."""
+    return OutMessage(
+        id=r[0],
+        peer=r[1],
+        seq=r[2],
+        type=r[3],
+        status=r[4],
+        created_at=ts(r[5]),
+        expires_at=ts(r[6]),
+        signed_document=bytes(r[7]),
+        document_sha256=bytes(r[8]),
+        attempts=r[9],
+        next_attempt_at=ts(r[10]),
+        last_error=r[11],
+        ciphertext=_opt_bytes(r[12]),
+        enc_kid=r[13],
+        receipt=_opt_bytes(r[14]),
+        refusal=_opt_bytes(r[15]),
+        ack=None if r[16] is None else json_object(bytes(r[16])),
+        updated_at=ts(r[17]),
+    )
+
+
+def inbox_item_from_row(r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> InboxItem:
+    """An `InboxItem` from a row of `IN_COLS`; `ts` reads one timestamp column."""
+    return InboxItem(
+        cursor=r[0],
+        sender=r[1],
+        id=r[2],
+        type=r[3],
+        created_at=ts(r[4]),
+        received_at=ts(r[5]),
+        document_sha256=bytes(r[6]),
+        body=bytes(r[7]),
+        ack_status=r[8],
+        ack_message_id=r[9],
+    )
+
+
+def queued_message(msg: NewMessage, seq: int) -> OutMessage:
+    """What `submit` stores for a new message, as a later read gives it back (no read-back needed)."""
+    created = to_ms(msg.created_at)
+    return OutMessage(
+        id=msg.id,
+        peer=msg.peer,
+        seq=seq,
+        type=msg.type,
+        status="queued",
+        created_at=created,
+        expires_at=to_ms(msg.expires_at),
+        signed_document=msg.signed_document,
+        document_sha256=msg.document_sha256,
+        attempts=0,
+        next_attempt_at=created,
+        last_error=None,
+        ciphertext=None,
+        enc_kid=None,
+        receipt=None,
+        refusal=None,
+        ack=None,
+        updated_at=created,
+    )
 
 
 class Store(abc.ABC):

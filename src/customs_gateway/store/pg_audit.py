@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..core.audit import AuditEntry
-from ..core.merkle import HASH_SIZE, CompactRange, NodeReader, TreeRangeError, leaf_hash
+from ..core.merkle import HASH_SIZE, CompactRange, NodeReader, TreeRangeError, append_records
 
 T = TypeVar("T")
 
@@ -25,18 +25,7 @@ async def frontier(c: Any) -> CompactRange:
 async def append_entries(c: Any, entries: list[AuditEntry]) -> None:
     """Append entries as Merkle leaves, persisting the frontier and every completed node (audit lock held)."""
     tree = await frontier(c)
-    leaves: list[tuple[int, bytes, bytes]] = []
-    nodes: list[tuple[int, int, bytes]] = []
-
-    def visit(level: int, index: int, h: bytes) -> None:
-        if level > 0:  # level 0 is the leaf hash, stored with the entry
-            nodes.append((level, index, h))
-
-    for e in entries:
-        data = e.to_bytes()
-        leaf = leaf_hash(data)
-        leaves.append((tree.size, data, leaf))
-        tree.append(leaf, visit)
+    leaves, nodes = append_records(tree, [e.to_bytes() for e in entries])
     await c.executemany("INSERT INTO audit(idx, entry, leaf_hash) VALUES ($1,$2,$3)", leaves)
     if nodes:
         await c.executemany("INSERT INTO audit_nodes(level, idx, hash) VALUES ($1,$2,$3)", nodes)

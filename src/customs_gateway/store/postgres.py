@@ -39,12 +39,14 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ..core.audit import AuditEntry
-from ..core.encoding import json_bytes, json_object
+from ..core.encoding import json_bytes
 from ..core.errors import Conflict, NotFound, StoreUnavailable
 from ..core.merkle import CompactRange, consistency_proof_from_nodes, inclusion_proof_from_nodes
 from ..core.replay import Arrival, advance_sequence, classify
 from ..core.state import next_status
 from .base import (
+    IN_COLS,
+    OUT_COLS,
     AttemptOutcome,
     CheckpointRecord,
     Evidence,
@@ -58,6 +60,10 @@ from .base import (
     Store,
     TokenRecord,
     WitnessState,
+    inbox_item_from_row,
+    out_message_from_row,
+    queued_message,
+    to_ms,
 )
 from .pg_audit import append_entries, check_size, from_nodes, frontier
 from .pg_migrations import lock_key, migrate, quote_ident
@@ -85,14 +91,6 @@ def dsn_schema(dsn: str) -> str | None:
         if first:
             return first
     return None
-
-
-def _ms(v: dt.datetime) -> dt.datetime:
-    """UTC at millisecond precision, as the SQLite store keeps it: both stores give back the same instants."""
-    if v.tzinfo is None:
-        raise ValueError("naive datetime")
-    u = v.astimezone(dt.timezone.utc)
-    return u.replace(microsecond=u.microsecond - u.microsecond % 1000)
 
 
 def _b(v: Any) -> bytes | None:
@@ -304,7 +302,7 @@ class PostgresStore(Store):
             # FOR UPDATE re-checks the status of rows another transaction is finishing, so a
             # message whose outcome just committed is not handed out again.
             rows = await c.fetch(
-                f"SELECT {_OUT_COLS} FROM messages WHERE peer=$1 AND {_PENDING} AND seq>$3"
+                f"SELECT {OUT_COLS} FROM messages WHERE peer=$1 AND {_PENDING} AND seq>$3"
                 " ORDER BY seq LIMIT $2 FOR UPDATE",
                 peer,
                 limit,
@@ -327,8 +325,14 @@ class PostgresStore(Store):
         if not outcomes:
             return
         async with self._tx(audited=True) as tx:
+            # One query locks every message of the batch (not one round trip per outcome).
+            rows = await tx.conn.fetch(
+                "SELECT id, status FROM messages WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+                [o.message_id for o in outcomes],
+            )
+            status_of: dict[str, str] = {r[0]: r[1] for r in rows}
             for o in outcomes:
-                await _record_outcome(tx, o)
+                await _record_outcome(tx, o, status_of)
             # Only our own claim: if our lease ran out and another replica took the messages
             # over, its claim stands.
             await tx.conn.execute(
@@ -369,7 +373,7 @@ class PostgresStore(Store):
 
     async def get_message(self, message_id: str) -> OutMessage | None:
         async with self._read() as c:
-            row = await c.fetchrow(f"SELECT {_OUT_COLS} FROM messages WHERE id=$1", message_id)
+            row = await c.fetchrow(f"SELECT {OUT_COLS} FROM messages WHERE id=$1", message_id)
             if row is None:
                 return None
             hist = await c.fetch("SELECT at, status, detail FROM history WHERE message_id=$1 ORDER BY n", message_id)
@@ -384,13 +388,13 @@ class PostgresStore(Store):
                 args.append(value)
                 where.append(f"{column}=${len(args)}")
         if flt.since:
-            args.append(_ms(flt.since))
+            args.append(to_ms(flt.since))
             where.append(f"created_at>=${len(args)}")
         if after:
             args.append(after)
             where.append(f"id>${len(args)}")
         args.append(limit)
-        sql = f"SELECT {_OUT_COLS} FROM messages WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}"
+        sql = f"SELECT {OUT_COLS} FROM messages WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}"
         async with self._read() as c:
             return [_out(r) for r in await c.fetch(sql, *args)]
 
@@ -413,7 +417,7 @@ class PostgresStore(Store):
     async def inbox_after(self, cursor: int, limit: int, types: tuple[str, ...]) -> list[InboxItem]:
         async with self._read() as c:
             rows = await c.fetch(
-                f"SELECT {_IN_COLS} FROM inbox WHERE cursor>$1 AND type = ANY($2::text[]) ORDER BY cursor LIMIT $3",
+                f"SELECT {IN_COLS} FROM inbox WHERE cursor>$1 AND type = ANY($2::text[]) ORDER BY cursor LIMIT $3",
                 cursor,
                 list(types),
                 limit,
@@ -422,7 +426,7 @@ class PostgresStore(Store):
 
     async def inbox_item(self, message_id: str) -> InboxItem | None:
         async with self._read() as c:
-            row = await c.fetchrow(f"SELECT {_IN_COLS} FROM inbox WHERE id=$1", message_id)
+            row = await c.fetchrow(f"SELECT {IN_COLS} FROM inbox WHERE id=$1", message_id)
         return None if row is None else _in(row)
 
     async def acknowledge_inbox(self, message_id: str, status: str, ack: NewMessage, audit: AuditEntry) -> OutMessage:
@@ -458,7 +462,7 @@ class PostgresStore(Store):
                 token.role,
                 token.secret_hash,
                 token.label,
-                _ms(token.created_at),
+                to_ms(token.created_at),
             )
             tx.audit(audit)
 
@@ -481,9 +485,9 @@ class PostgresStore(Store):
                 raise NotFound(f"no token {token_id}", code="token.not_found", field="id")
             if row[5] is not None:
                 raise Conflict(f"token {token_id} was already revoked", code="token.already_revoked", field="id")
-            await tx.conn.execute("UPDATE tokens SET revoked_at=$1 WHERE id=$2", _ms(at), token_id)
+            await tx.conn.execute("UPDATE tokens SET revoked_at=$1 WHERE id=$2", to_ms(at), token_id)
             tx.audit(audit)
-        return TokenRecord(row[0], row[1], bytes(row[2]), row[3], row[4], _ms(at))
+        return TokenRecord(row[0], row[1], bytes(row[2]), row[3], row[4], to_ms(at))
 
     # audit ---------------------------------------------------------------------------------
     async def audit_size(self) -> int:
@@ -523,13 +527,13 @@ class PostgresStore(Store):
                 cp.size,
                 cp.root,
                 cp.note,
-                _ms(cp.created_at),
+                to_ms(cp.created_at),
             )
 
     async def set_cosigned(self, size: int, cosigned_note: bytes, at: dt.datetime) -> None:
         async with self._tx() as tx:
             await tx.conn.execute(
-                "UPDATE checkpoints SET cosigned_note=$1, cosigned_at=$2 WHERE size=$3", cosigned_note, _ms(at), size
+                "UPDATE checkpoints SET cosigned_note=$1, cosigned_at=$2 WHERE size=$3", cosigned_note, to_ms(at), size
             )
 
     async def checkpoints(self, after_size: int = -1, limit: int = 1000) -> list[CheckpointRecord]:
@@ -569,7 +573,7 @@ class PostgresStore(Store):
                 new.size,
                 new.root,
                 new.note,
-                _ms(at),
+                to_ms(at),
             )
 
     async def remember_bundle(self, owner: str, bundle: bytes, at: dt.datetime) -> None:
@@ -579,7 +583,7 @@ class PostgresStore(Store):
                 owner,
                 hashlib.sha256(bundle).digest(),
                 bundle,
-                _ms(at),
+                to_ms(at),
             )
 
     async def bundles(self) -> list[tuple[str, bytes]]:
@@ -605,50 +609,19 @@ class PostgresStore(Store):
 
 # --- row mapping -------------------------------------------------------------------------------
 
-_OUT_COLS = (
-    "id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256, attempts,"
-    " next_attempt_at, last_error, ciphertext, enc_kid, receipt, refusal, ack, updated_at"
-)
-_IN_COLS = "cursor, sender, id, type, created_at, received_at, document_sha256, body, ack_status, ack_message_id"
 _CP_COLS = "size, root, note, created_at, cosigned_note, cosigned_at"
 
 
+def _as_is(v: dt.datetime) -> dt.datetime:
+    return v  # asyncpg reads timestamptz as an aware datetime already
+
+
 def _out(r: Any) -> OutMessage:
-    return OutMessage(
-        id=r[0],
-        peer=r[1],
-        seq=r[2],
-        type=r[3],
-        status=r[4],
-        created_at=r[5],
-        expires_at=r[6],
-        signed_document=bytes(r[7]),
-        document_sha256=bytes(r[8]),
-        attempts=r[9],
-        next_attempt_at=r[10],
-        last_error=r[11],
-        ciphertext=_b(r[12]),
-        enc_kid=r[13],
-        receipt=_b(r[14]),
-        refusal=_b(r[15]),
-        ack=None if r[16] is None else json_object(bytes(r[16])),
-        updated_at=r[17],
-    )
+    return out_message_from_row(r, _as_is)
 
 
 def _in(r: Any) -> InboxItem:
-    return InboxItem(
-        cursor=r[0],
-        sender=r[1],
-        id=r[2],
-        type=r[3],
-        created_at=r[4],
-        received_at=r[5],
-        document_sha256=bytes(r[6]),
-        body=bytes(r[7]),
-        ack_status=r[8],
-        ack_message_id=r[9],
-    )
+    return inbox_item_from_row(r, _as_is)
 
 
 def _cp(r: Any) -> CheckpointRecord:
@@ -660,7 +633,11 @@ def _cp(r: Any) -> CheckpointRecord:
 
 async def _history(c: Any, message_id: str, at: dt.datetime, status: str, detail: str = "") -> None:
     await c.execute(
-        "INSERT INTO history(message_id, at, status, detail) VALUES ($1,$2,$3,$4)", message_id, _ms(at), status, detail
+        "INSERT INTO history(message_id, at, status, detail) VALUES ($1,$2,$3,$4)",
+        message_id,
+        to_ms(at),
+        status,
+        detail,
     )
 
 
@@ -679,7 +656,7 @@ async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessa
                     code="idempotency.conflict",
                     field="Idempotency-Key",
                 )
-            existing = await c.fetchrow(f"SELECT {_OUT_COLS} FROM messages WHERE id=$1", row[0])
+            existing = await c.fetchrow(f"SELECT {OUT_COLS} FROM messages WHERE id=$1", row[0])
             return _out(existing), False
     seq = await c.fetchval(
         "INSERT INTO peer_state(peer, next_seq) VALUES ($1, 2)"
@@ -687,17 +664,17 @@ async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessa
         msg.peer,
     )
     await c.execute("INSERT INTO outbox_lanes(peer) VALUES ($1) ON CONFLICT DO NOTHING", msg.peer)
-    now = _ms(msg.created_at)
-    row = await c.fetchrow(
+    out = queued_message(msg, seq)  # what is written below, as a read would give it back
+    now = out.created_at
+    await c.execute(
         "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256,"
-        " attempts, next_attempt_at, token_id, updated_at) VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,0,$5,$9,$5)"
-        f" RETURNING {_OUT_COLS}",
+        " attempts, next_attempt_at, token_id, updated_at) VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,0,$5,$9,$5)",
         msg.id,
         msg.peer,
         seq,
         msg.type,
         now,
-        _ms(msg.expires_at),
+        out.expires_at,
         msg.signed_document,
         msg.document_sha256,
         msg.token_id,
@@ -713,22 +690,23 @@ async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessa
         )
     await _history(c, msg.id, msg.created_at, "queued")
     tx.audit(audit)
-    return _out(row), True
+    return out, True
 
 
 _EVENT_FOR = {"delivered": "receipt", "refused": "refusal", "retry": "attempt", "expired": "expire"}
 
 
-async def _record_outcome(tx: _Tx, o: AttemptOutcome) -> None:
+async def _record_outcome(tx: _Tx, o: AttemptOutcome, status_of: dict[str, str]) -> None:
+    """Apply one outcome; `status_of` holds the batch's current statuses (locked) and is kept up to date."""
     c = tx.conn
-    current = await c.fetchval("SELECT status FROM messages WHERE id=$1 FOR UPDATE", o.message_id)
+    current = status_of.get(o.message_id)
     if current is None:
         return
     try:
         status = next_status(current, _EVENT_FOR[o.kind])
     except Conflict:
         return  # e.g. a late receipt for a message already acknowledged: nothing to change
-    args: list[Any] = [status, _ms(o.at), o.attempt]
+    args: list[Any] = [status, to_ms(o.at), o.attempt]
     sets = ["status=$1", "updated_at=$2", "attempts=greatest(attempts, $3)"]
 
     def put(column: str, value: Any) -> None:
@@ -742,7 +720,7 @@ async def _record_outcome(tx: _Tx, o: AttemptOutcome) -> None:
     if o.error is not None:
         put("last_error", o.error)
     if o.next_attempt_at is not None:
-        put("next_attempt_at", _ms(o.next_attempt_at))
+        put("next_attempt_at", to_ms(o.next_attempt_at))
     if o.ciphertext is not None:
         put("ciphertext", o.ciphertext)
         put("enc_kid", o.enc_kid)
@@ -750,6 +728,7 @@ async def _record_outcome(tx: _Tx, o: AttemptOutcome) -> None:
         sets.append("ciphertext=NULL")  # no longer needed once final
     args.append(o.message_id)
     await c.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id=${len(args)}", *args)
+    status_of[o.message_id] = status
     if status != current or o.kind == "retry":
         await _history(c, o.message_id, o.at, status, o.error or "")
     tx.audit(*o.audit)
@@ -771,8 +750,8 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
             it.id,
             it.seq,
             it.type,
-            _ms(it.created_at),
-            _ms(it.received_at),
+            to_ms(it.created_at),
+            to_ms(it.received_at),
             it.document_sha256,
             it.signed_document,
             it.body,
@@ -794,7 +773,7 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
             it.sender,
             upd.gap_from,
             upd.gap_to,
-            _ms(it.received_at),
+            to_ms(it.received_at),
         )
     await c.execute(
         "UPDATE peer_state SET recv_high_water=$1, gap_count=gap_count+$2 WHERE peer=$3",
@@ -823,7 +802,7 @@ async def _apply_ack(tx: _Tx, it: Incoming) -> None:
         "UPDATE messages SET status=$1, ack=$2, updated_at=$3 WHERE id=$4",
         status,
         json_bytes(info),
-        _ms(it.received_at),
+        to_ms(it.received_at),
         mid,
     )
     detail = str(info.get("status", ""))

@@ -22,18 +22,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.audit import AuditEntry
-from ..core.encoding import format_ts, json_bytes, json_object, parse_ts
+from ..core.encoding import format_ts, json_bytes, parse_ts
 from ..core.errors import Conflict, NotFound, StoreUnavailable
 from ..core.merkle import (
     CompactRange,
     TreeRangeError,
+    append_records,
     consistency_proof_from_nodes,
     inclusion_proof_from_nodes,
-    leaf_hash,
 )
 from ..core.replay import Arrival, advance_sequence, classify
 from ..core.state import next_status
 from .base import (
+    IN_COLS,
+    OUT_COLS,
     AttemptOutcome,
     CheckpointRecord,
     Evidence,
@@ -47,6 +49,10 @@ from .base import (
     Store,
     TokenRecord,
     WitnessState,
+    inbox_item_from_row,
+    out_message_from_row,
+    queued_message,
+    to_ms,
 )
 from .migrations import SQLITE_MIGRATIONS
 
@@ -54,10 +60,6 @@ T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 
 _MAX_GROUP = 256
-
-
-def _ts(v: dt.datetime | None) -> str | None:
-    return None if v is None else format_ts(v)
 
 
 def _pt(v: str | None) -> dt.datetime | None:
@@ -201,7 +203,7 @@ class SQLiteStore(Store):
     async def due(self, peer: str, now: dt.datetime, limit: int, after_seq: int = 0) -> list[OutMessage]:
         def job(c: sqlite3.Connection) -> list[OutMessage]:
             rows = c.execute(
-                f"SELECT {_OUT_COLS} FROM messages WHERE peer=? AND status IN ('queued','sent') AND seq>?"
+                f"SELECT {OUT_COLS} FROM messages WHERE peer=? AND status IN ('queued','sent') AND seq>?"
                 " ORDER BY seq LIMIT ?",
                 (peer, after_seq, limit),
             ).fetchall()
@@ -230,7 +232,7 @@ class SQLiteStore(Store):
 
     async def get_message(self, message_id: str) -> OutMessage | None:
         def job(c: sqlite3.Connection) -> OutMessage | None:
-            row = c.execute(f"SELECT {_OUT_COLS} FROM messages WHERE id=?", (message_id,)).fetchone()
+            row = c.execute(f"SELECT {OUT_COLS} FROM messages WHERE id=?", (message_id,)).fetchone()
             if row is None:
                 return None
             hist = c.execute(
@@ -259,7 +261,7 @@ class SQLiteStore(Store):
             if after:
                 where.append("id>?")
                 args.append(after)
-            sql = f"SELECT {_OUT_COLS} FROM messages WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+            sql = f"SELECT {OUT_COLS} FROM messages WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
             return [_out(r) for r in c.execute(sql, (*args, limit)).fetchall()]
 
         return await self._read(job)
@@ -291,7 +293,7 @@ class SQLiteStore(Store):
         def job(c: sqlite3.Connection) -> list[InboxItem]:
             marks = ",".join("?" * len(types))
             rows = c.execute(
-                f"SELECT {_IN_COLS} FROM inbox WHERE cursor>? AND type IN ({marks}) ORDER BY cursor LIMIT ?",
+                f"SELECT {IN_COLS} FROM inbox WHERE cursor>? AND type IN ({marks}) ORDER BY cursor LIMIT ?",
                 (cursor, *types, limit),
             ).fetchall()
             return [_in(r) for r in rows]
@@ -300,7 +302,7 @@ class SQLiteStore(Store):
 
     async def inbox_item(self, message_id: str) -> InboxItem | None:
         def job(c: sqlite3.Connection) -> InboxItem | None:
-            row = c.execute(f"SELECT {_IN_COLS} FROM inbox WHERE id=?", (message_id,)).fetchone()
+            row = c.execute(f"SELECT {IN_COLS} FROM inbox WHERE id=?", (message_id,)).fetchone()
             return None if row is None else _in(row)
 
         return await self._read(job)
@@ -368,10 +370,9 @@ class SQLiteStore(Store):
                 raise NotFound(f"no token {token_id}", code="token.not_found", field="id")
             if row[5] is not None:
                 raise Conflict(f"token {token_id} was already revoked", code="token.already_revoked", field="id")
-            when = format_ts(at)
-            c.execute("UPDATE tokens SET revoked_at=? WHERE id=?", (when, token_id))
+            c.execute("UPDATE tokens SET revoked_at=? WHERE id=?", (format_ts(at), token_id))
             _audit(c, audit)
-            return TokenRecord(row[0], row[1], bytes(row[2]), row[3], parse_ts(row[4]), parse_ts(when))
+            return TokenRecord(row[0], row[1], bytes(row[2]), row[3], parse_ts(row[4]), to_ms(at))
 
         return await self._write(job)
 
@@ -539,49 +540,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 # --- row mapping -------------------------------------------------------------------------------
 
-_OUT_COLS = (
-    "id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256, attempts,"
-    " next_attempt_at, last_error, ciphertext, enc_kid, receipt, refusal, ack, updated_at"
-)
-_IN_COLS = "cursor, sender, id, type, created_at, received_at, document_sha256, body, ack_status, ack_message_id"
-
 
 def _out(r: tuple[Any, ...]) -> OutMessage:
-    return OutMessage(
-        id=r[0],
-        peer=r[1],
-        seq=r[2],
-        type=r[3],
-        status=r[4],
-        created_at=parse_ts(r[5]),
-        expires_at=parse_ts(r[6]),
-        signed_document=bytes(r[7]),
-        document_sha256=bytes(r[8]),
-        attempts=r[9],
-        next_attempt_at=parse_ts(r[10]),
-        last_error=r[11],
-        ciphertext=None if r[12] is None else bytes(r[12]),
-        enc_kid=r[13],
-        receipt=None if r[14] is None else bytes(r[14]),
-        refusal=None if r[15] is None else bytes(r[15]),
-        ack=None if r[16] is None else json_object(bytes(r[16])),
-        updated_at=parse_ts(r[17]),
-    )
+    return out_message_from_row(r, parse_ts)
 
 
 def _in(r: tuple[Any, ...]) -> InboxItem:
-    return InboxItem(
-        cursor=r[0],
-        sender=r[1],
-        id=r[2],
-        type=r[3],
-        created_at=parse_ts(r[4]),
-        received_at=parse_ts(r[5]),
-        document_sha256=bytes(r[6]),
-        body=bytes(r[7]),
-        ack_status=r[8],
-        ack_message_id=r[9],
-    )
+    return inbox_item_from_row(r, parse_ts)
 
 
 # --- transactional jobs (run on the writer thread) ------------------------------------------------
@@ -609,19 +574,9 @@ def _audit(c: sqlite3.Connection, *entries: AuditEntry) -> None:
         return
     tree = c.audit_tree if isinstance(c, _Connection) else None
     if tree is None:
-        row = c.execute("SELECT compact FROM audit_state WHERE id=1").fetchone()
-        tree = CompactRange() if row is None else CompactRange.from_bytes(bytes(row[0]))
-    nodes: list[tuple[int, int, bytes]] = []
-
-    def visit(level: int, index: int, h: bytes) -> None:
-        if level > 0:  # level 0 is the leaf hash, stored with the entry
-            nodes.append((level, index, h))
-
-    for e in entries:
-        data = e.to_bytes()
-        leaf = leaf_hash(data)
-        c.execute("INSERT INTO audit(idx, entry, leaf_hash) VALUES (?, ?, ?)", (tree.size, data, leaf))
-        tree.append(leaf, visit)
+        tree = _frontier(c)
+    leaves, nodes = append_records(tree, [e.to_bytes() for e in entries])
+    c.executemany("INSERT INTO audit(idx, entry, leaf_hash) VALUES (?, ?, ?)", leaves)
     c.executemany("INSERT INTO audit_nodes(level, idx, hash) VALUES (?,?,?)", nodes)
     c.execute("INSERT OR REPLACE INTO audit_state(id, compact) VALUES (1, ?)", (tree.to_bytes(),))
     if isinstance(c, _Connection):
@@ -641,9 +596,14 @@ def _node_reader(c: sqlite3.Connection) -> Callable[[int, int], bytes]:
     return get_node
 
 
-def _head(c: sqlite3.Connection) -> tuple[int, bytes]:
+def _frontier(c: sqlite3.Connection) -> CompactRange:
+    """The log's frontier as stored (empty before the first entry)."""
     row = c.execute("SELECT compact FROM audit_state WHERE id=1").fetchone()
-    tree = CompactRange() if row is None else CompactRange.from_bytes(bytes(row[0]))
+    return CompactRange() if row is None else CompactRange.from_bytes(bytes(row[0]))
+
+
+def _head(c: sqlite3.Connection) -> tuple[int, bytes]:
+    tree = _frontier(c)
     return tree.size, tree.root()
 
 
@@ -679,17 +639,13 @@ def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[
                     code="idempotency.conflict",
                     field="Idempotency-Key",
                 )
-            existing = c.execute(f"SELECT {_OUT_COLS} FROM messages WHERE id=?", (row[0],)).fetchone()
+            existing = c.execute(f"SELECT {OUT_COLS} FROM messages WHERE id=?", (row[0],)).fetchone()
             return _out(existing), False
-    row = c.execute(
-        "UPDATE peer_state SET next_seq=next_seq+1 WHERE peer=? RETURNING next_seq-1", (msg.peer,)
-    ).fetchone()
-    if row is None:  # the first message for this peer
-        c.execute("INSERT INTO peer_state(peer) VALUES (?)", (msg.peer,))
-        row = c.execute(
-            "UPDATE peer_state SET next_seq=next_seq+1 WHERE peer=? RETURNING next_seq-1", (msg.peer,)
-        ).fetchone()
-    seq = row[0]
+    seq = c.execute(
+        "INSERT INTO peer_state(peer, next_seq) VALUES (?, 2)"
+        " ON CONFLICT (peer) DO UPDATE SET next_seq = next_seq + 1 RETURNING next_seq - 1",
+        (msg.peer,),
+    ).fetchone()[0]
     now = format_ts(msg.created_at)
     c.execute(
         "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256,"
@@ -715,32 +671,7 @@ def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[
         )
     _history(c, msg.id, msg.created_at, "queued")
     _audit(c, audit)
-    # Built from what was just written (no read-back on the submit hot path); times go through
-    # the stored millisecond form so the result equals a later read.
-    created = parse_ts(now)
-    return (
-        OutMessage(
-            id=msg.id,
-            peer=msg.peer,
-            seq=seq,
-            type=msg.type,
-            status="queued",
-            created_at=created,
-            expires_at=parse_ts(format_ts(msg.expires_at)),
-            signed_document=msg.signed_document,
-            document_sha256=msg.document_sha256,
-            attempts=0,
-            next_attempt_at=created,
-            last_error=None,
-            ciphertext=None,
-            enc_kid=None,
-            receipt=None,
-            refusal=None,
-            ack=None,
-            updated_at=created,
-        ),
-        True,
-    )
+    return queued_message(msg, seq), True  # what was just written: no read-back on the hot path
 
 
 _EVENT_FOR = {"delivered": "receipt", "refused": "refusal", "retry": "attempt", "expired": "expire"}
