@@ -14,7 +14,7 @@ import asyncio
 import json
 import sys
 
-from customs_gateway.benchmark import Skipped, Submitter, rabbitmq_reference, sample_body
+from customs_gateway.benchmark import Skipped, rabbitmq_reference, sample_body, submit_payload
 
 
 def main() -> int:
@@ -24,7 +24,7 @@ def main() -> int:
     ap.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    payload = Submitter.for_peer("http://unused", "", "CN-GACC", sample_body()).payload
+    payload = submit_payload("CN-GACC", sample_body())
     try:
         res = asyncio.run(
             rabbitmq_reference(args.url, payload, publishers=args.publishers, warmup=2.0, window=args.seconds)

@@ -321,6 +321,11 @@ async def wait_drained(
 # --- load: back-end clients submitting over the local API ---------------------------------------
 
 
+def submit_payload(peer: str, body: dict[str, Any]) -> bytes:
+    """The JSON bytes of one `POST /v1/messages` request sending seizure share `body` to `peer`."""
+    return json.dumps({"type": "seizure-share", "to": peer, "body": body}, ensure_ascii=False).encode("utf-8")
+
+
 @dataclass
 class Submitter:
     """What every load client posts: one pre-encoded submit request to one gateway's local API."""
@@ -336,8 +341,7 @@ class Submitter:
 
     @classmethod
     def for_peer(cls, local_url: str, token: str, peer: str, body: dict[str, Any]) -> Submitter:
-        req = {"type": "seizure-share", "to": peer, "body": body}
-        return cls(local_url, token, json.dumps(req, ensure_ascii=False).encode("utf-8"))
+        return cls(local_url, token, submit_payload(peer, body))
 
     async def submit(self, session: aiohttp.ClientSession) -> str | None:
         """POST once; the message id on 202, None on any other answer."""

@@ -82,8 +82,7 @@ def db_path(home: Home) -> Path:
 
 async def issue_agency_token(home: Home) -> tuple[str, str]:
     """Issue an agency token straight into a (stopped) gateway's store: (token id, bearer secret)."""
-    config = load_config(home.config_path, env={})
-    store = SQLiteStore(config.path(config.store.path))
+    store = SQLiteStore(db_path(home))
     await store.open()
     try:
         return await issue_token(store, SystemClock(), "agency", "benchmark load", "cli:bench")

@@ -22,14 +22,15 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
 from typing import Any, TypeVar
 
-from customs_gateway.config import load_config
+from customs_gateway.benchmark import sample_body as sample
+from customs_gateway.benchmark_pair import db_path
 from customs_gateway.core.audit import AuditEntry, log_origin
 from customs_gateway.core.bundle import PeerKeys
 from customs_gateway.core.checkpoint import Checkpoint, Ed25519NoteVerifier, open_note
@@ -40,7 +41,8 @@ from customs_gateway.core.merkle import leaf_hash, root_from_leaves
 from customs_gateway.core.receipt import Statement, verify_receipt
 from customs_gateway.gateway import issue_token
 from customs_gateway.keystore import load_peer
-from customs_gateway.pair import EXAMPLE_PASSPHRASE, IDENTITIES, Home, example_dir, prepare_pair
+from customs_gateway.pair import EXAMPLE_PASSPHRASE, IDENTITIES, Home, prepare_pair
+from customs_gateway.store.base import Store
 from customs_gateway.store.sqlite import SQLiteStore
 
 US, CN = IDENTITIES
@@ -93,9 +95,12 @@ def http(
     return status, hdrs, raw.decode("utf-8", "replace")
 
 
-def sample(msg_type: str) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads((example_dir() / "messages" / f"{msg_type}.json").read_text(encoding="utf-8"))
-    return body
+def drill_overrides(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """`DRILL_OVERRIDES` with `overrides` merged in, section by section."""
+    merged: dict[str, dict[str, Any]] = copy.deepcopy(DRILL_OVERRIDES)
+    for section, values in (overrides or {}).items():
+        merged.setdefault(section, {}).update(values)
+    return merged
 
 
 def drill_env() -> dict[str, str]:
@@ -117,9 +122,8 @@ def both(step: Callable[[str, str], T], pairs: Iterable[tuple[str, str]]) -> lis
         return list(pool.map(lambda p: step(*p), pairs))
 
 
-async def _issue_tokens(home: Home) -> dict[str, str]:
-    config = load_config(home.config_path, env={})
-    store = SQLiteStore(config.path(config.store.path))
+async def issue_role_tokens(store: Store) -> dict[str, str]:
+    """One token per role, issued straight into a stopped gateway's `store` (opened and closed here)."""
     await store.open()
     try:
         tokens = {}
@@ -215,12 +219,9 @@ class ProcessPair:
 
     @classmethod
     def prepare(cls, root: Path, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> ProcessPair:
-        merged: dict[str, dict[str, Any]] = copy.deepcopy(DRILL_OVERRIDES)
-        for section, values in (overrides or {}).items():
-            merged.setdefault(section, {}).update(values)
-        homes = prepare_pair(root, overrides=merged)
+        homes = prepare_pair(root, overrides=drill_overrides(overrides))
         env = drill_env()
-        tokens = {name: asyncio.run(_issue_tokens(home)) for name, home in homes.items()}
+        tokens = {name: asyncio.run(issue_role_tokens(SQLiteStore(db_path(home)))) for name, home in homes.items()}
         procs = {name: GatewayProcess(name, home, env, root / f"{name}.log") for name, home in homes.items()}
         return cls(root, homes, procs, tokens, env)
 
@@ -357,14 +358,17 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, every: floa
         time.sleep(every)
 
 
-def drained(pp: ProcessPair, ids: list[str], sender: str = US) -> bool:
-    if pp.queue_depth(sender) != 0:
-        return False
+def undelivered(pp: ProcessPair, ids: Iterable[str], sender: str = US) -> Iterator[tuple[str, str, str | None]]:
+    """(id, status, last_error) of each of `ids` that has not (yet) ended delivered, lazily."""
     for mid in ids:
         status, m = pp.call(sender, "GET", f"/v1/messages/{mid}")
         if status != 200 or m["status"] not in ("delivered", "acknowledged"):
-            return False
-    return True
+            m = m if isinstance(m, dict) else {}
+            yield mid, str(m.get("status")), m.get("last_error")
+
+
+def drained(pp: ProcessPair, ids: list[str], sender: str = US) -> bool:
+    return pp.queue_depth(sender) == 0 and next(undelivered(pp, ids, sender), None) is None
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import stat
 import subprocess
@@ -30,7 +29,7 @@ import pytest
 from customs_gateway.keystore import KeyStore
 from customs_gateway.pair import free_port
 
-from .drill import CN, US, GatewayProcess, Home, ProcessPair, both, cli, http, sample, wait_until
+from .drill import CN, US, GatewayProcess, Home, ProcessPair, both, cli, drill_env, http, sample, wait_until
 
 PASSPHRASE = "secrets-drill-passphrase-CANARY-5d1e"
 CANARY = "CANARY-7f3a9c"  # put into bodies we send, so a leak of our own text is found too
@@ -59,8 +58,7 @@ class Setup:
 
 @pytest.fixture
 def initialised(tmp_path: Path) -> Iterator[Setup]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMS_GATEWAY_")}
-    env |= {
+    env = drill_env() | {
         "CUSTOMS_GATEWAY_PASSPHRASE": PASSPHRASE,
         "CUSTOMS_GATEWAY_LOG_FORMAT": "json",
         "CUSTOMS_GATEWAY_LOG_LEVEL": "debug",

@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from customs_gateway.config import load_config, render_config
-from customs_gateway.gateway import issue_token
+from customs_gateway.gateway import Gateway, issue_token
 from customs_gateway.pair import Home, LocalPair, example_dir, prepare_pair
 from tests.postgres.pg import drop_later, dsn_for, fresh_schemas, require_postgres
 
@@ -118,17 +118,23 @@ def _homes_on(store: str, root: Path) -> Iterator[dict[str, Any]]:
         drop_later(*schemas.values())
 
 
+async def role_tokens(gw: Gateway, label: str = "test") -> dict[str, str]:
+    """One bearer token per role, issued straight into a running gateway's store."""
+    tokens = {}
+    for role in ("agency", "admin", "auditor"):
+        _, tokens[role] = await issue_token(gw.store, gw.clock, role, f"{label}-{role}", "test")
+    return tokens
+
+
 @contextlib.asynccontextmanager
-async def _running(homes: dict[str, Any]) -> AsyncIterator[Pair]:
+async def running_pair(homes: dict[str, Any]) -> AsyncIterator[Pair]:
+    """Both prepared `homes` started in this event loop, with an `Api` (one token per role) for each."""
     lp = LocalPair(homes)
     await lp.start_all()
     session = aiohttp.ClientSession()
     apis = {}
     for name, server in lp.servers.items():
-        tokens = {}
-        for role in ("agency", "admin", "auditor"):
-            _, secret = await issue_token(server.gateway.store, server.gateway.clock, role, f"test-{role}", "test")
-            tokens[role] = secret
+        tokens = await role_tokens(server.gateway)
         apis[name] = Api(session, homes[name].local_url, tokens, CN if name == US else US)
     try:
         yield Pair(lp, apis)
@@ -145,7 +151,7 @@ def homes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, 
 
 @pytest.fixture
 async def pair(homes: dict[str, Any]) -> AsyncIterator[Pair]:
-    async with _running(homes) as p:
+    async with running_pair(homes) as p:
         yield p
 
 
@@ -156,7 +162,7 @@ MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=STORES)
 async def module_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pair]:
     with _homes_on(request.param, tmp_path_factory.mktemp(f"pair-{request.param}")) as prepared:
-        async with _running(prepared) as p:
+        async with running_pair(prepared) as p:
             yield p
 
 

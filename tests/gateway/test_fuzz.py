@@ -40,11 +40,11 @@ from customs_gateway.core.encoding import b64url
 from customs_gateway.core.envelope import Document, Header, SignedDocument, build_envelope, seal_document, sign_envelope
 from customs_gateway.core.keys import SUITE_HYBRID, SUITE_X25519, SigningKey
 from customs_gateway.core.receipt import Statement, verify_refusal
-from customs_gateway.gateway import Gateway, issue_token
+from customs_gateway.gateway import Gateway
 from customs_gateway.http.local import ROUTES
 from customs_gateway.pair import LocalPair, prepare_pair
 
-from .conftest import CN, US, sample
+from .conftest import CN, US, role_tokens, sample
 
 ROLES = ("agency", "admin", "auditor")
 TIMEOUT = 15.0  # seconds: an answer slower than this is a hang
@@ -84,12 +84,9 @@ class Live:
         self.thread.start()
         self.lp = LocalPair(self.homes)
         self.run(self.lp.start_all())
-        self.tokens: dict[str, dict[str, str]] = {}
-        for name in self.homes:
-            gw = self.gw(name)
-            self.tokens[name] = {
-                role: self.run(issue_token(gw.store, gw.clock, role, f"fuzz-{role}", "test"))[1] for role in ROLES
-            }
+        self.tokens: dict[str, dict[str, str]] = {
+            name: self.run(role_tokens(self.gw(name), "fuzz")) for name in self.homes
+        }
         # Each log's first checkpoint is made (and cosigned by the other side) right away; later ones
         # only after a day, so none lands in the middle of a before/after comparison.
         end = time.monotonic() + 30
@@ -181,6 +178,11 @@ def peer(
     conn = http.client.HTTPSConnection("127.0.0.1", lv.homes[CN].peer_port, timeout=TIMEOUT, context=lv.ssl)
     h = {"Content-Type": "application/json"} if headers is None else headers
     return _exchange(conn, method, path, body, h)
+
+
+def json_auth(lv: Live, name: str, role: str) -> dict[str, str]:
+    """Headers of a JSON request to `name`'s local API with its `role` token."""
+    return {"Authorization": f"Bearer {lv.tokens[name][role]}", "Content-Type": "application/json"}
 
 
 def well_formed(ans: Answer, what: str) -> Any:
@@ -466,7 +468,7 @@ def local_request(draw: st.DrawFn, ids: list[str]) -> tuple[str, str, str, bytes
     if draw(st.integers(0, 19)) == 0:
         method = draw(st.sampled_from(["PUT", "DELETE", "PATCH", "GET", "POST", "OPTIONS"]))
     path = template
-    for param in ("{id}", "{kid}"):
+    for param in ("{id}", "{kid}", "{token_id}"):
         if param in path:
             seg = draw(
                 st.sampled_from(ids)
@@ -521,27 +523,17 @@ def local_request(draw: st.DrawFn, ids: list[str]) -> tuple[str, str, str, bytes
 @pytest.fixture(scope="module")
 def known_ids(live: Live) -> list[str]:
     """Real ids the fuzzer may put in paths: one delivered outbound message and one inbox item of US."""
-    ans = local(
-        live,
-        CN,
-        "POST",
-        "/v1/messages",
-        dumps({"type": "seminar-notice", "to": US, "body": sample("seminar-notice")}, False),
-        {"Authorization": f"Bearer {live.tokens[CN]['agency']}", "Content-Type": "application/json"},
-    )
-    assert ans.status == 202
-    inbound = ans.json()["id"]
-    ans = local(
-        live,
-        US,
-        "POST",
-        "/v1/messages",
-        dumps({"type": "seizure-share", "to": CN, "body": sample("seizure-share")}, False),
-        {"Authorization": f"Bearer {live.tokens[US]['agency']}", "Content-Type": "application/json"},
-    )
-    assert ans.status == 202
+
+    def submit(sender: str, to: str, msg_type: str) -> str:
+        request = dumps({"type": msg_type, "to": to, "body": sample(msg_type)}, False)
+        ans = local(live, sender, "POST", "/v1/messages", request, json_auth(live, sender, "agency"))
+        assert ans.status == 202
+        return str(ans.json()["id"])
+
+    inbound = submit(CN, US, "seminar-notice")
+    outbound = submit(US, CN, "seizure-share")
     quiesce(live)
-    return [inbound, ans.json()["id"], "0" * 32]
+    return [inbound, outbound, "0" * 32]
 
 
 @pytest.mark.slow
@@ -583,7 +575,7 @@ def test_local_api_mutated_submissions_are_refused_naming_the_field(live: Live, 
         raw = dumps(data.draw(mutated(base)), data.draw(st.booleans()))
     else:
         raw = data.draw(byte_mutated(dumps(base, False)))
-    headers = {"Authorization": f"Bearer {live.tokens[US]['agency']}", "Content-Type": "application/json"}
+    headers = json_auth(live, US, "agency")
     key = data.draw(IDEMPOTENCY_KEYS)
     if key is not None:
         headers["Idempotency-Key"] = key
@@ -605,8 +597,7 @@ def test_local_api_mutated_submissions_are_refused_naming_the_field(live: Live, 
 @pytest.mark.slow
 def test_local_api_oversize_and_deeply_nested_bodies(live: Live) -> None:
     cap = live.gw(US).config.security.max_body_bytes
-    agency = {"Authorization": f"Bearer {live.tokens[US]['agency']}", "Content-Type": "application/json"}
-    admin = {**agency, "Authorization": f"Bearer {live.tokens[US]['admin']}"}
+    agency, admin = json_auth(live, US, "agency"), json_auth(live, US, "admin")
     big_note = {**sample("seizure-share"), "notes": "x" * (cap // 2)}
     cases: list[tuple[str, bytes, dict[str, str], int | None]] = [
         ("/v1/messages", b"{" + b" " * (cap + 10) + b"}", agency, 413),

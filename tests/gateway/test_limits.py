@@ -8,13 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from customs_gateway.gateway import issue_token
-from customs_gateway.pair import LocalPair, prepare_pair
+from customs_gateway.pair import prepare_pair
 
-from .conftest import CN, US, Api, Pair
+from .conftest import CN, US, Pair, running_pair
 
 
 @pytest.fixture
@@ -30,20 +28,8 @@ async def tight(tmp_path: Path) -> AsyncIterator[Pair]:
             }
         },
     )
-    lp = LocalPair(homes)
-    await lp.start_all()
-    session = aiohttp.ClientSession()
-    apis = {}
-    for name, server in lp.servers.items():
-        tokens = {}
-        for role in ("agency", "admin", "auditor"):
-            _, tokens[role] = await issue_token(server.gateway.store, server.gateway.clock, role, role, "test")
-        apis[name] = Api(session, homes[name].local_url, tokens, CN if name == US else US)
-    try:
-        yield Pair(lp, apis)
-    finally:
-        await session.close()
-        await lp.stop_all()
+    async with running_pair(homes) as p:
+        yield p
 
 
 async def test_per_token_rate_limit_is_429_with_retry_after(tight: Pair) -> None:

@@ -27,28 +27,28 @@ from typing import Any
 
 import asyncpg
 
+from customs_gateway.benchmark_pair import db_path
 from customs_gateway.config import ListenerConfig, StoreConfig, load_config, render_config
-from customs_gateway.core.clock import SystemClock
-from customs_gateway.gateway import issue_token
 from customs_gateway.pair import Home, free_port, prepare_pair
 from customs_gateway.store.pg_migrations import lock_key
 from customs_gateway.store.postgres import PostgresStore
+from customs_gateway.store.sqlite import SQLiteStore
 
 from ..e2e.drill import (
     CN,
-    DRILL_OVERRIDES,
-    ROLES,
     US,
     AuditCheck,
     GatewayProcess,
     ProcessPair,
     Submitter,
-    _issue_tokens,
     check_audit_live,
     check_audit_offline,
     check_delivery,
     drill_env,
+    drill_overrides,
     exactly_once_in_audit,
+    issue_role_tokens,
+    undelivered,
     wait_until,
 )
 from .pg import base_dsn, drop_later, dsn_for, fresh_schemas, require_postgres
@@ -140,10 +140,7 @@ class ReplicaCluster:
         cls, root: Path, replicas: int, overrides: Mapping[str, Mapping[str, Any]] | None = None
     ) -> ReplicaCluster:
         """`replicas` US processes on a fresh PostgreSQL schema; 0 means one US process on SQLite."""
-        merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in DRILL_OVERRIDES.items()}
-        for section, values in (overrides or {}).items():
-            merged.setdefault(section, {}).update(values)
-        homes = prepare_pair(root, overrides=merged)
+        homes = prepare_pair(root, overrides=drill_overrides(overrides))
         env = drill_env()
         us_home, cn_home = homes[US], homes[CN]
         schema = fresh_schemas(1)[0] if replicas else None
@@ -159,9 +156,10 @@ class ReplicaCluster:
             )
             cn_home.config_path.write_text(render_config(cn_cfg), encoding="utf-8")
             front = dataclasses.replace(front, dir=us_homes[0].dir, config_path=us_homes[0].config_path)
+        us_store = PostgresStore(dsn_for(schema), pool_size=2) if schema else SQLiteStore(db_path(us_home))
         tokens = {
-            US: asyncio.run(_issue_pg_tokens(dsn_for(schema))) if schema else asyncio.run(_issue_tokens(us_home)),
-            CN: asyncio.run(_issue_tokens(cn_home)),
+            US: asyncio.run(issue_role_tokens(us_store)),
+            CN: asyncio.run(issue_role_tokens(SQLiteStore(db_path(cn_home)))),
         }
         us = [GatewayProcess(f"{US}-{i}", h, env, root / f"{US}-{i}.log") for i, h in enumerate(us_homes)]
         cn = GatewayProcess(CN, cn_home, env, root / f"{CN}.log")
@@ -221,18 +219,6 @@ def _replica_homes(root: Path, us_home: Home, dsn: str, n: int) -> list[Home]:
     return out
 
 
-async def _issue_pg_tokens(dsn: str) -> dict[str, str]:
-    store = PostgresStore(dsn, pool_size=2)
-    await store.open()
-    try:
-        tokens = {}
-        for role in ROLES:
-            _, tokens[role] = await issue_token(store, SystemClock(), role, f"drill-{role}", "drill")
-        return tokens
-    finally:
-        await store.close()
-
-
 async def _advisory_holders(key: int) -> list[int]:
     """Process ids of the gateway replicas holding advisory lock `key` (a bigint key: two oids)."""
     conn = await asyncpg.connect(base_dsn(), timeout=10)
@@ -278,16 +264,6 @@ class FailoverReport:
     undelivered: list[tuple[str, str, str | None]] = field(default_factory=list)
 
 
-def _undelivered(pair: ProcessPair, ids: list[str]) -> list[tuple[str, str, str | None]]:
-    """(id, status, last_error) of every accepted message that did not end delivered."""
-    out = []
-    for mid in ids:
-        status, m = pair.call(US, "GET", f"/v1/messages/{mid}")
-        if status != 200 or m["status"] not in ("delivered", "acknowledged"):
-            out.append((mid, str(m.get("status")), m.get("last_error")))
-    return out
-
-
 def test_three_replicas_survive_a_sigkill_under_load(tmp_path: Path) -> None:
     require_postgres()
     t0 = time.monotonic()
@@ -320,7 +296,7 @@ def test_three_replicas_survive_a_sigkill_under_load(tmp_path: Path) -> None:
         ids = [a.id for a in accepted]
         # A claim the killed replica held blocks the lane until its lease runs out (5 s here).
         wait_until("the outbox to drain", lambda: cluster.pair.queue_depth(US) == 0, 60, every=0.3)
-        rep.undelivered = _undelivered(cluster.pair, ids)
+        rep.undelivered = list(undelivered(cluster.pair, ids))
         rep.seconds["drain"] = time.monotonic() - t2
         t3 = time.monotonic()
         delivery = check_delivery(cluster.pair, accepted)

@@ -325,11 +325,10 @@ class Bench:
         row.note = f"{gw.value:,.0f} / {ceil.value:,.0f}"
 
     async def rabbitmq(self, row: Row) -> None:
-        sub = bm.Submitter.for_peer("http://unused", "", IDENTITIES[1], self.body)
         warm = min(2.0, self.s.warmup)
         res = await bm.rabbitmq_reference(
             self.s.amqp_url,
-            sub.payload,
+            bm.submit_payload(IDENTITIES[1], self.body),
             publishers=self.s.clients,
             warmup=warm,
             window=self.s.reference_seconds,
@@ -498,7 +497,7 @@ def run(args: argparse.Namespace) -> int:
         "commit": args.commit or bm.git_commit(),
         "machine": bm.machine_info(),
         "load_average": {"start": load0, "end": bm.load_average()},
-        "settings": {k: v for k, v in dataclasses.asdict(settings).items()},
+        "settings": dataclasses.asdict(settings),
         # Configuration overrides the gateways inherit (e.g. [performance] crypto_processes): a run
         # with an override measured something else than the defaults.
         "gateway_env_overrides": {
