@@ -21,6 +21,7 @@ from .config import Config
 from .core.clock import Clock, IdSource, SystemClock, UUID7Source
 from .core.errors import ConfigError
 from .delivery import DeliveryWorker
+from .evidence import EvidenceCollector
 from .gateway import Gateway
 from .http.local import local_app
 from .http.metrics import watch_cosigning
@@ -92,6 +93,7 @@ class GatewayServer:
         self._runners: list[web.AppRunner] = []
         self.worker: DeliveryWorker | None = None
         self.checkpointer: Checkpointer | None = None
+        self.evidence: EvidenceCollector | None = None
         self.lifecycle: KeyLifecycle | None = None
         if passphrase is not None:
             keystore = KeyStore(config.path(config.keys_dir), config.path(config.tls_dir))
@@ -118,7 +120,9 @@ class GatewayServer:
         await gw.store.open()
         await gw.crypto.start()
         server_ctx, client_ctx, pinned = self._peer_contexts()
-        local = ProblemAppRunner(local_app(gw), access_log=None)
+        self.evidence = EvidenceCollector(gw, client_ctx)
+        await self.evidence.start()
+        local = ProblemAppRunner(local_app(gw, self.evidence), access_log=None)
         await local.setup()
         lsite = web.TCPSite(local, self.config.local_api.host, self.config.local_api.port)
         await lsite.start()
@@ -166,6 +170,9 @@ class GatewayServer:
         for r in reversed(self._runners):
             await r.cleanup()
         self._runners.clear()
+        if self.evidence is not None:
+            await self.evidence.stop()
+            self.evidence = None
         await self.gateway.store.close()
         await self.gateway.close()
 

@@ -23,6 +23,7 @@ from ..core.envelope import BUSINESS_TYPES
 from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
 from ..core.merkle import leaf_hash
 from ..core.state import STATUSES
+from ..evidence import EvidenceCollector, PeerUnavailable
 from ..gateway import Caller, Gateway
 from ..lifecycle import KeyLifecycle as KeyLifecycleAPI
 from ..store.base import InboxItem, MessageFilter, OutMessage
@@ -31,6 +32,7 @@ from .openapi import openapi_json
 from .problems import json_response, problem_middleware, read_body
 
 GATEWAY: Final = web.AppKey("gateway", Gateway)
+EVIDENCE: Final = web.AppKey("evidence", EvidenceCollector)
 MAX_LONG_POLL: Final = 30.0
 MAX_PAGE: Final = 500
 
@@ -406,6 +408,23 @@ async def audit_export(request: web.Request) -> web.StreamResponse:
         return resp
 
 
+async def audit_evidence(request: web.Request) -> web.Response:
+    """Evidence for one message (JSON Lines): both logs' entries about it, proven and cosigned."""
+    await _auth(request, AUDITOR)
+    collector = request.app.get(EVIDENCE)
+    if collector is None:
+        raise PeerUnavailable("this gateway is not connected to its peer")
+    message_id = request.match_info["id"]
+    body = await collector.build(message_id)
+    return web.Response(
+        body=body,
+        headers={
+            "Content-Type": "application/x-ndjson",
+            "Content-Disposition": f'attachment; filename="evidence-{message_id}.jsonl"',
+        },
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -452,6 +471,7 @@ ROUTES: Final = (
     ("GET", "/v1/audit/proof/inclusion", audit_inclusion, AUDITOR),
     ("GET", "/v1/audit/proof/consistency", audit_consistency, AUDITOR),
     ("GET", "/v1/audit/export", audit_export, AUDITOR),
+    ("GET", "/v1/audit/evidence/{id}", audit_evidence, AUDITOR),
     ("GET", "/healthz", healthz, ()),
     ("GET", "/metrics", metrics, ()),
     ("GET", "/openapi.json", openapi_json, ()),
@@ -459,9 +479,11 @@ ROUTES: Final = (
 )
 
 
-def local_app(gw: Gateway) -> web.Application:
+def local_app(gw: Gateway, evidence: EvidenceCollector | None = None) -> web.Application:
     app = web.Application(middlewares=[problem_middleware], client_max_size=gw.config.security.max_body_bytes)
     app[GATEWAY] = gw
+    if evidence is not None:
+        app[EVIDENCE] = evidence
     for method, path, handler, _ in ROUTES:
         app.router.add_route(method, path, handler)
     return app

@@ -736,6 +736,23 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
             **_problems(409, 503),
         },
     },
+    ("GET", "/v1/audit/evidence/{id}"): {
+        "tags": ["audit"],
+        "summary": "Evidence for one message: both logs' entries about it, proven into cosigned checkpoints",
+        "description": (
+            "Built from this gateway's store and the peer's part (fetched over the peer API). Verify it "
+            "offline with `customs-gateway audit verify FILE`; see docs/auditor-guide.md. 409 while no "
+            "checkpoint of a log is cosigned yet; 503 when the peer's part cannot be fetched."
+        ),
+        "parameters": [_param("path", "id", _str(maxLength=64), "business message id (sent or received)", True)],
+        "responses": {
+            "200": _text(
+                "application/x-ndjson",
+                "One JSON object per line: header, bundles, message (and ack) parts, two log parts, end.",
+            ),
+            **_problems(404, 409, 422, 503),
+        },
+    },
     ("GET", "/v1/audit/proof/inclusion"): {
         "tags": ["audit"],
         "summary": "RFC 9162 inclusion proof of one entry in a tree size",
@@ -810,6 +827,22 @@ PEER_PATHS: Final[dict[str, dict[str, Any]]] = {
             "summary": "Our signed key bundle",
             "security": _MTLS,
             "responses": {"200": _json(_ref("SignedBundle"), "The signed bundle."), **_problems(403, 503)},
+        }
+    },
+    "/peer/v1/evidence/{id}": {
+        "get": {
+            "operationId": "peer_evidence",
+            "tags": ["peer"],
+            "summary": "Our log's entries about one message between us, proven into a checkpoint the peer cosigned",
+            "description": "The `log` part of an evidence file (docs/auditor-guide.md): owner, checkpoint size, the "
+            "cosigned checkpoint note and each entry (base64url bytes) with its RFC 9162 inclusion proof. An id we "
+            "do not hold gives a part with no entries.",
+            "security": _MTLS,
+            "parameters": [_param("path", "id", _str(maxLength=64), "message id", True)],
+            "responses": {
+                "200": _json({"type": "object"}, "The log part."),
+                **_problems(403, 409, 422, 503),
+            },
         }
     },
     "/peer/v1/cosign": {

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..core.errors import AuthError, GatewayError
+from ..evidence import peer_log_part
 from ..gateway import Gateway, WitnessSizeMismatch
 from .problems import Handler, json_response, problem_middleware, read_body
 
@@ -69,6 +70,13 @@ async def cosign(request: web.Request) -> web.Response:
     return web.Response(body=line, content_type="text/plain", charset="utf-8")
 
 
+async def evidence(request: web.Request) -> web.Response:
+    """Our log's entries about one message between us, proven into a checkpoint the peer cosigned."""
+    _check_peer(request)
+    body = await peer_log_part(request.app[GATEWAY], request.match_info["id"])
+    return web.Response(body=body, content_type="application/json")
+
+
 def _concurrency_cap(limit: int) -> Middleware:
     """At most `limit` peer requests in flight: the rest get 503 + Retry-After at once, so a
     flood cannot queue up unbounded work (the honest peer keeps one request in flight)."""
@@ -98,6 +106,7 @@ def peer_app(gw: Gateway, pinned_fingerprint: str) -> web.Application:
     app.router.add_post("/peer/v1/envelopes", envelopes)
     app.router.add_get("/peer/v1/keys", keys)
     app.router.add_post("/peer/v1/cosign", cosign)
+    app.router.add_get("/peer/v1/evidence/{id}", evidence)
     return app
 
 

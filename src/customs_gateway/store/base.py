@@ -368,6 +368,11 @@ class Store(abc.ABC):
     async def audit_entries(self, start: int, end: int) -> list[tuple[int, bytes]]: ...
 
     @abc.abstractmethod
+    async def audit_entries_about(self, message_ids: list[str], size: int) -> list[tuple[int, bytes]]:
+        """(index, entry bytes) of every entry below `size` whose `message_id` is one of
+        `message_ids`, in index order (indexed: never a scan of the log)."""
+
+    @abc.abstractmethod
     async def audit_head(self) -> tuple[int, bytes]:
         """(size, root) of the audit log now."""
 

@@ -135,4 +135,10 @@ SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             )""",
         ),
     ),
+    # Version 3: find the entries about one message without reading the whole log (evidence for
+    # one message, DESIGN §10). An expression index: the append path writes nothing more.
+    (
+        3,
+        ("CREATE INDEX audit_message ON audit(json_extract(CAST(entry AS TEXT), '$.message_id'))",),
+    ),
 )

@@ -140,6 +140,17 @@ PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             )""",
         ),
     ),
+    # Version 2: find the entries about one message without reading the whole log (evidence for
+    # one message, DESIGN §10). An expression index: the append path writes nothing more.
+    (
+        2,
+        (
+            """CREATE FUNCTION audit_message_id(entry BYTEA) RETURNS TEXT
+                LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+                AS $$ SELECT convert_from(entry, 'UTF8')::jsonb ->> 'message_id' $$""",
+            "CREATE INDEX audit_message ON audit (audit_message_id(entry))",
+        ),
+    ),
 )
 """Every version, oldest first. `PostgresStore.open` applies the pending ones in one transaction."""
 

@@ -499,6 +499,18 @@ class PostgresStore(Store):
             tree = await frontier(c)
         return tree.size, tree.root()
 
+    async def audit_entries_about(self, message_ids: list[str], size: int) -> list[tuple[int, bytes]]:
+        if not message_ids:
+            return []
+        async with self._read() as c:
+            rows = await c.fetch(
+                # audit_message_id() is the `audit_message` index's expression (migration 2).
+                "SELECT idx, entry FROM audit WHERE audit_message_id(entry) = ANY($1::text[]) AND idx<$2 ORDER BY idx",
+                message_ids,
+                size,
+            )
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
     async def audit_entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
         async with self._read() as c:
             rows = await c.fetch("SELECT idx, entry FROM audit WHERE idx>=$1 AND idx<$2 ORDER BY idx", start, end)

@@ -499,6 +499,19 @@ class SQLiteStore(Store):
 
         return await self._read(job)
 
+    async def audit_entries_about(self, message_ids: list[str], size: int) -> list[tuple[int, bytes]]:
+        def job(c: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            marks = ",".join("?" * len(message_ids))
+            rows = c.execute(
+                # The same expression as the `audit_message` index (migration 3), so it is used.
+                f"SELECT idx, entry FROM audit WHERE json_extract(CAST(entry AS TEXT), '$.message_id') IN ({marks})"
+                " AND idx<? ORDER BY idx",
+                (*message_ids, size),
+            )
+            return [(int(i), bytes(e)) for i, e in rows.fetchall()]
+
+        return await self._read(job) if message_ids else []
+
     async def audit_entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
         def job(c: sqlite3.Connection) -> list[tuple[int, bytes]]:
             rows = c.execute("SELECT idx, entry FROM audit WHERE idx>=? AND idx<? ORDER BY idx", (start, end))
