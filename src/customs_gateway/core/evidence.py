@@ -56,6 +56,7 @@ FAILURE_CODES: Final = frozenset(
         "audit.truncated",
         "audit.digest",
         "audit.bundle",
+        "audit.bundle_chain",
         "audit.trust_anchor",
         "evidence.header",
         "evidence.message",
