@@ -8,13 +8,16 @@ with `verify_evidence` and with `audit verify`, and names both logs' entries abo
 from __future__ import annotations
 
 import asyncio
+import stat
 from pathlib import Path
-from typing import Any
 
+import pytest
+
+from customs_gateway.cli.main import main
 from customs_gateway.core.evidence import verify_evidence
 
 from .conftest import CN, US, Pair
-from .test_audit_export import _checkpoint
+from .test_audit_export import _checkpoint, _json_out
 
 
 async def _evidence(pair: Pair, name: str, mid: str) -> tuple[int, bytes]:
@@ -121,5 +124,25 @@ async def test_nothing_cosigned_yet_is_409(pair: Pair) -> None:
         assert status == 409 and b"evidence.not_cosigned" in body
 
 
-def _report(raw: bytes) -> Any:
-    return verify_evidence(_lines(raw)).to_dict()
+async def test_cli_saves_the_evidence_0600_and_verifies_it(
+    pair: Pair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mid, _ = await _acked_share(pair, US, CN)
+    api = pair.apis[CN]
+    token = tmp_path / "auditor.token"
+    token.write_text(api.tokens["auditor"], encoding="utf-8")
+    out = tmp_path / "evidence.jsonl"
+    argv = ["audit", "evidence", mid, "--out", str(out), "--url", api.url, "--token-file", str(token), "--json"]
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, argv) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    report = _json_out(capsys)
+    assert report["verified"] is True and report["message_id"] == mid and report["made_by"] == CN
+    # A wrong trust anchor: one clear failure with its code.
+    trust = tmp_path / "trust.txt"
+    trust.write_text(f"{US} {'ABCD ' * 16}\n{CN} {'ABCD ' * 16}\n", encoding="utf-8")
+    code = await asyncio.to_thread(main, [*argv, "--trust", str(trust)])
+    assert code == 1 and _json_out(capsys)["code"] == "audit.trust_anchor"
+    # An unknown message: one line naming the refusal, exit 3.
+    code = await asyncio.to_thread(main, [*argv[:2], "0190f0f0-0000-7000-8000-000000000000", *argv[3:]])
+    assert code == 3 and "evidence.not_found" in capsys.readouterr().err

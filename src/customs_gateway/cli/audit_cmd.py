@@ -32,6 +32,7 @@ from ..core.encoding import format_ts, json_object, unb64url
 from ..core.errors import ConfigError, GatewayError
 from ..crypto_workers import MainlessProcessPool
 from ..server import open_store
+from . import evidence_cmd
 from .common import add_config_arg, console, load_cli_config, print_json, result_console
 
 _SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -84,6 +85,8 @@ def register(sub: _SubParsers) -> None:
         help="processes checking signatures beside the reader (default: CPUs - 1, at most 4; 0: none)",
     )
     ver.set_defaults(func=run_verify)
+
+    evidence_cmd.add_parser(asub)
 
     show = asub.add_parser("show", help="list audit entries from the store or from a bundle (not verified)")
     src = show.add_mutually_exclusive_group()
