@@ -289,3 +289,10 @@ def test_unrelated_bundle_owner_is_refused() -> None:
         "XX-OTHER", 1, [STRANGER], (rec(STRANGER, "signing"), enc(13), rec(STRANGER_WIT, "witness"))
     )
     refused(dataclasses.replace(p, bundles=[*p.bundles, ("XX-OTHER", stranger)]).raw(), "audit.bundle")
+
+
+def test_a_withheld_document_cannot_change_its_type_or_time() -> None:
+    p = build().replace_part(0, signed_document=None, withheld="disposed", type="seminar-notice")
+    refused(p.raw(), "evidence.entry")
+    p = build().replace_part(0, signed_document=None, withheld="disposed", created_at="2026-03-01T11:00:00.000Z")
+    refused(p.raw(), "evidence.entry")

@@ -589,6 +589,12 @@ class _Verifier:
             raise self.fail("evidence.entry", f"{where} is not about message {message.part.id} or its ack")
         if e.peer is not None and e.peer != other:
             raise self.fail("evidence.entry", f"{where} names peer {e.peer!r}, not {other!r}")
+        if "type" in e.detail and e.detail["type"] != named.part.type:
+            raise self.fail(
+                "evidence.entry", f"{where} says {named.part.id} is a {e.detail['type']!r}, not {named.part.type!r}"
+            )
+        if e.kind == "submitted" and format_ts(e.at) != named.part.created_at:
+            raise self.fail("evidence.entry", f"{where} says {named.part.id} was created at {format_ts(e.at)}")
         checks = (("document", named.document), ("receipt", named.receipt), ("refusal", named.refusal))
         for name, held in checks:
             if name not in e.digests:
