@@ -19,7 +19,7 @@ DEFAULT_SKEW_SECONDS: Final = 300.0
 def check_skew(sent_at: dt.datetime, now: dt.datetime, window_seconds: float) -> None:
     """Refuse an envelope whose `sent_at` is more than the window away from our clock."""
     delta = (sent_at - now).total_seconds()
-    if abs(delta) > window_seconds:
+    if not abs(delta) <= window_seconds:  # written so that a NaN window admits nothing
         direction = "ahead of" if delta > 0 else "behind"
         raise ReplayError(
             f"sent_at is {abs(delta):.0f} s {direction} this gateway's clock (window ±{window_seconds:.0f} s)",
