@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from customs_gateway.core.audit import AuditEntry
+from customs_gateway.core.encoding import format_ts
 from customs_gateway.core.errors import Conflict, NotFound
 from customs_gateway.core.merkle import (
     TreeRangeError,
@@ -260,6 +262,25 @@ async def test_audit_log_roots_and_proofs(store: Store) -> None:
     with pytest.raises(TreeRangeError):
         await store.root_at(21)
     assert [i for i, _ in await store.audit_entries(18, 30)] == [18, 19]
+
+
+async def test_audit_time_never_runs_backwards_across_appends(store: Store) -> None:
+    await store.append_audit([entry("sent", "m1", at=T0)])
+    await store.append_audit([entry("sent", "m2", at=T0 - dt.timedelta(minutes=10))])  # clock ran back
+    await store.append_audit([entry("sent", "m3", at=T0 + dt.timedelta(seconds=1))])
+    written = [AuditEntry.from_bytes(data) for _, data in await store.audit_entries(0, 3)]
+    assert [e.at for e in written] == [_ms(T0), _ms(T0), _ms(T0 + dt.timedelta(seconds=1))]
+    assert written[1].detail["clock_at"] == format_ts(T0 - dt.timedelta(minutes=10))
+    assert "clock_at" not in written[2].detail
+
+
+async def test_entries_about_messages_are_found_by_index(store: Store) -> None:
+    await store.append_audit([entry("sent", f"m{i % 4}", n=i) for i in range(40)])
+    about = await store.audit_entries_about(["m1", "m3"], 30)
+    assert [i for i, _ in about] == [i for i in range(30) if i % 4 in (1, 3)]
+    assert all(AuditEntry.from_bytes(data).message_id in ("m1", "m3") for _, data in about)
+    assert await store.audit_entries_about([], 40) == []
+    assert await store.audit_entries_about(["nothing"], 40) == []
 
 
 async def test_checkpoints_witness_bundles_evidence(store: Store) -> None:

@@ -7,7 +7,8 @@ never a body. The entry bytes are the Merkle leaf, so an auditor can check them 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from .encoding import format_ts, json_bytes, json_object, parse_ts
@@ -82,6 +83,25 @@ class AuditEntry:
             digests=digests,
             detail=detail,
         )
+
+
+def in_time_order(
+    entries: Iterable[AuditEntry], last: dt.datetime | None
+) -> tuple[list[AuditEntry], dt.datetime | None]:
+    """Entries as the log records them: audit time never runs backwards (DESIGN §11).
+
+    An entry whose time (to the millisecond, as written) is before `last` is stamped with `last`
+    and keeps its own clock reading in `detail.clock_at`, so a clock that jumped back is visible
+    in the log instead of reordering it. Returns the entries and the new last time."""
+    out: list[AuditEntry] = []
+    for e in entries:
+        at = e.at.replace(microsecond=e.at.microsecond // 1000 * 1000)  # as written: milliseconds
+        if last is not None and at < last:
+            out.append(replace(e, at=last, detail={**e.detail, "clock_at": format_ts(at)}))
+            continue
+        last = at
+        out.append(e)
+    return out, last
 
 
 def log_origin(identity: str) -> str:

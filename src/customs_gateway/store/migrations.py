@@ -141,4 +141,7 @@ SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
         3,
         ("CREATE INDEX audit_message ON audit(json_extract(CAST(entry AS TEXT), '$.message_id'))",),
     ),
+    # Version 4: the time of the newest audit entry beside the frontier, so audit time never runs
+    # backwards (DESIGN §11) without reading the last entry back on every append.
+    (4, ("ALTER TABLE audit_state ADD COLUMN last_at TEXT",)),
 )

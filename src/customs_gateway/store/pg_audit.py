@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..core.audit import AuditEntry
+from ..core.audit import AuditEntry, in_time_order
+from ..core.encoding import format_ts, parse_ts
 from ..core.merkle import HASH_SIZE, CompactRange, NodeReader, TreeRangeError, append_records
 
 T = TypeVar("T")
@@ -23,15 +24,26 @@ async def frontier(c: Any) -> CompactRange:
 
 
 async def append_entries(c: Any, entries: list[AuditEntry]) -> None:
-    """Append entries as Merkle leaves, persisting the frontier and every completed node (audit lock held)."""
-    tree = await frontier(c)
-    leaves, nodes = append_records(tree, [e.to_bytes() for e in entries])
+    """Append entries as Merkle leaves, persisting the frontier and every completed node (audit
+    lock held). Audit time never runs backwards (`core.audit.in_time_order`)."""
+    row = await c.fetchrow("SELECT compact, last_at FROM audit_state WHERE id=1")
+    tree = CompactRange() if row is None else CompactRange.from_bytes(bytes(row[0]))
+    last = None
+    if row is not None and row[1] is not None:
+        last = parse_ts(row[1])
+    elif row is not None:  # a log written before the time was kept: read it back once
+        data = await c.fetchval("SELECT entry FROM audit ORDER BY idx DESC LIMIT 1")
+        last = None if data is None else AuditEntry.from_bytes(bytes(data)).at
+    ordered, last = in_time_order(entries, last)
+    leaves, nodes = append_records(tree, [e.to_bytes() for e in ordered])
     await c.executemany("INSERT INTO audit(idx, entry, leaf_hash) VALUES ($1,$2,$3)", leaves)
     if nodes:
         await c.executemany("INSERT INTO audit_nodes(level, idx, hash) VALUES ($1,$2,$3)", nodes)
     await c.execute(
-        "INSERT INTO audit_state(id, compact) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET compact=EXCLUDED.compact",
+        "INSERT INTO audit_state(id, compact, last_at) VALUES (1, $1, $2)"
+        " ON CONFLICT (id) DO UPDATE SET compact=EXCLUDED.compact, last_at=EXCLUDED.last_at",
         tree.to_bytes(),
+        None if last is None else format_ts(last),
     )
 
 

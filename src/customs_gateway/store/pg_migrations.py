@@ -151,6 +151,9 @@ PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE INDEX audit_message ON audit (audit_message_id(entry))",
         ),
     ),
+    # Version 3: the time of the newest audit entry beside the frontier, so audit time never runs
+    # backwards (DESIGN §11) without reading the last entry back on every append.
+    (3, ("ALTER TABLE audit_state ADD COLUMN last_at TEXT",)),
 )
 """Every version, oldest first. `PostgresStore.open` applies the pending ones in one transaction."""
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core.audit import AuditEntry
+from ..core.audit import AuditEntry, in_time_order
 from ..core.encoding import format_ts, json_bytes, parse_ts
 from ..core.errors import Conflict, NotFound, StoreUnavailable
 from ..core.merkle import (
@@ -569,6 +569,7 @@ class _Connection(sqlite3.Connection):
     """A connection that can hold the audit log's frontier for the writer's open transaction."""
 
     audit_tree: CompactRange | None = None
+    audit_last: dt.datetime | None = None
 
 
 def _forget_tree(c: sqlite3.Connection) -> None:
@@ -587,13 +588,19 @@ def _audit(c: sqlite3.Connection, *entries: AuditEntry) -> None:
         return
     tree = c.audit_tree if isinstance(c, _Connection) else None
     if tree is None:
-        tree = _frontier(c)
-    leaves, nodes = append_records(tree, [e.to_bytes() for e in entries])
+        tree, last = _audit_state(c)
+    else:
+        last = c.audit_last if isinstance(c, _Connection) else None
+    ordered, last = in_time_order(entries, last)
+    leaves, nodes = append_records(tree, [e.to_bytes() for e in ordered])
     c.executemany("INSERT INTO audit(idx, entry, leaf_hash) VALUES (?, ?, ?)", leaves)
     c.executemany("INSERT INTO audit_nodes(level, idx, hash) VALUES (?,?,?)", nodes)
-    c.execute("INSERT OR REPLACE INTO audit_state(id, compact) VALUES (1, ?)", (tree.to_bytes(),))
+    c.execute(
+        "INSERT OR REPLACE INTO audit_state(id, compact, last_at) VALUES (1, ?, ?)",
+        (tree.to_bytes(), None if last is None else format_ts(last)),
+    )
     if isinstance(c, _Connection):
-        c.audit_tree = tree
+        c.audit_tree, c.audit_last = tree, last
 
 
 def _node_reader(c: sqlite3.Connection) -> Callable[[int, int], bytes]:
@@ -607,6 +614,19 @@ def _node_reader(c: sqlite3.Connection) -> Callable[[int, int], bytes]:
         return bytes(row[0])
 
     return get_node
+
+
+def _audit_state(c: sqlite3.Connection) -> tuple[CompactRange, dt.datetime | None]:
+    """The frontier and the time of the newest entry (read back once from a log written before
+    that time was kept)."""
+    row = c.execute("SELECT compact, last_at FROM audit_state WHERE id=1").fetchone()
+    if row is None:
+        return CompactRange(), None
+    tree = CompactRange.from_bytes(bytes(row[0]))
+    if row[1] is not None:
+        return tree, parse_ts(row[1])
+    last = c.execute("SELECT entry FROM audit ORDER BY idx DESC LIMIT 1").fetchone()
+    return tree, None if last is None else AuditEntry.from_bytes(bytes(last[0])).at
 
 
 def _frontier(c: sqlite3.Connection) -> CompactRange:
