@@ -18,8 +18,10 @@ from aiohttp import web
 from . import tls
 from .checkpointer import Checkpointer
 from .config import Config
+from .core.audit import AuditEntry
 from .core.clock import Clock, IdSource, SystemClock, UUID7Source
-from .core.errors import ConfigError
+from .core.encoding import format_ts
+from .core.errors import ConfigError, GatewayError
 from .delivery import DeliveryWorker
 from .evidence import EvidenceCollector
 from .gateway import Gateway
@@ -33,6 +35,13 @@ from .store.base import Store
 from .store.sqlite import SQLiteStore
 
 log = structlog.get_logger("customs_gateway.server")
+
+
+class ClockBehind(GatewayError):
+    """This host's clock is behind the gateway's own audit log by more than the skew window."""
+
+    code = "clock.behind_log"
+    status = 503
 
 
 def open_store(config: Config) -> Store:
@@ -68,6 +77,7 @@ class GatewayServer:
         ids: IdSource | None = None,
         store: Store | None = None,
         passphrase: bytes | None = None,
+        accept_clock: bool = False,
     ) -> None:
         if not config.peer.bundle:
             raise ConfigError(
@@ -88,6 +98,7 @@ class GatewayServer:
                 f"identity is {config.identity!r} but the key store holds {identity.name!r}", field="identity"
             )
         self.config = config
+        self.accept_clock = accept_clock
         clock = clock or SystemClock()
         self.gateway = Gateway(config, identity, peer, store or open_store(config), clock, ids or UUID7Source(clock))
         self._runners: list[web.AppRunner] = []
@@ -118,6 +129,11 @@ class GatewayServer:
     async def start(self) -> Listeners:
         gw = self.gateway
         await gw.store.open()
+        try:
+            await self._check_clock()
+        except BaseException:
+            await gw.store.close()
+            raise
         await gw.crypto.start()
         server_ctx, client_ctx, pinned = self._peer_contexts()
         self.evidence = EvidenceCollector(gw, client_ctx)
@@ -154,6 +170,25 @@ class GatewayServer:
             pid=os.getpid(),
         )
         return self.ports
+
+    async def _check_clock(self) -> None:
+        """Refuse to start with a clock behind our own log by more than the skew window (DESIGN
+        §11): its entries would all be restamped, and its envelopes refused as from the past."""
+        gw = self.gateway
+        size, _ = await gw.store.audit_head()
+        if size == 0:
+            return
+        ((_, data),) = await gw.store.audit_entries(size - 1, size)
+        last = AuditEntry.from_bytes(data).at
+        behind = (last - gw.clock.now()).total_seconds()
+        if behind <= self.config.security.skew_seconds:
+            return
+        if not self.accept_clock:
+            raise ClockBehind(
+                f"this host's clock is {behind:.0f} s behind the newest entry of its own audit log "
+                f"({format_ts(last)}); set the clock right, or start with --accept-clock to run anyway"
+            )
+        log.warning("gateway.clock_behind_log", behind_seconds=round(behind, 3), last_entry_at=format_ts(last))
 
     async def stop(self) -> None:
         if self._maintenance is not None:

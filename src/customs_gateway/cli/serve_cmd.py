@@ -16,6 +16,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the gateway (local API, peer API, delivery worker)")
     add_config_arg(p)
     p.add_argument("--passphrase-file", help="file holding the key passphrase (else env or prompt)")
+    p.add_argument(
+        "--accept-clock",
+        action="store_true",
+        help="start even though this host's clock is behind the gateway's own audit log (logged)",
+    )
     p.set_defaults(func=run)
 
 
@@ -30,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_serve(GatewayServer(config, identity, passphrase=passphrase)))
+    server = GatewayServer(config, identity, passphrase=passphrase, accept_clock=args.accept_clock)
+    asyncio.run(_serve(server))
     return 0
 
 
