@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from customs_gateway.core import audit_bundle
+from customs_gateway.core import audit_keys
 from customs_gateway.core.audit import AuditEntry, NoteSigner, log_origin, witness_name
 from customs_gateway.core.audit_bundle import (
     FAILURE_CODES,
@@ -702,7 +702,7 @@ def _outcome(lines: list[bytes], executor: Executor | None) -> tuple[str, int, i
 def test_an_executor_changes_nothing_but_speed(make: Callable[[int], Executor]) -> None:
     forged = export_lines(build_log(60, forged=frozenset({41})))
     with pytest.MonkeyPatch.context() as mp, make(1) as ex:
-        mp.setattr(audit_bundle, "BATCH", 8)  # many batches in flight, even for a small bundle
+        mp.setattr(audit_keys, "BATCH", 8)  # many batches in flight, even for a small bundle
         assert _outcome(list(big()), ex) == _outcome(list(big()), None)
         err = _outcome(forged, ex)
         assert err == _outcome(forged, None)
@@ -719,7 +719,7 @@ def test_the_first_failure_is_the_same_with_an_executor(data: st.DataObject) -> 
     pos = data.draw(st.integers(0, len(lines[i]) - 2), label="pos")
     lines = reseal([*lines[:i], _flip(lines[i], pos, data.draw(st.integers(1, 255), label="xor")), *lines[i + 1 :]])
     with pytest.MonkeyPatch.context() as mp, ThreadPoolExecutor(1) as ex:
-        mp.setattr(audit_bundle, "BATCH", 4)
+        mp.setattr(audit_keys, "BATCH", 4)
         assert _outcome(lines, ex) == _outcome(lines, None)
 
 

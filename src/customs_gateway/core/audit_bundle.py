@@ -1,10 +1,6 @@
-"""The audit export bundle: its JSON Lines format, the writer, and the streaming offline verifier.
+"""The streaming offline verifier of an audit export (format and writer: `core.audit_format`).
 
-An export is one compact JSON object per line, in this order: a `header`; every `bundle` (signed
-key bundle, both sides, all versions); then the log: `entry` lines in index order, an `evidence`
-line (signed document, receipt, refusal) after the last entry that names each message, and a
-`checkpoint` line right after the entry that completes each checkpoint; last an `end` line with
-the count and SHA-256 of every line before it. An auditor verifies it with public keys alone:
+An auditor verifies an export with public keys alone:
 `verify_bundle` recomputes the Merkle log, checks every checkpoint signature and cosignature and
 every document, receipt and refusal against the entries that name them. It is sans-I/O (fed
 lines, holds one CompactRange and a small per-message index) and raises only BundleError.
@@ -16,18 +12,40 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final
 
 import msgspec
-import nacl.bindings
-import nacl.exceptions
 
 from .audit import AuditEntry, log_origin, witness_name
-from .bundle import KeyBundle, KeyRecord, SignedBundle, is_valid_identity
+from .audit_format import (
+    DIRECTIONS,
+    EVIDENCE_NAMES,
+    FORMAT,
+    INBOUND_KINDS,
+    MAX_LINE_BYTES,
+    BundleError,
+    BundleLine,
+    BundleWriter,
+    CheckpointLine,
+    Due,
+    EndLine,
+    EntryLine,
+    EvidenceLine,
+    EvidencePlan,
+    HeaderLine,
+    Line,
+    MessageKey,
+    Reference,
+    _decode_line,
+    entry_references,
+    read_signed_document,
+)
+from .audit_keys import KeyHistory, SignatureQueue, _Where, first_bad_signature
+from .bundle import KeyRecord, SignedBundle, is_valid_identity
 from .checkpoint import (
     SIG_COSIGNATURE_V1,
     Checkpoint,
@@ -40,21 +58,13 @@ from .checkpoint import (
     note_signatures,
     open_note,
 )
-from .encoding import b64url, format_ts, json_object, parse_ts, unb64url
-from .envelope import Document, SignedDocument
-from .errors import BindingError, DecodeError, GatewayError, KeyStateError, SignatureError
-from .keys import VerifyKey, domain
+from .encoding import format_ts, json_object, parse_ts, unb64url
+from .envelope import Document
+from .errors import BindingError, GatewayError
 from .merkle import EMPTY_ROOT, MAX_TREE_SIZE, CompactRange, leaf_hash
 from .receipt import Statement, verify_receipt, verify_refusal
 
-FORMAT: Final = "customs-gateway/v1 audit-export"
-MAX_LINE_BYTES: Final = 48 * 1024 * 1024  # an 8 MiB envelope's document, base64url'd, with room
 PROGRESS_EVERY: Final = 1000
-DIRECTIONS: Final = ("outbound", "inbound")
-#: Entry kinds about a message the log's owner received; every other kind that names a message
-#: is about one it sent.
-INBOUND_KINDS: Final = frozenset({"received", "duplicate", "ack_received"})
-EVIDENCE_NAMES: Final = ("document", "receipt", "refusal")
 #: Every code a BundleError carries (docs/auditor-guide.md says what each means).
 FAILURE_CODES: Final = frozenset(
     {
@@ -82,353 +92,6 @@ FAILURE_CODES: Final = frozenset(
 # Python errors that malformed input can still provoke inside helpers (an unhashable JSON value
 # used as a key, a lone surrogate): the verifier turns them into BundleError, never lets them out.
 _INPUT_ERRORS: Final = (ValueError, TypeError, KeyError, IndexError, OverflowError, UnicodeError, RecursionError)
-
-
-class BundleError(GatewayError):
-    """The export bundle failed verification; `line` is 1-based, `index` the entry if one applies."""
-
-    code = "audit.malformed"
-    status = 422
-
-    def __init__(self, detail: str, *, code: str, line: int, index: int | None = None) -> None:
-        super().__init__(detail, code=code)
-        self.line = line
-        self.index = index
-
-    def diagnostics(self) -> dict[str, Any]:
-        out = super().diagnostics()
-        out["line"] = self.line
-        if self.index is not None:
-            out["index"] = self.index
-        return out
-
-    def __str__(self) -> str:
-        where = f"line {self.line}" + (f" (entry {self.index})" if self.index is not None else "")
-        return f"{where}: {self.detail} [{self.code}]"
-
-
-# --- line types ---------------------------------------------------------------------------------
-
-
-class HeaderLine(msgspec.Struct, tag_field="t", tag="header", forbid_unknown_fields=True):
-    format: str
-    log: str
-    origin: str
-    peer: str
-    exported_at: str
-    size: int
-
-
-class BundleLine(msgspec.Struct, tag_field="t", tag="bundle", forbid_unknown_fields=True):
-    owner: str
-    signed_bundle: str
-
-
-class EntryLine(msgspec.Struct, tag_field="t", tag="entry", forbid_unknown_fields=True):
-    index: int
-    entry: str
-
-
-class EvidenceLine(msgspec.Struct, tag_field="t", tag="evidence", forbid_unknown_fields=True):
-    message_id: str
-    direction: Literal["outbound", "inbound"]
-    peer: str
-    signed_document: str
-    receipt: str | None
-    refusal: str | None
-
-
-class CheckpointLine(msgspec.Struct, tag_field="t", tag="checkpoint", forbid_unknown_fields=True):
-    size: int
-    note: str
-
-
-class EndLine(msgspec.Struct, tag_field="t", tag="end", forbid_unknown_fields=True):
-    lines: int
-    sha256: str
-
-
-Line = HeaderLine | BundleLine | EntryLine | EvidenceLine | CheckpointLine | EndLine
-_decode_line = msgspec.json.Decoder(Line).decode
-_encode_line = msgspec.json.Encoder().encode
-
-
-class BundleWriter:
-    """Produces the lines of an export in order, keeping the count and SHA-256 the end line needs.
-
-    Each method returns one line's bytes (newline included); the caller writes them out.
-    """
-
-    def __init__(self) -> None:
-        self._sha = hashlib.sha256()
-        self.lines = 0
-        self.bytes = 0
-        self.sha256 = ""
-
-    def _emit(self, line: Line) -> bytes:
-        data = _encode_line(line) + b"\n"
-        self._sha.update(data)
-        self.lines += 1
-        self.bytes += len(data)
-        return data
-
-    def header(self, *, log: str, peer: str, exported_at: dt.datetime, size: int) -> bytes:
-        return self._emit(HeaderLine(FORMAT, log, log_origin(log), peer, format_ts(exported_at), size))
-
-    def bundle(self, owner: str, signed: SignedBundle) -> bytes:
-        return self._emit(BundleLine(owner, b64url(signed.to_bytes())))
-
-    def entry(self, index: int, data: bytes) -> bytes:
-        return self._emit(EntryLine(index, b64url(data)))
-
-    def evidence(
-        self,
-        *,
-        message_id: str,
-        direction: str,
-        peer: str,
-        signed_document: bytes,
-        receipt: bytes | None,
-        refusal: bytes | None,
-    ) -> bytes:
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}")
-        return self._emit(
-            EvidenceLine(
-                message_id,
-                "outbound" if direction == "outbound" else "inbound",
-                peer,
-                b64url(signed_document),
-                None if receipt is None else b64url(receipt),
-                None if refusal is None else b64url(refusal),
-            )
-        )
-
-    def checkpoint(self, size: int, note: bytes) -> bytes:
-        return self._emit(CheckpointLine(size, note.decode("utf-8")))
-
-    def end(self) -> bytes:
-        """The closing line (its digest is kept in `sha256`); the writer must not be used after it."""
-        self.sha256 = self._sha.hexdigest()
-        line = _encode_line(EndLine(self.lines, self.sha256)) + b"\n"
-        self.bytes += len(line)
-        return line
-
-
-# --- which entries name which evidence ----------------------------------------------------------
-
-MessageKey = tuple[str, str]  # (direction, message id)
-
-
-@dataclass(frozen=True, slots=True)
-class Reference:
-    """One digest an entry names: of a message's signed document, receipt or refusal (hex)."""
-
-    direction: str
-    message_id: str
-    name: str
-    digest: object  # as the entry holds it: the verifier checks it is 64 lowercase hex digits
-
-
-def entry_references(entry: AuditEntry) -> list[Reference]:
-    """The evidence digests an entry names. An `acknowledged` entry names the ack document it
-    received (`digests.ack_document`, `detail.ack_id`); other entries name their own message's."""
-    refs: list[Reference] = []
-    digests = entry.digests
-    if isinstance(entry.message_id, str):
-        direction = "inbound" if entry.kind in INBOUND_KINDS else "outbound"
-        refs += [
-            Reference(direction, entry.message_id, name, digests[name]) for name in EVIDENCE_NAMES if name in digests
-        ]
-    ack_id = entry.detail.get("ack_id")
-    if entry.kind == "acknowledged" and "ack_document" in digests and isinstance(ack_id, str):
-        refs.append(Reference("inbound", ack_id, "document", digests["ack_document"]))
-    return refs
-
-
-@dataclass(frozen=True, slots=True)
-class Due:
-    """Evidence to write for one message, and which of its parts some entry names."""
-
-    direction: str
-    message_id: str
-    names: frozenset[str]
-
-
-class EvidencePlan:
-    """Decides where each message's evidence goes: after the last entry (below the export size)
-    that names it, carrying only the parts some entry names, so the verifier can check every
-    evidence line against entries it has already read."""
-
-    def __init__(self) -> None:
-        self._last: dict[MessageKey, int] = {}
-        self._names: dict[MessageKey, set[str]] = {}
-
-    def add(self, index: int, entry: AuditEntry) -> None:
-        for ref in entry_references(entry):
-            key = (ref.direction, ref.message_id)
-            self._last[key] = index
-            self._names.setdefault(key, set()).add(ref.name)
-
-    def schedule(self) -> dict[int, list[Due]]:
-        """Entry index -> the evidence due right after it (the plan is spent afterwards)."""
-        out: dict[int, list[Due]] = {}
-        for key, index in self._last.items():
-            out.setdefault(index, []).append(Due(key[0], key[1], frozenset(self._names[key])))
-        self._last.clear()
-        self._names.clear()
-        return out
-
-
-# --- Ed25519 checks off the parsing thread ------------------------------------------------------
-
-
-class _Where(NamedTuple):
-    line: int
-    entry: int | None
-    code: str
-    what: str
-
-
-_Check = tuple[bytes, bytes, bytes]  # (public key, signed bytes, signature)
-BATCH: Final = 128
-MAX_IN_FLIGHT: Final = 8
-
-
-def first_bad_signature(batch: list[_Check]) -> int:
-    """Index of the first Ed25519 signature in the batch that fails, or -1. Module-level so a
-    process pool can run it."""
-    for i, (public, message, signature) in enumerate(batch):
-        try:
-            nacl.bindings.crypto_sign_open(signature + message, public)
-        except (nacl.exceptions.CryptoError, ValueError, TypeError):
-            return i
-    return -1
-
-
-class SignatureQueue:
-    """Sends the Ed25519 arithmetic of document and receipt signatures, in batches, to an injected
-    executor (a process pool uses a second core while this thread goes on parsing), and reads the
-    results in queue order, so the first failure reported is the one a serial check would find
-    first. Without an executor each check runs at once; if the executor breaks, its batches are
-    checked here instead. Holds at most MAX_IN_FLIGHT batches."""
-
-    def __init__(self, executor: Executor | None) -> None:
-        self._executor = executor
-        self._batch: list[_Check] = []
-        self._wheres: list[_Where] = []
-        self._in_flight: deque[tuple[list[_Check], list[_Where], Future[int] | None]] = deque()
-        self.where = _Where(0, None, "audit.signature", "")  # set by the verifier before each check
-
-    def add(self, public: bytes, message: bytes, signature: bytes) -> None:
-        if self._executor is None:
-            if first_bad_signature([(public, message, signature)]) >= 0:
-                raise SignatureError("signature does not verify")
-            return
-        self._batch.append((public, message, signature))
-        self._wheres.append(self.where)
-        if len(self._batch) >= BATCH:
-            self._submit()
-
-    def _submit(self) -> None:
-        batch, wheres = self._batch, self._wheres
-        self._batch, self._wheres = [], []
-        future: Future[int] | None = None
-        if self._executor is not None:
-            try:
-                future = self._executor.submit(first_bad_signature, batch)
-            except Exception:  # a broken or shut-down pool: the arithmetic is done here instead
-                self._executor = None
-        self._in_flight.append((batch, wheres, future))
-        while self._in_flight and (len(self._in_flight) > MAX_IN_FLIGHT or _ready(self._in_flight[0][2])):
-            self._settle(*self._in_flight.popleft())
-
-    @staticmethod
-    def _settle(batch: list[_Check], wheres: list[_Where], future: Future[int] | None) -> None:
-        try:
-            bad = first_bad_signature(batch) if future is None else future.result()
-        except Exception:  # the worker died: its answer is lost, not negative; check again here
-            bad = first_bad_signature(batch)
-        if bad >= 0:
-            w = wheres[bad]
-            raise BundleError(f"{w.what}: signature does not verify", code=w.code, line=w.line, index=w.entry)
-
-    def drain(self) -> None:
-        """Wait for every queued check; raises BundleError for the first that failed."""
-        if self._batch:
-            self._in_flight.append((self._batch, self._wheres, None))
-            self._batch, self._wheres = [], []
-        while self._in_flight:
-            self._settle(*self._in_flight.popleft())
-
-    def close(self) -> None:
-        """Forget queued checks (the executor belongs to the caller)."""
-        for _, _, future in self._in_flight:
-            if future is not None:
-                future.cancel()
-        self._in_flight.clear()
-        self._batch, self._wheres = [], []
-
-
-def _ready(future: Future[int] | None) -> bool:
-    return future is None or future.done()
-
-
-class _QueuedKey(VerifyKey):
-    """A VerifyKey whose Ed25519 check goes through a SignatureQueue. The core's rules (receipt
-    binding, key validity, domain separation, signature length) still decide what is checked."""
-
-    _queue: SignatureQueue
-
-    def __init__(self, raw: bytes, queue: SignatureQueue) -> None:
-        super().__init__(raw)
-        object.__setattr__(self, "_queue", queue)
-
-    def verify(self, label: str, message: bytes, signature: bytes) -> None:
-        if len(signature) != 64:
-            raise SignatureError(f"{label} signature must be 64 bytes", field="signature")
-        self._queue.add(self.raw, domain(label) + message, signature)
-
-
-# --- keys over time -----------------------------------------------------------------------------
-
-
-class KeyHistory:
-    """One identity's public keys over every bundle version seen: the union of key records by
-    kid, the record from the highest serial winning (a later bundle may revoke or retire a key)."""
-
-    def __init__(self, identity: str, queue: SignatureQueue) -> None:
-        self.identity = identity
-        self._queue = queue
-        self._records: dict[str, tuple[tuple[int, dt.datetime], KeyRecord]] = {}
-        self._loaded: dict[str, VerifyKey] = {}
-
-    def add(self, bundle: KeyBundle) -> None:
-        rank = (bundle.serial, bundle.issued_at)
-        for rec in bundle.keys:
-            held = self._records.get(rec.kid)
-            if held is None or rank > held[0]:
-                self._records[rec.kid] = (rank, rec)
-
-    def records(self, use: str) -> list[KeyRecord]:
-        return [rec for _, rec in self._records.values() if rec.use == use]
-
-    def verify_key(self, kid: str, at: dt.datetime, use: str = "signing") -> VerifyKey:
-        """The key `kid` if it is a `use` key valid at `at`; raises KeyStateError."""
-        held = self._records.get(kid)
-        if held is None:
-            raise KeyStateError(f"key {kid} is in none of {self.identity}'s bundles", code="key.unknown")
-        rec = held[1]
-        if rec.use != use:
-            raise KeyStateError(f"key {kid} of {self.identity} is a {rec.use} key, not {use}", code="key.wrong_use")
-        code = rec.valid_at(at)
-        if code is not None:
-            raise KeyStateError(f"key {kid} of {self.identity} is not valid at {format_ts(at)} ({code})", code=code)
-        vk = self._loaded.get(kid)
-        if vk is None:
-            vk = _QueuedKey(rec.public, self._queue)
-            self._loaded[kid] = vk
-        return vk
 
 
 # --- the verifier -------------------------------------------------------------------------------
@@ -818,7 +481,7 @@ class BundleVerifier:
         index = m.digests["document"][1]
         self._queue.where = _Where(self._line, index, "audit.document_signature", f"document of message {mid}")
         try:
-            signed = _signed_document(raw_doc)
+            signed = read_signed_document(raw_doc)
             doc = Document.from_bytes(signed.document_bytes)
             if (doc.id, doc.sender, doc.recipient) != (mid, sender, receiver):
                 raise BindingError(f"document is {doc.id} from {doc.sender} to {doc.recipient}")
@@ -962,20 +625,32 @@ def verify_bundle(
         return verifier.finish()
 
 
-class _SignedDocumentWire(msgspec.Struct):
-    document: str
-    kid: str
-    signature: str
-
-
-def _signed_document(raw: bytes) -> SignedDocument:
-    """`SignedDocument.from_bytes` without its 8 MiB cap on the document (the line limit is
-    MAX_LINE_BYTES) and with a typed decode; raises DecodeError."""
-    try:
-        wire = msgspec.json.decode(raw, type=_SignedDocumentWire)
-    except msgspec.MsgspecError as e:
-        raise DecodeError(f"signed document is malformed: {e}", field="signed_document") from e
-    if not (wire.document and wire.signature and 0 < len(wire.kid) <= 64):
-        raise DecodeError("signed document lacks document, kid or signature", field="signed_document")
-    document = unb64url(wire.document, field="signed_document.document")
-    return SignedDocument(document, wire.kid, unb64url(wire.signature, field="signed_document.signature"), raw)
+__all__ = [
+    "DIRECTIONS",
+    "EVIDENCE_NAMES",
+    "FAILURE_CODES",
+    "FORMAT",
+    "INBOUND_KINDS",
+    "MAX_LINE_BYTES",
+    "BundleError",
+    "BundleLine",
+    "BundleVerifier",
+    "BundleWriter",
+    "CheckpointLine",
+    "Due",
+    "EndLine",
+    "EntryLine",
+    "EvidenceLine",
+    "EvidencePlan",
+    "HeaderLine",
+    "KeyHistory",
+    "Line",
+    "MessageKey",
+    "Reference",
+    "SignatureQueue",
+    "VerifyReport",
+    "entry_references",
+    "first_bad_signature",
+    "read_signed_document",
+    "verify_bundle",
+]

@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from .audit import AuditEntry, log_origin, witness_name
-from .audit_bundle import MAX_LINE_BYTES, BundleError, BundleLine, EndLine, _signed_document
+from .audit_format import MAX_LINE_BYTES, BundleError, BundleLine, EndLine, read_signed_document
 from .bundle import KeyRecord, SignedBundle, is_valid_identity
 from .checkpoint import (
     Checkpoint,
@@ -179,7 +179,7 @@ def message_part(
     refusal: bytes | None,
 ) -> MessagePart:
     """The part for one message from the signed document the store holds (raises DecodeError)."""
-    doc = Document.from_bytes(_signed_document(signed_document).document_bytes)
+    doc = Document.from_bytes(read_signed_document(signed_document).document_bytes)
     return MessagePart(
         role=role,
         id=doc.id,
@@ -442,7 +442,7 @@ class _Verifier:
             raw = unb64url(p.signed_document, field="signed_document")
             if not hmac.compare_digest(hashlib.sha256(raw).digest(), proven.document):
                 raise self.fail(code, f"the document of {p.id} does not have the digest the part names")
-            signed = _signed_document(raw)
+            signed = read_signed_document(raw)
             doc = Document.from_bytes(signed.document_bytes)
             if (doc.id, doc.sender, doc.recipient, doc.type, format_ts(doc.created_at)) != (
                 p.id,

@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .audit_bundle import BundleError
+from .audit_format import BundleError
 from .bundle import KeyBundle, KeyRecord, SignedBundle
 from .errors import GatewayError, KeyStateError
 from .keys import VerifyKey

@@ -1,0 +1,172 @@
+"""Keys over time for the offline verifiers, and their Ed25519 checks off the parsing thread.
+
+`KeyHistory` holds one identity's keys as the trust chain (`core.trust`) reached them; its keys
+verify through a `SignatureQueue` that batches the arithmetic to an injected executor and reports
+the first failure in file order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+from concurrent.futures import Executor, Future
+from typing import Final, NamedTuple
+
+import nacl.bindings
+import nacl.exceptions
+
+from .audit_format import BundleError
+from .bundle import KeyBundle, KeyRecord
+from .encoding import format_ts
+from .errors import KeyStateError, SignatureError
+from .keys import VerifyKey, domain
+
+# --- Ed25519 checks off the parsing thread ------------------------------------------------------
+
+
+class _Where(NamedTuple):
+    line: int
+    entry: int | None
+    code: str
+    what: str
+
+
+_Check = tuple[bytes, bytes, bytes]  # (public key, signed bytes, signature)
+BATCH: Final = 128
+MAX_IN_FLIGHT: Final = 8
+
+
+def first_bad_signature(batch: list[_Check]) -> int:
+    """Index of the first Ed25519 signature in the batch that fails, or -1. Module-level so a
+    process pool can run it."""
+    for i, (public, message, signature) in enumerate(batch):
+        try:
+            nacl.bindings.crypto_sign_open(signature + message, public)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            return i
+    return -1
+
+
+class SignatureQueue:
+    """Sends the Ed25519 arithmetic of document and receipt signatures, in batches, to an injected
+    executor (a process pool uses a second core while this thread goes on parsing), and reads the
+    results in queue order, so the first failure reported is the one a serial check would find
+    first. Without an executor each check runs at once; if the executor breaks, its batches are
+    checked here instead. Holds at most MAX_IN_FLIGHT batches."""
+
+    def __init__(self, executor: Executor | None) -> None:
+        self._executor = executor
+        self._batch: list[_Check] = []
+        self._wheres: list[_Where] = []
+        self._in_flight: deque[tuple[list[_Check], list[_Where], Future[int] | None]] = deque()
+        self.where = _Where(0, None, "audit.signature", "")  # set by the verifier before each check
+
+    def add(self, public: bytes, message: bytes, signature: bytes) -> None:
+        if self._executor is None:
+            if first_bad_signature([(public, message, signature)]) >= 0:
+                raise SignatureError("signature does not verify")
+            return
+        self._batch.append((public, message, signature))
+        self._wheres.append(self.where)
+        if len(self._batch) >= BATCH:
+            self._submit()
+
+    def _submit(self) -> None:
+        batch, wheres = self._batch, self._wheres
+        self._batch, self._wheres = [], []
+        future: Future[int] | None = None
+        if self._executor is not None:
+            try:
+                future = self._executor.submit(first_bad_signature, batch)
+            except Exception:  # a broken or shut-down pool: the arithmetic is done here instead
+                self._executor = None
+        self._in_flight.append((batch, wheres, future))
+        while self._in_flight and (len(self._in_flight) > MAX_IN_FLIGHT or _ready(self._in_flight[0][2])):
+            self._settle(*self._in_flight.popleft())
+
+    @staticmethod
+    def _settle(batch: list[_Check], wheres: list[_Where], future: Future[int] | None) -> None:
+        try:
+            bad = first_bad_signature(batch) if future is None else future.result()
+        except Exception:  # the worker died: its answer is lost, not negative; check again here
+            bad = first_bad_signature(batch)
+        if bad >= 0:
+            w = wheres[bad]
+            raise BundleError(f"{w.what}: signature does not verify", code=w.code, line=w.line, index=w.entry)
+
+    def drain(self) -> None:
+        """Wait for every queued check; raises BundleError for the first that failed."""
+        if self._batch:
+            self._in_flight.append((self._batch, self._wheres, None))
+            self._batch, self._wheres = [], []
+        while self._in_flight:
+            self._settle(*self._in_flight.popleft())
+
+    def close(self) -> None:
+        """Forget queued checks (the executor belongs to the caller)."""
+        for _, _, future in self._in_flight:
+            if future is not None:
+                future.cancel()
+        self._in_flight.clear()
+        self._batch, self._wheres = [], []
+
+
+def _ready(future: Future[int] | None) -> bool:
+    return future is None or future.done()
+
+
+class _QueuedKey(VerifyKey):
+    """A VerifyKey whose Ed25519 check goes through a SignatureQueue. The core's rules (receipt
+    binding, key validity, domain separation, signature length) still decide what is checked."""
+
+    _queue: SignatureQueue
+
+    def __init__(self, raw: bytes, queue: SignatureQueue) -> None:
+        super().__init__(raw)
+        object.__setattr__(self, "_queue", queue)
+
+    def verify(self, label: str, message: bytes, signature: bytes) -> None:
+        if len(signature) != 64:
+            raise SignatureError(f"{label} signature must be 64 bytes", field="signature")
+        self._queue.add(self.raw, domain(label) + message, signature)
+
+
+# --- keys over time -----------------------------------------------------------------------------
+
+
+class KeyHistory:
+    """One identity's public keys over every bundle version seen: the union of key records by
+    kid, the record from the highest serial winning (a later bundle may revoke or retire a key)."""
+
+    def __init__(self, identity: str, queue: SignatureQueue) -> None:
+        self.identity = identity
+        self._queue = queue
+        self._records: dict[str, tuple[tuple[int, dt.datetime], KeyRecord]] = {}
+        self._loaded: dict[str, VerifyKey] = {}
+
+    def add(self, bundle: KeyBundle) -> None:
+        rank = (bundle.serial, bundle.issued_at)
+        for rec in bundle.keys:
+            held = self._records.get(rec.kid)
+            if held is None or rank > held[0]:
+                self._records[rec.kid] = (rank, rec)
+
+    def records(self, use: str) -> list[KeyRecord]:
+        return [rec for _, rec in self._records.values() if rec.use == use]
+
+    def verify_key(self, kid: str, at: dt.datetime, use: str = "signing") -> VerifyKey:
+        """The key `kid` if it is a `use` key valid at `at`; raises KeyStateError."""
+        held = self._records.get(kid)
+        if held is None:
+            raise KeyStateError(f"key {kid} is in none of {self.identity}'s bundles", code="key.unknown")
+        rec = held[1]
+        if rec.use != use:
+            raise KeyStateError(f"key {kid} of {self.identity} is a {rec.use} key, not {use}", code="key.wrong_use")
+        code = rec.valid_at(at)
+        if code is not None:
+            raise KeyStateError(f"key {kid} of {self.identity} is not valid at {format_ts(at)} ({code})", code=code)
+        vk = self._loaded.get(kid)
+        if vk is None:
+            vk = _QueuedKey(rec.public, self._queue)
+            self._loaded[kid] = vk
+        return vk
