@@ -409,7 +409,7 @@ class Gateway:
         """Cosign the peer's checkpoint if it extends what we cosigned before; returns the line."""
         origin = log_origin(self.peer.identity)
         now = self.clock.now()
-        req = parse_request(raw, origin, self.peer.records())
+        req = parse_request(raw, origin, self.peer.records(), now)
         state = await self.store.witness_state(origin)
         stored_size, stored_root = (state.size, state.root) if state else (0, None)
         if req.old_size != stored_size:

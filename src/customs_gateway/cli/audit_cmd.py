@@ -44,14 +44,19 @@ EXIT_FAILED: Final = 1
 EXIT_UNREADABLE: Final = 2
 
 _VERIFY_HELP: Final = """\
-Verify an audit export offline, with the public keys it carries: the Merkle log against every
-signed checkpoint, the peer's cosignatures, and every signed document, receipt and refusal
-against the entries that name them. Compare the printed bundle fingerprints with the ones the
-two administrations exchanged.
+Verify an audit export, or the evidence file of one message, offline with public keys alone:
+the Merkle log against every signed checkpoint, the peer's cosignatures, and every signed
+document, receipt and refusal against the entries that name them.
+
+Trust: each side's keys start from a trust anchor, the bundle whose fingerprint the two
+administrations exchanged out of band: pass them with --trust FILE (lines `IDENTITY FINGERPRINT`),
+or compare the anchor fingerprints the report prints. Every later bundle version must follow from
+the one before under the gateway's own rotation rules. The latest checkpoint must be cosigned by
+the peer unless --allow-uncosigned. Any change to the file, its last line included, fails.
 
 exit codes:
-  0  the bundle verified
-  1  verification failed (the line, entry index and reason are printed)
+  0  the file verified
+  1  verification failed (the line, entry index, reason and failure code are printed)
   2  the file cannot be read, or the command line is wrong
 """
 
@@ -72,10 +77,13 @@ def register(sub: _SubParsers) -> None:
         description=_VERIFY_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ver.add_argument("bundle", type=Path, metavar="BUNDLE", help="the export bundle file")
+    ver.add_argument("bundle", type=Path, metavar="FILE", help="an export bundle or an evidence file")
     ver.add_argument("--json", action="store_true", help="print the report (or the failure) as JSON")
+    evidence_cmd.add_trust_args(ver)
     ver.add_argument(
-        "--require-cosigned", action="store_true", help="fail if any checkpoint lacks the peer's cosignature"
+        "--require-cosigned",
+        action="store_true",
+        help="fail if ANY checkpoint lacks the peer's cosignature (the latest one must always carry it)",
     )
     ver.add_argument(
         "--workers",
@@ -146,7 +154,10 @@ def run_export(args: argparse.Namespace) -> int:
     with _progress("exporting") as progress:
         track = _tracker(progress, "exporting")
         try:
-            with tmp.open("wb") as f:
+            # 0600 from the first byte: the export holds every message's signed document.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # an older .partial left by a crash may have another mode
+            with os.fdopen(fd, "wb") as f:
                 summary = asyncio.run(_export(config, own, peer, peer_raw, f, track))
                 f.flush()
                 os.fsync(f.fileno())
@@ -254,15 +265,25 @@ def run_verify(args: argparse.Namespace) -> int:
     path: Path = args.bundle
     workers = default_workers() if args.workers is None else args.workers
     try:
+        trust = evidence_cmd.read_trust(args.trust)
+    except (OSError, ValueError) as e:
+        return _unreadable(args.trust, e, as_json=args.json, code="audit.trust_file")
+    try:
         f = path.open("rb")
+        evidence = evidence_cmd.is_evidence_file(path)
     except OSError as e:
         return _unreadable(path, e, as_json=args.json)
+    if evidence:
+        f.close()
+        return evidence_cmd.verify_file(path, trust=trust, allow_uncosigned=args.allow_uncosigned, as_json=args.json)
     try:
         with f, _progress("verifying") as progress, signature_pool(workers) as pool:
             report = verify_bundle(
                 _lines(f),
                 progress=_tracker(progress, "verifying"),
                 require_cosigned=args.require_cosigned,
+                allow_uncosigned=args.allow_uncosigned,
+                trust=trust,
                 executor=pool,
             )
     except BundleError as e:
@@ -283,10 +304,10 @@ def _lines(f: IO[bytes]) -> Iterator[bytes]:
             return
 
 
-def _unreadable(path: Path, e: OSError, *, as_json: bool) -> int:
-    reason = f"cannot read {path}: {e.strerror or e}"
+def _unreadable(path: Path, e: OSError | ValueError, *, as_json: bool, code: str = "audit.unreadable") -> int:
+    reason = f"cannot read {path}: {getattr(e, 'strerror', None) or e}"
     if as_json:
-        print_json({"verified": False, "code": "audit.unreadable", "detail": reason})
+        print_json({"verified": False, "code": code, "detail": reason})
     else:
         console().print(f"[red]Unreadable:[/] {escape(reason)}")
     return EXIT_UNREADABLE
@@ -297,7 +318,9 @@ def _print_failure(path: Path, e: BundleError, *, as_json: bool) -> None:
         print_json({"verified": False, "file": str(path), **e.diagnostics()})
         return
     where = f"line {e.line}" + (f", entry {e.index}" if e.index is not None else "")
-    console().print(f"[bold red]NOT VERIFIED[/] {escape(str(path))}: {where}: {escape(e.detail)} [{e.code}]")
+    console().print(
+        f"[bold red]NOT VERIFIED[/] {escape(str(path))}: {where}: {escape(e.detail)} {escape(f'[{e.code}]')}"
+    )
 
 
 def _print_report(path: Path, r: VerifyReport, *, as_json: bool) -> None:
@@ -327,15 +350,30 @@ def _print_report(path: Path, r: VerifyReport, *, as_json: bool) -> None:
     for what, value in rows:
         table.add_row(what, escape(value))
     out.print(table)
-    fps = Table(title="key bundles in the export: compare with the fingerprints exchanged out of band")
+    anchors = Table(
+        title="trust anchors (from --trust)"
+        if r.trusted_by_anchor_file
+        else "trust anchors: COMPARE these fingerprints with the ones exchanged out of band"
+    )
+    for col in ("identity", "serial", "fingerprint"):
+        anchors.add_column(col, no_wrap=col != "fingerprint", overflow="fold")
+    for identity, serial, fp in r.anchors:
+        anchors.add_row(identity, str(serial), fp)
+    out.print(anchors)
+    fps = Table(title="key bundle versions in the export (each later one follows from its anchor)")
     for col in ("owner", "serial", "fingerprint"):
         fps.add_column(col, no_wrap=col != "fingerprint", overflow="fold")
     for owner, serial, fp in r.fingerprints:
         fps.add_row(owner, str(serial), fp)
     out.print(fps)
+    if not r.latest_cosigned:
+        console().print(
+            f"[bold yellow]--allow-uncosigned: the latest checkpoint is NOT cosigned by {escape(r.peer)}; "
+            "nothing shows the peer saw this log.[/]"
+        )
     if r.uncosigned_checkpoints:
         console().print(
-            f"[yellow]{r.uncosigned_checkpoints} checkpoint(s) lack {r.peer}'s cosignature "
+            f"[yellow]{r.uncosigned_checkpoints} checkpoint(s) lack {escape(r.peer)}'s cosignature "
             "(use --require-cosigned to refuse them).[/]"
         )
 

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -41,6 +41,7 @@ from .audit_format import (
     MessageKey,
     Reference,
     _decode_line,
+    _encode_line,
     entry_references,
     read_signed_document,
 )
@@ -63,6 +64,7 @@ from .envelope import Document
 from .errors import BindingError, GatewayError
 from .merkle import EMPTY_ROOT, MAX_TREE_SIZE, CompactRange, leaf_hash
 from .receipt import Statement, verify_receipt, verify_refusal
+from .trust import trusted_keys, valid_in_second
 
 PROGRESS_EVERY: Final = 1000
 #: Every code a BundleError carries (docs/auditor-guide.md says what each means).
@@ -74,6 +76,8 @@ FAILURE_CODES: Final = frozenset(
         "audit.digest",
         "audit.header",
         "audit.bundle",
+        "audit.bundle_chain",
+        "audit.trust_anchor",
         "audit.entry_malformed",
         "audit.root_mismatch",
         "audit.checkpoint",
@@ -119,6 +123,10 @@ class VerifyReport:
     key_ids: tuple[str, ...]
     kinds: dict[str, int] = field(default_factory=dict)
     fingerprints: tuple[tuple[str, int, str], ...] = ()  # (owner, serial, bundle fingerprint)
+    anchors: tuple[tuple[str, int, str], ...] = ()  # (identity, serial, fingerprint) trust started from
+    trusted_by_anchor_file: bool = False
+    uncosigned_allowed: bool = False
+    latest_cosigned: bool = True
 
     @property
     def uncosigned_checkpoints(self) -> int:
@@ -145,6 +153,10 @@ class VerifyReport:
             "key_ids": list(self.key_ids),
             "kinds": dict(self.kinds),
             "fingerprints": [{"owner": o, "serial": s, "fingerprint": f} for o, s, f in self.fingerprints],
+            "anchors": [{"identity": i, "serial": s, "fingerprint": f} for i, s, f in self.anchors],
+            "trusted_by_anchor_file": self.trusted_by_anchor_file,
+            "uncosigned_allowed": self.uncosigned_allowed,
+            "latest_cosigned": self.latest_cosigned,
         }
 
 
@@ -167,10 +179,14 @@ class BundleVerifier:
         self,
         *,
         require_cosigned: bool = False,
+        allow_uncosigned: bool = False,
+        trust: Mapping[str, str] | None = None,
         progress: Callable[[int, int], None] | None = None,
         executor: Executor | None = None,
     ) -> None:
         self.require_cosigned = require_cosigned
+        self.allow_uncosigned = allow_uncosigned and not require_cosigned
+        self.trust = trust
         self._progress = progress
         self._queue = SignatureQueue(executor)
         self._line = 0
@@ -179,7 +195,11 @@ class BundleVerifier:
         self._header: HeaderLine | None = None
         self._end: EndLine | None = None
         self._keys: dict[str, KeyHistory] = {}
+        self._versions: dict[str, list[tuple[int, SignedBundle]]] = {}
         self._fingerprints: list[tuple[str, int, str]] = []
+        self._last_at: dt.datetime | None = None  # newest entry time: no checkpoint is older
+        self._cp_line = 0
+        self._cp_cosigned = False
         self._log_verifiers: list[Ed25519NoteVerifier] | None = None
         self._witness_verifiers: list[CosignatureVerifier] = []
         self._note_kids: dict[tuple[str, bytes], KeyRecord] = {}
@@ -237,12 +257,14 @@ class BundleVerifier:
             raise self._fail("audit.malformed", f"line is longer than {MAX_LINE_BYTES} bytes")
         if not raw.endswith(b"\n"):
             raise self._fail("audit.truncated", "the last line is cut off (no newline): the file is incomplete")
+        if b"\r" in raw:
+            raise self._fail("audit.malformed", "a carriage return: every line ends with a single LF")
         try:
             line = _decode_line(raw)
         except msgspec.MsgspecError as e:
             raise self._fail("audit.malformed", f"not a bundle line: {e}") from e
         if isinstance(line, EndLine):
-            self._on_end(line)
+            self._on_end(line, raw)
             return
         self._sha.update(raw)
         if self._header is None:
@@ -290,29 +312,34 @@ class BundleVerifier:
         except GatewayError as e:
             raise self._fail("audit.header", e.detail) from e
         self._header = h
-        self._keys = {h.log: KeyHistory(h.log, self._queue), h.peer: KeyHistory(h.peer, self._queue)}
+        self._versions = {h.log: [], h.peer: []}
 
     def _on_bundle(self, ln: BundleLine) -> None:
-        history = self._keys.get(ln.owner)
-        if history is None:
+        versions = self._versions.get(ln.owner)
+        if versions is None:
             raise self._fail("audit.bundle", f"bundle owner {ln.owner!r} is neither the log nor its peer")
         raw = self._b64(ln.signed_bundle, "signed_bundle")
         try:
             signed = SignedBundle.from_bytes(raw)
-            bundle = signed.verify_self_signed()
+            bundle = signed.bundle
         except GatewayError as e:
-            raise self._fail("audit.bundle", f"key bundle of {ln.owner} does not verify: {e.detail}") from e
+            raise self._fail("audit.bundle", f"key bundle of {ln.owner} is unreadable: {e.detail}") from e
         if bundle.identity != ln.owner:
             raise self._fail("audit.bundle", f"bundle of {bundle.identity!r} filed as {ln.owner!r}'s")
-        history.add(bundle)
+        versions.append((self._line, signed))
         self._kids.update(kid for kid, _ in signed.signatures)
         self._fingerprints.append((ln.owner, bundle.serial, signed.fingerprint()))
         self._counts["bundles"] += 1
 
     def _seal_keys(self) -> None:
-        """The key set is complete at the first log line: build the checkpoint verifiers once."""
+        """The key set is complete at the first log line: chain each side's bundle versions from
+        its trust anchor (`core.trust`), then build the checkpoint verifiers once."""
         h = self._head()
         for who in (h.log, h.peer):
+            anchor = None if self.trust is None else self.trust.get(who)
+            if self.trust is not None and anchor is None:
+                raise self._fail("audit.trust_anchor", f"the trust file names no fingerprint for {who}")
+            self._keys[who] = KeyHistory(trusted_keys(who, self._versions[who], anchor), self._queue)
             if not self._keys[who].records("signing"):
                 raise self._fail("audit.bundle", f"the export carries no signing key of {who}")
         witness = witness_name(h.peer)
@@ -340,6 +367,8 @@ class BundleVerifier:
             raise self._fail("audit.entry_malformed", f"entry {index} is not an audit entry: {e}", index) from e
         self._range.append(leaf_hash(data))
         self._kinds[entry.kind] += 1
+        if self._last_at is None or entry.at > self._last_at:
+            self._last_at = entry.at
         for ref in refs:
             self._on_reference(ref, index)
         if self._progress is not None and (index + 1) % PROGRESS_EVERY == 0:
@@ -402,8 +431,10 @@ class BundleVerifier:
                 "at least one of them was changed, removed, added or reordered",
                 self._cp_size,
             )
-        self._check_cosignature(note, size, cosigned)
+        cosigned_at = self._check_cosignature(note, size, cosigned)
+        self._check_log_keys(verified, size, cosigned_at)
         self._cp_size, self._cp_root = size, root
+        self._cp_line, self._cp_cosigned = self._line, cosigned_at is not None
         self._counts["checkpoints"] += 1
 
     def _open_log_signature(self, note: bytes, size: int) -> tuple[VerifiedNote, bool]:
@@ -441,26 +472,53 @@ class BundleVerifier:
                 )
         return verified, cosigned
 
-    def _check_cosignature(self, note: bytes, size: int, cosigned: bool) -> None:
+    def _check_cosignature(self, note: bytes, size: int, cosigned: bool) -> dt.datetime | None:
+        """When the peer's witness cosigned this checkpoint (None if it did not); a cosignature by
+        a witness key outside its validity, or revoked, fails."""
         witness = witness_name(self._head().peer)
         if not cosigned:
             if self.require_cosigned:
                 raise self._fail("audit.cosignature_missing", f"checkpoint {size} has no cosignature by {witness}")
-            return
+            return None
         try:
             verified = open_note(note, self._witness_verifiers)
         except GatewayError as e:
             raise self._fail("audit.cosignature", f"checkpoint {size}: {e.detail}", size - 1) from e
+        when: dt.datetime | None = None
         for sig in verified.signatures:
             rec = self._note_kids[(sig.name, sig.key_id)]
             at = dt.datetime.fromtimestamp(cosignature_timestamp(sig), dt.timezone.utc)
-            # Only revocation counts here: cosignature times are whole seconds, so a window edge
-            # could refuse a cosignature made in the key's first second.
-            if (rec.revoked_at is not None and at >= rec.revoked_at) or (rec.state == "revoked" and not rec.revoked_at):
+            problem = valid_in_second(rec, at)
+            if problem is not None:
                 raise self._fail(
-                    "audit.cosignature", f"checkpoint {size} cosigned at {format_ts(at)} by revoked key {rec.kid}"
+                    "audit.cosignature", f"checkpoint {size} cosigned at {format_ts(at)} by key {rec.kid} ({problem})"
                 )
+            when = at if when is None else max(when, at)
         self._counts["cosigned_checkpoints"] += 1
+        return when
+
+    def _check_log_keys(self, verified: VerifiedNote, size: int, cosigned_at: dt.datetime | None) -> None:
+        """The log's own signing key must have been good when it signed: not revoked or expired
+        before the newest entry the checkpoint covers (it was signed after that), and valid when
+        the peer cosigned it (before that)."""
+        origin = self._head().origin
+        for sig in verified.signatures:
+            if sig.name != origin:
+                continue
+            rec = self._note_kids[(sig.name, sig.key_id)]
+            problem = None
+            if self._last_at is not None and (
+                (rec.revoked_at is not None and rec.revoked_at <= self._last_at) or rec.not_after < self._last_at
+            ):
+                problem = "revoked or expired before the entries it covers"
+            elif rec.state == "revoked" and rec.revoked_at is None:
+                problem = "key.revoked"
+            elif cosigned_at is not None:
+                problem = valid_in_second(rec, cosigned_at)
+            if problem is not None:
+                raise self._fail(
+                    "audit.checkpoint_signature", f"checkpoint {size} is signed by key {rec.kid}: {problem}", size - 1
+                )
 
     # --- evidence ---
     def _on_evidence(self, ln: EvidenceLine) -> None:
@@ -539,9 +597,11 @@ class BundleVerifier:
         return digest
 
     # --- the end ---
-    def _on_end(self, ln: EndLine) -> None:
+    def _on_end(self, ln: EndLine, raw: bytes) -> None:
         if self._header is None:
             raise self._fail("audit.order", "the first line must be the header")
+        if raw != _encode_line(ln) + b"\n":
+            raise self._fail("audit.digest", "the end line is not in its one exact form: the file was changed")
         before = self._line - 1
         if ln.lines != before:
             raise self._fail("audit.digest", f"end line counts {ln.lines} lines, the file has {before} before it")
@@ -570,6 +630,13 @@ class BundleVerifier:
         if self._cp_size != h.size:
             raise self._fail(
                 "audit.checkpoint", f"no checkpoint at the exported size {h.size} (last one: {self._cp_size})"
+            )
+        if not self._cp_cosigned and not self.allow_uncosigned:
+            raise self._fail(
+                "audit.cosignature_missing",
+                f"the latest checkpoint (size {h.size}) is not cosigned by {witness_name(h.peer)}: "
+                "nothing shows the peer saw this log (--allow-uncosigned to accept that)",
+                line=self._cp_line,
             )
         for (direction, mid), m in self._messages.items():
             if not m.evidence_line:
@@ -601,6 +668,12 @@ class BundleVerifier:
             key_ids=tuple(sorted(self._kids)),
             kinds=dict(sorted(self._kinds.items())),
             fingerprints=tuple(self._fingerprints),
+            anchors=tuple(
+                (who, k.trusted.anchor_serial, k.trusted.anchor_fingerprint) for who, k in self._keys.items()
+            ),
+            trusted_by_anchor_file=self.trust is not None,
+            uncosigned_allowed=self.allow_uncosigned,
+            latest_cosigned=self._cp_cosigned,
         )
 
 
@@ -609,17 +682,29 @@ def verify_bundle(
     *,
     progress: Callable[[int, int], None] | None = None,
     require_cosigned: bool = False,
+    allow_uncosigned: bool = False,
+    trust: Mapping[str, str] | None = None,
     executor: Executor | None = None,
 ) -> VerifyReport:
     """Verify an export given its lines (each with its newline, as iterating a binary file gives).
 
-    `progress(entries_done, entries_total)` is called every PROGRESS_EVERY entries. Without
-    `require_cosigned` a checkpoint that lacks its cosignature is counted, not refused; a bad
-    cosignature always fails. With an `executor` (a process pool: libsodium needs a core of its
-    own) the Ed25519 arithmetic of documents and receipts runs there, in batches. Raises
-    BundleError at the first failure (the same one with or without an executor), nothing else.
+    Each side's keys start from its trust anchor: `trust` maps identity -> the fingerprint of
+    its bundle exchanged out of band; without it, its lowest-serial bundle in the file (the
+    report names it, to compare). Every later version must follow under `rotation.check_update`.
+    The latest checkpoint must carry the peer's cosignature unless `allow_uncosigned`; with
+    `require_cosigned` every checkpoint must. A bad cosignature always fails.
+    `progress(entries_done, entries_total)` is called every PROGRESS_EVERY entries. With an
+    `executor` (a process pool: libsodium needs a core of its own) the Ed25519 arithmetic of
+    documents and receipts runs there, in batches. Raises BundleError at the first failure (the
+    same one with or without an executor), nothing else.
     """
-    with BundleVerifier(require_cosigned=require_cosigned, progress=progress, executor=executor) as verifier:
+    with BundleVerifier(
+        require_cosigned=require_cosigned,
+        allow_uncosigned=allow_uncosigned,
+        trust=trust,
+        progress=progress,
+        executor=executor,
+    ) as verifier:
         for line in lines:
             verifier.feed(line)
         return verifier.finish()

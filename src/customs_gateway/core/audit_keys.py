@@ -16,10 +16,11 @@ import nacl.bindings
 import nacl.exceptions
 
 from .audit_format import BundleError
-from .bundle import KeyBundle, KeyRecord
+from .bundle import KeyRecord
 from .encoding import format_ts
 from .errors import KeyStateError, SignatureError
 from .keys import VerifyKey, domain
+from .trust import TrustedKeys
 
 # --- Ed25519 checks off the parsing thread ------------------------------------------------------
 
@@ -135,31 +136,23 @@ class _QueuedKey(VerifyKey):
 
 
 class KeyHistory:
-    """One identity's public keys over every bundle version seen: the union of key records by
-    kid, the record from the highest serial winning (a later bundle may revoke or retire a key)."""
+    """One identity's public keys as its trust chain reached them (`core.trust.trusted_keys`: the
+    newest bundle version that follows from the anchor), verifying through a SignatureQueue."""
 
-    def __init__(self, identity: str, queue: SignatureQueue) -> None:
-        self.identity = identity
+    def __init__(self, trusted: TrustedKeys, queue: SignatureQueue) -> None:
+        self.identity = trusted.identity
+        self.trusted = trusted
         self._queue = queue
-        self._records: dict[str, tuple[tuple[int, dt.datetime], KeyRecord]] = {}
         self._loaded: dict[str, VerifyKey] = {}
 
-    def add(self, bundle: KeyBundle) -> None:
-        rank = (bundle.serial, bundle.issued_at)
-        for rec in bundle.keys:
-            held = self._records.get(rec.kid)
-            if held is None or rank > held[0]:
-                self._records[rec.kid] = (rank, rec)
-
     def records(self, use: str) -> list[KeyRecord]:
-        return [rec for _, rec in self._records.values() if rec.use == use]
+        return self.trusted.records(use)
 
     def verify_key(self, kid: str, at: dt.datetime, use: str = "signing") -> VerifyKey:
-        """The key `kid` if it is a `use` key valid at `at`; raises KeyStateError."""
-        held = self._records.get(kid)
-        if held is None:
-            raise KeyStateError(f"key {kid} is in none of {self.identity}'s bundles", code="key.unknown")
-        rec = held[1]
+        """The key `kid` if it is a `use` key valid (in its window, not revoked) at `at`; raises KeyStateError."""
+        rec = self.trusted.bundle.key(kid)
+        if rec is None:
+            raise KeyStateError(f"key {kid} is in none of {self.identity}'s trusted bundles", code="key.unknown")
         if rec.use != use:
             raise KeyStateError(f"key {kid} of {self.identity} is a {rec.use} key, not {use}", code="key.wrong_use")
         code = rec.valid_at(at)

@@ -29,7 +29,7 @@ import msgspec
 
 from .audit import AuditEntry, log_origin, witness_name
 from .audit_format import MAX_LINE_BYTES, BundleError, BundleLine, EndLine, read_signed_document
-from .bundle import KeyRecord, SignedBundle, is_valid_identity
+from .bundle import SignedBundle, is_valid_identity
 from .checkpoint import (
     Checkpoint,
     CosignatureVerifier,
@@ -45,7 +45,7 @@ from .errors import GatewayError
 from .keys import VerifyKey
 from .merkle import MAX_TREE_SIZE, leaf_hash, verify_inclusion
 from .receipt import Statement, verify_receipt, verify_refusal
-from .trust import TrustedKeys, trusted_keys
+from .trust import TrustedKeys, trusted_keys, valid_in_second
 
 FORMAT: Final = "customs-gateway/v1 message-evidence"
 #: Every code a failing evidence file reports (docs/auditor-guide.md says what each means).
@@ -562,7 +562,7 @@ class _Verifier:
         cosigned_at: dt.datetime | None = None
         for s in cosigs:
             at = dt.datetime.fromtimestamp(cosignature_timestamp(s), dt.timezone.utc)
-            problem = _valid_in_second(witnesses[s.key_id], at)
+            problem = valid_in_second(witnesses[s.key_id], at)
             if problem is not None:
                 raise self.fail("evidence.cosignature", f"{lp.owner}'s checkpoint cosigned by a key that is {problem}")
             cosigned_at = at if cosigned_at is None else max(cosigned_at, at)
@@ -572,7 +572,7 @@ class _Verifier:
         # never revoked and not expired for lack of a better time).
         for s in logged:
             rec = signing[s.key_id]
-            problem = _valid_in_second(rec, cosigned_at) if cosigned_at is not None else _never_revoked(rec.revoked_at)
+            problem = valid_in_second(rec, cosigned_at) if cosigned_at is not None else _never_revoked(rec.revoked_at)
             if problem is not None:
                 raise self.fail("evidence.checkpoint", f"{lp.owner}'s checkpoint is signed by a key that is {problem}")
         return cp.root, None if cosigned_at is None else format_ts(cosigned_at)
@@ -659,18 +659,6 @@ class _Verifier:
             lines=self.line,
             sha256=self.end.sha256,
         )
-
-
-def _valid_in_second(rec: KeyRecord, second: dt.datetime) -> str | None:
-    """`rec.valid_at` for a time known to the second (cosignature timestamps): the key may have
-    become valid during that second, so `not_before` counts from the second's end."""
-    problem = rec.valid_at(second)
-    if problem == "key.not_yet_valid" and rec.valid_at(second + _ALMOST_A_SECOND) is None:
-        return None
-    return problem
-
-
-_ALMOST_A_SECOND: Final = dt.timedelta(microseconds=999_999)
 
 
 def _never_revoked(revoked_at: dt.datetime | None) -> str | None:

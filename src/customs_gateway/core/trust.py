@@ -20,6 +20,17 @@ from .errors import GatewayError, KeyStateError
 from .keys import VerifyKey
 from .rotation import check_update
 
+_ALMOST_A_SECOND = dt.timedelta(microseconds=999_999)
+
+
+def valid_in_second(rec: KeyRecord, second: dt.datetime) -> str | None:
+    """`rec.valid_at` for a time known to the second (C2SP cosignature timestamps): the key may
+    have become valid during that second, so `not_before` counts from the second's end."""
+    problem = rec.valid_at(second)
+    if problem == "key.not_yet_valid" and rec.valid_at(second + _ALMOST_A_SECOND) is None:
+        return None
+    return problem
+
 
 def normalise_fingerprint(text: str) -> str:
     """A fingerprint as `keys export` prints it (upper-case hex in groups of four), from any

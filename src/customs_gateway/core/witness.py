@@ -44,8 +44,9 @@ def encode_request(old_size: int, proof: Iterable[bytes], note: bytes) -> bytes:
     return b"\n".join(lines) + b"\n\n" + note
 
 
-def parse_request(raw: bytes, origin: str, log_keys: Iterable[KeyRecord]) -> CosignRequest:
-    """Parse and verify a cosign request for the log `origin`; raises DecodeError/NoteError."""
+def parse_request(raw: bytes, origin: str, log_keys: Iterable[KeyRecord], now: dt.datetime) -> CosignRequest:
+    """Parse and verify a cosign request for the log `origin`, signed by one of its signing keys
+    valid `now` (a revoked or expired key's checkpoint is never cosigned); raises DecodeError/NoteError."""
     head, sep, note = raw.partition(b"\n\n")
     if not sep:
         raise DecodeError("cosign request needs a blank line before the checkpoint", field="body")
@@ -56,7 +57,9 @@ def parse_request(raw: bytes, origin: str, log_keys: Iterable[KeyRecord]) -> Cos
     if len(lines) - 1 > MAX_PROOF_LINES:
         raise DecodeError("consistency proof is too long", field="proof")
     proof = tuple(unb64url(p.decode("ascii", "replace"), field="proof") for p in lines[1:])
-    verifiers = [Ed25519NoteVerifier(origin, k.public) for k in log_keys if k.use == "signing"]
+    verifiers = [
+        Ed25519NoteVerifier(origin, k.public) for k in log_keys if k.use == "signing" and k.valid_at(now) is None
+    ]
     verified = open_note(note, verifiers)
     if origin not in verified.names:
         raise NoteError("checkpoint is not signed by the peer's log key", code="audit.signature_invalid", status=403)
