@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 
 from customs_gateway import tls
@@ -58,6 +60,10 @@ async def test_checkpoint_is_signed_and_cosigned_and_proofs_verify(pair: Pair) -
     proof = [unb64url(p) for p in inc["proof"]]
     verify_inclusion(unb64url(inc["leaf_hash"]), 0, cp.size, proof, cp.root)
     assert entries["entries"][0]["entry"]["kind"] in ("token_issued", "submitted")
+    # The exact bytes are served too: the auditor recomputes the leaf and checks it against the root.
+    raw = unb64url(entries["entries"][0]["raw"])
+    verify_inclusion(leaf_hash(raw), 0, cp.size, proof, cp.root)
+    assert json.loads(raw) == entries["entries"][0]["entry"]
     _, con, _ = await pair.apis[US].call(
         "GET", f"/v1/audit/proof/consistency?old={first.size}&new={cp.size}", role="auditor"
     )

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from .encoding import format_ts, json_bytes, json_object, parse_ts
+from .encoding import format_ts, is_version, json_bytes, json_object, parse_ts
 from .errors import DecodeError
 from .keys import SigningKey
 
@@ -68,7 +68,7 @@ class AuditEntry:
     @classmethod
     def from_bytes(cls, data: bytes) -> AuditEntry:
         d = json_object(data, field="entry")
-        if d.get("v") != 1 or d.get("kind") not in KINDS or not isinstance(d.get("actor"), str):
+        if not is_version(d.get("v")) or d.get("kind") not in KINDS or not isinstance(d.get("actor"), str):
             raise DecodeError("audit entry has a bad version, kind or actor", field="entry")
         digests, detail = d.get("digests", {}), d.get("detail", {})
         if not isinstance(digests, dict) or not isinstance(detail, dict):

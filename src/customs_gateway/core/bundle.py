@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from .encoding import b64url, format_ts, json_bytes, json_object, parse_ts, unb64url
+from .encoding import b64url, format_ts, is_version, json_bytes, json_object, parse_ts, unb64url
 from .errors import DecodeError, KeyStateError, SignatureError, SuiteError
 from .keys import (
     ALG_ED25519,
@@ -217,8 +217,8 @@ class SignedBundle:
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedBundle:
         d = json_object(data, field="signed bundle")
-        if d.get("v") != 1:
-            raise DecodeError("signed bundle version must be 1", field="v")
+        if not is_version(d.get("v")):
+            raise DecodeError("signed bundle version must be the integer 1", field="v")
         sigs = d.get("signatures")
         if not isinstance(sigs, list) or not sigs:
             raise DecodeError("signed bundle has no signatures", field="signatures")

@@ -63,6 +63,12 @@ def json_bytes(obj: Any) -> bytes:
     return _json_encoder.encode(obj)
 
 
+def is_version(value: object, expected: int = 1) -> bool:
+    """Whether a parsed `v` field is exactly the integer `expected`: not `true`, not `1.0`, not `"1"`
+    (in Python `True == 1 == 1.0`, so a plain comparison would accept all three)."""
+    return type(value) is int and value == expected
+
+
 def json_object(data: bytes, *, field: str = "document") -> dict[str, Any]:
     """Parse bytes that must be one JSON object; raises DecodeError otherwise."""
     try:

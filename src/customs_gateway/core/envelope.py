@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .bundle import PeerKeys
-from .encoding import b64url, format_ts, json_bytes, json_object, parse_ts, unb64url
+from .encoding import b64url, format_ts, is_version, json_bytes, json_object, parse_ts, unb64url
 from .errors import BindingError, DecodeError, SuiteError
 from .keys import SUITES, DecryptionKey, EncryptionKey, SigningKey
 from .replay import check_skew
@@ -215,8 +215,8 @@ class Envelope:
     def from_dict(cls, d: object) -> Envelope:
         if not isinstance(d, dict):
             raise DecodeError("envelope must be a JSON object", field="envelope")
-        if d.get("v") != 1:
-            raise DecodeError("envelope.v must be 1", field="envelope.v", code="decode.version")
+        if not is_version(d.get("v")):
+            raise DecodeError("envelope.v must be the integer 1", field="envelope.v", code="decode.version")
         extra = set(d) - {"v", "header", "ciphertext", "signature"}
         if extra:
             raise DecodeError(f"envelope has unknown fields: {', '.join(sorted(extra))}", field="envelope")

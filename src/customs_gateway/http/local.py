@@ -330,7 +330,8 @@ async def audit_entries(request: web.Request) -> web.Response:
     start = _int_param(request, "start", 0, 0, 2**62)
     limit = _int_param(request, "limit", 100, 1, 1000)
     rows = await gw.store.audit_entries(start, start + limit)
-    return json_response({"entries": [{"index": i, "entry": json_object(e)} for i, e in rows]})
+    # `raw` is the exact entry bytes (the Merkle leaf is SHA-256(0x00 || raw)); `entry` the same, parsed.
+    return json_response({"entries": [{"index": i, "raw": b64url(e), "entry": json_object(e)} for i, e in rows]})
 
 
 async def audit_checkpoint(request: web.Request) -> web.Response:

@@ -376,7 +376,14 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         {
             "entries": {
                 "type": "array",
-                "items": _obj({"index": _int(), "entry": _ref("AuditEntry")}, ("index", "entry")),
+                "items": _obj(
+                    {
+                        "index": _int(),
+                        "raw": _b64url("the exact entry bytes: the Merkle leaf hash is SHA-256(0x00 || raw)"),
+                        "entry": _ref("AuditEntry"),
+                    },
+                    ("index", "raw", "entry"),
+                ),
             }
         },
         ("entries",),
