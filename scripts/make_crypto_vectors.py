@@ -548,6 +548,7 @@ def receipt_vectors() -> dict[str, Any]:
     digest = hashlib.sha256(b"signed document bytes of the test message").digest()
     received = ts("2026-03-01T12:00:06.000Z")
     rc = make_receipt(message_id=msg_id, sender=US, receiver=CN, document_sha256=digest, received_at=received, key=key)
+    envelope = hashlib.sha256(b"the exact envelope that was refused").digest()
     rf = make_refusal(
         message_id=msg_id,
         sender=US,
@@ -556,9 +557,12 @@ def receipt_vectors() -> dict[str, Any]:
         detail="sent_at is 400 s behind this gateway's clock",
         retryable=False,
         refused_at=received,
+        envelope_sha256=envelope,
         key=key,
     )
     expect = {"message_id": msg_id, "sender": US, "receiver": CN, "document_sha256": digest}
+    refusal_expect = {"message_id": msg_id, "sender": US, "receiver": CN, "envelope_sha256": envelope}
+    rf_payload = json.loads(rf.payload)
 
     def stmt(st: Statement) -> dict[str, Any]:
         return {
@@ -609,12 +613,26 @@ def receipt_vectors() -> dict[str, Any]:
             Statement("receipt", rc.payload, rc.kid, key.sign("refusal", rc.payload)),
             expect,
         ),
-        ("refusal about another message", "refusal", rf, {"message_id": "01950000-0000-7000-8000-000000000002"}),
+        (
+            "refusal about another message",
+            "refusal",
+            rf,
+            {**refusal_expect, "message_id": "01950000-0000-7000-8000-000000000002"},
+        ),
+        ("refusal about another envelope", "refusal", rf, {**refusal_expect, "envelope_sha256": bytes(32)}),
+        ("refusal from another receiver", "refusal", rf, {**refusal_expect, "receiver": "EU-OLAF"}),
+        ("refusal of another sender's message", "refusal", rf, {**refusal_expect, "sender": "EU-OLAF"}),
+        (
+            "refusal naming no envelope",
+            "refusal",
+            forged("refusal", {k: v for k, v in rf_payload.items() if k != "envelope_sha256"}, key),
+            refusal_expect,
+        ),
         (
             "refusal signature made under the receipt domain",
             "refusal",
             Statement("refusal", rf.payload, rf.kid, key.sign("receipt", rf.payload)),
-            {"message_id": msg_id},
+            refusal_expect,
         ),
     ]
 
@@ -660,7 +678,7 @@ def receipt_vectors() -> dict[str, Any]:
                 "comment": "refusal",
                 "label": "refusal",
                 "result": "valid",
-                "expect": {"message_id": msg_id},
+                "expect": {**refusal_expect, "envelope_sha256": envelope.hex()},
                 "refused_at": format_ts(received),
                 **stmt(rf),
             },
@@ -795,7 +813,7 @@ The receipt binds SHA-256(signed document bytes) (`signed_document_sha256`).
 ## Receipt and refusal (`receipt.json`)
 
     payload   = JSON({document_sha256 (hex), from, kid, message_id, received_at, to})
-                JSON({code, detail, from, kid, message_id, refused_at, retryable, to})
+                JSON({code, detail, envelope_sha256 (hex), from, kid, message_id, refused_at, retryable, to})
     signature = Ed25519(D("receipt" | "refusal") || payload)
     statement = JSON({receipt|refusal: b64url(payload), kid, signature: b64url(signature)})
 
@@ -819,16 +837,46 @@ The receipt binds SHA-256(signed document bytes) (`signed_document_sha256`).
 
 Seeds: Ed25519 32-byte seed; HPKE keys as in key ids; TLS key (use "tls", alg "ecdsa-p256"):
 the PKCS#8 DER of the P-256 private key.
+
+## Evidence for one message (`evidence.jsonl`)
+
+Written by `scripts/make_evidence_vectors.py` from `tests/core/evidence_builder.py` (fixed
+seeds, fixed times: the file is byte-identical on every run). JSON Lines, each line the compact
+msgspec encoding of one object ending in 0x0A, no CR anywhere, in this order:
+
+    header   {t:"header", format:"customs-gateway/v1 message-evidence", message_id, sender,
+              receiver, made_by (sender|receiver), made_at}
+    bundle   {t:"bundle", owner, signed_bundle: b64url(signed bundle bytes)}        every version, both sides
+    message  {t:"message", role:"message"|"ack", id, sender, receiver, type, created_at,
+              document_sha256 (hex of SHA-256(signed document)), signed_document: b64url | null,
+              withheld: reason | null, receipt: b64url(statement) | null, refusal: b64url | null}
+    log      {t:"log", owner, size, note: checkpoint note + owner's signature + the other side's
+              cosignature, entries: [{index, entry: b64url(entry bytes), proof: [b64url(32 bytes)]}]}
+                                                            sender's log first, then the receiver's
+    end      {t:"end", lines: count of lines before it, sha256: hex SHA-256 of those lines' bytes}
+
+Each entry verifies as `leaf = SHA-256(0x00 || entry bytes)` included at `index` in the tree of
+`size` whose root the note signs (RFC 9162 §2.1.3). Trust in each side's keys starts at its
+lowest-serial bundle (or the one whose fingerprint the auditor passes) and follows each later
+version only if `rotation.check_update` accepts it.
 """
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Write every vector file, or only those named (`receipt.json`): HPKE ciphertexts differ on
+    every run, so regenerating one construction need not rewrite the envelope vectors."""
+    only = set(sys.argv[1:] if argv is None else argv)
     VECTORS.mkdir(parents=True, exist_ok=True)
-    write("keyid.json", keyid_vectors())
-    write("bundle.json", bundle_vectors())
-    write("envelope.json", envelope_vectors())
-    write("receipt.json", receipt_vectors())
-    write("keyfile.json", keyfile_vectors())
+    makers: dict[str, Callable[[], dict[str, Any]]] = {
+        "keyid.json": keyid_vectors,
+        "bundle.json": bundle_vectors,
+        "envelope.json": envelope_vectors,
+        "receipt.json": receipt_vectors,
+        "keyfile.json": keyfile_vectors,
+    }
+    for name, make in makers.items():
+        if not only or name in only:
+            write(name, make())
     (VECTORS / "README.md").write_text(README, encoding="utf-8")
     print("wrote tests/vectors/README.md")
     return 0

@@ -65,7 +65,7 @@ R = TypeVar("R")
 MIN_PROCESS_BATCH = 8
 
 #: What a worker returns for an envelope it refuses: (code, detail, field, status, message id).
-Refused = tuple[str, str, str | None, int, str]
+Refused = tuple[str, str, str | None, int, str, bytes]  # code, detail, field, status, id, envelope SHA-256
 
 #: One message to build: (signed document bytes, seq, attempt, ciphertext of an earlier attempt).
 BuildItem = tuple[bytes, int, int, bytes | None]
@@ -186,10 +186,25 @@ def open_batch(keys: OpenKeys, now: dt.datetime, envelopes: Sequence[object]) ->
     return [open_one(view, e, now) for e in envelopes]
 
 
+def envelope_digest(raw_env: object) -> bytes:
+    """SHA-256 naming the envelope a refusal is about: `Envelope.digest` when it parses, else of
+    the canonical JSON of whatever arrived."""
+    try:
+        return Envelope.from_dict(raw_env).digest
+    except GatewayError:
+        pass
+    try:
+        return hashlib.sha256(json_bytes(raw_env)).digest()
+    except (TypeError, ValueError):
+        return hashlib.sha256(repr(raw_env).encode("utf-8", "replace")).digest()
+
+
 def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Refused:
     mid = "unknown"
+    env_digest = b""
     try:
         env = Envelope.from_dict(raw_env)
+        env_digest = env.digest
         mid = read_header(env).id
         opened = open_envelope(
             env,
@@ -244,7 +259,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             peer=doc.sender,
             digests={
                 "document": digest.hex(),
-                "envelope": env.digest.hex(),
+                "envelope": env_digest.hex(),
                 "receipt": hashlib.sha256(receipt_bytes).hexdigest(),
             },
             detail={"type": doc.type, "seq": hdr.seq},
@@ -265,9 +280,10 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             ack_info=ack_info,
             extra_audit=_announced_entry(view.peer, doc.id, announced, now) if announced else (),
             announced=announced[0] if announced else None,
+            envelope_sha256=env_digest,
         )
     except GatewayError as e:
-        return (e.code, e.detail, e.field, e.status, mid)
+        return (e.code, e.detail, e.field, e.status, mid, env_digest or envelope_digest(raw_env))
 
 
 def _announced_entry(
@@ -300,8 +316,9 @@ class JudgeKeys:
     peer_bundle: bytes
 
 
-#: One answer to judge: (our message id, its document's SHA-256, the peer's result object).
-JudgeItem = tuple[str, bytes, object]
+#: One answer to judge: (our message id, its document's SHA-256, the SHA-256 of the envelope we
+#: sent it in, the peer's result object).
+JudgeItem = tuple[str, bytes, bytes, object]
 #: ("receipt", statement bytes, received_at, kid) | ("refusal", statement bytes, code, detail,
 #: retryable) | ("bad", error code): a verified receipt, a verified refusal, or neither.
 Verdict = tuple[Any, ...]
@@ -314,7 +331,7 @@ def judge_batch(keys: JudgeKeys, now: dt.datetime, items: Sequence[JudgeItem]) -
     document; a refusal must be signed by the peer about this message. Anything else is "bad"."""
     peer = _cached(_peers, keys.peer_bundle, lambda: PeerKeys(KeyBundle.from_bytes(keys.peer_bundle)))
     out: list[Verdict] = []
-    for mid, digest, r in items:
+    for mid, digest, env_digest, r in items:
         try:
             if not isinstance(r, dict):
                 raise GatewayError("result is not an object", code="peer.malformed_result")
@@ -331,7 +348,14 @@ def judge_batch(keys: JudgeKeys, now: dt.datetime, items: Sequence[JudgeItem]) -
                 out.append(("receipt", st.to_bytes(), rc.received_at, rc.kid))
             elif "refusal" in r:
                 st = Statement.from_dict("refusal", r["refusal"])
-                rf = verify_refusal(st, message_id=mid, key_for=peer.verify_key)
+                rf = verify_refusal(
+                    st,
+                    message_id=mid,
+                    sender=keys.me,
+                    receiver=peer.identity,
+                    key_for=peer.verify_key,
+                    envelope_sha256=env_digest,
+                )
                 out.append(("refusal", st.to_bytes(), rf.code, rf.detail, rf.retryable))
             else:
                 raise GatewayError("result has neither receipt nor refusal", code="peer.malformed_result")
@@ -340,9 +364,9 @@ def judge_batch(keys: JudgeKeys, now: dt.datetime, items: Sequence[JudgeItem]) -
     return out
 
 
-def refused_error(r: Refused) -> tuple[GatewayError, str]:
-    code, detail, field, status, mid = r
-    return GatewayError(detail, code=code, field=field, status=status), mid
+def refused_error(r: Refused) -> tuple[GatewayError, str, bytes]:
+    code, detail, field, status, mid, env_digest = r
+    return GatewayError(detail, code=code, field=field, status=status), mid, env_digest
 
 
 # --- the pool -----------------------------------------------------------------------------------

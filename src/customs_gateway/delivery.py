@@ -267,7 +267,11 @@ class DeliveryWorker:
                 self._retry(m, b, now, "peer answered a malformed result list")
                 for m, b in zip(msgs, built, strict=True)
             ]
-        items: list[JudgeItem] = [(m.id, m.document_sha256, r) for m, r in zip(msgs, results, strict=True)]
+        items: list[JudgeItem] = [
+            # The envelope's digest matters only to judge a refusal (which must name this envelope).
+            (m.id, m.document_sha256, hashlib.sha256(b[0]).digest() if _is_refusal(r) else b"", r)
+            for m, b, r in zip(msgs, built, results, strict=True)
+        ]
         verdicts = await gw.crypto.map(judge_batch, JudgeKeys(gw.name, gw.peer_bundle_bytes()), now, items)
         return [self._judge(m, b, v, now) for m, b, v in zip(msgs, built, verdicts, strict=True)]
 
@@ -361,6 +365,10 @@ class DeliveryWorker:
             digests={"document": m.document_sha256.hex()},
         )
         return AttemptOutcome(m.id, "expired", now, m.attempts, error="expired before delivery", audit=(entry,))
+
+
+def _is_refusal(result: object) -> bool:
+    return isinstance(result, dict) and "refusal" in result
 
 
 def _sha(data: bytes) -> str:

@@ -44,7 +44,14 @@ log = structlog.get_logger("customs_gateway.gateway")
 
 #: Refusal codes a sender may retry (a later attempt, re-signed, can succeed).
 RETRYABLE_CODES: Final = frozenset(
-    {"replay.skew", "key.unknown", "key.not_yet_valid", "store.unavailable", "suite.mismatch"}
+    {
+        "replay.skew",
+        "key.unknown",
+        "key.not_yet_valid",
+        "store.unavailable",
+        "suite.mismatch",
+        "ack.not_yet_delivered",  # the receipt may still be on its way back to us
+    }
 )
 MAX_TTL: Final = dt.timedelta(days=30)
 #: How long a token record read from the store is trusted before it is read again.
@@ -310,13 +317,24 @@ class Gateway:
         results: list[dict[str, Any] | None] = [None] * len(envelopes)
         incoming: list[tuple[int, Incoming]] = []
         refusal_audit: list[AuditEntry] = []
+        unopened: list[tuple[int, GatewayError, str, bytes]] = []
         for i, item in enumerate(opened):
             if isinstance(item, tuple):
-                code_err, mid = refused_error(item)
-                results[i] = self._refuse(mid, code_err, now)
-                refusal_audit.append(self._refusal_entry(mid, code_err, now))
+                unopened.append((i, *refused_error(item)))
             else:
                 incoming.append((i, item))
+        if unopened:
+            # An id we already hold with a receipt never gets a signed refusal: whoever sent an
+            # envelope that fails its checks under that id gets the original receipt back, so no
+            # refusal can exist beside the receipt of a message we accepted (DESIGN §10).
+            held = await self.store.receipts_held(self.peer.identity, [mid for _, _, mid, _ in unopened])
+            for i, err, mid, env_digest in unopened:
+                receipt = held.get(mid)
+                if receipt is not None:
+                    results[i] = {"id": mid, "status": "duplicate", "receipt": json_object(receipt)}
+                    continue
+                results[i] = self._refuse(mid, err, now, env_digest)
+                refusal_audit.append(self._refusal_entry(mid, err, now))
         for _, it in incoming:
             if it.announced is not None:
                 # Persist the peer's new bundle before the inbox row and its receipt: a crash in
@@ -327,9 +345,15 @@ class Gateway:
             for (i, it), res in zip(incoming, outcomes, strict=True):
                 if res.status == "conflict":
                     err = GatewayError("message id already received with a different document", code="replay.conflict")
-                    results[i] = self._refuse(it.id, err, now)
+                    results[i] = self._refuse(it.id, err, now, it.envelope_sha256)
                     refusal_audit.append(self._refusal_entry(it.id, err, now))
                     log.warning("replay.conflict", peer=it.sender, message_id=it.id)
+                    continue
+                if res.status == "refused":
+                    err = GatewayError(res.detail, code=res.code or "ack.refused", field="body.message_id", status=409)
+                    results[i] = self._refuse(it.id, err, now, it.envelope_sha256)
+                    refusal_audit.append(self._refusal_entry(it.id, err, now))
+                    log.warning("ack.refused", peer=it.sender, message_id=it.id, code=err.code)
                     continue
                 assert res.receipt is not None
                 if res.status == "duplicate":
@@ -372,7 +396,7 @@ class Gateway:
         self.peer = PeerKeys(bundle)
         log.info("peer.bundle_updated", peer=bundle.identity, serial=bundle.serial)
 
-    def _refuse(self, message_id: str, err: GatewayError, now: dt.datetime) -> dict[str, Any]:
+    def _refuse(self, message_id: str, err: GatewayError, now: dt.datetime, envelope_sha256: bytes) -> dict[str, Any]:
         retryable = err.code in RETRYABLE_CODES
         self.counters.refused_in[err.code] = self.counters.refused_in.get(err.code, 0) + 1
         st = make_refusal(
@@ -383,6 +407,7 @@ class Gateway:
             detail=err.detail,
             retryable=retryable,
             refused_at=now,
+            envelope_sha256=envelope_sha256,
             key=self.identity.active_signing_key(now),
         )
         return {

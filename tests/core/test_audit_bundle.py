@@ -176,6 +176,7 @@ def build_log(
                     detail="bad",
                     retryable=False,
                     refused_at=at,
+                    envelope_sha256=hashlib.sha256(mid.encode()).digest(),
                     key=CN_SIG,
                 ).to_bytes()
                 digests = {"document": digest.hex(), "refusal": hashlib.sha256(refusal).hexdigest()}

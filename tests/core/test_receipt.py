@@ -44,6 +44,7 @@ def _verify(tc: dict[str, Any], st_: Statement) -> object:
     if tc["label"] == "receipt":
         exp["document_sha256"] = bytes.fromhex(exp["document_sha256"])
         return verify_receipt(st_, key_for=PEER.verify_key, **exp)
+    exp["envelope_sha256"] = bytes.fromhex(exp["envelope_sha256"])
     return verify_refusal(st_, key_for=PEER.verify_key, **exp)
 
 
@@ -156,6 +157,7 @@ def test_receipt_about_another_message_is_refused(kw: dict[str, Any], code: str)
 
 
 def test_refusal_round_trip_and_binding() -> None:
+    env = hashlib.sha256(b"the refused envelope").digest()
     st_ = make_refusal(
         message_id=MSG,
         sender=US,
@@ -164,16 +166,24 @@ def test_refusal_round_trip_and_binding() -> None:
         detail="sent_at is 400 s behind",
         retryable=False,
         refused_at=T0,
+        envelope_sha256=env,
         key=NEW,
     )
-    r = verify_refusal(
-        Statement.from_dict("refusal", json_object(st_.to_bytes())), message_id=MSG, key_for=ROTATED.verify_key
-    )
+    ok = {"message_id": MSG, "sender": US, "receiver": CN, "key_for": ROTATED.verify_key}
+    r = verify_refusal(Statement.from_dict("refusal", json_object(st_.to_bytes())), envelope_sha256=env, **ok)
     assert (r.code, r.retryable, r.refused_at) == ("replay.skew", False, T0)
-    with pytest.raises(BindingError):
-        verify_refusal(st_, message_id="other", key_for=ROTATED.verify_key)
+    verify_refusal(st_, **ok)  # an auditor, who never saw the envelope
+    for changed, code in (
+        ({"message_id": "other"}, "refusal.message_id"),
+        ({"sender": "EU-OLAF"}, "refusal.from"),
+        ({"receiver": "EU-OLAF"}, "refusal.to"),
+        ({"envelope_sha256": hashlib.sha256(b"another envelope").digest()}, "refusal.envelope_sha256"),
+    ):
+        with pytest.raises(BindingError) as info:
+            verify_refusal(st_, **{**ok, "envelope_sha256": env, **changed})  # type: ignore[arg-type]
+        assert info.value.code == code
     with pytest.raises(DecodeError):
-        verify_refusal(receipt(), message_id=MSG, key_for=ROTATED.verify_key)
+        verify_refusal(receipt(), **ok)
     with pytest.raises(DecodeError):
         check(st_)
 

@@ -265,26 +265,33 @@ async def test_judging_answers_in_processes(pool: CryptoPool, idents: dict[str, 
     opened = [r for r in open_batch(_open_keys(cn, us), NOW, envs) if isinstance(r, Incoming)]
     assert len(opened) == N
     results: list[Any] = [{"id": o.id, "status": "accepted", "receipt": json.loads(o.receipt)} for o in opened]
-    items = [(o.id, o.document_sha256, r) for o, r in zip(opened, results, strict=True)]
+    items = [(o.id, o.document_sha256, o.envelope_sha256, r) for o, r in zip(opened, results, strict=True)]
     # forgeries: another message's receipt; a receipt for another document; one signed by us,
     # not the peer; neither receipt nor refusal; not an object
-    items[1] = (items[1][0], items[1][1], results[2])
-    items[2] = (items[2][0], bytes(32), results[2])
+    items[1] = (*items[1][:3], results[2])
+    items[2] = (items[2][0], bytes(32), items[2][2], results[2])
     forged = make_receipt_by(us, opened[3])
-    items[3] = (items[3][0], items[3][1], {"receipt": forged})
-    items[4] = (items[4][0], items[4][1], {"status": "accepted"})
-    items[5] = (items[5][0], items[5][1], ["not", "an", "object"])
-    refusal = make_refusal(
-        message_id=opened[6].id,
-        sender=US,
-        receiver=CN,
-        code="schema.required",
-        detail="x is required",
-        retryable=False,
-        refused_at=NOW,
-        key=cn.active_signing_key(NOW),
-    )
-    items[6] = (items[6][0], items[6][1], {"refusal": refusal.to_dict()})
+    items[3] = (*items[3][:3], {"receipt": forged})
+    items[4] = (*items[4][:3], {"status": "accepted"})
+    items[5] = (*items[5][:3], ["not", "an", "object"])
+
+    def refusal_of(o: Incoming, envelope_sha256: bytes) -> Any:
+        return make_refusal(
+            message_id=o.id,
+            sender=US,
+            receiver=CN,
+            code="schema.required",
+            detail="x is required",
+            retryable=False,
+            refused_at=NOW,
+            envelope_sha256=envelope_sha256,
+            key=cn.active_signing_key(NOW),
+        )
+
+    refusal = refusal_of(opened[6], opened[6].envelope_sha256)
+    items[6] = (*items[6][:3], {"refusal": refusal.to_dict()})
+    # A refusal of another envelope (another attempt, or one forged under this id): not ours to record.
+    items[7] = (*items[7][:3], {"refusal": refusal_of(opened[7], bytes(32)).to_dict()})
     keys = JudgeKeys(US, cn.bundle.bundle.to_bytes())
     got = await pool.map(judge_batch, keys, NOW, items)
     assert got == judge_batch(keys, NOW, items)
@@ -297,7 +304,8 @@ async def test_judging_answers_in_processes(pool: CryptoPool, idents: dict[str, 
         ("bad", "peer.malformed_result"),
     ]
     assert got[6][:3] == ("refusal", refusal.to_bytes(), "schema.required") and got[6][4] is False
-    assert all(v[0] == "receipt" for v in got[7:])
+    assert got[7][:2] == ("bad", "refusal.envelope_sha256")
+    assert all(v[0] == "receipt" for v in got[8:])
 
 
 def make_receipt_by(signer: Identity, o: Incoming) -> dict[str, Any]:

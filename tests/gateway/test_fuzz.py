@@ -794,7 +794,11 @@ def check_results(lv: Live, sent: list[Any], results: Any, receipt: dict[str, An
         assert isinstance(r["code"], str) and r["code"], r
         CODES[r["code"]] += 1
         verify_refusal(
-            Statement.from_dict("refusal", r["refusal"]), message_id=r["id"], key_for=lv.gw(US).peer.verify_key
+            Statement.from_dict("refusal", r["refusal"]),
+            message_id=r["id"],
+            sender=US,
+            receiver=CN,
+            key_for=lv.gw(US).peer.verify_key,
         )
         refused += 1
     return refused
@@ -1013,7 +1017,11 @@ def test_peer_api_signed_but_tampered_envelopes(live: Live, t: dict[str, str]) -
         return
     assert r["status"] == "refused", (t, r)
     verify_refusal(
-        Statement.from_dict("refusal", r["refusal"]), message_id=r["id"], key_for=live.gw(US).peer.verify_key
+        Statement.from_dict("refusal", r["refusal"]),
+        message_id=r["id"],
+        sender=US,
+        receiver=CN,
+        key_for=live.gw(US).peer.verify_key,
     )
     CODES[r["code"]] += 1
     unchanged(before, both(live), f"tampered {t} -> {r['code']}", {CN: 1})

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from customs_gateway import tls
-from customs_gateway.core.envelope import Document, build_envelope
+from customs_gateway.core.envelope import Document, Envelope, build_envelope
 from customs_gateway.core.receipt import Statement, verify_refusal
 
 from .conftest import CN, US, Pair, sample
@@ -79,7 +79,10 @@ async def test_same_id_with_a_different_document_is_refused(pair: Pair) -> None:
     rf = verify_refusal(
         Statement.from_dict("refusal", r["results"][2]["refusal"]),
         message_id=mid,
+        sender=US,
+        receiver=CN,
         key_for=pair.gw(US).peer.verify_key,
+        envelope_sha256=Envelope.from_dict(b).digest,  # the conflicting envelope, not the accepted one
     )
     assert rf.code == "replay.conflict" and not rf.retryable
     entries = [

@@ -198,13 +198,53 @@ async def test_an_ack_arrival_marks_our_message_acknowledged(store: Store) -> No
     ours = new_message(US)
     await store.submit(ours, entry("submitted", ours.id))
     await store.record_outcomes([delivered(ours.id)])
-    ack = dataclasses.replace(arrival(1, msg_type="ack", acks=ours.id), extra_audit=(entry("key_announced"),))
+    ack = dataclasses.replace(
+        arrival(1, msg_type="ack", acks=ours.id, ack_digest=ours.document_sha256), extra_audit=(entry("key_announced"),)
+    )
     assert [r.status for r in await store.accept_incoming([ack])] == ["accepted"]
     got = await store.get_message(ours.id)
-    assert got is not None and got.status == "acknowledged" and got.ack == {"status": "processed"}
+    assert got is not None and got.status == "acknowledged"
+    assert got.ack == {"status": "processed", "document_sha256": ours.document_sha256.hex()}
     assert got.history[-1][1:] == ("acknowledged", "processed")
     kinds = [e.split(b'"kind":"')[1].split(b'"')[0] for _, e in await store.audit_entries(0, 100)]
     assert kinds[-3:] == [b"received", b"key_announced", b"acknowledged"]
+
+
+async def test_an_ack_moves_only_a_delivered_message_naming_its_document(store: Store) -> None:
+    queued, done, other_peer = new_message(US), new_message(US), new_message("EU-OLAF")
+    for m in (queued, done, other_peer):
+        await store.submit(m, entry("submitted", m.id))
+    await store.record_outcomes([delivered(done.id)])
+    size_before = (await store.audit_head())[0]
+    cases = [
+        (queued.id, queued.document_sha256, "ack.not_yet_delivered"),  # receipt not stored yet: retryable
+        (done.id, hashlib.sha256(b"another document").digest(), "ack.digest_mismatch"),
+        ("01950000-0000-7000-8000-00000000dead", done.document_sha256, "ack.unknown_message"),
+        (other_peer.id, other_peer.document_sha256, "ack.unknown_message"),  # not sent to this sender
+    ]
+    for n, (acked, digest, code) in enumerate(cases, 1):
+        [res] = await store.accept_incoming([arrival(n, msg_type="ack", acks=acked, ack_digest=digest)])
+        assert (res.status, res.code, res.receipt) == ("refused", code, None), acked
+    # Nothing was written: no inbox rows, no audit entries, no status change, no sequence moved.
+    assert await store.inbox_after(0, 100, ("ack",)) == []
+    assert (await store.audit_head())[0] == size_before
+    assert (await store.get_message(queued.id)).status == "queued"  # type: ignore[union-attr]
+    assert (await store.get_message(done.id)).status == "delivered"  # type: ignore[union-attr]
+    assert (await store.peer_state(US)).recv_high_water == 0
+    # The right ack then moves it; a second ack (another id) for it is refused.
+    ok = arrival(5, msg_type="ack", acks=done.id, ack_digest=done.document_sha256)
+    assert [r.status for r in await store.accept_incoming([ok])] == ["accepted"]
+    again = arrival(6, msg_type="ack", acks=done.id, ack_digest=done.document_sha256)
+    [res] = await store.accept_incoming([again])
+    assert (res.status, res.code) == ("refused", "ack.wrong_state")
+
+
+async def test_receipts_held(store: Store) -> None:
+    a, b = arrival(1), arrival(2, sender=CN)
+    await store.accept_incoming([a, b])
+    held = await store.receipts_held(US, [a.id, b.id, "nothing", a.id])
+    assert held == {a.id: a.receipt}
+    assert await store.receipts_held(US, []) == {}
 
 
 async def test_list_messages_filters_and_pages(store: Store) -> None:

@@ -62,6 +62,7 @@ def arrival(
     at: dt.datetime = T0,
     msg_type: str = "seizure-share",
     acks: str | None = None,
+    ack_digest: bytes | None = None,
 ) -> Incoming:
     mid = mid or new_id("in")
     doc = document if document is not None else f"inbound document {mid}".encode()
@@ -79,7 +80,7 @@ def arrival(
         receipt=b"receipt for " + digest.hex().encode(),
         audit=entry("received", mid, at),
         acked_message_id=acks,
-        ack_info={"status": "processed"} if acks else None,
+        ack_info={"status": "processed", "document_sha256": (ack_digest or b"").hex()} if acks else None,
     )
 
 

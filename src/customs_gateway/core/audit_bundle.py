@@ -576,7 +576,7 @@ class BundleVerifier:
                         key_for=key_for,
                     )
                 else:
-                    verify_refusal(st, message_id=mid, key_for=key_for)
+                    verify_refusal(st, message_id=mid, sender=sender, receiver=receiver, key_for=key_for)
             except BundleError:
                 raise
             except GatewayError as e:

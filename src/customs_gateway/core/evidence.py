@@ -492,7 +492,9 @@ class _Verifier:
         try:
             raw = unb64url(p.refusal, field="refusal")
             st = Statement.from_dict("refusal", json_object(raw, field="refusal"))
-            r = verify_refusal(st, message_id=p.id, key_for=self._key_for(p.receiver))
+            r = verify_refusal(
+                st, message_id=p.id, sender=p.sender, receiver=p.receiver, key_for=self._key_for(p.receiver)
+            )
         except GatewayError as e:
             raise self.fail("evidence.refusal", f"refusal of {p.id}: {e.detail}") from e
         proven.refusal = hashlib.sha256(raw).digest()

@@ -150,8 +150,12 @@ def make_refusal(
     detail: str,
     retryable: bool,
     refused_at: dt.datetime,
+    envelope_sha256: bytes,
     key: SigningKey,
 ) -> Statement:
+    """A signed refusal of one envelope: it binds sender, receiver and the SHA-256 of exactly the
+    envelope refused (`Envelope.digest`), so it speaks of that envelope and no other, whatever
+    id its (possibly unauthenticated) header claimed."""
     return Statement.sign(
         "refusal",
         {
@@ -162,18 +166,50 @@ def make_refusal(
             "detail": detail,
             "retryable": retryable,
             "refused_at": format_ts(refused_at),
+            "envelope_sha256": envelope_sha256.hex(),
         },
         key,
     )
 
 
-def verify_refusal(st: Statement, *, message_id: str, key_for: Callable[[str, dt.datetime], VerifyKey]) -> Refusal:
+def verify_refusal(
+    st: Statement,
+    *,
+    message_id: str,
+    sender: str,
+    receiver: str,
+    key_for: Callable[[str, dt.datetime], VerifyKey],
+    envelope_sha256: bytes | None = None,
+) -> Refusal:
+    """Verify a refusal and that it is about this message between these two. With
+    `envelope_sha256` (the sender judging the answer to an envelope it just sent) the refusal
+    must name exactly that envelope; without it (an auditor, who never saw the envelope) the
+    field need only be well formed. Raises on any mismatch."""
     if st.label != "refusal":
         raise DecodeError("not a refusal", field="refusal")
     d = st.verify(key_for, "refused_at")
-    if d.get("message_id") != message_id:
-        raise BindingError("refusal is about another message", code="refusal.message_id", field="refusal.message_id")
+    expected = {"message_id": message_id, "from": sender, "to": receiver}
+    for name, value in expected.items():
+        if d.get(name) != value:
+            raise BindingError(
+                f"refusal {name} does not match the message", code=f"refusal.{name}", field=f"refusal.{name}"
+            )
+    named = d.get("envelope_sha256")
+    if not isinstance(named, str) or len(named) != 64 or named != named.lower() or not _is_hex(named):
+        raise DecodeError("refusal.envelope_sha256 must be 64 lowercase hex digits", field="refusal.envelope_sha256")
+    if envelope_sha256 is not None and named != envelope_sha256.hex():
+        raise BindingError(
+            "refusal is about another envelope", code="refusal.envelope_sha256", field="refusal.envelope_sha256"
+        )
     code, detail, retryable = d.get("code"), d.get("detail"), d.get("retryable")
     if not isinstance(code, str) or not isinstance(detail, str) or not isinstance(retryable, bool):
         raise DecodeError("refusal lacks code, detail or retryable", field="refusal")
     return Refusal(message_id, code, detail, retryable, parse_ts(d["refused_at"]), st)
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True

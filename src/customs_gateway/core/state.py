@@ -23,10 +23,27 @@ _TRANSITIONS: Final[dict[str, dict[str, str]]] = {
         "delivered": "delivered",
         "acknowledged": "acknowledged",
     },
-    "ack": {"queued": "acknowledged", "sent": "acknowledged", "delivered": "acknowledged"},
+    "ack": {"delivered": "acknowledged"},  # only what a stored receipt shows delivered (check_ack)
     "refusal": {"queued": "refused", "sent": "refused"},
     "expire": {"queued": "expired", "sent": "expired"},
 }
+
+
+def check_ack(current: str | None, delivered_sha256: bytes | None, acked_sha256: str) -> None:
+    """Whether a business ack from the peer may move our message (DESIGN §10): only a message a
+    stored receipt shows `delivered`, and only when the ack names the document delivered.
+    `current` is None for a message we never sent to that peer. Raises Conflict with the code
+    the signed refusal carries (`ack.not_yet_delivered` is retryable: our receipt may be on its way)."""
+    if current is None:
+        raise Conflict("ack for a message this gateway never sent to the peer", code="ack.unknown_message")
+    if current in PENDING:
+        raise Conflict(
+            f"ack for a message that is {current}: no receipt for it is stored yet", code="ack.not_yet_delivered"
+        )
+    if current != "delivered":
+        raise Conflict(f"ack for a message that is {current}", code="ack.wrong_state")
+    if delivered_sha256 is None or delivered_sha256.hex() != acked_sha256:
+        raise Conflict("ack names another document than the one delivered", code="ack.digest_mismatch")
 
 
 def next_status(current: str, event: str) -> str:

@@ -16,6 +16,8 @@ from typing import Any, Final
 from ..core.audit import AuditEntry
 from ..core.bundle import SignedBundle
 from ..core.encoding import json_object
+from ..core.errors import Conflict
+from ..core.state import check_ack
 
 
 @dataclass(frozen=True)
@@ -95,14 +97,18 @@ class Incoming:
     ack_info: dict[str, Any] | None = None
     extra_audit: tuple[AuditEntry, ...] = ()  # e.g. `key_announced` for an applied key bundle
     announced: SignedBundle | None = None  # a peer key bundle to trust before committing
+    envelope_sha256: bytes = b""  # `Envelope.digest` of the envelope it came in (a refusal binds it)
 
 
 @dataclass(frozen=True)
 class IncomingResult:
-    """`accepted` (new), `duplicate` (original receipt) or `conflict` (same id, other document)."""
+    """`accepted` (new), `duplicate` (original receipt), `conflict` (same id, other document) or
+    `refused` (an ack that `core.state.check_ack` does not admit: `code` and `detail` say why)."""
 
     status: str
     receipt: bytes | None
+    code: str | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,17 @@ class MessageFilter:
     type: str | None = None
     since: dt.datetime | None = None
     peer: str | None = None
+
+
+def ack_refusal(it: Incoming, ours: tuple[str, str, bytes] | None) -> IncomingResult | None:
+    """The answer to an ack arrival that `core.state.check_ack` does not admit, else None.
+    `ours` is (status, peer, document SHA-256) of the message it acknowledges, if we hold it."""
+    status = None if ours is None or ours[1] != it.sender else ours[0]
+    try:
+        check_ack(status, None if ours is None else ours[2], str((it.ack_info or {}).get("document_sha256", "")))
+    except Conflict as e:
+        return IncomingResult("refused", None, e.code, e.detail)
+    return None
 
 
 # --- rows shared by the SQL backends -------------------------------------------------------------
@@ -332,6 +349,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def append_audit(self, entries: list[AuditEntry]) -> None: ...
+
+    @abc.abstractmethod
+    async def receipts_held(self, sender: str, message_ids: list[str]) -> dict[str, bytes]:
+        """The receipts we issued for those of `message_ids` from `sender` that our inbox holds."""
 
     @abc.abstractmethod
     async def inbox_after(self, cursor: int, limit: int, types: tuple[str, ...]) -> list[InboxItem]: ...

@@ -60,6 +60,7 @@ from .base import (
     Store,
     TokenRecord,
     WitnessState,
+    ack_refusal,
     inbox_item_from_row,
     out_message_from_row,
     queued_message,
@@ -499,6 +500,14 @@ class PostgresStore(Store):
             tree = await frontier(c)
         return tree.size, tree.root()
 
+    async def receipts_held(self, sender: str, message_ids: list[str]) -> dict[str, bytes]:
+        ids = [m for m in dict.fromkeys(message_ids) if m][:1000]
+        if not ids:
+            return {}
+        async with self._read() as c:
+            rows = await c.fetch("SELECT id, receipt FROM inbox WHERE sender=$1 AND id = ANY($2::text[])", sender, ids)
+        return {str(r[0]): bytes(r[1]) for r in rows}
+
     async def audit_entries_about(self, message_ids: list[str], size: int) -> list[tuple[int, bytes]]:
         if not message_ids:
             return []
@@ -751,6 +760,13 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
     find = "SELECT document_sha256, receipt FROM inbox WHERE sender=$1 AND id=$2"
     row = await c.fetchrow(find, it.sender, it.id)
     arrival = classify(None if row is None else bytes(row[0]), it.document_sha256)
+    if arrival is Arrival.NEW and it.acked_message_id is not None:
+        ack = await c.fetchrow(
+            "SELECT status, peer, document_sha256 FROM messages WHERE id=$1 FOR UPDATE", it.acked_message_id
+        )
+        refused = ack_refusal(it, None if ack is None else (ack[0], ack[1], bytes(ack[2])))
+        if refused is not None:
+            return refused  # nothing written: the ack is not in our inbox and will be answered refused
     if arrival is Arrival.NEW:
         # The audit lock already serialises receivers; the UNIQUE constraint is the backstop
         # that turns a second insert of the same (sender, id) into a no-op whatever happens.
@@ -804,7 +820,7 @@ async def _apply_ack(tx: _Tx, it: Incoming) -> None:
     mid = it.acked_message_id
     row = await c.fetchrow("SELECT status, peer FROM messages WHERE id=$1 FOR UPDATE", mid)
     if row is None or row[1] != it.sender:
-        return  # an ack for something we never sent to this peer: kept in the inbox, changes nothing
+        return  # cannot happen: ack_refusal refused it before the inbox row was written
     try:
         status = next_status(row[0], "ack")
     except Conflict:

@@ -49,6 +49,7 @@ from .base import (
     Store,
     TokenRecord,
     WitnessState,
+    ack_refusal,
     inbox_item_from_row,
     out_message_from_row,
     queued_message,
@@ -285,6 +286,16 @@ class SQLiteStore(Store):
             return results
 
         return await self._write(job)
+
+    async def receipts_held(self, sender: str, message_ids: list[str]) -> dict[str, bytes]:
+        ids = [m for m in dict.fromkeys(message_ids) if m][:1000]
+
+        def job(c: sqlite3.Connection) -> dict[str, bytes]:
+            marks = ",".join("?" * len(ids))
+            rows = c.execute(f"SELECT id, receipt FROM inbox WHERE sender=? AND id IN ({marks})", (sender, *ids))
+            return {str(i): bytes(r) for i, r in rows.fetchall()}
+
+        return await self._read(job) if ids else {}
 
     async def append_audit(self, entries: list[AuditEntry]) -> None:
         await self._write(lambda c: _audit(c, *entries))
@@ -756,6 +767,13 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
         return IncomingResult("duplicate", bytes(row[1]))
     if arrival is Arrival.CONFLICT:
         return IncomingResult("conflict", None)
+    if it.acked_message_id is not None:
+        ack = c.execute(
+            "SELECT status, peer, document_sha256 FROM messages WHERE id=?", (it.acked_message_id,)
+        ).fetchone()
+        refused = ack_refusal(it, None if ack is None else (ack[0], ack[1], bytes(ack[2])))
+        if refused is not None:
+            return refused  # nothing written: the ack is not in our inbox and will be answered refused
     c.execute(
         "INSERT INTO inbox(sender, id, seq, type, created_at, received_at, document_sha256, signed_document,"
         " body, receipt)"
@@ -793,7 +811,7 @@ def _apply_ack(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) -> 
     mid = it.acked_message_id
     row = c.execute("SELECT status, peer FROM messages WHERE id=?", (mid,)).fetchone()
     if row is None or row[1] != it.sender:
-        return  # an ack for something we never sent to this peer: kept in the inbox, changes nothing
+        return  # cannot happen: ack_refusal refused it before the inbox row was written
     try:
         status = next_status(row[0], "ack")
     except Conflict:
