@@ -335,11 +335,6 @@ class Gateway:
                     continue
                 results[i] = self._refuse(mid, err, now, env_digest)
                 refusal_audit.append(self._refusal_entry(mid, err, now))
-        for _, it in incoming:
-            if it.announced is not None:
-                # Persist the peer's new bundle before the inbox row and its receipt: a crash in
-                # between leaves the bundle applied and the announcement re-sent, which is a no-op.
-                await self.apply_peer_bundle(it.announced)
         if incoming:
             outcomes = await self.store.accept_incoming([it for _, it in incoming])
             for (i, it), res in zip(incoming, outcomes, strict=True):
@@ -356,6 +351,11 @@ class Gateway:
                     log.warning("ack.refused", peer=it.sender, message_id=it.id, code=err.code)
                     continue
                 assert res.receipt is not None
+                if res.status == "accepted" and it.announced is not None:
+                    # The store committed the bundle with its `key_announced` entry (one
+                    # transaction); now trust it and write the file the config names. A crash
+                    # before the file is written is mended at start (`adopt_stored_peer_bundles`).
+                    await self.apply_peer_bundle(it.announced, stored=True)
                 if res.status == "duplicate":
                     self.counters.duplicates += 1
                 else:
@@ -385,16 +385,40 @@ class Gateway:
             skew_seconds=self.config.security.skew_seconds,
         )
 
-    async def apply_peer_bundle(self, signed: SignedBundle) -> None:
-        """Trust the peer's next bundle: write it where the config says, remember it, switch."""
+    async def apply_peer_bundle(self, signed: SignedBundle, *, stored: bool = False) -> None:
+        """Trust the peer's next bundle: remember it (unless the store already did, with its
+        audit entry), write it where the config says, switch."""
         bundle = check_update(self.peer.bundle, signed, self.clock.now())
         if bundle is self.peer.bundle:
             return
+        if not stored:
+            await self.store.remember_bundle(self.peer.identity, signed.to_bytes(), self.clock.now())
         path = self.config.path(self.config.peer.bundle)
-        write_atomic(path, signed.to_bytes(), 0o644)
-        await self.store.remember_bundle(self.peer.identity, signed.to_bytes(), self.clock.now())
+        try:
+            write_atomic(path, signed.to_bytes(), 0o644)
+        except OSError as e:  # the store holds it: the next start writes the file again
+            log.error("peer.bundle_file_write_failed", path=str(path), error=e.strerror or str(e))
         self.peer = PeerKeys(bundle)
         log.info("peer.bundle_updated", peer=bundle.identity, serial=bundle.serial)
+
+    async def adopt_stored_peer_bundles(self) -> None:
+        """At start: trust any newer peer bundle the store committed (with its `key_announced`
+        entry) that a crash kept out of the peer bundle file; each must follow from the last."""
+        stored: list[SignedBundle] = []
+        for owner, raw in await self.store.bundles():
+            if owner != self.peer.identity:
+                continue
+            try:
+                signed = SignedBundle.from_bytes(raw)
+                if signed.bundle.serial > self.peer.bundle.serial:
+                    stored.append(signed)
+            except GatewayError:
+                continue
+        for signed in sorted(stored, key=lambda s: s.bundle.serial):
+            try:
+                await self.apply_peer_bundle(signed, stored=True)
+            except GatewayError as e:
+                log.warning("peer.stored_bundle_refused", serial=signed.bundle.serial, code=e.code)
 
     def _refuse(self, message_id: str, err: GatewayError, now: dt.datetime, envelope_sha256: bytes) -> dict[str, Any]:
         retryable = err.code in RETRYABLE_CODES

@@ -69,9 +69,13 @@ class KeyLifecycle:
             self._state_path.unlink(missing_ok=True)
 
     async def resume(self) -> None:
-        """At start-up: hold back a signing key whose announcement is not receipted yet, or
-        promote it if it is; re-queue an announcement lost to a crash."""
+        """At start-up: finish a change a crash cut short (the new bundle installed, its
+        announcement and audit entry not yet committed: both are committed now, together); hold
+        back a signing key whose announcement is not receipted yet, or promote it if it is."""
         state = self._read_state()
+        intent = state.get("announce")
+        if isinstance(intent, dict):
+            state = await self._finish_intent(state, intent)
         kid = state.get("pending_signing")
         if not isinstance(kid, str):
             return
@@ -87,6 +91,39 @@ class KeyLifecycle:
         self.gw.identity.pending.add(kid)
         ann = await self._announce("rotate", [kid], None, self.gw.identity.bundle, "system", "key_rotated")
         self._write_state({"pending_signing": kid, "announcement": ann.id})
+
+    async def _finish_intent(self, state: dict[str, Any], intent: dict[str, Any]) -> dict[str, Any]:
+        rest = {k: v for k, v in state.items() if k != "announce"}
+        installed = self.gw.identity.bundle
+        if intent.get("serial") != installed.bundle.serial:
+            # The crash came before the new bundle was installed: the change never happened.
+            log.warning("key.change_abandoned", event_name=intent.get("event"), serial=intent.get("serial"))
+            rest.pop("pending_signing", None)
+            self._write_state(rest)
+            return rest
+        kids = [str(k) for k in intent.get("kids", [])]
+        reason = intent.get("reason")
+        ann = await self._announce(
+            str(intent.get("event")),
+            kids,
+            reason if isinstance(reason, str) else None,
+            installed,
+            str(intent.get("actor", "system")),
+            str(intent.get("kind", "key_rotated")),
+        )
+        if "pending_signing" in rest:
+            rest["announcement"] = ann.id
+        self._write_state(rest)
+        log.info("key.change_resumed", event_name=intent.get("event"), serial=installed.bundle.serial)
+        return rest
+
+    def _intend(
+        self, state: dict[str, Any], event: str, kids: list[str], reason: str | None, actor: str, kind: str, serial: int
+    ) -> None:
+        """Write down the change about to be installed, so a crash before its announcement and
+        audit entry commit is finished at the next start (`resume`)."""
+        intent = {"event": event, "kids": kids, "reason": reason, "actor": actor, "kind": kind, "serial": serial}
+        self._write_state({**state, "announce": intent})
 
     def _promote(self, kid: str) -> None:
         self.gw.identity.pending.discard(kid)
@@ -137,13 +174,13 @@ class KeyLifecycle:
                 new_records.append(KeyRecord(dk.kid, "encryption", alg, dk.public.raw, now, until))
         signed = sign_bundle(rotate(current, new_records, kind, now), signers)
         kids = [r.kid for r in new_records]
+        pending = {"pending_signing": kids[0]} if kind == "signing" else {}
         if kind == "signing":
             idt.pending.add(kids[0])
-            self._write_state({"pending_signing": kids[0]})
+        self._intend(pending, "rotate", kids, None, actor, "key_rotated", signed.bundle.serial)
         self._install(signed)
         ann = await self._announce("rotate", kids, None, signed, actor, "key_rotated")
-        if kind == "signing":
-            self._write_state({"pending_signing": kids[0], "announcement": ann.id})
+        self._write_state({**pending, "announcement": ann.id} if pending else {})
         return {"kind": kind, "kids": kids, "announcement_id": ann.id, "serial": signed.bundle.serial}
 
     async def revoke(self, kid: str, reason: str, actor: str) -> dict[str, Any]:
@@ -189,9 +226,12 @@ class KeyLifecycle:
                 status=409,
             )
         signed = sign_bundle(bundle, [signer])
+        state = self._read_state()
+        self._intend(state, "revoke", [kid], reason, actor, "key_revoked", signed.bundle.serial)
         self._install(signed)
         self._destroy(kid)
         ann = await self._announce("revoke", [kid], reason, signed, actor, "key_revoked")
+        self._write_state(state)
         return {"kid": kid, "revoked_at": format_ts(now), "announcement_id": ann.id, "serial": signed.bundle.serial}
 
     async def retire_due(self) -> list[str]:
@@ -203,10 +243,13 @@ class KeyLifecycle:
         if not kids:
             return []
         signed = sign_bundle(retire(idt.bundle.bundle, kids, now), [idt.active_signing_key(now)])
+        state = self._read_state()
+        self._intend(state, "retire", sorted(kids), None, "system", "key_rotated", signed.bundle.serial)
         self._install(signed)
         for kid in kids:
             self._destroy(kid)
         await self._announce("retire", sorted(kids), None, signed, "system", "key_rotated")
+        self._write_state(state)
         return sorted(kids)
 
     # --- helpers -----------------------------------------------------------------------------
@@ -241,8 +284,8 @@ class KeyLifecycle:
             digests={"document": msg.document_sha256.hex(), "bundle": signed_digest(signed)},
             detail={"event": event, "kids": kids, "serial": signed.bundle.serial},
         )
-        out, _ = await gw.store.submit(msg, audit)
-        await gw.store.remember_bundle(gw.name, signed.to_bytes(), now)
+        await gw.store.remember_bundle(gw.name, signed.to_bytes(), now)  # idempotent: before, so exports have it
+        out, _ = await gw.store.submit(msg, audit)  # the announcement and its audit entry: one transaction
         gw.outbox_changed.set()
         log.info("key.announced", event_name=event, kids=kids, serial=signed.bundle.serial, message_id=msg.id)
         return out

@@ -150,6 +150,7 @@ class GatewayServer:
         self._runners.append(peer)
         self.ports = Listeners(_port(local), _port(peer))
         now = gw.clock.now()
+        await gw.adopt_stored_peer_bundles()
         await gw.store.remember_bundle(gw.name, gw.identity.bundle.to_bytes(), now)
         peer_signed = read_signed_bundle(self.config.path(self.config.peer.bundle))
         await gw.store.remember_bundle(gw.peer.identity, peer_signed.to_bytes(), now)

@@ -810,6 +810,15 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
         it.sender,
     )
     tx.audit(it.audit, *it.extra_audit)
+    if it.announced is not None:  # the peer's new bundle commits with its `key_announced` entry
+        raw = it.announced.to_bytes()
+        await c.execute(
+            "INSERT INTO key_bundles(owner, digest, bundle, stored_at) VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING",
+            it.sender,
+            hashlib.sha256(raw).digest(),
+            raw,
+            to_ms(it.received_at),
+        )
     if it.acked_message_id is not None:
         await _apply_ack(tx, it)
     return IncomingResult("accepted", it.receipt)

@@ -802,6 +802,12 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
         c.execute("UPDATE peer_state SET gap_count=gap_count+1 WHERE peer=?", (it.sender,))
     c.execute("UPDATE peer_state SET recv_high_water=? WHERE peer=?", (upd.high_water, it.sender))
     audit += (it.audit, *it.extra_audit)
+    if it.announced is not None:  # the peer's new bundle commits with its `key_announced` entry
+        raw = it.announced.to_bytes()
+        c.execute(
+            "INSERT OR IGNORE INTO key_bundles(owner, digest, bundle, stored_at) VALUES (?,?,?,?)",
+            (it.sender, hashlib.sha256(raw).digest(), raw, format_ts(it.received_at)),
+        )
     if it.acked_message_id is not None:
         _apply_ack(c, it, audit)
     return IncomingResult("accepted", it.receipt)
