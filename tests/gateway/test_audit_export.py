@@ -8,6 +8,7 @@ cosigned by the other, then each log is exported with `export_bundle` and checke
 from __future__ import annotations
 
 import asyncio
+import stat
 import json
 from pathlib import Path
 from typing import Any
@@ -141,9 +142,27 @@ async def test_cli_export_show_and_verify(pair: Pair, tmp_path: Path, capsys: py
     assert code == 0
     summary = _json_out(capsys)
     assert out.exists() and summary["size"] >= 1
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # it holds every message's document
     assert main(["audit", "verify", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "VERIFIED" in text and "fingerprint" in text
+    assert "VERIFIED" in text and "COMPARE these fingerprints" in text
+    # With the fingerprints exchanged out of band, as `keys export` prints them.
+    assert main(["audit", "verify", str(out), "--json"]) == 0
+    anchors = _json_out(capsys)["anchors"]
+    trust = tmp_path / "trust.txt"
+    trust.write_text("".join(f"{a['identity']} {a['fingerprint']}\n" for a in anchors), encoding="utf-8")
+    assert main(["audit", "verify", str(out), "--trust", str(trust)]) == 0
+    assert "from --trust" in capsys.readouterr().out
+    # A changed end line: refused, and the human output shows the stable code in brackets.
+    changed = tmp_path / "changed.jsonl"
+    raw = out.read_bytes()
+    changed.write_bytes(raw[:-1] + b"\r\n")
+    assert main(["audit", "verify", str(changed)]) == 1
+    assert "[audit.malformed]" in capsys.readouterr().err
+    wrong = tmp_path / "wrong-trust.txt"
+    wrong.write_text(f"{US} {'0' * 64}\n{CN} {'0' * 64}\n", encoding="utf-8")
+    assert main(["audit", "verify", str(out), "--trust", str(wrong), "--json"]) == 1
+    assert _json_out(capsys)["code"] == "audit.trust_anchor"
 
     mid = sent[US][0]
     assert main(["audit", "show", "--bundle", str(out), "--message-id", mid, "--json"]) == 0

@@ -138,6 +138,15 @@ async def test_cli_saves_the_evidence_0600_and_verifies_it(
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     report = _json_out(capsys)
     assert report["verified"] is True and report["message_id"] == mid and report["made_by"] == CN
+    # `audit verify` takes the evidence file as it takes an export; one changed byte fails.
+    assert main(["audit", "verify", str(out), "--json"]) == 0
+    assert _json_out(capsys)["kind"] == "message-evidence"
+    changed = tmp_path / "changed.jsonl"
+    raw = out.read_bytes()
+    i = raw.index(b'"type":"seizure-share"') + len(b'"type":"')
+    changed.write_bytes(raw[:i] + b"S" + raw[i + 1 :])
+    assert main(["audit", "verify", str(changed)]) == 1
+    assert "NOT VERIFIED" in capsys.readouterr().err
     # A wrong trust anchor: one clear failure with its code.
     trust = tmp_path / "trust.txt"
     trust.write_text(f"{US} {'ABCD ' * 16}\n{CN} {'ABCD ' * 16}\n", encoding="utf-8")
