@@ -345,10 +345,13 @@ class Gateway:
                     log.warning("replay.conflict", peer=it.sender, message_id=it.id)
                     continue
                 if res.status == "refused":
-                    err = GatewayError(res.detail, code=res.code or "ack.refused", field="body.message_id", status=409)
+                    err = GatewayError(res.detail, code=res.code or "replay.refused", field=res.field, status=409)
                     results[i] = self._refuse(it.id, err, now, it.envelope_sha256)
                     refusal_audit.append(self._refusal_entry(it.id, err, now))
-                    log.warning("ack.refused", peer=it.sender, message_id=it.id, code=err.code)
+                    if err.code == "replay.seq_reused":  # a restored or forked peer: alert
+                        log.error("replay.seq_reused", peer=it.sender, message_id=it.id, seq=it.seq, detail=err.detail)
+                    else:
+                        log.warning("incoming.refused", peer=it.sender, message_id=it.id, code=err.code)
                     continue
                 assert res.receipt is not None
                 if res.status == "accepted" and it.announced is not None:

@@ -8,8 +8,8 @@ cosigned by the other, then each log is exported with `export_bundle` and checke
 from __future__ import annotations
 
 import asyncio
-import stat
 import json
+import stat
 from pathlib import Path
 from typing import Any
 

@@ -239,6 +239,20 @@ async def test_an_ack_moves_only_a_delivered_message_naming_its_document(store: 
     assert (res.status, res.code) == ("refused", "ack.wrong_state")
 
 
+async def test_a_known_sequence_number_with_another_id_is_refused(store: Store) -> None:
+    first, third = arrival(1), arrival(3)
+    assert [r.status for r in await store.accept_incoming([first, third])] == ["accepted", "accepted"]
+    size = (await store.audit_head())[0]
+    [reused] = await store.accept_incoming([arrival(1)])  # a restored sender: seq 1 again, another id
+    assert (reused.status, reused.code, reused.field) == ("refused", "replay.seq_reused", "header.seq")
+    assert first.id in reused.detail
+    assert (await store.audit_head())[0] == size  # nothing written (the gateway logs the refusal)
+    # The gap (seq 2) may still arrive late; the same message again is a duplicate, not a reuse.
+    assert [r.status for r in await store.accept_incoming([arrival(2), first])] == ["accepted", "duplicate"]
+    state = await store.peer_state(US)
+    assert state.recv_high_water == 3 and state.gap_count == 1
+
+
 async def test_receipts_held(store: Store) -> None:
     a, b = arrival(1), arrival(2, sender=CN)
     await store.accept_incoming([a, b])

@@ -54,6 +54,17 @@ def conflict_error() -> ReplayError:
     )
 
 
+def seq_reused_error(seq: int, held_id: str) -> ReplayError:
+    """A sequence number the sender already used for another message: a restored or forked
+    sender reusing numbers (DESIGN §11). Refused, audit-logged and alerted, never accepted."""
+    return ReplayError(
+        f"sequence number {seq} was already used by message {held_id}",
+        code="replay.seq_reused",
+        field="header.seq",
+        status=409,
+    )
+
+
 @dataclass(frozen=True)
 class SequenceUpdate:
     """The new per-peer high-water mark and the gap (if any) that this arrival reveals."""

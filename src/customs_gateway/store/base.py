@@ -17,6 +17,7 @@ from ..core.audit import AuditEntry
 from ..core.bundle import SignedBundle
 from ..core.encoding import json_object
 from ..core.errors import Conflict
+from ..core.replay import seq_reused_error
 from ..core.state import check_ack
 
 
@@ -109,6 +110,7 @@ class IncomingResult:
     receipt: bytes | None
     code: str | None = None
     detail: str = ""
+    field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -193,8 +195,16 @@ def ack_refusal(it: Incoming, ours: tuple[str, str, bytes] | None) -> IncomingRe
     try:
         check_ack(status, None if ours is None else ours[2], str((it.ack_info or {}).get("document_sha256", "")))
     except Conflict as e:
-        return IncomingResult("refused", None, e.code, e.detail)
+        return IncomingResult("refused", None, e.code, e.detail, "body.message_id")
     return None
+
+
+def seq_reused(it: Incoming, high_water: int | None, held_id: str | None) -> IncomingResult | None:
+    """The answer to a new arrival whose sequence number another message already holds."""
+    if high_water is None or it.seq > high_water or held_id is None or held_id == it.id:
+        return None
+    err = seq_reused_error(it.seq, held_id)
+    return IncomingResult("refused", None, err.code, err.detail, err.field)
 
 
 # --- rows shared by the SQL backends -------------------------------------------------------------

@@ -144,4 +144,6 @@ SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     # Version 4: the time of the newest audit entry beside the frontier, so audit time never runs
     # backwards (DESIGN §11) without reading the last entry back on every append.
     (4, ("ALTER TABLE audit_state ADD COLUMN last_at TEXT",)),
+    # Version 5: find which message holds a sender's sequence number (replay.seq_reused).
+    (5, ("CREATE INDEX inbox_seq ON inbox(sender, seq)",)),
 )

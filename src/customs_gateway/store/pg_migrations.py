@@ -154,6 +154,8 @@ PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     # Version 3: the time of the newest audit entry beside the frontier, so audit time never runs
     # backwards (DESIGN §11) without reading the last entry back on every append.
     (3, ("ALTER TABLE audit_state ADD COLUMN last_at TEXT",)),
+    # Version 4: find which message holds a sender's sequence number (replay.seq_reused).
+    (4, ("CREATE INDEX inbox_seq ON inbox(sender, seq)",)),
 )
 """Every version, oldest first. `PostgresStore.open` applies the pending ones in one transaction."""
 

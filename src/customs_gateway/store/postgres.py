@@ -64,6 +64,7 @@ from .base import (
     inbox_item_from_row,
     out_message_from_row,
     queued_message,
+    seq_reused,
     to_ms,
 )
 from .pg_audit import append_entries, check_size, from_nodes, frontier
@@ -760,6 +761,15 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
     find = "SELECT document_sha256, receipt FROM inbox WHERE sender=$1 AND id=$2"
     row = await c.fetchrow(find, it.sender, it.id)
     arrival = classify(None if row is None else bytes(row[0]), it.document_sha256)
+    if arrival is Arrival.NEW:
+        hw = await c.fetchval("SELECT recv_high_water FROM peer_state WHERE peer=$1", it.sender)
+        if hw is not None and it.seq <= hw:  # only a number already passed can be reused
+            held = await c.fetchval(
+                "SELECT id FROM inbox WHERE sender=$1 AND seq=$2 AND id<>$3 LIMIT 1", it.sender, it.seq, it.id
+            )
+            reused = seq_reused(it, int(hw), held)
+            if reused is not None:
+                return reused
     if arrival is Arrival.NEW and it.acked_message_id is not None:
         ack = await c.fetchrow(
             "SELECT status, peer, document_sha256 FROM messages WHERE id=$1 FOR UPDATE", it.acked_message_id

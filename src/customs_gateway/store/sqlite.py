@@ -53,6 +53,7 @@ from .base import (
     inbox_item_from_row,
     out_message_from_row,
     queued_message,
+    seq_reused,
     to_ms,
 )
 from .migrations import SQLITE_MIGRATIONS
@@ -767,6 +768,14 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
         return IncomingResult("duplicate", bytes(row[1]))
     if arrival is Arrival.CONFLICT:
         return IncomingResult("conflict", None)
+    hw_row = c.execute("SELECT recv_high_water FROM peer_state WHERE peer=?", (it.sender,)).fetchone()
+    if hw_row is not None and it.seq <= hw_row[0]:  # only a number already passed can be reused
+        held = c.execute(
+            "SELECT id FROM inbox WHERE sender=? AND seq=? AND id<>? LIMIT 1", (it.sender, it.seq, it.id)
+        ).fetchone()
+        reused = seq_reused(it, int(hw_row[0]), None if held is None else str(held[0]))
+        if reused is not None:
+            return reused
     if it.acked_message_id is not None:
         ack = c.execute(
             "SELECT status, peer, document_sha256 FROM messages WHERE id=?", (it.acked_message_id,)
