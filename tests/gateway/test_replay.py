@@ -142,3 +142,24 @@ async def test_garbage_to_peer_api_is_a_problem_not_a_500(pair: Pair) -> None:
             status,
             body,
         )
+
+
+async def test_a_reused_sequence_number_is_refused_logged_and_alerted(pair: Pair) -> None:
+    now = pair.gw(US).clock.now()
+    first, again = _forge(pair, sent_at=now, seq=7), _forge(pair, sent_at=now, seq=7)
+    _, r = await _post(pair, {"envelopes": [first, again]})
+    assert [x["status"] for x in r["results"]] == ["accepted", "refused"]
+    assert r["results"][1]["code"] == "replay.seq_reused"
+    rf = verify_refusal(
+        Statement.from_dict("refusal", r["results"][1]["refusal"]),
+        message_id=r["results"][1]["id"],
+        sender=US,
+        receiver=CN,
+        key_for=pair.gw(US).peer.verify_key,
+        envelope_sha256=Envelope.from_dict(again).digest,
+    )
+    assert rf.code == "replay.seq_reused" and not rf.retryable
+    _, entries, _ = await pair.apis[CN].call("GET", "/v1/audit/entries?limit=1000", role="auditor")
+    assert any(
+        e["entry"]["kind"] == "refused" and e["entry"].get("code") == "replay.seq_reused" for e in entries["entries"]
+    )
