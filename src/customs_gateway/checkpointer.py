@@ -24,6 +24,7 @@ from .gateway import Gateway
 from .store.base import CheckpointRecord
 
 log = structlog.get_logger("customs_gateway.checkpointer")
+COSIGN_BACKOFF_MAX = 300.0
 
 
 @dataclass
@@ -46,6 +47,10 @@ class Checkpointer:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.leading = False
+        # After a failed cosign request, wait before the next: 1 s doubling to 5 min (a peer
+        # that refuses, e.g. over a fork, is not asked every second).
+        self._cosign_delay = 0.0
+        self._next_cosign = 0.0
 
     async def checkpoint_now(self) -> CheckpointRecord | None:
         """Sign a checkpoint of the log as it is now (None if the log is empty)."""
@@ -79,6 +84,7 @@ class Checkpointer:
             if isinstance(result, bytes):
                 await gw.store.set_cosigned(latest.size, append_signature(latest.note, result), gw.clock.now())
                 self.status.cosigned += 1
+                self.status.last_error = None
                 return True
             if result is None:
                 return False
@@ -166,7 +172,13 @@ class Checkpointer:
                     size - last_size >= cfg.checkpoint_every_entries or age >= cfg.checkpoint_every_seconds
                 ):
                     await self.checkpoint_now()
-                await self.cosign_latest()
+                loop = asyncio.get_running_loop()
+                if loop.time() >= self._next_cosign:
+                    if await self.cosign_latest() or self.status.last_error is None:
+                        self._cosign_delay = 0.0
+                    else:
+                        self._cosign_delay = min(COSIGN_BACKOFF_MAX, max(1.0, self._cosign_delay * 2))
+                    self._next_cosign = loop.time() + self._cosign_delay
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -124,6 +124,8 @@ class Gateway:
         self.crypto = CryptoPool(config.performance.crypto_processes)
         self._token_cache: dict[str, tuple[float, TokenRecord]] = {}
         self._peer_bundle_bytes: tuple[PeerKeys | None, bytes] = (None, b"")
+        #: Distinct forks seen this run: (our cosigned size, root, their size, root).
+        self._forks_seen: set[tuple[int, bytes | None, int, bytes]] = set()
         self.lifecycle: KeyLifecycleHooks | None = None
         sec = config.security
         self.rate_limiter = RateLimiter(sec.rate_limit_per_second, sec.rate_limit_burst)
@@ -469,6 +471,10 @@ class Gateway:
         try:
             check_advance(req, stored_size, stored_root)
         except (ForkError, ProofError) as e:
+            fork = (stored_size, stored_root, req.checkpoint.size, req.checkpoint.root)
+            if fork in self._forks_seen:
+                raise  # the same fork asked again: refused again, logged and counted once
+            self._forks_seen.add(fork)
             self.counters.forks += 1
             log.error("witness.fork_detected", peer=self.peer.identity, size=req.checkpoint.size, code=e.code)
             await self.store.append_audit(

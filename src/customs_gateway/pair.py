@@ -7,6 +7,7 @@ directory; `LocalPair` starts both in one event loop with real TLS and real SQLi
 from __future__ import annotations
 
 import dataclasses
+import random
 import shutil
 import socket
 from collections.abc import Mapping
@@ -32,8 +33,37 @@ def example_dir() -> Path:
     raise FileNotFoundError("keys-example/ not found beside the package")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A loopback port free now and outside the kernel's ephemeral range, so no outgoing
+    connection (a client socket, a database connection) can take it before the gateway binds it
+    — a port the kernel picks for bind(0) comes from that range and can. Never the same twice
+    in one process."""
+    lo, hi = _ephemeral_range()
+    candidates = [p for p in range(20000, 32768) if not lo <= p <= hi] or list(range(20000, 32768))
+    rng = random.Random()  # noqa: S311 - choosing a test port, not a secret
+    for _ in range(200):
+        port = rng.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # crowded machine: any free port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

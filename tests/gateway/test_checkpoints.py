@@ -105,6 +105,10 @@ async def test_forked_log_is_refused_and_logged_by_the_peer(pair: Pair) -> None:
     forged2 = sign_note(Checkpoint(log_origin(US), cp.size + 3, bytes(32)).body(), log_origin(US), signer)
     status, _, text = await _cosign_post(pair, encode_request(cp.size, [bytes(32)] * 3, forged2))
     assert status == 422, text
+    # The same two forks asked again and again: refused each time, logged and counted once each.
+    for _ in range(5):
+        assert (await _cosign_post(pair, encode_request(cp.size, [], forged)))[0] == 409
+        assert (await _cosign_post(pair, encode_request(cp.size, [bytes(32)] * 3, forged2)))[0] == 422
     cn = pair.gw(CN)
     assert cn.counters.forks == 2
     _, entries, _ = await pair.apis[CN].call("GET", "/v1/audit/entries?limit=1000", role="auditor")

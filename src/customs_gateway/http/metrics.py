@@ -176,7 +176,11 @@ class _GatewayCollector:
         yield _counter("messages_delivered", "Outbound messages with a verified receipt.", c.delivered)
         yield _counter("messages_expired", "Outbound messages that expired before delivery.", c.expired)
         yield _counter("delivery_retries", "Delivery attempts that will be retried.", c.retries)
-        yield _counter("forks_detected", "Peer checkpoints inconsistent with one we cosigned.", c.forks)
+        yield _counter(
+            "forks_detected",
+            "Distinct forks: peer checkpoints inconsistent with one we cosigned (each counted once).",
+            c.forks,
+        )
         refused = CounterMetricFamily(
             f"{PREFIX}_refused",
             "Signed refusals: inbound (we refused the peer's envelope), outbound (the peer refused ours).",
