@@ -79,6 +79,7 @@ FAILURE_CODES: Final = frozenset(
         "audit.bundle_chain",
         "audit.trust_anchor",
         "audit.entry_malformed",
+        "audit.time_order",
         "audit.root_mismatch",
         "audit.checkpoint",
         "audit.checkpoint_signature",
@@ -367,8 +368,15 @@ class BundleVerifier:
             raise self._fail("audit.entry_malformed", f"entry {index} is not an audit entry: {e}", index) from e
         self._range.append(leaf_hash(data))
         self._kinds[entry.kind] += 1
-        if self._last_at is None or entry.at > self._last_at:
-            self._last_at = entry.at
+        if self._last_at is not None and entry.at < self._last_at:
+            # A gateway stamps an entry older than the last with the last time (DESIGN §11): an
+            # entry dated before its predecessor was written by something else.
+            raise self._fail(
+                "audit.time_order",
+                f"entry {index} is dated before the entry preceding it: audit time runs forward",
+                index,
+            )
+        self._last_at = entry.at
         for ref in refs:
             self._on_reference(ref, index)
         if self._progress is not None and (index + 1) % PROGRESS_EVERY == 0:
