@@ -32,6 +32,7 @@ class CosignStatus:
     cosigned: int = 0
     failures: int = 0
     last_error: str | None = None
+    refused: bool = False  # the peer answered and would not cosign (not: unreachable)
 
 
 class Checkpointer:
@@ -47,8 +48,9 @@ class Checkpointer:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.leading = False
-        # After a failed cosign request, wait before the next: 1 s doubling to 5 min (a peer
-        # that refuses, e.g. over a fork, is not asked every second).
+        # After the peer refused to cosign (e.g. a fork), wait before asking again: 1 s doubling
+        # to 5 min, so the peer is not asked, and does not log, every second. An unreachable
+        # peer is asked again at the usual pace: cosigning resumes as soon as it is back.
         self._cosign_delay = 0.0
         self._next_cosign = 0.0
 
@@ -84,7 +86,7 @@ class Checkpointer:
             if isinstance(result, bytes):
                 await gw.store.set_cosigned(latest.size, append_signature(latest.note, result), gw.clock.now())
                 self.status.cosigned += 1
-                self.status.last_error = None
+                self.status.last_error, self.status.refused = None, False
                 return True
             if result is None:
                 return False
@@ -110,7 +112,7 @@ class Checkpointer:
                     if held.isdigit() and int(held) != old:
                         return int(held)
                 if resp.status != 200:
-                    self._fail(f"peer answered HTTP {resp.status}")
+                    self._fail(f"peer answered HTTP {resp.status}", refused=resp.status < 500)
                     return None
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             self._fail(f"peer unreachable: {type(e).__name__}")
@@ -126,12 +128,12 @@ class Checkpointer:
                 return line
             except GatewayError:
                 continue
-        self._fail("peer's cosignature does not verify under its witness key")
+        self._fail("peer's cosignature does not verify under its witness key", refused=True)
         return None
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, *, refused: bool = False) -> None:
         self.status.failures += 1
-        self.status.last_error = why
+        self.status.last_error, self.status.refused = why, refused
         log.warning("checkpoint.cosign_failed", reason=why)
 
     async def start(self, *, background: bool = True) -> None:
@@ -174,7 +176,7 @@ class Checkpointer:
                     await self.checkpoint_now()
                 loop = asyncio.get_running_loop()
                 if loop.time() >= self._next_cosign:
-                    if await self.cosign_latest() or self.status.last_error is None:
+                    if await self.cosign_latest() or not self.status.refused:
                         self._cosign_delay = 0.0
                     else:
                         self._cosign_delay = min(COSIGN_BACKOFF_MAX, max(1.0, self._cosign_delay * 2))

@@ -263,9 +263,11 @@ class ProcessPair:
             assert [e["index"] for e in res["entries"]] == list(range(len(out), len(out) + len(res["entries"])))
             out += [e["entry"] for e in res["entries"]]
 
-    def checkpoint(self, name: str) -> Checkpoint | None:
-        """`name`'s latest checkpoint, its signature verified under `name`'s public signing keys."""
-        status, _, text = http("GET", self.procs[name].url + "/v1/audit/checkpoint", self.tokens[name]["auditor"])
+    def checkpoint(self, name: str, *, cosigned: bool = False) -> Checkpoint | None:
+        """`name`'s latest (or latest peer-cosigned) checkpoint, its signature verified under
+        `name`'s public signing keys."""
+        path = "/v1/audit/checkpoint" + ("?cosigned=true" if cosigned else "")
+        status, _, text = http("GET", self.procs[name].url + path, self.tokens[name]["auditor"])
         if status == 404:
             return None
         assert status == 200, text
@@ -466,10 +468,10 @@ def check_audit_live(pp: ProcessPair, name: str, timeout: float = 30.0) -> Audit
     def covered() -> bool:
         nonlocal entries
         entries = pp.audit_entries(name)
-        cp = pp.checkpoint(name)
+        cp = pp.checkpoint(name, cosigned=True)  # an export's latest checkpoint must be cosigned
         return cp is not None and cp.size == len(entries)
 
-    wait_until(f"a checkpoint of {name}'s whole log", covered, timeout, every=0.3)
+    wait_until(f"a cosigned checkpoint of {name}'s whole log", covered, timeout, every=0.3)
     cp = pp.checkpoint(name)
     assert cp is not None
     rep.entries, rep.checkpoint_size = len(entries), cp.size
