@@ -281,6 +281,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             extra_audit=_announced_entry(view.peer, doc.id, announced, now) if announced else (),
             announced=announced[0] if announced else None,
             envelope_sha256=env_digest,
+            sent_at=hdr.sent_at,
         )
     except GatewayError as e:
         return (e.code, e.detail, e.field, e.status, mid, env_digest or envelope_digest(raw_env))

@@ -280,6 +280,7 @@ class DeliveryWorker:
         gw = self.gw
         if v[0] == "receipt":
             _, statement, received_at, kid = v
+            gw.observe_peer_clock(received_at, now)
             gw.counters.delivered += 1
             observe_receipt_latency(gw, (now - m.created_at).total_seconds())
             entry = AuditEntry(

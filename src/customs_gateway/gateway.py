@@ -21,7 +21,7 @@ from .config import Config
 from .core import schemas
 from .core.audit import AuditEntry, NoteSigner, log_origin, witness_name
 from .core.bundle import PeerKeys, SignedBundle
-from .core.clock import Clock, IdSource
+from .core.clock import Clock, IdSource, PeerClockOffset
 from .core.control import AckRequest, decode_struct
 from .core.encoding import format_ts, json_bytes, json_object, parse_ts
 from .core.envelope import (
@@ -124,6 +124,8 @@ class Gateway:
         self.crypto = CryptoPool(config.performance.crypto_processes)
         self._token_cache: dict[str, tuple[float, TokenRecord]] = {}
         self._peer_bundle_bytes: tuple[PeerKeys | None, bytes] = (None, b"")
+        self.peer_clock = PeerClockOffset()
+        self._skew_warned_at: dt.datetime | None = None
         #: Distinct forks seen this run: (our cosigned size, root, their size, root).
         self._forks_seen: set[tuple[int, bytes | None, int, bytes]] = set()
         self.lifecycle: KeyLifecycleHooks | None = None
@@ -337,6 +339,9 @@ class Gateway:
                     continue
                 results[i] = self._refuse(mid, err, now, env_digest)
                 refusal_audit.append(self._refusal_entry(mid, err, now))
+        for _, it in incoming:
+            if it.sent_at is not None:
+                self.observe_peer_clock(it.sent_at, now)
         if incoming:
             outcomes = await self.store.accept_incoming([it for _, it in incoming])
             for (i, it), res in zip(incoming, outcomes, strict=True):
@@ -372,6 +377,22 @@ class Gateway:
         if refusal_audit:
             await self.store.append_audit(refusal_audit)
         return [r for r in results if r is not None]
+
+    def observe_peer_clock(self, peer_time: dt.datetime, our_time: dt.datetime) -> None:
+        """One reading of the peer's clock from a timestamp it signed; warns (at most every 10
+        minutes) while the estimate is beyond half the skew window."""
+        offset = self.peer_clock.observe(peer_time, our_time)
+        limit = self.config.security.skew_seconds / 2
+        if abs(offset) > limit and (
+            self._skew_warned_at is None or (our_time - self._skew_warned_at).total_seconds() >= 600
+        ):
+            self._skew_warned_at = our_time
+            log.warning(
+                "peer.clock_skew",
+                peer=self.peer.identity,
+                offset_seconds=round(offset, 3),
+                skew_window_seconds=self.config.security.skew_seconds,
+            )
 
     def peer_bundle_bytes(self) -> bytes:
         """The peer's bundle as trusted now, as bytes (for crypto workers; cached per bundle)."""

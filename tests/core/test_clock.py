@@ -60,3 +60,16 @@ def test_ids_from_a_real_clock_are_strictly_increasing() -> None:
     src = UUID7Source(SystemClock())
     ids = [src.new_id() for _ in range(20000)]
     assert all(x < y for x, y in itertools.pairwise(ids))
+
+
+def test_peer_clock_offset_is_a_smoothed_mean_of_signed_readings() -> None:
+    from customs_gateway.core.clock import PeerClockOffset
+
+    t = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+    pc = PeerClockOffset()
+    assert pc.offset_seconds is None and pc.measured_at is None
+    assert pc.observe(t + dt.timedelta(seconds=120), t) == 120.0
+    for i in range(60):
+        pc.observe(t + dt.timedelta(seconds=i + 10), t + dt.timedelta(seconds=i))
+    assert pc.offset_seconds is not None and abs(pc.offset_seconds - 10.0) < 0.01
+    assert pc.measured_at == t + dt.timedelta(seconds=59) and pc.samples == 61

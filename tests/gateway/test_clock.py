@@ -4,6 +4,7 @@ stamped with the log's last time and keep their own clock reading."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
@@ -49,3 +50,54 @@ async def test_a_clock_behind_the_log_refuses_to_start_unless_accepted(tmp_path:
         assert written.at == T and written.detail["clock_at"] == "2026-12-03T15:14:53.000Z"
     finally:
         await accepted.stop()
+
+
+class AheadClock:
+    """The system clock, `seconds` ahead (a peer whose clock runs fast)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.delta = dt.timedelta(seconds=seconds)
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc) + self.delta
+
+
+async def test_skew_against_the_peer_is_measured_from_signed_timestamps(tmp_path: Path) -> None:
+    import aiohttp
+
+    from customs_gateway.gateway import issue_token
+
+    from .conftest import CN, sample
+
+    lp = LocalPair(prepare_pair(tmp_path))
+    await lp.start(US)
+    await lp.start(CN, clock=AheadClock(200))  # inside the 300 s window, beyond half of it
+    try:
+        us, cn = lp.servers[US].gateway, lp.servers[CN].gateway
+        _, us_token = await issue_token(us.store, us.clock, "agency", "t", "test")
+        _, admin = await issue_token(us.store, us.clock, "admin", "a", "test")
+        _, cn_token = await issue_token(cn.store, cn.clock, "agency", "t", "test")
+        with capture_logs() as logs:
+            async with aiohttp.ClientSession() as s:
+                for url, tok, to in ((lp.homes[US].local_url, us_token, CN), (lp.homes[CN].local_url, cn_token, US)):
+                    body = {"type": "seizure-share", "to": to, "body": sample("seizure-share")}
+                    async with s.post(url + "/v1/messages", json=body, headers={"Authorization": f"Bearer {tok}"}) as r:
+                        assert r.status == 202, await r.text()
+                for _ in range(400):
+                    if us.peer_clock.samples >= 2:
+                        break
+                    await asyncio.sleep(0.05)
+                async with s.get(
+                    lp.homes[US].local_url + "/v1/admin/peers", headers={"Authorization": f"Bearer {admin}"}
+                ) as r:
+                    peers = (await r.json())["peers"][0]
+                async with s.get(lp.homes[US].local_url + "/metrics") as r:
+                    metrics = await r.text()
+        assert 195 <= peers["clock_offset_seconds"] <= 205, peers
+        assert peers["clock_offset_measured_at"] is not None
+        assert "customs_gateway_peer_clock_offset_seconds" in metrics
+        warned = [e for e in logs if e["event"] == "peer.clock_skew"]
+        # Each side warns once about the other (both run in this process), however many readings.
+        assert sorted((e["peer"], e["offset_seconds"] > 0) for e in warned) == [(CN, True), (US, False)]
+    finally:
+        await lp.stop_all()

@@ -38,6 +38,31 @@ class FixedClock:
         self._now = when
 
 
+class PeerClockOffset:
+    """How far the peer's clock is from ours, measured from timestamps the peer signed: the
+    `sent_at` of its envelopes and the `received_at` of its receipts, each against our clock when
+    we saw it (DESIGN §11). Positive: the peer is ahead. Network delay makes each reading a little
+    low for envelopes and a little high for receipts; the estimate is a smoothed mean of both."""
+
+    SMOOTHING = 0.2
+
+    def __init__(self) -> None:
+        self.offset_seconds: float | None = None
+        self.measured_at: dt.datetime | None = None
+        self.samples = 0
+
+    def observe(self, peer_time: dt.datetime, our_time: dt.datetime) -> float:
+        """Record one reading; returns the new estimate."""
+        reading = (peer_time - our_time).total_seconds()
+        if self.offset_seconds is None:
+            self.offset_seconds = reading
+        else:
+            self.offset_seconds += self.SMOOTHING * (reading - self.offset_seconds)
+        self.measured_at = our_time
+        self.samples += 1
+        return self.offset_seconds
+
+
 class IdSource(Protocol):
     """Source of message ids (UUIDv7 strings)."""
 

@@ -290,6 +290,12 @@ async def admin_peers(request: web.Request) -> web.Response:
                     "recent_gaps": [{"from": a, "to": b} for a, b in st.gaps],
                     "queue_depth": depth,
                     "oldest_queued_at": format_ts(oldest) if oldest else None,
+                    "clock_offset_seconds": None
+                    if gw.peer_clock.offset_seconds is None
+                    else round(gw.peer_clock.offset_seconds, 3),
+                    "clock_offset_measured_at": format_ts(gw.peer_clock.measured_at)
+                    if gw.peer_clock.measured_at
+                    else None,
                 }
             ]
         }

@@ -155,6 +155,13 @@ class _GatewayCollector:
         yield info
         yield from self._counters(gw)
         yield from self._keys(gw)
+        if gw.peer_clock.offset_seconds is not None:
+            yield _gauge(
+                "peer_clock_offset_seconds",
+                "The peer's clock minus ours, from timestamps it signed (positive: the peer is ahead).",
+                gw.peer_clock.offset_seconds,
+                peer,
+            )
         up = GaugeMetricFamily(f"{PREFIX}_store_up", "1 if the store answered this scrape, else 0.")
         up.add_metric([], 1.0 if self._owner.store_up else 0.0)
         yield up

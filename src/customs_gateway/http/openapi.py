@@ -316,6 +316,14 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
                         },
                         "queue_depth": _int("messages queued or sent to it, not yet answered"),
                         "oldest_queued_at": _null(_ref("Timestamp")),
+                        "clock_offset_seconds": _null(
+                            {
+                                "type": "number",
+                                "description": "the peer's clock minus ours, from timestamps it signed "
+                                "(positive: the peer is ahead); null before the first reading",
+                            }
+                        ),
+                        "clock_offset_measured_at": _null(_ref("Timestamp")),
                     },
                     (
                         "identity",
@@ -327,6 +335,8 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
                         "recent_gaps",
                         "queue_depth",
                         "oldest_queued_at",
+                        "clock_offset_seconds",
+                        "clock_offset_measured_at",
                     ),
                 ),
             }

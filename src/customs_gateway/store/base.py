@@ -99,6 +99,7 @@ class Incoming:
     extra_audit: tuple[AuditEntry, ...] = ()  # e.g. `key_announced` for an applied key bundle
     announced: SignedBundle | None = None  # a peer key bundle to trust before committing
     envelope_sha256: bytes = b""  # `Envelope.digest` of the envelope it came in (a refusal binds it)
+    sent_at: dt.datetime | None = None  # the envelope's signed `sent_at` (the peer's clock)
 
 
 @dataclass(frozen=True)
