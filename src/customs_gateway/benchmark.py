@@ -265,7 +265,7 @@ class OutboxProbe:
         done = self.conn.execute(
             "SELECT count(*) FROM messages WHERE status IN ('delivered','acknowledged')"
         ).fetchone()[0]
-        pending = self.conn.execute("SELECT count(*) FROM messages WHERE status IN ('queued','sent')").fetchone()[0]
+        pending = self.conn.execute("SELECT count(*) FROM messages WHERE status IN ('queued','retrying')").fetchone()[0]
         return int(done), int(pending)
 
     def _rows_for(self, sql: str, ids: list[str]) -> Iterator[tuple[Any, ...]]:
@@ -276,7 +276,7 @@ class OutboxProbe:
 
     def finished_among(self, ids: list[str]) -> list[tuple[str, str]]:
         """(id, status) of those messages no longer pending: delivered, or refused or expired."""
-        sql = "SELECT id, status FROM messages WHERE id IN ({marks}) AND status NOT IN ('queued','sent')"
+        sql = "SELECT id, status FROM messages WHERE id IN ({marks}) AND status NOT IN ('queued','retrying')"
         return [(str(mid), str(status)) for mid, status in self._rows_for(sql, ids)]
 
     def failures(self) -> dict[str, int]:

@@ -7,6 +7,7 @@ Paths in the file are relative to the file's directory. Environment overrides us
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -55,6 +56,8 @@ class DeliveryConfig:
     retry_cap_seconds: float = 60.0
     request_timeout_seconds: float = 30.0
     default_ttl_seconds: int = 7 * 24 * 3600
+    #: After this long without a verified answer from the peer, /readyz reports it unreachable.
+    peer_unreachable_after_seconds: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,7 @@ def _validate(cfg: Config) -> Config:
         "delivery.retry_cap_seconds": cfg.delivery.retry_cap_seconds,
         "delivery.request_timeout_seconds": cfg.delivery.request_timeout_seconds,
         "delivery.default_ttl_seconds": cfg.delivery.default_ttl_seconds,
+        "delivery.peer_unreachable_after_seconds": cfg.delivery.peer_unreachable_after_seconds,
         "security.skew_seconds": cfg.security.skew_seconds,
         "security.max_body_bytes": cfg.security.max_body_bytes,
         "security.max_batch": cfg.security.max_batch,
@@ -214,8 +218,8 @@ def _validate(cfg: Config) -> Config:
         "store.lease_seconds": cfg.store.lease_seconds,
     }
     for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key} must be positive", field=key, code="config.range")
+        if not (value > 0 and math.isfinite(value)):  # also refuses nan and inf
+            raise ConfigError(f"{key} must be a positive finite number", field=key, code="config.range")
     if not 0 <= cfg.performance.crypto_processes <= 64:
         raise ConfigError(
             "performance.crypto_processes must be 0..64",

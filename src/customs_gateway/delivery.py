@@ -91,6 +91,7 @@ class DeliveryWorker:
         self.pipelined = 0  # batches sent straight after the answer to the one before (built ahead)
         self.last_error: str | None = None
         self._batch_jitter: float | None = None
+        self._warned_at: dt.datetime | None = None
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.gw.config.delivery.request_timeout_seconds)
@@ -252,15 +253,18 @@ class DeliveryWorker:
             payload = json_object(raw) if raw is not None else None
         except (TimeoutError, aiohttp.ClientError, DecodeError, OSError) as e:
             self.last_error = f"{type(e).__name__}: {e}"
+            self._link_failed(now, f"peer unreachable: {type(e).__name__}", len(msgs))
             return [
                 self._retry(m, b, now, f"peer unreachable: {type(e).__name__}")
                 for m, b in zip(msgs, built, strict=True)
             ]
         if payload is None:
+            self._link_failed(now, f"peer answered HTTP {resp.status}", len(msgs))
             return [
                 self._retry(m, b, now, f"peer answered HTTP {resp.status}") for m, b in zip(msgs, built, strict=True)
             ]
         now = gw.clock.now()  # the answer's time: after the peer's received_at, not before
+        gw.link.answered(now)
         results = payload.get("results")
         if not isinstance(results, list) or len(results) != len(msgs):
             return [
@@ -334,6 +338,20 @@ class DeliveryWorker:
                 digests={"document": m.document_sha256.hex()},
             ),
         )
+
+    def _link_failed(self, now: dt.datetime, why: str, messages: int) -> None:
+        """Record a failed delivery request; warn, at most once a minute, with the reason."""
+        gw = self.gw
+        gw.link.failed(now, why)
+        if self._warned_at is None or (now - self._warned_at).total_seconds() >= 60:
+            self._warned_at = now
+            log.warning(
+                "delivery.failing",
+                peer=gw.peer.identity,
+                reason=why,
+                messages=messages,
+                failing_for_seconds=round(gw.link.unreachable_for(now), 1),
+            )
 
     def _retry(self, m: OutMessage, b: Built, now: dt.datetime, why: str) -> AttemptOutcome:
         self.gw.counters.retries += 1

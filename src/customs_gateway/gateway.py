@@ -35,6 +35,7 @@ from .core.merkle import ProofError
 from .core.ratelimit import ConcurrencyLimit, RateLimiter
 from .core.receipt import make_refusal
 from .core.rotation import check_update
+from .core.state import PeerLink
 from .core.witness import ForkError, check_advance, cosign_line, parse_request
 from .crypto_workers import CryptoPool, OpenKeys, open_batch, refused_error
 from .keystore import Identity, write_atomic
@@ -125,6 +126,7 @@ class Gateway:
         self._token_cache: dict[str, tuple[float, TokenRecord]] = {}
         self._peer_bundle_bytes: tuple[PeerKeys | None, bytes] = (None, b"")
         self.peer_clock = PeerClockOffset()
+        self.link = PeerLink()
         self._skew_warned_at: dt.datetime | None = None
         #: Distinct forks seen this run: (our cosigned size, root, their size, root).
         self._forks_seen: set[tuple[int, bytes | None, int, bytes]] = set()

@@ -73,3 +73,18 @@ def test_peer_clock_offset_is_a_smoothed_mean_of_signed_readings() -> None:
         pc.observe(t + dt.timedelta(seconds=i + 10), t + dt.timedelta(seconds=i))
     assert pc.offset_seconds is not None and abs(pc.offset_seconds - 10.0) < 0.01
     assert pc.measured_at == t + dt.timedelta(seconds=59) and pc.samples == 61
+
+
+def test_peer_link_state() -> None:
+    from customs_gateway.core.state import PeerLink
+
+    t = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+    link = PeerLink()
+    assert link.unreachable_for(t) == 0.0 and link.last_contact_at is None
+    link.failed(t, "peer unreachable: ClientConnectorError")
+    link.failed(t + dt.timedelta(seconds=30), "peer answered HTTP 503")
+    assert link.unreachable_for(t + dt.timedelta(seconds=90)) == 90.0  # since the first failure
+    assert link.last_failure == "peer answered HTTP 503"
+    link.answered(t + dt.timedelta(seconds=95))
+    assert link.unreachable_for(t + dt.timedelta(seconds=100)) == 0.0
+    assert (link.failing_since, link.last_failure, link.last_contact_at) == (None, None, t + dt.timedelta(seconds=95))

@@ -47,11 +47,11 @@ def test_peer_outage_queue_grows_retries_then_drains_in_order(tmp_path: Path) ->
                 head = m
                 break
         assert head is not None
-        assert head["status"] == "sent", head
+        assert head["status"] == "retrying", head
         assert head["attempts"] >= 3, head
         assert "unreachable" in (head["last_error"] or ""), head
         assert head["next_attempt_at"] is not None
-        retries = [h for h in head["history"] if h["status"] == "sent" and "unreachable" in h["detail"]]
+        retries = [h for h in head["history"] if h["status"] == "retrying" and "unreachable" in h["detail"]]
         assert len(retries) >= 3, head["history"]
 
         pp.procs[CN].start()

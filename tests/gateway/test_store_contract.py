@@ -110,7 +110,9 @@ async def test_due_is_the_head_gated_prefix(store: Store) -> None:
     assert await store.next_due_at(CN) == _ms(later)
     batch = await store.due(CN, later, 10)
     assert [m.id for m in batch] == [m.id for m in msgs]
-    assert batch[0].status == "sent" and batch[0].attempts == 1 and batch[0].ciphertext == b"ct " + msgs[0].id.encode()
+    assert (
+        batch[0].status == "retrying" and batch[0].attempts == 1 and batch[0].ciphertext == b"ct " + msgs[0].id.encode()
+    )
     assert await store.queue_depth(CN) == (4, _ms(T0))
     assert await store.due("XX-NOBODY", later, 10) == []
     assert await store.next_due_at("XX-NOBODY") is None
@@ -153,7 +155,7 @@ async def test_outcomes_for_one_message_in_one_batch_apply_in_order(store: Store
     await store.record_outcomes([retry(m.id, t1, t2), delivered(m.id, t2), retry(m.id, t2, t2, attempt=2)])
     got = await store.get_message(m.id)
     assert got is not None and got.status == "delivered" and got.attempts == 1
-    assert [h[1] for h in got.history] == ["queued", "sent", "delivered"]
+    assert [h[1] for h in got.history] == ["queued", "retrying", "delivered"]
     assert await _kinds(store, 2) == ["sent", "delivered"]
 
 

@@ -194,6 +194,6 @@ def run_status(args: argparse.Namespace) -> int:
     out.print(f"now: {res['status']} after {res['attempts']} attempt(s)", highlight=False)
     if res.get("receipt"):
         out.print(f"receipt signed by key {res['receipt']['kid']}", highlight=False)
-    if res.get("last_error") and res["status"] in ("queued", "sent", "refused"):
+    if res.get("last_error") and res["status"] in ("queued", "retrying", "refused"):
         out.print(f"last error: {res['last_error']}", highlight=False)
     return 0

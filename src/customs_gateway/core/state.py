@@ -6,26 +6,33 @@ edge can invent a transition (e.g. a late receipt never turns `acknowledged` bac
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Final
 
 from .errors import Conflict
 
-STATUSES: Final = ("queued", "sent", "delivered", "acknowledged", "refused", "expired")
+#: `retrying`: at least one attempt reached no acceptance (peer down, refused retryably, an
+#: unverifiable answer); the message waits for `next_attempt_at`. A message the peer accepted is
+#: `delivered` at once (the receipt comes back in the same answer), so nothing is ever "sent" and
+#: in limbo (decision 0007).
+STATUSES: Final = ("queued", "retrying", "delivered", "acknowledged", "refused", "expired")
 TERMINAL: Final = frozenset({"acknowledged", "refused", "expired"})
-PENDING: Final = frozenset({"queued", "sent"})
+PENDING: Final = frozenset({"queued", "retrying"})
+#: SQL for "still to be delivered", shared by both stores and their partial indexes.
+PENDING_SQL: Final = "status IN ('queued','retrying')"
 
 # event -> {from_status: to_status}
 _TRANSITIONS: Final[dict[str, dict[str, str]]] = {
-    "attempt": {"queued": "sent", "sent": "sent"},
+    "attempt": {"queued": "retrying", "retrying": "retrying"},
     "receipt": {
         "queued": "delivered",
-        "sent": "delivered",
+        "retrying": "delivered",
         "delivered": "delivered",
         "acknowledged": "acknowledged",
     },
     "ack": {"delivered": "acknowledged"},  # only what a stored receipt shows delivered (check_ack)
-    "refusal": {"queued": "refused", "sent": "refused"},
-    "expire": {"queued": "expired", "sent": "expired"},
+    "refusal": {"queued": "refused", "retrying": "refused"},
+    "expire": {"queued": "expired", "retrying": "expired"},
 }
 
 
@@ -55,3 +62,25 @@ def next_status(current: str, event: str) -> str:
     if nxt is None:
         raise Conflict(f"a message that is {current} cannot take a {event}", code="state.transition")
     return nxt
+
+
+class PeerLink:
+    """Whether the peer has been taking our deliveries: when it last answered (any verified
+    answer counts) and since when every attempt has failed. Times are injected."""
+
+    def __init__(self) -> None:
+        self.last_contact_at: dt.datetime | None = None
+        self.failing_since: dt.datetime | None = None
+        self.last_failure: str | None = None
+
+    def answered(self, at: dt.datetime) -> None:
+        self.last_contact_at, self.failing_since, self.last_failure = at, None, None
+
+    def failed(self, at: dt.datetime, why: str) -> None:
+        if self.failing_since is None:
+            self.failing_since = at
+        self.last_failure = why
+
+    def unreachable_for(self, now: dt.datetime) -> float:
+        """Seconds every attempt has failed for (0 while the peer answers)."""
+        return 0.0 if self.failing_since is None else max(0.0, (now - self.failing_since).total_seconds())

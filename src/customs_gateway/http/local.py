@@ -22,7 +22,7 @@ from ..core.encoding import b64url, format_ts, json_object, parse_ts
 from ..core.envelope import BUSINESS_TYPES
 from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
 from ..core.merkle import leaf_hash
-from ..core.state import STATUSES
+from ..core.state import PENDING, STATUSES
 from ..evidence import EvidenceCollector, PeerUnavailable
 from ..gateway import Caller, Gateway
 from ..lifecycle import KeyLifecycle as KeyLifecycleAPI
@@ -83,7 +83,7 @@ def message_view(m: OutMessage) -> dict[str, Any]:
         "expires_at": format_ts(m.expires_at),
         "updated_at": format_ts(m.updated_at),
         "attempts": m.attempts,
-        "next_attempt_at": format_ts(m.next_attempt_at) if m.status in ("queued", "sent") else None,
+        "next_attempt_at": format_ts(m.next_attempt_at) if m.status in PENDING else None,
         "last_error": m.last_error,
         "document_sha256": m.document_sha256.hex(),
         "receipt": json_object(m.receipt) if m.receipt else None,
@@ -452,7 +452,26 @@ async def readyz(request: web.Request) -> web.Response:
         checks["keys"] = e.code
     checks["peer_bundle"] = "ok" if gw.peer.records() else "missing"
     ok = all(v == "ok" for v in checks.values())
-    return json_response({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)
+    # Readiness is about serving the local API (accepting and storing submissions); the link to
+    # the peer is reported beside it and never makes this gateway unready (decision 0007).
+    now = gw.clock.now()
+    down_for = gw.link.unreachable_for(now)
+    after = gw.config.delivery.peer_unreachable_after_seconds
+    peer = {
+        "status": "unreachable"
+        if down_for >= after
+        else "failing"
+        if gw.link.failing_since is not None
+        else "reachable"
+        if gw.link.last_contact_at
+        else "unknown",
+        "failing_for_seconds": round(down_for, 1),
+        "unreachable_after_seconds": after,
+        "last_contact_at": format_ts(gw.link.last_contact_at) if gw.link.last_contact_at else None,
+        "last_failure": gw.link.last_failure,
+    }
+    body = {"status": "ready" if ok else "not_ready", "checks": checks, "peer": peer}
+    return json_response(body, status=200 if ok else 503)
 
 
 async def not_found(request: web.Request) -> web.Response:

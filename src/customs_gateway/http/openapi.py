@@ -427,8 +427,21 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
                 },
                 ("store", "keys", "peer_bundle"),
             ),
+            "peer": _obj(
+                {
+                    "status": {
+                        "enum": ["reachable", "failing", "unreachable", "unknown"],
+                        "description": "the link to the peer; reported, never part of readiness",
+                    },
+                    "failing_for_seconds": {"type": "number", "minimum": 0},
+                    "unreachable_after_seconds": {"type": "number"},
+                    "last_contact_at": _null(_ref("Timestamp")),
+                    "last_failure": _null(_str("why the last delivery request failed")),
+                },
+                ("status", "failing_for_seconds", "unreachable_after_seconds", "last_contact_at", "last_failure"),
+            ),
         },
-        ("status", "checks"),
+        ("status", "checks", "peer"),
     ),
     # --- peer API ---
     "Envelope": _obj(

@@ -146,4 +146,14 @@ SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     (4, ("ALTER TABLE audit_state ADD COLUMN last_at TEXT",)),
     # Version 5: find which message holds a sender's sequence number (replay.seq_reused).
     (5, ("CREATE INDEX inbox_seq ON inbox(sender, seq)",)),
+    # Version 6: `sent` is now `retrying` (decision 0007): an attempt that reached no acceptance.
+    (
+        6,
+        (
+            "UPDATE messages SET status='retrying' WHERE status='sent'",
+            "UPDATE history SET status='retrying' WHERE status='sent'",
+            "DROP INDEX messages_pending",
+            "CREATE INDEX messages_pending ON messages(peer, seq) WHERE status IN ('queued','retrying')",
+        ),
+    ),
 )

@@ -156,6 +156,16 @@ PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     (3, ("ALTER TABLE audit_state ADD COLUMN last_at TEXT",)),
     # Version 4: find which message holds a sender's sequence number (replay.seq_reused).
     (4, ("CREATE INDEX inbox_seq ON inbox(sender, seq)",)),
+    # Version 5: `sent` is now `retrying` (decision 0007): an attempt that reached no acceptance.
+    (
+        5,
+        (
+            "UPDATE messages SET status='retrying' WHERE status='sent'",
+            "UPDATE history SET status='retrying' WHERE status='sent'",
+            "DROP INDEX messages_pending",
+            "CREATE INDEX messages_pending ON messages(peer, seq) WHERE status IN ('queued','retrying')",
+        ),
+    ),
 )
 """Every version, oldest first. `PostgresStore.open` applies the pending ones in one transaction."""
 

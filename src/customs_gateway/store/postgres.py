@@ -43,7 +43,7 @@ from ..core.encoding import json_bytes
 from ..core.errors import Conflict, NotFound, StoreUnavailable
 from ..core.merkle import CompactRange, consistency_proof_from_nodes, inclusion_proof_from_nodes
 from ..core.replay import Arrival, advance_sequence, classify
-from ..core.state import next_status
+from ..core.state import PENDING_SQL, next_status
 from .base import (
     IN_COLS,
     OUT_COLS,
@@ -74,7 +74,7 @@ T = TypeVar("T")
 
 # Everything asyncpg or the socket under it raises when the database cannot do the work.
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-_PENDING = "status IN ('queued','sent')"
+_PENDING = PENDING_SQL
 _SEARCH_PATH_OPTION = re.compile(r"-c\s*search_path=(\S+)")
 
 
@@ -748,6 +748,8 @@ async def _record_outcome(tx: _Tx, o: AttemptOutcome, status_of: dict[str, str])
         put("enc_kid", o.enc_kid)
     if o.kind in ("delivered", "refused", "expired"):
         sets.append("ciphertext=NULL")  # no longer needed once final
+    if o.kind == "delivered":
+        sets.append("last_error=NULL")  # delivered: an earlier attempt's error no longer stands
     args.append(o.message_id)
     await c.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id=${len(args)}", *args)
     status_of[o.message_id] = status

@@ -32,7 +32,7 @@ from ..core.merkle import (
     inclusion_proof_from_nodes,
 )
 from ..core.replay import Arrival, advance_sequence, classify
-from ..core.state import next_status
+from ..core.state import PENDING_SQL, next_status
 from .base import (
     IN_COLS,
     OUT_COLS,
@@ -205,8 +205,7 @@ class SQLiteStore(Store):
     async def due(self, peer: str, now: dt.datetime, limit: int, after_seq: int = 0) -> list[OutMessage]:
         def job(c: sqlite3.Connection) -> list[OutMessage]:
             rows = c.execute(
-                f"SELECT {OUT_COLS} FROM messages WHERE peer=? AND status IN ('queued','sent') AND seq>?"
-                " ORDER BY seq LIMIT ?",
+                f"SELECT {OUT_COLS} FROM messages WHERE peer=? AND {PENDING_SQL} AND seq>? ORDER BY seq LIMIT ?",
                 (peer, after_seq, limit),
             ).fetchall()
             msgs = [_out(r) for r in rows]
@@ -224,8 +223,7 @@ class SQLiteStore(Store):
     async def next_due_at(self, peer: str) -> dt.datetime | None:
         def job(c: sqlite3.Connection) -> dt.datetime | None:
             row = c.execute(
-                "SELECT next_attempt_at FROM messages WHERE peer=? AND status IN ('queued','sent')"
-                " ORDER BY seq LIMIT 1",
+                f"SELECT next_attempt_at FROM messages WHERE peer=? AND {PENDING_SQL} ORDER BY seq LIMIT 1",
                 (peer,),
             ).fetchone()
             return None if row is None else parse_ts(row[0])
@@ -271,7 +269,7 @@ class SQLiteStore(Store):
     async def queue_depth(self, peer: str) -> tuple[int, dt.datetime | None]:
         def job(c: sqlite3.Connection) -> tuple[int, dt.datetime | None]:
             n, oldest = c.execute(
-                "SELECT count(*), min(created_at) FROM messages WHERE peer=? AND status IN ('queued','sent')",
+                f"SELECT count(*), min(created_at) FROM messages WHERE peer=? AND {PENDING_SQL}",
                 (peer,),
             ).fetchone()
             return int(n), _pt(oldest)
@@ -754,6 +752,8 @@ def _record_outcomes(c: sqlite3.Connection, outcomes: list[AttemptOutcome]) -> N
             args += [o.ciphertext, o.enc_kid]
         if o.kind in ("delivered", "refused", "expired"):
             sets.append("ciphertext=NULL")  # no longer needed once final
+        if o.kind == "delivered":
+            sets.append("last_error=NULL")  # delivered: an earlier attempt's error no longer stands
         c.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id=?", (*args, o.message_id))
         if status != current or o.kind == "retry":
             _history(c, o.message_id, o.at, status, o.error or "")
