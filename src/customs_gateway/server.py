@@ -127,13 +127,18 @@ class GatewayServer:
         return server, client, tls.cert_fingerprint(peer_cert)
 
     async def start(self) -> Listeners:
+        """Open the store, the workers and both listeners; on any failure (a port taken, a clock
+        behind the log) everything opened so far is closed again, in reverse, before it raises."""
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> Listeners:
         gw = self.gateway
         await gw.store.open()
-        try:
-            await self._check_clock()
-        except BaseException:
-            await gw.store.close()
-            raise
+        await self._check_clock()
         await gw.crypto.start()
         server_ctx, client_ctx, pinned = self._peer_contexts()
         self.evidence = EvidenceCollector(gw, client_ctx)

@@ -67,6 +67,12 @@ def get_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes:
             raise ConfigError(f"passphrase file {path} cannot be read: {e.strerror}", field="passphrase-file") from e
         phrase = data.removesuffix(b"\n").removesuffix(b"\r")
     else:
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                f"no terminal to ask for the key passphrase on: set ${PASSPHRASE_ENV} or pass --passphrase-file",
+                field="passphrase",
+                code="config.passphrase_missing",
+            )
         phrase = getpass.getpass("Key passphrase: ").encode("utf-8")
         if confirm and getpass.getpass("Repeat the passphrase: ").encode("utf-8") != phrase:
             raise KeyFileError("the two passphrases differ", code="keyfile.passphrase_mismatch", field="passphrase")

@@ -1,16 +1,19 @@
 """Entry point `customs-gateway`: builds the argument parser from each verb module and dispatches.
 
-Exit codes: 0 success, 1 a check failed (verify, demo), 2 usage or configuration error,
-3 a refusal from the gateway or a key file that cannot be opened.
+Exit codes: 0 success, 1 a check failed (verify, demo), 2 usage or configuration error (also:
+no terminal to ask for a passphrase), 3 a refusal from the gateway or a key file that cannot be
+opened, 4 the system refused (a port already in use, a file that cannot be written).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from ..core.errors import ConfigError, GatewayError
 
 # Each module defines `register(subparsers) -> None`; its parsers set `func(args) -> int`.
@@ -31,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="customs-gateway",
         description="Secure bilateral message gateway between two customs administrations.",
     )
+    parser.add_argument("--version", action="version", version=f"customs-gateway {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name in VERB_MODULES:
         try:
@@ -58,9 +62,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GatewayError as e:
         print(f"customs-gateway: {e.code}: {e.detail}", file=sys.stderr)
         return 3
+    except EOFError:
+        print(
+            "customs-gateway: error: no terminal to ask for the passphrase on: set "
+            "CUSTOMS_GATEWAY_PASSPHRASE or pass --passphrase-file",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as e:
+        print(f"customs-gateway: error: {_os_error(e)}", file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _os_error(e: OSError) -> str:
+    if e.errno == errno.EADDRINUSE:
+        return f"cannot listen: {e.strerror or 'address already in use'} (is another gateway running on that port?)"
+    where = f" {e.filename}" if e.filename else ""
+    return f"{e.strerror or e}{':' if where else ''}{where}"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""Expected failures of the command line are one clear line and a distinct exit code, never a
+traceback: no terminal for a passphrase prompt, a port already taken, `--version`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from customs_gateway import __version__
+from customs_gateway.pair import EXAMPLE_PASSPHRASE, prepare_pair
+
+CLI = [sys.executable, "-m", "customs_gateway.cli.main"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMS_GATEWAY_")}
+    return subprocess.run(
+        [*CLI, *args],
+        env={**clean, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def one_clean_line(p: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("customs-gateway:")]
+    assert len(lines) == 1, p.stderr
+    return lines[0]
+
+
+def test_version() -> None:
+    p = run("--version")
+    assert p.returncode == 0 and p.stdout.strip() == f"customs-gateway {__version__}"
+
+
+def test_init_without_a_terminal_says_how_to_give_the_passphrase(tmp_path: Path) -> None:
+    p = run("init", "--identity", "US-CBP", "--dir", str(tmp_path / "gw"), "--host", "gw.example")
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    line = one_clean_line(p)
+    assert "no terminal" in line and "CUSTOMS_GATEWAY_PASSPHRASE" in line and "--passphrase-file" in line
+
+
+def test_serve_on_a_port_already_taken_is_one_line_and_exit_4(tmp_path: Path) -> None:
+    home = prepare_pair(tmp_path)["US-CBP"]
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", home.local_port))
+        taken.listen()
+        p = run(
+            "serve", "--config", str(home.config_path), env={"CUSTOMS_GATEWAY_PASSPHRASE": EXAMPLE_PASSPHRASE.decode()}
+        )
+    assert p.returncode == 4, (p.stdout[-2000:], p.stderr[-2000:])
+    line = one_clean_line(p)
+    assert "cannot listen" in line and "in use" in line
