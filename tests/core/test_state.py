@@ -42,7 +42,7 @@ def test_terminal_states_never_leave() -> None:
         for event in EVENTS:
             if (status, event) in ALLOWED:
                 assert ALLOWED[(status, event)] == status
-    assert PENDING == {"queued", "retrying"} and not PENDING & TERMINAL
+    assert {"queued", "retrying"} == PENDING and not PENDING & TERMINAL
 
 
 def test_unknown_event() -> None:
