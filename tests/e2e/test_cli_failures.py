@@ -59,3 +59,50 @@ def test_serve_on_a_port_already_taken_is_one_line_and_exit_4(tmp_path: Path) ->
     assert p.returncode == 4, (p.stdout[-2000:], p.stderr[-2000:])
     line = one_clean_line(p)
     assert "cannot listen" in line and "in use" in line
+
+
+def test_private_key_files_readable_by_others_are_refused_outside_the_examples(tmp_path: Path) -> None:
+    env = {"CUSTOMS_GATEWAY_PASSPHRASE": "a passphrase for this test only"}
+    home = tmp_path / "gw"
+    p = run("init", "--identity", "XX-TEST", "--dir", str(home), "--host", "gw.example", "--kdf-fast", env=env)
+    assert p.returncode == 0, p.stderr
+    key = next((home / "keys").glob("*.key"))
+    key.chmod(0o644)
+    p = run("serve", "--config", str(home / "gateway.toml"), env=env)
+    assert p.returncode == 2, (p.stdout[-2000:], p.stderr[-2000:])
+    line = one_clean_line(p)
+    assert "readable by group or others" in line and key.name in line and "chmod 600" in line
+
+
+def test_serve_logs_why_it_stops(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    home = prepare_pair(tmp_path)["US-CBP"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMS_GATEWAY_")}
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--config", str(home.config_path)],
+        env={**clean, "CUSTOMS_GATEWAY_PASSPHRASE": EXAMPLE_PASSPHRASE.decode()},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        seen = ""
+        while "gateway.started" not in seen and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+        assert "gateway.started" in seen, seen
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    stopping = [ln for ln in out.splitlines() if "gateway.stopping" in ln]
+    stopped = [ln for ln in out.splitlines() if "gateway.stopped" in ln]
+    assert len(stopping) == len(stopped) == 1 and "SIGTERM" in stopping[0] and "SIGTERM" in stopped[0]

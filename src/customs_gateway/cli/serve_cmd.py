@@ -5,11 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from pathlib import Path
 
-from ..config import load_config
+import structlog
+
+from ..config import Config, load_config
+from ..core.errors import ConfigError
+from ..keystore import KeyStore
 from ..logs import configure_logging
+from ..pair import example_dir
 from ..server import GatewayServer, load_identity
 from .common import add_config_arg, get_passphrase
+
+log = structlog.get_logger("customs_gateway.serve")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.log_format, config.log_level)
+    check_private_files(config, args.passphrase_file)
     passphrase = get_passphrase(args)
     identity = load_identity(config, passphrase)
     try:
@@ -40,13 +49,52 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_private_files(config: Config, passphrase_file: str | None) -> None:
+    """Private key files readable by group or others: refused, except for the example identities
+    (a git checkout leaves `keys-example/` at 0644), which are only warned about; a readable
+    passphrase file is warned about. Raises ConfigError naming the files and the fix."""
+    keystore = KeyStore(config.path(config.keys_dir), config.path(config.tls_dir))
+    exposed = keystore.permission_problems()
+    if passphrase_file and Path(passphrase_file).exists() and Path(passphrase_file).stat().st_mode & 0o077:
+        log.warning("keys.passphrase_file_readable", path=passphrase_file, fix=f"chmod 600 {passphrase_file}")
+    if not exposed:
+        return
+    names = ", ".join(str(p) for p in exposed)
+    if _is_example_identity(keystore):
+        log.warning("keys.example_files_readable", files=names, note="example identity: never use it in production")
+        return
+    raise ConfigError(
+        f"private key files readable by group or others: {names}; run chmod 600 on them",
+        field="keys_dir",
+        code="config.key_permissions",
+    )
+
+
+def _is_example_identity(keystore: KeyStore) -> bool:
+    try:
+        ours = keystore.bundle_path.read_bytes()
+        examples = example_dir()
+    except (OSError, FileNotFoundError):
+        return False
+    return any((d / "bundle.json").is_file() and (d / "bundle.json").read_bytes() == ours for d in examples.iterdir())
+
+
 async def _serve(server: GatewayServer) -> None:
     stop = asyncio.Event()
+    reason: list[str] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        reason.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     await server.start()
     try:
         await stop.wait()
     finally:
+        why = reason[0] if reason else "error"
+        log.info("gateway.stopping", reason=why)
         await server.stop()
+        log.info("gateway.stopped", reason=why)
