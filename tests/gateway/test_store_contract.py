@@ -298,6 +298,16 @@ async def test_tokens(store: Store) -> None:
     assert await store.audit_size() == 2
 
 
+async def test_list_tokens_oldest_first_with_revocations(store: Store) -> None:
+    for n in range(3):
+        rec = TokenRecord(f"{n:016x}", "agency", bytes(32), f"t{n}", T0 + dt.timedelta(seconds=n))
+        await store.add_token(rec, entry("token_issued", at=T0))
+    await store.revoke_token(f"{1:016x}", T0 + dt.timedelta(minutes=1), entry("token_revoked", at=T0))
+    listed = await store.list_tokens()
+    assert [t.id for t in listed] == [f"{n:016x}" for n in range(3)]
+    assert [t.revoked_at is not None for t in listed] == [False, True, False]
+
+
 async def test_audit_log_roots_and_proofs(store: Store) -> None:
     for n in (1, 2, 5, 1, 8, 3):  # batches of every shape, so nodes complete mid-batch
         await store.append_audit([entry(detail=f"{n}-{i}") for i in range(n)])

@@ -4,7 +4,9 @@ cache's lifetime), audited, with clear errors for unknown, repeated and malforme
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -86,8 +88,32 @@ async def test_revoked_from_the_cli_while_running_is_refused_soon(
         await asyncio.sleep(0.1)
     assert status == 401
     entries = [e for e in await _audit_kinds(pair) if e["kind"] == "token_revoked"]
-    assert [(e["actor"], e["detail"]) for e in entries] == [("cli:tokens-revoke", {"token_id": tid})]
+    assert [e["detail"] for e in entries] == [{"token_id": tid}]
+    # The entry names who ran the command: the OS user and the host.
+    assert entries[0]["actor"] == f"cli:tokens-revoke:{getpass.getuser()}@{socket.gethostname()}"
     # Again from the CLI: a clear error, exit code 3, nothing written.
     assert await asyncio.to_thread(main, ["tokens", "revoke", tid, "--config", config]) == 3
     assert "token.already_revoked" in capsys.readouterr().err
     assert len([e for e in await _audit_kinds(pair) if e["kind"] == "token_revoked"]) == 1
+
+
+async def test_tokens_are_listed_without_secrets_through_the_api_and_the_cli(
+    pair: Pair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tid, secret = await _issue(pair, label="customs back-end 海关")
+    status, _, _ = await pair.apis[US].call("POST", f"/v1/admin/tokens/{tid}/revoke", role="admin")
+    assert status == 200
+    status, res, _ = await pair.apis[US].call("GET", "/v1/admin/tokens", role="admin")
+    assert status == 200
+    mine = [t for t in res["tokens"] if t["id"] == tid]
+    assert mine and mine[0]["label"] == "customs back-end 海关" and mine[0]["revoked_at"] is not None
+    assert {"agency", "admin", "auditor"} <= {t["role"] for t in res["tokens"]}
+    assert secret not in json.dumps(res) and all(
+        set(t) == {"id", "role", "label", "created_at", "revoked_at"} for t in res["tokens"]
+    )
+    for role in ("agency", "auditor"):
+        assert (await pair.apis[US].call("GET", "/v1/admin/tokens", role=role))[0] == 403
+    config = str(pair.lp.homes[US].config_path)
+    assert await asyncio.to_thread(main, ["tokens", "list", "--config", config, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["tokens"]
+    assert [t["id"] for t in listed] == [t["id"] for t in res["tokens"]]

@@ -1,14 +1,20 @@
-"""`customs-gateway tokens issue | revoke`: create or revoke an API token directly in the store.
+"""`customs-gateway tokens issue | revoke | list`: API tokens, directly in the store.
 
-Both work whether or not the gateway runs (SQLite waits for its writer; PostgreSQL is shared). A
+All work whether or not the gateway runs (SQLite waits for its writer; PostgreSQL is shared). A
 running gateway refuses a token revoked here within a couple of seconds (it caches token records
-for `gateway.TOKEN_CACHE_SECONDS`); `POST /v1/admin/tokens/{token_id}/revoke` takes effect at once."""
+for `gateway.TOKEN_CACHE_SECONDS`); `POST /v1/admin/tokens/{token_id}/revoke` takes effect at once.
+Audit entries name who ran the command: `cli:<verb>:<os user>@<host>`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import os
+import socket
 import sys
+
+from rich.table import Table
 
 from ..auth import ROLES
 from ..config import load_config
@@ -17,7 +23,7 @@ from ..core.encoding import format_ts
 from ..gateway import issue_token, revoke_token
 from ..server import open_store
 from ..store.base import TokenRecord
-from .common import add_config_arg, print_json
+from .common import add_config_arg, print_json, result_console
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +40,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     revoke.add_argument("token_id", metavar="TOKEN_ID", help="the token's id (16 hex digits, as issued)")
     revoke.add_argument("--json", action="store_true", help="print JSON for scripts")
     revoke.set_defaults(func=run_revoke)
+    lst = tsub.add_parser("list", help="every token issued, revoked ones too (never a secret)")
+    add_config_arg(lst)
+    lst.add_argument("--json", action="store_true", help="print JSON for scripts")
+    lst.set_defaults(func=run_list)
 
 
 def run_issue(args: argparse.Namespace) -> int:
@@ -43,7 +53,7 @@ def run_issue(args: argparse.Namespace) -> int:
         store = open_store(config)
         await store.open()
         try:
-            return await issue_token(store, SystemClock(), args.role, args.label, "cli:tokens-issue")
+            return await issue_token(store, SystemClock(), args.role, args.label, cli_actor("tokens-issue"))
         finally:
             await store.close()
 
@@ -63,7 +73,7 @@ def run_revoke(args: argparse.Namespace) -> int:
         store = open_store(config)
         await store.open()
         try:
-            return await revoke_token(store, SystemClock(), args.token_id, "cli:tokens-revoke")
+            return await revoke_token(store, SystemClock(), args.token_id, cli_actor("tokens-revoke"))
         finally:
             await store.close()
 
@@ -74,4 +84,47 @@ def run_revoke(args: argparse.Namespace) -> int:
     else:
         label = f", {rec.label}" if rec.label else ""
         print(f"token {rec.id} ({rec.role}{label}) revoked at {format_ts(rec.revoked_at)}")
+    return 0
+
+
+def cli_actor(verb: str) -> str:
+    """Who ran a CLI verb, for its audit entry: `cli:<verb>:<os user>@<host>`."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}"
+    return f"cli:{verb}:{user}@{socket.gethostname()}"
+
+
+def run_list(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+
+    async def go() -> list[TokenRecord]:
+        store = open_store(config)
+        await store.open()
+        try:
+            return await store.list_tokens()
+        finally:
+            await store.close()
+
+    tokens = asyncio.run(go())
+    rows = [
+        {
+            "id": t.id,
+            "role": t.role,
+            "label": t.label,
+            "created_at": format_ts(t.created_at),
+            "revoked_at": format_ts(t.revoked_at) if t.revoked_at else None,
+        }
+        for t in tokens
+    ]
+    if args.json:
+        print_json({"tokens": rows})
+        return 0
+    table = Table(title=f"{len(rows)} token(s)")
+    for col in ("id", "role", "label", "created", "revoked"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"], r["role"], r["label"], r["created_at"], r["revoked_at"] or "")
+    result_console().print(table)
     return 0

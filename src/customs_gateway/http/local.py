@@ -26,7 +26,7 @@ from ..core.state import PENDING, STATUSES
 from ..evidence import EvidenceCollector, PeerUnavailable
 from ..gateway import Caller, Gateway
 from ..lifecycle import KeyLifecycle as KeyLifecycleAPI
-from ..store.base import InboxItem, MessageFilter, OutMessage
+from ..store.base import InboxItem, MessageFilter, OutMessage, TokenRecord
 from .metrics import metrics
 from .openapi import openapi_json
 from .problems import json_response, problem_middleware, read_body
@@ -323,6 +323,22 @@ async def admin_tokens(request: web.Request) -> web.Response:
     return json_response({"id": tid, "role": role, "token": secret, "note": "shown once; store it now"}, status=201)
 
 
+def token_view(rec: TokenRecord) -> dict[str, Any]:
+    """A token as an administrator may see it: never the secret, nor its hash."""
+    return {
+        "id": rec.id,
+        "role": rec.role,
+        "label": rec.label,
+        "created_at": format_ts(rec.created_at),
+        "revoked_at": format_ts(rec.revoked_at) if rec.revoked_at else None,
+    }
+
+
+async def admin_list_tokens(request: web.Request) -> web.Response:
+    await _auth(request, ADMIN)
+    return json_response({"tokens": [token_view(t) for t in await request.app[GATEWAY].store.list_tokens()]})
+
+
 async def admin_revoke_token(request: web.Request) -> web.Response:
     caller = await _auth(request, ADMIN)
     rec = await request.app[GATEWAY].revoke_token(request.match_info["token_id"], caller.actor)
@@ -491,6 +507,7 @@ ROUTES: Final = (
     ("POST", "/v1/admin/keys/{kid}/revoke", admin_revoke, ADMIN),
     ("GET", "/v1/admin/peers", admin_peers, ADMIN),
     ("POST", "/v1/admin/tokens", admin_tokens, ADMIN),
+    ("GET", "/v1/admin/tokens", admin_list_tokens, ADMIN),
     ("POST", "/v1/admin/tokens/{token_id}/revoke", admin_revoke_token, ADMIN),
     ("GET", "/v1/audit/entries", audit_entries, AUDITOR),
     ("GET", "/v1/audit/checkpoint", audit_checkpoint, AUDITOR),

@@ -366,6 +366,24 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         },
         ("id", "role", "label", "revoked_at"),
     ),
+    "TokenList": _obj(
+        {
+            "tokens": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "id": _str("token id", pattern="^[0-9a-f]{16}$"),
+                        "role": {"enum": list(ROLES)},
+                        "label": _str(),
+                        "created_at": _ref("Timestamp"),
+                        "revoked_at": _null(_ref("Timestamp")),
+                    },
+                    ("id", "role", "label", "created_at", "revoked_at"),
+                ),
+            }
+        },
+        ("tokens",),
+    ),
     "AuditEntry": {
         "type": "object",
         "description": "One audit log entry (the Merkle leaf is its exact JSON bytes). Never holds a body.",
@@ -719,6 +737,11 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
         "summary": "Issue an API token with one role (shown once, stored hashed)",
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("TokenRequest")}}},
         "responses": {"201": _json(_ref("TokenResponse"), "The token."), **_problems(413, 415, 422, 503)},
+    },
+    ("GET", "/v1/admin/tokens"): {
+        "tags": ["admin"],
+        "summary": "Every token issued, revoked ones too (never a secret), oldest first",
+        "responses": {"200": _json(_ref("TokenList"), "The tokens."), **_problems(503)},
     },
     ("POST", "/v1/admin/tokens/{token_id}/revoke"): {
         "tags": ["admin"],

@@ -387,6 +387,10 @@ class Store(abc.ABC):
     async def get_token(self, token_id: str) -> TokenRecord | None: ...
 
     @abc.abstractmethod
+    async def list_tokens(self) -> list[TokenRecord]:
+        """Every token ever issued (revoked ones too), oldest first; secrets are only hashes."""
+
+    @abc.abstractmethod
     async def revoke_token(self, token_id: str, at: dt.datetime, audit: AuditEntry) -> TokenRecord:
         """Mark a token revoked from `at` on, with its audit entry; returns the revoked record.
         NotFound (`token.not_found`) if there is no such token, Conflict

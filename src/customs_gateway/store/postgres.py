@@ -468,6 +468,13 @@ class PostgresStore(Store):
             )
             tx.audit(audit)
 
+    async def list_tokens(self) -> list[TokenRecord]:
+        async with self._read() as c:
+            rows = await c.fetch(
+                "SELECT id, role, secret_hash, label, created_at, revoked_at FROM tokens ORDER BY created_at, id"
+            )
+        return [TokenRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+
     async def get_token(self, token_id: str) -> TokenRecord | None:
         async with self._read() as c:
             row = await c.fetchrow(

@@ -359,6 +359,15 @@ class SQLiteStore(Store):
 
         await self._write(job)
 
+    async def list_tokens(self) -> list[TokenRecord]:
+        def job(c: sqlite3.Connection) -> list[TokenRecord]:
+            rows = c.execute(
+                "SELECT id, role, secret_hash, label, created_at, revoked_at FROM tokens ORDER BY created_at, id"
+            ).fetchall()
+            return [TokenRecord(r[0], r[1], bytes(r[2]), r[3], parse_ts(r[4]), _pt(r[5])) for r in rows]
+
+        return await self._read(job)
+
     async def get_token(self, token_id: str) -> TokenRecord | None:
         def job(c: sqlite3.Connection) -> TokenRecord | None:
             row = c.execute(
