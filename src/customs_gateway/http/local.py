@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import re
 import tempfile
 from typing import Any, Final
 
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from ..audit_export import export_bundle
 from ..core import schemas
-from ..core.encoding import b64url, format_ts, json_object, parse_ts
+from ..core.encoding import b64url, format_ts, json_object
 from ..core.envelope import BUSINESS_TYPES
 from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
 from ..core.merkle import leaf_hash
@@ -70,6 +71,42 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     if not lo <= v <= hi:
         raise SchemaError(f"{name} must be between {lo} and {hi}", code="schema.range", field=name)
     return v
+
+
+_MESSAGE_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+async def _inbox_cursor(request: web.Request, name: str) -> int:
+    """An inbox cursor: a `next_cursor` handed out before, never beyond the newest message (a
+    stale or invented cursor would silently skip every message after it)."""
+    cursor = _int_param(request, name, 0, 0, 2**62)
+    if cursor:
+        last = await request.app[GATEWAY].store.inbox_last_cursor()
+        if cursor > last:
+            raise SchemaError(
+                f"{name} {cursor} is beyond the newest inbox message (cursor {last}): use a next_cursor you were given",
+                code="schema.cursor",
+                field=name,
+            )
+    return cursor
+
+
+def _time_param(request: web.Request, name: str) -> dt.datetime | None:
+    """An RFC 3339 time in a query parameter: any fraction of a second, `Z` or an offset."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(raw.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None or "T" not in raw.upper():
+        raise SchemaError(
+            f"{name} must be an RFC 3339 time with a zone, e.g. 2026-12-03T15:07:20Z or 2026-12-03T23:07:20+08:00",
+            code="schema.date",
+            field=name,
+        )
+    return when.astimezone(dt.timezone.utc)
 
 
 def message_view(m: OutMessage) -> dict[str, Any]:
@@ -143,14 +180,15 @@ async def list_messages(request: web.Request) -> web.Response:
         raise SchemaError(f"status must be one of {', '.join(STATUSES)}", code="schema.enum", field="status")
     if mtype is not None and mtype not in BUSINESS_TYPES:
         raise SchemaError(f"type must be one of {', '.join(BUSINESS_TYPES)}", code="schema.enum", field="type")
-    since: dt.datetime | None = None
-    if "since" in q:
-        try:
-            since = parse_ts(q["since"], field="since")
-        except DecodeError as e:
-            raise SchemaError(e.detail, code="schema.date", field="since") from e
+    since = _time_param(request, "since")
     if direction == "inbound":
-        cursor = _int_param(request, "cursor", 0, 0, 2**62)
+        if status is not None:
+            raise SchemaError(
+                "status filters outbound messages only (inbound ones carry ack_status)",
+                code="schema.combination",
+                field="status",
+            )
+        cursor = await _inbox_cursor(request, "cursor")
         types = (mtype,) if mtype else BUSINESS_TYPES
         items = await gw.store.inbox_after(cursor, limit, types)
         if since is not None:
@@ -158,8 +196,10 @@ async def list_messages(request: web.Request) -> web.Response:
         nxt_in = items[-1].cursor if len(items) == limit else None
         return json_response({"messages": [inbox_view(i, with_body=False) for i in items], "next_cursor": nxt_in})
     cursor_s = q.get("cursor")
-    if cursor_s is not None and (len(cursor_s) > 64 or not cursor_s.isprintable()):
-        raise SchemaError("cursor is not valid", code="schema.cursor", field="cursor")
+    if cursor_s is not None and not _MESSAGE_ID.fullmatch(cursor_s):
+        raise SchemaError(
+            "cursor must be the next_cursor of an earlier page (a message id)", code="schema.cursor", field="cursor"
+        )
     msgs = await gw.store.list_messages(MessageFilter(status, mtype, since), cursor_s, limit)
     nxt = msgs[-1].id if len(msgs) == limit else None
     return json_response({"messages": [message_view(m) for m in msgs], "next_cursor": nxt})
@@ -168,7 +208,7 @@ async def list_messages(request: web.Request) -> web.Response:
 async def inbox(request: web.Request) -> web.Response:
     caller = await _auth(request, AGENCY)
     gw = request.app[GATEWAY]
-    cursor = _int_param(request, "after", 0, 0, 2**62)
+    cursor = await _inbox_cursor(request, "after")
     limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
     wait = request.query.get("wait", "0")
     try:

@@ -372,6 +372,10 @@ class Store(abc.ABC):
     async def inbox_item(self, message_id: str) -> InboxItem | None: ...
 
     @abc.abstractmethod
+    async def inbox_last_cursor(self) -> int:
+        """The highest inbox cursor handed out so far (0 for an empty inbox)."""
+
+    @abc.abstractmethod
     async def acknowledge_inbox(self, message_id: str, status: str, ack: NewMessage, audit: AuditEntry) -> OutMessage:
         """Mark an inbox message processed/rejected and queue the `ack` envelope, atomically.
         Raises Conflict (`ack.already`) if it was acknowledged before."""

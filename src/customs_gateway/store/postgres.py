@@ -475,6 +475,10 @@ class PostgresStore(Store):
             )
         return [TokenRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
 
+    async def inbox_last_cursor(self) -> int:
+        async with self._read() as c:
+            return int(await c.fetchval("SELECT coalesce(max(cursor), 0) FROM inbox"))
+
     async def get_token(self, token_id: str) -> TokenRecord | None:
         async with self._read() as c:
             row = await c.fetchrow(

@@ -310,6 +310,12 @@ class SQLiteStore(Store):
 
         return await self._read(job)
 
+    async def inbox_last_cursor(self) -> int:
+        def job(c: sqlite3.Connection) -> int:
+            return int(c.execute("SELECT coalesce(max(cursor), 0) FROM inbox").fetchone()[0])
+
+        return await self._read(job)
+
     async def inbox_item(self, message_id: str) -> InboxItem | None:
         def job(c: sqlite3.Connection) -> InboxItem | None:
             row = c.execute(f"SELECT {IN_COLS} FROM inbox WHERE id=?", (message_id,)).fetchone()
