@@ -219,7 +219,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         ack_info: dict[str, Any] | None = None
         announced: tuple[SignedBundle, KeyBundle] | None = None
         if doc.type in BUSINESS_TYPES:
-            schemas.validate_body(doc.type, doc.body)
+            schemas.check_happened(schemas.validate_body(doc.type, doc.body), now)
         elif doc.type == "key-announcement":
             kb: KeyAnnouncementBody = decode_struct(KeyAnnouncementBody, doc.body)
             signed_bundle = SignedBundle.from_bytes(unb64url(kb.bundle, field="body.bundle"))

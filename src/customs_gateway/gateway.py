@@ -204,7 +204,7 @@ class Gateway:
         if not isinstance(body, dict):
             raise SchemaError("body must be an object", code="schema.type", field="$.body")
         try:
-            schemas.validate_body(msg_type, body)
+            schemas.check_happened(schemas.validate_body(msg_type, body), self.clock.now())
         except SchemaError as e:
             if e.field and e.field.startswith("$"):
                 e.field = "$.body" + e.field[1:]
@@ -220,6 +220,8 @@ class Gateway:
 
     async def submit(self, raw: bytes, caller: Caller, idempotency_key: str | None) -> tuple[OutMessage, bool]:
         req = self.parse_submit(raw)
+        if req.type == "port-visit-reply":
+            await self._check_invitation(req.body)
         if idempotency_key is not None and not (1 <= len(idempotency_key) <= 200 and idempotency_key.isprintable()):
             raise SchemaError(
                 "Idempotency-Key must be 1-200 printable characters",
@@ -261,6 +263,17 @@ class Gateway:
         else:
             log.info("message.idempotent_replay", type=req.type)
         return out, created
+
+    async def _check_invitation(self, body: dict[str, Any]) -> None:
+        """A reply must answer an invitation the peer actually sent us."""
+        invitation_id = body.get("invitation_id")
+        item = await self.store.inbox_item(str(invitation_id))
+        if item is None or item.sender != self.peer.identity or item.type != "port-visit-invitation":
+            raise SchemaError(
+                f"invitation_id {invitation_id} names no port-visit invitation received from {self.peer.identity}",
+                code="schema.reference",
+                field="$.body.invitation_id",
+            )
 
     def _new_message(
         self,

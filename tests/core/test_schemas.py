@@ -480,3 +480,31 @@ def test_mutated_samples(data: st.DataObject, msg_type: str) -> None:
             validate_body(msg_type, form)
         except SchemaError as e:
             assert e.code in CODES, e
+
+
+def test_event_dates_cannot_lie_in_the_future() -> None:
+    import datetime as _dt
+    import json as _json
+    from pathlib import Path as _Path
+
+    from customs_gateway.core.errors import SchemaError as _SchemaError
+    from customs_gateway.core.schemas import check_happened, validate_body
+
+    sample = _json.loads((_Path(__file__).parents[2] / "keys-example/messages/seizure-share.json").read_text())
+    now = _dt.datetime(2026, 12, 3, 12, tzinfo=_dt.timezone.utc)
+    check_happened(validate_body("seizure-share", sample), now)
+    # The date has begun somewhere (UTC+14) until 10:00 UTC the day before: accepted.
+    sample["seizure_date"] = "2026-12-04"
+    check_happened(validate_body("seizure-share", sample), now)
+    for name, value in (
+        ("seizure_date", "2030-01-01"),
+        ("seizure_date", "2026-12-05"),
+        ("import_export_date", "2027-01-01"),
+    ):
+        body = dict(sample, seizure_date="2026-11-03", import_export_date="2026-10-28")
+        body[name] = value
+        if name == "import_export_date":
+            body["direction"] = "export"  # the import-order rule would refuse it first
+        with pytest.raises(_SchemaError) as info:
+            check_happened(validate_body("seizure-share", body), now)
+        assert (info.value.code, info.value.field) == ("schema.date_future", f"$.{name}")

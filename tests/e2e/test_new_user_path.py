@@ -151,9 +151,13 @@ def test_two_processes_exchange_over_http_and_cli(two_gateways: dict[str, Any]) 
     g = two_gateways
     us_url = f"http://127.0.0.1:{g['ports']['US-CBP'][0]}"
     cn_url = f"http://127.0.0.1:{g['ports']['CN-GACC'][0]}"
-    body = json.loads((example_dir() / "messages" / "seizure-share.json").read_text(encoding="utf-8"))
+    # An invitation, so that CN-GACC's reply below answers one it really received.
+    body = json.loads((example_dir() / "messages" / "port-visit-invitation.json").read_text(encoding="utf-8"))
     status, res = http(
-        "POST", us_url + "/v1/messages", g["tokens"]["US-CBP"], {"type": "seizure-share", "to": "CN-GACC", "body": body}
+        "POST",
+        us_url + "/v1/messages",
+        g["tokens"]["US-CBP"],
+        {"type": "port-visit-invitation", "to": "CN-GACC", "body": body},
     )
     assert status == 202, res
     mid = res["id"]
@@ -236,9 +240,12 @@ def test_two_processes_exchange_over_http_and_cli(two_gateways: dict[str, Any]) 
         time.sleep(0.1)
     assert any(k["kid"] == new_kid and k["signing_now"] for k in keys["keys"]), keys
     status, res = http(
-        "POST", us_url + "/v1/messages", g["tokens"]["US-CBP"], {"type": "seizure-share", "to": "CN-GACC", "body": body}
+        "POST",
+        us_url + "/v1/messages",
+        g["tokens"]["US-CBP"],
+        {"type": "port-visit-invitation", "to": "CN-GACC", "body": body},
     )
-    assert status == 202
+    assert status == 202, res
     end = time.monotonic() + 20
     while True:
         _, m = http("GET", f"{us_url}/v1/messages/{res['id']}", g["tokens"]["US-CBP"])

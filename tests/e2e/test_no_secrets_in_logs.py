@@ -126,8 +126,8 @@ def _body(tag: str, msg_type: str = "seizure-share") -> dict[str, Any]:
     return body
 
 
-def _send(s: Setup, sender: str, receiver: str, msg_type: str, tag: str) -> str:
-    body = _body(tag, msg_type)
+def _send(s: Setup, sender: str, receiver: str, msg_type: str, tag: str, **fields: Any) -> str:
+    body = {**_body(tag, msg_type), **fields}
     status, res = s.call(sender, "POST", "/v1/messages", body={"type": msg_type, "to": receiver, "body": body})
     assert status == 202, res
     return str(res["id"])
@@ -149,9 +149,22 @@ def _peer_knows(s: Setup, name: str, kid: str) -> bool:
 
 def _exchange(s: Setup, tag: str) -> None:
     sent: dict[str, list[str]] = {US: [], CN: []}
+    # Invitations first: a reply must answer one the replying side really received.
+    invitations = {
+        sender: _send(s, sender, receiver, "port-visit-invitation", f"{tag}-{sender}")
+        for sender, receiver in ((US, CN), (CN, US))
+    }
+    for sender, inv in invitations.items():
+        wait_until(
+            f"{sender}'s invitation to be delivered", lambda sender=sender, inv=inv: _delivered(s, sender, [inv]), 30
+        )
     for sender, receiver in ((US, CN), (CN, US)):
+        sent[sender].append(invitations[sender])
         for t in TYPES:
-            sent[sender].append(_send(s, sender, receiver, t, f"{tag}-{sender}"))
+            if t == "port-visit-invitation":
+                continue
+            extra = {"invitation_id": invitations[receiver]} if t == "port-visit-reply" else {}
+            sent[sender].append(_send(s, sender, receiver, t, f"{tag}-{sender}", **extra))
     for sender, ids in sent.items():
         wait_until(
             f"{sender}'s messages to be delivered", lambda sender=sender, ids=ids: _delivered(s, sender, ids), 30

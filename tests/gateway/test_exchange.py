@@ -15,9 +15,14 @@ from .conftest import CN, US, Pair, sample
 @pytest.mark.parametrize("sender,receiver", [(US, CN), (CN, US)])
 async def test_every_type_is_delivered_and_lands_once_in_the_inbox(pair: Pair, sender: str, receiver: str) -> None:
     api, peer_api = pair.apis[sender], pair.apis[receiver]
-    ids = {}
+    # A reply must answer an invitation the sender really received: the receiver invites first.
+    status, inv = await peer_api.submit("port-visit-invitation")
+    assert status == 202, inv
+    await peer_api.wait_status(inv["id"], {"delivered"})
+    ids, bodies = {}, {}
     for t in BUSINESS_TYPES:
-        status, res = await api.submit(t)
+        bodies[t] = dict(sample(t), invitation_id=inv["id"]) if t == "port-visit-reply" else sample(t)
+        status, res = await api.submit(t, body=bodies[t])
         assert status == 202, res
         assert res["status"] == "queued"
         ids[t] = res["id"]
@@ -43,7 +48,7 @@ async def test_every_type_is_delivered_and_lands_once_in_the_inbox(pair: Pair, s
     for t, mid in ids.items():
         assert got[mid]["type"] == t
         assert got[mid]["from"] == sender
-        assert got[mid]["body"] == sample(t)
+        assert got[mid]["body"] == bodies[t]
 
 
 async def test_business_ack_travels_back_and_marks_acknowledged(pair: Pair) -> None:

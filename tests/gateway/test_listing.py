@@ -48,3 +48,26 @@ async def test_cursors_filters_and_times(pair: Pair) -> None:
     for bad in ("2026-12-03", "2026-12-03T15:07:20", "yesterday"):
         status, prob, _ = await us.call("GET", f"/v1/messages?since={bad}")
         assert status == 422 and prob["code"] == "schema.date" and prob["field"] == "since", bad
+
+
+async def test_a_future_seizure_and_a_reply_to_no_invitation_are_refused(pair: Pair) -> None:
+    from .conftest import sample
+
+    us, cn = pair.apis[US], pair.apis[CN]
+    body = sample("seizure-share")
+    body["seizure_date"] = "2030-01-01"
+    status, prob = await us.submit("seizure-share", body=body)
+    assert status == 422 and prob["code"] == "schema.date_future" and prob["field"] == "$.body.seizure_date"
+
+    reply = sample("port-visit-reply")
+    reply["invitation_id"] = "01950000-0000-7000-8000-00000000beef"
+    status, prob = await cn.submit("port-visit-reply", body=reply)
+    assert status == 422 and prob["code"] == "schema.reference" and prob["field"] == "$.body.invitation_id"
+    # A reply to an invitation CN really received from US is accepted.
+    status, inv = await us.submit("port-visit-invitation")
+    assert status == 202
+    await us.wait_status(inv["id"], {"delivered"})
+    reply["invitation_id"] = inv["id"]
+    status, res = await cn.submit("port-visit-reply", body=reply)
+    assert status == 202, res
+    await cn.wait_status(res["id"], {"delivered"})

@@ -105,8 +105,11 @@ class Demo:
     async def exchange(self, sender: str, receiver: str) -> str:
         samples = example_dir() / "messages"
         ids: dict[str, str] = {}
+        invitation = await self._invitation_to(sender, receiver)
         for t in BUSINESS_TYPES:
             body = json.loads((samples / f"{t}.json").read_text(encoding="utf-8"))
+            if t == "port-visit-reply":
+                body["invitation_id"] = invitation  # a reply answers an invitation really received
             status, res = await self.call(
                 sender, "POST", "/v1/messages", body={"type": t, "to": receiver, "body": body}
             )
@@ -131,6 +134,21 @@ class Demo:
         if missing:
             raise RuntimeError(f"{len(missing)} delivered messages missing from {receiver}'s inbox")
         return f"{len(ids)} types delivered, receipts verified, all in {receiver}'s inbox"
+
+    async def _invitation_to(self, sender: str, inviter: str) -> str:
+        """The id of a port-visit invitation `sender` received from `inviter` (sent now if none)."""
+        _, inbox = await self.call(sender, "GET", "/v1/inbox?limit=500")
+        held = [m["id"] for m in inbox["messages"] if m["type"] == "port-visit-invitation" and m["from"] == inviter]
+        if held:
+            return str(held[-1])
+        body = json.loads((example_dir() / "messages" / "port-visit-invitation.json").read_text(encoding="utf-8"))
+        status, res = await self.call(
+            inviter, "POST", "/v1/messages", body={"type": "port-visit-invitation", "to": sender, "body": body}
+        )
+        if status != 202:
+            raise RuntimeError(f"submit port-visit-invitation: HTTP {status} {res}")
+        await self.wait_for(inviter, res["id"], {"delivered"})
+        return str(res["id"])
 
     async def replay_and_ack(self) -> str:
         us, cn = IDENTITIES

@@ -330,6 +330,26 @@ MESSAGE_TYPES: tuple[str, ...] = tuple(_BODY_TYPES)
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {t: msgspec.json.Decoder(c) for t, c in _BODY_TYPES.items()}
 
 
+#: The world's earliest date is UTC+14: a date up to that far ahead of UTC today has begun somewhere.
+_DATE_LINE = dt.timedelta(hours=14)
+
+
+def check_happened(body: msgspec.Struct, now: dt.datetime) -> None:
+    """Dates that record events (a seizure, an import or export) cannot lie in the future; raises
+    SchemaError (`schema.date_future`) naming the field. `now` is the caller's clock."""
+    if not isinstance(body, SeizureShare):
+        return
+    latest = (now.astimezone(dt.timezone.utc) + _DATE_LINE).date()
+    for name in ("seizure_date", "import_export_date"):
+        value: dt.date = getattr(body, name)
+        if value > latest:
+            raise SchemaError(
+                f"{name} {value.isoformat()} has not happened yet (today is {latest.isoformat()} at the latest)",
+                code="schema.date_future",
+                field=f"$.{name}",
+            )
+
+
 def validate_body(msg_type: str, body: bytes | dict[str, object]) -> msgspec.Struct:
     """Decode and check a body of `msg_type`; raises SchemaError, and only SchemaError, on any failure.
 
