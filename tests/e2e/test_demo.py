@@ -19,5 +19,5 @@ def test_demo_exits_zero_and_every_step_held() -> None:
     assert len(steps) >= 7
     assert all(s["ok"] for s in steps), steps
     names = " ".join(s["name"] for s in steps)
-    for expected in ("every message type", "acknowledgement", "rotation", "cosigned"):
+    for expected in ("every message type", "acknowledgement", "rotation", "cosigned", "evidence for one message"):
         assert expected in names

@@ -24,6 +24,7 @@ from rich.table import Table
 from ..audit_export import export_bundle
 from ..core.audit_bundle import verify_bundle
 from ..core.envelope import BUSINESS_TYPES, SignedDocument
+from ..core.evidence import verify_evidence
 from ..core.receipt import Statement, verify_receipt
 from ..gateway import issue_token
 from ..logs import configure_logging
@@ -50,6 +51,7 @@ class Demo:
         self.root = root
         self.console = console
         self.steps: list[Step] = []
+        self.acked = ""
         self.pair: LocalPair | None = None
         self.tokens: dict[str, dict[str, str]] = {}
         self.session: aiohttp.ClientSession | None = None
@@ -154,6 +156,7 @@ class Demo:
         us, cn = IDENTITIES
         _, inbox = await self.call(cn, "GET", "/v1/inbox?limit=500")
         first = next(m for m in inbox["messages"] if m["type"] == "seizure-share")
+        self.acked = str(first["id"])
         status, res = await self.call(cn, "POST", f"/v1/inbox/{first['id']}/ack", body={"status": "processed"})
         if status != 202:
             raise RuntimeError(f"ack: HTTP {status} {res}")
@@ -249,6 +252,27 @@ class Demo:
             )
         return "offline verify held — " + "; ".join(parts)
 
+    async def evidence(self) -> str:
+        """Evidence for the acknowledged seizure share, made by each side and verified offline."""
+        assert self.session is not None and self.acked
+        counts = []
+        for name in IDENTITIES:
+            headers = {"Authorization": f"Bearer {self.tokens[name]['auditor']}"}
+            async with self.session.get(f"{self.url(name)}/v1/audit/evidence/{self.acked}", headers=headers) as r:
+                raw = await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"evidence from {name}: HTTP {r.status} {raw[:300]!r}")
+            path = self.root / f"evidence-{name}.jsonl"
+            path.write_bytes(raw)
+            report = verify_evidence(raw.splitlines(keepends=True))
+            if report.ack_status != "processed" or any(lp.cosigned_by is None for lp in report.logs):
+                raise RuntimeError(f"evidence from {name} lacks the ack or a cosignature: {report.to_dict()}")
+            counts.append(f"{name} {len(report.entries)} entries")
+        return (
+            f"{self.acked[:13]}…: document, receipt, ack and both logs' entries, each proven into a "
+            f"checkpoint the other side cosigned ({', '.join(counts)})"
+        )
+
     async def bad_input(self) -> str:
         us, cn = IDENTITIES
         status, prob = await self.call(
@@ -282,6 +306,7 @@ class Demo:
             await self.step("key rotation mid-stream", self.rotation_mid_stream)
             await self.step("checkpoints cosigned", self.cosign)
             await self.step("audit export and offline verify", self.audit)
+            await self.step("evidence for one message", self.evidence)
             await self.step("refusals are clear", self.bad_input)
         finally:
             await self.stop()
