@@ -55,6 +55,20 @@ def call(
     headers: dict[str, str] | None = None,
     timeout: float = 60,
 ) -> Any:
+    """One local API call; the answer parsed as JSON. Raises ClientError with the problem."""
+    return json.loads(fetch(base, token, method, path, body, headers, timeout) or b"null")
+
+
+def fetch(
+    base: str,
+    token: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> bytes:
+    """One local API call; the answer's bytes. Raises ClientError with the problem."""
     data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
     req = urllib.request.Request(base + path, data=data, method=method)  # noqa: S310 - URL from operator config
     req.add_header("Authorization", f"Bearer {token}")
@@ -64,7 +78,7 @@ def call(
         req.add_header(k, v)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            return json.loads(resp.read() or b"null")
+            return bytes(resp.read())
     except urllib.error.HTTPError as e:
         raw = e.read()
         try:

@@ -26,7 +26,7 @@ from rich.table import Table
 from ..core.audit_bundle import BundleError
 from ..core.evidence import FORMAT as EVIDENCE_FORMAT
 from ..core.evidence import EvidenceReport, verify_evidence
-from .client_cmd import TOKEN_ENV, ClientError, base_url, bearer_token
+from .client_cmd import TOKEN_ENV, ClientError, base_url, bearer_token, fetch
 from .common import console, print_json, result_console
 
 EXIT_VERIFIED, EXIT_FAILED = 0, 1
@@ -118,22 +118,6 @@ def _lines(f: Iterable[bytes]) -> Iterable[bytes]:
     yield from f
 
 
-def _fetch(base: str, token: str, message_id: str) -> bytes:
-    url = f"{base}/v1/audit/evidence/{urllib.parse.quote(message_id, safe='')}"
-    req = urllib.request.Request(url, method="GET")  # noqa: S310 - URL from operator config
-    req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310
-            return bytes(resp.read())
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            problem = json.loads(raw)
-        except ValueError:
-            problem = {"detail": raw.decode(errors="replace")[:500]}
-        raise ClientError(e.code, problem) from e
-
-
 def write_private(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically, readable by its owner only (0600 from the start)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
@@ -156,7 +140,8 @@ def run_evidence(args: argparse.Namespace) -> int:
         print(f"customs-gateway: --trust {args.trust}: {e}", file=sys.stderr)
         return 2
     try:
-        data = _fetch(base_url(args), bearer_token(args), args.message_id)
+        path = f"/v1/audit/evidence/{urllib.parse.quote(args.message_id, safe='')}"
+        data = fetch(base_url(args), bearer_token(args), "GET", path, timeout=120)
     except ClientError as e:
         p = e.problem
         print(f"customs-gateway: HTTP {e.status} {p.get('code', '')}: {p.get('detail', '')}", file=sys.stderr)

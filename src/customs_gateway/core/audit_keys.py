@@ -17,8 +17,7 @@ import nacl.exceptions
 
 from .audit_format import BundleError
 from .bundle import KeyRecord
-from .encoding import format_ts
-from .errors import KeyStateError, SignatureError
+from .errors import SignatureError
 from .keys import VerifyKey, domain
 from .trust import TrustedKeys
 
@@ -150,14 +149,7 @@ class KeyHistory:
 
     def verify_key(self, kid: str, at: dt.datetime, use: str = "signing") -> VerifyKey:
         """The key `kid` if it is a `use` key valid (in its window, not revoked) at `at`; raises KeyStateError."""
-        rec = self.trusted.bundle.key(kid)
-        if rec is None:
-            raise KeyStateError(f"key {kid} is in none of {self.identity}'s trusted bundles", code="key.unknown")
-        if rec.use != use:
-            raise KeyStateError(f"key {kid} of {self.identity} is a {rec.use} key, not {use}", code="key.wrong_use")
-        code = rec.valid_at(at)
-        if code is not None:
-            raise KeyStateError(f"key {kid} of {self.identity} is not valid at {format_ts(at)} ({code})", code=code)
+        rec = self.trusted.record(kid, at, use)
         vk = self._loaded.get(kid)
         if vk is None:
             vk = _QueuedKey(rec.public, self._queue)

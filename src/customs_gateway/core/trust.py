@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from .audit_format import BundleError
 from .bundle import KeyBundle, KeyRecord, SignedBundle
+from .encoding import format_ts
 from .errors import GatewayError, KeyStateError
 from .keys import VerifyKey
 from .rotation import check_update
@@ -53,6 +54,10 @@ class TrustedKeys:
 
     def verify_key(self, kid: str, at: dt.datetime, use: str = "signing") -> VerifyKey:
         """The key `kid` if it is a `use` key valid (in its window, not revoked) at `at`; raises KeyStateError."""
+        return VerifyKey(self.record(kid, at, use).public)
+
+    def record(self, kid: str, at: dt.datetime, use: str = "signing") -> KeyRecord:
+        """The record of `kid` if it is a `use` key valid at `at`; raises KeyStateError."""
         rec = self.bundle.key(kid)
         if rec is None:
             raise KeyStateError(f"key {kid} is in none of {self.identity}'s trusted bundles", code="key.unknown")
@@ -60,8 +65,10 @@ class TrustedKeys:
             raise KeyStateError(f"key {kid} of {self.identity} is a {rec.use} key, not {use}", code="key.wrong_use")
         problem = rec.valid_at(at)
         if problem is not None:
-            raise KeyStateError(f"key {kid} of {self.identity} is not valid at that time ({problem})", code=problem)
-        return VerifyKey(rec.public)
+            raise KeyStateError(
+                f"key {kid} of {self.identity} is not valid at {format_ts(at)} ({problem})", code=problem
+            )
+        return rec
 
 
 def trusted_keys(identity: str, versions: Iterable[tuple[int, SignedBundle]], anchor: str | None) -> TrustedKeys:
