@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -68,6 +69,7 @@ USE_TLS: Final = "tls"
 ALG_ECDSA_P256: Final = "ecdsa-p256"
 
 BUNDLE_FILE: Final = "bundle.json"
+SERVE_LOCK: Final = "serve.lock"  # flock held by a running gateway (`KeyStore.hold_serve_lock`)
 TLS_CERT_FILE: Final = "cert.pem"
 TLS_KEY_FILE: Final = "key.key"
 _JOURNAL: Final = ".passphrase-change.json"
@@ -288,6 +290,43 @@ class KeyStore:
     @property
     def bundle_path(self) -> Path:
         return self.keys_dir / BUNDLE_FILE
+
+    @property
+    def lock_path(self) -> Path:
+        return self.keys_dir / SERVE_LOCK
+
+    def hold_serve_lock(self) -> int:
+        """Mark these keys as in use by a running gateway until the returned descriptor is
+        closed (or the process dies): a shared `flock`, so replicas on one home may share it and
+        a crash never leaves it held. Raises KeyStateError while the keys are being rewritten."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            raise KeyStateError(
+                f"the keys in {self.keys_dir} are being changed (keys passphrase): try again when it is done",
+                code="keys.in_use",
+                status=409,
+            ) from e
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    def running_pid(self) -> int | None:
+        """The pid of a gateway running with these keys, or None when none is."""
+        if not self.lock_path.exists():
+            return None
+        fd = os.open(self.lock_path, os.O_RDWR)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pids = self.lock_path.read_text(encoding="ascii", errors="replace").split()
+                return int(pids[-1]) if pids and pids[-1].isdigit() else -1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     @property
     def cert_path(self) -> Path:

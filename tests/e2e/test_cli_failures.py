@@ -106,3 +106,42 @@ def test_serve_logs_why_it_stops(tmp_path: Path) -> None:
     stopping = [ln for ln in out.splitlines() if "gateway.stopping" in ln]
     stopped = [ln for ln in out.splitlines() if "gateway.stopped" in ln]
     assert len(stopping) == len(stopped) == 1 and "SIGTERM" in stopping[0] and "SIGTERM" in stopped[0]
+
+
+def test_keys_passphrase_is_refused_while_the_gateway_runs(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    home = prepare_pair(tmp_path)["US-CBP"]
+    secret = {"CUSTOMS_GATEWAY_PASSPHRASE": EXAMPLE_PASSPHRASE.decode()}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMS_GATEWAY_")}
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--config", str(home.config_path)],
+        env={**clean, **secret},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    new = tmp_path / "new-passphrase"
+    new.write_text("a new passphrase", encoding="utf-8")
+    try:
+        assert proc.stdout is not None
+        deadline, seen = time.monotonic() + 60, ""
+        while "gateway.started" not in seen and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+        assert "gateway.started" in seen, seen
+        p = run("keys", "passphrase", "--config", str(home.config_path), "--new-passphrase-file", str(new), env=secret)
+        assert p.returncode == 3, (p.stdout, p.stderr)
+        line = one_clean_line(p)
+        assert "keys.in_use" in line and str(proc.pid) in line
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    # Stopped: the passphrase may change now.
+    p = run("keys", "passphrase", "--config", str(home.config_path), "--new-passphrase-file", str(new), env=secret)
+    assert p.returncode == 0, (p.stdout, p.stderr)

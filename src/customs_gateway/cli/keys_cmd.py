@@ -23,7 +23,7 @@ from rich.table import Table
 from ..config import Config
 from ..core.bundle import KeyBundle, KeyRecord, SignedBundle
 from ..core.encoding import format_ts
-from ..core.errors import ConfigError, Conflict
+from ..core.errors import ConfigError, Conflict, KeyStateError
 from ..keystore import KeyStore, import_peer_bundle, read_signed_bundle, write_atomic
 from ..tls import cert_fingerprint
 from .common import add_config_arg, console, get_passphrase, load_cli_config, print_json, result_console
@@ -289,6 +289,15 @@ def run_revoke(args: argparse.Namespace) -> int:
 def run_passphrase(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args)
     store = KeyStore(cfg.path(cfg.keys_dir), cfg.path(cfg.tls_dir))
+    pid = store.running_pid()
+    if pid is not None:
+        # The running gateway keeps the old passphrase for its later rotations: changing it under
+        # it would make the next `keys rotate` fail with a wrong passphrase.
+        raise KeyStateError(
+            f"the gateway is running with these keys (pid {pid}): stop it, change the passphrase, start it again",
+            code="keys.in_use",
+            status=409,
+        )
     old = get_passphrase(args)
     if args.new_passphrase_file:
         new = Path(args.new_passphrase_file).read_bytes().removesuffix(b"\n")

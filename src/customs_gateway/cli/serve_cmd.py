@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 from pathlib import Path
 
@@ -36,6 +37,15 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.log_format, config.log_level)
     check_private_files(config, args.passphrase_file)
+    # Held while serving: `keys passphrase` refuses to re-encrypt keys a running gateway holds.
+    lock = KeyStore(config.path(config.keys_dir), config.path(config.tls_dir)).hold_serve_lock()
+    try:
+        return _run(args, config)
+    finally:
+        os.close(lock)
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
     passphrase = get_passphrase(args)
     identity = load_identity(config, passphrase)
     try:
