@@ -145,3 +145,39 @@ def test_keys_passphrase_is_refused_while_the_gateway_runs(tmp_path: Path) -> No
     # Stopped: the passphrase may change now.
     p = run("keys", "passphrase", "--config", str(home.config_path), "--new-passphrase-file", str(new), env=secret)
     assert p.returncode == 0, (p.stdout, p.stderr)
+
+
+def test_init_export_and_import_speak_json(tmp_path: Path) -> None:
+    import json
+
+    env = {"CUSTOMS_GATEWAY_PASSPHRASE": "a passphrase for this test only"}
+    homes = {}
+    for name in ("XX-ONE", "XX-TWO"):
+        p = run(
+            "init",
+            "--identity",
+            name,
+            "--dir",
+            str(tmp_path / name),
+            "--host",
+            "gw.example",
+            "--kdf-fast",
+            "--json",
+            env=env,
+        )
+        assert p.returncode == 0, p.stderr
+        homes[name] = json.loads(p.stdout)
+        assert homes[name]["identity"] == name and len(homes[name]["fingerprint"].split()) == 16
+    one_cfg, two_cfg = homes["XX-ONE"]["config"], homes["XX-TWO"]["config"]
+    out = tmp_path / "one.bundle.json"
+    p = run("keys", "export", "--config", one_cfg, "--out", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    exported = json.loads(p.stdout)
+    assert exported["fingerprint"] == homes["XX-ONE"]["fingerprint"] and exported["file"] == str(out)
+    p = run("keys", "import-peer", str(out), "--config", two_cfg, "--yes", "--json")
+    assert p.returncode == 0, p.stderr
+    imported = json.loads(p.stdout)
+    assert imported["fingerprint"] == exported["fingerprint"] and imported["config_needs"]["peer.identity"] == "XX-ONE"
+    # --json never asks: without --yes it is one clear line.
+    p = run("keys", "import-peer", str(out), "--config", two_cfg, "--json")
+    assert p.returncode == 2 and "--yes" in one_clean_line(p)

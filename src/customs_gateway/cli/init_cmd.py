@@ -19,7 +19,7 @@ from ..core.bundle import is_valid_identity
 from ..core.errors import ConfigError, Conflict
 from ..core.keyfile import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
 from ..keystore import KeyStore, write_atomic
-from .common import add_passphrase_arg, console, get_passphrase
+from .common import add_passphrase_arg, console, get_passphrase, print_json
 
 CONFIG_FILE = "gateway.toml"
 #: argon2id limits behind the hidden `--kdf-fast` flag (opslimit, memlimit): tests only, never real keys.
@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--peer-url", default="", help="base URL of the peer's peer API, if known")
     add_passphrase_arg(p)
     # Test-only: argon2id at its minimum cost so test suites stay fast. Hidden from --help.
+    p.add_argument("--json", action="store_true", help="print what was created as JSON")
     p.add_argument("--kdf-fast", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
@@ -100,6 +101,18 @@ def run(args: argparse.Namespace) -> int:
     )
     write_atomic(config_path, render_config(config).encode("utf-8"), 0o600)
 
+    if getattr(args, "json", False):
+        print_json(
+            {
+                "identity": identity,
+                "home": str(home),
+                "config": str(config_path),
+                "keys": [{"use": r.use, "alg": r.alg, "kid": r.kid} for r in ident.bundle.bundle.keys],
+                "tls_certificate": str(store.cert_path),
+                "fingerprint": ident.bundle.fingerprint(),
+            }
+        )
+        return 0
     out = console()
     out.print(f"[bold green]Created {identity}[/] in {escape(str(home))}")
     for rec in ident.bundle.bundle.keys:

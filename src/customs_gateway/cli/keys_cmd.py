@@ -44,7 +44,8 @@ def register(sub: _SubParsers) -> None:
 def _register_export(ksub: _SubParsers) -> None:
     p = ksub.add_parser("export", help="write our signed public key bundle (for the peer)")
     add_config_arg(p)
-    p.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="file to write (default: stdout)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (needs --out)")
     p.set_defaults(func=run_export)
 
 
@@ -54,11 +55,23 @@ def run_export(args: argparse.Namespace) -> int:
     signed = read_signed_bundle(path)
     bundle = signed.verify_self_signed()
     data = signed.to_bytes()
+    if args.json and args.out is None:
+        raise ConfigError("--json prints a summary on stdout: name the bundle file with --out", field="out")
     if args.out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     else:
         write_atomic(args.out, data, 0o644)
+    if args.json:
+        print_json(
+            {
+                "identity": bundle.identity,
+                "serial": bundle.serial,
+                "file": str(args.out),
+                "fingerprint": signed.fingerprint(),
+            }
+        )
+        return 0
     out = console()
     out.print(f"Exported the key bundle of [bold]{bundle.identity}[/] (serial {bundle.serial})")
     out.print(f"Fingerprint: [bold]{signed.fingerprint()}[/]")
@@ -73,6 +86,7 @@ def _register_import(ksub: _SubParsers) -> None:
     add_config_arg(p)
     p.add_argument("file", type=Path, help="the peer's exported bundle")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation (fingerprint checked already)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (needs --yes)")
     p.add_argument("--replace", action="store_true", help="replace a stored bundle of another identity or serial")
     p.set_defaults(func=run_import)
 
@@ -95,6 +109,8 @@ def run_import(args: argparse.Namespace) -> int:
             f"{args.file} is the bundle of {bundle.identity}, but peer.identity is {config.peer.identity}",
             code="bundle.identity_mismatch",
         )
+    if args.json and not args.yes:
+        raise ConfigError("--json cannot ask for confirmation: pass --yes once the fingerprint is checked", field="yes")
     out = console()
     out.print(
         f"Peer identity: [bold]{bundle.identity}[/]  serial {bundle.serial}  issued {format_ts(bundle.issued_at)}"
@@ -115,6 +131,18 @@ def run_import(args: argparse.Namespace) -> int:
     dest = config.path(config.peer.bundle or f"peers/{bundle.identity}.bundle.json")
     import_peer_bundle(data, dest, own_identity=config.identity, replace=args.replace)
     out.print(f"[green]Imported[/] the key bundle of {bundle.identity} into {escape(str(dest))}")
+    if args.json:
+        print_json(
+            {
+                "identity": bundle.identity,
+                "serial": bundle.serial,
+                "file": str(dest),
+                "fingerprint": signed.fingerprint(),
+                "config_needs": {"peer.identity": bundle.identity, "peer.bundle": str(dest)}
+                if not config.peer.bundle or not config.peer.identity
+                else {},
+            }
+        )
     if not config.peer.bundle or not config.peer.identity:
         rel = dest.relative_to(config.path(".")) if dest.is_relative_to(config.path(".")) else dest
         out.print(
