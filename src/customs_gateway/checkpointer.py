@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from dataclasses import dataclass
 
 import aiohttp
@@ -22,6 +21,7 @@ from .core.errors import GatewayError
 from .core.witness import MEDIA_TYPE, encode_request
 from .gateway import Gateway
 from .store.base import CheckpointRecord
+from .tls import PeerTLS, client_ssl
 
 log = structlog.get_logger("customs_gateway.checkpointer")
 COSIGN_BACKOFF_MAX = 300.0
@@ -38,11 +38,11 @@ class CosignStatus:
 class Checkpointer:
     """Makes and cosigns checkpoints for one gateway (in the background: only while it leads the store)."""
 
-    def __init__(self, gw: Gateway, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, gw: Gateway, tls: PeerTLS | None) -> None:
         self.gw = gw
         self.origin = log_origin(gw.name)
         self.url = gw.config.peer.url.rstrip("/") + "/peer/v1/cosign"
-        self.ssl_context = ssl_context
+        self.tls = tls
         self.session: aiohttp.ClientSession | None = None
         self.status = CosignStatus()
         self._task: asyncio.Task[None] | None = None
@@ -105,7 +105,9 @@ class Checkpointer:
             return None
         body = encode_request(old, proof, cp.note)
         try:
-            async with self.session.post(self.url, data=body, headers={"Content-Type": MEDIA_TYPE}) as resp:
+            async with self.session.post(
+                self.url, data=body, headers={"Content-Type": MEDIA_TYPE}, ssl=client_ssl(self.tls)
+            ) as resp:
                 text = await resp.read()
                 if resp.status == 409 and resp.headers.get("Content-Type", "").startswith("text/x.tlog.size"):
                     held = text.decode("ascii", "replace").strip()
@@ -138,7 +140,7 @@ class Checkpointer:
 
     async def start(self, *, background: bool = True) -> None:
         timeout = aiohttp.ClientTimeout(total=self.gw.config.delivery.request_timeout_seconds)
-        connector = aiohttp.TCPConnector(ssl=self.ssl_context if self.ssl_context is not None else False, limit=1)
+        connector = aiohttp.TCPConnector(ssl=False if self.tls is None else self.tls.client(), limit=1)
         self.session = aiohttp.ClientSession(timeout=timeout, connector=connector)
         if background:
             self._task = asyncio.create_task(self._run(), name="checkpointer")

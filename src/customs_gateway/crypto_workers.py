@@ -54,6 +54,7 @@ from .core.errors import GatewayError, SchemaError
 from .core.keys import DecryptionKey, EncryptionKey, SigningKey, held_decryption_key
 from .core.receipt import Statement, make_receipt, verify_receipt, verify_refusal
 from .core.rotation import KeyAnnouncementBody, check_update
+from .core.tlscert import check_possession
 from .store.base import Incoming
 
 log = structlog.get_logger("customs_gateway.crypto")
@@ -224,6 +225,9 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             kb: KeyAnnouncementBody = decode_struct(KeyAnnouncementBody, doc.body)
             signed_bundle = SignedBundle.from_bytes(unb64url(kb.bundle, field="body.bundle"))
             new_bundle = check_update(view.peer.bundle, signed_bundle, now)
+            if new_bundle.tls_certificate != view.peer.bundle.tls_certificate:
+                proof = unb64url(kb.tls_proof, field="body.tls_proof") if kb.tls_proof is not None else None
+                check_possession(new_bundle.tls_certificate, signed_bundle.bundle_bytes, proof)
             if new_bundle is not view.peer.bundle:
                 announced = (signed_bundle, new_bundle)
         elif doc.type == "ack":

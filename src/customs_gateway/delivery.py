@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import random
-import ssl
 from dataclasses import dataclass
 
 import aiohttp
@@ -29,6 +28,7 @@ from .crypto_workers import BuildItem, Built, JudgeItem, JudgeKeys, SealKeys, Ve
 from .gateway import Gateway
 from .http.metrics import observe_receipt_latency
 from .store.base import AttemptOutcome, OutMessage
+from .tls import PeerTLS, client_ssl
 
 log = structlog.get_logger("customs_gateway.delivery")
 
@@ -77,12 +77,12 @@ class DeliveryWorker:
         self,
         gw: Gateway,
         *,
-        ssl_context: ssl.SSLContext | None,
+        tls: PeerTLS | None,
         rng: random.Random | None = None,
     ) -> None:
         self.gw = gw
         self.url = gw.config.peer.url.rstrip("/") + "/peer/v1/envelopes"
-        self.ssl_context = ssl_context
+        self.tls = tls
         self.backoff = Backoff(gw.config.delivery.retry_base_seconds, gw.config.delivery.retry_cap_seconds)
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._task: asyncio.Task[None] | None = None
@@ -95,7 +95,7 @@ class DeliveryWorker:
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.gw.config.delivery.request_timeout_seconds)
-        connector = aiohttp.TCPConnector(ssl=self.ssl_context if self.ssl_context is not None else False, limit=4)
+        connector = aiohttp.TCPConnector(ssl=False if self.tls is None else self.tls.client(), limit=4)
         self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
         self._task = asyncio.create_task(self._run(), name="delivery")
 
@@ -248,7 +248,7 @@ class DeliveryWorker:
         body = b'{"envelopes":[' + b",".join(b[0] for b in built) + b"]}"
         self.requests += 1
         try:
-            async with self._session.post(self.url, data=body, headers=_POST_HEADERS) as resp:
+            async with self._session.post(self.url, data=body, headers=_POST_HEADERS, ssl=client_ssl(self.tls)) as resp:
                 raw = await resp.read() if resp.status == 200 else None
             payload = json_object(raw) if raw is not None else None
         except (TimeoutError, aiohttp.ClientError, DecodeError, OSError) as e:

@@ -10,7 +10,6 @@ file format and its verifier live in `core.evidence`; nothing here is trusted by
 from __future__ import annotations
 
 import re
-import ssl
 from typing import Final
 
 import aiohttp
@@ -30,6 +29,7 @@ from .core.evidence import (
 )
 from .gateway import Gateway
 from .keystore import read_signed_bundle
+from .tls import PeerTLS, client_ssl
 
 MAX_PART_BYTES: Final = 8 * 1024 * 1024
 _ID = re.compile(r"[0-9A-Za-z._:-]{1,64}")
@@ -87,15 +87,15 @@ async def peer_log_part(gw: Gateway, message_id: str) -> bytes:
 class EvidenceCollector:
     """Builds evidence files: our part from the store, the peer's over mutual TLS."""
 
-    def __init__(self, gw: Gateway, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, gw: Gateway, tls: PeerTLS | None) -> None:
         self.gw = gw
         self.url = gw.config.peer.url.rstrip("/") + "/peer/v1/evidence/"
-        self.ssl_context = ssl_context
+        self.tls = tls
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.gw.config.delivery.request_timeout_seconds)
-        connector = aiohttp.TCPConnector(ssl=self.ssl_context if self.ssl_context is not None else False, limit=2)
+        connector = aiohttp.TCPConnector(ssl=False if self.tls is None else self.tls.client(), limit=2)
         self.session = aiohttp.ClientSession(timeout=timeout, connector=connector)
 
     async def stop(self) -> None:
@@ -107,7 +107,7 @@ class EvidenceCollector:
         if self.session is None:
             raise PeerUnavailable("the gateway is not running its peer client")
         try:
-            async with self.session.get(self.url + message_id) as resp:
+            async with self.session.get(self.url + message_id, ssl=client_ssl(self.tls)) as resp:
                 raw = await resp.content.read(MAX_PART_BYTES + 1)
                 if resp.status != 200:
                     raise PeerUnavailable(f"{self.gw.peer.identity} answered HTTP {resp.status} for its part")

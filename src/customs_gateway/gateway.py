@@ -40,6 +40,7 @@ from .core.witness import ForkError, check_advance, cosign_line, parse_request
 from .crypto_workers import CryptoPool, OpenKeys, open_batch, refused_error
 from .keystore import Identity, write_atomic
 from .store.base import Incoming, NewMessage, OutMessage, Store, TokenRecord, WitnessState
+from .tls import PeerTLS
 
 log = structlog.get_logger("customs_gateway.gateway")
 
@@ -131,6 +132,8 @@ class Gateway:
         #: Distinct forks seen this run: (our cosigned size, root, their size, root).
         self._forks_seen: set[tuple[int, bytes | None, int, bytes]] = set()
         self.lifecycle: KeyLifecycleHooks | None = None
+        #: The peer link's TLS contexts (None in the insecure dev mode or without listeners).
+        self.tls: PeerTLS | None = None
         sec = config.security
         self.rate_limiter = RateLimiter(sec.rate_limit_per_second, sec.rate_limit_burst)
         self.long_polls = ConcurrencyLimit(sec.max_long_polls_per_token)
@@ -441,6 +444,8 @@ class Gateway:
             log.error("peer.bundle_file_write_failed", path=str(path), error=e.strerror or str(e))
         self.peer = PeerKeys(bundle)
         log.info("peer.bundle_updated", peer=bundle.identity, serial=bundle.serial)
+        if self.tls is not None:
+            self.tls.refresh()  # a renewed peer certificate is trusted from the next handshake on
 
     async def adopt_stored_peer_bundles(self) -> None:
         """At start: trust any newer peer bundle the store committed (with its `key_announced`
@@ -532,7 +537,7 @@ class Gateway:
                 ]
             )
             raise
-        line = cosign_line(req, witness_name(self.name), NoteSigner(self.identity.witness), now)
+        line = cosign_line(req, witness_name(self.name), NoteSigner(self.identity.active_witness_key(now)), now)
         cp = req.checkpoint
         await self.store.witness_advance(origin, stored_size, WitnessState(origin, cp.size, cp.root, req.note), now)
         return line

@@ -6,6 +6,8 @@ Layout (all under the configured directories)::
     keys/bundle.json    own signed key bundle (public)
     tls/key.key         TLS private key (ECDSA P-256, PKCS#8 DER as the "seed"), same key-file format
     tls/cert.pem        self-signed TLS certificate (public; pinned by the peer through the bundle)
+    tls/next.key, tls/next.pem
+                        a renewed TLS key and certificate, until the peer has receipted them
 
 Every file is written atomically (temporary file in the same directory, fsync, rename, fsync of
 the directory). A passphrase change stages every re-encrypted file, records them in a journal
@@ -61,6 +63,8 @@ from .core.keys import (
     held_decryption_key,
     key_id,
 )
+from .core.rotation import expiry
+from .core.tlscert import cert_info
 
 USE_SIGNING: Final = "signing"
 USE_ENCRYPTION: Final = "encryption"
@@ -72,6 +76,8 @@ BUNDLE_FILE: Final = "bundle.json"
 SERVE_LOCK: Final = "serve.lock"  # flock held by a running gateway (`KeyStore.hold_serve_lock`)
 TLS_CERT_FILE: Final = "cert.pem"
 TLS_KEY_FILE: Final = "key.key"
+TLS_NEXT_CERT_FILE: Final = "next.pem"  # a renewed certificate until the peer has receipted it
+TLS_NEXT_KEY_FILE: Final = "next.key"
 _JOURNAL: Final = ".passphrase-change.json"
 _KEY_SUFFIX: Final = ".key"
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -89,11 +95,12 @@ class Identity:
     name: str
     signing: dict[str, SigningKey]
     decryption: dict[str, DecryptionKey]
-    witness: SigningKey
+    witnesses: dict[str, SigningKey]
     bundle: SignedBundle = field(repr=False)
-    tls_cert_pem: bytes = field(repr=False)
-    tls_key_pem: bytes = field(repr=False)  # decrypted, kept in memory only
-    #: Signing keys announced to the peer but not yet receipted: never used to sign until then.
+    #: TLS private keys (PEM, decrypted, in memory only) by the certificate PEM of the bundle.
+    tls: dict[str, bytes] = field(repr=False)
+    #: Keys (kids; for TLS the certificate fingerprint) announced to the peer but not yet
+    #: receipted: never used until then (signing, witness) or never presented (TLS).
     pending: set[str] = field(default_factory=set)
     _public: tuple[bytes, PeerKeys] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -103,23 +110,69 @@ class Identity:
             self._public = (self.bundle.bundle_bytes, PeerKeys(self.bundle.bundle))
         return self._public[1]
 
-    def active_signing_key(self, at: dt.datetime) -> SigningKey:
-        """The newest active signing key valid at `at` whose private key is loaded and whose
-        announcement the peer has receipted; during a rotation, the retiring key until then."""
+    def _newest_usable(self, use: str, held: dict[str, SigningKey], at: dt.datetime | None) -> SigningKey | None:
         usable = [
             r
             for r in self.public_keys().records()
-            if r.use == USE_SIGNING
-            and r.valid_at(at) is None
-            and r.kid in self.signing
+            if r.use == use
+            and (at is None or r.valid_at(at) is None)
+            and r.kid in held
             and r.kid not in self.pending
             and r.state in ("active", "retiring")
         ]
         candidates = [r for r in usable if r.state == "active"] or usable
-        if not candidates:
+        return held[max(candidates, key=lambda r: r.not_before).kid] if candidates else None
+
+    def active_signing_key(self, at: dt.datetime) -> SigningKey:
+        """The newest active signing key valid at `at` whose private key is loaded and whose
+        announcement the peer has receipted; during a rotation, the retiring key until then."""
+        key = self._newest_usable(USE_SIGNING, self.signing, at)
+        if key is None:
             raise KeyStateError(f"{self.name} has no active signing key valid now", code="key.no_active_signing")
-        newest = max(candidates, key=lambda r: r.not_before)
-        return self.signing[newest.kid]
+        return key
+
+    def active_witness_key(self, at: dt.datetime) -> SigningKey:
+        """The witness key to cosign with at `at` (as `active_signing_key`, for witness keys)."""
+        key = self._newest_usable(USE_WITNESS, self.witnesses, at)
+        if key is None:
+            raise KeyStateError(f"{self.name} has no witness key valid now", code="key.no_active_witness")
+        return key
+
+    @property
+    def witness(self) -> SigningKey:
+        """The newest usable witness key, whatever the time (for tools and tests)."""
+        key = self._newest_usable(USE_WITNESS, self.witnesses, None)
+        assert key is not None, "the key store loads at least one witness key"
+        return key
+
+    def presented_tls(self) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) to present to the peer: the bundle's current certificate
+        once the peer has receipted it, else the newest previous one we still hold."""
+        b = self.bundle.bundle
+        for pem in (b.tls_certificate, *reversed([p for p, _ in b.tls_previous])):
+            key = self.tls.get(pem)
+            if key is not None and cert_info(pem).fingerprint not in self.pending:
+                return pem.encode("ascii"), key
+        pem = b.tls_certificate
+        if pem in self.tls:  # a pending certificate is still better than none
+            return pem.encode("ascii"), self.tls[pem]
+        raise KeyStateError(f"{self.name} holds no key for a certificate of its bundle", code="keyfile.tls_mismatch")
+
+    def expiry(self) -> dict[str, dt.datetime]:
+        """When each key kind, and the certificate presented, stops working unless renewed."""
+        try:
+            presented: str | None = self.tls_cert_pem.decode("ascii")
+        except GatewayError:
+            presented = None
+        return expiry(self.bundle.bundle, presented)
+
+    @property
+    def tls_cert_pem(self) -> bytes:
+        return self.presented_tls()[0]
+
+    @property
+    def tls_key_pem(self) -> bytes:
+        return self.presented_tls()[1]
 
     def decryption_key(self, kid: str) -> DecryptionKey:
         """Our HPKE private key `kid`; raises KeyStateError if we do not hold it (any more)."""
@@ -269,6 +322,16 @@ def _tls_key_from_der(der: bytes, path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+def new_tls_key(randbytes: RandBytes) -> ec.EllipticCurvePrivateKey:
+    """A fresh ECDSA P-256 TLS key from the injected randomness."""
+    return _p256_from(randbytes)
+
+
+def tls_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A TLS private key as unencrypted PKCS#8 PEM (kept in memory only)."""
+    return _pem(key)
+
+
 def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -336,6 +399,11 @@ class KeyStore:
     def tls_key_path(self) -> Path:
         return self.tls_dir / TLS_KEY_FILE
 
+    @property
+    def _tls_key_paths(self) -> list[Path]:
+        nxt = self.tls_dir / TLS_NEXT_KEY_FILE
+        return [self.tls_key_path, nxt] if nxt.exists() else [self.tls_key_path]
+
     def _key_files(self) -> list[Path]:
         if not self.keys_dir.is_dir():
             return []
@@ -352,7 +420,7 @@ class KeyStore:
 
     def permission_problems(self) -> list[Path]:
         """Private key files that group or others may read (worth a warning at start-up)."""
-        files = [*self._key_files(), self.tls_key_path]
+        files = [*self._key_files(), self.tls_key_path, self.tls_dir / TLS_NEXT_KEY_FILE]
         return [p for p in files if p.exists() and p.stat().st_mode & 0o077]
 
     def read_bundle(self) -> SignedBundle:
@@ -432,10 +500,9 @@ class KeyStore:
             name=identity,
             signing={signing.kid: signing},
             decryption={d.kid: d for d in decryption},
-            witness=witness,
+            witnesses={witness.kid: witness},
             bundle=signed,
-            tls_cert_pem=cert_pem,
-            tls_key_pem=_pem(tls_key),
+            tls={bundle.tls_certificate: _pem(tls_key)},
         )
 
     # -- load ---------------------------------------------------------------------------
@@ -449,18 +516,19 @@ class KeyStore:
         self._recover()
         signed = self.read_bundle()
         bundle = _verified(signed, self.bundle_path)
-        paths = [*self._key_files(), self.tls_key_path]
-        loaded = _open_all(paths, passphrase, self.tls_key_path)
+        tls_paths = self._tls_key_paths
+        paths = [*self._key_files(), *tls_paths]
+        loaded = _open_all(paths, passphrase, set(tls_paths))
 
         signing: dict[str, SigningKey] = {}
         decryption: dict[str, DecryptionKey] = {}
         witnesses: dict[str, SigningKey] = {}
-        tls_key: ec.EllipticCurvePrivateKey | None = None
+        tls_keys: list[bytes] = []
         for path, (meta, key, _) in zip(paths, loaded, strict=True):
-            if path == self.tls_key_path:
+            if path in tls_paths:
                 if meta.use != USE_TLS or not isinstance(key, ec.EllipticCurvePrivateKey):
                     raise KeyFileError(f"{path}: not a TLS key file", code="keyfile.wrong_use")
-                tls_key = key
+                tls_keys.append(_pem(key))
             elif meta.use == USE_SIGNING and isinstance(key, SigningKey):
                 signing[key.kid] = key
             elif meta.use == USE_WITNESS and isinstance(key, SigningKey):
@@ -472,19 +540,8 @@ class KeyStore:
                     f"{path}: key use {meta.use!r} does not belong in {self.keys_dir}",
                     code="keyfile.wrong_use",
                 )
-        assert tls_key is not None
-
-        cert_pem = _read(self.cert_path, "TLS certificate")
-        key_pem = _pem(tls_key)
-        if not tls.certificate_public_key_matches(cert_pem, key_pem):
-            raise KeyFileError(f"{self.cert_path} was not issued for {self.tls_key_path}", code="keyfile.tls_mismatch")
-        if bundle.tls_certificate.encode("ascii", "replace").strip() != cert_pem.strip():
-            raise KeyFileError(
-                f"{self.cert_path} is not the certificate announced in {self.bundle_path}",
-                code="keyfile.tls_mismatch",
-            )
-        witness = _newest(bundle, USE_WITNESS, witnesses)
-        if witness is None:
+        tls_held = self._pair_tls(bundle, tls_keys)
+        if not any(r.use == USE_WITNESS and r.kid in witnesses for r in bundle.keys):
             raise KeyFileError(
                 f"no witness key of {bundle.identity} in {self.keys_dir} is announced in its bundle",
                 code="keyfile.missing",
@@ -493,11 +550,64 @@ class KeyStore:
             name=bundle.identity,
             signing=signing,
             decryption=decryption,
-            witness=witness,
+            witnesses=witnesses,
             bundle=signed,
-            tls_cert_pem=cert_pem,
-            tls_key_pem=key_pem,
+            tls=tls_held,
         )
+
+    def _pair_tls(self, bundle: KeyBundle, tls_keys: list[bytes]) -> dict[str, bytes]:
+        """The bundle's certificates (current and previous) whose certificate file and key we
+        hold, paired by public key (so a crash between the renames of a renewal is harmless)."""
+        cert_files = [p for p in (self.cert_path, self.tls_dir / TLS_NEXT_CERT_FILE) if p.exists()]
+        if self.cert_path not in cert_files:
+            _read(self.cert_path, "TLS certificate")  # raises the usual missing-file error
+        certs = [_read(p, "TLS certificate") for p in cert_files]
+        held: dict[str, bytes] = {}
+        for pem in (bundle.tls_certificate, *(p for p, _ in bundle.tls_previous)):
+            data = pem.encode("ascii", "replace").strip()
+            if not any(c.strip() == data for c in certs):
+                continue
+            for key_pem in tls_keys:
+                if tls.certificate_public_key_matches(data, key_pem):
+                    held[pem] = key_pem
+                    break
+        if bundle.tls_certificate not in held and not held:
+            raise KeyFileError(
+                f"{self.cert_path} and {self.tls_key_path} are not a certificate and key announced in "
+                f"{self.bundle_path}",
+                code="keyfile.tls_mismatch",
+            )
+        return held
+
+    def add_tls_identity(
+        self,
+        cert_pem: bytes,
+        key: ec.EllipticCurvePrivateKey,
+        passphrase: bytes,
+        *,
+        opslimit: int = DEFAULT_OPSLIMIT,
+        memlimit: int = DEFAULT_MEMLIMIT,
+    ) -> None:
+        """Store a renewed TLS key and certificate beside the current ones (tls/next.*)."""
+        _open_all([self.tls_key_path], passphrase, {self.tls_key_path})  # the same passphrase as the store
+        der = key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        meta = KeyFileMeta(_tls_kid(key), USE_TLS, ALG_ECDSA_P256)
+        data = seal_private_key(der, meta, passphrase, opslimit=opslimit, memlimit=memlimit)
+        write_atomic(self.tls_dir / TLS_NEXT_KEY_FILE, data)
+        write_atomic(self.tls_dir / TLS_NEXT_CERT_FILE, cert_pem, _PUBLIC)
+
+    def promote_tls(self) -> None:
+        """Make the renewed TLS key and certificate the current files (the old key is destroyed)."""
+        nkey, ncert = self.tls_dir / TLS_NEXT_KEY_FILE, self.tls_dir / TLS_NEXT_CERT_FILE
+        if not (nkey.exists() and ncert.exists()):
+            return
+        write_atomic(self.tls_key_path, nkey.read_bytes())
+        write_atomic(self.cert_path, ncert.read_bytes(), _PUBLIC)
+        nkey.unlink()
+        ncert.unlink()
+        _fsync_dir(self.tls_dir)
 
     # -- change ---------------------------------------------------------------------------
 
@@ -519,7 +629,7 @@ class KeyStore:
             raise KeyStateError(f"a {type(key).__name__} cannot be stored for use {use!r}", code="key.wrong_use")
         existing = self._key_files()
         if existing:  # never leave a store whose files need two different passphrases
-            _open_all(existing[:1], passphrase, self.tls_key_path)
+            _open_all(existing[:1], passphrase, set())
         self.keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         data = seal_private_key(
             key.seed, KeyFileMeta(key.kid, use, alg), passphrase, opslimit=opslimit, memlimit=memlimit
@@ -553,8 +663,9 @@ class KeyStore:
         for d in (self.keys_dir, self.tls_dir):
             for stale in _temporaries(d):  # staged by a change that never reached its journal
                 stale.unlink(missing_ok=True)
-        paths = [*self._key_files(), self.tls_key_path]
-        opened = _open_all(paths, old, self.tls_key_path)
+        tls_paths = self._tls_key_paths
+        paths = [*self._key_files(), *tls_paths]
+        opened = _open_all(paths, old, set(tls_paths))
         seal = _sealer(new, opslimit, memlimit, os.urandom)
         staged: list[tuple[Path, Path]] = []
         try:
@@ -617,12 +728,12 @@ def _sealer(
     return seal
 
 
-def _open_all(paths: list[Path], passphrase: bytes, tls_key_path: Path) -> list[tuple[KeyFileMeta, _Loaded, bytes]]:
+def _open_all(paths: list[Path], passphrase: bytes, tls_paths: set[Path]) -> list[tuple[KeyFileMeta, _Loaded, bytes]]:
     """Open key files; argon2id releases the GIL, so a few threads shorten start-up several-fold."""
     datas = [_read(p, "key file") for p in paths]
     workers = max(1, min(4, os.cpu_count() or 1, len(paths)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keyfile") as pool:
-        return list(pool.map(lambda p, d: _open_key(p, d, passphrase, p == tls_key_path), paths, datas))
+        return list(pool.map(lambda p, d: _open_key(p, d, passphrase, p in tls_paths), paths, datas))
 
 
 def _open_key(path: Path, data: bytes, passphrase: bytes, is_tls: bool) -> tuple[KeyFileMeta, _Loaded, bytes]:
@@ -656,11 +767,3 @@ def _open_key(path: Path, data: bytes, passphrase: bytes, is_tls: bool) -> tuple
     if not is_tls and path.stem != meta.kid:
         raise KeyFileError(f"{path}: file name does not match its key id {meta.kid}", code="keyfile.kid_mismatch")
     return meta, key, seed
-
-
-def _newest(bundle: KeyBundle, use: str, held: dict[str, SigningKey]) -> SigningKey | None:
-    records = [r for r in bundle.keys if r.use == use and r.kid in held and r.state == "active"]
-    records = records or [r for r in bundle.keys if r.use == use and r.kid in held]
-    if not records:
-        return None
-    return held[max(records, key=lambda r: r.not_before).kid]

@@ -15,22 +15,39 @@ from pathlib import Path
 from typing import Any, Final
 
 import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from . import tls
 from .core.audit import AuditEntry
 from .core.bundle import KeyRecord, SignedBundle, sign_bundle
 from .core.encoding import b64url, format_ts, json_bytes, json_object
 from .core.errors import ConfigError, DecodeError, KeyStateError
 from .core.keyfile import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
 from .core.keys import ALG_ED25519, DecryptionKey, SigningKey
-from .core.rotation import DEFAULT_OVERLAP, due_for_retirement, retire, revoke, rotate
+from .core.rotation import DEFAULT_OVERLAP, due_for_retirement, renew_tls, retire, revoke, rotate
+from .core.tlscert import cert_info, possession_proof
 from .gateway import Gateway
-from .keystore import KeyStore, write_atomic
+from .keystore import KeyStore, new_tls_key, tls_key_pem, write_atomic
 from .store.base import OutMessage
 
 log = structlog.get_logger("customs_gateway.lifecycle")
 
 STATE_FILE: Final = "rotation.json"
 KINDS: Final = ("signing", "encryption")
+RENEW_KINDS: Final = ("signing", "encryption", "witness", "tls")
+#: Validity of renewed keys and certificates unless the administrator says otherwise.
+DEFAULT_VALID_DAYS: Final = 730
+MAX_VALID_DAYS: Final = 3650
+
+
+def _pending_of(state: dict[str, Any]) -> tuple[str, str] | None:
+    """(kind, kid or certificate fingerprint) of the switch waiting for the peer's receipt."""
+    pending = state.get("pending")
+    if isinstance(pending, dict) and isinstance(pending.get("kind"), str) and isinstance(pending.get("id"), str):
+        return str(pending["kind"]), str(pending["id"])
+    kid = state.get("pending_signing")  # the state file's earlier form
+    return ("signing", kid) if isinstance(kid, str) else None
 
 
 class KeyLifecycle:
@@ -76,21 +93,24 @@ class KeyLifecycle:
         intent = state.get("announce")
         if isinstance(intent, dict):
             state = await self._finish_intent(state, intent)
-        kid = state.get("pending_signing")
-        if not isinstance(kid, str):
+        pending = _pending_of(state)
+        if pending is None:
+            if not state:
+                self.keystore.promote_tls()  # a promotion a crash cut short (harmless otherwise)
             return
+        kind, pid = pending
         announcement = state.get("announcement")
         if isinstance(announcement, str):
             msg = await self.gw.store.get_message(announcement)
             if msg is not None and msg.status in ("delivered", "acknowledged"):
-                self._promote(kid)
+                self._promote(kind, pid)
                 return
-            self.gw.identity.pending.add(kid)
+            self.gw.identity.pending.add(pid)
             if msg is not None:
                 return
-        self.gw.identity.pending.add(kid)
-        ann = await self._announce("rotate", [kid], None, self.gw.identity.bundle, "system", "key_rotated")
-        self._write_state({"pending_signing": kid, "announcement": ann.id})
+        self.gw.identity.pending.add(pid)
+        ann = await self._announce("rotate", [pid], None, self.gw.identity.bundle, "system", "key_rotated")
+        self._write_state({"pending": {"kind": kind, "id": pid}, "announcement": ann.id})
 
     async def _finish_intent(self, state: dict[str, Any], intent: dict[str, Any]) -> dict[str, Any]:
         rest = {k: v for k, v in state.items() if k != "announce"}
@@ -99,6 +119,7 @@ class KeyLifecycle:
             # The crash came before the new bundle was installed: the change never happened.
             log.warning("key.change_abandoned", event_name=intent.get("event"), serial=intent.get("serial"))
             rest.pop("pending_signing", None)
+            rest.pop("pending", None)
             self._write_state(rest)
             return rest
         kids = [str(k) for k in intent.get("kids", [])]
@@ -111,7 +132,7 @@ class KeyLifecycle:
             str(intent.get("actor", "system")),
             str(intent.get("kind", "key_rotated")),
         )
-        if "pending_signing" in rest:
+        if _pending_of(rest) is not None:
             rest["announcement"] = ann.id
         self._write_state(rest)
         log.info("key.change_resumed", event_name=intent.get("event"), serial=installed.bundle.serial)
@@ -125,17 +146,23 @@ class KeyLifecycle:
         intent = {"event": event, "kids": kids, "reason": reason, "actor": actor, "kind": kind, "serial": serial}
         self._write_state({**state, "announce": intent})
 
-    def _promote(self, kid: str) -> None:
-        self.gw.identity.pending.discard(kid)
-        self._write_state({})
-        log.info("key.signing_switched", kid=kid)
+    def _promote(self, kind: str, pid: str) -> None:
+        """The peer has receipted the announcement: start using the new key (or certificate)."""
+        self.gw.identity.pending.discard(pid)
+        self._write_state({})  # first: a crash before the files below is finished by `resume`
+        if kind == "tls":
+            self.keystore.promote_tls()
+            if self.gw.tls is not None:
+                self.gw.tls.refresh()  # new handshakes present the renewed certificate
+        log.info("key.switched", kind=kind, kid=pid)
 
     async def on_delivered(self, delivered: list[OutMessage]) -> None:
         """Called by the delivery worker with newly receipted messages."""
         state = self._read_state()
         ann = state.get("announcement")
-        if any(m.id == ann for m in delivered):
-            self._promote(str(state["pending_signing"]))
+        pending = _pending_of(state)
+        if pending is not None and any(m.id == ann for m in delivered):
+            self._promote(*pending)
 
     # --- operations ----------------------------------------------------------------------
     async def rotate(self, kind: str, actor: str) -> dict[str, Any]:
@@ -143,10 +170,8 @@ class KeyLifecycle:
         if kind not in KINDS:
             raise KeyStateError("kind must be signing or encryption", code="schema.enum", field="$.kind", status=422)
         gw, idt = self.gw, self.gw.identity
-        if kind == "signing" and idt.pending:
-            raise KeyStateError(
-                "a signing rotation is still waiting for the peer's receipt", code="key.rotation_pending", status=409
-            )
+        if kind == "signing" or _pending_of(self._read_state()) is not None:
+            self._check_idle()
         now = gw.clock.now()
         current = idt.bundle.bundle
         old_signer = idt.active_signing_key(now)
@@ -174,14 +199,80 @@ class KeyLifecycle:
                 new_records.append(KeyRecord(dk.kid, "encryption", alg, dk.public.raw, now, until))
         signed = sign_bundle(rotate(current, new_records, kind, now), signers)
         kids = [r.kid for r in new_records]
-        pending = {"pending_signing": kids[0]} if kind == "signing" else {}
-        if kind == "signing":
-            idt.pending.add(kids[0])
-        self._intend(pending, "rotate", kids, None, actor, "key_rotated", signed.bundle.serial)
+        return await self._change(kind, "rotate", kids, signed, actor, "key_rotated")
+
+    async def _change(
+        self, kind: str, event: str, kids: list[str], signed: SignedBundle, actor: str, audit_kind: str
+    ) -> dict[str, Any]:
+        """Install the next bundle and announce it; a new signing or witness key (or certificate)
+        waits for the peer's receipt before it is used."""
+        pending: dict[str, Any] = {}
+        if kind in ("signing", "witness", "tls"):
+            pending = {"pending": {"kind": kind, "id": kids[0]}}
+            self.gw.identity.pending.add(kids[0])
+        self._intend(pending, event, kids, None, actor, audit_kind, signed.bundle.serial)
         self._install(signed)
-        ann = await self._announce("rotate", kids, None, signed, actor, "key_rotated")
+        ann = await self._announce(event, kids, None, signed, actor, audit_kind)
         self._write_state({**pending, "announcement": ann.id} if pending else {})
         return {"kind": kind, "kids": kids, "announcement_id": ann.id, "serial": signed.bundle.serial}
+
+    def _check_idle(self) -> None:
+        if self.gw.identity.pending or _pending_of(self._read_state()) is not None:
+            raise KeyStateError(
+                "an earlier key change is still waiting for the peer's receipt", code="key.rotation_pending", status=409
+            )
+
+    async def renew(self, kind: str, valid_days: int, actor: str) -> dict[str, Any]:
+        """New keys (or a new TLS certificate) of `kind` valid `valid_days` from now, announced to
+        the peer with proof of possession; the old ones keep working through the overlap."""
+        if kind not in RENEW_KINDS:
+            raise KeyStateError(
+                f"kind must be one of {', '.join(RENEW_KINDS)}", code="schema.enum", field="$.kind", status=422
+            )
+        if isinstance(valid_days, bool) or not isinstance(valid_days, int) or not 1 <= valid_days <= MAX_VALID_DAYS:
+            raise KeyStateError(
+                f"valid_days must be a whole number of days from 1 to {MAX_VALID_DAYS}",
+                code="schema.range",
+                field="$.valid_days",
+                status=422,
+            )
+        self._check_idle()
+        gw, idt = self.gw, self.gw.identity
+        now = gw.clock.now().replace(microsecond=0)
+        until = now + dt.timedelta(days=valid_days)
+        current = idt.bundle.bundle
+        signer = idt.active_signing_key(now)
+        kdf = {"opslimit": self._kdf[0], "memlimit": self._kdf[1]}
+        if kind == "tls":
+            tls_key = new_tls_key(gw.randbytes)
+            cert = tls.make_self_signed(gw.name, tls.cert_hosts(idt.tls_cert_pem), now, valid_days, tls_key)
+            self.keystore.add_tls_identity(cert, tls_key, self._passphrase, **kdf)
+            idt.tls[cert.decode("ascii")] = tls_key_pem(tls_key)
+            signed = sign_bundle(renew_tls(current, cert.decode("ascii"), now + self.overlap, now), [signer])
+            fp = cert_info(cert.decode("ascii")).fingerprint
+            return {
+                **await self._change("tls", "renew", [fp], signed, actor, "key_renewed"),
+                "not_after": format_ts(until),
+            }
+        records: list[KeyRecord] = []
+        signers = [signer]
+        if kind in ("signing", "witness"):
+            new = SigningKey.generate(gw.randbytes)
+            self.keystore.add_private_key(new, kind, self._passphrase, **kdf)
+            (idt.signing if kind == "signing" else idt.witnesses)[new.kid] = new
+            records.append(KeyRecord(new.kid, kind, ALG_ED25519, new.public_raw, now, until))
+            if kind == "signing":
+                signers.append(new)  # proof of possession; a witness key shows it by cosigning
+        else:
+            algs = list(dict.fromkeys(r.alg for r in current.keys if r.use == "encryption" and r.state == "active"))
+            for alg in algs:
+                dk = DecryptionKey.generate(alg, gw.randbytes)
+                self.keystore.add_private_key(dk, "encryption", self._passphrase, **kdf)
+                idt.decryption[dk.kid] = dk
+                records.append(KeyRecord(dk.kid, "encryption", alg, dk.public.raw, now, until))
+        signed = sign_bundle(rotate(current, records, kind, now), signers)
+        res = await self._change(kind, "renew", [r.kid for r in records], signed, actor, "key_renewed")
+        return {**res, "not_after": format_ts(until)}
 
     async def revoke(self, kid: str, reason: str, actor: str) -> dict[str, Any]:
         """Revoke one of our keys from now on and announce it."""
@@ -239,7 +330,9 @@ class KeyLifecycle:
         gw, idt = self.gw, self.gw.identity
         now = gw.clock.now()
         in_use = idt.active_signing_key(now).kid
-        kids = due_for_retirement(idt.bundle.bundle, now, self.overlap) - idt.pending - {in_use}
+        waiting = {r.use for r in idt.bundle.bundle.keys if r.kid in idt.pending}
+        due = due_for_retirement(idt.bundle.bundle, now, self.overlap) - idt.pending - {in_use}
+        kids = {k for k in due if (r := idt.bundle.bundle.key(k)) is not None and r.use not in waiting}
         if not kids:
             return []
         signed = sign_bundle(retire(idt.bundle.bundle, kids, now), [idt.active_signing_key(now)])
@@ -273,6 +366,11 @@ class KeyLifecycle:
         body: dict[str, Any] = {"event": event, "bundle": b64url(signed.to_bytes()), "kids": kids}
         if reason is not None:
             body["reason"] = reason
+        tls_key = gw.identity.tls.get(signed.bundle.tls_certificate)
+        if tls_key is not None:  # proof that we hold the announced certificate's key (checked on a change)
+            key = serialization.load_pem_private_key(tls_key, password=None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            body["tls_proof"] = b64url(possession_proof(key, signed.bundle_bytes))
         ttl = dt.timedelta(seconds=gw.config.delivery.default_ttl_seconds)
         msg = gw._new_message("key-announcement", body, now, now + ttl, None)
         audit = AuditEntry(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
-import ssl
 from dataclasses import dataclass
 
 import structlog
@@ -22,6 +22,7 @@ from .core.audit import AuditEntry
 from .core.clock import Clock, IdSource, SystemClock, UUID7Source
 from .core.encoding import format_ts
 from .core.errors import ConfigError, GatewayError
+from .core.rotation import EXPIRY_WARNING_DAYS
 from .delivery import DeliveryWorker
 from .evidence import EvidenceCollector
 from .gateway import Gateway
@@ -111,20 +112,22 @@ class GatewayServer:
             self.lifecycle = KeyLifecycle(self.gateway, keystore, passphrase)
             self.gateway.lifecycle = self.lifecycle
         self._maintenance: asyncio.Task[None] | None = None
+        self._expiry_warned: dict[str, dt.datetime] = {}
         self.ports = Listeners(0, 0)
 
-    def _peer_contexts(self) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None, str]:
-        idt, peer = self.gateway.identity, self.gateway.peer
-        peer_cert = peer.bundle.tls_certificate.encode()
+    def _peer_tls(self) -> tls.PeerTLS | None:
+        gw = self.gateway
         if self.config.security.allow_insecure_peer_http:
             log.warning(
                 "INSECURE: peer traffic over plain HTTP without mutual TLS (security.allow_insecure_peer_http)",
-                identity=idt.name,
+                identity=gw.name,
             )
-            return None, None, ""
-        server = tls.server_context(idt.tls_cert_pem, idt.tls_key_pem, peer_cert)
-        client = tls.client_context(idt.tls_cert_pem, idt.tls_key_pem, peer_cert)
-        return server, client, tls.cert_fingerprint(peer_cert)
+            return None
+        return tls.PeerTLS(
+            gw.identity.presented_tls,
+            lambda: gw.peer.bundle.tls_pins(gw.clock.now()),
+            gw.clock.now,
+        )
 
     async def start(self) -> Listeners:
         """Open the store, the workers and both listeners; on any failure (a port taken, a clock
@@ -140,16 +143,18 @@ class GatewayServer:
         await gw.store.open()
         await self._check_clock()
         await gw.crypto.start()
-        server_ctx, client_ctx, pinned = self._peer_contexts()
-        self.evidence = EvidenceCollector(gw, client_ctx)
+        peer_tls = self._peer_tls()
+        gw.tls = peer_tls
+        self.evidence = EvidenceCollector(gw, peer_tls)
         await self.evidence.start()
         local = ProblemAppRunner(local_app(gw, self.evidence), access_log=None)
         await local.setup()
         lsite = web.TCPSite(local, self.config.local_api.host, self.config.local_api.port)
         await lsite.start()
         self._runners.append(local)
-        peer = ProblemAppRunner(peer_app(gw, pinned), access_log=None)
+        peer = ProblemAppRunner(peer_app(gw, peer_tls), access_log=None)
         await peer.setup()
+        server_ctx = peer_tls.server if peer_tls is not None else None
         psite = web.TCPSite(peer, self.config.peer_api.host, self.config.peer_api.port, ssl_context=server_ctx)
         await psite.start()
         self._runners.append(peer)
@@ -161,10 +166,10 @@ class GatewayServer:
         await gw.store.remember_bundle(gw.peer.identity, peer_signed.to_bytes(), now)
         if self.lifecycle is not None:
             await self.lifecycle.resume()
-            self._maintenance = asyncio.create_task(self._maintain(), name="key-maintenance")
-        self.worker = DeliveryWorker(gw, ssl_context=client_ctx)
+        self._maintenance = asyncio.create_task(self._maintain(), name="key-maintenance")
+        self.worker = DeliveryWorker(gw, tls=peer_tls)
         await self.worker.start()
-        self.checkpointer = Checkpointer(gw, client_ctx)
+        self.checkpointer = Checkpointer(gw, peer_tls)
         watch_cosigning(gw, self.checkpointer)
         await self.checkpointer.start()
         log.info(
@@ -217,19 +222,40 @@ class GatewayServer:
         await self.gateway.store.close()
         await self.gateway.close()
 
+    async def maintain_once(self) -> None:
+        """One round of upkeep: retire keys whose overlap has passed, drop TLS pins whose overlap
+        has ended, and warn (once a day per kind) about keys or a certificate expiring soon."""
+        gw = self.gateway
+        if self.lifecycle is not None:
+            retired = await self.lifecycle.retire_due()
+            if retired:
+                log.info("keys.retired", kids=retired)
+        if gw.tls is not None:
+            gw.tls.refresh()
+        now = gw.clock.now()
+        for kind, end in gw.identity.expiry().items():
+            days = (end - now).total_seconds() / 86400
+            last = self._expiry_warned.get(kind)
+            if days <= EXPIRY_WARNING_DAYS and (last is None or now - last >= dt.timedelta(days=1)):
+                self._expiry_warned[kind] = now
+                log.warning(
+                    "keys.expiring",
+                    kind=kind,
+                    days_left=round(days, 1),
+                    not_after=format_ts(end),
+                    action=f"customs-gateway keys renew --kind {kind}",
+                )
+
     async def _maintain(self) -> None:
-        """Retire keys whose overlap window has passed (hourly; cheap when there are none)."""
-        assert self.lifecycle is not None
+        """Upkeep every minute (cheap when there is nothing to do)."""
         while True:
             try:
-                retired = await self.lifecycle.retire_due()
-                if retired:
-                    log.info("keys.retired", kids=retired)
+                await self.maintain_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("keys.maintenance_failed")
-            await asyncio.sleep(3600)
+            await asyncio.sleep(60)
 
 
 def _port(runner: web.AppRunner) -> int:

@@ -1,9 +1,14 @@
 """Mutual TLS with pinned self-signed certificates: making the certificate and the SSL contexts.
 
-Each gateway has one self-signed ECDSA P-256 certificate; the peer's certificate, imported with
-its key bundle, is the only trust anchor of the peer-facing contexts (pinning replaces names and
-CAs). The private key never touches the disk unencrypted: `ssl` only loads keys from paths, so we
-hand it an anonymous in-memory file (`memfd_create`) holding the key encrypted under a throwaway
+Each gateway presents one self-signed ECDSA P-256 certificate; the peer's certificates, imported
+and renewed with its key bundle, are the only trust anchors of the peer-facing contexts (pinning
+replaces names and CAs). OpenSSL's own clock check is off for the pinned certificates: the gateway
+checks their validity against its own clock (`core.tlscert.pinned_fingerprints`), so a renewal and
+an overlap behave the same under an injected clock as under the system one (decision 0008).
+`PeerTLS` reloads both contexts when a certificate is renewed, without a restart.
+
+The private key never touches the disk unencrypted: `ssl` only loads keys from paths, so we hand
+it an anonymous in-memory file (`memfd_create`) holding the key encrypted under a throwaway
 password.
 """
 
@@ -17,15 +22,21 @@ import os
 import secrets
 import ssl
 import tempfile
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Final, Protocol
 
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .core.errors import ConfigError
+from .core.tlscert import pinned_fingerprints
+
+#: X509_V_FLAG_NO_CHECK_TIME: validity of the pinned certificates is checked by the gateway itself.
+_NO_CHECK_TIME: Final = 0x200000
+log = structlog.get_logger("customs_gateway.tls")
 
 
 class _PeerCertSource(Protocol):
@@ -163,9 +174,10 @@ def _load_identity(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None
 
 
 def _pin(ctx: ssl.SSLContext, peer_cert_pem: bytes) -> None:
+    """Trust the pinned certificate(s) (`peer_cert_pem` may hold several PEM blocks)."""
     ctx.verify_mode = ssl.CERT_REQUIRED
     # The pinned certificate is a self-signed leaf: trust it as an anchor in its own right.
-    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | _NO_CHECK_TIME
     try:
         ctx.load_verify_locations(cadata=peer_cert_pem.decode("ascii"))
     except (ssl.SSLError, UnicodeDecodeError, ValueError) as e:
@@ -201,3 +213,79 @@ def local_server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     ctx.verify_mode = ssl.CERT_NONE
     _load_identity(ctx, cert_pem, key_pem)
     return ctx
+
+
+def cert_hosts(pem: bytes) -> list[str]:
+    """The host names and addresses a certificate names (to renew it for the same hosts)."""
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [*san.get_values_for_type(x509.DNSName), *(str(a) for a in san.get_values_for_type(x509.IPAddress))]
+
+
+OwnCert = Callable[[], tuple[bytes, bytes]]  # (certificate PEM, private key PEM) presented now
+PeerPins = Callable[[], tuple[str, ...]]  # PEM certificates the peer may present now
+
+
+class PeerTLS:
+    """The peer link's contexts, kept equal to the bundles without a restart.
+
+    A listening socket keeps the context it was opened with, so the server context is changed in
+    place: a renewed certificate of ours is loaded into it (new handshakes present it) and a new
+    peer certificate is added to its trust store. A pin whose overlap has ended may stay in that
+    store, but the peer API checks every request against `pinned()` exactly. Client contexts are
+    rebuilt whenever something changed, so they trust exactly the pins of the moment.
+    """
+
+    def __init__(self, own: OwnCert, pins: PeerPins, now: Callable[[], dt.datetime]) -> None:
+        self._own, self._pins, self._now = own, pins, now
+        self._state: tuple[bytes, frozenset[str]] | None = None
+        self._anchors: set[str] = set()
+        self.server: ssl.SSLContext | None = None
+        self._client: ssl.SSLContext | None = None
+        self.refresh()
+
+    def pinned(self) -> frozenset[str]:
+        """SHA-256 fingerprints of the peer certificates acceptable now."""
+        return pinned_fingerprints(self._pins(), self._now())
+
+    def client(self) -> ssl.SSLContext:
+        """The client context for the next request (rebuilt first if a certificate changed)."""
+        self.refresh()
+        assert self._client is not None
+        return self._client
+
+    def refresh(self) -> bool:
+        """Bring the contexts up to date; True if anything changed."""
+        cert, key = self._own()
+        now = self._now()
+        pins = tuple(p for p in self._pins() if pinned_fingerprints((p,), now))
+        state = (cert, frozenset(pins))
+        if state == self._state:
+            return False
+        first = self._state is None
+        joined = "".join(pins).encode("ascii")
+        if not pins:
+            # Every pin has lapsed: keep the last anchors (requests are refused by `pinned()`).
+            joined = "".join(self._anchors).encode("ascii") or self._pins()[0].encode("ascii")
+        if self.server is None:
+            self.server = server_context(cert, key, joined)
+        else:
+            if self._state is not None and cert != self._state[0]:
+                _load_identity(self.server, cert, key)
+            for pem in pins:
+                if pem not in self._anchors:
+                    _pin(self.server, pem.encode("ascii"))
+        self._anchors.update(pins)
+        self._client = client_context(cert, key, joined)
+        self._state = state
+        if not first:
+            log.info("tls.reloaded", certificate=cert_fingerprint(cert), pinned=sorted(self.pinned()))
+        return True
+
+
+def client_ssl(peer_tls: PeerTLS | None) -> ssl.SSLContext | bool:
+    """What aiohttp's `ssl=` takes for one request to the peer (False: the insecure dev mode)."""
+    return False if peer_tls is None else peer_tls.client()

@@ -147,10 +147,11 @@ async def test_signing_key_is_held_back_until_the_peer_receipts_the_announcement
     await _wait(lambda: us.identity.active_signing_key(us.clock.now()).kid == res["kids"][0])
 
 
-def _announce(pair: Pair, signed: SignedBundle, seq: int) -> dict[str, Any]:
+def _announce(pair: Pair, signed: SignedBundle, seq: int, **extra: Any) -> dict[str, Any]:
+    """A `key-announcement` envelope from US to CN carrying `signed` (and any `extra` body members)."""
     us = pair.gw(US)
     now = us.clock.now()
-    body = {"event": "rotate", "bundle": b64url(signed.to_bytes()), "kids": []}
+    body = {"event": "rotate", "bundle": b64url(signed.to_bytes()), "kids": [], **extra}
     doc = Document(us.ids.new_id(), US, CN, "key-announcement", now, body)
     env, _, _ = build_envelope(
         doc,

@@ -75,7 +75,7 @@ def test_every_route_is_described_beyond_its_defaults() -> None:
 
 
 async def test_peer_paths_match_the_peer_app(pair: Pair, doc: dict[str, Any]) -> None:
-    app = peer_app(pair.gw(US), "")
+    app = peer_app(pair.gw(US), None)
     routed = {(r.method.lower(), r.resource.canonical) for r in app.router.routes() if r.resource is not None}
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops if p.startswith("/peer/")}
     assert routed - {("head", p) for _, p in routed} == documented

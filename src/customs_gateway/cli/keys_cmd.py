@@ -24,6 +24,7 @@ from ..config import Config
 from ..core.bundle import KeyBundle, KeyRecord, SignedBundle
 from ..core.encoding import format_ts
 from ..core.errors import ConfigError, Conflict, KeyStateError
+from ..core.rotation import EXPIRY_WARNING_DAYS, expiry
 from ..keystore import KeyStore, import_peer_bundle, read_signed_bundle, write_atomic
 from ..tls import cert_fingerprint
 from .common import add_config_arg, console, get_passphrase, load_cli_config, print_json, result_console
@@ -32,7 +33,7 @@ _SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def register(sub: _SubParsers) -> None:
-    p = sub.add_parser("keys", help="export, import, list, rotate and revoke keys; change the passphrase")
+    p = sub.add_parser("keys", help="export, import, list, rotate, renew and revoke keys; change the passphrase")
     ksub = p.add_subparsers(dest="keys_verb", metavar="VERB")
     for add in _SUB_VERBS:
         add(ksub)
@@ -117,7 +118,7 @@ def run_import(args: argparse.Namespace) -> int:
     )
     if bundle.endpoint:
         out.print(f"Endpoint: {escape(bundle.endpoint)}")
-    out.print(_table(bundle, f"keys of {bundle.identity}"))
+    out.print(_table(bundle, f"keys of {bundle.identity}", dt.datetime.now(dt.UTC)))
     out.print(f"TLS certificate SHA-256: {_cert_fp(bundle)}")
     out.print(f"Bundle fingerprint: [bold]{signed.fingerprint()}[/]")
     if not args.yes:
@@ -167,6 +168,8 @@ def run_list(args: argparse.Namespace) -> int:
     path = _peer_bundle_path(config) if args.peer else _own_bundle_path(config)
     signed = read_signed_bundle(path)
     bundle = signed.verify_self_signed()
+    now = dt.datetime.now(dt.UTC)
+    tls_end = expiry(bundle).get("tls")
     if args.json:
         print_json(
             {
@@ -177,14 +180,25 @@ def run_list(args: argparse.Namespace) -> int:
                 "suites": list(bundle.suites),
                 "endpoint": bundle.endpoint,
                 "tls_certificate_sha256": _cert_fp(bundle),
-                "keys": [_key_row(r) for r in bundle.keys],
+                "tls_certificate_not_after": format_ts(tls_end) if tls_end else None,
+                "tls_certificate_days_left": _days_left(tls_end, now) if tls_end else None,
+                "tls_previous": [
+                    {"sha256": _fp(pem), "pinned_until": format_ts(until)} for pem, until in bundle.tls_previous
+                ],
+                "keys": [_key_row(r, now) for r in bundle.keys],
             }
         )
         return 0
     out = result_console()
-    out.print(_table(bundle, f"keys of {bundle.identity} (serial {bundle.serial}, {path})"))
+    out.print(_table(bundle, f"keys of {bundle.identity} (serial {bundle.serial}, {path})", now))
     out.print(f"Suites: {escape(', '.join(bundle.suites))}", soft_wrap=True)
     out.print(f"TLS certificate SHA-256: {_cert_fp(bundle)}", soft_wrap=True)
+    if tls_end is not None:
+        days = _days_left(tls_end, now)
+        colour = "red" if days <= EXPIRY_WARNING_DAYS else "default"
+        out.print(f"TLS certificate valid until {_minute(tls_end)} UTC ([{colour}]{days:g} days left[/])")
+    for pem, until in bundle.tls_previous:
+        out.print(f"Previous TLS certificate {_fp(pem)} pinned until {_minute(until)} UTC", soft_wrap=True)
     out.print(f"Bundle fingerprint: [bold]{signed.fingerprint()}[/]", soft_wrap=True)
     return 0
 
@@ -207,7 +221,11 @@ def _peer_bundle_path(config: Config) -> Path:
     raise ConfigError("set peer.bundle (or peer.identity) to choose the peer bundle", field="peer.bundle")
 
 
-def _key_row(rec: KeyRecord) -> dict[str, Any]:
+def _days_left(end: dt.datetime, now: dt.datetime) -> float:
+    return round((end - now).total_seconds() / 86400, 1)
+
+
+def _key_row(rec: KeyRecord, now: dt.datetime) -> dict[str, Any]:
     row: dict[str, Any] = {
         "kid": rec.kid,
         "use": rec.use,
@@ -215,6 +233,7 @@ def _key_row(rec: KeyRecord) -> dict[str, Any]:
         "state": rec.state,
         "not_before": format_ts(rec.not_before),
         "not_after": format_ts(rec.not_after),
+        "days_left": _days_left(rec.not_after, now),
         "fingerprint": hashlib.sha256(rec.public).hexdigest(),
     }
     if rec.revoked_at is not None:
@@ -222,13 +241,16 @@ def _key_row(rec: KeyRecord) -> dict[str, Any]:
     return row
 
 
-def _table(bundle: KeyBundle, title: str) -> Table:
+def _table(bundle: KeyBundle, title: str, now: dt.datetime) -> Table:
     table = Table(title=escape(title))
-    for col in ("kid", "use", "alg", "state", "not before (UTC)", "not after (UTC)"):
+    for col in ("kid", "use", "alg", "state", "not before (UTC)", "not after (UTC)", "days left"):
         table.add_column(col, no_wrap=True)
     table.add_column("public key SHA-256", overflow="fold")
     for rec in bundle.keys:
-        row = _key_row(rec)
+        row = _key_row(rec, now)
+        in_use = rec.state == "active" and rec.revoked_at is None
+        days = row["days_left"]
+        left = f"[red]{days:g}[/]" if in_use and days <= EXPIRY_WARNING_DAYS else f"{days:g}" if in_use else "-"
         table.add_row(
             rec.kid,
             rec.use,
@@ -236,6 +258,7 @@ def _table(bundle: KeyBundle, title: str) -> Table:
             rec.state if rec.revoked_at is None else f"{rec.state} ({_minute(rec.revoked_at)})",
             _minute(rec.not_before),
             _minute(rec.not_after),
+            left,
             row["fingerprint"],
         )
     return table
@@ -246,8 +269,12 @@ def _minute(when: dt.datetime) -> str:
 
 
 def _cert_fp(bundle: KeyBundle) -> str:
+    return _fp(bundle.tls_certificate)
+
+
+def _fp(pem: str) -> str:
     try:
-        return cert_fingerprint(bundle.tls_certificate.encode("ascii"))
+        return cert_fingerprint(pem.encode("ascii"))
     except ValueError:
         return "(not a valid certificate)"
 
@@ -260,6 +287,19 @@ def _register_rotate(ksub: _SubParsers) -> None:
     p.add_argument("--kind", required=True, choices=("signing", "encryption"))
     _admin_client_args(p)
     p.set_defaults(func=run_rotate)
+
+
+def _register_renew(ksub: _SubParsers) -> None:
+    p = ksub.add_parser(
+        "renew",
+        help="renew our keys or TLS certificate with a later expiry on the running gateway (announced to the peer)",
+    )
+    p.add_argument("--kind", required=True, choices=("signing", "encryption", "witness", "tls"))
+    p.add_argument(
+        "--valid-days", type=int, default=730, metavar="N", help="validity of the new keys or certificate (default 730)"
+    )
+    _admin_client_args(p)
+    p.set_defaults(func=run_renew)
 
 
 def _register_revoke(ksub: _SubParsers) -> None:
@@ -288,7 +328,7 @@ def _admin_client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
-def _admin_call(args: argparse.Namespace, path: str, body: dict[str, str]) -> int:
+def _admin_call(args: argparse.Namespace, path: str, body: dict[str, Any]) -> int:
     from .client_cmd import ClientError, base_url, bearer_token, call
 
     try:
@@ -308,6 +348,10 @@ def _admin_call(args: argparse.Namespace, path: str, body: dict[str, str]) -> in
 
 def run_rotate(args: argparse.Namespace) -> int:
     return _admin_call(args, "/v1/admin/keys/rotate", {"kind": args.kind})
+
+
+def run_renew(args: argparse.Namespace) -> int:
+    return _admin_call(args, "/v1/admin/keys/renew", {"kind": args.kind, "valid_days": args.valid_days})
 
 
 def run_revoke(args: argparse.Namespace) -> int:
@@ -344,6 +388,7 @@ _SUB_VERBS: tuple[Callable[[_SubParsers], None], ...] = (
     _register_import,
     _register_list,
     _register_rotate,
+    _register_renew,
     _register_revoke,
     _register_passphrase,
 )

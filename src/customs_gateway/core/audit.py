@@ -29,6 +29,7 @@ KINDS: Final = frozenset(
         "expired",
         "key_announced",
         "key_rotated",
+        "key_renewed",
         "key_revoked",
         "token_issued",
         "token_revoked",

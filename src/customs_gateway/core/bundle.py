@@ -129,6 +129,14 @@ class KeyBundle:
     tls_certificate: str  # PEM; the peer pins it for mutual TLS
     endpoint: str | None = None
     serial: int = 1
+    #: Certificates this identity presented before a TLS renewal, each still pinned until its
+    #: `until` (the overlap: the peer accepts old and new while both sides switch).
+    tls_previous: tuple[tuple[str, dt.datetime], ...] = ()
+
+    def tls_pins(self, at: dt.datetime) -> tuple[str, ...]:
+        """The certificates (PEM) the peer may present at `at`: the current one and any previous
+        one whose overlap has not ended."""
+        return (self.tls_certificate, *(pem for pem, until in self.tls_previous if at < until))
 
     def to_bytes(self) -> bytes:
         d: dict[str, Any] = {
@@ -142,6 +150,8 @@ class KeyBundle:
         }
         if self.endpoint is not None:
             d["endpoint"] = self.endpoint
+        if self.tls_previous:  # absent when empty: bundles from before renewals keep their bytes
+            d["tls_previous"] = [{"certificate": pem, "until": format_ts(until)} for pem, until in self.tls_previous]
         return json_bytes(d)
 
     @classmethod
@@ -174,7 +184,8 @@ class KeyBundle:
         records = tuple(KeyRecord.from_dict(k, where=f"bundle.keys[{i}]") for i, k in enumerate(keys))
         if len({r.kid for r in records}) != len(records):
             raise DecodeError("bundle lists a key twice", field="bundle.keys")
-        return cls(identity, issued, records, tuple(suites), cert, endpoint, serial)
+        previous = _tls_previous(d.get("tls_previous", []))
+        return cls(identity, issued, records, tuple(suites), cert, endpoint, serial, previous)
 
     def key(self, kid: str) -> KeyRecord | None:
         for k in self.keys:
@@ -299,6 +310,18 @@ class PeerKeys:
 
     def records(self) -> tuple[KeyRecord, ...]:
         return self.bundle.keys
+
+
+def _tls_previous(raw: object) -> tuple[tuple[str, dt.datetime], ...]:
+    if not isinstance(raw, list) or len(raw) > 8:
+        raise DecodeError("bundle.tls_previous must be a list of at most 8 entries", field="bundle.tls_previous")
+    out: list[tuple[str, dt.datetime]] = []
+    for i, e in enumerate(raw):
+        where = f"bundle.tls_previous[{i}]"
+        if not isinstance(e, dict) or set(e) != {"certificate", "until"} or not isinstance(e["certificate"], str):
+            raise DecodeError(f"{where} must be {{certificate: PEM, until: time}}", field=where)
+        out.append((e["certificate"], parse_ts(e["until"], field=f"{where}.until")))
+    return tuple(out)
 
 
 def is_valid_identity(name: str) -> bool:

@@ -38,6 +38,22 @@ class FixedClock:
         self._now = when
 
 
+class JumpClock:
+    """The wall clock shifted by an offset that only grows (drills: years pass in seconds while
+    time still runs between the jumps, so timeouts and retries behave as in production)."""
+
+    def __init__(self, offset: dt.timedelta = dt.timedelta(0)) -> None:
+        self.offset = offset
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc) + self.offset
+
+    def jump(self, by: dt.timedelta) -> None:
+        if by < dt.timedelta(0):
+            raise ValueError("a JumpClock only moves forward")
+        self.offset += by
+
+
 class PeerClockOffset:
     """How far the peer's clock is from ours, measured from timestamps the peer signed: the
     `sent_at` of its envelopes and the `received_at` of its receipts, each against our clock when

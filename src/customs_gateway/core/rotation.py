@@ -4,11 +4,14 @@ The owner builds the next bundle (`rotate`, `revoke`, `retire`); the peer accept
 a continuation of the bundle it trusts (`check_update`): same identity, a higher serial, signed by
 a signing key the peer already trusts, every new signing key proves possession by signing too,
 and no history is rewritten (keys are never dropped, revocations never withdrawn, validity only
-ever shortened). Old verification keys therefore stay usable for the evidence they signed.
+ever shortened). Old verification keys therefore stay usable for the evidence they signed. New
+keys may carry any later expiry (renewal, DESIGN §11); a new TLS certificate may replace the pinned
+one, which stays pinned beside it until the overlap ends (decision 0008).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import replace
 from typing import Annotated, Final, Literal
@@ -16,7 +19,8 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from .bundle import KeyBundle, KeyRecord, SignedBundle
-from .errors import KeyStateError, NotFound
+from .errors import DecodeError, KeyStateError, NotFound
+from .tlscert import cert_info
 
 #: Signing/encryption keys rotated out stay accepted (retiring) this long before they retire.
 DEFAULT_OVERLAP: Final = dt.timedelta(days=8)
@@ -25,10 +29,13 @@ DEFAULT_OVERLAP: Final = dt.timedelta(days=8)
 class KeyAnnouncementBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The body of a `key-announcement` control message."""
 
-    event: Literal["rotate", "revoke", "retire"]
+    event: Literal["rotate", "renew", "revoke", "retire"]
     bundle: Annotated[str, msgspec.Meta(max_length=256 * 1024)]  # b64url of SignedBundle.to_bytes()
     kids: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=16)]
     reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    #: b64url ECDSA signature by a newly announced TLS certificate's key over the bundle bytes
+    #: (`core.tlscert.possession_proof`); required when the certificate changes.
+    tls_proof: Annotated[str, msgspec.Meta(max_length=512)] | None = None
 
 
 def _refuse(detail: str, code: str) -> KeyStateError:
@@ -41,6 +48,19 @@ def rotate(current: KeyBundle, new_records: list[KeyRecord], use: str, now: dt.d
         raise ValueError("new records must all have the rotated use")
     keys = tuple(replace(k, state="retiring") if k.use == use and k.state == "active" else k for k in current.keys)
     return current.with_keys((*keys, *new_records), now)
+
+
+def renew_tls(current: KeyBundle, certificate: str, overlap_until: dt.datetime, now: dt.datetime) -> KeyBundle:
+    """Next bundle presenting `certificate`; the current one stays pinned until `overlap_until`,
+    previous certificates whose overlap has ended are dropped."""
+    kept = tuple((pem, until) for pem, until in current.tls_previous if until > now)
+    return replace(
+        current,
+        tls_certificate=certificate,
+        tls_previous=(*kept, (current.tls_certificate, overlap_until)),
+        issued_at=now,
+        serial=current.serial + 1,
+    )
 
 
 def revoke(current: KeyBundle, kid: str, reason: str, now: dt.datetime) -> KeyBundle:
@@ -63,6 +83,23 @@ def retire(current: KeyBundle, kids: set[str], now: dt.datetime) -> KeyBundle:
         replace(k, state="retired", not_after=min(k.not_after, now)) if k.kid in kids else k for k in current.keys
     )
     return current.with_keys(keys, now)
+
+
+#: Expiry inside this many days is warned about (log daily, `/readyz`, `keys list`).
+EXPIRY_WARNING_DAYS: Final = 30
+
+
+def expiry(bundle: KeyBundle, presented_cert: str | None = None) -> dict[str, dt.datetime]:
+    """When each kind stops working unless renewed: per key use, the earliest end of validity of
+    its active (unrevoked) keys; `tls`, the end of the certificate presented (default: the
+    bundle's current one)."""
+    out: dict[str, dt.datetime] = {}
+    for rec in bundle.keys:
+        if rec.state == "active" and rec.revoked_at is None:
+            out[rec.use] = min(out.get(rec.use, rec.not_after), rec.not_after)
+    with contextlib.suppress(DecodeError):  # not a certificate: reported where it is used
+        out["tls"] = cert_info(presented_cert or bundle.tls_certificate).not_after
+    return out
 
 
 def due_for_retirement(bundle: KeyBundle, now: dt.datetime, overlap: dt.timedelta) -> set[str]:
@@ -112,6 +149,27 @@ def check_update(current: KeyBundle, signed: SignedBundle, now: dt.datetime) -> 
             raise _refuse(f"key {old.kid} was changed, not just retired or revoked", "key.announcement_history")
         if old.revoked_at is not None and rec.revoked_at != old.revoked_at:
             raise _refuse(f"revocation of key {old.kid} was withdrawn or moved", "key.announcement_history")
-    if new.tls_certificate != current.tls_certificate:
-        raise _refuse("a TLS certificate change needs a new bundle imported out of band", "key.announcement_tls_change")
+    _check_tls(current, new)
     return new
+
+
+def _check_tls(current: KeyBundle, new: KeyBundle) -> None:
+    """A new certificate may replace the current one (which may stay pinned for an overlap);
+    previous certificates may only be dropped or their overlap shortened, never brought back."""
+    if new.tls_certificate != current.tls_certificate:
+        try:
+            cert_info(new.tls_certificate)
+        except DecodeError as e:
+            raise _refuse(f"the new TLS certificate is not usable: {e.detail}", "key.announcement_tls") from e
+    before = dict(current.tls_previous)
+    if new.tls_certificate != current.tls_certificate and (
+        new.tls_certificate in before or new.tls_certificate in {p for p, _ in new.tls_previous}
+    ):
+        raise _refuse("a previous TLS certificate cannot become current again", "key.announcement_tls")
+    for pem, until in new.tls_previous:
+        if pem == current.tls_certificate and pem != new.tls_certificate:
+            continue  # the certificate being replaced: pinned beside the new one for the overlap
+        if pem not in before:
+            raise _refuse("tls_previous names a certificate that was never current", "key.announcement_tls")
+        if until > before[pem]:
+            raise _refuse("the overlap of a previous TLS certificate was extended", "key.announcement_tls")

@@ -23,9 +23,11 @@ from ..core.encoding import b64url, format_ts, json_object
 from ..core.envelope import BUSINESS_TYPES
 from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
 from ..core.merkle import leaf_hash
+from ..core.rotation import EXPIRY_WARNING_DAYS
 from ..core.state import PENDING, STATUSES
 from ..evidence import EvidenceCollector, PeerUnavailable
 from ..gateway import Caller, Gateway
+from ..lifecycle import DEFAULT_VALID_DAYS, MAX_VALID_DAYS, RENEW_KINDS
 from ..lifecycle import KeyLifecycle as KeyLifecycleAPI
 from ..store.base import InboxItem, MessageFilter, OutMessage, TokenRecord
 from .metrics import metrics
@@ -290,6 +292,24 @@ async def admin_rotate(request: web.Request) -> web.Response:
     return json_response(res, status=202)
 
 
+async def admin_renew(request: web.Request) -> web.Response:
+    """Renew keys of one kind, or the TLS certificate, with a later expiry (DESIGN §11)."""
+    caller = await _auth(request, ADMIN)
+    d = _json_dict(await _json_body(request), allowed={"kind", "valid_days"})
+    kind = d.get("kind")
+    if kind not in RENEW_KINDS:
+        raise SchemaError(f"kind must be one of {', '.join(RENEW_KINDS)}", code="schema.enum", field="$.kind")
+    days = d.get("valid_days", DEFAULT_VALID_DAYS)
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_VALID_DAYS:
+        raise SchemaError(
+            f"valid_days must be a whole number of days from 1 to {MAX_VALID_DAYS}",
+            code="schema.range",
+            field="$.valid_days",
+        )
+    res = await _lifecycle(request).renew(str(kind), days, caller.actor)
+    return json_response(res, status=202)
+
+
 async def admin_revoke(request: web.Request) -> web.Response:
     """Revoke one of our keys from now on; the revocation is announced to the peer."""
     caller = await _auth(request, ADMIN)
@@ -526,8 +546,21 @@ async def readyz(request: web.Request) -> web.Response:
         "last_contact_at": format_ts(gw.link.last_contact_at) if gw.link.last_contact_at else None,
         "last_failure": gw.link.last_failure,
     }
-    body = {"status": "ready" if ok else "not_ready", "checks": checks, "peer": peer}
+    body = {"status": "ready" if ok else "not_ready", "checks": checks, "peer": peer, "expiry": key_expiry(gw, now)}
     return json_response(body, status=200 if ok else 503)
+
+
+def key_expiry(gw: Gateway, now: dt.datetime) -> dict[str, dict[str, Any]]:
+    """Per key kind: when it ends, days left, and whether that is inside the warning window."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, end in gw.identity.expiry().items():
+        days = (end - now).total_seconds() / 86400
+        out[kind] = {
+            "not_after": format_ts(end),
+            "days_left": round(days, 1),
+            "renew_soon": days <= EXPIRY_WARNING_DAYS,
+        }
+    return out
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -544,6 +577,7 @@ ROUTES: Final = (
     ("GET", "/v1/admin/keys", admin_keys, ADMIN),
     ("POST", "/v1/admin/keys", admin_rotate, ADMIN),
     ("POST", "/v1/admin/keys/rotate", admin_rotate, ADMIN),
+    ("POST", "/v1/admin/keys/renew", admin_renew, ADMIN),
     ("POST", "/v1/admin/keys/{kid}/revoke", admin_revoke, ADMIN),
     ("GET", "/v1/admin/peers", admin_peers, ADMIN),
     ("POST", "/v1/admin/tokens", admin_tokens, ADMIN),

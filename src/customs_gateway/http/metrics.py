@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from aiohttp import web
-from cryptography import x509
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import (
@@ -28,6 +27,7 @@ from prometheus_client.metrics_core import (
 )
 
 from ..core.errors import GatewayError
+from ..core.tlscert import cert_info
 from ..gateway import Gateway
 from ..store.base import CheckpointRecord, PeerState
 
@@ -202,20 +202,32 @@ class _GatewayCollector:
         now = gw.clock.now()
         g = GaugeMetricFamily(
             f"{PREFIX}_key_expiry_seconds",
-            "Seconds until the earliest not_after of our active keys of each use (negative: expired).",
+            "Seconds until the earliest not_after of our active keys of each use, or of the TLS "
+            "certificate presented (negative: expired).",
             labels=["use"],
         )
-        records = gw.identity.public_keys().records()
-        for use in KEY_USES:
-            ends = [r.not_after for r in records if r.use == use and r.state == "active" and r.revoked_at is None]
-            if ends:
-                g.add_metric([use], (min(ends) - now).total_seconds())
-        try:
-            cert = x509.load_pem_x509_certificate(gw.identity.tls_cert_pem)
-            g.add_metric(["tls"], (cert.not_valid_after_utc - now).total_seconds())
-        except ValueError:
-            pass  # readyz and the peer's handshake report a broken certificate; a scrape must not fail
+        ends = gw.identity.expiry()
+        for use in (*KEY_USES, "tls"):
+            if use in ends:
+                g.add_metric([use], (ends[use] - now).total_seconds())
         yield g
+        per_key = GaugeMetricFamily(
+            f"{PREFIX}_key_not_after_timestamp_seconds",
+            "End of validity (Unix time) of each of our keys still in use (active or retiring) and of "
+            "each pinned TLS certificate of ours (kid: the certificate's SHA-256, first 32 hex digits).",
+            labels=["use", "kid", "state"],
+        )
+        bundle = gw.identity.bundle.bundle
+        for r in bundle.keys:
+            if r.state in ("active", "retiring") and r.revoked_at is None:
+                per_key.add_metric([r.use, r.kid, r.state], r.not_after.timestamp())
+        for pem, state in ((bundle.tls_certificate, "active"), *((p, "retiring") for p, _ in bundle.tls_previous)):
+            try:
+                info = cert_info(pem)
+            except GatewayError:
+                continue  # a scrape must not fail; readyz reports a broken certificate
+            per_key.add_metric(["tls", info.fingerprint[:32], state], info.not_after.timestamp())
+        yield per_key
 
     def _store(self, s: StoreSnapshot, peer: str) -> Iterator[Metric]:
         yield _gauge("queue_depth", "Outbound messages queued or sent, not yet answered.", s.queue_depth, peer)

@@ -283,6 +283,29 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         },
         ("kind", "kids", "announcement_id", "serial"),
     ),
+    "RenewRequest": {
+        "type": "object",
+        "properties": {
+            "kind": {"enum": ["signing", "encryption", "witness", "tls"]},
+            "valid_days": _int("validity of the new keys or certificate, in days (default 730)", 1) | {"maximum": 3650},
+        },
+        "required": ["kind"],
+        "additionalProperties": False,
+    },
+    "RenewResponse": _obj(
+        {
+            "kind": {"enum": ["signing", "encryption", "witness", "tls"]},
+            "kids": {
+                "type": "array",
+                "items": _str("key id, or for tls the certificate's SHA-256 (hex)"),
+                "description": "the new keys (or certificate)",
+            },
+            "announcement_id": _ref("MessageId") | {"description": "the queued `key-announcement` to the peer"},
+            "serial": _int("serial of the new signed bundle", 1),
+            "not_after": _str("end of validity of the new keys or certificate (RFC 3339)"),
+        },
+        ("kind", "kids", "announcement_id", "serial", "not_after"),
+    ),
     "RevokeRequest": {
         "type": "object",
         "properties": {"reason": _str("why (kept in the bundle)", minLength=1, maxLength=2000)},
@@ -458,8 +481,21 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
                 },
                 ("status", "failing_for_seconds", "unreachable_after_seconds", "last_contact_at", "last_failure"),
             ),
+            "expiry": {
+                "type": "object",
+                "description": "per key use (signing, encryption, witness) and `tls`: when it stops working "
+                "unless renewed; `renew_soon` inside 30 days (`customs-gateway keys renew`)",
+                "additionalProperties": _obj(
+                    {
+                        "not_after": _ref("Timestamp"),
+                        "days_left": {"type": "number"},
+                        "renew_soon": {"type": "boolean"},
+                    },
+                    ("not_after", "days_left", "renew_soon"),
+                ),
+            },
         },
-        ("status", "checks", "peer"),
+        ("status", "checks", "peer", "expiry"),
     ),
     # --- peer API ---
     "Envelope": _obj(
@@ -713,6 +749,19 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RotateRequest")}}},
         "responses": {
             "202": _json(_ref("RotateResponse"), "New keys made; the announcement is queued."),
+            **_ROTATE_ERRORS,
+        },
+    },
+    ("POST", "/v1/admin/keys/renew"): {
+        "tags": ["admin"],
+        "summary": "Renew keys or the TLS certificate with a later expiry; announced to the peer",
+        "description": "New keys of the kind (or a new TLS certificate) valid `valid_days` from now, announced "
+        "in-band with proof of possession. A new signing or witness key, or certificate, is used only once the "
+        "peer has receipted the announcement; the peer pins a new certificate beside the old one for the overlap "
+        "(decision 0008).",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RenewRequest")}}},
+        "responses": {
+            "202": _json(_ref("RenewResponse"), "Renewed; the announcement is queued."),
             **_ROTATE_ERRORS,
         },
     },

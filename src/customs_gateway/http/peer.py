@@ -17,22 +17,24 @@ from aiohttp.typedefs import Middleware
 from ..core.errors import AuthError, GatewayError
 from ..evidence import peer_log_part
 from ..gateway import Gateway, WitnessSizeMismatch
+from ..tls import PeerTLS
 from .problems import Handler, json_response, problem_middleware, read_body
 
 GATEWAY: Final = web.AppKey("peer_gateway", Gateway)
-PINNED: Final = web.AppKey("pinned_fingerprint", str)
+PEER_TLS: Final = web.AppKey("peer_tls", object)
 log = structlog.get_logger("customs_gateway.peer")
 
 
 def _check_peer(request: web.Request) -> None:
     structlog.contextvars.bind_contextvars(peer=request.app[GATEWAY].peer.identity)
-    pinned = request.app[PINNED]
-    if not pinned:
+    peer_tls = request.app[PEER_TLS]
+    if not isinstance(peer_tls, PeerTLS):
         return  # explicit insecure dev mode, logged at start-up
     transport = request.transport
     ssl_obj = transport.get_extra_info("ssl_object") if transport is not None else None
     der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
-    if not der or hashlib.sha256(der).hexdigest() != pinned:
+    # Exactly the certificates pinned now: one whose overlap ended may linger in the context.
+    if not der or hashlib.sha256(der).hexdigest() not in peer_tls.pinned():
         raise AuthError(
             "the client certificate is not the pinned peer certificate", code="peer.certificate", status=403
         )
@@ -96,13 +98,13 @@ def _concurrency_cap(limit: int) -> Middleware:
     return cap
 
 
-def peer_app(gw: Gateway, pinned_fingerprint: str) -> web.Application:
+def peer_app(gw: Gateway, peer_tls: PeerTLS | None) -> web.Application:
     app = web.Application(
         middlewares=[problem_middleware, _concurrency_cap(gw.config.security.max_peer_requests)],
         client_max_size=gw.config.security.max_body_bytes,
     )
     app[GATEWAY] = gw
-    app[PINNED] = pinned_fingerprint
+    app[PEER_TLS] = peer_tls
     app.router.add_post("/peer/v1/envelopes", envelopes)
     app.router.add_get("/peer/v1/keys", keys)
     app.router.add_post("/peer/v1/cosign", cosign)
