@@ -155,6 +155,18 @@ class Checkpointer:
             await self.session.close()
             self.session = None
 
+    async def _may_cosign(self) -> bool:
+        """Not before the restore check has passed: a restored log would look like a fork."""
+        recovery = self.gw.recovery
+        if recovery is None:
+            return True
+        if not recovery.checked and self.session is not None:
+            try:
+                await recovery.check(self.session)
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                return False  # the peer is not there yet; asked again next round
+        return recovery.checked and not recovery.needed
+
     async def _run(self) -> None:
         cfg = self.gw.config.audit
         while True:
@@ -177,6 +189,8 @@ class Checkpointer:
                 ):
                     await self.checkpoint_now()
                 loop = asyncio.get_running_loop()
+                if not await self._may_cosign():
+                    continue
                 if loop.time() >= self._next_cosign:
                     if await self.cosign_latest() or not self.status.refused:
                         self._cosign_delay = 0.0

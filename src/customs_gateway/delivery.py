@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import structlog
@@ -23,7 +24,7 @@ import structlog
 from .core.audit import AuditEntry
 from .core.encoding import format_ts, json_object
 from .core.envelope import MEDIA_TYPE
-from .core.errors import DecodeError
+from .core.errors import GatewayError
 from .crypto_workers import BuildItem, Built, JudgeItem, JudgeKeys, SealKeys, Verdict, build_batch, judge_batch
 from .gateway import Gateway
 from .http.metrics import observe_receipt_latency
@@ -70,6 +71,21 @@ class _Batch:
         return self.due[-1].seq
 
 
+def delivered_entry(
+    gw: Gateway, m: OutMessage, receipt: bytes, received_at: dt.datetime, kid: str, now: dt.datetime, **detail: Any
+) -> AuditEntry:
+    """The `delivered` audit entry for `m`, binding its document and the peer's receipt."""
+    return AuditEntry(
+        at=now,
+        kind="delivered",
+        actor=f"peer:{gw.peer.identity}",
+        message_id=m.id,
+        peer=gw.peer.identity,
+        digests={"document": m.document_sha256.hex(), "receipt": _sha(receipt)},
+        detail={"received_at": format_ts(received_at), "receipt_kid": kid, **detail},
+    )
+
+
 class DeliveryWorker:
     """Drains one peer's queue over HTTPS (mutual TLS) to its `/peer/v1/envelopes`."""
 
@@ -114,6 +130,9 @@ class DeliveryWorker:
             # Cleared before looking at the queue, never after: a message submitted while the
             # worker plans (or reads the next due time) then wakes the sleep below at once.
             self.gw.outbox_changed.clear()
+            recovery = self.gw.recovery
+            if recovery is not None and recovery.needed:
+                await recovery.cleared.wait()  # a restored store: nothing leaves until `recover`
             try:
                 first = await self._plan()
                 if first is not None:
@@ -247,11 +266,17 @@ class DeliveryWorker:
         # Each envelope arrives as JSON bytes from the workers: the batch is their concatenation.
         body = b'{"envelopes":[' + b",".join(b[0] for b in built) + b"]}"
         self.requests += 1
+        recovery = gw.recovery
         try:
+            if recovery is not None and not recovery.checked:
+                await recovery.check(self._session)  # before the first envelope leaves this run
+            if recovery is not None and recovery.needed:
+                why = "recovery needed: this store is behind the peer; run customs-gateway recover"
+                return [self._retry(m, b, now, why) for m, b in zip(msgs, built, strict=True)]
             async with self._session.post(self.url, data=body, headers=_POST_HEADERS, ssl=client_ssl(self.tls)) as resp:
                 raw = await resp.read() if resp.status == 200 else None
             payload = json_object(raw) if raw is not None else None
-        except (TimeoutError, aiohttp.ClientError, DecodeError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, GatewayError, OSError) as e:
             self.last_error = f"{type(e).__name__}: {e}"
             self._link_failed(now, f"peer unreachable: {type(e).__name__}", len(msgs))
             return [
@@ -287,15 +312,7 @@ class DeliveryWorker:
             gw.observe_peer_clock(received_at, now)
             gw.counters.delivered += 1
             observe_receipt_latency(gw, (now - m.created_at).total_seconds())
-            entry = AuditEntry(
-                at=now,
-                kind="delivered",
-                actor=f"peer:{gw.peer.identity}",
-                message_id=m.id,
-                peer=gw.peer.identity,
-                digests={"document": m.document_sha256.hex(), "receipt": _sha(statement)},
-                detail={"received_at": format_ts(received_at), "receipt_kid": kid, "attempt": m.attempts + 1},
-            )
+            entry = delivered_entry(gw, m, statement, received_at, kid, now, attempt=m.attempts + 1)
             return AttemptOutcome(
                 m.id, "delivered", now, m.attempts + 1, receipt=statement, audit=(*self._sent(m, now), entry)
             )

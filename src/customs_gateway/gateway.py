@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 
@@ -34,6 +34,7 @@ from .core.keys import RandBytes
 from .core.merkle import ProofError
 from .core.ratelimit import ConcurrencyLimit, RateLimiter
 from .core.receipt import make_refusal
+from .core.recovery import MAX_HELD, Cosigned, make_state
 from .core.rotation import check_update
 from .core.state import PeerLink
 from .core.witness import ForkError, check_advance, cosign_line, parse_request
@@ -41,6 +42,9 @@ from .crypto_workers import CryptoPool, OpenKeys, open_batch, refused_error
 from .keystore import Identity, write_atomic
 from .store.base import Incoming, NewMessage, OutMessage, Store, TokenRecord, WitnessState
 from .tls import PeerTLS
+
+if TYPE_CHECKING:
+    from .recovery import Recovery
 
 log = structlog.get_logger("customs_gateway.gateway")
 
@@ -134,6 +138,8 @@ class Gateway:
         self.lifecycle: KeyLifecycleHooks | None = None
         #: The peer link's TLS contexts (None in the insecure dev mode or without listeners).
         self.tls: PeerTLS | None = None
+        #: The restore check and recovery (set by the server; None: never checked, as in tools).
+        self.recovery: Recovery | None = None
         sec = config.security
         self.rate_limiter = RateLimiter(sec.rate_limit_per_second, sec.rate_limit_burst)
         self.long_polls = ConcurrencyLimit(sec.max_long_polls_per_token)
@@ -541,6 +547,27 @@ class Gateway:
         cp = req.checkpoint
         await self.store.witness_advance(origin, stored_size, WitnessState(origin, cp.size, cp.root, req.note), now)
         return line
+
+    # --- what we have seen of the peer (asked by a restored peer) ------------------------
+    async def peer_state_statement(self, after_seq: int) -> bytes:
+        """The signed `GET /peer/v1/state` answer (core.recovery)."""
+        peer = self.peer.identity
+        ps = await self.store.peer_state(peer)
+        held = await self.store.inbox_since(peer, after_seq, MAX_HELD + 1)
+        ws = await self.store.witness_state(log_origin(peer))
+        now = self.clock.now()
+        st = make_state(
+            signer=self.name,
+            subject=peer,
+            at=now,
+            received_high_seq=ps.recv_high_water,
+            after_seq=after_seq,
+            held=[(h.id, h.seq, h.document_sha256, h.receipt) for h in held[:MAX_HELD]],
+            more=len(held) > MAX_HELD,
+            cosigned=None if ws is None else Cosigned(ws.origin, ws.size, ws.root),
+            key=self.identity.active_signing_key(now),
+        )
+        return st.to_bytes()
 
     async def close(self) -> None:
         self.crypto.close()

@@ -32,6 +32,7 @@ from .http.peer import peer_app
 from .http.problems import ProblemAppRunner
 from .keystore import Identity, KeyStore, load_peer, read_signed_bundle
 from .lifecycle import KeyLifecycle
+from .recovery import Recovery
 from .store.base import Store
 from .store.sqlite import SQLiteStore
 
@@ -167,6 +168,7 @@ class GatewayServer:
         if self.lifecycle is not None:
             await self.lifecycle.resume()
         self._maintenance = asyncio.create_task(self._maintain(), name="key-maintenance")
+        gw.recovery = Recovery(gw, peer_tls)  # delivery and cosigning ask it before they start
         self.worker = DeliveryWorker(gw, tls=peer_tls)
         await self.worker.start()
         self.checkpointer = Checkpointer(gw, peer_tls)

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import load_config
-from .common import print_json
+from .common import console, print_json
 
 TOKEN_ENV = "CUSTOMS_GATEWAY_TOKEN"  # noqa: S105 - the variable name, not a token
 
@@ -211,3 +211,14 @@ def run_status(args: argparse.Namespace) -> int:
     if res.get("last_error") and res["status"] in ("queued", "retrying", "refused"):
         out.print(f"last error: {res['last_error']}", highlight=False)
     return 0
+
+
+def admin_post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """POST to the running gateway's admin API; None (the problem printed in one line) on failure."""
+    try:
+        res: dict[str, Any] = call(base_url(args), bearer_token(args), "POST", path, body)
+    except ClientError as e:
+        p = e.problem
+        console().print(f"[red]HTTP {e.status} {p.get('code', '')}[/]: {p.get('detail', '')}")
+        return None
+    return res

@@ -329,13 +329,10 @@ def _admin_client_args(p: argparse.ArgumentParser) -> None:
 
 
 def _admin_call(args: argparse.Namespace, path: str, body: dict[str, Any]) -> int:
-    from .client_cmd import ClientError, base_url, bearer_token, call
+    from .client_cmd import admin_post
 
-    try:
-        res = call(base_url(args), bearer_token(args), "POST", path, body)
-    except ClientError as e:
-        p = e.problem
-        console().print(f"[red]HTTP {e.status} {p.get('code', '')}[/]: {p.get('detail', '')}")
+    res = admin_post(args, path, body)
+    if res is None:
         return 3
     if args.json:
         print_json(res)

@@ -25,6 +25,7 @@ VERB_MODULES = (
     "customs_gateway.cli.client_cmd",
     "customs_gateway.cli.demo_cmd",
     "customs_gateway.cli.audit_cmd",
+    "customs_gateway.cli.recover_cmd",
     "customs_gateway.cli.bench_cmd",
 )
 

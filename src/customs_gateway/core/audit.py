@@ -30,6 +30,7 @@ KINDS: Final = frozenset(
         "key_announced",
         "key_rotated",
         "key_renewed",
+        "recovered",
         "key_revoked",
         "token_issued",
         "token_revoked",

@@ -28,7 +28,7 @@ DOMAIN_PREFIX: Final = b"customs-gateway/v1 "
 
 #: Every label a signature may be made for; `domain()` refuses anything else.
 LABELS: Final = frozenset(
-    {"envelope", "document", "receipt", "refusal", "key-bundle", "key-announcement", "audit-entry"}
+    {"envelope", "document", "receipt", "refusal", "key-bundle", "key-announcement", "audit-entry", "peer-state"}
 )
 
 ALG_ED25519: Final = "ed25519"

@@ -356,6 +356,7 @@ async def admin_peers(request: web.Request) -> web.Response:
                     "clock_offset_measured_at": format_ts(gw.peer_clock.measured_at)
                     if gw.peer_clock.measured_at
                     else None,
+                    "recovery": _recovery_view(gw),
                 }
             ]
         }
@@ -546,8 +547,34 @@ async def readyz(request: web.Request) -> web.Response:
         "last_contact_at": format_ts(gw.link.last_contact_at) if gw.link.last_contact_at else None,
         "last_failure": gw.link.last_failure,
     }
-    body = {"status": "ready" if ok else "not_ready", "checks": checks, "peer": peer, "expiry": key_expiry(gw, now)}
+    body = {
+        "status": "ready" if ok else "not_ready",
+        "checks": checks,
+        "peer": peer,
+        "expiry": key_expiry(gw, now),
+        "recovery": _recovery_view(gw),
+    }
     return json_response(body, status=200 if ok else 503)
+
+
+def _recovery_view(gw: Gateway) -> dict[str, Any]:
+    """Whether this store was found behind its peer (restored from a backup) and why."""
+    if gw.recovery is None:
+        return {"checked": False, "needed": False, "reasons": []}
+    return gw.recovery.view()
+
+
+async def admin_recover(request: web.Request) -> web.Response:
+    """After a restore from backup: level this store with what the peer has seen (DESIGN §11)."""
+    caller = await _auth(request, ADMIN)
+    d = _json_dict(await _json_body(request), allowed={"reason"})
+    reason = d.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise SchemaError("reason is required: why the store was restored", code="schema.required", field="$.reason")
+    gw = request.app[GATEWAY]
+    if gw.recovery is None:
+        raise GatewayError("recovery is not available on this gateway", code="recovery.unavailable", status=503)
+    return json_response(await gw.recovery.recover(reason, caller.actor))
 
 
 def key_expiry(gw: Gateway, now: dt.datetime) -> dict[str, dict[str, Any]]:
@@ -578,6 +605,7 @@ ROUTES: Final = (
     ("POST", "/v1/admin/keys", admin_rotate, ADMIN),
     ("POST", "/v1/admin/keys/rotate", admin_rotate, ADMIN),
     ("POST", "/v1/admin/keys/renew", admin_renew, ADMIN),
+    ("POST", "/v1/admin/recover", admin_recover, ADMIN),
     ("POST", "/v1/admin/keys/{kid}/revoke", admin_revoke, ADMIN),
     ("GET", "/v1/admin/peers", admin_peers, ADMIN),
     ("POST", "/v1/admin/tokens", admin_tokens, ADMIN),

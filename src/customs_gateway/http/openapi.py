@@ -320,6 +320,63 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         },
         ("kid", "revoked_at", "announcement_id", "serial"),
     ),
+    "RecoveryStatus": _obj(
+        {
+            "checked": {"type": "boolean", "description": "the peer has been asked what it has seen of us (this run)"},
+            "needed": {
+                "type": "boolean",
+                "description": "this store is behind the peer (restored from a backup): nothing is sent or "
+                "cosigned until `customs-gateway recover`",
+            },
+            "reasons": {"type": "array", "items": {"type": "string"}},
+        },
+        ("checked", "needed", "reasons"),
+    ),
+    "RecoverRequest": {
+        "type": "object",
+        "properties": {
+            "reason": _str("why the store was restored (kept in the audit log)", minLength=1, maxLength=2000)
+        },
+        "required": ["reason"],
+        "additionalProperties": False,
+    },
+    "RecoverResponse": _obj(
+        {
+            "peer": _str("the peer"),
+            "behind": {"type": "array", "items": {"type": "string"}, "description": "why the store was behind"},
+            "peer_received_high_seq": _int("the highest of our sequence numbers the peer had received", 0),
+            "next_seq": _int("where our sequence numbers continue", 1),
+            "renumbered": _int("queued messages given new sequence numbers", 0),
+            "marked_delivered": {
+                "type": "array",
+                "items": _ref("MessageId"),
+                "description": "queued messages the peer already held: delivered, with its original receipts",
+            },
+            "lost": {
+                "type": "array",
+                "items": _obj(
+                    {"id": _ref("MessageId"), "seq": _int(minimum=1), "document_sha256": _str("hex")},
+                    ("id", "seq", "document_sha256"),
+                ),
+                "description": "messages the peer holds that this store lost (accepted after the backup)",
+            },
+            "restored_log_size": _int("entries in our restored audit log", 0),
+            "peer_cosigned": _null(
+                _obj({"origin": _str(), "size": _int(minimum=0), "root": _str("hex")}, ("origin", "size", "root"))
+            ),
+        },
+        (
+            "peer",
+            "behind",
+            "peer_received_high_seq",
+            "next_seq",
+            "renumbered",
+            "marked_delivered",
+            "lost",
+            "restored_log_size",
+            "peer_cosigned",
+        ),
+    ),
     "AdminPeers": _obj(
         {
             "peers": {
@@ -347,6 +404,7 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
                             }
                         ),
                         "clock_offset_measured_at": _null(_ref("Timestamp")),
+                        "recovery": _ref("RecoveryStatus"),
                     },
                     (
                         "identity",
@@ -360,6 +418,7 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
                         "oldest_queued_at",
                         "clock_offset_seconds",
                         "clock_offset_measured_at",
+                        "recovery",
                     ),
                 ),
             }
@@ -481,6 +540,7 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
                 },
                 ("status", "failing_for_seconds", "unreachable_after_seconds", "last_contact_at", "last_failure"),
             ),
+            "recovery": _ref("RecoveryStatus"),
             "expiry": {
                 "type": "object",
                 "description": "per key use (signing, encryption, witness) and `tls`: when it stops working "
@@ -495,7 +555,7 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
                 ),
             },
         },
-        ("status", "checks", "peer", "expiry"),
+        ("status", "checks", "peer", "expiry", "recovery"),
     ),
     # --- peer API ---
     "Envelope": _obj(
@@ -635,6 +695,7 @@ _PROBLEM_TEXT: Final = {
     415: "Content-Type is not the one this endpoint takes (`http.unsupported_media_type`).",
     422: "A field breaks a rule: `code` names the rule, `field` the JSON path, header or parameter.",
     429: "Too many requests for this token (`rate.limited`) or too many long-polls (`rate.long_polls`).",
+    502: "The peer's answer could not be used (`recovery.state_unavailable`, `recovery.receipt_invalid`).",
     503: "Unavailable for now (`store.unavailable`: nothing was written; `peer.busy`). Retry after `Retry-After`.",
 }
 
@@ -750,6 +811,19 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
         "responses": {
             "202": _json(_ref("RotateResponse"), "New keys made; the announcement is queued."),
             **_ROTATE_ERRORS,
+        },
+    },
+    ("POST", "/v1/admin/recover"): {
+        "tags": ["admin"],
+        "summary": "After a restore from backup: level this store with what the peer has seen",
+        "description": "Asks the peer (`GET /peer/v1/state`, signed) what it holds of ours; marks as delivered, "
+        "with the peer's original receipts, the queued messages it already has; names the messages it holds "
+        "that this store lost; continues our sequence numbers after the peer's; one `recovered` audit entry. "
+        "409 `recovery.not_needed` when the store is not behind (docs/operations.md, restore).",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RecoverRequest")}}},
+        "responses": {
+            "200": _json(_ref("RecoverResponse"), "Recovered; delivery and cosigning resume."),
+            **_problems(400, 409, 413, 415, 422, 502, 503),
         },
     },
     ("POST", "/v1/admin/keys/renew"): {
@@ -929,6 +1003,23 @@ PEER_PATHS: Final[dict[str, dict[str, Any]]] = {
             "summary": "Our signed key bundle",
             "security": _MTLS,
             "responses": {"200": _json(_ref("SignedBundle"), "The signed bundle."), **_problems(403, 503)},
+        }
+    },
+    "/peer/v1/state": {
+        "get": {
+            "operationId": "peer_state",
+            "tags": ["peer"],
+            "summary": "What we have seen of the calling peer, signed (asked at start and by `recover`)",
+            "description": "A signed statement (label `peer-state`): the highest sequence number received from the "
+            "caller, the caller's messages we hold with a sequence number above `after_seq` (id, seq, document "
+            "SHA-256, the receipt we issued; at most 2000, `more` when there are more), and the last checkpoint of "
+            "the caller's log we cosigned.",
+            "security": _MTLS,
+            "parameters": [_param("query", "after_seq", _int(minimum=0), "list held messages above this number")],
+            "responses": {
+                "200": _json({"type": "object"}, "The signed statement {peer-state, kid, signature}."),
+                **_problems(403, 422, 503),
+            },
         }
     },
     "/peer/v1/evidence/{id}": {

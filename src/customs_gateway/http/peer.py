@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..core.errors import AuthError, GatewayError
+from ..core.errors import AuthError, GatewayError, SchemaError
 from ..evidence import peer_log_part
 from ..gateway import Gateway, WitnessSizeMismatch
 from ..tls import PeerTLS
@@ -72,6 +72,16 @@ async def cosign(request: web.Request) -> web.Response:
     return web.Response(body=line, content_type="text/plain", charset="utf-8")
 
 
+async def state(request: web.Request) -> web.Response:
+    """What we have seen of the peer, signed: asked by a peer that may have been restored."""
+    _check_peer(request)
+    raw = request.query.get("after_seq", "0")
+    if not raw.isdigit() or len(raw) > 18:
+        raise SchemaError("after_seq must be a whole number", code="schema.type", field="after_seq")
+    body = await request.app[GATEWAY].peer_state_statement(int(raw))
+    return web.Response(body=body, content_type="application/json")
+
+
 async def evidence(request: web.Request) -> web.Response:
     """Our log's entries about one message between us, proven into a checkpoint the peer cosigned."""
     _check_peer(request)
@@ -108,6 +118,7 @@ def peer_app(gw: Gateway, peer_tls: PeerTLS | None) -> web.Application:
     app.router.add_post("/peer/v1/envelopes", envelopes)
     app.router.add_get("/peer/v1/keys", keys)
     app.router.add_post("/peer/v1/cosign", cosign)
+    app.router.add_get("/peer/v1/state", state)
     app.router.add_get("/peer/v1/evidence/{id}", evidence)
     return app
 

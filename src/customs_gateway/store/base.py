@@ -148,6 +148,16 @@ class PeerState:
 
 
 @dataclass(frozen=True)
+class HeldMessage:
+    """A message from the peer that our inbox holds, as the peer-state answer lists it."""
+
+    id: str
+    seq: int
+    document_sha256: bytes
+    receipt: bytes
+
+
+@dataclass(frozen=True)
 class CheckpointRecord:
     """A checkpoint of our log: signed note, and the peer-cosigned note once the peer answered."""
 
@@ -364,6 +374,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def receipts_held(self, sender: str, message_ids: list[str]) -> dict[str, bytes]:
         """The receipts we issued for those of `message_ids` from `sender` that our inbox holds."""
+
+    @abc.abstractmethod
+    async def inbox_since(self, sender: str, after_seq: int, limit: int) -> list[HeldMessage]:
+        """Messages from `sender` our inbox holds with a sequence number above `after_seq`, by
+        sequence number, at most `limit` (what a restored peer asks for: `GET /peer/v1/state`)."""
+
+    @abc.abstractmethod
+    async def renumber_pending(self, peer: str, first_seq: int, audit: AuditEntry) -> int:
+        """Give the pending messages to `peer` new sequence numbers from `first_seq` on, in their
+        order, and never hand out a number below the last of them again (recovery after a
+        restore: the peer has seen the old numbers); `audit` commits in the same transaction.
+        Returns how many were renumbered."""
 
     @abc.abstractmethod
     async def inbox_after(self, cursor: int, limit: int, types: tuple[str, ...]) -> list[InboxItem]: ...

@@ -50,6 +50,7 @@ from .base import (
     AttemptOutcome,
     CheckpointRecord,
     Evidence,
+    HeldMessage,
     InboxItem,
     Incoming,
     IncomingResult,
@@ -519,6 +520,39 @@ class PostgresStore(Store):
         async with self._read() as c:
             rows = await c.fetch("SELECT id, receipt FROM inbox WHERE sender=$1 AND id = ANY($2::text[])", sender, ids)
         return {str(r[0]): bytes(r[1]) for r in rows}
+
+    async def inbox_since(self, sender: str, after_seq: int, limit: int) -> list[HeldMessage]:
+        async with self._read() as c:
+            rows = await c.fetch(
+                "SELECT id, seq, document_sha256, receipt FROM inbox WHERE sender=$1 AND seq>$2 ORDER BY seq LIMIT $3",
+                sender,
+                after_seq,
+                limit,
+            )
+        return [HeldMessage(str(r[0]), int(r[1]), bytes(r[2]), bytes(r[3])) for r in rows]
+
+    async def renumber_pending(self, peer: str, first_seq: int, audit: AuditEntry) -> int:
+        async with self._tx(audited=True) as tx:
+            c = tx.conn
+            await c.execute("SELECT peer FROM outbox_lanes WHERE peer=$1 FOR UPDATE", peer)  # no replica sends now
+            ids = [
+                str(r[0])
+                for r in await c.fetch(f"SELECT id FROM messages WHERE peer=$1 AND {_PENDING} ORDER BY seq", peer)
+            ]
+            # Two steps, so no number is held twice in between (UNIQUE (peer, seq)).
+            await c.executemany("UPDATE messages SET seq=$1 WHERE id=$2", [(-1 - i, m) for i, m in enumerate(ids)])
+            await c.executemany(
+                "UPDATE messages SET seq=$1, claimed_by=NULL WHERE id=$2",
+                [(first_seq + i, m) for i, m in enumerate(ids)],
+            )
+            await c.execute(
+                "INSERT INTO peer_state(peer, next_seq) VALUES ($1, $2)"
+                " ON CONFLICT (peer) DO UPDATE SET next_seq = GREATEST(peer_state.next_seq, excluded.next_seq)",
+                peer,
+                first_seq + len(ids),
+            )
+            tx.audit(audit)
+            return len(ids)
 
     async def audit_entries_about(self, message_ids: list[str], size: int) -> list[tuple[int, bytes]]:
         if not message_ids:

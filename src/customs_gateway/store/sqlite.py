@@ -39,6 +39,7 @@ from .base import (
     AttemptOutcome,
     CheckpointRecord,
     Evidence,
+    HeldMessage,
     InboxItem,
     Incoming,
     IncomingResult,
@@ -295,6 +296,35 @@ class SQLiteStore(Store):
             return {str(i): bytes(r) for i, r in rows.fetchall()}
 
         return await self._read(job) if ids else {}
+
+    async def inbox_since(self, sender: str, after_seq: int, limit: int) -> list[HeldMessage]:
+        def job(c: sqlite3.Connection) -> list[HeldMessage]:
+            rows = c.execute(
+                "SELECT id, seq, document_sha256, receipt FROM inbox WHERE sender=? AND seq>? ORDER BY seq LIMIT ?",
+                (sender, after_seq, limit),
+            )
+            return [HeldMessage(str(r[0]), int(r[1]), bytes(r[2]), bytes(r[3])) for r in rows.fetchall()]
+
+        return await self._read(job)
+
+    async def renumber_pending(self, peer: str, first_seq: int, audit: AuditEntry) -> int:
+        def job(c: sqlite3.Connection) -> int:
+            ids = [
+                str(r[0])
+                for r in c.execute(f"SELECT id FROM messages WHERE peer=? AND {PENDING_SQL} ORDER BY seq", (peer,))
+            ]
+            # Two steps, so no number is held twice in between (UNIQUE (peer, seq)).
+            c.executemany("UPDATE messages SET seq=? WHERE id=?", [(-1 - i, mid) for i, mid in enumerate(ids)])
+            c.executemany("UPDATE messages SET seq=? WHERE id=?", [(first_seq + i, mid) for i, mid in enumerate(ids)])
+            c.execute(
+                "INSERT INTO peer_state(peer, next_seq) VALUES (?, ?)"
+                " ON CONFLICT (peer) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)",
+                (peer, first_seq + len(ids)),
+            )
+            _audit(c, audit)
+            return len(ids)
+
+        return await self._write(job)
 
     async def append_audit(self, entries: list[AuditEntry]) -> None:
         await self._write(lambda c: _audit(c, *entries))

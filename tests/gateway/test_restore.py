@@ -1,0 +1,129 @@
+"""A gateway restored from an older backup (DESIGN §11): it finds itself behind its peer, sends
+nothing until `recover`, and then neither re-uses a sequence number nor re-sends what the peer
+has; what it lost is named. On both stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from customs_gateway.core.encoding import json_object
+from customs_gateway.core.receipt import Statement, verify_receipt
+
+from .conftest import CN, US, Pair
+from .restore_helpers import backup, restore
+from .test_key_lifecycle import _wait
+
+
+async def _send(pair: Pair, side: str, n: int, tag: str) -> list[str]:
+    ids = []
+    for i in range(n):
+        status, r = await pair.apis[side].submit("seizure-share", body=_body(f"{tag}-{i}"))
+        assert status == 202, r
+        ids.append(r["id"])
+    return ids
+
+
+def _body(ref: str) -> dict[str, Any]:
+    from .conftest import sample
+
+    b = sample("seizure-share")
+    b["case_reference"] = ref
+    return b
+
+
+async def _delivered(pair: Pair, side: str, ids: list[str]) -> None:
+    for mid in ids:
+        m = await pair.apis[side].wait_status(mid, {"delivered", "refused", "expired"}, timeout=30)
+        assert m["status"] == "delivered", m
+
+
+async def _restart_restored(pair: Pair, tmp_path: Path) -> None:
+    """Stop US, put the backup back, start US again (CN keeps running)."""
+    await pair.lp.stop(US)
+    restore(pair.lp.configs[US], tmp_path / "us.backup")
+    pair.lp._identities.pop(US, None)
+    await pair.lp.start(US)
+
+
+async def test_restored_gateway_waits_for_recover_then_reuses_nothing(pair: Pair, tmp_path: Path) -> None:
+    before = await _send(pair, US, 2, "BEFORE")
+    await _delivered(pair, US, before)
+    # Two messages queued while the peer is away: in the backup as `queued`, delivered afterwards.
+    await pair.lp.stop(CN)
+    in_flight = await _send(pair, US, 2, "IN-FLIGHT")
+    backup(pair.lp.configs[US], tmp_path / "us.backup")
+    await pair.lp.start(CN)
+    await _delivered(pair, US, in_flight)
+    after = await _send(pair, US, 3, "AFTER")  # accepted after the backup: the restore loses them
+    await _delivered(pair, US, after)
+    cn = pair.gw(CN)
+    high = (await cn.store.peer_state(US)).recv_high_water
+    assert high == 7
+
+    await _restart_restored(pair, tmp_path)
+    us = pair.gw(US)
+    # The restored store would hand out 5 again: it notices and holds everything back.
+    fresh = await _send(pair, US, 1, "FRESH")
+    await _wait(lambda: us.recovery is not None and us.recovery.needed, timeout=20)
+    _, ready, _ = await pair.apis[US].call("GET", "/readyz", role=None)
+    assert ready["recovery"]["needed"] and ready["status"] == "ready"
+    _, peers, _ = await pair.apis[US].call("GET", "/v1/admin/peers", role="admin")
+    assert peers["peers"][0]["recovery"]["needed"]
+    status, m, _ = await pair.apis[US].call("GET", f"/v1/messages/{fresh[0]}")
+    assert m["status"] in ("queued", "retrying") and m["seq"] == 5
+    assert (await cn.store.peer_state(US)).recv_high_water == 7  # nothing reached the peer
+
+    status, bad, _ = await pair.apis[US].call("POST", "/v1/admin/recover", role="admin", json_body={"reason": " "})
+    assert status == 422 and bad["field"] == "$.reason"
+    status, res, _ = await pair.apis[US].call(
+        "POST", "/v1/admin/recover", role="admin", json_body={"reason": "restored from last night's backup"}
+    )
+    assert status == 200, res
+    assert res["next_seq"] == 8 and res["renumbered"] == 1
+    assert sorted(res["marked_delivered"]) == sorted(in_flight)
+    assert [x["id"] for x in res["lost"]] == after
+    # The in-flight ones carry the peer's original receipts, which verify.
+    for mid in in_flight:
+        msg = await us.store.get_message(mid)
+        assert msg is not None and msg.status == "delivered" and msg.receipt is not None
+        verify_receipt(
+            Statement.from_dict("receipt", json_object(msg.receipt)),
+            message_id=mid,
+            sender=US,
+            receiver=CN,
+            document_sha256=msg.document_sha256,
+            key_for=us.peer.verify_key,
+        )
+    await _delivered(pair, US, fresh)
+    m = await us.store.get_message(fresh[0])
+    assert m is not None and m.seq == 8
+    more = await _send(pair, US, 2, "LATER")
+    await _delivered(pair, US, more)
+    # The peer saw each message once, no number twice, nothing refused for reuse.
+    _, inbox, _ = await pair.apis[CN].call("GET", "/v1/inbox?limit=500")
+    got = [x["id"] for x in inbox["messages"] if x["from"] == US]
+    assert got == before + in_flight + after + fresh + more
+    _, entries, _ = await pair.apis[CN].call("GET", "/v1/audit/entries?limit=1000", role="auditor")
+    assert not [e for e in entries["entries"] if e["entry"].get("code") == "replay.seq_reused"]
+    _, ours, _ = await pair.apis[US].call("GET", "/v1/audit/entries?limit=1000", role="auditor")
+    recovered = [e["entry"] for e in ours["entries"] if e["entry"]["kind"] == "recovered"]
+    assert len(recovered) == 1
+    detail = recovered[0]["detail"]
+    assert detail["lost_count"] == 3 and detail["marked_delivered_count"] == 2 and detail["next_seq"] == 8
+    assert recovered[0]["actor"].startswith("token:")
+    # Nothing left to recover.
+    status, again, _ = await pair.apis[US].call("POST", "/v1/admin/recover", role="admin", json_body={"reason": "x"})
+    assert status == 409 and again["code"] == "recovery.not_needed"
+
+
+@pytest.mark.parametrize("homes", ["sqlite"], indirect=True)
+async def test_a_gateway_that_is_not_behind_starts_normally(pair: Pair, tmp_path: Path) -> None:
+    ids = await _send(pair, US, 2, "OK")
+    await _delivered(pair, US, ids)
+    us = pair.gw(US)
+    assert us.recovery is not None and us.recovery.checked and not us.recovery.needed
+    status, p, _ = await pair.apis[US].call("POST", "/v1/admin/recover", role="admin", json_body={"reason": "test"})
+    assert status == 409 and p["code"] == "recovery.not_needed"
