@@ -17,9 +17,11 @@ import structlog
 
 from .core.audit import NoteSigner, log_origin, witness_name
 from .core.checkpoint import Checkpoint, append_signature, sign_note, verify_cosignature
+from .core.encoding import b64url, json_bytes
+from .core.epoch import note_origin
 from .core.errors import GatewayError
 from .core.witness import MEDIA_TYPE, encode_request
-from .gateway import Gateway
+from .gateway import Gateway, find_epoch_entry
 from .store.base import CheckpointRecord
 from .tls import PeerTLS, client_ssl
 
@@ -40,8 +42,8 @@ class Checkpointer:
 
     def __init__(self, gw: Gateway, tls: PeerTLS | None) -> None:
         self.gw = gw
-        self.origin = log_origin(gw.name)
         self.url = gw.config.peer.url.rstrip("/") + "/peer/v1/cosign"
+        self.epoch_url = gw.config.peer.url.rstrip("/") + "/peer/v1/epoch"
         self.tls = tls
         self.session: aiohttp.ClientSession | None = None
         self.status = CosignStatus()
@@ -65,8 +67,9 @@ class Checkpointer:
             if latest is not None and latest.size == size:
                 return latest
             now = gw.clock.now()
-            body = Checkpoint(self.origin, size, root).body()
-            note = sign_note(body, self.origin, NoteSigner(gw.identity.active_signing_key(now)))
+            origin = gw.log_origin
+            body = Checkpoint(origin, size, root).body()
+            note = sign_note(body, origin, NoteSigner(gw.identity.active_signing_key(now)))
             rec = CheckpointRecord(size, root, note, now)
             await gw.store.add_checkpoint(rec)
             return rec
@@ -80,6 +83,16 @@ class Checkpointer:
         if latest.cosigned_note is not None:
             return True
         done = await gw.store.latest_checkpoint(cosigned=True)
+        origin = note_origin(latest.note)
+        if origin != log_origin(gw.name) and (done is None or note_origin(done.note) != origin):
+            # The first checkpoint of a new epoch: the witness takes it only with the epoch entry.
+            line = await self._epoch_request(latest, origin)
+            if line is None:
+                return False
+            await gw.store.set_cosigned(latest.size, append_signature(latest.note, line), gw.clock.now())
+            self.status.cosigned += 1
+            self.status.last_error, self.status.refused = None, False
+            return True
         old = done.size if done is not None else 0
         for _ in range(2):
             result = await self._request(latest, old)
@@ -119,9 +132,48 @@ class Checkpointer:
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             self._fail(f"peer unreachable: {type(e).__name__}")
             return None
+        return self._verified_line(text, cp)
+
+    async def _epoch_request(self, cp: CheckpointRecord, origin: str) -> bytes | None:
+        """Show the peer's witness the `log_epoch` entry inside this first checkpoint of a new
+        epoch (`POST /peer/v1/epoch`); the verified cosignature line, or None."""
+        gw = self.gw
+        if self.session is None:
+            return None
+        found = await find_epoch_entry(gw.store, origin, cp.size)
+        if found is None:
+            self._fail(f"no log_epoch entry for {origin} in the log")
+            return None
+        index, entry = found
+        proof = await gw.store.inclusion_proof(index, cp.size)
+        body = json_bytes(
+            {
+                "entry": b64url(entry),
+                "index": index,
+                "note": cp.note.decode("utf-8"),
+                "proof": [b64url(x) for x in proof],
+            }
+        )
+        try:
+            async with self.session.post(
+                self.epoch_url, data=body, headers={"Content-Type": "application/json"}, ssl=client_ssl(self.tls)
+            ) as resp:
+                text = await resp.read()
+                if resp.status != 200:
+                    self._fail(
+                        f"peer refused the new epoch: HTTP {resp.status} {text[:200]!r}", refused=resp.status < 500
+                    )
+                    return None
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            self._fail(f"peer unreachable: {type(e).__name__}")
+            return None
+        return self._verified_line(text, cp)
+
+    def _verified_line(self, text: bytes, cp: CheckpointRecord) -> bytes | None:
+        gw = self.gw
         line = text.rstrip(b"\n") + b"\n"
         name = witness_name(gw.peer.identity)
-        body_bytes = Checkpoint(self.origin, cp.size, cp.root).body()
+        body_bytes = Checkpoint(note_origin(cp.note), cp.size, cp.root).body()
         for rec in gw.peer.records():
             if rec.use != "witness" or rec.valid_at(gw.clock.now()) is not None:
                 continue
@@ -180,6 +232,8 @@ class Checkpointer:
                     log.info("checkpoint.leadership", leading=leading)
                 if not leading:
                     continue
+                if not await self._may_cosign():
+                    continue  # not even a local checkpoint while this store may be a restored one
                 size, _ = await self.gw.store.audit_head()
                 latest = await self.gw.store.latest_checkpoint()
                 last_size = latest.size if latest else 0
@@ -189,8 +243,6 @@ class Checkpointer:
                 ):
                     await self.checkpoint_now()
                 loop = asyncio.get_running_loop()
-                if not await self._may_cosign():
-                    continue
                 if loop.time() >= self._next_cosign:
                     if await self.cosign_latest() or not self.status.refused:
                         self._cosign_delay = 0.0

@@ -23,12 +23,14 @@ from .core.audit import AuditEntry, NoteSigner, log_origin, witness_name
 from .core.bundle import PeerKeys, SignedBundle
 from .core.clock import Clock, IdSource, PeerClockOffset
 from .core.control import AckRequest, decode_struct
-from .core.encoding import format_ts, json_bytes, json_object, parse_ts
+from .core.encoding import format_ts, json_bytes, json_object, parse_ts, unb64url
 from .core.envelope import (
     BUSINESS_TYPES,
     Document,
     SignedDocument,
 )
+from .core.epoch import KIND as EPOCH_KIND
+from .core.epoch import check_epoch, epoch_detail, epoch_of, epoch_origin, note_origin, read_epoch
 from .core.errors import AuthError, Conflict, DecodeError, GatewayError, NotFound, SchemaError
 from .core.keys import RandBytes
 from .core.merkle import ProofError
@@ -140,6 +142,9 @@ class Gateway:
         self.tls: PeerTLS | None = None
         #: The restore check and recovery (set by the server; None: never checked, as in tools).
         self.recovery: Recovery | None = None
+        #: Checkpoint origins in force: our log's and the peer's (log epochs, core.epoch).
+        self.log_origin = log_origin(identity.name)
+        self.peer_origin = log_origin(peer.identity)
         sec = config.security
         self.rate_limiter = RateLimiter(sec.rate_limit_per_second, sec.rate_limit_burst)
         self.long_polls = ConcurrencyLimit(sec.max_long_polls_per_token)
@@ -508,8 +513,9 @@ class Gateway:
     # --- witnessing the peer's log ---------------------------------------------------------
     async def witness(self, raw: bytes) -> bytes:
         """Cosign the peer's checkpoint if it extends what we cosigned before; returns the line."""
-        origin = log_origin(self.peer.identity)
+        origin = self.peer_origin
         now = self.clock.now()
+        self._check_request_origin(raw)
         req = parse_request(raw, origin, self.peer.records(), now)
         state = await self.store.witness_state(origin)
         stored_size, stored_root = (state.size, state.root) if state else (0, None)
@@ -548,13 +554,113 @@ class Gateway:
         await self.store.witness_advance(origin, stored_size, WitnessState(origin, cp.size, cp.root, req.note), now)
         return line
 
+    def _check_request_origin(self, raw: bytes) -> None:
+        """A cosign request for another epoch of the peer's log gets a clear 409."""
+        note = raw.partition(b"\n\n")[2]
+        origin = note_origin(note)
+        asked, held = epoch_of(origin, self.peer.identity), epoch_of(self.peer_origin, self.peer.identity)
+        if asked is None or held is None or asked == held:
+            return  # parse_request names anything else that is wrong
+        if asked < held:
+            raise Conflict(
+                f"{origin} is a closed epoch of {self.peer.identity}'s log (now {self.peer_origin})",
+                code="witness.epoch_closed",
+                field="note",
+            )
+        raise Conflict(
+            f"{origin} is a new epoch: show its log_epoch entry first (POST /peer/v1/epoch)",
+            code="witness.epoch_unknown",
+            field="note",
+        )
+
+    async def load_origins(self) -> None:
+        """At start: the origins in force, from the newest checkpoint of ours (and any epoch
+        entry after it) and the newest epoch of the peer's log this witness holds."""
+        latest = await self.store.latest_checkpoint()
+        origin = note_origin(latest.note) if latest is not None else log_origin(self.name)
+        size, _ = await self.store.audit_head()
+        start = latest.size if latest is not None else 0
+        for _, data in await self.store.audit_entries(start, size):
+            entry = AuditEntry.from_bytes(data)
+            if entry.kind == EPOCH_KIND:
+                origin = read_epoch(entry).origin
+        self.log_origin = origin
+        n = 0
+        while await self.store.witness_state(epoch_origin(self.peer.identity, n + 1)) is not None:
+            n += 1
+        self.peer_origin = epoch_origin(self.peer.identity, n)
+
+    async def accept_epoch(self, raw: bytes) -> bytes:
+        """`POST /peer/v1/epoch`: the peer's log starts a new epoch after a restore. Accepted only
+        with its `log_epoch` entry proven into the first checkpoint of the new origin and naming
+        exactly what we cosigned last; the old origin's state stays frozen. Returns the
+        cosignature line of that checkpoint (idempotent for the same checkpoint)."""
+        d = json_object(raw, field="body")
+        try:
+            entry = unb64url(str(d["entry"]), field="entry")
+            index = d["index"]
+            note = str(d["note"]).encode("utf-8")
+            proof = [unb64url(str(x), field="proof") for x in d["proof"]]
+        except (KeyError, TypeError) as e:
+            raise SchemaError(f"epoch request needs entry, index, note and proof ({e})", code="schema.required") from e
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise SchemaError("index must be a whole number", code="schema.type", field="index")
+        origin = note_origin(note)
+        if epoch_of(origin, self.peer.identity) is None:
+            raise SchemaError(
+                f"{origin!r} is not an origin of {self.peer.identity}'s log", code="witness.epoch_invalid"
+            )
+        now = self.clock.now()
+        req = parse_request(b"old 0\n\n" + note, origin, self.peer.records(), now)
+        held = await self.store.witness_state(origin)
+        if held is not None:  # asked again (a lost answer): the same checkpoint gets the same answer
+            if (held.size, held.root) != (req.checkpoint.size, req.checkpoint.root):
+                raise Conflict(f"epoch {origin} is already under way at size {held.size}", code="witness.size_mismatch")
+            return cosign_line(req, witness_name(self.name), NoteSigner(self.identity.active_witness_key(now)), now)
+        prev = await self.store.witness_state(self.peer_origin)
+        start = check_epoch(
+            identity=self.peer.identity,
+            entry_bytes=entry,
+            index=index,
+            proof=proof,
+            checkpoint=req.checkpoint,
+            held_origin=self.peer_origin,
+            held_size=prev.size if prev is not None else 0,
+            held_root=prev.root if prev is not None else None,
+        )
+        cp = req.checkpoint
+        await self.store.witness_advance(origin, 0, WitnessState(origin, cp.size, cp.root, note), now)
+        await self.store.append_audit(
+            [
+                AuditEntry(
+                    at=now,
+                    kind="peer_epoch",
+                    actor=f"peer:{self.peer.identity}",
+                    peer=self.peer.identity,
+                    digests={"entry": hashlib.sha256(entry).hexdigest()},
+                    detail={**epoch_detail(start), "entry_index": index, "checkpoint_size": cp.size},
+                )
+            ]
+        )
+        log.warning(
+            "witness.epoch_accepted",
+            peer=self.peer.identity,
+            origin=origin,
+            previous_origin=start.previous_origin,
+            previous_cosigned_size=start.previous_size,
+            restored_size=start.restored_size,
+            reason=start.reason,
+        )
+        self.peer_origin = origin
+        return cosign_line(req, witness_name(self.name), NoteSigner(self.identity.active_witness_key(now)), now)
+
     # --- what we have seen of the peer (asked by a restored peer) ------------------------
     async def peer_state_statement(self, after_seq: int) -> bytes:
         """The signed `GET /peer/v1/state` answer (core.recovery)."""
         peer = self.peer.identity
         ps = await self.store.peer_state(peer)
         held = await self.store.inbox_since(peer, after_seq, MAX_HELD + 1)
-        ws = await self.store.witness_state(log_origin(peer))
+        ws = await self.store.witness_state(self.peer_origin)
         now = self.clock.now()
         st = make_state(
             signer=self.name,
@@ -571,6 +677,19 @@ class Gateway:
 
     async def close(self) -> None:
         self.crypto.close()
+
+
+async def find_epoch_entry(store: Store, origin: str, before: int) -> tuple[int, bytes] | None:
+    """The `log_epoch` entry that starts `origin`, searched backwards from entry `before`."""
+    end = before
+    while end > 0:
+        start = max(0, end - 1000)
+        for index, data in reversed(await store.audit_entries(start, end)):
+            entry = AuditEntry.from_bytes(data)
+            if entry.kind == EPOCH_KIND and entry.detail.get("origin") == origin:
+                return index, data
+        end = start
+    return None
 
 
 class WitnessSizeMismatch(Conflict):

@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 import structlog
 
-from .core.audit import AuditEntry, log_origin
+from .core.audit import AuditEntry
+from .core.epoch import KIND as EPOCH_KIND
+from .core.epoch import EpochStart, epoch_detail, epoch_of, epoch_origin
 from .core.errors import Conflict, GatewayError, SchemaError
 from .core.receipt import Receipt
 from .core.recovery import Cosigned, Held, PeerState, assess, plan, read_state
 from .delivery import delivered_entry
 from .gateway import Gateway
+
+if TYPE_CHECKING:
+    from .checkpointer import Checkpointer
 from .store.base import AttemptOutcome, MessageFilter, OutMessage
 from .tls import PeerTLS, client_ssl
 
@@ -51,6 +56,8 @@ class Recovery:
         self.cleared = asyncio.Event()
         self.cleared.set()
         self._lock = asyncio.Lock()
+        self.restored_size: int | None = None  # our log's size when the check found us behind
+        self.checkpointer: Checkpointer | None = None  # set by the server
 
     @property
     def needed(self) -> bool:
@@ -82,7 +89,8 @@ class Recovery:
             ps = await gw.store.peer_state(gw.peer.identity)
             size = await gw.store.audit_size()
             state = await self.fetch(session, ps.next_seq - 1)
-            self.reasons = assess(state, next_seq=ps.next_seq, log_size=size, origin=log_origin(gw.name))
+            self.reasons = assess(state, next_seq=ps.next_seq, log_size=size, origin=gw.log_origin)
+            self.restored_size = size
             self.checked = True
             if self.reasons:
                 self.cleared.clear()
@@ -117,6 +125,9 @@ class Recovery:
         async with self._lock, aiohttp.ClientSession(timeout=timeout) as session:
             ps = await gw.store.peer_state(gw.peer.identity)
             size = await gw.store.audit_size()
+            # The size our log was restored to: as the start-up check found it (entries written
+            # since, e.g. submissions waiting for recovery, are after it).
+            restored = self.restored_size if self.restored_size is not None else size
             pending = await self._pending()
             after = min((m.seq for m in pending), default=ps.next_seq) - 1
             try:
@@ -132,7 +143,7 @@ class Recovery:
                     code="recovery.peer_unreachable",
                     status=503,
                 ) from e
-            reasons = assess(first, next_seq=ps.next_seq, log_size=size, origin=log_origin(gw.name))
+            reasons = assess(first, next_seq=ps.next_seq, log_size=size, origin=gw.log_origin)
             if not reasons:
                 self.checked, self.reasons = True, []
                 self.cleared.set()
@@ -154,6 +165,7 @@ class Recovery:
                 key_for=gw.peer.verify_key,
             )
             now = gw.clock.now()
+            epoch = await self._new_epoch(first.cosigned, restored, reason, actor, now)
             by_id = {m.id: m for m in pending}
             outcomes = [self._delivered(by_id[mid], receipt, now) for mid, receipt in p.delivered]
             if outcomes:
@@ -170,14 +182,16 @@ class Recovery:
                 "marked_delivered_count": len(p.delivered),
                 "lost": [{"id": h.id, "seq": h.seq} for h in p.lost][:MAX_LISTED],
                 "lost_count": len(p.lost),
-                "restored_log_size": size,
+                "restored_log_size": restored,
                 "peer_cosigned": _cosigned(first.cosigned),
+                "log_origin": epoch,
             }
             entry = AuditEntry(at=now, kind="recovered", actor=actor, peer=gw.peer.identity, detail=detail)
             await gw.store.renumber_pending(gw.peer.identity, p.next_seq, entry)
-            self.checked, self.reasons = True, []
+            self.checked, self.reasons, self.restored_size = True, [], None
             self.cleared.set()
             gw.outbox_changed.set()
+        witnessed = await self._cosign_epoch()
         log.warning(
             "recovery.done",
             peer=gw.peer.identity,
@@ -194,9 +208,45 @@ class Recovery:
             "renumbered": renumbered,
             "marked_delivered": [mid for mid, _ in p.delivered],
             "lost": [{"id": h.id, "seq": h.seq, "document_sha256": h.document_sha256.hex()} for h in p.lost],
-            "restored_log_size": size,
+            "restored_log_size": restored,
             "peer_cosigned": _cosigned(first.cosigned),
+            "log_origin": epoch,
+            "epoch_witnessed": witnessed,
         }
+
+    async def _new_epoch(
+        self, cosigned: Cosigned | None, restored_size: int, reason: str, actor: str, now: dt.datetime
+    ) -> str:
+        """Start the next epoch of our log (core.epoch): its first entry names the last checkpoint
+        of the current origin the peer cosigned, the size we were restored to and the reason."""
+        gw = self.gw
+        # The epoch follows the origin the peer's witness holds (it may be ahead of a restored store).
+        held = cosigned.origin if cosigned is not None else gw.log_origin
+        current = epoch_of(held, gw.name)
+        if current is None:
+            current, held, cosigned = epoch_of(gw.log_origin, gw.name) or 0, gw.log_origin, None
+        origin = epoch_origin(gw.name, current + 1)
+        start = EpochStart(
+            origin=origin,
+            previous_origin=held,
+            previous_size=cosigned.size if cosigned is not None else 0,
+            previous_root=cosigned.root.hex() if cosigned is not None else "",
+            restored_size=restored_size,
+            reason=reason,
+        )
+        entry = AuditEntry(at=now, kind=EPOCH_KIND, actor=actor, peer=gw.peer.identity, detail=epoch_detail(start))
+        await gw.store.append_audit([entry])
+        gw.log_origin = origin  # checkpoints from now on carry the new origin
+        return origin
+
+    async def _cosign_epoch(self) -> bool:
+        """Sign the first checkpoint of the new epoch and have the peer's witness accept it now
+        (else the checkpointer keeps asking)."""
+        cp = self.checkpointer
+        if cp is None:
+            return False
+        await cp.checkpoint_now()
+        return await cp.cosign_latest()
 
     def _delivered(self, m: OutMessage, receipt: Receipt, now: dt.datetime) -> AttemptOutcome:
         statement = receipt.statement.to_bytes()

@@ -142,6 +142,7 @@ class GatewayServer:
     async def _start(self) -> Listeners:
         gw = self.gateway
         await gw.store.open()
+        await gw.load_origins()
         await self._check_clock()
         await gw.crypto.start()
         peer_tls = self._peer_tls()
@@ -172,6 +173,7 @@ class GatewayServer:
         self.worker = DeliveryWorker(gw, tls=peer_tls)
         await self.worker.start()
         self.checkpointer = Checkpointer(gw, peer_tls)
+        gw.recovery.checkpointer = self.checkpointer
         watch_cosigning(gw, self.checkpointer)
         await self.checkpointer.start()
         log.info(

@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
+from customs_gateway.core.audit_bundle import verify_bundle
 from customs_gateway.core.encoding import json_object
 from customs_gateway.core.receipt import Statement, verify_receipt
 
 from .conftest import CN, US, Pair
 from .restore_helpers import backup, restore
+from .test_audit_export import _checkpoint, _export
 from .test_key_lifecycle import _wait
 
 
@@ -59,6 +61,7 @@ async def test_restored_gateway_waits_for_recover_then_reuses_nothing(pair: Pair
     await _delivered(pair, US, in_flight)
     after = await _send(pair, US, 3, "AFTER")  # accepted after the backup: the restore loses them
     await _delivered(pair, US, after)
+    cosigned = await _checkpoint(pair, US)  # the peer has cosigned entries the restore will lose
     cn = pair.gw(CN)
     high = (await cn.store.peer_state(US)).recv_high_water
     assert high == 7
@@ -117,6 +120,31 @@ async def test_restored_gateway_waits_for_recover_then_reuses_nothing(pair: Pair
     # Nothing left to recover.
     status, again, _ = await pair.apis[US].call("POST", "/v1/admin/recover", role="admin", json_body={"reason": "x"})
     assert status == 409 and again["code"] == "recovery.not_needed"
+    assert detail["peer_cosigned"]["size"] == cosigned.size > res["restored_log_size"]
+    await _new_epoch_verifies(pair, res, tmp_path, cosigned_before=detail["peer_cosigned"])
+
+
+async def _new_epoch_verifies(pair: Pair, res: dict[str, Any], tmp_path: Path, cosigned_before: Any) -> None:
+    """The log goes on under a new epoch the peer's witness accepted once; both logs verify."""
+    assert res["log_origin"] == "customs-gateway/US-CBP/audit/epoch-1" and res["epoch_witnessed"]
+    await _checkpoint(pair, US)  # later checkpoints of the new epoch are cosigned as usual
+    await _checkpoint(pair, CN)
+    _, theirs, _ = await pair.apis[CN].call("GET", "/v1/audit/entries?limit=1000", role="auditor")
+    kinds = [e["entry"]["kind"] for e in theirs["entries"]]
+    assert kinds.count("peer_epoch") == 1 and "fork_detected" not in kinds
+    for side in (US, CN):
+        path = tmp_path / f"{side}.jsonl"
+        await _export(pair, side, path)
+        with path.open("rb") as f:
+            report = verify_bundle(f)
+        assert report.latest_cosigned
+        if side == US:
+            ((index, origin, previous, prev_size, restored, reason),) = report.epochs
+            assert origin == res["log_origin"] and previous == "customs-gateway/US-CBP/audit"
+            assert prev_size == (cosigned_before["size"] if cosigned_before else 0)
+            assert restored == res["restored_log_size"] <= index and reason == "restored from last night's backup"
+        else:
+            assert report.epochs == ()
 
 
 @pytest.mark.parametrize("homes", ["sqlite"], indirect=True)

@@ -347,6 +347,16 @@ def _print_report(path: Path, r: VerifyReport, *, as_json: bool) -> None:
         ("entry kinds", ", ".join(f"{k} {n}" for k, n in r.kinds.items())),
         ("file SHA-256", r.sha256),
     ]
+    for index, origin, previous, prev_size, restored, reason in r.epochs:
+        rows.append(
+            (
+                "RESTORED (epoch)",
+                f"entry {index}: the log was restored to {restored} entries and continues as {origin}; "
+                f"{previous} had been cosigned up to {prev_size} by {r.peer}"
+                + (f", so entries {restored}..{prev_size - 1} of it are lost" if prev_size > restored else "")
+                + f". Reason: {reason}",
+            )
+        )
     for what, value in rows:
         table.add_row(what, escape(value))
     out.print(table)

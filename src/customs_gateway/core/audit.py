@@ -31,6 +31,8 @@ KINDS: Final = frozenset(
         "key_rotated",
         "key_renewed",
         "recovered",
+        "log_epoch",
+        "peer_epoch",
         "key_revoked",
         "token_issued",
         "token_revoked",

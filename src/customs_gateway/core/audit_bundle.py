@@ -61,6 +61,8 @@ from .checkpoint import (
 )
 from .encoding import format_ts, json_object, parse_ts, unb64url
 from .envelope import Document
+from .epoch import KIND as EPOCH_KIND
+from .epoch import epoch_of, origin_at, read_epoch
 from .errors import BindingError, GatewayError
 from .merkle import EMPTY_ROOT, MAX_TREE_SIZE, CompactRange, leaf_hash
 from .receipt import Statement, verify_receipt, verify_refusal
@@ -75,6 +77,7 @@ FAILURE_CODES: Final = frozenset(
         "audit.truncated",
         "audit.digest",
         "audit.header",
+        "audit.epoch",
         "audit.bundle",
         "audit.bundle_chain",
         "audit.trust_anchor",
@@ -128,6 +131,9 @@ class VerifyReport:
     trusted_by_anchor_file: bool = False
     uncosigned_allowed: bool = False
     latest_cosigned: bool = True
+    #: Log epochs after restores (core.epoch): (entry index, origin, previous origin, the previous
+    #: origin's last cosigned size, the size the log was restored to, reason).
+    epochs: tuple[tuple[int, str, str, int, int, str], ...] = ()
 
     @property
     def uncosigned_checkpoints(self) -> int:
@@ -158,6 +164,17 @@ class VerifyReport:
             "trusted_by_anchor_file": self.trusted_by_anchor_file,
             "uncosigned_allowed": self.uncosigned_allowed,
             "latest_cosigned": self.latest_cosigned,
+            "epochs": [
+                {
+                    "entry_index": i,
+                    "origin": o,
+                    "previous_origin": po,
+                    "previous_cosigned_size": ps,
+                    "restored_size": rs,
+                    "reason": r,
+                }
+                for i, o, po, ps, rs, r in self.epochs
+            ],
         }
 
 
@@ -204,6 +221,9 @@ class BundleVerifier:
         self._log_verifiers: list[Ed25519NoteVerifier] | None = None
         self._witness_verifiers: list[CosignatureVerifier] = []
         self._note_kids: dict[tuple[str, bytes], KeyRecord] = {}
+        self._origin_verifiers: dict[str, list[Ed25519NoteVerifier]] = {}
+        self._epochs: list[tuple[int, str]] = []  # (log_epoch entry index, origin it starts)
+        self._epoch_info: list[tuple[int, str, str, int, int, str]] = []
         self._range = CompactRange()
         self._cp_size = 0
         self._cp_root = EMPTY_ROOT
@@ -344,13 +364,44 @@ class BundleVerifier:
             if not self._keys[who].records("signing"):
                 raise self._fail("audit.bundle", f"the export carries no signing key of {who}")
         witness = witness_name(h.peer)
-        self._log_verifiers = []
-        for rec in self._keys[h.log].records("signing"):
-            self._log_verifiers.append(Ed25519NoteVerifier(h.origin, rec.public))
-            self._note_kids[(h.origin, note_key_id(h.origin, rec.public))] = rec
+        self._log_verifiers = self._verifiers_for(h.origin)
         for rec in self._keys[h.peer].records("witness"):
             self._witness_verifiers.append(CosignatureVerifier(witness, rec.public))
             self._note_kids[(witness, note_key_id(witness, rec.public, SIG_COSIGNATURE_V1))] = rec
+
+    def _verifiers_for(self, origin: str) -> list[Ed25519NoteVerifier]:
+        """The log's signing keys as note verifiers for one of its origins (one per epoch)."""
+        found = self._origin_verifiers.get(origin)
+        if found is None:
+            found = self._origin_verifiers[origin] = []
+            for rec in self._keys[self._head().log].records("signing"):
+                found.append(Ed25519NoteVerifier(origin, rec.public))
+                self._note_kids[(origin, note_key_id(origin, rec.public))] = rec
+        return found
+
+    def _origin_for(self, size: int) -> str:
+        return origin_at(self._epochs, self._head().origin, size)
+
+    def _on_epoch(self, entry: AuditEntry, index: int) -> None:
+        """A `log_epoch` entry: the log continues under the next origin (a restore, core.epoch)."""
+        h = self._head()
+        current = self._epochs[-1][1] if self._epochs else h.origin
+        try:
+            start = read_epoch(entry)
+        except GatewayError as e:
+            raise self._fail("audit.epoch", f"entry {index}: {e.detail}", index) from e
+        now, new = epoch_of(current, h.log), epoch_of(start.origin, h.log)
+        if start.previous_origin != current or now is None or new != now + 1:
+            raise self._fail(
+                "audit.epoch",
+                f"entry {index} starts {start.origin!r} after {start.previous_origin!r}, "
+                f"but the log is at {current!r}: epochs follow one another",
+                index,
+            )
+        self._epochs.append((index, start.origin))
+        self._epoch_info.append(
+            (index, start.origin, start.previous_origin, start.previous_size, start.restored_size, start.reason)
+        )
 
     # --- the log ---
     def _on_entry(self, ln: EntryLine) -> None:
@@ -377,6 +428,8 @@ class BundleVerifier:
                 index,
             )
         self._last_at = entry.at
+        if entry.kind == EPOCH_KIND:
+            self._on_epoch(entry, index)
         for ref in refs:
             self._on_reference(ref, index)
         if self._progress is not None and (index + 1) % PROGRESS_EVERY == 0:
@@ -413,7 +466,7 @@ class BundleVerifier:
             )
 
     def _on_checkpoint(self, ln: CheckpointLine) -> None:
-        h, size = self._head(), ln.size
+        size = ln.size
         if size != self._range.size or size <= self._cp_size:
             raise self._fail(
                 "audit.order", f"checkpoint of size {size} must follow entry {size - 1} and the checkpoint before"
@@ -427,7 +480,7 @@ class BundleVerifier:
             cp = Checkpoint.parse(verified.body)
         except GatewayError as e:
             raise self._fail("audit.checkpoint", f"checkpoint body: {e.detail}", size - 1) from e
-        if cp.origin != h.origin or cp.size != size:
+        if cp.origin != self._origin_for(size) or cp.size != size:
             raise self._fail(
                 "audit.checkpoint", f"checkpoint is for {cp.origin} at size {cp.size}, not this log at {size}"
             )
@@ -449,15 +502,15 @@ class BundleVerifier:
         """The note verified under the log's keys, and whether its witness signed it (not yet
         checked: `_check_cosignature` does that)."""
         h = self._head()
-        assert self._log_verifiers is not None
+        origin = self._origin_for(size)
         try:
-            verified = open_note(note, self._log_verifiers)
+            verified = open_note(note, self._verifiers_for(origin))
         except NoteSignatureError as e:
             raise self._fail("audit.checkpoint_signature", f"checkpoint {size}: {e.detail}", size - 1) from e
         except GatewayError as e:
             raise self._fail("audit.checkpoint", f"checkpoint {size} note: {e.detail}", size - 1) from e
-        if h.origin not in verified.names:
-            raise self._fail("audit.checkpoint_signature", f"checkpoint {size} is not signed by {h.origin}", size - 1)
+        if origin not in verified.names:
+            raise self._fail("audit.checkpoint_signature", f"checkpoint {size} is not signed by {origin}", size - 1)
         witness = witness_name(h.peer)
         cosigned = False
         for sig in note_signatures(note):  # well-formed: open_note parsed it
@@ -509,7 +562,7 @@ class BundleVerifier:
         """The log's own signing key must have been good when it signed: not revoked or expired
         before the newest entry the checkpoint covers (it was signed after that), and valid when
         the peer cosigned it (before that)."""
-        origin = self._head().origin
+        origin = self._origin_for(size)
         for sig in verified.signatures:
             if sig.name != origin:
                 continue
@@ -682,6 +735,7 @@ class BundleVerifier:
             trusted_by_anchor_file=self.trust is not None,
             uncosigned_allowed=self.allow_uncosigned,
             latest_cosigned=self._cp_cosigned,
+            epochs=tuple(self._epoch_info),
         )
 
 

@@ -27,7 +27,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from .audit import AuditEntry, log_origin, witness_name
+from .audit import AuditEntry, witness_name
 from .audit_format import MAX_LINE_BYTES, BundleError, BundleLine, EndLine, read_signed_document
 from .bundle import SignedBundle, is_valid_identity
 from .checkpoint import (
@@ -41,6 +41,7 @@ from .checkpoint import (
 )
 from .encoding import b64url, format_ts, json_object, parse_ts, unb64url
 from .envelope import Document
+from .epoch import epoch_of, note_origin
 from .errors import GatewayError
 from .keys import VerifyKey
 from .merkle import MAX_TREE_SIZE, leaf_hash, verify_inclusion
@@ -541,8 +542,11 @@ class _Verifier:
             self.check_entry(lp.owner, other, pe.index, entry)
 
     def check_note(self, lp: LogPart, other: str) -> tuple[bytes, str | None]:
-        origin, witness = log_origin(lp.owner), witness_name(other)
         note = lp.note.encode("utf-8")
+        # The note names its origin: the log's first one, or a later epoch of it (core.epoch).
+        origin, witness = note_origin(note), witness_name(other)
+        if epoch_of(origin, lp.owner) is None:
+            raise self.fail("evidence.checkpoint", f"checkpoint origin {origin!r} is not one of {lp.owner}'s log")
         owner_keys, other_keys = self.keys[lp.owner], self.keys[other]
         signing = {note_key_id(origin, r.public): r for r in owner_keys.records("signing")}
         witnesses = {note_key_id(witness, r.public, 0x04): r for r in other_keys.records("witness")}

@@ -1022,6 +1022,23 @@ PEER_PATHS: Final[dict[str, dict[str, Any]]] = {
             },
         }
     },
+    "/peer/v1/epoch": {
+        "post": {
+            "operationId": "peer_epoch",
+            "tags": ["peer"],
+            "summary": "The caller's log starts a new epoch after a restore: show its log_epoch entry, get it cosigned",
+            "description": "Body: `{entry: base64url entry bytes, index, note: the first checkpoint of the new origin "
+            "(signed note), proof: [base64url inclusion-proof nodes]}`. Accepted only if the origin is the next epoch "
+            "of the caller's log, the entry is in the checkpoint and names exactly the checkpoint this witness "
+            "cosigned last (decision 0009); answers the cosignature line, as `POST /peer/v1/cosign` does.",
+            "security": _MTLS,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": _text("text/plain", "One cosignature line."),
+                **_problems(400, 403, 409, 422, 503),
+            },
+        }
+    },
     "/peer/v1/evidence/{id}": {
         "get": {
             "operationId": "peer_evidence",

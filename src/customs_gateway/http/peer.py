@@ -72,6 +72,15 @@ async def cosign(request: web.Request) -> web.Response:
     return web.Response(body=line, content_type="text/plain", charset="utf-8")
 
 
+async def epoch(request: web.Request) -> web.Response:
+    """The peer's log starts a new epoch after a restore: accept it (or not) and cosign."""
+    _check_peer(request)
+    gw = request.app[GATEWAY]
+    raw = await read_body(request, gw.config.security.body_read_timeout_seconds)
+    line = await gw.accept_epoch(raw)
+    return web.Response(body=line, content_type="text/plain", charset="utf-8")
+
+
 async def state(request: web.Request) -> web.Response:
     """What we have seen of the peer, signed: asked by a peer that may have been restored."""
     _check_peer(request)
@@ -119,6 +128,7 @@ def peer_app(gw: Gateway, peer_tls: PeerTLS | None) -> web.Application:
     app.router.add_get("/peer/v1/keys", keys)
     app.router.add_post("/peer/v1/cosign", cosign)
     app.router.add_get("/peer/v1/state", state)
+    app.router.add_post("/peer/v1/epoch", epoch)
     app.router.add_get("/peer/v1/evidence/{id}", evidence)
     return app
 
