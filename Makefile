@@ -12,12 +12,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# npm packages of the generated-client test (TypeScript side); skipped with a note without npm.
+TS_DIR := tests/clients/ts
+TS_STAMP := $(TS_DIR)/node_modules/.installed
+
+$(TS_STAMP): $(TS_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(TS_DIR) --no-audit --no-fund --loglevel=error && touch $(TS_STAMP); \
+	else echo "npm not found: the TypeScript generated-client test will be skipped"; fi
+
 setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/customs-gateway demo
 
-test: $(STAMP)
+test: $(STAMP) $(TS_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy

@@ -1082,7 +1082,9 @@ PEER_PATHS: Final[dict[str, dict[str, Any]]] = {
 
 
 def _message_schemas() -> dict[str, Schema]:
-    """Body schemas from msgspec, `$defs` lifted into components; each type name aliases its struct."""
+    """Body schemas from msgspec, `$defs` lifted into components; each type name aliases its struct
+    (resolved away by `_without_aliases`: client generators take a `$ref` with a sibling as a second
+    model of the same name)."""
     out: dict[str, Schema] = {}
     sources: list[tuple[str | None, dict[str, Any]]] = [(t, dict(s)) for t, s in schemas.all_schemas().items()]
     sources.append((None, msgspec.json.schema(AckRequest)))
@@ -1198,32 +1200,55 @@ def openapi_document() -> dict[str, Any]:
             for resp in op["responses"].values():
                 if "$ref" not in resp:
                     resp.setdefault("headers", {})["X-Request-Id"] = {"$ref": "#/components/headers/X-Request-Id"}
-    return {
-        "openapi": OPENAPI_VERSION,
-        "info": {
-            "title": "customs-gateway",
-            "version": __version__,
-            "summary": "Secure bilateral message gateway between two customs administrations.",
-            "description": "Local API for agency back-ends, administrators and auditors (bearer tokens, one role "
-            "each), and the peer API between the two gateways (mutual TLS plus signed envelopes). Every error is "
-            "`application/problem+json` (RFC 9457) with a stable `code` and the `field` at fault.",
-            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
-        },
-        "tags": [
-            {"name": n, "description": d}
-            for n, d in (
-                ("messages", "submit and track outbound messages (agency)"),
-                ("inbox", "read and acknowledge messages from the peer (agency)"),
-                ("schemas", "message type schemas (agency, auditor)"),
-                ("admin", "keys, peers, tokens (admin)"),
-                ("audit", "the tamper-evident log (auditor)"),
-                ("operations", "health, readiness, metrics, this document (no token)"),
-                ("peer", "gateway to gateway (mutual TLS)"),
-            )
-        ],
-        "paths": paths,
-        "components": _components(_message_schemas()),
+    return _without_aliases(
+        {
+            "openapi": OPENAPI_VERSION,
+            "info": {
+                "title": "customs-gateway",
+                "version": __version__,
+                "summary": "Secure bilateral message gateway between two customs administrations.",
+                "description": "Local API for agency back-ends, administrators and auditors (bearer tokens, one role "
+                "each), and the peer API between the two gateways (mutual TLS plus signed envelopes). Every error is "
+                "`application/problem+json` (RFC 9457) with a stable `code` and the `field` at fault.",
+                "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+            },
+            "tags": [
+                {"name": n, "description": d}
+                for n, d in (
+                    ("messages", "submit and track outbound messages (agency)"),
+                    ("inbox", "read and acknowledge messages from the peer (agency)"),
+                    ("schemas", "message type schemas (agency, auditor)"),
+                    ("admin", "keys, peers, tokens (admin)"),
+                    ("audit", "the tamper-evident log (auditor)"),
+                    ("operations", "health, readiness, metrics, this document (no token)"),
+                    ("peer", "gateway to gateway (mutual TLS)"),
+                )
+            ],
+            "paths": paths,
+            "components": _components(_message_schemas()),
+        }
+    )
+
+
+def _without_aliases(doc: dict[str, Any]) -> dict[str, Any]:
+    """Point every `$ref` to a message-type alias (`seizure-share`) at its struct (`SeizureShare`)
+    and drop the aliases: each schema then has exactly one component and one name."""
+    components = doc["components"]["schemas"]
+    prefix = "#/components/schemas/"
+    aliases = {
+        prefix + name: s["$ref"] for name, s in components.items() if "$ref" in s and set(s) <= {"$ref", "description"}
     }
+
+    def fix(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: aliases.get(v, v) if k == "$ref" and isinstance(v, str) else fix(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fix(v) for v in node]
+        return node
+
+    doc = fix(doc)
+    doc["components"]["schemas"] = {n: s for n, s in doc["components"]["schemas"].items() if prefix + n not in aliases}
+    return doc
 
 
 async def openapi_json(request: web.Request) -> web.Response:
