@@ -259,11 +259,11 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 def render_config(cfg: Config) -> str:
     """TOML text for a config (written by `init`); every section present so operators see defaults."""
     lines = [
-        f'identity = "{cfg.identity}"',
-        f'keys_dir = "{cfg.keys_dir}"',
-        f'tls_dir = "{cfg.tls_dir}"',
-        f'log_format = "{cfg.log_format}"',
-        f'log_level = "{cfg.log_level}"',
+        f"identity = {_toml_str(cfg.identity)}",
+        f"keys_dir = {_toml_str(cfg.keys_dir)}",
+        f"tls_dir = {_toml_str(cfg.tls_dir)}",
+        f"log_format = {_toml_str(cfg.log_format)}",
+        f"log_level = {_toml_str(cfg.log_level)}",
     ]
     for section in ("local_api", "peer_api", "peer", "store", "delivery", "security", "audit", "performance"):
         obj = getattr(cfg, section)
@@ -276,5 +276,19 @@ def render_config(cfg: Config) -> str:
             elif isinstance(v, int | float):
                 lines.append(f"{f.name} = {v}")
             else:
-                lines.append(f'{f.name} = "{v}"')
+                lines.append(f"{f.name} = {_toml_str(str(v))}")
     return "\n".join(lines) + "\n"
+
+
+def _toml_str(value: str) -> str:
+    """A TOML basic string: backslashes (Windows paths), quotes and control characters escaped."""
+    out = ['"']
+    for ch in value:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)

@@ -32,11 +32,11 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import structlog
 
-from .core import schemas
+from .core import errors, schemas
 from .core.audit import AuditEntry
 from .core.bundle import KeyBundle, PeerKeys, SignedBundle
 from .core.control import AckBody, decode_struct
@@ -65,8 +65,20 @@ R = TypeVar("R")
 #: Below this many envelopes a batch runs in a thread: a process hop costs more than it saves.
 MIN_PROCESS_BATCH = 8
 
+
 #: What a worker returns for an envelope it refuses: (code, detail, field, status, message id).
-Refused = tuple[str, str, str | None, int, str, bytes]  # code, detail, field, status, id, envelope SHA-256
+@dataclass(frozen=True)
+class Refused:
+    """Why an envelope was not accepted, as it crosses back from a worker process."""
+
+    code: str
+    detail: str
+    field: str | None
+    status: int
+    message_id: str
+    envelope_sha256: bytes
+    error_class: str  # the GatewayError subclass raised, rebuilt by `refused_error`
+
 
 #: One message to build: (signed document bytes, seq, attempt, ciphertext of an earlier attempt).
 BuildItem = tuple[bytes, int, int, bytes | None]
@@ -288,7 +300,9 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             sent_at=hdr.sent_at,
         )
     except GatewayError as e:
-        return (e.code, e.detail, e.field, e.status, mid, env_digest or envelope_digest(raw_env))
+        return Refused(
+            e.code, e.detail, e.field, e.status, mid, env_digest or envelope_digest(raw_env), type(e).__name__
+        )
 
 
 def _announced_entry(
@@ -324,9 +338,35 @@ class JudgeKeys:
 #: One answer to judge: (our message id, its document's SHA-256, the SHA-256 of the envelope we
 #: sent it in, the peer's result object).
 JudgeItem = tuple[str, bytes, bytes, object]
-#: ("receipt", statement bytes, received_at, kid) | ("refusal", statement bytes, code, detail,
-#: retryable) | ("bad", error code): a verified receipt, a verified refusal, or neither.
-Verdict = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class ReceiptVerdict:
+    """A receipt signed by the peer about exactly this message and document."""
+
+    statement: bytes
+    received_at: dt.datetime
+    kid: str
+
+
+@dataclass(frozen=True)
+class RefusalVerdict:
+    """A refusal signed by the peer about exactly this message and envelope."""
+
+    statement: bytes
+    code: str
+    detail: str
+    retryable: bool
+
+
+@dataclass(frozen=True)
+class BadVerdict:
+    """Neither: the answer does not verify (`code` says why)."""
+
+    code: str
+
+
+Verdict = ReceiptVerdict | RefusalVerdict | BadVerdict
 
 _peers: dict[bytes, PeerKeys] = {}
 
@@ -350,7 +390,7 @@ def judge_batch(keys: JudgeKeys, now: dt.datetime, items: Sequence[JudgeItem]) -
                     document_sha256=digest,
                     key_for=peer.verify_key,
                 )
-                out.append(("receipt", st.to_bytes(), rc.received_at, rc.kid))
+                out.append(ReceiptVerdict(st.to_bytes(), rc.received_at, rc.kid))
             elif "refusal" in r:
                 st = Statement.from_dict("refusal", r["refusal"])
                 rf = verify_refusal(
@@ -361,17 +401,28 @@ def judge_batch(keys: JudgeKeys, now: dt.datetime, items: Sequence[JudgeItem]) -
                     key_for=peer.verify_key,
                     envelope_sha256=env_digest,
                 )
-                out.append(("refusal", st.to_bytes(), rf.code, rf.detail, rf.retryable))
+                out.append(RefusalVerdict(st.to_bytes(), rf.code, rf.detail, rf.retryable))
             else:
                 raise GatewayError("result has neither receipt nor refusal", code="peer.malformed_result")
         except GatewayError as e:
-            out.append(("bad", e.code))
+            out.append(BadVerdict(e.code))
     return out
 
 
+_ERROR_CLASSES: Final = {
+    cls.__name__: cls
+    for cls in (GatewayError, *vars(errors).values())
+    if isinstance(cls, type) and issubclass(cls, GatewayError)
+}
+
+
 def refused_error(r: Refused) -> tuple[GatewayError, str, bytes]:
-    code, detail, field, status, mid, env_digest = r
-    return GatewayError(detail, code=code, field=field, status=status), mid, env_digest
+    """The error a worker raised, as the same class again (a subclass's own constructor may take
+    other arguments, so the common part is set through GatewayError's)."""
+    cls = _ERROR_CLASSES.get(r.error_class, GatewayError)
+    err = cls.__new__(cls)
+    GatewayError.__init__(err, r.detail, code=r.code, field=r.field, status=r.status)
+    return err, r.message_id, r.envelope_sha256
 
 
 # --- the pool -----------------------------------------------------------------------------------

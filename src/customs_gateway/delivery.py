@@ -25,7 +25,18 @@ from .core.audit import AuditEntry
 from .core.encoding import format_ts, json_object
 from .core.envelope import MEDIA_TYPE
 from .core.errors import GatewayError
-from .crypto_workers import BuildItem, Built, JudgeItem, JudgeKeys, SealKeys, Verdict, build_batch, judge_batch
+from .crypto_workers import (
+    BuildItem,
+    Built,
+    JudgeItem,
+    JudgeKeys,
+    ReceiptVerdict,
+    RefusalVerdict,
+    SealKeys,
+    Verdict,
+    build_batch,
+    judge_batch,
+)
 from .gateway import Gateway
 from .http.metrics import observe_receipt_latency
 from .store.base import AttemptOutcome, OutMessage
@@ -307,8 +318,8 @@ class DeliveryWorker:
     def _judge(self, m: OutMessage, b: Built, v: Verdict, now: dt.datetime) -> AttemptOutcome:
         """The outcome of one verified (or unverifiable) answer, with its audit entries."""
         gw = self.gw
-        if v[0] == "receipt":
-            _, statement, received_at, kid = v
+        if isinstance(v, ReceiptVerdict):
+            statement, received_at, kid = v.statement, v.received_at, v.kid
             gw.observe_peer_clock(received_at, now)
             gw.counters.delivered += 1
             observe_receipt_latency(gw, (now - m.created_at).total_seconds())
@@ -316,9 +327,9 @@ class DeliveryWorker:
             return AttemptOutcome(
                 m.id, "delivered", now, m.attempts + 1, receipt=statement, audit=(*self._sent(m, now), entry)
             )
-        if v[0] == "refusal":
-            _, statement, code, detail, retryable = v
-            if retryable:
+        if isinstance(v, RefusalVerdict):
+            statement, code, detail = v.statement, v.code, v.detail
+            if v.retryable:
                 return self._retry(m, b, now, f"peer refused (retryable): {code}")
             gw.counters.refused_out[code] = gw.counters.refused_out.get(code, 0) + 1
             entry = AuditEntry(
@@ -339,8 +350,8 @@ class DeliveryWorker:
                 error=f"{code}: {detail}",
                 audit=(*self._sent(m, now), entry),
             )
-        log.warning("delivery.bad_result", message_id=m.id, code=v[1])
-        return self._retry(m, b, now, f"unverifiable answer from peer: {v[1]}")
+        log.warning("delivery.bad_result", message_id=m.id, code=v.code)
+        return self._retry(m, b, now, f"unverifiable answer from peer: {v.code}")
 
     def _sent(self, m: OutMessage, now: dt.datetime) -> tuple[AuditEntry, ...]:
         if m.status != "queued":

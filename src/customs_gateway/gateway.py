@@ -40,7 +40,7 @@ from .core.recovery import MAX_HELD, Cosigned, make_state
 from .core.rotation import check_update
 from .core.state import PeerLink
 from .core.witness import ForkError, check_advance, cosign_line, parse_request
-from .crypto_workers import CryptoPool, OpenKeys, open_batch, refused_error
+from .crypto_workers import CryptoPool, OpenKeys, Refused, open_batch, refused_error
 from .keystore import Identity, write_atomic
 from .store.base import Incoming, NewMessage, OutMessage, Store, TokenRecord, WitnessState
 from .tls import PeerTLS
@@ -50,17 +50,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("customs_gateway.gateway")
 
-#: Refusal codes a sender may retry (a later attempt, re-signed, can succeed).
-RETRYABLE_CODES: Final = frozenset(
-    {
-        "replay.skew",
-        "key.unknown",
-        "key.not_yet_valid",
-        "store.unavailable",
-        "suite.mismatch",
-        "ack.not_yet_delivered",  # the receipt may still be on its way back to us
-    }
-)
 MAX_TTL: Final = dt.timedelta(days=30)
 #: How long a token record read from the store is trusted before it is read again.
 TOKEN_CACHE_SECONDS: Final = 2.0
@@ -352,7 +341,7 @@ class Gateway:
         refusal_audit: list[AuditEntry] = []
         unopened: list[tuple[int, GatewayError, str, bytes]] = []
         for i, item in enumerate(opened):
-            if isinstance(item, tuple):
+            if isinstance(item, Refused):
                 unopened.append((i, *refused_error(item)))
             else:
                 incoming.append((i, item))
@@ -478,7 +467,7 @@ class Gateway:
                 log.warning("peer.stored_bundle_refused", serial=signed.bundle.serial, code=e.code)
 
     def _refuse(self, message_id: str, err: GatewayError, now: dt.datetime, envelope_sha256: bytes) -> dict[str, Any]:
-        retryable = err.code in RETRYABLE_CODES
+        retryable = err.retryable  # the refusal policy (core.refusals)
         self.counters.refused_in[err.code] = self.counters.refused_in.get(err.code, 0) + 1
         st = make_refusal(
             message_id=message_id,

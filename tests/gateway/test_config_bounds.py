@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from customs_gateway.config import load_config
+from customs_gateway.config import Config, load_config, render_config
 from customs_gateway.core.errors import ConfigError
 from customs_gateway.pair import prepare_pair
 
@@ -28,3 +28,12 @@ def test_a_finite_override_loads(tmp_path: Path) -> None:
     home = prepare_pair(tmp_path)["US-CBP"]
     cfg = load_config(home.config_path, env={"CUSTOMS_GATEWAY_SECURITY__SKEW_SECONDS": "120.5"})
     assert cfg.security.skew_seconds == 120.5
+
+
+@pytest.mark.parametrize("path", ["C:\\gateway\\keys", 'keys "quoted"', "tab\there", "línea/密钥", "trailing\\"])
+def test_render_config_writes_toml_that_reads_back_the_same(tmp_path: Path, path: str) -> None:
+    cfg = Config(identity="US-CBP", keys_dir=path, tls_dir=path)
+    text = render_config(cfg)
+    (tmp_path / "gateway.toml").write_text(text, encoding="utf-8")
+    back = load_config(tmp_path / "gateway.toml", env={})
+    assert (back.keys_dir, back.tls_dir) == (path, path)

@@ -19,8 +19,12 @@ from customs_gateway.core.encoding import b64url, unb64url
 from customs_gateway.core.envelope import Document, SignedDocument
 from customs_gateway.crypto_workers import (
     MIN_PROCESS_BATCH,
+    BadVerdict,
     CryptoPool,
     OpenKeys,
+    ReceiptVerdict,
+    RefusalVerdict,
+    Refused,
     SealKeys,
     build_batch,
     open_batch,
@@ -124,17 +128,18 @@ async def test_every_refusal_survives_the_process_hop(pool: CryptoPool, idents: 
     want = open_batch(keys, NOW, bad)
     assert got == want
     assert isinstance(got[0], Incoming)
-    codes = [r[0] if isinstance(r, tuple) else "ok" for r in got[:6]]
+    codes = [r.code if isinstance(r, Refused) else "ok" for r in got[:6]]
     assert codes[0] == "ok"
     assert codes[1] == codes[2] == "signature.invalid"
     assert codes[3].startswith("decode.") and codes[4].startswith("decode.") and codes[5].startswith("decode.")
-    assert isinstance(got[1], tuple) and got[1][4] == json.loads(unb64url(envs[1]["header"]))["id"]
+    assert isinstance(got[1], Refused) and got[1].message_id == json.loads(unb64url(envs[1]["header"]))["id"]
+    assert got[1].error_class == "SignatureError"
     # wrong recipient: US opening envelopes addressed to CN; stale: far outside the skew window
     wrong = await pool.map(open_batch, _open_keys(us, cn), NOW, envs)
-    assert {r[0] for r in wrong if isinstance(r, tuple)} == {"binding.sender"}
+    assert {r.code for r in wrong if isinstance(r, Refused)} == {"binding.sender"}
     late = NOW + dt.timedelta(hours=1)
     stale = await pool.map(open_batch, _open_keys(cn, us, late), late, envs)
-    assert {r[0] for r in stale if isinstance(r, tuple)} == {"replay.skew"} and len(stale) == N
+    assert {r.code for r in stale if isinstance(r, Refused)} == {"replay.skew"} and len(stale) == N
 
 
 async def test_small_batches_stay_in_a_thread(pool: CryptoPool, idents: dict[str, Identity]) -> None:
@@ -295,17 +300,17 @@ async def test_judging_answers_in_processes(pool: CryptoPool, idents: dict[str, 
     keys = JudgeKeys(US, cn.bundle.bundle.to_bytes())
     got = await pool.map(judge_batch, keys, NOW, items)
     assert got == judge_batch(keys, NOW, items)
-    assert got[0][0] == "receipt" and got[0][1] == opened[0].receipt and got[0][2] == NOW
-    assert [v[:2] for v in got[1:6]] == [
-        ("bad", "receipt.message_id"),
-        ("bad", "receipt.document_sha256"),
-        ("bad", "key.unknown"),  # our own key is not one of the peer's
-        ("bad", "peer.malformed_result"),
-        ("bad", "peer.malformed_result"),
+    assert got[0] == ReceiptVerdict(opened[0].receipt, NOW, got[0].kid)  # type: ignore[union-attr]
+    assert got[1:6] == [
+        BadVerdict("receipt.message_id"),
+        BadVerdict("receipt.document_sha256"),
+        BadVerdict("key.unknown"),  # our own key is not one of the peer's
+        BadVerdict("peer.malformed_result"),
+        BadVerdict("peer.malformed_result"),
     ]
-    assert got[6][:3] == ("refusal", refusal.to_bytes(), "schema.required") and got[6][4] is False
-    assert got[7][:2] == ("bad", "refusal.envelope_sha256")
-    assert all(v[0] == "receipt" for v in got[8:])
+    assert got[6] == RefusalVerdict(refusal.to_bytes(), "schema.required", got[6].detail, False)  # type: ignore[union-attr]
+    assert got[7] == BadVerdict("refusal.envelope_sha256")
+    assert all(isinstance(v, ReceiptVerdict) for v in got[8:])
 
 
 def make_receipt_by(signer: Identity, o: Incoming) -> dict[str, Any]:

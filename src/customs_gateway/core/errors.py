@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from .refusals import is_retryable
+
 
 class GatewayError(Exception):
     """Root of every error the gateway raises on purpose."""
 
     code: str = "gateway.error"
     status: int = 400
-    retryable: bool = False
 
     def __init__(
         self,
@@ -24,7 +25,6 @@ class GatewayError(Exception):
         code: str | None = None,
         field: str | None = None,
         status: int | None = None,
-        retryable: bool | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -32,9 +32,12 @@ class GatewayError(Exception):
             self.code = code
         if status is not None:
             self.status = status
-        if retryable is not None:
-            self.retryable = retryable
         self.field = field
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying the same thing later can help: the refusal policy's word on this code."""
+        return is_retryable(self.code)
 
     def diagnostics(self) -> dict[str, Any]:
         """A JSON-ready description (no secrets, no message bodies)."""
@@ -143,4 +146,3 @@ class StoreUnavailable(GatewayError):
 
     code = "store.unavailable"
     status = 503
-    retryable = True

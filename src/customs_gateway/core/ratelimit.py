@@ -17,7 +17,6 @@ class RateLimited(GatewayError):
 
     code = "rate.limited"
     status = 429
-    retryable = True
 
     def __init__(self, detail: str, retry_after: float, *, code: str | None = None) -> None:
         super().__init__(detail, code=code)

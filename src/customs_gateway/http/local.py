@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import re
 import tempfile
@@ -32,10 +33,11 @@ from ..lifecycle import KeyLifecycle as KeyLifecycleAPI
 from ..store.base import InboxItem, MessageFilter, OutMessage, TokenRecord
 from .metrics import metrics
 from .openapi import openapi_json
-from .problems import json_response, problem_middleware, read_body
+from .problems import Handler, json_response, problem_middleware, read_body
 
 GATEWAY: Final = web.AppKey("gateway", Gateway)
 EVIDENCE: Final = web.AppKey("evidence", EvidenceCollector)
+CALLER: Final = web.RequestKey("caller", Caller)  # the authenticated caller of a guarded route
 MAX_LONG_POLL: Final = 30.0
 MAX_PAGE: Final = 500
 
@@ -44,10 +46,25 @@ ADMIN = ("admin",)
 AUDITOR = ("auditor",)
 
 
-async def _auth(request: web.Request, roles: tuple[str, ...]) -> Caller:
-    caller = await request.app[GATEWAY].authenticate(request.headers.get("Authorization"), roles)
-    structlog.contextvars.bind_contextvars(token_id=caller.token_id, role=caller.role)
-    return caller
+def _guarded(handler: Handler, roles: tuple[str, ...]) -> Handler:
+    """`handler` behind the role check of its route (ROUTES is the one place roles are said):
+    the bearer token must hold one of `roles`; the caller is kept for the handler (`_caller`)."""
+    if not roles:
+        return handler
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        caller = await request.app[GATEWAY].authenticate(request.headers.get("Authorization"), roles)
+        structlog.contextvars.bind_contextvars(token_id=caller.token_id, role=caller.role)
+        request[CALLER] = caller
+        return await handler(request)
+
+    return guarded
+
+
+def _caller(request: web.Request) -> Caller:
+    """Who called (set by `_guarded` from the route's roles)."""
+    return request[CALLER]  # KeyError: a handler that needs its caller has no roles in ROUTES
 
 
 async def _json_body(request: web.Request) -> bytes:
@@ -150,7 +167,7 @@ def inbox_view(it: InboxItem, with_body: bool = True) -> dict[str, Any]:
 
 
 async def submit(request: web.Request) -> web.Response:
-    caller = await _auth(request, AGENCY)
+    caller = _caller(request)
     gw = request.app[GATEWAY]
     raw = await _json_body(request)
     key = request.headers.get("Idempotency-Key")
@@ -162,7 +179,6 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def get_message(request: web.Request) -> web.Response:
-    await _auth(request, AGENCY)
     m = await request.app[GATEWAY].store.get_message(request.match_info["id"])
     if m is None or m.type not in BUSINESS_TYPES:
         raise NotFound(f"no message {request.match_info['id']}", code="message.not_found", field="id")
@@ -170,7 +186,6 @@ async def get_message(request: web.Request) -> web.Response:
 
 
 async def list_messages(request: web.Request) -> web.Response:
-    await _auth(request, AGENCY)
     gw = request.app[GATEWAY]
     q = request.query
     limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
@@ -208,7 +223,7 @@ async def list_messages(request: web.Request) -> web.Response:
 
 
 async def inbox(request: web.Request) -> web.Response:
-    caller = await _auth(request, AGENCY)
+    caller = _caller(request)
     gw = request.app[GATEWAY]
     cursor = await _inbox_cursor(request, "after")
     limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
@@ -239,19 +254,17 @@ async def inbox(request: web.Request) -> web.Response:
 
 
 async def ack(request: web.Request) -> web.Response:
-    caller = await _auth(request, AGENCY)
+    caller = _caller(request)
     raw = await _json_body(request)
     out = await request.app[GATEWAY].acknowledge(request.match_info["id"], raw, caller)
     return json_response({"ack_id": out.id, "status": out.status, "acknowledges": request.match_info["id"]}, status=202)
 
 
 async def get_schemas(request: web.Request) -> web.Response:
-    await _auth(request, ("agency", "auditor"))
     return json_response(schemas.all_schemas())
 
 
 async def admin_keys(request: web.Request) -> web.Response:
-    await _auth(request, ADMIN)
     gw = request.app[GATEWAY]
     now = gw.clock.now()
     in_use = gw.identity.active_signing_key(now).kid
@@ -283,7 +296,7 @@ def _lifecycle(request: web.Request) -> KeyLifecycleAPI:
 
 async def admin_rotate(request: web.Request) -> web.Response:
     """Rotate our signing or encryption keys; the new bundle is announced to the peer."""
-    caller = await _auth(request, ADMIN)
+    caller = _caller(request)
     d = _json_dict(await _json_body(request), allowed={"kind"})
     kind = d.get("kind")
     if kind not in ("signing", "encryption"):
@@ -294,7 +307,7 @@ async def admin_rotate(request: web.Request) -> web.Response:
 
 async def admin_renew(request: web.Request) -> web.Response:
     """Renew keys of one kind, or the TLS certificate, with a later expiry (DESIGN §11)."""
-    caller = await _auth(request, ADMIN)
+    caller = _caller(request)
     d = _json_dict(await _json_body(request), allowed={"kind", "valid_days"})
     kind = d.get("kind")
     if kind not in RENEW_KINDS:
@@ -312,7 +325,7 @@ async def admin_renew(request: web.Request) -> web.Response:
 
 async def admin_revoke(request: web.Request) -> web.Response:
     """Revoke one of our keys from now on; the revocation is announced to the peer."""
-    caller = await _auth(request, ADMIN)
+    caller = _caller(request)
     d = _json_dict(await _json_body(request), allowed={"reason"})
     reason = d.get("reason")
     if not isinstance(reason, str) or not reason.strip():
@@ -333,7 +346,6 @@ def _json_dict(raw: bytes, *, allowed: set[str]) -> dict[str, Any]:
 
 
 async def admin_peers(request: web.Request) -> web.Response:
-    await _auth(request, ADMIN)
     gw = request.app[GATEWAY]
     st = await gw.store.peer_state(gw.peer.identity)
     depth, oldest = await gw.store.queue_depth(gw.peer.identity)
@@ -364,7 +376,7 @@ async def admin_peers(request: web.Request) -> web.Response:
 
 
 async def admin_tokens(request: web.Request) -> web.Response:
-    caller = await _auth(request, ADMIN)
+    caller = _caller(request)
     raw = await _json_body(request)
     try:
         d = json_object(raw, field="request body")
@@ -396,19 +408,17 @@ def token_view(rec: TokenRecord) -> dict[str, Any]:
 
 
 async def admin_list_tokens(request: web.Request) -> web.Response:
-    await _auth(request, ADMIN)
     return json_response({"tokens": [token_view(t) for t in await request.app[GATEWAY].store.list_tokens()]})
 
 
 async def admin_revoke_token(request: web.Request) -> web.Response:
-    caller = await _auth(request, ADMIN)
+    caller = _caller(request)
     rec = await request.app[GATEWAY].revoke_token(request.match_info["token_id"], caller.actor)
     assert rec.revoked_at is not None
     return json_response({"id": rec.id, "role": rec.role, "label": rec.label, "revoked_at": format_ts(rec.revoked_at)})
 
 
 async def audit_entries(request: web.Request) -> web.Response:
-    await _auth(request, AUDITOR)
     gw = request.app[GATEWAY]
     start = _int_param(request, "start", 0, 0, 2**62)
     limit = _int_param(request, "limit", 100, 1, 1000)
@@ -418,7 +428,6 @@ async def audit_entries(request: web.Request) -> web.Response:
 
 
 async def audit_checkpoint(request: web.Request) -> web.Response:
-    await _auth(request, AUDITOR)
     store = request.app[GATEWAY].store
     cosigned = request.query.get("cosigned", "false")
     if cosigned not in ("true", "false"):
@@ -430,7 +439,6 @@ async def audit_checkpoint(request: web.Request) -> web.Response:
 
 
 async def audit_inclusion(request: web.Request) -> web.Response:
-    await _auth(request, AUDITOR)
     store = request.app[GATEWAY].store
     size = _int_param(request, "size", -1, 1, 2**62)
     if size < 0:
@@ -451,7 +459,6 @@ async def audit_inclusion(request: web.Request) -> web.Response:
 
 
 async def audit_consistency(request: web.Request) -> web.Response:
-    await _auth(request, AUDITOR)
     store = request.app[GATEWAY].store
     new = _int_param(request, "new", -1, 0, 2**62)
     old = _int_param(request, "old", -1, 0, 2**62)
@@ -465,7 +472,6 @@ async def audit_consistency(request: web.Request) -> web.Response:
 
 async def audit_export(request: web.Request) -> web.StreamResponse:
     """The self-contained audit bundle (JSON Lines) up to the latest checkpoint, streamed."""
-    await _auth(request, AUDITOR)
     gw = request.app[GATEWAY]
     peer_raw = gw.config.path(gw.config.peer.bundle).read_bytes()
     with tempfile.TemporaryFile(prefix="audit-export-") as spool:  # on disk, not in memory
@@ -494,7 +500,6 @@ async def audit_export(request: web.Request) -> web.StreamResponse:
 
 async def audit_evidence(request: web.Request) -> web.Response:
     """Evidence for one message (JSON Lines): both logs' entries about it, proven and cosigned."""
-    await _auth(request, AUDITOR)
     collector = request.app.get(EVIDENCE)
     if collector is None:
         raise PeerUnavailable("this gateway is not connected to its peer")
@@ -566,7 +571,7 @@ def _recovery_view(gw: Gateway) -> dict[str, Any]:
 
 async def admin_recover(request: web.Request) -> web.Response:
     """After a restore from backup: level this store with what the peer has seen (DESIGN §11)."""
-    caller = await _auth(request, ADMIN)
+    caller = _caller(request)
     d = _json_dict(await _json_body(request), allowed={"reason"})
     reason = d.get("reason")
     if not isinstance(reason, str) or not reason.strip():
@@ -629,6 +634,6 @@ def local_app(gw: Gateway, evidence: EvidenceCollector | None = None) -> web.App
     app[GATEWAY] = gw
     if evidence is not None:
         app[EVIDENCE] = evidence
-    for method, path, handler, _ in ROUTES:
-        app.router.add_route(method, path, handler)
+    for method, path, handler, roles in ROUTES:
+        app.router.add_route(method, path, _guarded(handler, roles))
     return app

@@ -211,7 +211,6 @@ async def migrate(conn: Any, schema: str) -> int:
             raise StoreUnavailable(
                 f"schema {schema} is at version {current}; this build knows up to {known}",
                 code="store.schema_newer",
-                retryable=False,
             )
         for version, script in PG_MIGRATIONS:
             if version <= current:
