@@ -3,7 +3,7 @@
 One message = document sign, HPKE seal, envelope sign, envelope verify, HPKE open, document
 verify, receipt sign, receipt verify — what every message costs the two gateways together,
 with no I/O at all. The gateway's throughput is judged against this figure. The loop itself is
-`customs_gateway.benchmark.crypto_ceiling`, the row `customs-gateway bench` reports.
+`customs_gateway.bench.benchmark.crypto_ceiling`, the row `customs-gateway bench` reports.
 
     python benchmarks/crypto_ceiling.py [--seconds 3] [--suite hybrid|x25519] [--json]
 """
@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from customs_gateway.benchmark import crypto_ceiling
+from customs_gateway.bench.benchmark import crypto_ceiling
 
 
 def main() -> int:

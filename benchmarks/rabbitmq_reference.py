@@ -14,7 +14,7 @@ import asyncio
 import json
 import sys
 
-from customs_gateway.benchmark import Skipped, rabbitmq_reference, sample_body, submit_payload
+from customs_gateway.bench.benchmark import Skipped, rabbitmq_reference, sample_body, submit_payload
 
 
 def main() -> int:

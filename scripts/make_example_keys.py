@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from customs_gateway.keystore import KeyStore
+from customs_gateway.startup.keystore import KeyStore
 
 ROOT = Path(__file__).resolve().parents[1] / "keys-example"
 PASSPHRASE = b"example-only-not-secret"

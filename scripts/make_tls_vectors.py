@@ -26,7 +26,7 @@ from customs_gateway.core.encoding import b64url
 from customs_gateway.core.keys import ALG_ED25519, ALG_X25519, SUITE_X25519, DecryptionKey, SigningKey
 from customs_gateway.core.rotation import renew_tls
 from customs_gateway.core.tlscert import cert_info, possession_proof
-from customs_gateway.tls import make_self_signed
+from customs_gateway.service.tls import make_self_signed
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "tls-renewal.json"
 UTC = dt.UTC

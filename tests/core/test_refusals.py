@@ -9,7 +9,7 @@ from pathlib import Path
 from customs_gateway.core import errors
 from customs_gateway.core.ratelimit import RateLimited
 from customs_gateway.core.refusals import REFUSALS, is_retryable
-from customs_gateway.crypto_workers import Refused, refused_error
+from customs_gateway.service.crypto_workers import Refused, refused_error
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

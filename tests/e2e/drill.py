@@ -29,8 +29,8 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Any, TypeVar
 
-from customs_gateway.benchmark import sample_body as sample
-from customs_gateway.benchmark_pair import db_path
+from customs_gateway.bench.benchmark import sample_body as sample
+from customs_gateway.bench.benchmark_pair import db_path
 from customs_gateway.core.audit import AuditEntry, log_origin
 from customs_gateway.core.bundle import PeerKeys
 from customs_gateway.core.checkpoint import Checkpoint, Ed25519NoteVerifier, open_note
@@ -39,9 +39,9 @@ from customs_gateway.core.encoding import json_bytes
 from customs_gateway.core.errors import GatewayError
 from customs_gateway.core.merkle import leaf_hash, root_from_leaves
 from customs_gateway.core.receipt import Statement, verify_receipt
-from customs_gateway.gateway import issue_token
-from customs_gateway.keystore import load_peer
-from customs_gateway.pair import EXAMPLE_PASSPHRASE, IDENTITIES, Home, prepare_pair
+from customs_gateway.service.gateway import issue_token
+from customs_gateway.service.pair import EXAMPLE_PASSPHRASE, IDENTITIES, Home, prepare_pair
+from customs_gateway.startup.keystore import load_peer
 from customs_gateway.store.base import Store
 from customs_gateway.store.sqlite import SQLiteStore
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from customs_gateway import __version__
-from customs_gateway.pair import EXAMPLE_PASSPHRASE, prepare_pair
+from customs_gateway.service.pair import EXAMPLE_PASSPHRASE, prepare_pair
 
 CLI = [sys.executable, "-m", "customs_gateway.cli.main"]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from customs_gateway.pair import example_dir, free_port
+from customs_gateway.service.pair import example_dir, free_port
 
 from .drill import both
 

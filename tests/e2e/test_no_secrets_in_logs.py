@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from customs_gateway.keystore import KeyStore
-from customs_gateway.pair import free_port
+from customs_gateway.service.pair import free_port
+from customs_gateway.startup.keystore import KeyStore
 
 from .drill import CN, US, GatewayProcess, Home, ProcessPair, both, cli, drill_env, http, sample, wait_until
 

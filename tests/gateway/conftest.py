@@ -20,9 +20,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from customs_gateway.config import load_config, render_config
-from customs_gateway.gateway import Gateway, issue_token
-from customs_gateway.pair import Home, LocalPair, example_dir, prepare_pair
+from customs_gateway.service.gateway import Gateway, issue_token
+from customs_gateway.service.pair import Home, LocalPair, example_dir, prepare_pair
+from customs_gateway.startup.config import load_config, render_config
 from tests.postgres.pg import drop_later, dsn_for, fresh_schemas, require_postgres
 
 US, CN = "US-CBP", "CN-GACC"

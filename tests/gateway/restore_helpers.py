@@ -9,7 +9,7 @@ import subprocess
 import urllib.parse
 from pathlib import Path
 
-from customs_gateway.config import Config
+from customs_gateway.startup.config import Config
 from tests.postgres.pg import base_dsn
 
 

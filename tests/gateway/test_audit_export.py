@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from customs_gateway.audit_export import NoCheckpoint, export_bundle
 from customs_gateway.cli.main import main
 from customs_gateway.core.audit_bundle import verify_bundle
+from customs_gateway.service.audit_export import NoCheckpoint, export_bundle
 from customs_gateway.store.base import CheckpointRecord
 
 from .conftest import CN, US, Pair

@@ -6,7 +6,6 @@ import json
 
 import aiohttp
 
-from customs_gateway import tls
 from customs_gateway.core.audit import NoteSigner, log_origin, witness_name
 from customs_gateway.core.checkpoint import (
     Checkpoint,
@@ -18,6 +17,7 @@ from customs_gateway.core.checkpoint import (
 from customs_gateway.core.encoding import unb64url
 from customs_gateway.core.merkle import leaf_hash, verify_consistency, verify_inclusion
 from customs_gateway.core.witness import MEDIA_TYPE, encode_request
+from customs_gateway.service import tls
 
 from .conftest import CN, US, Pair
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from customs_gateway.cli.main import main
-from customs_gateway.config import load_config
-from customs_gateway.keystore import KeyStore, load_peer
+from customs_gateway.startup.config import load_config
+from customs_gateway.startup.keystore import KeyStore, load_peer
 
 PASS = "cli test passphrase"
 

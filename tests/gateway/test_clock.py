@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 
 from customs_gateway.core.audit import AuditEntry
 from customs_gateway.core.clock import FixedClock
-from customs_gateway.pair import LocalPair, prepare_pair
-from customs_gateway.server import ClockBehind, GatewayServer
+from customs_gateway.service.pair import LocalPair, prepare_pair
+from customs_gateway.service.server import ClockBehind, GatewayServer
 
 from .conftest import US
 
@@ -65,7 +65,7 @@ class AheadClock:
 async def test_skew_against_the_peer_is_measured_from_signed_timestamps(tmp_path: Path) -> None:
     import aiohttp
 
-    from customs_gateway.gateway import issue_token
+    from customs_gateway.service.gateway import issue_token
 
     from .conftest import CN, sample
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from customs_gateway.config import Config, load_config, render_config
 from customs_gateway.core.errors import ConfigError
-from customs_gateway.pair import prepare_pair
+from customs_gateway.service.pair import prepare_pair
+from customs_gateway.startup.config import Config, load_config, render_config
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-5"])

@@ -17,7 +17,7 @@ import pytest
 from customs_gateway.core.clock import FixedClock, UUID7Source
 from customs_gateway.core.encoding import b64url, unb64url
 from customs_gateway.core.envelope import Document, SignedDocument
-from customs_gateway.crypto_workers import (
+from customs_gateway.service.crypto_workers import (
     MIN_PROCESS_BATCH,
     BadVerdict,
     CryptoPool,
@@ -29,8 +29,8 @@ from customs_gateway.crypto_workers import (
     build_batch,
     open_batch,
 )
-from customs_gateway.keystore import Identity
-from customs_gateway.pair import LocalPair, prepare_pair
+from customs_gateway.service.pair import LocalPair, prepare_pair
+from customs_gateway.startup.keystore import Identity
 from customs_gateway.store.base import Incoming
 from tests.gateway.conftest import CN, US, Pair, sample
 
@@ -194,8 +194,8 @@ async def test_gateways_deliver_through_the_worker_processes(pair: Pair) -> None
 
 
 def test_config_bounds(tmp_path: Path) -> None:
-    from customs_gateway.config import load_config, render_config
     from customs_gateway.core.errors import ConfigError
+    from customs_gateway.startup.config import load_config, render_config
 
     homes = prepare_pair(tmp_path)
     cfg = load_config(homes[US].config_path, env={})
@@ -210,7 +210,7 @@ def test_config_bounds(tmp_path: Path) -> None:
 
 _HOLDER = """
 import asyncio, os, sys
-from customs_gateway.crypto_workers import CryptoPool
+from customs_gateway.service.crypto_workers import CryptoPool
 
 async def main():
     pool = CryptoPool(2)
@@ -263,7 +263,7 @@ def test_a_killed_gateway_leaves_no_worker_behind(tmp_path: Path) -> None:
 async def test_judging_answers_in_processes(pool: CryptoPool, idents: dict[str, Identity]) -> None:
     """Receipts and refusals are verified in the workers; every forgery is "bad", as in a thread."""
     from customs_gateway.core.receipt import make_refusal
-    from customs_gateway.crypto_workers import JudgeKeys, judge_batch
+    from customs_gateway.service.crypto_workers import JudgeKeys, judge_batch
 
     us, cn = idents[US], idents[CN]
     envs = _envelopes(await pool.map(build_batch, _seal_keys(us, cn), NOW, _items(us, N)))
@@ -335,7 +335,7 @@ from pathlib import Path
 with open(sys.argv[1], "a", encoding="utf-8") as f:
     f.write("ran\\n")
 
-from customs_gateway.crypto_workers import CryptoPool, _warm
+from customs_gateway.service.crypto_workers import CryptoPool, _warm
 
 
 async def main():

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from customs_gateway.core.bundle import SignedBundle
-from customs_gateway.pair import example_dir
+from customs_gateway.service.pair import example_dir
 
 from .conftest import CN, US, Pair, sample
 from .restore_helpers import backup

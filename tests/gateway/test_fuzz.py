@@ -35,14 +35,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from customs_gateway import tls
 from customs_gateway.core.encoding import b64url
 from customs_gateway.core.envelope import Document, Header, SignedDocument, build_envelope, seal_document, sign_envelope
 from customs_gateway.core.keys import SUITE_HYBRID, SUITE_X25519, SigningKey
 from customs_gateway.core.receipt import Statement, verify_refusal
-from customs_gateway.gateway import Gateway
 from customs_gateway.http.local import ROUTES
-from customs_gateway.pair import LocalPair, prepare_pair
+from customs_gateway.service import tls
+from customs_gateway.service.gateway import Gateway
+from customs_gateway.service.pair import LocalPair, prepare_pair
 
 from .conftest import CN, US, role_tokens, sample
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from customs_gateway import gateway as gateway_module
 from customs_gateway.core.bundle import SignedBundle
+from customs_gateway.service import gateway as gateway_module
 
 from .conftest import CN, US, Pair
 
@@ -61,7 +61,7 @@ async def test_bundle_and_entry_commit_together_and_a_lost_file_write_is_mended_
 async def test_a_local_change_cut_short_before_its_announcement_is_finished_at_start(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from customs_gateway.lifecycle import KeyLifecycle
+    from customs_gateway.service.lifecycle import KeyLifecycle
 
     us_api = pair.apis[US]
     status, res, _ = await us_api.call("POST", "/v1/admin/keys/rotate", role="admin", json_body={"kind": "encryption"})

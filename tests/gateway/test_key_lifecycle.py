@@ -237,8 +237,8 @@ async def test_revoked_key_later_envelopes_are_refused_history_still_verifies(pa
 async def test_old_evidence_still_verifies_after_two_rotations(pair: Pair, tmp_path: Any) -> None:
     """Export after rotating the signing key twice and the encryption keys once: every document and
     receipt, signed under whichever key was valid at its time, verifies offline."""
-    from customs_gateway.audit_export import export_bundle
     from customs_gateway.core.audit_bundle import verify_bundle
+    from customs_gateway.service.audit_export import export_bundle
 
     us = pair.gw(US)
     first_kid = us.identity.active_signing_key(us.clock.now()).kid

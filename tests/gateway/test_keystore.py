@@ -13,8 +13,8 @@ import pytest
 from customs_gateway.core.bundle import KeyRecord, SignedBundle, sign_bundle
 from customs_gateway.core.errors import ConfigError, Conflict, GatewayError, KeyFileError, KeyStateError
 from customs_gateway.core.keys import ALG_X25519, SUITE_HYBRID, SUITE_X25519, DecryptionKey, SigningKey
-from customs_gateway.keystore import Identity, KeyStore, import_peer_bundle, load_peer, read_signed_bundle
-from customs_gateway.tls import cert_fingerprint
+from customs_gateway.service.tls import cert_fingerprint
+from customs_gateway.startup.keystore import Identity, KeyStore, import_peer_bundle, load_peer, read_signed_bundle
 
 FAST = {"opslimit": 1, "memlimit": 8192}
 PASS = b"correct horse"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from customs_gateway.pair import prepare_pair
+from customs_gateway.service.pair import prepare_pair
 
 from .conftest import CN, US, Pair, running_pair
 

@@ -38,7 +38,7 @@ async def test_peer_down_then_up_queue_drains_in_order(pair: Pair) -> None:
     assert ready["peer"]["status"] == "reachable" and ready["peer"]["last_failure"] is None
     session = us.session
     cn_url = pair.lp.homes[CN].local_url
-    from customs_gateway.gateway import issue_token
+    from customs_gateway.service.gateway import issue_token
 
     gw = pair.gw(CN)
     _, tok = await issue_token(gw.store, gw.clock, "agency", "t", "test")

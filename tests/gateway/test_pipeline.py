@@ -11,8 +11,8 @@ import aiohttp
 
 from customs_gateway.core.encoding import unb64url
 from customs_gateway.core.errors import StoreUnavailable
-from customs_gateway.gateway import issue_token
-from customs_gateway.pair import LocalPair, prepare_pair
+from customs_gateway.service.gateway import issue_token
+from customs_gateway.service.pair import LocalPair, prepare_pair
 from tests.gateway.conftest import CN, US, Api
 
 BATCH = 10

@@ -14,13 +14,13 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from customs_gateway import tls
 from customs_gateway.core.bundle import sign_bundle
 from customs_gateway.core.clock import JumpClock
 from customs_gateway.core.encoding import b64url
 from customs_gateway.core.rotation import renew_tls
 from customs_gateway.core.tlscert import cert_info, possession_proof
-from customs_gateway.keystore import KeyStore, new_tls_key
+from customs_gateway.service import tls
+from customs_gateway.startup.keystore import KeyStore, new_tls_key
 
 from .conftest import CN, US, Pair, _homes_on, running_pair
 from .test_key_lifecycle import Stream, _announce, _delivered, _wait

@@ -18,8 +18,8 @@ from pathlib import Path
 from customs_gateway.core.audit_bundle import verify_bundle
 from customs_gateway.core.clock import JumpClock
 from customs_gateway.core.keyfile import DEFAULT_MEMLIMIT
-from customs_gateway.keystore import KeyStore
-from customs_gateway.pair import EXAMPLE_PASSPHRASE, IDENTITIES, prepare_pair
+from customs_gateway.service.pair import EXAMPLE_PASSPHRASE, IDENTITIES, prepare_pair
+from customs_gateway.startup.keystore import KeyStore
 
 from .conftest import CN, US, Pair, running_pair, sample
 from .test_audit_export import _checkpoint, _export

@@ -7,9 +7,9 @@ from typing import Any
 
 import aiohttp
 
-from customs_gateway import tls
 from customs_gateway.core.envelope import Document, Envelope, build_envelope
 from customs_gateway.core.receipt import Statement, verify_refusal
+from customs_gateway.service import tls
 
 from .conftest import CN, US, Pair, sample
 

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from customs_gateway import tls
 from customs_gateway.core.errors import ConfigError
+from customs_gateway.service import tls
 
 NOW = dt.datetime.now(dt.UTC)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from customs_gateway.cli.main import main
-from customs_gateway.gateway import TOKEN_CACHE_SECONDS
+from customs_gateway.service.gateway import TOKEN_CACHE_SECONDS
 from tests.gateway.conftest import US, Pair
 
 

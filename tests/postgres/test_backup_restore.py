@@ -24,9 +24,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from customs_gateway.config import load_config, render_config
-from customs_gateway.gateway import Gateway, issue_token
-from customs_gateway.pair import LocalPair, prepare_pair
+from customs_gateway.service.gateway import Gateway, issue_token
+from customs_gateway.service.pair import LocalPair, prepare_pair
+from customs_gateway.startup.config import load_config, render_config
 from customs_gateway.store.base import MessageFilter
 from customs_gateway.store.pg_migrations import quote_ident
 from tests.gateway.conftest import CN, US, Api

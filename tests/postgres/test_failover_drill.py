@@ -27,9 +27,9 @@ from typing import Any
 
 import asyncpg
 
-from customs_gateway.benchmark_pair import db_path
-from customs_gateway.config import ListenerConfig, StoreConfig, load_config, render_config
-from customs_gateway.pair import Home, free_port, prepare_pair
+from customs_gateway.bench.benchmark_pair import db_path
+from customs_gateway.service.pair import Home, free_port, prepare_pair
+from customs_gateway.startup.config import ListenerConfig, StoreConfig, load_config, render_config
 from customs_gateway.store.pg_migrations import lock_key
 from customs_gateway.store.postgres import PostgresStore
 from customs_gateway.store.sqlite import SQLiteStore

@@ -23,15 +23,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..audit_export import ExportSummary, export_bundle
-from ..config import Config
 from ..core.audit import KINDS, AuditEntry
 from ..core.audit_bundle import MAX_LINE_BYTES, BundleError, VerifyReport, verify_bundle
 from ..core.bundle import SignedBundle
 from ..core.encoding import format_ts, json_object, unb64url
 from ..core.errors import ConfigError, GatewayError
-from ..crypto_workers import MainlessProcessPool
-from ..server import open_store
+from ..service.audit_export import ExportSummary, export_bundle
+from ..service.crypto_workers import MainlessProcessPool
+from ..service.server import open_store
+from ..startup.config import Config
 from . import evidence_cmd
 from .common import add_config_arg, console, load_cli_config, print_json, result_console
 

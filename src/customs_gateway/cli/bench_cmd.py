@@ -27,11 +27,11 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .. import benchmark as bm
-from .. import benchmark_pair as bp
-from ..config import ENV_PREFIX, RESERVED_ENV
+from ..bench import benchmark as bm
+from ..bench import benchmark_pair as bp
 from ..core.errors import ConfigError
-from ..pair import IDENTITIES, LocalPair, prepare_pair
+from ..service.pair import IDENTITIES, LocalPair, prepare_pair
+from ..startup.config import ENV_PREFIX, RESERVED_ENV
 from .common import console, print_json, result_console
 
 SCHEMA = "customs-gateway/bench/v1"

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..config import load_config
+from ..startup.config import load_config
 from .common import console, print_json
 
 TOKEN_ENV = "CUSTOMS_GATEWAY_TOKEN"  # noqa: S105 - the variable name, not a token

@@ -17,8 +17,8 @@ from typing import Any, Final
 
 from rich.console import Console
 
-from ..config import PASSPHRASE_ENV, Config, load_config
 from ..core.errors import ConfigError, KeyFileError
+from ..startup.config import PASSPHRASE_ENV, Config, load_config
 
 CONFIG_ENV: Final = "CUSTOMS_GATEWAY_CONFIG"
 DEFAULT_CONFIG: Final = "gateway.toml"

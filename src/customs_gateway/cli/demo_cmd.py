@@ -21,14 +21,14 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from ..audit_export import export_bundle
 from ..core.audit_bundle import verify_bundle
 from ..core.envelope import BUSINESS_TYPES, SignedDocument
 from ..core.evidence import verify_evidence
 from ..core.receipt import Statement, verify_receipt
-from ..gateway import issue_token
-from ..logs import configure_logging
-from ..pair import IDENTITIES, LocalPair, example_dir, prepare_pair
+from ..service.audit_export import export_bundle
+from ..service.gateway import issue_token
+from ..service.pair import IDENTITIES, LocalPair, example_dir, prepare_pair
+from ..startup.logs import configure_logging
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from ..config import Config, ListenerConfig, PeerConfig, render_config
 from ..core.bundle import is_valid_identity
 from ..core.errors import ConfigError, Conflict
 from ..core.keyfile import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
-from ..keystore import KeyStore, write_atomic
+from ..startup.config import Config, ListenerConfig, PeerConfig, render_config
+from ..startup.keystore import KeyStore, write_atomic
 from .common import add_passphrase_arg, console, get_passphrase, print_json
 
 CONFIG_FILE = "gateway.toml"

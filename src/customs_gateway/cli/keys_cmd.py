@@ -20,13 +20,13 @@ from typing import Any, TypeAlias
 from rich.markup import escape
 from rich.table import Table
 
-from ..config import Config
 from ..core.bundle import KeyBundle, KeyRecord, SignedBundle
 from ..core.encoding import format_ts
 from ..core.errors import ConfigError, Conflict, KeyStateError
 from ..core.rotation import EXPIRY_WARNING_DAYS, expiry
-from ..keystore import KeyStore, import_peer_bundle, read_signed_bundle, write_atomic
-from ..tls import cert_fingerprint
+from ..service.tls import cert_fingerprint
+from ..startup.config import Config
+from ..startup.keystore import KeyStore, import_peer_bundle, read_signed_bundle, write_atomic
 from .common import add_config_arg, console, get_passphrase, load_cli_config, print_json, result_console
 
 _SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

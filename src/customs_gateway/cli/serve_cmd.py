@@ -10,12 +10,12 @@ from pathlib import Path
 
 import structlog
 
-from ..config import Config, load_config
 from ..core.errors import ConfigError
-from ..keystore import KeyStore
-from ..logs import configure_logging
-from ..pair import example_dir
-from ..server import GatewayServer, load_identity
+from ..service.pair import example_dir
+from ..service.server import GatewayServer, load_identity
+from ..startup.config import Config, load_config
+from ..startup.keystore import KeyStore
+from ..startup.logs import configure_logging
 from .common import add_config_arg, get_passphrase
 
 log = structlog.get_logger("customs_gateway.serve")

@@ -16,12 +16,12 @@ import sys
 
 from rich.table import Table
 
-from ..auth import ROLES
-from ..config import load_config
 from ..core.clock import SystemClock
 from ..core.encoding import format_ts
-from ..gateway import issue_token, revoke_token
-from ..server import open_store
+from ..service.auth import ROLES
+from ..service.gateway import issue_token, revoke_token
+from ..service.server import open_store
+from ..startup.config import load_config
 from ..store.base import TokenRecord
 from .common import add_config_arg, print_json, result_console
 

@@ -18,7 +18,6 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from ..audit_export import export_bundle
 from ..core import schemas
 from ..core.encoding import b64url, format_ts, json_object
 from ..core.envelope import BUSINESS_TYPES
@@ -26,10 +25,11 @@ from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
 from ..core.merkle import leaf_hash
 from ..core.rotation import EXPIRY_WARNING_DAYS
 from ..core.state import PENDING, STATUSES
-from ..evidence import EvidenceCollector, PeerUnavailable
-from ..gateway import Caller, Gateway
-from ..lifecycle import DEFAULT_VALID_DAYS, MAX_VALID_DAYS, RENEW_KINDS
-from ..lifecycle import KeyLifecycle as KeyLifecycleAPI
+from ..service.audit_export import export_bundle
+from ..service.evidence import EvidenceCollector, PeerUnavailable
+from ..service.gateway import Caller, Gateway
+from ..service.lifecycle import DEFAULT_VALID_DAYS, MAX_VALID_DAYS, RENEW_KINDS
+from ..service.lifecycle import KeyLifecycle as KeyLifecycleAPI
 from ..store.base import InboxItem, MessageFilter, OutMessage, TokenRecord
 from .metrics import metrics
 from .openapi import openapi_json

@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import (
 
 from ..core.errors import GatewayError
 from ..core.tlscert import cert_info
-from ..gateway import Gateway
+from ..service.gateway import Gateway
 from ..store.base import CheckpointRecord, PeerState
 
 PREFIX: Final = "customs_gateway"

@@ -19,7 +19,6 @@ import msgspec
 from aiohttp import web
 
 from .. import __version__
-from ..auth import ROLES
 from ..core import schemas
 from ..core.audit import KINDS
 from ..core.control import AckRequest
@@ -27,6 +26,7 @@ from ..core.envelope import ALL_TYPES, BUSINESS_TYPES, MEDIA_TYPE
 from ..core.keys import SUITES
 from ..core.state import STATUSES
 from ..core.witness import MEDIA_TYPE as COSIGN_MEDIA_TYPE
+from ..service.auth import ROLES
 from .problems import PROBLEM_TYPE, json_response
 
 OPENAPI_VERSION: Final = "3.1.0"

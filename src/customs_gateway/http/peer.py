@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..core.errors import AuthError, GatewayError, SchemaError
-from ..evidence import peer_log_part
-from ..gateway import Gateway, WitnessSizeMismatch
-from ..tls import PeerTLS
+from ..service.evidence import peer_log_part
+from ..service.gateway import Gateway, WitnessSizeMismatch
+from ..service.tls import PeerTLS
 from .problems import Handler, json_response, problem_middleware, read_body
 
 GATEWAY: Final = web.AppKey("peer_gateway", Gateway)

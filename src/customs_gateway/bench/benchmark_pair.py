@@ -26,18 +26,18 @@ from typing import IO, Any, Protocol
 
 import aiohttp
 
+from ..core.audit import AuditEntry
+from ..core.clock import SystemClock, UUID7Source
+from ..core.encoding import format_ts
+from ..core.envelope import Document, SignedDocument
+from ..core.keys import SigningKey
+from ..service.crypto_workers import MainlessProcessPool
+from ..service.gateway import issue_token
+from ..service.pair import EXAMPLE_PASSPHRASE, Home, LocalPair
+from ..startup.config import PASSPHRASE_ENV, Config, load_config
+from ..startup.logs import configure_logging
+from ..store.sqlite import SQLiteStore, _audit
 from .benchmark import NoProgress, ProgressSink, descendants
-from .config import PASSPHRASE_ENV, Config, load_config
-from .core.audit import AuditEntry
-from .core.clock import SystemClock, UUID7Source
-from .core.encoding import format_ts
-from .core.envelope import Document, SignedDocument
-from .core.keys import SigningKey
-from .crypto_workers import MainlessProcessPool
-from .gateway import issue_token
-from .logs import configure_logging
-from .pair import EXAMPLE_PASSPHRASE, Home, LocalPair
-from .store.sqlite import SQLiteStore, _audit
 
 
 def _status_kib(pid: int, keys: tuple[str, ...]) -> dict[str, int]:

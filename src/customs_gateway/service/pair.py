@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ListenerConfig, PeerConfig, load_config, render_config
-from .core.clock import Clock, IdSource
-from .keystore import Identity, import_peer_bundle
+from ..core.clock import Clock, IdSource
+from ..startup.config import Config, ListenerConfig, PeerConfig, load_config, render_config
+from ..startup.keystore import Identity, import_peer_bundle
 from .server import GatewayServer, load_identity
 
 EXAMPLE_PASSPHRASE = b"example-only-not-secret"
@@ -27,7 +27,7 @@ IDENTITIES = ("US-CBP", "CN-GACC")
 def example_dir() -> Path:
     """`keys-example/` of the source tree, or the copy shipped inside the package."""
     here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "keys-example", here.parent / "keys-example"):
+    for cand in (here.parents[3] / "keys-example", here.parents[1] / "keys-example"):
         if (cand / "US-CBP" / "bundle.json").exists():
             return cand
     raise FileNotFoundError("keys-example/ not found beside the package")

@@ -21,10 +21,12 @@ from typing import Any
 import aiohttp
 import structlog
 
-from .core.audit import AuditEntry
-from .core.encoding import format_ts, json_object
-from .core.envelope import MEDIA_TYPE
-from .core.errors import GatewayError
+from ..core.audit import AuditEntry
+from ..core.encoding import format_ts, json_object
+from ..core.envelope import MEDIA_TYPE
+from ..core.errors import GatewayError
+from ..http.metrics import observe_receipt_latency
+from ..store.base import AttemptOutcome, OutMessage
 from .crypto_workers import (
     BuildItem,
     Built,
@@ -38,8 +40,6 @@ from .crypto_workers import (
     judge_batch,
 )
 from .gateway import Gateway
-from .http.metrics import observe_receipt_latency
-from .store.base import AttemptOutcome, OutMessage
 from .tls import PeerTLS, client_ssl
 
 log = structlog.get_logger("customs_gateway.delivery")

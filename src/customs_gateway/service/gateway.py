@@ -16,33 +16,33 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 
-from .auth import ROLES, TOKEN_ID_RE, check_secret, new_token, parse_bearer
-from .config import Config
-from .core import schemas
-from .core.audit import AuditEntry, NoteSigner, log_origin, witness_name
-from .core.bundle import PeerKeys, SignedBundle
-from .core.clock import Clock, IdSource, PeerClockOffset
-from .core.control import AckRequest, decode_struct
-from .core.encoding import format_ts, json_bytes, json_object, parse_ts, unb64url
-from .core.envelope import (
+from ..core import schemas
+from ..core.audit import AuditEntry, NoteSigner, log_origin, witness_name
+from ..core.bundle import PeerKeys, SignedBundle
+from ..core.clock import Clock, IdSource, PeerClockOffset
+from ..core.control import AckRequest, decode_struct
+from ..core.encoding import format_ts, json_bytes, json_object, parse_ts, unb64url
+from ..core.envelope import (
     BUSINESS_TYPES,
     Document,
     SignedDocument,
 )
-from .core.epoch import KIND as EPOCH_KIND
-from .core.epoch import check_epoch, epoch_detail, epoch_of, epoch_origin, note_origin, read_epoch
-from .core.errors import AuthError, Conflict, DecodeError, GatewayError, NotFound, SchemaError
-from .core.keys import RandBytes
-from .core.merkle import ProofError
-from .core.ratelimit import ConcurrencyLimit, RateLimiter
-from .core.receipt import make_refusal
-from .core.recovery import MAX_HELD, Cosigned, make_state
-from .core.rotation import check_update
-from .core.state import PeerLink
-from .core.witness import ForkError, check_advance, cosign_line, parse_request
+from ..core.epoch import KIND as EPOCH_KIND
+from ..core.epoch import check_epoch, epoch_detail, epoch_of, epoch_origin, note_origin, read_epoch
+from ..core.errors import AuthError, Conflict, DecodeError, GatewayError, NotFound, SchemaError
+from ..core.keys import RandBytes
+from ..core.merkle import ProofError
+from ..core.ratelimit import ConcurrencyLimit, RateLimiter
+from ..core.receipt import make_refusal
+from ..core.recovery import MAX_HELD, Cosigned, make_state
+from ..core.rotation import check_update
+from ..core.state import PeerLink
+from ..core.witness import ForkError, check_advance, cosign_line, parse_request
+from ..startup.config import Config
+from ..startup.keystore import Identity, write_atomic
+from ..store.base import Incoming, NewMessage, OutMessage, Store, TokenRecord, WitnessState
+from .auth import ROLES, TOKEN_ID_RE, check_secret, new_token, parse_bearer
 from .crypto_workers import CryptoPool, OpenKeys, Refused, open_batch, refused_error
-from .keystore import Identity, write_atomic
-from .store.base import Incoming, NewMessage, OutMessage, Store, TokenRecord, WitnessState
 from .tls import PeerTLS
 
 if TYPE_CHECKING:

@@ -14,11 +14,10 @@ from typing import Final
 
 import aiohttp
 
-from .audit_export import _bundles
-from .core.bundle import SignedBundle
-from .core.envelope import BUSINESS_TYPES
-from .core.errors import GatewayError, NotFound, SchemaError
-from .core.evidence import (
+from ..core.bundle import SignedBundle
+from ..core.envelope import BUSINESS_TYPES
+from ..core.errors import GatewayError, NotFound, SchemaError
+from ..core.evidence import (
     EvidenceWriter,
     LogPart,
     MessagePart,
@@ -27,8 +26,9 @@ from .core.evidence import (
     message_part,
     prove_entries,
 )
+from ..startup.keystore import read_signed_bundle
+from .audit_export import _bundles
 from .gateway import Gateway
-from .keystore import read_signed_bundle
 from .tls import PeerTLS, client_ssl
 
 MAX_PART_BYTES: Final = 8 * 1024 * 1024

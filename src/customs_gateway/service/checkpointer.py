@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import aiohttp
 import structlog
 
-from .core.audit import NoteSigner, log_origin, witness_name
-from .core.checkpoint import Checkpoint, append_signature, sign_note, verify_cosignature
-from .core.encoding import b64url, json_bytes
-from .core.epoch import note_origin
-from .core.errors import GatewayError
-from .core.witness import MEDIA_TYPE, encode_request
+from ..core.audit import NoteSigner, log_origin, witness_name
+from ..core.checkpoint import Checkpoint, append_signature, sign_note, verify_cosignature
+from ..core.encoding import b64url, json_bytes
+from ..core.epoch import note_origin
+from ..core.errors import GatewayError
+from ..core.witness import MEDIA_TYPE, encode_request
+from ..store.base import CheckpointRecord
 from .gateway import Gateway, find_epoch_entry
-from .store.base import CheckpointRecord
 from .tls import PeerTLS, client_ssl
 
 log = structlog.get_logger("customs_gateway.checkpointer")

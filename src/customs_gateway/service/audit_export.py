@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
-from .core.audit import AuditEntry
-from .core.audit_bundle import BundleWriter, Due, EvidencePlan
-from .core.bundle import SignedBundle
-from .core.errors import DecodeError, GatewayError
-from .store.base import CheckpointRecord, Evidence, Store
+from ..core.audit import AuditEntry
+from ..core.audit_bundle import BundleWriter, Due, EvidencePlan
+from ..core.bundle import SignedBundle
+from ..core.errors import DecodeError, GatewayError
+from ..store.base import CheckpointRecord, Evidence, Store
 
 CHUNK: Final = 1000
 

@@ -32,10 +32,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from . import tls
-from .core.bundle import KeyBundle, KeyRecord, PeerKeys, SignedBundle, is_valid_identity, sign_bundle
-from .core.encoding import json_bytes, json_object
-from .core.errors import (
+from ..core.bundle import KeyBundle, KeyRecord, PeerKeys, SignedBundle, is_valid_identity, sign_bundle
+from ..core.encoding import json_bytes, json_object
+from ..core.errors import (
     ConfigError,
     Conflict,
     DecodeError,
@@ -44,14 +43,14 @@ from .core.errors import (
     KeyStateError,
     SuiteError,
 )
-from .core.keyfile import (
+from ..core.keyfile import (
     DEFAULT_MEMLIMIT,
     DEFAULT_OPSLIMIT,
     KeyFileMeta,
     open_private_key,
     seal_private_key,
 )
-from .core.keys import (
+from ..core.keys import (
     ALG_ED25519,
     ALG_MLKEM768_X25519,
     ALG_X25519,
@@ -63,8 +62,9 @@ from .core.keys import (
     held_decryption_key,
     key_id,
 )
-from .core.rotation import expiry
-from .core.tlscert import cert_info
+from ..core.rotation import expiry
+from ..core.tlscert import cert_info
+from ..service import tls
 
 USE_SIGNING: Final = "signing"
 USE_ENCRYPTION: Final = "encryption"

@@ -28,11 +28,11 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from .core.bundle import KeyBundle, KeyRecord, PeerKeys
-from .core.envelope import Document, build_envelope, open_envelope
-from .core.keys import ALG_MLKEM768_X25519, ALG_X25519, SUITE_HYBRID, SUITE_X25519, DecryptionKey, SigningKey
-from .core.receipt import make_receipt, verify_receipt
-from .pair import example_dir
+from ..core.bundle import KeyBundle, KeyRecord, PeerKeys
+from ..core.envelope import Document, build_envelope, open_envelope
+from ..core.keys import ALG_MLKEM768_X25519, ALG_X25519, SUITE_HYBRID, SUITE_X25519, DecryptionKey, SigningKey
+from ..core.receipt import make_receipt, verify_receipt
+from ..service.pair import example_dir
 
 
 class ProgressSink(Protocol):
@@ -640,7 +640,7 @@ def _redact(url: str) -> str:
 
 def source_root() -> Path | None:
     """The source checkout this package runs from (with `benchmarks/`), if any."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     return root if (root / "benchmarks").is_dir() else None
 
 
@@ -650,7 +650,7 @@ def audit_verify(entries: int, timeout: float = 600) -> dict[str, Any]:
     verifier or the script is not available."""
     if importlib.util.find_spec("customs_gateway.core.audit_bundle") is None:
         raise Skipped("customs_gateway.core.audit_bundle is not available")
-    from .core import audit_bundle
+    from ..core import audit_bundle
 
     if not hasattr(audit_bundle, "verify_bundle"):
         raise Skipped("core.audit_bundle.verify_bundle is not available")

@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 import structlog
 
-from .core.audit import AuditEntry
-from .core.epoch import KIND as EPOCH_KIND
-from .core.epoch import EpochStart, epoch_detail, epoch_of, epoch_origin
-from .core.errors import Conflict, GatewayError, SchemaError
-from .core.receipt import Receipt
-from .core.recovery import Cosigned, Held, PeerState, assess, plan, read_state
+from ..core.audit import AuditEntry
+from ..core.epoch import KIND as EPOCH_KIND
+from ..core.epoch import EpochStart, epoch_detail, epoch_of, epoch_origin
+from ..core.errors import Conflict, GatewayError, SchemaError
+from ..core.receipt import Receipt
+from ..core.recovery import Cosigned, Held, PeerState, assess, plan, read_state
 from .delivery import delivered_entry
 from .gateway import Gateway
 
 if TYPE_CHECKING:
     from .checkpointer import Checkpointer
-from .store.base import AttemptOutcome, MessageFilter, OutMessage
+from ..store.base import AttemptOutcome, MessageFilter, OutMessage
 from .tls import PeerTLS, client_ssl
 
 log = structlog.get_logger("customs_gateway.recovery")

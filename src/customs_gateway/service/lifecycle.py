@@ -18,18 +18,18 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..core.audit import AuditEntry
+from ..core.bundle import KeyRecord, SignedBundle, sign_bundle
+from ..core.encoding import b64url, format_ts, json_bytes, json_object
+from ..core.errors import ConfigError, DecodeError, KeyStateError
+from ..core.keyfile import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
+from ..core.keys import ALG_ED25519, DecryptionKey, SigningKey
+from ..core.rotation import DEFAULT_OVERLAP, due_for_retirement, renew_tls, retire, revoke, rotate
+from ..core.tlscert import cert_info, possession_proof
+from ..startup.keystore import KeyStore, new_tls_key, tls_key_pem, write_atomic
+from ..store.base import OutMessage
 from . import tls
-from .core.audit import AuditEntry
-from .core.bundle import KeyRecord, SignedBundle, sign_bundle
-from .core.encoding import b64url, format_ts, json_bytes, json_object
-from .core.errors import ConfigError, DecodeError, KeyStateError
-from .core.keyfile import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
-from .core.keys import ALG_ED25519, DecryptionKey, SigningKey
-from .core.rotation import DEFAULT_OVERLAP, due_for_retirement, renew_tls, retire, revoke, rotate
-from .core.tlscert import cert_info, possession_proof
 from .gateway import Gateway
-from .keystore import KeyStore, new_tls_key, tls_key_pem, write_atomic
-from .store.base import OutMessage
 
 log = structlog.get_logger("customs_gateway.lifecycle")
 

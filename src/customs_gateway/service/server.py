@@ -15,26 +15,26 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
+from ..core.audit import AuditEntry
+from ..core.clock import Clock, IdSource, SystemClock, UUID7Source
+from ..core.encoding import format_ts
+from ..core.errors import ConfigError, GatewayError
+from ..core.rotation import EXPIRY_WARNING_DAYS
+from ..http.local import local_app
+from ..http.metrics import watch_cosigning
+from ..http.peer import peer_app
+from ..http.problems import ProblemAppRunner
+from ..startup.config import Config
+from ..startup.keystore import Identity, KeyStore, load_peer, read_signed_bundle
+from ..store.base import Store
+from ..store.sqlite import SQLiteStore
 from . import tls
 from .checkpointer import Checkpointer
-from .config import Config
-from .core.audit import AuditEntry
-from .core.clock import Clock, IdSource, SystemClock, UUID7Source
-from .core.encoding import format_ts
-from .core.errors import ConfigError, GatewayError
-from .core.rotation import EXPIRY_WARNING_DAYS
 from .delivery import DeliveryWorker
 from .evidence import EvidenceCollector
 from .gateway import Gateway
-from .http.local import local_app
-from .http.metrics import watch_cosigning
-from .http.peer import peer_app
-from .http.problems import ProblemAppRunner
-from .keystore import Identity, KeyStore, load_peer, read_signed_bundle
 from .lifecycle import KeyLifecycle
 from .recovery import Recovery
-from .store.base import Store
-from .store.sqlite import SQLiteStore
 
 log = structlog.get_logger("customs_gateway.server")
 
@@ -52,7 +52,7 @@ def open_store(config: Config) -> Store:
     # Imported here so an SQLite deployment never loads asyncpg. The schema comes from the DSN's
     # search_path; each store instance names itself (host, pid, random) as the replica that
     # claims outbox messages, so two processes can never share a claim by configuration mistake.
-    from .store.postgres import PostgresStore
+    from ..store.postgres import PostgresStore
 
     return PostgresStore(config.store.dsn, replica_id=None, lease_seconds=config.store.lease_seconds)
 

@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .core.errors import ConfigError
-from .core.tlscert import pinned_fingerprints
+from ..core.errors import ConfigError
+from ..core.tlscert import pinned_fingerprints
 
 #: X509_V_FLAG_NO_CHECK_TIME: validity of the pinned certificates is checked by the gateway itself.
 _NO_CHECK_TIME: Final = 0x200000

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
-from .core.errors import ConfigError
+from ..core.errors import ConfigError
 
 ENV_PREFIX = "CUSTOMS_GATEWAY_"
 PASSPHRASE_ENV = "CUSTOMS_GATEWAY_PASSPHRASE"  # noqa: S105 - the variable name

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from .core.encoding import b64url
-from .core.errors import AuthError
-from .core.keys import RandBytes
+from ..core.encoding import b64url
+from ..core.errors import AuthError
+from ..core.keys import RandBytes
 
 ROLES: Final = ("agency", "admin", "auditor")
 _TOKEN_RE: Final = re.compile(r"^cgw_([0-9a-f]{16})\.([A-Za-z0-9_-]{43})$")

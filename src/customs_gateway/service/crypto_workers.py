@@ -36,12 +36,12 @@ from typing import Any, Final, TypeVar
 
 import structlog
 
-from .core import errors, schemas
-from .core.audit import AuditEntry
-from .core.bundle import KeyBundle, PeerKeys, SignedBundle
-from .core.control import AckBody, decode_struct
-from .core.encoding import json_bytes, unb64url
-from .core.envelope import (
+from ..core import errors, schemas
+from ..core.audit import AuditEntry
+from ..core.bundle import KeyBundle, PeerKeys, SignedBundle
+from ..core.control import AckBody, decode_struct
+from ..core.encoding import json_bytes, unb64url
+from ..core.envelope import (
     BUSINESS_TYPES,
     Document,
     Envelope,
@@ -50,12 +50,12 @@ from .core.envelope import (
     open_envelope,
     read_header,
 )
-from .core.errors import GatewayError, SchemaError
-from .core.keys import DecryptionKey, EncryptionKey, SigningKey, held_decryption_key
-from .core.receipt import Statement, make_receipt, verify_receipt, verify_refusal
-from .core.rotation import KeyAnnouncementBody, check_update
-from .core.tlscert import check_possession
-from .store.base import Incoming
+from ..core.errors import GatewayError, SchemaError
+from ..core.keys import DecryptionKey, EncryptionKey, SigningKey, held_decryption_key
+from ..core.receipt import Statement, make_receipt, verify_receipt, verify_refusal
+from ..core.rotation import KeyAnnouncementBody, check_update
+from ..core.tlscert import check_possession
+from ..store.base import Incoming
 
 log = structlog.get_logger("customs_gateway.crypto")
 

@@ -1,0 +1,1 @@
+"""`customs-gateway bench`: the benchmark and the two gateways it measures."""
