@@ -19,6 +19,7 @@ from customs_gateway.core import refdata
 from customs_gateway.core.errors import SchemaError
 from customs_gateway.core.schemas import (
     MAX_ATTACHMENTS_BYTES,
+    MAX_ERRORS,
     MESSAGE_TYPES,
     SeizureShare,
     all_schemas,
@@ -508,3 +509,11 @@ def test_event_dates_cannot_lie_in_the_future() -> None:
         with pytest.raises(_SchemaError) as info:
             check_happened(validate_body("seizure-share", body), now)
         assert (info.value.code, info.value.field) == ("schema.date_future", f"$.{name}")
+
+
+def test_the_list_is_bounded() -> None:
+    body: dict[str, Any] = {f"unknown_{i}": i for i in range(60)}
+    with pytest.raises(SchemaError) as info:
+        validate_body("seizure-share", body)
+    errors = info.value.errors
+    assert len(errors) == MAX_ERRORS

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from customs_gateway.core.clock import JumpClock
 from customs_gateway.service.gateway import Gateway, issue_token
 from customs_gateway.service.pair import Home, LocalPair, example_dir, prepare_pair
 from customs_gateway.startup.config import load_config, render_config
@@ -164,6 +165,18 @@ async def module_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
     with _homes_on(request.param, tmp_path_factory.mktemp(f"pair-{request.param}")) as prepared:
         async with running_pair(prepared) as p:
             yield p
+
+
+@pytest.fixture
+async def jump_pair(tmp_path: Path) -> AsyncIterator[tuple[Pair, JumpClock]]:
+    """A pair on SQLite whose gateways share one clock the test moves forward."""
+    clock = JumpClock()
+    with _homes_on("sqlite", tmp_path) as homes:
+        async with running_pair(homes) as pair:
+            await pair.lp.stop_all()
+            pair.lp._identities.clear()
+            await pair.lp.start_all(clock=clock)
+            yield pair, clock
 
 
 def utc(*a: int) -> dt.datetime:

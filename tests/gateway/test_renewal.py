@@ -34,18 +34,6 @@ async def sqlite_pair(tmp_path: Path) -> AsyncIterator[Pair]:
             yield p
 
 
-@pytest.fixture
-async def jump_pair(tmp_path: Path) -> AsyncIterator[tuple[Pair, JumpClock]]:
-    """A pair on SQLite whose gateways share one clock the test moves forward."""
-    clock = JumpClock()
-    with _homes_on("sqlite", tmp_path) as homes:
-        async with running_pair(homes) as pair:
-            await pair.lp.stop_all()
-            pair.lp._identities.clear()
-            await pair.lp.start_all(clock=clock)
-            yield pair, clock
-
-
 async def _renew(pair: Pair, side: str, kind: str, days: int = 400) -> dict[str, Any]:
     status, res, _ = await pair.apis[side].call(
         "POST", "/v1/admin/keys/renew", role="admin", json_body={"kind": kind, "valid_days": days}

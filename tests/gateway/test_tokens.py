@@ -4,6 +4,7 @@ cache's lifetime), audited, with clear errors for unknown, repeated and malforme
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import getpass
 import json
 import socket
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from customs_gateway.cli.main import main
+from customs_gateway.core.clock import JumpClock
 from customs_gateway.service.gateway import TOKEN_CACHE_SECONDS
 from tests.gateway.conftest import US, Pair
 
@@ -109,7 +111,7 @@ async def test_tokens_are_listed_without_secrets_through_the_api_and_the_cli(
     assert mine and mine[0]["label"] == "customs back-end 海关" and mine[0]["revoked_at"] is not None
     assert {"agency", "admin", "auditor"} <= {t["role"] for t in res["tokens"]}
     assert secret not in json.dumps(res) and all(
-        set(t) == {"id", "role", "label", "created_at", "revoked_at"} for t in res["tokens"]
+        set(t) == {"id", "role", "label", "created_at", "revoked_at", "expires_at"} for t in res["tokens"]
     )
     for role in ("agency", "auditor"):
         assert (await pair.apis[US].call("GET", "/v1/admin/tokens", role=role))[0] == 403
@@ -117,3 +119,33 @@ async def test_tokens_are_listed_without_secrets_through_the_api_and_the_cli(
     assert await asyncio.to_thread(main, ["tokens", "list", "--config", config, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["tokens"]
     assert [t["id"] for t in listed] == [t["id"] for t in res["tokens"]]
+
+
+async def test_a_token_with_valid_days_expires(jump_pair: tuple[Pair, JumpClock]) -> None:
+    pair, clock = jump_pair
+    api = pair.apis[US]
+    status, res, _ = await api.call(
+        "POST", "/v1/admin/tokens", role="admin", json_body={"role": "agency", "label": "temp", "valid_days": 2}
+    )
+    assert status == 201 and res["expires_at"], res
+    status, never, _ = await api.call(
+        "POST", "/v1/admin/tokens", role="admin", json_body={"role": "agency", "label": "lasting"}
+    )
+    assert never["expires_at"] is None
+    for bad in (0, 4000, "2", 1.5):
+        status, p, _ = await api.call(
+            "POST", "/v1/admin/tokens", role="admin", json_body={"role": "agency", "valid_days": bad}
+        )
+        assert status == 422 and p["field"] == "$.valid_days", p
+    assert (await _as(pair, res["token"], "GET", "/v1/messages"))[0] == 200
+    clock.jump(dt.timedelta(days=2, seconds=1))
+    await asyncio.sleep(TOKEN_CACHE_SECONDS + 0.1)  # the cached record is read again
+    status, p = await _as(pair, res["token"], "GET", "/v1/messages")
+    assert status == 401 and p["code"] == "auth.expired"
+    assert (await _as(pair, never["token"], "GET", "/v1/messages"))[0] == 200
+    _, listed, _ = await api.call("GET", "/v1/admin/tokens", role="admin")
+    by_id = {t["id"]: t for t in listed["tokens"]}
+    assert by_id[res["id"]]["expires_at"] == res["expires_at"] and by_id[never["id"]]["expires_at"] is None
+    entries = await _audit_kinds(pair)
+    issued = [e for e in entries if e["kind"] == "token_issued" and e["detail"]["token_id"] == res["id"]]
+    assert issued[0]["detail"]["expires_at"] == res["expires_at"]

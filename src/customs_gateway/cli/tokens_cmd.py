@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import getpass
 import os
 import socket
 import sys
+from typing import Any
 
 from rich.table import Table
 
@@ -33,6 +35,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_config_arg(issue)
     issue.add_argument("--role", required=True, choices=ROLES)
     issue.add_argument("--label", default="", help="who or what the token is for")
+    issue.add_argument(
+        "--valid-days", type=int, metavar="N", help="the token expires N days from now (default: never, until revoked)"
+    )
     issue.add_argument("--json", action="store_true", help="print JSON for scripts")
     issue.set_defaults(func=run_issue)
     revoke = tsub.add_parser("revoke", help="revoke a token from now on (audit entry token_revoked)")
@@ -49,20 +54,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_issue(args: argparse.Namespace) -> int:
     config = load_config(args.config)
 
-    async def go() -> tuple[str, str]:
+    async def go() -> tuple[str, str, dt.datetime | None]:
         store = open_store(config)
         await store.open()
         try:
-            return await issue_token(store, SystemClock(), args.role, args.label, cli_actor("tokens-issue"))
+            tid, secret = await issue_token(
+                store, SystemClock(), args.role, args.label, cli_actor("tokens-issue"), valid_days=args.valid_days
+            )
+            rec = await store.get_token(tid)
+            return tid, secret, rec.expires_at if rec is not None else None
         finally:
             await store.close()
 
-    tid, secret = asyncio.run(go())
+    tid, secret, expires = asyncio.run(go())
+    until = format_ts(expires) if expires else None
     if args.json:
-        print_json({"id": tid, "role": args.role, "token": secret})
+        print_json({"id": tid, "role": args.role, "token": secret, "expires_at": until})
     else:
         print(secret)
-        print(f"token {tid} ({args.role}) issued; it is shown only this once.", file=sys.stderr)
+        ends = f"; it expires at {until}" if until else ""
+        print(f"token {tid} ({args.role}) issued; it is shown only this once{ends}.", file=sys.stderr)
     return 0
 
 
@@ -108,13 +119,16 @@ def run_list(args: argparse.Namespace) -> int:
             await store.close()
 
     tokens = asyncio.run(go())
-    rows = [
+    now = SystemClock().now()
+    rows: list[dict[str, Any]] = [
         {
             "id": t.id,
             "role": t.role,
             "label": t.label,
             "created_at": format_ts(t.created_at),
             "revoked_at": format_ts(t.revoked_at) if t.revoked_at else None,
+            "expires_at": format_ts(t.expires_at) if t.expires_at else None,
+            "expired": t.expires_at is not None and t.expires_at <= now,
         }
         for t in tokens
     ]
@@ -122,9 +136,10 @@ def run_list(args: argparse.Namespace) -> int:
         print_json({"tokens": rows})
         return 0
     table = Table(title=f"{len(rows)} token(s)")
-    for col in ("id", "role", "label", "created", "revoked"):
+    for col in ("id", "role", "label", "created", "revoked", "expires"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["id"], r["role"], r["label"], r["created_at"], r["revoked_at"] or "")
+        expires = (r["expires_at"] or "never") + (" (expired)" if r["expired"] else "")
+        table.add_row(r["id"], r["role"], r["label"], r["created_at"], r["revoked_at"] or "", expires)
     result_console().print(table)
     return 0

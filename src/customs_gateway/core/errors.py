@@ -17,6 +17,8 @@ class GatewayError(Exception):
 
     code: str = "gateway.error"
     status: int = 400
+    #: Every problem found, when there were several: ({field, code, detail}, ...), first = this one.
+    errors: tuple[dict[str, Any], ...] = ()
 
     def __init__(
         self,

@@ -17,12 +17,14 @@ from __future__ import annotations
 import binascii
 import copy
 import datetime as dt
+import enum
 import functools
 import json
 import re
+import types
 import typing
 import zoneinfo
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
@@ -31,7 +33,7 @@ from . import refdata
 from .errors import SchemaError
 from .refdata import MAX_ATTACHMENTS_BYTES, MULTILINE, Check
 
-__all__ = ["MAX_ATTACHMENTS_BYTES", "MESSAGE_TYPES", "all_schemas", "body_schema", "validate_body"]
+__all__ = ["MAX_ATTACHMENTS_BYTES", "MESSAGE_TYPES", "all_schemas", "body_schema", "check_struct", "validate_body"]
 
 MAX_ITEMS = 500  # commodity lines, container numbers
 MAX_PARTIES = 100  # trademarks, manufacturers, shippers
@@ -354,22 +356,192 @@ def validate_body(msg_type: str, body: bytes | dict[str, object]) -> msgspec.Str
     """Decode and check a body of `msg_type`; raises SchemaError, and only SchemaError, on any failure.
 
     Bytes must be one UTF-8 JSON object without duplicate keys; a dict is converted strictly
-    (`msgspec.convert(strict=True)`), so the same rules apply to both.
+    (`msgspec.convert(strict=True)`), so the same rules apply to both. The error names the first
+    problem; its `errors` lists every problem found (at most MAX_ERRORS).
     """
     cls = _body_type(msg_type)
     try:
         if isinstance(body, bytes | bytearray | memoryview):
-            result: msgspec.Struct = _DECODERS[msg_type].decode(body)
+            try:
+                result: msgspec.Struct = _DECODERS[msg_type].decode(body)
+            except msgspec.ValidationError:
+                raise _every_error(cls, msgspec.json.decode(body)) from None
             _refuse_duplicate_keys(bytes(body))
             return result
-        return msgspec.convert(body, cls, strict=True)
-    except msgspec.ValidationError as e:
-        raise _translate(e) from None
+        try:
+            return msgspec.convert(body, cls, strict=True)
+        except msgspec.ValidationError:
+            raise _every_error(cls, body) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         detail = "body is not UTF-8" if isinstance(e, UnicodeDecodeError) else str(e)
         raise SchemaError(detail, code="schema.json", field="$") from None
     except (ArithmeticError, RecursionError, ValueError, TypeError) as e:  # defence in depth: never a 500
         raise SchemaError(f"body could not be validated ({type(e).__name__})", field="$") from None
+
+
+def check_struct(cls: type[Any], data: bytes | dict[str, Any], *, where: str = "$") -> Any:
+    """Decode JSON bytes or a dict into a Struct (strictly); any failure is a SchemaError with the
+    same codes as message bodies, naming the first problem and listing every one (`errors`)."""
+    try:
+        tree = msgspec.json.decode(data) if isinstance(data, bytes) else data
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise SchemaError(f"not valid JSON: {e}", code="schema.json", field=where) from None
+    try:
+        return msgspec.convert(tree, cls, strict=True)
+    except msgspec.ValidationError:
+        raise _every_error(cls, tree, where) from None
+
+
+#: At most this many problems are listed in one answer.
+MAX_ERRORS: Final = 20
+
+
+def _every_error(cls: type[Any], tree: object, base: str = "$") -> SchemaError:
+    """One SchemaError for the first problem of `tree` as a `cls`, carrying all of them."""
+    found = _errors(cls, tree, base)
+    if not found:  # a rule across fields: the whole conversion says what
+        try:
+            msgspec.convert(tree, cls, strict=True)
+        except msgspec.ValidationError as e:
+            found = [_translate(e, base=base, tp=cls)]
+        else:
+            found = [SchemaError("value is not valid here", field=base)]
+    first = found[0]
+    err = SchemaError(first.detail, code=first.code, field=first.field)
+    err.errors = tuple({"field": e.field, "code": e.code, "detail": e.detail} for e in found[:MAX_ERRORS])
+    return err
+
+
+def _errors(cls: type[Any], obj: object, path: str) -> list[SchemaError]:
+    """Every problem of `obj` as a `cls`, field by field (a field's own value is checked whole, a
+    nested Struct or list of Structs field by field in turn)."""
+    if (
+        not isinstance(obj, dict)
+        or not (isinstance(cls, type) and issubclass(cls, msgspec.Struct))
+        or not all(isinstance(k, str) for k in obj)
+    ):
+        try:
+            msgspec.convert(obj, cls, strict=True)
+        except msgspec.ValidationError as e:
+            return [_translate(e, base=path, tp=cls)]
+        return []
+    out: list[SchemaError] = []
+    fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
+    if cls.__struct_config__.forbid_unknown_fields:
+        for key in obj:
+            if key not in fields:
+                where = _clean(_join(path, _segment(str(key))))
+                out.append(SchemaError("field is not allowed here", code="schema.unknown_field", field=where))
+    text = (
+        {name: (multiline, checks) for name, multiline, checks in _text_fields(cls)} if issubclass(cls, _Body) else {}
+    )
+    for name, f in fields.items():
+        where = _join(path, _segment(name))
+        if name not in obj:
+            if f.required:
+                out.append(SchemaError("required field is missing", code="schema.required", field=_clean(where)))
+            continue
+        value = obj[name]
+        try:
+            msgspec.convert(value, f.type, strict=True)
+        except msgspec.ValidationError as e:
+            inner = _nested(f.type, value, where)
+            out.extend(inner if inner else [_translate(e, base=where, tp=f.type)])
+            continue
+        if f.name in text:
+            out.extend(_text_errors(where, value, *text[f.name]))
+    return out
+
+
+def _nested(tp: object, value: object, where: str) -> list[SchemaError]:
+    """Problems inside a nested Struct (or each Struct of a list), else nothing."""
+    struct = _struct_in(tp)
+    if struct is not None and isinstance(value, dict):
+        return _errors(struct, value, where)
+    item = _list_item(tp)
+    struct = _struct_in(item) if item is not None else None
+    if struct is not None and isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in _errors(struct, v, f"{where}[{i}]")]
+    return []
+
+
+def _text_errors(where: str, value: object, multiline: bool, checks: tuple[Check, ...]) -> list[SchemaError]:
+    items = [(where, value)] if isinstance(value, str) else []
+    if isinstance(value, list):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str)]
+    out = []
+    for at, v in items:
+        if not (v.isprintable() or refdata.is_text(v, multiline=multiline)):
+            r = _text_refusal("", multiline)
+            out.append(SchemaError(str(r), code=r.code, field=_clean(at)))
+            continue
+        for check in checks:
+            if not check.accepts(v):
+                out.append(SchemaError(check.detail, code=check.code, field=_clean(at)))
+                break
+    return out
+
+
+def _unwrap(tp: object) -> list[object]:
+    """The alternatives of a type: Annotated stripped, unions split, None left out."""
+    out, pending = [], [tp]
+    while pending:
+        t = pending.pop()
+        origin = typing.get_origin(t)
+        if origin is Annotated:
+            pending.append(typing.get_args(t)[0])
+        elif origin in (typing.Union, types.UnionType):
+            pending.extend(typing.get_args(t))
+        elif t is not type(None):
+            out.append(t)
+    return out
+
+
+def _struct_in(tp: object) -> type[msgspec.Struct] | None:
+    for t in _unwrap(tp):
+        if isinstance(t, type) and issubclass(t, msgspec.Struct):
+            return t
+    return None
+
+
+def _list_item(tp: object) -> object | None:
+    for t in _unwrap(tp):
+        if typing.get_origin(t) in (list, tuple, set, frozenset):
+            args = typing.get_args(t)
+            return args[0] if args else None
+    return None
+
+
+def _type_at(tp: object, rel: str) -> object | None:
+    """The type at a msgspec path relative to `tp` (`$`, `$.a[0].b`), or None if unknown."""
+    for seg in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]", rel):
+        name, index = seg
+        if name:
+            struct = _struct_in(tp)
+            fields = {f.encode_name: f.type for f in msgspec.structs.fields(struct)} if struct else {}
+            if name not in fields:
+                return None
+            tp = fields[name]
+        elif index:
+            tp = _list_item(tp)
+            if tp is None:
+                return None
+    return tp
+
+
+def _allowed(tp: object | None) -> list[str]:
+    """The values an enum-like type allows (Literal values, Enum members), for the error text."""
+    if tp is None:
+        return []
+    out: list[str] = []
+    for t in _unwrap(tp):
+        if typing.get_origin(t) is Literal:
+            out.extend(str(v) for v in typing.get_args(t))
+        elif isinstance(t, type) and issubclass(t, enum.Enum):
+            out.extend(str(m.value) for m in t)
+        elif typing.get_origin(t) in (list, tuple, set, frozenset):
+            out.extend(_allowed(_list_item(t)))
+    return out
 
 
 def body_schema(msg_type: str) -> dict[str, object]:
@@ -412,10 +584,11 @@ _UNKNOWN = "Object contains unknown field `"
 _IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _translate(error: msgspec.ValidationError) -> SchemaError:
+def _translate(error: msgspec.ValidationError, *, base: str = "$", tp: object | None = None) -> SchemaError:
     text = str(error)
     at = _AT_RE.search(text)
-    path = at.group(1) if at else "$"
+    rel = at.group(1) if at else "$"
+    path = base + rel[1:]
     message = text[: at.start()] if at else text
     cause = error.__cause__
     if isinstance(cause, _Refusal):
@@ -429,7 +602,11 @@ def _translate(error: msgspec.ValidationError) -> SchemaError:
     for pattern, code in _MESSAGE_CODES:
         if pattern.match(message):
             # The enum message quotes the offending value, and body values must not reach a log.
-            detail = "value is not one of the allowed values" if code == "schema.enum" else message
+            detail = message
+            if code == "schema.enum":
+                allowed = _allowed(_type_at(tp, rel)) if tp is not None else []
+                shown = ", ".join(allowed[:40]) + (", …" if len(allowed) > 40 else "")
+                detail = f"value is not one of the allowed values: {shown}" if allowed else "value is not allowed"
             return SchemaError(detail, code=code, field=_clean(path))
     return SchemaError("value is not valid here", field=_clean(path))
 

@@ -126,14 +126,28 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
     "Problem": _obj(
         {
             "type": _str("https://customs-gateway.invalid/problems/<code>", format="uri"),
-            "title": _str("the code again"),
+            "title": _str("a short human summary of the problem type (by the code's family)"),
             "status": _int("HTTP status", 400, maximum=599),
             "code": _str("stable machine code, e.g. schema.required, auth.forbidden", examples=["schema.required"]),
             "detail": _str("what is wrong, for people; never echoes a body value"),
             "field": _str("the field, header or parameter at fault (JSON path for bodies)", examples=["$.body.ports"]),
             "instance": _str("the request path"),
+            "errors": {
+                "type": "array",
+                "maxItems": 20,
+                "description": "every problem found (at most 20), the first being the one above; a body missing "
+                "two fields and with a bad enum value lists all three",
+                "items": _obj(
+                    {
+                        "field": _null(_str("JSON path, header or parameter")),
+                        "code": _str("stable machine code"),
+                        "detail": _str("what is wrong; an enum lists the allowed values"),
+                    },
+                    ("field", "code", "detail"),
+                ),
+            },
         },
-        ("type", "title", "status", "code", "detail"),
+        ("type", "title", "status", "code", "detail", "errors"),
         "RFC 9457 problem details with the gateway's `code` and `field` (G9).",
     ),
     "Timestamp": _str("RFC 3339 UTC with milliseconds", format="date-time", pattern=_TS_PATTERN),
@@ -426,7 +440,13 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         ("peers",),
     ),
     "TokenRequest": _obj(
-        {"role": {"enum": list(ROLES)}, "label": _str("who or what the token is for", maxLength=200)}, ("role",)
+        {
+            "role": {"enum": list(ROLES)},
+            "label": _str("who or what the token is for", maxLength=200),
+            "valid_days": _int("the token expires this many days from now (absent: never, until revoked)", 1)
+            | {"maximum": 3650},
+        },
+        ("role",),
     ),
     "TokenResponse": _obj(
         {
@@ -436,8 +456,9 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
                 "the bearer token; shown once, stored hashed", pattern=r"^cgw_[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$"
             ),
             "note": _str(),
+            "expires_at": _null(_ref("Timestamp")),
         },
-        ("id", "role", "token", "note"),
+        ("id", "role", "token", "note", "expires_at"),
     ),
     "TokenRevoked": _obj(
         {
@@ -459,8 +480,9 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
                         "label": _str(),
                         "created_at": _ref("Timestamp"),
                         "revoked_at": _null(_ref("Timestamp")),
+                        "expires_at": _null(_ref("Timestamp")),
                     },
-                    ("id", "role", "label", "created_at", "revoked_at"),
+                    ("id", "role", "label", "created_at", "revoked_at", "expires_at"),
                 ),
             }
         },

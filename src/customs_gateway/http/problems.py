@@ -11,7 +11,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from aiohttp import ClientConnectionResetError, web
@@ -49,13 +49,15 @@ def problem(
 ) -> web.Response:
     body: dict[str, Any] = {
         "type": f"https://customs-gateway.invalid/problems/{code}",
-        "title": code,
+        "title": problem_title(status, code),
         "status": status,
         "code": code,
         "detail": detail,
     }
     if field is not None:
         body["field"] = field
+    # Every problem found (RFC 9457 extension member); one entry when there was one.
+    body["errors"] = [{"field": field, "code": code, "detail": detail}]
     if instance is not None:
         body["instance"] = instance
     body.update(extra)
@@ -65,8 +67,40 @@ def problem(
     return web.Response(status=status, body=json_bytes(body), content_type=PROBLEM_TYPE, headers=headers)
 
 
+#: Human titles by code family (RFC 9457 `title`: a short summary of the problem type).
+_TITLES: Final = {
+    "schema": "The request does not follow the schema",
+    "auth": "Not authorized",
+    "rate": "Too many requests",
+    "store": "Storage unavailable",
+    "key": "Key problem",
+    "keys": "Key problem",
+    "recovery": "Restore recovery",
+    "message": "Message problem",
+    "token": "Token problem",
+    "replay": "Replayed or out-of-window message",
+    "ack": "Acknowledgement problem",
+    "witness": "Witness refused",
+    "audit": "Audit log problem",
+    "config": "Configuration problem",
+    "peer": "Peer problem",
+}
+
+
+def problem_title(status: int, code: str) -> str:
+    """A short human title for a problem: by the code's family, else the HTTP status phrase."""
+    family = code.split(".", 1)[0]
+    if family in _TITLES:
+        return _TITLES[family]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 def from_error(e: GatewayError, request: web.Request) -> web.Response:
-    resp = problem(e.status, e.code, e.detail, field=e.field, instance=request.path)
+    extra: dict[str, Any] = {"errors": list(e.errors)} if e.errors else {}
+    resp = problem(e.status, e.code, e.detail, field=e.field, instance=request.path, **extra)
     retry_after = getattr(e, "retry_after", None)
     if retry_after is None and e.status == 503:
         retry_after = 1

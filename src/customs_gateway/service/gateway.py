@@ -148,6 +148,8 @@ class Gateway:
         rec = await self._token(token_id)
         if rec is None or rec.revoked_at is not None or not check_secret(rec.secret_hash, presented):
             raise AuthError("bearer token is not valid", code="auth.invalid")
+        if rec.expires_at is not None and self.clock.now() >= rec.expires_at:
+            raise AuthError(f"bearer token {rec.id} expired at {format_ts(rec.expires_at)}", code="auth.expired")
         self.rate_limiter.take(rec.id, time.monotonic())
         if rec.role not in roles:
             raise AuthError(
@@ -172,8 +174,8 @@ class Gateway:
             self._token_cache[token_id] = (now, rec)
         return rec
 
-    async def issue_token(self, role: str, label: str, actor: str) -> tuple[str, str]:
-        return await issue_token(self.store, self.clock, role, label, actor, self.randbytes)
+    async def issue_token(self, role: str, label: str, actor: str, *, valid_days: int | None = None) -> tuple[str, str]:
+        return await issue_token(self.store, self.clock, role, label, actor, self.randbytes, valid_days=valid_days)
 
     async def revoke_token(self, token_id: str, actor: str) -> TokenRecord:
         rec = await revoke_token(self.store, self.clock, token_id, actor)
@@ -209,8 +211,8 @@ class Gateway:
         try:
             schemas.check_happened(schemas.validate_body(msg_type, body), self.clock.now())
         except SchemaError as e:
-            if e.field and e.field.startswith("$"):
-                e.field = "$.body" + e.field[1:]
+            e.field = _under_body(e.field)
+            e.errors = tuple({**x, "field": _under_body(x.get("field"))} for x in e.errors)
             raise
         expires = d.get("expires_at")
         expires_at = None
@@ -668,6 +670,11 @@ class Gateway:
         self.crypto.close()
 
 
+def _under_body(field: str | None) -> str | None:
+    """A body's JSON path as a path in the submit request (`$.x` → `$.body.x`)."""
+    return "$.body" + field[1:] if field and field.startswith("$") else field
+
+
 async def find_epoch_entry(store: Store, origin: str, before: int) -> tuple[int, bytes] | None:
     """The `log_epoch` entry that starts `origin`, searched backwards from entry `before`."""
     end = before
@@ -692,17 +699,31 @@ class WitnessSizeMismatch(Conflict):
 
 
 async def issue_token(
-    store: Store, clock: Clock, role: str, label: str, actor: str, randbytes: RandBytes = os.urandom
+    store: Store,
+    clock: Clock,
+    role: str,
+    label: str,
+    actor: str,
+    randbytes: RandBytes = os.urandom,
+    *,
+    valid_days: int | None = None,
 ) -> tuple[str, str]:
-    """Create a token; returns (token id, bearer secret). Only the secret's hash is stored."""
+    """Create a token (expiring `valid_days` from now, or never); returns (token id, bearer
+    secret). Only the secret's hash is stored."""
     if role not in ROLES:
         raise SchemaError(f"role must be one of {', '.join(ROLES)}", code="schema.enum", field="$.role")
     if len(label) > 200 or not label.isprintable():
         raise SchemaError("label is at most 200 printable characters", code="schema.length", field="$.label")
+    if valid_days is not None and not 1 <= valid_days <= 3650:
+        raise SchemaError("valid_days must be from 1 to 3650", code="schema.range", field="$.valid_days")
     tok = new_token(randbytes)
     now = clock.now()
-    audit = AuditEntry(at=now, kind="token_issued", actor=actor, detail={"token_id": tok.id, "role": role})
-    await store.add_token(TokenRecord(tok.id, role, tok.secret_hash, label, now), audit)
+    expires = now + dt.timedelta(days=valid_days) if valid_days is not None else None
+    detail: dict[str, Any] = {"token_id": tok.id, "role": role}
+    if expires is not None:
+        detail["expires_at"] = format_ts(expires)
+    audit = AuditEntry(at=now, kind="token_issued", actor=actor, detail=detail)
+    await store.add_token(TokenRecord(tok.id, role, tok.secret_hash, label, now, expires_at=expires), audit)
     return tok.id, tok.secret
 
 

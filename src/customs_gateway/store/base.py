@@ -136,6 +136,11 @@ class TokenRecord:
     label: str
     created_at: dt.datetime
     revoked_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None  # None: until revoked
+
+
+#: The tokens table's columns in TokenRecord order (both stores read them so).
+TOKEN_COLUMNS: Final = "id, role, secret_hash, label, created_at, revoked_at, expires_at"  # noqa: S105
 
 
 @dataclass(frozen=True)

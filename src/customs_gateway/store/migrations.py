@@ -156,4 +156,6 @@ SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE INDEX messages_pending ON messages(peer, seq) WHERE status IN ('queued','retrying')",
         ),
     ),
+    # Version 7: tokens may expire (issue 16).
+    (7, ("ALTER TABLE tokens ADD COLUMN expires_at TEXT",)),
 )

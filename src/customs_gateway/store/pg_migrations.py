@@ -166,6 +166,8 @@ PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE INDEX messages_pending ON messages(peer, seq) WHERE status IN ('queued','retrying')",
         ),
     ),
+    # Version 6: tokens may expire (issue 16).
+    (6, ("ALTER TABLE tokens ADD COLUMN expires_at TIMESTAMPTZ",)),
 )
 """Every version, oldest first. `PostgresStore.open` applies the pending ones in one transaction."""
 

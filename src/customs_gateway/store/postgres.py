@@ -47,6 +47,7 @@ from ..core.state import PENDING_SQL, next_status
 from .base import (
     IN_COLS,
     OUT_COLS,
+    TOKEN_COLUMNS,
     AttemptOutcome,
     CheckpointRecord,
     Evidence,
@@ -76,6 +77,12 @@ T = TypeVar("T")
 # Everything asyncpg or the socket under it raises when the database cannot do the work.
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _PENDING = PENDING_SQL
+
+
+def _token(r: Any) -> TokenRecord:
+    return TokenRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5], r[6])
+
+
 _SEARCH_PATH_OPTION = re.compile(r"-c\s*search_path=(\S+)")
 
 
@@ -460,21 +467,20 @@ class PostgresStore(Store):
     async def add_token(self, token: TokenRecord, audit: AuditEntry) -> None:
         async with self._tx(audited=True) as tx:
             await tx.conn.execute(
-                "INSERT INTO tokens(id, role, secret_hash, label, created_at) VALUES ($1,$2,$3,$4,$5)",
+                "INSERT INTO tokens(id, role, secret_hash, label, created_at, expires_at) VALUES ($1,$2,$3,$4,$5,$6)",
                 token.id,
                 token.role,
                 token.secret_hash,
                 token.label,
                 to_ms(token.created_at),
+                to_ms(token.expires_at) if token.expires_at else None,
             )
             tx.audit(audit)
 
     async def list_tokens(self) -> list[TokenRecord]:
         async with self._read() as c:
-            rows = await c.fetch(
-                "SELECT id, role, secret_hash, label, created_at, revoked_at FROM tokens ORDER BY created_at, id"
-            )
-        return [TokenRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+            rows = await c.fetch(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id")
+        return [_token(r) for r in rows]
 
     async def inbox_last_cursor(self) -> int:
         async with self._read() as c:
@@ -482,17 +488,13 @@ class PostgresStore(Store):
 
     async def get_token(self, token_id: str) -> TokenRecord | None:
         async with self._read() as c:
-            row = await c.fetchrow(
-                "SELECT id, role, secret_hash, label, created_at, revoked_at FROM tokens WHERE id=$1", token_id
-            )
-        if row is None:
-            return None
-        return TokenRecord(row[0], row[1], bytes(row[2]), row[3], row[4], row[5])
+            row = await c.fetchrow(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id=$1", token_id)
+        return None if row is None else _token(row)
 
     async def revoke_token(self, token_id: str, at: dt.datetime, audit: AuditEntry) -> TokenRecord:
         async with self._tx(audited=True) as tx:
             row = await tx.conn.fetchrow(
-                "SELECT id, role, secret_hash, label, created_at, revoked_at FROM tokens WHERE id=$1 FOR UPDATE",
+                f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id=$1 FOR UPDATE",
                 token_id,
             )
             if row is None:
@@ -501,7 +503,7 @@ class PostgresStore(Store):
                 raise Conflict(f"token {token_id} was already revoked", code="token.already_revoked", field="id")
             await tx.conn.execute("UPDATE tokens SET revoked_at=$1 WHERE id=$2", to_ms(at), token_id)
             tx.audit(audit)
-        return TokenRecord(row[0], row[1], bytes(row[2]), row[3], row[4], to_ms(at))
+        return TokenRecord(row[0], row[1], bytes(row[2]), row[3], row[4], to_ms(at), row[6])
 
     # audit ---------------------------------------------------------------------------------
     async def audit_size(self) -> int:

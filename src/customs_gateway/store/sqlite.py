@@ -18,6 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +37,7 @@ from ..core.state import PENDING_SQL, next_status
 from .base import (
     IN_COLS,
     OUT_COLS,
+    TOKEN_COLUMNS,
     AttemptOutcome,
     CheckpointRecord,
     Evidence,
@@ -63,6 +65,10 @@ T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 
 _MAX_GROUP = 256
+
+
+def _token(r: Any) -> TokenRecord:
+    return TokenRecord(r[0], r[1], bytes(r[2]), r[3], parse_ts(r[4]), _pt(r[5]), _pt(r[6]))
 
 
 def _pt(v: str | None) -> dt.datetime | None:
@@ -388,8 +394,15 @@ class SQLiteStore(Store):
     async def add_token(self, token: TokenRecord, audit: AuditEntry) -> None:
         def job(c: sqlite3.Connection) -> None:
             c.execute(
-                "INSERT INTO tokens(id, role, secret_hash, label, created_at) VALUES (?,?,?,?,?)",
-                (token.id, token.role, token.secret_hash, token.label, format_ts(token.created_at)),
+                "INSERT INTO tokens(id, role, secret_hash, label, created_at, expires_at) VALUES (?,?,?,?,?,?)",
+                (
+                    token.id,
+                    token.role,
+                    token.secret_hash,
+                    token.label,
+                    format_ts(token.created_at),
+                    format_ts(token.expires_at) if token.expires_at else None,
+                ),
             )
             _audit(c, audit)
 
@@ -397,37 +410,28 @@ class SQLiteStore(Store):
 
     async def list_tokens(self) -> list[TokenRecord]:
         def job(c: sqlite3.Connection) -> list[TokenRecord]:
-            rows = c.execute(
-                "SELECT id, role, secret_hash, label, created_at, revoked_at FROM tokens ORDER BY created_at, id"
-            ).fetchall()
-            return [TokenRecord(r[0], r[1], bytes(r[2]), r[3], parse_ts(r[4]), _pt(r[5])) for r in rows]
+            rows = c.execute(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id").fetchall()
+            return [_token(r) for r in rows]
 
         return await self._read(job)
 
     async def get_token(self, token_id: str) -> TokenRecord | None:
         def job(c: sqlite3.Connection) -> TokenRecord | None:
-            row = c.execute(
-                "SELECT id, role, secret_hash, label, created_at, revoked_at FROM tokens WHERE id=?",
-                (token_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            return TokenRecord(row[0], row[1], bytes(row[2]), row[3], parse_ts(row[4]), _pt(row[5]))
+            row = c.execute(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id=?", (token_id,)).fetchone()
+            return None if row is None else _token(row)
 
         return await self._read(job)
 
     async def revoke_token(self, token_id: str, at: dt.datetime, audit: AuditEntry) -> TokenRecord:
         def job(c: sqlite3.Connection) -> TokenRecord:
-            row = c.execute(
-                "SELECT id, role, secret_hash, label, created_at, revoked_at FROM tokens WHERE id=?", (token_id,)
-            ).fetchone()
+            row = c.execute(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id=?", (token_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no token {token_id}", code="token.not_found", field="id")
             if row[5] is not None:
                 raise Conflict(f"token {token_id} was already revoked", code="token.already_revoked", field="id")
             c.execute("UPDATE tokens SET revoked_at=? WHERE id=?", (format_ts(at), token_id))
             _audit(c, audit)
-            return TokenRecord(row[0], row[1], bytes(row[2]), row[3], parse_ts(row[4]), to_ms(at))
+            return replace(_token(row), revoked_at=to_ms(at))
 
         return await self._write(job)
 

@@ -1,0 +1,69 @@
+"""Every validation problem at once (issue 16): `errors` lists them all (bounded), an enum names
+its allowed values, the same mistake has the same code on every endpoint, and `title` is words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conftest import CN, MODULE_LOOP, US, Pair, sample
+
+pytestmark = MODULE_LOOP
+
+
+def _fields(problem: dict[str, Any]) -> dict[str, str]:
+    return {e["field"]: e["code"] for e in problem["errors"]}
+
+
+async def test_submit_reports_every_problem_of_the_body(module_pair: Pair) -> None:
+    body = sample("seizure-share")
+    del body["seizure_date"]
+    body["direction"] = "sideways"
+    body["extra_thing"] = 1
+    status, p, headers = await module_pair.apis[US].call(
+        "POST", "/v1/messages", json_body={"type": "seizure-share", "to": CN, "body": body}
+    )
+    assert status == 422 and headers["Content-Type"].startswith("application/problem+json")
+    got = _fields(p)
+    assert got["$.body.seizure_date"] == "schema.required"
+    assert got["$.body.direction"] == "schema.enum"
+    assert got["$.body.extra_thing"] == "schema.unknown_field"
+    assert (p["field"], p["code"]) == (p["errors"][0]["field"], p["errors"][0]["code"])
+    enum = next(e for e in p["errors"] if e["field"] == "$.body.direction")
+    assert "import" in enum["detail"] and "export" in enum["detail"]  # the allowed values
+    assert "sideways" not in str(p)  # body values never come back
+    assert p["title"] != p["code"] and " " in p["title"]
+
+
+async def test_nested_problems_are_all_listed(module_pair: Pair) -> None:
+    body = sample("seizure-share")
+    body["commodities"] = [dict(body["commodities"][0]) for _ in range(3)]
+    body["commodities"][0]["hs_code"] = "not-a-code"
+    del body["commodities"][2]["description"]
+    status, p, _ = await module_pair.apis[US].call(
+        "POST", "/v1/messages", json_body={"type": "seizure-share", "to": CN, "body": body}
+    )
+    assert status == 422
+    got = _fields(p)
+    assert "$.body.commodities[0].hs_code" in got and got["$.body.commodities[2].description"] == "schema.required"
+
+
+async def test_the_same_mistake_has_the_same_code_on_every_endpoint(module_pair: Pair) -> None:
+    api = module_pair.apis[US]
+    _, sent = await api.submit("seizure-share")
+    await api.wait_status(sent["id"], {"delivered"})
+    cn = module_pair.apis[CN]
+    status, p, _ = await cn.call("POST", f"/v1/inbox/{sent['id']}/ack", json_body={"status": "sideways"})
+    assert status == 422 and p["code"] == "schema.enum" and p["field"] == "$.status"
+    assert "processed" in p["detail"] and "rejected" in p["detail"]
+    status, p, _ = await cn.call("POST", f"/v1/inbox/{sent['id']}/ack", json_body={"reason": "x"})
+    assert status == 422 and p["code"] == "schema.required" and p["field"] == "$.status"
+    status, p, _ = await cn.call("POST", f"/v1/inbox/{sent['id']}/ack", json_body={"status": "processed", "bogus": 1})
+    assert status == 422 and p["code"] == "schema.unknown_field" and p["field"] == "$.bogus"
+
+
+async def test_every_problem_has_errors_and_a_title(module_pair: Pair) -> None:
+    status, p, _ = await module_pair.apis[US].call("GET", "/v1/messages/nope", role="agency")
+    assert status in (404, 422)
+    assert p["errors"] == [{"field": p.get("field"), "code": p["code"], "detail": p["detail"]}]
+    status, p, _ = await module_pair.apis[US].call("GET", "/v1/admin/keys", role="agency")
+    assert status == 403 and p["title"] == "Not authorized"
