@@ -3,6 +3,7 @@ traceback: no terminal for a passphrase prompt, a port already taken, `--version
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -181,3 +182,31 @@ def test_init_export_and_import_speak_json(tmp_path: Path) -> None:
     # --json never asks: without --yes it is one clear line.
     p = run("keys", "import-peer", str(out), "--config", two_cfg, "--json")
     assert p.returncode == 2 and "--yes" in one_clean_line(p)
+
+
+def _all_parsers(
+    parser: argparse.ArgumentParser, name: str = "customs-gateway"
+) -> list[tuple[str, argparse.ArgumentParser]]:
+    out = [(name, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for verb, child in action.choices.items():
+                out += _all_parsers(child, f"{name} {verb}")
+    return out
+
+
+def test_every_option_shows_the_same_placeholder_everywhere() -> None:
+    from customs_gateway.cli.main import build_parser
+
+    seen: dict[str, set[str]] = {}
+    for name, parser in _all_parsers(build_parser()):
+        for action in parser._actions:
+            if not action.option_strings or action.nargs == 0:
+                continue
+            option = max(action.option_strings, key=len)
+            metavar = action.metavar if isinstance(action.metavar, str) else action.dest.upper()
+            seen.setdefault(option, set()).add(metavar)
+            assert metavar not in ("CONFIG", "TOKEN_FILE", "PASSPHRASE_FILE"), (name, option)
+    inconsistent = {o: m for o, m in seen.items() if len(m) > 1}
+    assert not inconsistent, inconsistent
+    assert seen["--config"] == {"PATH"} and seen["--token-file"] == {"PATH"}

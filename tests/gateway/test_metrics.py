@@ -130,3 +130,12 @@ async def test_render_without_store_values_reports_the_store_down(pair: Pair) ->
     assert value(s, "customs_gateway_store_up") == 0
     assert value(s, "customs_gateway_messages_submitted_total") == 0
     assert not any(name == "customs_gateway_queue_depth" for name, _ in s)
+
+
+async def test_refusal_series_exist_before_the_first_refusal(pair: Pair) -> None:
+    from customs_gateway.core.refusals import REFUSALS
+
+    _, s = await scrape(pair.gw(US))
+    for direction in ("inbound", "outbound"):
+        for code in REFUSALS:
+            assert value(s, "customs_gateway_refused_total", direction=direction, code=code) == 0

@@ -39,7 +39,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--local-port", type=int, default=8080, help="port of the local API (default 8080)")
     p.add_argument("--peer-port", type=int, default=8443, help="port of the peer API (default 8443)")
-    p.add_argument("--validity-days", type=int, default=730, help="key and certificate validity (default 730)")
+    p.add_argument(
+        "--valid-days",
+        "--validity-days",
+        dest="validity_days",
+        type=int,
+        default=730,
+        help="key and certificate validity in days (default 730; as `keys renew --valid-days`)",
+    )
     p.add_argument("--peer-identity", default="", help="the peer administration's identity, if known")
     p.add_argument("--peer-url", default="", help="base URL of the peer's peer API, if known")
     add_passphrase_arg(p)
@@ -70,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if not 0 < getattr(args, name) < 65536:
             raise ConfigError(f"--{name.replace('_', '-')} must be 1..65535", field=name)
     if args.validity_days < 1:
-        raise ConfigError("--validity-days must be at least 1", field="validity-days")
+        raise ConfigError("--valid-days must be at least 1", field="valid-days")
 
     config_path = home / CONFIG_FILE
     store = KeyStore(home / "keys", home / "tls")
@@ -123,7 +130,13 @@ def run(args: argparse.Namespace) -> int:
     )
     cfg = escape(f"--config {config_path}")
     missing = [k for k, v in (("identity", args.peer_identity), ("url", args.peer_url)) if not v]
-    peer_step = f"set \\[peer] {' and '.join(missing)} in {escape(str(config_path))}" if missing else "check \\[peer]"
+    where = escape(str(config_path))
+    peer_step = (
+        f"in {where}, section \\[peer], set {' and '.join(missing)}: the peer's identity (e.g. CN-GACC) "
+        "and the https:// URL of its peer API"
+        if missing
+        else f"in {where}, section \\[peer], check the peer's identity and the URL of its peer API"
+    )
     out.print(
         "\nNext steps:\n"
         f"  1. customs-gateway keys export {cfg} --out {identity}.bundle.json   (send it to the peer)\n"

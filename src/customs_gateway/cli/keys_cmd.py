@@ -328,7 +328,7 @@ def _admin_client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
-def _admin_call(args: argparse.Namespace, path: str, body: dict[str, Any]) -> int:
+def _admin_call(args: argparse.Namespace, path: str, body: dict[str, Any], *, hint: str | None = None) -> int:
     from .client_cmd import admin_post
 
     res = admin_post(args, path, body)
@@ -336,19 +336,27 @@ def _admin_call(args: argparse.Namespace, path: str, body: dict[str, Any]) -> in
         return 3
     if args.json:
         print_json(res)
-    else:
-        for k, v in res.items():
-            print(f"{k}: {v}")
-        console().print("The peer switches once it has receipted the announcement; see `keys list`.")
+        return 0
+    out = result_console()
+    for k, v in res.items():
+        shown = ", ".join(str(x) for x in v) if isinstance(v, list) else v
+        out.print(f"{k.replace('_', ' ')}: {escape(str(shown))}", soft_wrap=True)
+    if hint:
+        console().print(hint)
     return 0
 
 
+_SWITCH_HINT = "The new key is used once the peer has receipted the announcement; see `keys list`."
+
+
 def run_rotate(args: argparse.Namespace) -> int:
-    return _admin_call(args, "/v1/admin/keys/rotate", {"kind": args.kind})
+    return _admin_call(args, "/v1/admin/keys/rotate", {"kind": args.kind}, hint=_SWITCH_HINT)
 
 
 def run_renew(args: argparse.Namespace) -> int:
-    return _admin_call(args, "/v1/admin/keys/renew", {"kind": args.kind, "valid_days": args.valid_days})
+    return _admin_call(
+        args, "/v1/admin/keys/renew", {"kind": args.kind, "valid_days": args.valid_days}, hint=_SWITCH_HINT
+    )
 
 
 def run_revoke(args: argparse.Namespace) -> int:

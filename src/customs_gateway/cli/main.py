@@ -45,7 +45,47 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # verb not built yet
             raise
         module.register(sub)
+    _consistent_metavars(parser)
     return parser
+
+
+#: One placeholder per kind of value, whatever module added the option.
+_METAVARS = {
+    "--config": "PATH",
+    "--token-file": "PATH",
+    "--passphrase-file": "PATH",
+    "--new-passphrase-file": "PATH",
+    "--out": "FILE",
+    "--limit": "N",
+    "--wait": "SECONDS",
+    "--seconds": "SECONDS",
+    "--local-port": "PORT",
+    "--peer-port": "PORT",
+    "--peer-url": "URL",
+    "--url": "URL",
+    "--amqp-url": "URL",
+    "--peer-identity": "ID",
+    "--identity": "ID",
+    "--expires-at": "TIME",
+    "--since": "TIME",
+}
+
+
+def _consistent_metavars(parser: argparse.ArgumentParser) -> None:
+    """Every option that takes a value shows the same placeholder everywhere (`--config PATH`,
+    `--limit N`), not argparse's upper-cased destination."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _consistent_metavars(child)
+            continue
+        if not action.option_strings or action.nargs == 0:
+            continue
+        name = max(action.option_strings, key=len)
+        if name in _METAVARS:
+            action.metavar = _METAVARS[name]
+        elif action.metavar is None and action.type in (int, float):
+            action.metavar = "N"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from prometheus_client.metrics_core import (
 )
 
 from ..core.errors import GatewayError
+from ..core.refusals import REFUSALS
 from ..core.tlscert import cert_info
 from ..service.gateway import Gateway
 from ..store.base import CheckpointRecord, PeerState
@@ -194,8 +195,10 @@ class _GatewayCollector:
             labels=["direction", "code"],
         )
         for direction, by_code in (("inbound", c.refused_in), ("outbound", c.refused_out)):
-            for code, n in sorted(by_code.items()):
-                refused.add_metric([direction, code], n)
+            # Every known code has a series from the start (0 until it happens), so a rate or an
+            # alert on it works before the first refusal; codes not in the table still appear.
+            for code in sorted({*REFUSALS, *by_code}):
+                refused.add_metric([direction, code], by_code.get(code, 0))
         yield refused
 
     def _keys(self, gw: Gateway) -> Iterator[Metric]:
