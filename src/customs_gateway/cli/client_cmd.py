@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..startup.config import load_config
-from .common import console, print_json
+from .common import print_json
 
 TOKEN_ENV = "CUSTOMS_GATEWAY_TOKEN"  # noqa: S105 - the variable name, not a token
 
@@ -218,7 +218,6 @@ def admin_post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> dic
     try:
         res: dict[str, Any] = call(base_url(args), bearer_token(args), "POST", path, body)
     except ClientError as e:
-        p = e.problem
-        console().print(f"[red]HTTP {e.status} {p.get('code', '')}[/]: {p.get('detail', '')}")
+        _fail(e)  # the one error line every client verb prints
         return None
     return res

@@ -144,7 +144,8 @@ def run_evidence(args: argparse.Namespace) -> int:
         data = fetch(base_url(args), bearer_token(args), "GET", path, timeout=120)
     except ClientError as e:
         p = e.problem
-        print(f"customs-gateway: HTTP {e.status} {p.get('code', '')}: {p.get('detail', '')}", file=sys.stderr)
+        where = f" [{p['field']}]" if p.get("field") else ""
+        print(f"customs-gateway: HTTP {e.status} {p.get('code', '')}{where}: {p.get('detail', '')}", file=sys.stderr)
         return 3
     except (urllib.error.URLError, OSError) as e:
         print(f"customs-gateway: cannot reach the gateway: {getattr(e, 'reason', e)}", file=sys.stderr)

@@ -3,8 +3,8 @@
 Every predicate is pure and answers `True` for a valid value. Patterns are written once and used
 both by the predicates (with `fullmatch`, so a trailing newline never slips through) and in the
 published JSON Schema. The field types at the end carry the predicates into the Structs of
-`core.schemas` as `Check`s, each with its refusal code. Lists are snapshots: update them when ISO
-3166/MA, the ISO 4217 amendments, the ISO 639 registration authority or UN/ECE Rec 20 change.
+`core.schemas` as `Check`s, each with its refusal code. Country, currency and language codes come
+from pycountry; the UN/ECE Rec 20 units and the other short lists here are snapshots.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import functools
+import gettext
 import re
 import zoneinfo
 from collections.abc import Callable
@@ -19,45 +20,41 @@ from dataclasses import dataclass
 from operator import mul
 from typing import Annotated, Literal, get_args
 
+import pycountry
 from msgspec import Meta
 
-# Tables kept as the standards print them, so a reviewer can compare them line by line.
-_COUNTRY_TABLE = """
-    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
-    BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE
-    EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM
-    HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC
-    LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA
-    NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW
-    SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO
-    TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW
-"""
-_CURRENCY_TABLE = """
-    AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN BZD
-    CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP
-    GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR
-    KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN
-    MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD
-    SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX
-    USD USN UYI UYU UYW UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG
-"""
-_LANGUAGE_TABLE = """
-    aa ab ae af ak am an ar as av ay az ba be bg bi bm bn bo br bs ca ce ch co cr cs cu cv cy da de
-    dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu hy hz ia
-    id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li ln lo
-    lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om or os pa pi pl
-    ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw ta te tg th ti tk
-    tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu
-"""
+# ISO 3166-1, ISO 4217 and ISO 639 come from pycountry (Debian's iso-codes data, maintained with
+# the standards); the sets are built once, at import, so the predicates stay pure and fast.
+# ISO 3166-1 alpha-2: the officially assigned codes (user-assigned codes such as XK are not in it).
+COUNTRIES: frozenset[str] = frozenset(c.alpha_2 for c in pycountry.countries)
+# ISO 4217 codes that are not money: precious metals, bond-market units, the SDR, the testing code
+# and "no currency". A declared customs value is always in money.
+_NOT_MONEY: frozenset[str] = frozenset(
+    {"XAD", "XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT", "XSU", "XTS", "XUA", "XXX"}
+)
+CURRENCIES: frozenset[str] = frozenset(c.alpha_3 for c in pycountry.currencies) - _NOT_MONEY
+# ISO 639-1 two-letter codes (the withdrawn `sh` left out).
+LANGUAGES: frozenset[str] = frozenset(str(lang.alpha_2) for lang in pycountry.languages if hasattr(lang, "alpha_2")) - {
+    "sh"
+}
 
-# ISO 3166-1 alpha-2: the 249 officially assigned codes (user-assigned codes such as XK excluded).
-COUNTRIES: frozenset[str] = frozenset(_COUNTRY_TABLE.split())
-# ISO 4217 currency and fund codes in use after the 2025 amendments (XCG replaced ANG, ZWG replaced
-# ZWL, SLE replaced SLL). Test, precious-metal and "no currency" X-codes are left out: a declared
-# customs value is always in money.
-CURRENCIES: frozenset[str] = frozenset(_CURRENCY_TABLE.split())
-# ISO 639-1: the 183 two-letter codes (the withdrawn `sh` left out).
-LANGUAGES: frozenset[str] = frozenset(_LANGUAGE_TABLE.split())
+
+@functools.cache
+def country_name(code: str, language: str = "en") -> str | None:
+    """The name of an ISO 3166-1 country in English (`en`) or Chinese (`zh`), for people (error
+    messages, the console); None for an unknown code."""
+    country = pycountry.countries.get(alpha_2=code)
+    if country is None:
+        return None
+    name = str(country.name)
+    if language == "en":
+        return name
+    try:
+        zh = gettext.translation("iso3166-1", pycountry.LOCALES_DIR, languages=["zh_CN"])
+    except OSError:
+        return name
+    return zh.gettext(name)
+
 
 # UN/ECE Recommendation 20 units seen on seizure records (counts, mass, volume, length, area) plus
 # the package codes CT/BX/PK that agencies report as units of quantity.
