@@ -71,6 +71,10 @@ async def test_renewal_under_traffic_gives_a_later_expiry_and_loses_nothing(sqli
         assert cn.tls.pinned() == {cert_info(new_cert.decode()).fingerprint, cert_info(old_cert.decode()).fingerprint}
         store = KeyStore(us.config.path(us.config.keys_dir), us.config.path(us.config.tls_dir))
         assert store.cert_path.read_bytes() == new_cert and not (store.tls_dir / "next.key").exists()
+        _, keys, _ = await pair.apis[CN].call("GET", "/v1/admin/keys", role="admin")
+        pins = keys["peer"]["tls"]
+        assert pins["certificate_sha256"] == cert_info(new_cert.decode()).fingerprint
+        assert [x["certificate_sha256"] for x in pins["previous"]] == [cert_info(old_cert.decode()).fingerprint]
     else:
         new = [bundle.key(k) for k in res["kids"]]
         assert all(r is not None and r.not_after > later and r.kid not in before for r in new)

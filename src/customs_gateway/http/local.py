@@ -20,12 +20,14 @@ import structlog
 from aiohttp import web
 
 from ..core import schemas
+from ..core.bundle import KeyBundle
 from ..core.encoding import b64url, format_ts, json_object
 from ..core.envelope import BUSINESS_TYPES
 from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
 from ..core.merkle import leaf_hash
 from ..core.rotation import EXPIRY_WARNING_DAYS
 from ..core.state import PENDING, STATUSES
+from ..core.tlscert import cert_info
 from ..service.audit_export import export_bundle
 from ..service.evidence import EvidenceCollector, PeerUnavailable
 from ..service.gateway import Caller, Gateway
@@ -283,9 +285,34 @@ async def admin_keys(request: web.Request) -> web.Response:
             "identity": gw.name,
             "bundle_serial": gw.identity.bundle.bundle.serial,
             "keys": own,
-            "peer": {"identity": gw.peer.identity, "bundle_serial": gw.peer.bundle.serial, "keys": peer},
+            "tls": _tls_pins(gw.identity.bundle.bundle),
+            "expiry": key_expiry(gw, now),
+            "peer": {
+                "identity": gw.peer.identity,
+                "bundle_serial": gw.peer.bundle.serial,
+                "keys": peer,
+                "tls": _tls_pins(gw.peer.bundle),
+            },
         }
     )
+
+
+def _tls_pins(bundle: KeyBundle) -> dict[str, Any]:
+    """A bundle's certificates as fingerprints: the current one and those pinned for an overlap."""
+
+    def info(pem: str) -> tuple[str, str | None]:
+        try:
+            c = cert_info(pem)
+        except GatewayError:
+            return hashlib.sha256(pem.encode()).hexdigest(), None
+        return c.fingerprint, format_ts(c.not_after)
+
+    fp, not_after = info(bundle.tls_certificate)
+    return {
+        "certificate_sha256": fp,
+        "not_after": not_after,
+        "previous": [{"certificate_sha256": info(p)[0], "until": format_ts(u)} for p, u in bundle.tls_previous],
+    }
 
 
 def _lifecycle(request: web.Request) -> KeyLifecycleAPI:

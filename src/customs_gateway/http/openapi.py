@@ -272,16 +272,37 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
             "identity": _str(),
             "bundle_serial": _int("serial of our current signed bundle", 1),
             "keys": {"type": "array", "items": _ref("OwnKey")},
+            "tls": _ref("TlsPins") | {"description": "our certificates: the one presented, those still pinned"},
+            "expiry": {
+                "type": "object",
+                "description": "per key use and `tls`: when it stops working unless renewed (as in /readyz)",
+                "additionalProperties": {"type": "object"},
+            },
             "peer": _obj(
                 {
                     "identity": _str(),
                     "bundle_serial": _int(minimum=1),
                     "keys": {"type": "array", "items": _ref("PeerKey")},
+                    "tls": _ref("TlsPins"),
                 },
-                ("identity", "bundle_serial", "keys"),
+                ("identity", "bundle_serial", "keys", "tls"),
             ),
         },
-        ("identity", "bundle_serial", "keys", "peer"),
+        ("identity", "bundle_serial", "keys", "tls", "expiry", "peer"),
+    ),
+    "TlsPins": _obj(
+        {
+            "certificate_sha256": _str("SHA-256 of the current certificate (DER), hex"),
+            "not_after": _null(_ref("Timestamp")),
+            "previous": {
+                "type": "array",
+                "description": "certificates replaced by a renewal, still pinned until `until` (decision 0008)",
+                "items": _obj(
+                    {"certificate_sha256": _str("hex"), "until": _ref("Timestamp")}, ("certificate_sha256", "until")
+                ),
+            },
+        },
+        ("certificate_sha256", "not_after", "previous"),
     ),
     "RotateRequest": {
         "type": "object",
