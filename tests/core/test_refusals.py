@@ -47,5 +47,9 @@ def test_a_worker_error_comes_back_as_its_class() -> None:
         403,
     )
     assert (mid, digest) == ("m1", b"d")
+    from customs_gateway.core.epoch import EpochError
+
+    outside, _, _ = refused_error(Refused("witness.epoch_invalid", "e", None, 409, "m", b"", "EpochError"))
+    assert type(outside) is EpochError  # classes outside core.errors come back too
     odd, _, _ = refused_error(Refused("x.y", "?", None, 400, "m", b"", "NotAnErrorClass"))
     assert type(odd) is errors.GatewayError

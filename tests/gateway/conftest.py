@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 
 from customs_gateway.core.clock import JumpClock
+from customs_gateway.service import tls
 from customs_gateway.service.gateway import Gateway, issue_token
 from customs_gateway.service.pair import Home, LocalPair, example_dir, prepare_pair
 from customs_gateway.startup.config import load_config, render_config
@@ -181,3 +182,15 @@ async def jump_pair(tmp_path: Path) -> AsyncIterator[tuple[Pair, JumpClock]]:
 
 def utc(*a: int) -> dt.datetime:
     return dt.datetime(*a, tzinfo=dt.timezone.utc)
+
+
+async def peer_post(pair: Pair, path: str, body: bytes, content_type: str) -> tuple[int, str, bytes]:
+    """POST to CN-GACC's peer API as US-CBP (its pinned certificate): status, Content-Type, body."""
+    us = pair.gw(US)
+    ctx = tls.client_context(us.identity.tls_cert_pem, us.identity.tls_key_pem, us.peer.bundle.tls_certificate.encode())
+    url = f"https://127.0.0.1:{pair.lp.homes[CN].peer_port}{path}"
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s,
+        s.post(url, data=body, headers={"Content-Type": content_type}) as r,
+    ):
+        return r.status, r.headers.get("Content-Type", ""), await r.read()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import aiohttp
-
 from customs_gateway.core.audit import NoteSigner, log_origin, witness_name
 from customs_gateway.core.checkpoint import (
     Checkpoint,
@@ -17,9 +15,8 @@ from customs_gateway.core.checkpoint import (
 from customs_gateway.core.encoding import unb64url
 from customs_gateway.core.merkle import leaf_hash, verify_consistency, verify_inclusion
 from customs_gateway.core.witness import MEDIA_TYPE, encode_request
-from customs_gateway.service import tls
 
-from .conftest import CN, US, Pair
+from .conftest import CN, US, Pair, peer_post
 
 
 async def _exchange(pair: Pair, n: int = 2) -> None:
@@ -78,14 +75,8 @@ async def _raw(pair: Pair, path: str) -> str:
 
 
 async def _cosign_post(pair: Pair, body: bytes) -> tuple[int, str, str]:
-    us = pair.gw(US)
-    ctx = tls.client_context(us.identity.tls_cert_pem, us.identity.tls_key_pem, us.peer.bundle.tls_certificate.encode())
-    url = f"https://127.0.0.1:{pair.lp.homes[CN].peer_port}/peer/v1/cosign"
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s,
-        s.post(url, data=body, headers={"Content-Type": MEDIA_TYPE}) as r,
-    ):
-        return r.status, r.headers.get("Content-Type", ""), await r.text()
+    status, ctype, raw = await peer_post(pair, "/peer/v1/cosign", body, MEDIA_TYPE)
+    return status, ctype, raw.decode()
 
 
 async def test_forked_log_is_refused_and_logged_by_the_peer(pair: Pair) -> None:

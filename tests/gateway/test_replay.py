@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
-
-import aiohttp
 
 from customs_gateway.core.envelope import Document, Envelope, build_envelope
 from customs_gateway.core.receipt import Statement, verify_refusal
-from customs_gateway.service import tls
 
-from .conftest import CN, US, Pair, sample
+from .conftest import CN, US, Pair, peer_post, sample
 
 
 def _forge(
@@ -39,14 +37,8 @@ def _forge(
 
 
 async def _post(pair: Pair, payload: Any) -> tuple[int, Any]:
-    us = pair.gw(US)
-    ctx = tls.client_context(us.identity.tls_cert_pem, us.identity.tls_key_pem, us.peer.bundle.tls_certificate.encode())
-    url = f"https://127.0.0.1:{pair.lp.homes[CN].peer_port}/peer/v1/envelopes"
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s,
-        s.post(url, json=payload) as r,
-    ):
-        return r.status, await r.json(content_type=None)
+    status, _, raw = await peer_post(pair, "/peer/v1/envelopes", json.dumps(payload).encode(), "application/json")
+    return status, json.loads(raw)
 
 
 async def test_replayed_envelope_gets_original_receipt_flagged_duplicate(pair: Pair) -> None:

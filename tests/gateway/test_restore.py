@@ -4,16 +4,22 @@ has; what it lost is named. On both stores."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from customs_gateway.core.audit import AuditEntry, NoteSigner
 from customs_gateway.core.audit_bundle import verify_bundle
-from customs_gateway.core.encoding import json_object
+from customs_gateway.core.checkpoint import Checkpoint, sign_note
+from customs_gateway.core.encoding import b64url, json_bytes, json_object
+from customs_gateway.core.epoch import EpochStart, epoch_detail, epoch_origin
+from customs_gateway.core.merkle import leaf_hash
 from customs_gateway.core.receipt import Statement, verify_receipt
+from customs_gateway.core.witness import encode_request
 
-from .conftest import CN, US, Pair
+from .conftest import CN, US, Pair, peer_post
 from .restore_helpers import backup, restore
 from .test_audit_export import _checkpoint, _export
 from .test_key_lifecycle import _wait
@@ -122,6 +128,7 @@ async def test_restored_gateway_waits_for_recover_then_reuses_nothing(pair: Pair
     assert status == 409 and again["code"] == "recovery.not_needed"
     assert detail["peer_cosigned"]["size"] == cosigned.size > res["restored_log_size"]
     await _new_epoch_verifies(pair, res, tmp_path, cosigned_before=detail["peer_cosigned"])
+    await _forgeries_are_refused(pair)
 
 
 async def _new_epoch_verifies(pair: Pair, res: dict[str, Any], tmp_path: Path, cosigned_before: Any) -> None:
@@ -155,3 +162,36 @@ async def test_a_gateway_that_is_not_behind_starts_normally(pair: Pair, tmp_path
     assert us.recovery is not None and us.recovery.checked and not us.recovery.needed
     status, p, _ = await pair.apis[US].call("POST", "/v1/admin/recover", role="admin", json_body={"reason": "test"})
     assert status == 409 and p["code"] == "recovery.not_needed"
+
+
+async def _peer_post(pair: Pair, path: str, body: bytes, ctype: str) -> tuple[int, Any]:
+    status, got, raw = await peer_post(pair, path, body, ctype)
+    return status, json.loads(raw) if "json" in got else raw
+
+
+async def _forgeries_are_refused(pair: Pair) -> None:
+    """From outside, with US's own log key: an epoch that hides what the witness cosigned, and a
+    cosign request for the closed origin, are both refused; nothing is cosigned."""
+    us = pair.gw(US)
+    now = us.clock.now()
+    held = await pair.gw(CN).store.witness_state(us.log_origin)
+    assert held is not None
+    lie = EpochStart(
+        origin=epoch_origin(US, 2),
+        previous_origin=us.log_origin,
+        previous_size=0,  # "nothing was cosigned": hides the epoch-1 checkpoints the peer holds
+        previous_root="",
+        restored_size=0,
+        reason="forged",
+    )
+    entry = AuditEntry(at=now, kind="log_epoch", actor="x", detail=epoch_detail(lie)).to_bytes()
+    cp = Checkpoint(lie.origin, 1, leaf_hash(entry))
+    note = sign_note(cp.body(), lie.origin, NoteSigner(us.identity.active_signing_key(now)))
+    body = json_bytes({"entry": b64url(entry), "index": 0, "note": note.decode(), "proof": []})
+    status, p = await _peer_post(pair, "/peer/v1/epoch", body, "application/json")
+    assert status == 409 and p["code"] == "witness.epoch_invalid", p
+    base = "customs-gateway/US-CBP/audit"
+    old = sign_note(Checkpoint(base, 1, leaf_hash(b"x")).body(), base, NoteSigner(us.identity.active_signing_key(now)))
+    status, p = await _peer_post(pair, "/peer/v1/cosign", encode_request(0, [], old), "text/x.tlog.cosign-request")
+    assert status == 409 and p["code"] == "witness.epoch_closed", p
+    assert (await pair.gw(CN).store.witness_state(epoch_origin(US, 2))) is None

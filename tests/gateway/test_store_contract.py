@@ -426,3 +426,18 @@ async def test_sqlite_group_with_a_failed_job_keeps_the_log_whole(tmp_path: Path
         assert sorted(e.decode() for _, e in await s.audit_entries(0, 12) if b"rolled back" in e) == []
     finally:
         await s.close()
+
+
+async def test_pending_includes_control_messages_and_renumbering_moves_them_all(store: Store) -> None:
+    msgs = [new_message(CN), new_message(CN, msg_type="ack"), new_message(CN, msg_type="key-announcement")]
+    for m in msgs:
+        await store.submit(m, entry("submitted", m.id))
+    done = new_message(CN)
+    await store.submit(done, entry("submitted", done.id))
+    await store.record_outcomes([delivered(done.id)])
+    assert [m.id for m in await store.pending(CN)] == [m.id for m in msgs]  # by seq, control ones too
+    assert await store.renumber_pending(CN, 40, entry("recovered")) == 3
+    assert [m.seq for m in await store.pending(CN)] == [40, 41, 42]
+    assert (await store.peer_state(CN)).next_seq == 43
+    got = await store.get_message(done.id)
+    assert got is not None and got.seq == 4  # a finished message keeps its number

@@ -24,7 +24,7 @@ from ..core.bundle import KeyBundle, KeyRecord, SignedBundle
 from ..core.encoding import format_ts
 from ..core.errors import ConfigError, Conflict, KeyStateError
 from ..core.rotation import EXPIRY_WARNING_DAYS, expiry
-from ..service.tls import cert_fingerprint
+from ..core.tlscert import describe
 from ..startup.config import Config
 from ..startup.keystore import KeyStore, import_peer_bundle, read_signed_bundle, write_atomic
 from .common import add_config_arg, console, get_passphrase, load_cli_config, print_json, result_console
@@ -273,10 +273,7 @@ def _cert_fp(bundle: KeyBundle) -> str:
 
 
 def _fp(pem: str) -> str:
-    try:
-        return cert_fingerprint(pem.encode("ascii"))
-    except ValueError:
-        return "(not a valid certificate)"
+    return describe(pem)[0]
 
 
 def _register_rotate(ksub: _SubParsers) -> None:

@@ -53,6 +53,19 @@ def cert_info(pem: str) -> CertInfo:
     return CertInfo(hashlib.sha256(der).hexdigest(), cert.not_valid_before_utc, cert.not_valid_after_utc, key)
 
 
+NOT_A_CERTIFICATE: Final = "(not a valid certificate)"
+
+
+def describe(pem: str) -> tuple[str, dt.datetime | None]:
+    """(fingerprint, end of validity) of a bundle's certificate for people and listings; a text
+    that is not a usable certificate says so instead of a fingerprint."""
+    try:
+        info = cert_info(pem)
+    except DecodeError:
+        return NOT_A_CERTIFICATE, None
+    return info.fingerprint, info.not_after
+
+
 def pinned_fingerprints(pins: tuple[str, ...], at: dt.datetime) -> frozenset[str]:
     """Fingerprints of the pinned certificates that are inside their X.509 validity at `at`."""
     out: set[str] = set()

@@ -27,7 +27,7 @@ from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
 from ..core.merkle import leaf_hash
 from ..core.rotation import EXPIRY_WARNING_DAYS
 from ..core.state import PENDING, STATUSES
-from ..core.tlscert import cert_info
+from ..core.tlscert import describe
 from ..service.audit_export import export_bundle
 from ..service.evidence import EvidenceCollector, PeerUnavailable
 from ..service.gateway import Caller, Gateway
@@ -300,18 +300,11 @@ async def admin_keys(request: web.Request) -> web.Response:
 def _tls_pins(bundle: KeyBundle) -> dict[str, Any]:
     """A bundle's certificates as fingerprints: the current one and those pinned for an overlap."""
 
-    def info(pem: str) -> tuple[str, str | None]:
-        try:
-            c = cert_info(pem)
-        except GatewayError:
-            return hashlib.sha256(pem.encode()).hexdigest(), None
-        return c.fingerprint, format_ts(c.not_after)
-
-    fp, not_after = info(bundle.tls_certificate)
+    fp, not_after = describe(bundle.tls_certificate)
     return {
         "certificate_sha256": fp,
-        "not_after": not_after,
-        "previous": [{"certificate_sha256": info(p)[0], "until": format_ts(u)} for p, u in bundle.tls_previous],
+        "not_after": format_ts(not_after) if not_after else None,
+        "previous": [{"certificate_sha256": describe(p)[0], "until": format_ts(u)} for p, u in bundle.tls_previous],
     }
 
 

@@ -32,11 +32,11 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
-from ..core import errors, schemas
+from ..core import schemas
 from ..core.audit import AuditEntry
 from ..core.bundle import KeyBundle, PeerKeys, SignedBundle
 from ..core.control import AckBody, decode_struct
@@ -409,17 +409,21 @@ def judge_batch(keys: JudgeKeys, now: dt.datetime, items: Sequence[JudgeItem]) -
     return out
 
 
-_ERROR_CLASSES: Final = {
-    cls.__name__: cls
-    for cls in (GatewayError, *vars(errors).values())
-    if isinstance(cls, type) and issubclass(cls, GatewayError)
-}
+def _error_class(name: str) -> type[GatewayError]:
+    """The GatewayError subclass (anywhere in the package: checkpoint, epoch, ratelimit…) of that name."""
+    pending: list[type[GatewayError]] = [GatewayError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return GatewayError
 
 
 def refused_error(r: Refused) -> tuple[GatewayError, str, bytes]:
     """The error a worker raised, as the same class again (a subclass's own constructor may take
     other arguments, so the common part is set through GatewayError's)."""
-    cls = _ERROR_CLASSES.get(r.error_class, GatewayError)
+    cls = _error_class(r.error_class)
     err = cls.__new__(cls)
     GatewayError.__init__(err, r.detail, code=r.code, field=r.field, status=r.status)
     return err, r.message_id, r.envelope_sha256

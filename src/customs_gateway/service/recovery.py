@@ -30,7 +30,7 @@ from .gateway import Gateway
 
 if TYPE_CHECKING:
     from .checkpointer import Checkpointer
-from ..store.base import AttemptOutcome, MessageFilter, OutMessage
+from ..store.base import AttemptOutcome, OutMessage
 from .tls import PeerTLS, client_ssl
 
 log = structlog.get_logger("customs_gateway.recovery")
@@ -101,20 +101,6 @@ class Recovery:
                     action='customs-gateway recover --reason "restored from the backup of <date>"',
                 )
 
-    async def _pending(self) -> list[OutMessage]:
-        out: list[OutMessage] = []
-        for status in ("queued", "retrying"):
-            after: str | None = None
-            while True:
-                page = await self.gw.store.list_messages(
-                    MessageFilter(status=status, peer=self.gw.peer.identity), after, 1000
-                )
-                out += page
-                if len(page) < 1000:
-                    break
-                after = page[-1].id
-        return sorted(out, key=lambda m: m.seq)
-
     async def recover(self, reason: str, actor: str) -> dict[str, Any]:
         """Bring this restored store level with the peer (see the module docstring)."""
         reason = reason.strip()
@@ -128,7 +114,7 @@ class Recovery:
             # The size our log was restored to: as the start-up check found it (entries written
             # since, e.g. submissions waiting for recovery, are after it).
             restored = self.restored_size if self.restored_size is not None else size
-            pending = await self._pending()
+            pending = await gw.store.pending(gw.peer.identity)  # acks and announcements too
             after = min((m.seq for m in pending), default=ps.next_seq) - 1
             try:
                 first = await self.fetch(session, after)

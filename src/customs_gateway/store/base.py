@@ -386,6 +386,12 @@ class Store(abc.ABC):
         sequence number, at most `limit` (what a restored peer asks for: `GET /peer/v1/state`)."""
 
     @abc.abstractmethod
+    async def pending(self, peer: str) -> list[OutMessage]:
+        """Every message to `peer` still waiting for an answer (queued or retrying), control
+        messages (acks, key announcements) included, by sequence number: what `renumber_pending`
+        renumbers."""
+
+    @abc.abstractmethod
     async def renumber_pending(self, peer: str, first_seq: int, audit: AuditEntry) -> int:
         """Give the pending messages to `peer` new sequence numbers from `first_seq` on, in their
         order, and never hand out a number below the last of them again (recovery after a

@@ -533,6 +533,11 @@ class PostgresStore(Store):
             )
         return [HeldMessage(str(r[0]), int(r[1]), bytes(r[2]), bytes(r[3])) for r in rows]
 
+    async def pending(self, peer: str) -> list[OutMessage]:
+        async with self._read() as c:
+            rows = await c.fetch(f"SELECT {OUT_COLS} FROM messages WHERE peer=$1 AND {_PENDING} ORDER BY seq", peer)
+        return [_out(r) for r in rows]
+
     async def renumber_pending(self, peer: str, first_seq: int, audit: AuditEntry) -> int:
         async with self._tx(audited=True) as tx:
             c = tx.conn

@@ -313,6 +313,13 @@ class SQLiteStore(Store):
 
         return await self._read(job)
 
+    async def pending(self, peer: str) -> list[OutMessage]:
+        def job(c: sqlite3.Connection) -> list[OutMessage]:
+            sql = f"SELECT {OUT_COLS} FROM messages WHERE peer=? AND {PENDING_SQL} ORDER BY seq"
+            return [_out(r) for r in c.execute(sql, (peer,)).fetchall()]
+
+        return await self._read(job)
+
     async def renumber_pending(self, peer: str, first_seq: int, audit: AuditEntry) -> int:
         def job(c: sqlite3.Connection) -> int:
             ids = [
