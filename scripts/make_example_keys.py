@@ -70,8 +70,9 @@ Passphrase of every key file here: `example-only-not-secret`
     export CUSTOMS_GATEWAY_PASSPHRASE=example-only-not-secret
 
 - `US-CBP/`, `CN-GACC/`: one identity each, laid out as `customs-gateway init` makes it:
-  - `keys/<kid>.key`: private keys (signing, hybrid and X25519 encryption, witness), argon2id
-    key files; `keys/bundle.json`: the identity's own signed key bundle;
+  - `keys/<kid>.key`: private keys (signing, hybrid and X25519 encryption, witness) and the
+    store key (`keys/store-….key`, the local secret the reference index and data at rest derive
+    from), argon2id key files; `keys/bundle.json`: the identity's own signed key bundle;
   - `tls/cert.pem`: self-signed TLS certificate for 127.0.0.1 and localhost; `tls/key.key`: its
     ECDSA P-256 key in the same key-file format;
   - `bundle.json`: the exported public signed bundle, what the other side imports with

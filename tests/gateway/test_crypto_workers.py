@@ -73,6 +73,7 @@ def _open_keys(me: Identity, peer: Identity, now: dt.datetime = NOW, skew: float
         decryption=tuple((k.alg, k.seed) for k in me.decryption.values()),
         receipt_seed=me.active_signing_key(now).seed,
         skew_seconds=skew,
+        index_key=bytes(32),
     )
 
 

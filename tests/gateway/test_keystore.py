@@ -38,8 +38,10 @@ def test_create_writes_private_files_0600_and_public_files_0644(tmp_path: Path) 
     finally:
         os.umask(old)
     key_files = sorted(store.keys_dir.glob("*.key"))
-    assert {p.stem for p in key_files} == {*ident.signing, *ident.decryption, ident.witness.kid}
-    assert len(key_files) == 4
+    assert ident.store_key is not None
+    held = {*ident.signing, *ident.decryption, ident.witness.kid, ident.store_key.kid}
+    assert {p.stem for p in key_files} == held
+    assert len(key_files) == 5  # signing, two encryption suites, witness, store
     for p in [*key_files, store.tls_key_path]:
         assert mode(p) == 0o600, p
     assert mode(store.bundle_path) == 0o644 and mode(store.cert_path) == 0o644
@@ -81,6 +83,7 @@ def test_create_then_load_round_trip(tmp_path: Path) -> None:
     assert loaded.witness.kid == created.witness.kid
     assert loaded.tls_key_pem == created.tls_key_pem and loaded.tls_cert_pem == created.tls_cert_pem
     assert loaded.bundle == created.bundle
+    assert loaded.store_key == created.store_key is not None
     # what the gateway asks of an identity
     at = NOW + dt.timedelta(days=1)
     signing = loaded.active_signing_key(at)
@@ -97,6 +100,30 @@ def test_create_then_load_round_trip(tmp_path: Path) -> None:
     # secrets stay out of reprs
     text = repr(loaded)
     assert "PRIVATE KEY" not in text and signing.seed.hex() not in text
+
+
+def test_an_identity_without_a_store_key_gets_one_and_keeps_it(tmp_path: Path) -> None:
+    store, created = new_store(tmp_path)
+    assert created.store_key is not None
+    (store.keys_dir / f"{created.store_key.kid}.key").unlink()  # as made before store keys existed
+    first = store.load(PASS).store_key
+    assert first is not None and first != created.store_key
+    path = store.keys_dir / f"{first.kid}.key"
+    assert mode(path) == 0o600 and PASS not in path.read_bytes()
+    assert store.load(PASS).store_key == first  # written once, then read back
+    store.change_passphrase(PASS, b"new passphrase", **FAST)  # re-sealed with the others
+    assert store.load(b"new passphrase").store_key == first
+
+
+def test_two_store_keys_are_refused(tmp_path: Path) -> None:
+    store, _ = new_store(tmp_path / "a")
+    other, theirs = new_store(tmp_path / "b")
+    assert theirs.store_key is not None
+    name = f"{theirs.store_key.kid}.key"
+    (store.keys_dir / name).write_bytes((other.keys_dir / name).read_bytes())
+    with pytest.raises(KeyFileError) as ei:
+        store.load(PASS)
+    assert ei.value.code == "keyfile.store_key_ambiguous" and str(store.keys_dir) in ei.value.detail
 
 
 def test_wrong_passphrase_names_the_file_not_the_secret(tmp_path: Path) -> None:

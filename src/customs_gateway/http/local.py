@@ -19,7 +19,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from ..core import schemas
+from ..core import reference, schemas
 from ..core.bundle import KeyBundle
 from ..core.encoding import b64url, format_ts, json_object
 from ..core.envelope import BUSINESS_TYPES
@@ -131,6 +131,12 @@ def _time_param(request: web.Request, name: str) -> dt.datetime | None:
     return when.astimezone(dt.timezone.utc)
 
 
+def _reference_param(request: web.Request) -> bytes | None:
+    """The `reference` filter as the tag the store indexes (`core.reference`), or None."""
+    raw = request.query.get("reference")
+    return None if raw is None else reference.query_tag(request.app[GATEWAY].index_key, raw)
+
+
 def message_view(m: OutMessage) -> dict[str, Any]:
     return {
         "id": m.id,
@@ -201,6 +207,7 @@ async def list_messages(request: web.Request) -> web.Response:
     if mtype is not None and mtype not in BUSINESS_TYPES:
         raise SchemaError(f"type must be one of {', '.join(BUSINESS_TYPES)}", code="schema.enum", field="type")
     since = _time_param(request, "since")
+    ref = _reference_param(request)
     if direction == "inbound":
         if status is not None:
             raise SchemaError(
@@ -210,7 +217,7 @@ async def list_messages(request: web.Request) -> web.Response:
             )
         cursor = await _inbox_cursor(request, "cursor")
         types = (mtype,) if mtype else BUSINESS_TYPES
-        items = await gw.store.inbox_after(cursor, limit, types)
+        items = await gw.store.inbox_after(cursor, limit, types, ref)
         if since is not None:
             items = [i for i in items if i.received_at >= since]
         nxt_in = items[-1].cursor if len(items) == limit else None
@@ -220,7 +227,7 @@ async def list_messages(request: web.Request) -> web.Response:
         raise SchemaError(
             "cursor must be the next_cursor of an earlier page (a message id)", code="schema.cursor", field="cursor"
         )
-    msgs = await gw.store.list_messages(MessageFilter(status, mtype, since), cursor_s, limit)
+    msgs = await gw.store.list_messages(MessageFilter(status, mtype, since, reference=ref), cursor_s, limit)
     nxt = msgs[-1].id if len(msgs) == limit else None
     return json_response({"messages": [message_view(m) for m in msgs], "next_cursor": nxt})
 
@@ -237,7 +244,8 @@ async def inbox(request: web.Request) -> web.Response:
         raise SchemaError("wait must be a number of seconds", code="schema.type", field="wait") from e
     if not 0 <= wait_s <= MAX_LONG_POLL:
         raise SchemaError(f"wait must be between 0 and {MAX_LONG_POLL:.0f} seconds", code="schema.range", field="wait")
-    items = await gw.store.inbox_after(cursor, limit, BUSINESS_TYPES)
+    ref = _reference_param(request)
+    items = await gw.store.inbox_after(cursor, limit, BUSINESS_TYPES, ref)
     if not items and wait_s > 0:
         gw.long_polls.acquire(caller.token_id)
         try:
@@ -249,7 +257,7 @@ async def inbox(request: web.Request) -> web.Response:
                         break
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(gw.inbox_changed.wait(), left)
-                    items = await gw.store.inbox_after(cursor, limit, BUSINESS_TYPES)
+                    items = await gw.store.inbox_after(cursor, limit, BUSINESS_TYPES, ref)
         finally:
             gw.long_polls.release(caller.token_id)
     nxt = items[-1].cursor if items else cursor

@@ -745,6 +745,14 @@ _PROBLEM_TEXT: Final = {
 _ROTATE_ERRORS: Final = _problems(409, 413, 415, 422, 503)
 _LIMIT: Final = _param("query", "limit", _int(minimum=1, maximum=500, default=100), "page size")
 _ID: Final = _param("path", "id", _ref("MessageId"), "message id")
+_REFERENCE: Final = _param(
+    "query",
+    "reference",
+    _str(minLength=1, maxLength=200),
+    "only messages carrying this business reference: a seizure's case reference, a port-visit invitation's id "
+    "(the invitation and its replies), a seminar's title; compared after Unicode NFKC, case folding and "
+    "collapsing white space. Indexed as keyed tags, never stored in clear.",
+)
 
 #: (method, path) -> operation fields the handlers do not say themselves. Keys match ROUTES.
 OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
@@ -785,6 +793,7 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
             _param("query", "status", {"enum": list(STATUSES)}, "outbound only: this status"),
             _param("query", "type", {"enum": list(BUSINESS_TYPES)}, "this message type"),
             _param("query", "since", _ref("Timestamp"), "outbound: created at or after; inbound: received at or after"),
+            _REFERENCE,
             _param(
                 "query",
                 "cursor",
@@ -806,6 +815,7 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
         "summary": "Read verified, decrypted messages from the peer after a cursor (long-poll)",
         "parameters": [
             _param("query", "after", _int(default=0), "cursor: only messages after it"),
+            _REFERENCE,
             _LIMIT,
             _param(
                 "query",

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ..core import schemas
+from ..core import reference, schemas
 from ..core.audit import AuditEntry
 from ..core.bundle import KeyBundle, PeerKeys, SignedBundle
 from ..core.control import AckBody, decode_struct
@@ -111,6 +111,7 @@ class OpenKeys:
     decryption: tuple[tuple[str, bytes], ...]  # (alg, seed) of every decryption key held
     receipt_seed: bytes  # the signing key for receipts at this batch's time
     skew_seconds: float
+    index_key: bytes  # the reference-index key (`core.reference`) the inbox is indexed under
 
 
 # Worker-side caches (also used by the thread path): loading a key costs more than using it once.
@@ -142,6 +143,7 @@ class OpenView:
     decryption: dict[str, DecryptionKey]
     receipt_key: SigningKey
     skew_seconds: float
+    index_key: bytes
 
     def decryption_key(self, kid: str) -> DecryptionKey:
         return held_decryption_key(self.decryption, kid, self.me)
@@ -156,6 +158,7 @@ def open_view(keys: OpenKeys) -> OpenView:
             {k.kid: k for k in dks},
             signing_key(keys.receipt_seed),
             keys.skew_seconds,
+            keys.index_key,
         )
 
     return _cached(_open_views, keys, make)
@@ -231,8 +234,10 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         acked: str | None = None
         ack_info: dict[str, Any] | None = None
         announced: tuple[SignedBundle, KeyBundle] | None = None
+        refs: tuple[bytes, ...] = ()
         if doc.type in BUSINESS_TYPES:
             schemas.check_happened(schemas.validate_body(doc.type, doc.body), now)
+            refs = reference.tags(view.index_key, doc.type, doc.id, doc.body)
         elif doc.type == "key-announcement":
             kb: KeyAnnouncementBody = decode_struct(KeyAnnouncementBody, doc.body)
             signed_bundle = SignedBundle.from_bytes(unb64url(kb.bundle, field="body.bundle"))
@@ -298,6 +303,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             announced=announced[0] if announced else None,
             envelope_sha256=env_digest,
             sent_at=hdr.sent_at,
+            references=refs,
         )
     except GatewayError as e:
         return Refused(

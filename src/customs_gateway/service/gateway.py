@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 
-from ..core import schemas
+from ..core import reference, schemas
 from ..core.audit import AuditEntry, NoteSigner, log_origin, witness_name
 from ..core.bundle import PeerKeys, SignedBundle
 from ..core.clock import Clock, IdSource, PeerClockOffset
@@ -29,7 +29,7 @@ from ..core.envelope import (
 )
 from ..core.epoch import KIND as EPOCH_KIND
 from ..core.epoch import check_epoch, epoch_detail, epoch_of, epoch_origin, note_origin, read_epoch
-from ..core.errors import AuthError, Conflict, DecodeError, GatewayError, NotFound, SchemaError
+from ..core.errors import AuthError, ConfigError, Conflict, DecodeError, GatewayError, NotFound, SchemaError
 from ..core.keys import RandBytes
 from ..core.merkle import ProofError
 from ..core.ratelimit import ConcurrencyLimit, RateLimiter
@@ -133,6 +133,10 @@ class Gateway:
         self.recovery: Recovery | None = None
         #: Checkpoint origins in force: our log's and the peer's (log epochs, core.epoch).
         self.log_origin = log_origin(identity.name)
+        if identity.store_key is None:
+            raise ConfigError("the identity was loaded without its store key", field="keys_dir")
+        #: The key business references are indexed under (`core.reference`).
+        self.index_key = identity.store_key.derive(reference.INDEX_KEY_LABEL)
         self.peer_origin = log_origin(peer.identity)
         sec = config.security
         self.rate_limiter = RateLimiter(sec.rate_limit_per_second, sec.rate_limit_burst)
@@ -303,6 +307,7 @@ class Gateway:
             token_id=token_id,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            references=reference.tags(self.index_key, msg_type, doc.id, body),
         )
 
     # --- inbox ack -------------------------------------------------------------------------
@@ -429,6 +434,7 @@ class Gateway:
             decryption=tuple((k.alg, k.seed) for k in self.identity.decryption.values()),
             receipt_seed=self.identity.active_signing_key(now).seed,
             skew_seconds=self.config.security.skew_seconds,
+            index_key=self.index_key,
         )
 
     async def apply_peer_bundle(self, signed: SignedBundle, *, stored: bool = False) -> None:

@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import ssl
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import structlog
 from aiohttp import web
@@ -24,7 +26,7 @@ from ..http.local import local_app
 from ..http.metrics import watch_cosigning
 from ..http.peer import peer_app
 from ..http.problems import ProblemAppRunner
-from ..startup.config import Config
+from ..startup.config import Config, ListenerConfig
 from ..startup.keystore import Identity, KeyStore, load_peer, read_signed_bundle
 from ..store.base import Store
 from ..store.sqlite import SQLiteStore
@@ -67,6 +69,21 @@ class Listeners:
     peer_port: int
 
 
+class _Service(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Service)
+
+
+async def _entered(stack: contextlib.AsyncExitStack, service: S) -> S:
+    """Start `service` and have the stack stop it when it unwinds."""
+    await service.start()
+    stack.push_async_callback(service.stop)
+    return service
+
+
 class GatewayServer:
     """One gateway process (or one of two in the demo): start() binds, stop() drains and closes."""
 
@@ -103,7 +120,7 @@ class GatewayServer:
         self.accept_clock = accept_clock
         clock = clock or SystemClock()
         self.gateway = Gateway(config, identity, peer, store or open_store(config), clock, ids or UUID7Source(clock))
-        self._runners: list[web.AppRunner] = []
+        self._stack = contextlib.AsyncExitStack()
         self.worker: DeliveryWorker | None = None
         self.checkpointer: Checkpointer | None = None
         self.evidence: EvidenceCollector | None = None
@@ -131,35 +148,30 @@ class GatewayServer:
         )
 
     async def start(self) -> Listeners:
-        """Open the store, the workers and both listeners; on any failure (a port taken, a clock
-        behind the log) everything opened so far is closed again, in reverse, before it raises."""
+        """Open the store, the workers and both listeners. Each resource is entered on an exit
+        stack as it opens, so `stop` (and any failure on the way up: a port taken, a clock behind
+        the log) closes exactly what was opened, in reverse order."""
+        self._stack = contextlib.AsyncExitStack()
         try:
-            return await self._start()
+            return await self._start(self._stack)
         except BaseException:
             await self.stop()
             raise
 
-    async def _start(self) -> Listeners:
+    async def _start(self, stack: contextlib.AsyncExitStack) -> Listeners:
         gw = self.gateway
         await gw.store.open()
+        stack.push_async_callback(gw.store.close)
         await gw.load_origins()
         await self._check_clock()
         await gw.crypto.start()
+        stack.push_async_callback(gw.close)
         peer_tls = self._peer_tls()
         gw.tls = peer_tls
-        self.evidence = EvidenceCollector(gw, peer_tls)
-        await self.evidence.start()
-        local = ProblemAppRunner(local_app(gw, self.evidence), access_log=None)
-        await local.setup()
-        lsite = web.TCPSite(local, self.config.local_api.host, self.config.local_api.port)
-        await lsite.start()
-        self._runners.append(local)
-        peer = ProblemAppRunner(peer_app(gw, peer_tls), access_log=None)
-        await peer.setup()
+        self.evidence = await _entered(stack, EvidenceCollector(gw, peer_tls))
+        local = await self._listen(stack, local_app(gw, self.evidence), self.config.local_api, None)
         server_ctx = peer_tls.server if peer_tls is not None else None
-        psite = web.TCPSite(peer, self.config.peer_api.host, self.config.peer_api.port, ssl_context=server_ctx)
-        await psite.start()
-        self._runners.append(peer)
+        peer = await self._listen(stack, peer_app(gw, peer_tls), self.config.peer_api, server_ctx)
         self.ports = Listeners(_port(local), _port(peer))
         now = gw.clock.now()
         await gw.adopt_stored_peer_bundles()
@@ -169,13 +181,13 @@ class GatewayServer:
         if self.lifecycle is not None:
             await self.lifecycle.resume()
         self._maintenance = asyncio.create_task(self._maintain(), name="key-maintenance")
+        stack.push_async_callback(self._stop_maintenance)
         gw.recovery = Recovery(gw, peer_tls)  # delivery and cosigning ask it before they start
-        self.worker = DeliveryWorker(gw, tls=peer_tls)
-        await self.worker.start()
+        self.worker = await _entered(stack, DeliveryWorker(gw, tls=peer_tls))
         self.checkpointer = Checkpointer(gw, peer_tls)
         gw.recovery.checkpointer = self.checkpointer
         watch_cosigning(gw, self.checkpointer)
-        await self.checkpointer.start()
+        await _entered(stack, self.checkpointer)
         log.info(
             "gateway.started",
             identity=gw.name,
@@ -185,6 +197,16 @@ class GatewayServer:
             pid=os.getpid(),
         )
         return self.ports
+
+    async def _listen(
+        self, stack: contextlib.AsyncExitStack, app: web.Application, where: ListenerConfig, tls: ssl.SSLContext | None
+    ) -> web.AppRunner:
+        """Serve `app` on `where.host:where.port`; the runner is cleaned up when the stack unwinds."""
+        runner = ProblemAppRunner(app, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, where.host, where.port, ssl_context=tls).start()
+        return runner
 
     async def _check_clock(self) -> None:
         """Refuse to start with a clock behind our own log by more than the skew window (DESIGN
@@ -206,25 +228,19 @@ class GatewayServer:
         log.warning("gateway.clock_behind_log", behind_seconds=round(behind, 3), last_entry_at=format_ts(last))
 
     async def stop(self) -> None:
+        """Close what `start` opened, newest first (safe to call twice, or after a failed start)."""
+        stack, self._stack = self._stack, contextlib.AsyncExitStack()
+        try:
+            await stack.aclose()
+        finally:
+            self.worker = self.checkpointer = self.evidence = None
+
+    async def _stop_maintenance(self) -> None:
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
             self._maintenance = None
-        if self.checkpointer is not None:
-            await self.checkpointer.stop()
-            self.checkpointer = None
-        if self.worker is not None:
-            await self.worker.stop()
-            self.worker = None
-        for r in reversed(self._runners):
-            await r.cleanup()
-        self._runners.clear()
-        if self.evidence is not None:
-            await self.evidence.stop()
-            self.evidence = None
-        await self.gateway.store.close()
-        await self.gateway.close()
 
     async def maintain_once(self) -> None:
         """One round of upkeep: retire keys whose overlap has passed, drop TLS pins whose overlap

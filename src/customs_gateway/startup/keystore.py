@@ -2,7 +2,8 @@
 
 Layout (all under the configured directories)::
 
-    keys/<kid>.key      private keys (signing, encryption, witness), argon2id key files, mode 0600
+    keys/<kid>.key      private keys (signing, encryption, witness) and the store key
+                        (`core.storekey`), argon2id key files, mode 0600
     keys/bundle.json    own signed key bundle (public)
     tls/key.key         TLS private key (ECDSA P-256, PKCS#8 DER as the "seed"), same key-file format
     tls/cert.pem        self-signed TLS certificate (public; pinned by the peer through the bundle)
@@ -63,6 +64,7 @@ from ..core.keys import (
     key_id,
 )
 from ..core.rotation import expiry
+from ..core.storekey import ALG_STORE, USE_STORE, StoreKey
 from ..core.tlscert import cert_info
 from ..service import tls
 
@@ -102,6 +104,8 @@ class Identity:
     #: Keys (kids; for TLS the certificate fingerprint) announced to the peer but not yet
     #: receipted: never used until then (signing, witness) or never presented (TLS).
     pending: set[str] = field(default_factory=set)
+    #: The local secret for what the gateway keeps about its own data (never sent to the peer).
+    store_key: StoreKey | None = field(default=None, repr=False)
     _public: tuple[bytes, PeerKeys] | None = field(default=None, init=False, repr=False, compare=False)
 
     def public_keys(self) -> PeerKeys:
@@ -340,7 +344,7 @@ def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 # --- the store -----------------------------------------------------------------------------
 
-_Loaded = SigningKey | DecryptionKey | ec.EllipticCurvePrivateKey
+_Loaded = SigningKey | DecryptionKey | StoreKey | ec.EllipticCurvePrivateKey
 
 
 class KeyStore:
@@ -494,6 +498,11 @@ class KeyStore:
         for kid, use, alg, seed in key_files:
             write_atomic(self.keys_dir / f"{kid}{_KEY_SUFFIX}", seal(seed, KeyFileMeta(kid, use, alg)))
         write_atomic(self.tls_key_path, seal(tls_der, KeyFileMeta(_tls_kid(tls_key), USE_TLS, ALG_ECDSA_P256)))
+        store_key = StoreKey.generate(randbytes)  # drawn last: the other files stay as before it existed
+        write_atomic(
+            self.keys_dir / f"{store_key.kid}{_KEY_SUFFIX}",
+            seal(store_key.seed, KeyFileMeta(store_key.kid, USE_STORE, ALG_STORE)),
+        )
         write_atomic(self.cert_path, cert_pem, _PUBLIC)
         write_atomic(self.bundle_path, signed.to_bytes(), _PUBLIC)  # last: marks a complete identity
         return Identity(
@@ -503,6 +512,7 @@ class KeyStore:
             witnesses={witness.kid: witness},
             bundle=signed,
             tls={bundle.tls_certificate: _pem(tls_key)},
+            store_key=store_key,
         )
 
     # -- load ---------------------------------------------------------------------------
@@ -523,6 +533,7 @@ class KeyStore:
         signing: dict[str, SigningKey] = {}
         decryption: dict[str, DecryptionKey] = {}
         witnesses: dict[str, SigningKey] = {}
+        store_keys: list[StoreKey] = []
         tls_keys: list[bytes] = []
         for path, (meta, key, _) in zip(paths, loaded, strict=True):
             if path in tls_paths:
@@ -535,6 +546,8 @@ class KeyStore:
                 witnesses[key.kid] = key
             elif meta.use == USE_ENCRYPTION and isinstance(key, DecryptionKey):
                 decryption[key.kid] = key
+            elif meta.use == USE_STORE and isinstance(key, StoreKey):
+                store_keys.append(key)
             else:
                 raise KeyFileError(
                     f"{path}: key use {meta.use!r} does not belong in {self.keys_dir}",
@@ -553,7 +566,24 @@ class KeyStore:
             witnesses=witnesses,
             bundle=signed,
             tls=tls_held,
+            store_key=self._store_key(store_keys, passphrase),
         )
+
+    def _store_key(self, found: list[StoreKey], passphrase: bytes) -> StoreKey:
+        """The one store key; an identity made before store keys existed gets one now."""
+        if len(found) > 1:
+            raise KeyFileError(
+                f"{self.keys_dir} holds {len(found)} store keys; keep the one the database was written with",
+                code="keyfile.store_key_ambiguous",
+            )
+        if found:
+            return found[0]
+        key = StoreKey.generate(os.urandom)
+        write_atomic(
+            self.keys_dir / f"{key.kid}{_KEY_SUFFIX}",
+            seal_private_key(key.seed, KeyFileMeta(key.kid, USE_STORE, ALG_STORE), passphrase),
+        )
+        return key
 
     def _pair_tls(self, bundle: KeyBundle, tls_keys: list[bytes]) -> dict[str, bytes]:
         """The bundle's certificates (current and previous) whose certificate file and key we
@@ -754,6 +784,9 @@ def _open_key(path: Path, data: bytes, passphrase: bytes, is_tls: bool) -> tuple
             kid = key.kid
         elif meta.use == USE_ENCRYPTION:
             key = DecryptionKey(meta.alg, seed)
+            kid = key.kid
+        elif meta.use == USE_STORE and meta.alg == ALG_STORE:
+            key = StoreKey(seed)
             kid = key.kid
         else:
             raise KeyFileError(

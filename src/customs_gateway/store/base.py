@@ -35,6 +35,7 @@ class NewMessage:
     token_id: str | None
     idempotency_key: str | None = None
     request_hash: bytes | None = None
+    references: tuple[bytes, ...] = ()  # reference tags to index it under (`core.reference`)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class Incoming:
     announced: SignedBundle | None = None  # a peer key bundle to trust before committing
     envelope_sha256: bytes = b""  # `Envelope.digest` of the envelope it came in (a refusal binds it)
     sent_at: dt.datetime | None = None  # the envelope's signed `sent_at` (the peer's clock)
+    references: tuple[bytes, ...] = ()  # reference tags to index it under (`core.reference`)
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ class MessageFilter:
     type: str | None = None
     since: dt.datetime | None = None
     peer: str | None = None
+    reference: bytes | None = None  # a reference tag (`core.reference.query_tag`)
 
 
 def ack_refusal(it: Incoming, ours: tuple[str, str, bytes] | None) -> IncomingResult | None:
@@ -399,7 +402,11 @@ class Store(abc.ABC):
         Returns how many were renumbered."""
 
     @abc.abstractmethod
-    async def inbox_after(self, cursor: int, limit: int, types: tuple[str, ...]) -> list[InboxItem]: ...
+    async def inbox_after(
+        self, cursor: int, limit: int, types: tuple[str, ...], reference: bytes | None = None
+    ) -> list[InboxItem]:
+        """Inbox items after `cursor` of `types`, in cursor order; with `reference`, only those
+        indexed under that tag."""
 
     @abc.abstractmethod
     async def inbox_item(self, message_id: str) -> InboxItem | None: ...

@@ -158,4 +158,16 @@ SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     ),
     # Version 7: tokens may expire (issue 16).
     (7, ("ALTER TABLE tokens ADD COLUMN expires_at TEXT",)),
+    # Version 8: business references as keyed tags, never in clear (`core.reference`, issue 16).
+    (
+        8,
+        (
+            """CREATE TABLE refs (
+                tag BLOB NOT NULL,
+                direction TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+                message_id TEXT NOT NULL,
+                PRIMARY KEY (tag, direction, message_id)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )

@@ -168,6 +168,18 @@ PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     ),
     # Version 6: tokens may expire (issue 16).
     (6, ("ALTER TABLE tokens ADD COLUMN expires_at TIMESTAMPTZ",)),
+    # Version 7: business references as keyed tags, never in clear (`core.reference`, issue 16).
+    (
+        7,
+        (
+            """CREATE TABLE refs (
+                tag BYTEA NOT NULL,
+                direction TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+                message_id TEXT NOT NULL,
+                PRIMARY KEY (tag, direction, message_id)
+            )""",
+        ),
+    ),
 )
 """Every version, oldest first. `PostgresStore.open` applies the pending ones in one transaction."""
 

@@ -400,6 +400,9 @@ class PostgresStore(Store):
         if flt.since:
             args.append(to_ms(flt.since))
             where.append(f"created_at>=${len(args)}")
+        if flt.reference is not None:
+            args.append(flt.reference)
+            where.append(f"id IN (SELECT message_id FROM refs WHERE tag=${len(args)} AND direction='out')")
         if after:
             args.append(after)
             where.append(f"id>${len(args)}")
@@ -424,13 +427,19 @@ class PostgresStore(Store):
         async with self._tx(audited=True) as tx:
             tx.audit(*entries)
 
-    async def inbox_after(self, cursor: int, limit: int, types: tuple[str, ...]) -> list[InboxItem]:
+    async def inbox_after(
+        self, cursor: int, limit: int, types: tuple[str, ...], reference: bytes | None = None
+    ) -> list[InboxItem]:
+        by_ref = "" if reference is None else " AND id IN (SELECT message_id FROM refs WHERE tag=$4 AND direction='in')"
+        args: tuple[Any, ...] = () if reference is None else (reference,)
         async with self._read() as c:
             rows = await c.fetch(
-                f"SELECT {IN_COLS} FROM inbox WHERE cursor>$1 AND type = ANY($2::text[]) ORDER BY cursor LIMIT $3",
+                f"SELECT {IN_COLS} FROM inbox WHERE cursor>$1 AND type = ANY($2::text[]){by_ref}"
+                " ORDER BY cursor LIMIT $3",
                 cursor,
                 list(types),
                 limit,
+                *args,
             )
         return [_in(r) for r in rows]
 
@@ -715,6 +724,15 @@ async def _history(c: Any, message_id: str, at: dt.datetime, status: str, detail
     )
 
 
+async def _index(c: Any, tags: tuple[bytes, ...], direction: str, message_id: str) -> None:
+    """Index a message under its reference tags (in the transaction that stores it)."""
+    if tags:
+        await c.executemany(
+            "INSERT INTO refs(tag, direction, message_id) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
+            [(t, direction, message_id) for t in tags],
+        )
+
+
 async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
     c = tx.conn
     if msg.idempotency_key is not None and msg.token_id is not None:
@@ -753,6 +771,7 @@ async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessa
         msg.document_sha256,
         msg.token_id,
     )
+    await _index(c, msg.references, "out", msg.id)
     if msg.idempotency_key is not None and msg.token_id is not None:
         await c.execute(
             "INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at) VALUES ($1,$2,$3,$4,$5)",
@@ -852,6 +871,8 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
         if cursor is None:  # someone else's row won: it decides, as if it had been there first
             row = await c.fetchrow(find, it.sender, it.id)
             arrival = classify(bytes(row[0]), it.document_sha256)
+        else:
+            await _index(c, it.references, "in", it.id)
     if arrival is Arrival.DUPLICATE:
         return IncomingResult("duplicate", bytes(row[1]))
     if arrival is Arrival.CONFLICT:

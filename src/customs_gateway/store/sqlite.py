@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from ..core.audit import AuditEntry, in_time_order
 from ..core.encoding import format_ts, json_bytes, parse_ts
@@ -252,7 +252,8 @@ class SQLiteStore(Store):
 
     async def list_messages(self, flt: MessageFilter, after: str | None, limit: int) -> list[OutMessage]:
         def job(c: sqlite3.Connection) -> list[OutMessage]:
-            where, args = ["type NOT IN ('ack','key-announcement','cosign-request')"], []
+            where: list[str] = ["type NOT IN ('ack','key-announcement','cosign-request')"]
+            args: list[str | bytes] = []
             if flt.status:
                 where.append("status=?")
                 args.append(flt.status)
@@ -265,6 +266,9 @@ class SQLiteStore(Store):
             if flt.since:
                 where.append("created_at>=?")
                 args.append(format_ts(flt.since))
+            if flt.reference is not None:
+                where.append(f"id IN ({_REF_SQL})")
+                args.extend((flt.reference, "out"))
             if after:
                 where.append("id>?")
                 args.append(after)
@@ -342,12 +346,16 @@ class SQLiteStore(Store):
     async def append_audit(self, entries: list[AuditEntry]) -> None:
         await self._write(lambda c: _audit(c, *entries))
 
-    async def inbox_after(self, cursor: int, limit: int, types: tuple[str, ...]) -> list[InboxItem]:
+    async def inbox_after(
+        self, cursor: int, limit: int, types: tuple[str, ...], reference: bytes | None = None
+    ) -> list[InboxItem]:
         def job(c: sqlite3.Connection) -> list[InboxItem]:
             marks = ",".join("?" * len(types))
+            by_ref = "" if reference is None else f" AND id IN ({_REF_SQL})"
+            ref_args = () if reference is None else (reference, "in")
             rows = c.execute(
-                f"SELECT {IN_COLS} FROM inbox WHERE cursor>? AND type IN ({marks}) ORDER BY cursor LIMIT ?",
-                (cursor, *types, limit),
+                f"SELECT {IN_COLS} FROM inbox WHERE cursor>? AND type IN ({marks}){by_ref} ORDER BY cursor LIMIT ?",
+                (cursor, *types, *ref_args, limit),
             ).fetchall()
             return [_in(r) for r in rows]
 
@@ -725,6 +733,18 @@ def _history(c: sqlite3.Connection, message_id: str, at: dt.datetime, status: st
     )
 
 
+#: Ids of the messages one reference tag indexes, in one direction (`core.reference`).
+_REF_SQL: Final = "SELECT message_id FROM refs WHERE tag=? AND direction=?"
+
+
+def _index(c: sqlite3.Connection, tags: tuple[bytes, ...], direction: str, message_id: str) -> None:
+    """Index a message under its reference tags (in the transaction that stores it)."""
+    c.executemany(
+        "INSERT OR IGNORE INTO refs(tag, direction, message_id) VALUES (?,?,?)",
+        [(t, direction, message_id) for t in tags],
+    )
+
+
 def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
     if msg.idempotency_key is not None and msg.token_id is not None:
         row = c.execute(
@@ -763,6 +783,7 @@ def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[
             now,
         ),
     )
+    _index(c, msg.references, "out", msg.id)
     if msg.idempotency_key is not None and msg.token_id is not None:
         c.execute(
             "INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at) VALUES (?,?,?,?,?)",
@@ -856,6 +877,7 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
             it.receipt,
         ),
     )
+    _index(c, it.references, "in", it.id)
     c.execute("INSERT OR IGNORE INTO peer_state(peer) VALUES (?)", (it.sender,))
     hw = c.execute("SELECT recv_high_water FROM peer_state WHERE peer=?", (it.sender,)).fetchone()[0]
     upd = advance_sequence(hw, it.seq)
