@@ -268,6 +268,59 @@ def bundle_vectors() -> dict[str, Any]:
     }
 
 
+# --- document.json ----------------------------------------------------------------------------
+
+
+def document_vectors() -> dict[str, Any]:
+    """The signed document with and without `in_reply_to` (threads), and malformed answers."""
+    key = SigningKey(seed("doc/sender", 32))
+    body = {"case_reference": "VEC-2026-0002", "notes": "回复 — a reply"}
+    parent = "01950000-0000-7000-8000-0000000000a1"
+    tests: list[dict[str, Any]] = []
+    for i, reply_to in enumerate((None, parent), 1):
+        doc = Document(f"01950000-0000-7000-8000-0000000000b{i}", US, CN, "seizure-share", CREATED, body, reply_to)
+        signed = SignedDocument.create(doc, key)
+        assert Document.from_bytes(signed.document_bytes) == doc
+        tests.append(
+            {
+                "tcId": i,
+                "comment": "answers nothing: no in_reply_to key at all" if reply_to is None else "answers a message",
+                "result": "valid",
+                "in_reply_to": reply_to,
+                "document_bytes": signed.document_bytes.decode(),
+                "document_signature_input_hex": (domain("document") + signed.document_bytes).hex(),
+                "document_signature": signed.signature.hex(),
+                "signed_document_bytes": signed.raw.decode(),
+                "signed_document_sha256": signed.digest.hex(),
+            }
+        )
+    good = json.loads(tests[1]["document_bytes"])
+    for i, (bad, why) in enumerate(
+        (
+            (None, "null is not a message id (omit the key instead)"),
+            (parent.upper(), "upper-case UUID"),
+            (42, "a number"),
+            ("", "empty"),
+            (parent + "0", "too long"),
+        ),
+        len(tests) + 1,
+    ):
+        raw = json_bytes({**good, "in_reply_to": bad})
+        try:
+            Document.from_bytes(raw)
+        except GatewayError as e:
+            code = e.code
+        else:
+            raise AssertionError(f"document with in_reply_to {bad!r} was accepted")
+        tests.append({"tcId": i, "comment": why, "result": "invalid", "document_bytes": raw.decode(), "code": code})
+    return {
+        "description": "Signed documents (threads): `in_reply_to` is absent or a lower-case message id",
+        "signing_public_key": key.public_raw.hex(),
+        "kid": key.kid,
+        "tests": tests,
+    }
+
+
 # --- envelope.json ----------------------------------------------------------------------------
 
 NOW = ts("2026-03-01T12:00:05.000Z")
@@ -778,7 +831,7 @@ def keyfile_vectors() -> dict[str, Any]:
 README = """\
 # tests/vectors/ — test vectors and their byte layout
 
-Written by `scripts/make_crypto_vectors.py` (keyid, envelope, receipt, bundle, keyfile) and
+Written by `scripts/make_crypto_vectors.py` (keyid, document, envelope, receipt, bundle, keyfile) and
 `scripts/make_audit_vectors.py` (merkle, checkpoint). Every key here is test-only, derived from
 a published label. Cases are Wycheproof-style: `"result": "valid"` cases spell out each
 intermediate byte string; `"result": "invalid"` cases name the GatewayError `code` expected.
@@ -797,7 +850,9 @@ newline (`encoding.json_bytes`); `b64url` unpadded base64url; timestamps
 
 ## Envelope (`envelope.json`)
 
-    document bytes   = JSON({body, created_at, from, id, to, type})
+    document bytes   = JSON({body, created_at, from, id, in_reply_to?, to, type})
+                       in_reply_to: absent, or the lower-case UUID of the message it answers
+                       (`document.json`: with and without it, and malformed values)
     doc signature    = Ed25519(D("document") || document bytes)                       64 bytes
     signed document  = JSON({document: b64url(document bytes), kid, signature: b64url(doc signature)})
     hpke info        = ASCII "customs-gateway/v1 " || from || " " || to || " " || id
@@ -871,6 +926,7 @@ def main(argv: list[str] | None = None) -> int:
         "keyid.json": keyid_vectors,
         "bundle.json": bundle_vectors,
         "envelope.json": envelope_vectors,
+        "document.json": document_vectors,
         "receipt.json": receipt_vectors,
         "keyfile.json": keyfile_vectors,
     }

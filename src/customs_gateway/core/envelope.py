@@ -19,6 +19,7 @@ from .bundle import PeerKeys
 from .encoding import b64url, format_ts, is_version, json_bytes, json_object, parse_ts, unb64url
 from .errors import BindingError, DecodeError, SuiteError
 from .keys import SUITES, DecryptionKey, EncryptionKey, SigningKey
+from .refdata import is_uuid
 from .replay import check_skew
 
 MEDIA_TYPE: Final = "application/vnd.customs-gateway.envelope+json"
@@ -119,7 +120,8 @@ class Header:
 
 @dataclass(frozen=True)
 class Document:
-    """The inner document: who, to whom, which message, what type, when, and the body."""
+    """The inner document: who, to whom, which message, what type, when, and the body; a
+    business document may name the message it answers (`in_reply_to`, DESIGN §12: threads)."""
 
     id: str
     sender: str
@@ -127,18 +129,20 @@ class Document:
     type: str
     created_at: dt.datetime
     body: dict[str, Any]
+    in_reply_to: str | None = None
 
     def to_bytes(self) -> bytes:
-        return json_bytes(
-            {
-                "id": self.id,
-                "from": self.sender,
-                "to": self.recipient,
-                "type": self.type,
-                "created_at": format_ts(self.created_at),
-                "body": self.body,
-            }
-        )
+        d: dict[str, Any] = {
+            "id": self.id,
+            "from": self.sender,
+            "to": self.recipient,
+            "type": self.type,
+            "created_at": format_ts(self.created_at),
+            "body": self.body,
+        }
+        if self.in_reply_to is not None:  # absent, not null, when it answers nothing
+            d["in_reply_to"] = self.in_reply_to
+        return json_bytes(d)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Document:
@@ -153,7 +157,17 @@ class Document:
             type=_str(d, "type", "document"),
             created_at=parse_ts(d.get("created_at"), field="document.created_at"),
             body=body,
+            in_reply_to=_reply_to(d),
         )
+
+
+def _reply_to(d: dict[str, Any]) -> str | None:
+    if "in_reply_to" not in d:
+        return None
+    v = d["in_reply_to"]
+    if not isinstance(v, str) or not is_uuid(v):
+        raise DecodeError("document.in_reply_to must be a message id (a lower-case UUID)", field="document.in_reply_to")
+    return v
 
 
 @dataclass(frozen=True)

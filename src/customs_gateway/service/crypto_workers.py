@@ -235,9 +235,18 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         ack_info: dict[str, Any] | None = None
         announced: tuple[SignedBundle, KeyBundle] | None = None
         refs: tuple[bytes, ...] = ()
+        invitation: str | None = None
+        if doc.in_reply_to is not None and doc.type not in BUSINESS_TYPES:
+            raise SchemaError(
+                f"a {doc.type} document answers nothing (in_reply_to)",
+                code="schema.unknown_field",
+                field="document.in_reply_to",
+            )
         if doc.type in BUSINESS_TYPES:
             schemas.check_happened(schemas.validate_body(doc.type, doc.body), now)
             refs = reference.tags(view.index_key, doc.type, doc.id, doc.body)
+            if doc.type == "port-visit-reply":
+                invitation = str(doc.body["invitation_id"])  # validated just above
         elif doc.type == "key-announcement":
             kb: KeyAnnouncementBody = decode_struct(KeyAnnouncementBody, doc.body)
             signed_bundle = SignedBundle.from_bytes(unb64url(kb.bundle, field="body.bundle"))
@@ -304,6 +313,8 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             envelope_sha256=env_digest,
             sent_at=hdr.sent_at,
             references=refs,
+            in_reply_to=doc.in_reply_to,
+            invitation_id=invitation,
         )
     except GatewayError as e:
         return Refused(

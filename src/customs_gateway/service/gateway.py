@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 
-from ..core import reference, schemas
+from ..core import refdata, reference, schemas
 from ..core.audit import AuditEntry, NoteSigner, log_origin, witness_name
 from ..core.bundle import PeerKeys, SignedBundle
 from ..core.clock import Clock, IdSource, PeerClockOffset
@@ -68,6 +68,7 @@ class SubmitRequest:
     to: str
     body: dict[str, Any]
     expires_at: dt.datetime | None
+    in_reply_to: str | None = None
 
 
 @dataclass
@@ -192,7 +193,7 @@ class Gateway:
         for name in ("type", "to", "body"):
             if name not in d:
                 raise SchemaError(f"{name} is required", code="schema.required", field=f"$.{name}")
-        extra = set(d) - {"type", "to", "body", "expires_at"}
+        extra = set(d) - {"type", "to", "body", "expires_at", "in_reply_to"}
         if extra:
             raise SchemaError(
                 f"unknown field {sorted(extra)[0]!r}",
@@ -225,12 +226,21 @@ class Gateway:
                 expires_at = parse_ts(expires, field="$.expires_at")
             except DecodeError as e:
                 raise SchemaError(e.detail, code="schema.date", field="$.expires_at") from e
-        return SubmitRequest(msg_type, to, body, expires_at)
+        reply_to = d.get("in_reply_to")
+        if reply_to is not None and (not isinstance(reply_to, str) or not refdata.is_uuid(reply_to)):
+            raise SchemaError(
+                "in_reply_to must be a message id (a lower-case UUID)", code="schema.uuid", field="$.in_reply_to"
+            )
+        if reply_to is None and msg_type == "port-visit-reply":
+            reply_to = body.get("invitation_id")  # a reply answers its invitation unless it says otherwise
+        return SubmitRequest(msg_type, to, body, expires_at, reply_to)
 
     async def submit(self, raw: bytes, caller: Caller, idempotency_key: str | None) -> tuple[OutMessage, bool]:
         req = self.parse_submit(raw)
         if req.type == "port-visit-reply":
             await self._check_invitation(req.body)
+        if req.in_reply_to is not None:
+            await self._check_in_reply_to(req.in_reply_to)
         if idempotency_key is not None and not (1 <= len(idempotency_key) <= 200 and idempotency_key.isprintable()):
             raise SchemaError(
                 "Idempotency-Key must be 1-200 printable characters",
@@ -243,17 +253,18 @@ class Gateway:
             raise SchemaError("expires_at must be in the future", code="schema.date_order", field="$.expires_at")
         if expires_at - now > MAX_TTL:
             raise SchemaError("expires_at is at most 30 days ahead", code="schema.date_order", field="$.expires_at")
-        request_hash = hashlib.sha256(
-            json_bytes(
-                {
-                    "type": req.type,
-                    "to": req.to,
-                    "body": req.body,
-                    "expires_at": req.expires_at and format_ts(req.expires_at),
-                }
-            )
-        ).digest()
-        msg = self._new_message(req.type, req.body, now, expires_at, caller.token_id, idempotency_key, request_hash)
+        hashed: dict[str, Any] = {
+            "type": req.type,
+            "to": req.to,
+            "body": req.body,
+            "expires_at": req.expires_at and format_ts(req.expires_at),
+        }
+        if req.in_reply_to is not None:  # absent otherwise: keys stored before threads keep their hash
+            hashed["in_reply_to"] = req.in_reply_to
+        request_hash = hashlib.sha256(json_bytes(hashed)).digest()
+        msg = self._new_message(
+            req.type, req.body, now, expires_at, caller.token_id, idempotency_key, request_hash, req.in_reply_to
+        )
         audit = AuditEntry(
             at=now,
             kind="submitted",
@@ -284,6 +295,17 @@ class Gateway:
                 field="$.body.invitation_id",
             )
 
+    async def _check_in_reply_to(self, message_id: str) -> None:
+        """A message may answer only one the peer knows: one it sent us, or one we sent it that
+        has not failed (an earlier message to the peer arrives first: order is per peer)."""
+        if await self.store.known_to_peer(self.peer.identity, message_id):
+            return
+        raise SchemaError(
+            f"in_reply_to {message_id} names no message exchanged with {self.peer.identity}",
+            code="schema.reference",
+            field="$.in_reply_to",
+        )
+
     def _new_message(
         self,
         msg_type: str,
@@ -293,8 +315,9 @@ class Gateway:
         token_id: str | None,
         idempotency_key: str | None = None,
         request_hash: bytes | None = None,
+        in_reply_to: str | None = None,
     ) -> NewMessage:
-        doc = Document(self.ids.new_id(), self.name, self.peer.identity, msg_type, now, body)
+        doc = Document(self.ids.new_id(), self.name, self.peer.identity, msg_type, now, body, in_reply_to)
         signed = SignedDocument.create(doc, self.identity.active_signing_key(now))
         return NewMessage(
             id=doc.id,
@@ -308,6 +331,7 @@ class Gateway:
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             references=reference.tags(self.index_key, msg_type, doc.id, body),
+            in_reply_to=in_reply_to,
         )
 
     # --- inbox ack -------------------------------------------------------------------------

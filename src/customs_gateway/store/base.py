@@ -36,6 +36,7 @@ class NewMessage:
     idempotency_key: str | None = None
     request_hash: bytes | None = None
     references: tuple[bytes, ...] = ()  # reference tags to index it under (`core.reference`)
+    in_reply_to: str | None = None  # the message it answers (threads)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class OutMessage:
     ack: dict[str, Any] | None
     updated_at: dt.datetime
     history: tuple[tuple[dt.datetime, str, str], ...] = ()
+    in_reply_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ class Incoming:
     envelope_sha256: bytes = b""  # `Envelope.digest` of the envelope it came in (a refusal binds it)
     sent_at: dt.datetime | None = None  # the envelope's signed `sent_at` (the peer's clock)
     references: tuple[bytes, ...] = ()  # reference tags to index it under (`core.reference`)
+    in_reply_to: str | None = None  # the message it answers: one exchanged with the sender
+    invitation_id: str | None = None  # a port-visit-reply's invitation: one we sent the sender
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class InboxItem:
     body: bytes
     ack_status: str | None
     ack_message_id: str | None
+    in_reply_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,20 @@ class MessageFilter:
     reference: bytes | None = None  # a reference tag (`core.reference.query_tag`)
 
 
+def reference_refusal(it: Incoming, reply_known: bool, invitation_type: str | None) -> IncomingResult | None:
+    """The answer to an arrival naming a message the receiver does not know, else None:
+    `in_reply_to` must be one exchanged with the sender (`reply_known`); a port-visit-reply's
+    invitation one we sent the sender as a port-visit-invitation (`invitation_type` is the type
+    of our message to the sender with that id, if any)."""
+    if it.in_reply_to is not None and not reply_known:
+        detail = f"in_reply_to {it.in_reply_to} names no message exchanged with {it.sender}"
+        return IncomingResult("refused", None, "schema.reference", detail, "document.in_reply_to")
+    if it.invitation_id is not None and invitation_type != "port-visit-invitation":
+        detail = f"invitation_id {it.invitation_id} names no port-visit invitation sent to {it.sender}"
+        return IncomingResult("refused", None, "schema.reference", detail, "body.invitation_id")
+    return None
+
+
 def ack_refusal(it: Incoming, ours: tuple[str, str, bytes] | None) -> IncomingResult | None:
     """The answer to an ack arrival that `core.state.check_ack` does not admit, else None.
     `ours` is (status, peer, document SHA-256) of the message it acknowledges, if we hold it."""
@@ -233,9 +252,11 @@ def seq_reused(it: Incoming, high_water: int | None, held_id: str | None) -> Inc
 
 OUT_COLS: Final = (
     "id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256, attempts,"
-    " next_attempt_at, last_error, ciphertext, enc_kid, receipt, refusal, ack, updated_at"
+    " next_attempt_at, last_error, ciphertext, enc_kid, receipt, refusal, ack, updated_at, in_reply_to"
 )
-IN_COLS: Final = "cursor, sender, id, type, created_at, received_at, document_sha256, body, ack_status, ack_message_id"
+IN_COLS: Final = (
+    "cursor, sender, id, type, created_at, received_at, document_sha256, body, ack_status, ack_message_id, in_reply_to"
+)
 
 
 def to_ms(v: dt.datetime) -> dt.datetime:
@@ -273,6 +294,7 @@ def out_message_from_row(r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> 
         refusal=_opt_bytes(r[15]),
         ack=None if r[16] is None else json_object(bytes(r[16])),
         updated_at=ts(r[17]),
+        in_reply_to=r[18],
     )
 
 
@@ -289,6 +311,7 @@ def inbox_item_from_row(r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> I
         body=bytes(r[7]),
         ack_status=r[8],
         ack_message_id=r[9],
+        in_reply_to=r[10],
     )
 
 
@@ -314,7 +337,28 @@ def queued_message(msg: NewMessage, seq: int) -> OutMessage:
         refusal=None,
         ack=None,
         updated_at=created,
+        in_reply_to=msg.in_reply_to,
     )
+
+
+@dataclass(frozen=True)
+class ThreadItem:
+    """One business message of a thread, either way: outbound with its status, inbound with its
+    ack status."""
+
+    id: str
+    direction: str  # "outbound" | "inbound"
+    type: str
+    in_reply_to: str | None
+    created_at: dt.datetime
+    status: str | None
+
+
+#: How far up a thread `Store.thread` walks to its first message, and how many it returns.
+MAX_THREAD_DEPTH: Final = 1000
+MAX_THREAD: Final = 500
+#: Message types that are not business messages (never listed, never in a thread).
+CONTROL_TYPES_SQL: Final = "('ack','key-announcement','cosign-request')"
 
 
 class Store(abc.ABC):
@@ -410,6 +454,48 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def inbox_item(self, message_id: str) -> InboxItem | None: ...
+
+    @abc.abstractmethod
+    async def known_to_peer(self, peer: str, message_id: str) -> bool:
+        """Whether `message_id` is a business message `peer` knows: one it sent us, or one we
+        sent it that has not failed (refused or expired)."""
+
+    @abc.abstractmethod
+    async def thread_items(self, message_ids: list[str]) -> list[ThreadItem]:
+        """The business messages (either direction) with these ids (at most 500 ids)."""
+
+    @abc.abstractmethod
+    async def replies(self, message_ids: list[str]) -> list[ThreadItem]:
+        """The business messages (either direction) answering any of these (at most 500 ids)."""
+
+    async def thread(self, message_id: str) -> tuple[str, list[ThreadItem], bool] | None:
+        """The thread `message_id` belongs to: (its first message's id, its messages oldest first,
+        whether it was cut at MAX_THREAD), or None for an unknown id. Walks up `in_reply_to` to the
+        first message (a cycle or a missing parent ends the walk), then down by replies."""
+        found = await self.thread_items([message_id])
+        if not found:
+            return None
+        root, seen = found[0], {found[0].id}
+        for _ in range(MAX_THREAD_DEPTH):
+            if root.in_reply_to is None or root.in_reply_to in seen:
+                break
+            up = await self.thread_items([root.in_reply_to])
+            if not up:
+                break
+            root = up[0]
+            seen.add(root.id)
+        items, frontier, cut = {root.id: root}, [root.id], False
+        while frontier and not cut:
+            below: list[ThreadItem] = []
+            for i in range(0, len(frontier), 500):
+                below += [r for r in await self.replies(frontier[i : i + 500]) if r.id not in items]
+            for r in below:
+                if len(items) >= MAX_THREAD:
+                    cut = True
+                    break
+                items[r.id] = r
+            frontier = [r.id for r in below if r.id in items]
+        return root.id, sorted(items.values(), key=lambda t: (t.created_at, t.id)), cut
 
     @abc.abstractmethod
     async def inbox_last_cursor(self) -> int:

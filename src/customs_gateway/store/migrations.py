@@ -170,4 +170,14 @@ SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    # Version 9: threads (DESIGN §12): the message each one answers, found both ways.
+    (
+        9,
+        (
+            "ALTER TABLE messages ADD COLUMN in_reply_to TEXT",
+            "ALTER TABLE inbox ADD COLUMN in_reply_to TEXT",
+            "CREATE INDEX messages_reply ON messages(in_reply_to) WHERE in_reply_to IS NOT NULL",
+            "CREATE INDEX inbox_reply ON inbox(in_reply_to) WHERE in_reply_to IS NOT NULL",
+        ),
+    ),
 )

@@ -180,6 +180,16 @@ PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             )""",
         ),
     ),
+    # Version 8: threads (DESIGN §12): the message each one answers, found both ways.
+    (
+        8,
+        (
+            "ALTER TABLE messages ADD COLUMN in_reply_to TEXT",
+            "ALTER TABLE inbox ADD COLUMN in_reply_to TEXT",
+            "CREATE INDEX messages_reply ON messages(in_reply_to) WHERE in_reply_to IS NOT NULL",
+            "CREATE INDEX inbox_reply ON inbox(in_reply_to) WHERE in_reply_to IS NOT NULL",
+        ),
+    ),
 )
 """Every version, oldest first. `PostgresStore.open` applies the pending ones in one transaction."""
 

@@ -45,6 +45,7 @@ from ..core.merkle import CompactRange, consistency_proof_from_nodes, inclusion_
 from ..core.replay import Arrival, advance_sequence, classify
 from ..core.state import PENDING_SQL, next_status
 from .base import (
+    CONTROL_TYPES_SQL,
     IN_COLS,
     OUT_COLS,
     TOKEN_COLUMNS,
@@ -60,12 +61,14 @@ from .base import (
     OutMessage,
     PeerState,
     Store,
+    ThreadItem,
     TokenRecord,
     WitnessState,
     ack_refusal,
     inbox_item_from_row,
     out_message_from_row,
     queued_message,
+    reference_refusal,
     seq_reused,
     to_ms,
 )
@@ -391,7 +394,7 @@ class PostgresStore(Store):
         return OutMessage(**{**m.__dict__, "history": tuple((h[0], h[1], h[2]) for h in hist)})
 
     async def list_messages(self, flt: MessageFilter, after: str | None, limit: int) -> list[OutMessage]:
-        where: list[str] = ["type NOT IN ('ack','key-announcement','cosign-request')"]
+        where: list[str] = [f"type NOT IN {CONTROL_TYPES_SQL}"]
         args: list[Any] = []
         for column, value in (("status", flt.status), ("type", flt.type), ("peer", flt.peer)):
             if value:
@@ -442,6 +445,36 @@ class PostgresStore(Store):
                 *args,
             )
         return [_in(r) for r in rows]
+
+    async def known_to_peer(self, peer: str, message_id: str) -> bool:
+        async with self._read() as c:
+            row = await c.fetchval(
+                f"SELECT 1 FROM inbox WHERE id=$1 AND sender=$2 AND type NOT IN {CONTROL_TYPES_SQL}"
+                f" UNION ALL SELECT 1 FROM messages WHERE id=$1 AND peer=$2 AND type NOT IN {CONTROL_TYPES_SQL}"
+                " AND status NOT IN ('refused','expired') LIMIT 1",
+                message_id,
+                peer,
+            )
+        return row is not None
+
+    async def thread_items(self, message_ids: list[str]) -> list[ThreadItem]:
+        return await self._thread_query("id", message_ids)
+
+    async def replies(self, message_ids: list[str]) -> list[ThreadItem]:
+        return await self._thread_query("in_reply_to", message_ids)
+
+    async def _thread_query(self, column: str, ids: list[str]) -> list[ThreadItem]:
+        if not ids:
+            return []
+        sql = (
+            f"SELECT id, 'outbound', type, in_reply_to, created_at, status FROM messages"
+            f" WHERE {column} = ANY($1::text[]) AND type NOT IN {CONTROL_TYPES_SQL}"
+            f" UNION ALL SELECT id, 'inbound', type, in_reply_to, created_at, ack_status FROM inbox"
+            f" WHERE {column} = ANY($1::text[]) AND type NOT IN {CONTROL_TYPES_SQL}"
+        )
+        async with self._read() as c:
+            rows = await c.fetch(sql, ids)
+        return [ThreadItem(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     async def inbox_item(self, message_id: str) -> InboxItem | None:
         async with self._read() as c:
@@ -760,7 +793,8 @@ async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessa
     now = out.created_at
     await c.execute(
         "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256,"
-        " attempts, next_attempt_at, token_id, updated_at) VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,0,$5,$9,$5)",
+        " attempts, next_attempt_at, token_id, updated_at, in_reply_to)"
+        " VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,0,$5,$9,$5,$10)",
         msg.id,
         msg.peer,
         seq,
@@ -770,6 +804,7 @@ async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessa
         msg.signed_document,
         msg.document_sha256,
         msg.token_id,
+        msg.in_reply_to,
     )
     await _index(c, msg.references, "out", msg.id)
     if msg.idempotency_key is not None and msg.token_id is not None:
@@ -850,12 +885,27 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
         refused = ack_refusal(it, None if ack is None else (ack[0], ack[1], bytes(ack[2])))
         if refused is not None:
             return refused  # nothing written: the ack is not in our inbox and will be answered refused
+    if arrival is Arrival.NEW and (it.in_reply_to is not None or it.invitation_id is not None):
+        exchanged = it.in_reply_to is not None and None is not await c.fetchval(
+            f"SELECT 1 FROM inbox WHERE id=$1 AND sender=$2 AND type NOT IN {CONTROL_TYPES_SQL}"
+            f" UNION ALL SELECT 1 FROM messages WHERE id=$1 AND peer=$2 AND type NOT IN {CONTROL_TYPES_SQL} LIMIT 1",
+            it.in_reply_to,
+            it.sender,
+        )
+        sent_type: str | None = None
+        if it.invitation_id is not None:
+            sent_type = await c.fetchval(
+                "SELECT type FROM messages WHERE id=$1 AND peer=$2", it.invitation_id, it.sender
+            )
+        refused = reference_refusal(it, exchanged, sent_type)
+        if refused is not None:
+            return refused  # nothing written
     if arrival is Arrival.NEW:
         # The audit lock already serialises receivers; the UNIQUE constraint is the backstop
         # that turns a second insert of the same (sender, id) into a no-op whatever happens.
         cursor = await c.fetchval(
             "INSERT INTO inbox(sender, id, seq, type, created_at, received_at, document_sha256, signed_document,"
-            " body, receipt) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+            " body, receipt, in_reply_to) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
             " ON CONFLICT (sender, id) DO NOTHING RETURNING cursor",
             it.sender,
             it.id,
@@ -867,6 +917,7 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
             it.signed_document,
             it.body,
             it.receipt,
+            it.in_reply_to,
         )
         if cursor is None:  # someone else's row won: it decides, as if it had been there first
             row = await c.fetchrow(find, it.sender, it.id)

@@ -35,6 +35,7 @@ from ..core.merkle import (
 from ..core.replay import Arrival, advance_sequence, classify
 from ..core.state import PENDING_SQL, next_status
 from .base import (
+    CONTROL_TYPES_SQL,
     IN_COLS,
     OUT_COLS,
     TOKEN_COLUMNS,
@@ -50,12 +51,14 @@ from .base import (
     OutMessage,
     PeerState,
     Store,
+    ThreadItem,
     TokenRecord,
     WitnessState,
     ack_refusal,
     inbox_item_from_row,
     out_message_from_row,
     queued_message,
+    reference_refusal,
     seq_reused,
     to_ms,
 )
@@ -252,7 +255,7 @@ class SQLiteStore(Store):
 
     async def list_messages(self, flt: MessageFilter, after: str | None, limit: int) -> list[OutMessage]:
         def job(c: sqlite3.Connection) -> list[OutMessage]:
-            where: list[str] = ["type NOT IN ('ack','key-announcement','cosign-request')"]
+            where: list[str] = [f"type NOT IN {CONTROL_TYPES_SQL}"]
             args: list[str | bytes] = []
             if flt.status:
                 where.append("status=?")
@@ -366,6 +369,39 @@ class SQLiteStore(Store):
             return int(c.execute("SELECT coalesce(max(cursor), 0) FROM inbox").fetchone()[0])
 
         return await self._read(job)
+
+    async def known_to_peer(self, peer: str, message_id: str) -> bool:
+        def job(c: sqlite3.Connection) -> bool:
+            row = c.execute(
+                f"SELECT 1 FROM inbox WHERE id=? AND sender=? AND type NOT IN {CONTROL_TYPES_SQL}"
+                f" UNION ALL SELECT 1 FROM messages WHERE id=? AND peer=? AND type NOT IN {CONTROL_TYPES_SQL}"
+                " AND status NOT IN ('refused','expired') LIMIT 1",
+                (message_id, peer, message_id, peer),
+            ).fetchone()
+            return row is not None
+
+        return await self._read(job)
+
+    async def thread_items(self, message_ids: list[str]) -> list[ThreadItem]:
+        return await self._thread_query("id", message_ids)
+
+    async def replies(self, message_ids: list[str]) -> list[ThreadItem]:
+        return await self._thread_query("in_reply_to", message_ids)
+
+    async def _thread_query(self, column: str, ids: list[str]) -> list[ThreadItem]:
+        marks = ",".join("?" * len(ids))
+        sql = (
+            f"SELECT id, 'outbound', type, in_reply_to, created_at, status FROM messages"
+            f" WHERE {column} IN ({marks}) AND type NOT IN {CONTROL_TYPES_SQL}"
+            f" UNION ALL SELECT id, 'inbound', type, in_reply_to, created_at, ack_status FROM inbox"
+            f" WHERE {column} IN ({marks}) AND type NOT IN {CONTROL_TYPES_SQL}"
+        )
+
+        def job(c: sqlite3.Connection) -> list[ThreadItem]:
+            rows = c.execute(sql, (*ids, *ids)).fetchall()
+            return [ThreadItem(r[0], r[1], r[2], r[3], parse_ts(r[4]), r[5]) for r in rows]
+
+        return await self._read(job) if ids else []
 
     async def inbox_item(self, message_id: str) -> InboxItem | None:
         def job(c: sqlite3.Connection) -> InboxItem | None:
@@ -733,6 +769,24 @@ def _history(c: sqlite3.Connection, message_id: str, at: dt.datetime, status: st
     )
 
 
+def _exchanged(c: sqlite3.Connection, peer: str, message_id: str) -> bool:
+    """Whether `message_id` is a business message `peer` sent us or we sent `peer`."""
+    row = c.execute(
+        f"SELECT 1 FROM inbox WHERE id=? AND sender=? AND type NOT IN {CONTROL_TYPES_SQL}"
+        f" UNION ALL SELECT 1 FROM messages WHERE id=? AND peer=? AND type NOT IN {CONTROL_TYPES_SQL} LIMIT 1",
+        (message_id, peer, message_id, peer),
+    ).fetchone()
+    return row is not None
+
+
+def _sent_type(c: sqlite3.Connection, peer: str, message_id: str | None) -> str | None:
+    """The type of our message `message_id` to `peer`, if we sent one."""
+    if message_id is None:
+        return None
+    row = c.execute("SELECT type FROM messages WHERE id=? AND peer=?", (message_id, peer)).fetchone()
+    return None if row is None else str(row[0])
+
+
 #: Ids of the messages one reference tag indexes, in one direction (`core.reference`).
 _REF_SQL: Final = "SELECT message_id FROM refs WHERE tag=? AND direction=?"
 
@@ -768,7 +822,7 @@ def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[
     now = format_ts(msg.created_at)
     c.execute(
         "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256,"
-        " attempts, next_attempt_at, token_id, updated_at) VALUES (?,?,?,?,'queued',?,?,?,?,0,?,?,?)",
+        " attempts, next_attempt_at, token_id, updated_at, in_reply_to) VALUES (?,?,?,?,'queued',?,?,?,?,0,?,?,?,?)",
         (
             msg.id,
             msg.peer,
@@ -781,6 +835,7 @@ def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[
             now,
             msg.token_id,
             now,
+            msg.in_reply_to,
         ),
     )
     _index(c, msg.references, "out", msg.id)
@@ -860,10 +915,18 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
         refused = ack_refusal(it, None if ack is None else (ack[0], ack[1], bytes(ack[2])))
         if refused is not None:
             return refused  # nothing written: the ack is not in our inbox and will be answered refused
+    if it.in_reply_to is not None or it.invitation_id is not None:
+        refused = reference_refusal(
+            it,
+            it.in_reply_to is not None and _exchanged(c, it.sender, it.in_reply_to),
+            _sent_type(c, it.sender, it.invitation_id),
+        )
+        if refused is not None:
+            return refused  # nothing written
     c.execute(
         "INSERT INTO inbox(sender, id, seq, type, created_at, received_at, document_sha256, signed_document,"
-        " body, receipt)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?)",
+        " body, receipt, in_reply_to)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (
             it.sender,
             it.id,
@@ -875,6 +938,7 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
             it.signed_document,
             it.body,
             it.receipt,
+            it.in_reply_to,
         ),
     )
     _index(c, it.references, "in", it.id)
