@@ -74,7 +74,14 @@ def b64(data: bytes) -> str:
 
 
 def test_every_type_has_a_sample() -> None:
-    assert MESSAGE_TYPES == ("seizure-share", "port-visit-invitation", "port-visit-reply", "seminar-notice")
+    assert MESSAGE_TYPES == (
+        "seizure-share",
+        "port-visit-invitation",
+        "port-visit-reply",
+        "seminar-notice",
+        "joint-operation",
+        "information-request",
+    )
     assert {p.stem for p in SAMPLES.glob("*.json")} >= set(MESSAGE_TYPES)
 
 

@@ -23,7 +23,14 @@ from .refdata import is_uuid
 from .replay import check_skew
 
 MEDIA_TYPE: Final = "application/vnd.customs-gateway.envelope+json"
-BUSINESS_TYPES: Final = ("seizure-share", "port-visit-invitation", "port-visit-reply", "seminar-notice")
+BUSINESS_TYPES: Final = (
+    "seizure-share",
+    "port-visit-invitation",
+    "port-visit-reply",
+    "seminar-notice",
+    "joint-operation",
+    "information-request",
+)
 CONTROL_TYPES: Final = ("ack", "key-announcement", "cosign-request")
 ALL_TYPES: Final = BUSINESS_TYPES + CONTROL_TYPES
 MAX_ENVELOPE_BYTES: Final = 8 * 1024 * 1024

@@ -283,6 +283,8 @@ Reason = Annotated[str, Meta(min_length=1, max_length=MAX_REASON), MULTILINE]
 Notes = Annotated[str, Meta(max_length=MAX_NOTES, description="UTF-8 text; \\n and \\t allowed."), MULTILINE]
 Timestamp = Annotated[dt.datetime, Meta(tz=True, description="RFC 3339 with offset (2026-12-08T09:00:00+08:00).")]
 DelegationSize = Annotated[int, Meta(ge=1, le=MAX_DELEGATION)]
+MAX_COUNT = 100_000_000
+Count = Annotated[int, Meta(ge=0, le=MAX_COUNT, description="A whole number of things counted, 0 or more.")]
 Seats = Annotated[int, Meta(ge=1, le=MAX_SEATS)]
 UnitCode = Annotated[Unit, Meta(description="UN/ECE Recommendation 20 unit code.")]
 Decimal = Annotated[

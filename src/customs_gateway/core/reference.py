@@ -30,6 +30,8 @@ REFERENCE_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "seizure-share": ("case_reference",),
     "port-visit-reply": ("invitation_id",),
     "seminar-notice": ("title",),
+    "joint-operation": ("operation_name",),
+    "information-request": ("case_reference",),
 }
 #: Types whose own message id is a reference others quote (a reply names the invitation's id).
 SELF_REFERENCED: Final = frozenset({"port-visit-invitation"})

@@ -322,11 +322,100 @@ class SeminarNotice(_Body, frozen=True, kw_only=True):
             raise _Refusal("schema.attachment_size", "attachments", "attachments are too large in total")
 
 
+class OperationPeriod(DateRange, frozen=True, kw_only=True):
+    """The days an operation runs, inclusive, in the time zone its offices keep."""
+
+    time_zone: refdata.TimeZone
+
+
+class TargetCommodity(_Body, frozen=True, kw_only=True):
+    """Goods an operation targets: counterfeits that put health or safety at risk, by HS code."""
+
+    description: refdata.Description
+    hs_codes: Annotated[list[refdata.HsCode], Meta(min_length=1, max_length=MAX_SMALL_LIST)]
+    health_safety_risk: bool
+
+
+class ParticipatingOffice(_Body, frozen=True, kw_only=True):
+    """A customs office taking part, on either side."""
+
+    office: refdata.Line
+    country: refdata.Country
+    port: refdata.Unlocode | None = None
+
+
+class OperationResults(_Body, frozen=True, kw_only=True):
+    """What an operation found: updates carry figures so far, the outcome the final ones."""
+
+    shipments_inspected: refdata.Count
+    shipments_seized: refdata.Count
+    items_seized: refdata.Count = 0
+    arrests: refdata.Count = 0
+    leads: refdata.Count = 0
+    summary: refdata.Notes = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.shipments_seized > self.shipments_inspected:
+            raise _Refusal("schema.range", "shipments_seized", "more shipments seized than inspected")
+
+
+class JointOperation(_Body, frozen=True, kw_only=True):
+    """A joint enforcement or training operation against counterfeit goods that pose a health and
+    safety risk, from proposal through plan and updates to its outcome (one thread: each phase
+    names the previous one with `in_reply_to`)."""
+
+    operation_name: refdata.Line
+    phase: Literal["proposal", "plan", "update", "outcome"]
+    objective: refdata.Description
+    target_commodities: Annotated[list[TargetCommodity], Meta(min_length=1, max_length=MAX_SMALL_LIST)]
+    ports: Annotated[list[refdata.Unlocode], Meta(min_length=1, max_length=MAX_PARTIES)]
+    period: OperationPeriod
+    participating_offices: Annotated[list[ParticipatingOffice], Meta(min_length=1, max_length=MAX_PARTIES)]
+    results: OperationResults | None = None
+    notes: refdata.Notes = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.phase == "outcome" and self.results is None:
+            raise _Refusal("schema.required", "results", "results are required for the outcome phase")
+        if self.phase in ("proposal", "plan") and self.results is not None:
+            raise _Refusal("schema.forbidden_field", "results", "results only go with an update or the outcome")
+
+
+class InformationRequest(_Body, frozen=True, kw_only=True):
+    """A follow-up question about a case or a seizure. It names the message it follows up with
+    `in_reply_to` when there is one; any business message answering it names it the same way."""
+
+    case_reference: refdata.Reference
+    subject: refdata.Line
+    questions: Annotated[list[refdata.Reason], Meta(min_length=1, max_length=MAX_SMALL_LIST)]
+    requested_items: Annotated[
+        list[
+            Literal[
+                "commercial_invoice",
+                "bill_of_lading",
+                "photographs",
+                "lab_report",
+                "shipper_details",
+                "consignee_details",
+                "right_holder_assessment",
+                "other",
+            ]
+        ],
+        Meta(max_length=MAX_SMALL_LIST),
+    ] = []
+    urgency: Literal["routine", "urgent"] = "routine"
+    reply_by: dt.date | None = None
+
+
 _BODY_TYPES: dict[str, type[_Body]] = {
     "seizure-share": SeizureShare,
     "port-visit-invitation": PortVisitInvitation,
     "port-visit-reply": PortVisitReply,
     "seminar-notice": SeminarNotice,
+    "joint-operation": JointOperation,
+    "information-request": InformationRequest,
 }
 MESSAGE_TYPES: tuple[str, ...] = tuple(_BODY_TYPES)
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {t: msgspec.json.Decoder(c) for t, c in _BODY_TYPES.items()}
