@@ -321,6 +321,101 @@ def document_vectors() -> dict[str, Any]:
     }
 
 
+# --- atrest.json ------------------------------------------------------------------------------
+
+
+def atrest_vectors() -> dict[str, Any]:
+    """Data sealed under a day key, and a day key wrapped under the store key's wrap subkey."""
+    from customs_gateway.core import atrest
+    from customs_gateway.core.storekey import StoreKey
+
+    store_key = StoreKey(seed("atrest/store-key", 32))
+    wrap_key = store_key.derive(atrest.WRAP_KEY_LABEL)
+    day = dt.date(2031, 3, 1)
+    day_key = seed("atrest/day-key/2031-03-01", 32)
+    context = b"inbox.body\x0001950000-0000-7000-8000-0000000000c1"
+    plaintext = '{"case_reference":"VEC-2026-0003","notes":"静态加密 — at rest"}'.encode()
+    nonce = seed("atrest/nonce/1", 24)
+    blob = atrest.seal(day_key, day, context, plaintext, nonce)
+    assert atrest.open_sealed(day_key, context, blob) == plaintext
+    wrapped = atrest.wrap_day_key(wrap_key, day, day_key, seed("atrest/nonce/wrap", 24))
+    assert atrest.unwrap_day_key(wrap_key, day, wrapped) == day_key
+
+    def code_of(fn: Callable[[], object]) -> str:
+        try:
+            fn()
+        except GatewayError as e:
+            return e.code
+        raise AssertionError("accepted")
+
+    flipped = bytearray(blob)
+    flipped[-1] ^= 1
+    other_day = blob[:1] + atrest.seal(day_key, dt.date(2031, 3, 2), context, plaintext, nonce)[1:5] + blob[5:]
+    invalid = [
+        ("last tag byte flipped", bytes(flipped), context),
+        ("moved to another row", blob, b"inbox.body\x0001950000-0000-7000-8000-0000000000c2"),
+        ("moved to another column", blob, b"inbox.signed_document\x0001950000-0000-7000-8000-0000000000c1"),
+        ("header claims another day", other_day, context),
+        ("truncated below header and tag", blob[: atrest.HEADER_BYTES + 15], context),
+        ("unknown version", b"\x02" + blob[1:], context),
+    ]
+    tests: list[dict[str, Any]] = [
+        {
+            "tcId": 1,
+            "comment": "seal: version, day, nonce, XChaCha20-Poly1305",
+            "result": "valid",
+            "day": day.isoformat(),
+            "day_number": atrest.day_number(day),
+            "day_key": day_key.hex(),
+            "context_hex": context.hex(),
+            "plaintext": plaintext.decode(),
+            "nonce": nonce.hex(),
+            "aad_hex": (b"customs-gateway/v1 at-rest\n" + context + b"\x00" + blob[1:5]).hex(),
+            "sealed": blob.hex(),
+        }
+    ]
+    for i, (why, bad, ctx) in enumerate(invalid, 2):
+        tests.append(
+            {
+                "tcId": i,
+                "comment": why,
+                "result": "invalid",
+                "context_hex": ctx.hex(),
+                "sealed": bad.hex(),
+                "code": code_of(lambda bad=bad, ctx=ctx: atrest.open_sealed(day_key, ctx, bad)),
+            }
+        )
+    other_store = StoreKey(seed("atrest/another-store-key", 32)).derive(atrest.WRAP_KEY_LABEL)
+    wrap_tests = [
+        {"tcId": 1, "comment": "wrapped day key", "result": "valid", "day": day.isoformat(), "file": wrapped.decode()},
+        {
+            "tcId": 2,
+            "comment": "another store key",
+            "result": "invalid",
+            "day": day.isoformat(),
+            "file": wrapped.decode(),
+            "code": code_of(lambda: atrest.unwrap_day_key(other_store, day, wrapped)),
+            "wrap_key": other_store.hex(),
+        },
+        {
+            "tcId": 3,
+            "comment": "renamed to another day",
+            "result": "invalid",
+            "day": "2031-03-02",
+            "file": wrapped.decode(),
+            "code": code_of(lambda: atrest.unwrap_day_key(wrap_key, dt.date(2031, 3, 2), wrapped)),
+        },
+    ]
+    return {
+        "description": "Data at rest: sealed under a day key; day keys wrapped under the store key",
+        "store_key": store_key.secret.hex(),
+        "wrap_key_label": atrest.WRAP_KEY_LABEL,
+        "wrap_key": wrap_key.hex(),
+        "tests": tests,
+        "wrapped_day_keys": wrap_tests,
+    }
+
+
 # --- envelope.json ----------------------------------------------------------------------------
 
 NOW = ts("2026-03-01T12:00:05.000Z")
@@ -831,7 +926,8 @@ def keyfile_vectors() -> dict[str, Any]:
 README = """\
 # tests/vectors/ — test vectors and their byte layout
 
-Written by `scripts/make_crypto_vectors.py` (keyid, document, envelope, receipt, bundle, keyfile) and
+Written by `scripts/make_crypto_vectors.py` (keyid, document, envelope, receipt, bundle, keyfile,
+atrest) and
 `scripts/make_audit_vectors.py` (merkle, checkpoint). Every key here is test-only, derived from
 a published label. Cases are Wycheproof-style: `"result": "valid"` cases spell out each
 intermediate byte string; `"result": "invalid"` cases name the GatewayError `code` expected.
@@ -881,6 +977,14 @@ The receipt binds SHA-256(signed document bytes) (`signed_document_sha256`).
     signed bundle = JSON({bundle: b64url(bundle bytes), signatures: [{kid, signature: b64url}], v: 1}) || 0x0A
     fingerprint   = upper-case hex SHA-256(bundle bytes), groups of 4 separated by spaces
 
+## Data at rest (`atrest.json`)
+
+    sealed     = 0x01 || day (uint32 BE, days since 1970-01-01) || nonce (24) || XChaCha20-Poly1305 ct || tag (16)
+    aad        = "customs-gateway/v1 at-rest\n" || context (table.column 0x00 message id) || 0x00 || day (4)
+    wrap key   = HKDF-SHA256(store key, salt none, info "customs-gateway/v1 day-key wrap", 32)
+    day key    = JSON({ciphertext: b64url, day, format: "customs-gateway/v1 day-key", nonce: b64url}) || 0x0A
+                 ciphertext = XChaCha20-Poly1305(wrap key, nonce, day key, aad = format || 0x0A || day)
+
 ## Private key file (`keyfile.json`)
 
     key        = argon2id(passphrase, salt 16 bytes, opslimit, memlimit) -> 32 bytes
@@ -927,6 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
         "bundle.json": bundle_vectors,
         "envelope.json": envelope_vectors,
         "document.json": document_vectors,
+        "atrest.json": atrest_vectors,
         "receipt.json": receipt_vectors,
         "keyfile.json": keyfile_vectors,
     }
