@@ -19,5 +19,12 @@ def test_demo_exits_zero_and_every_step_held() -> None:
     assert len(steps) >= 7
     assert all(s["ok"] for s in steps), steps
     names = " ".join(s["name"] for s in steps)
-    for expected in ("every message type", "acknowledgement", "rotation", "cosigned", "evidence for one message"):
+    for expected in (
+        "every message type",
+        "acknowledgement",
+        "follow-up questions and a joint operation",
+        "rotation",
+        "cosigned",
+        "evidence for one message",
+    ):
         assert expected in names

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from rich.console import Console
@@ -151,6 +152,68 @@ class Demo:
             raise RuntimeError(f"submit port-visit-invitation: HTTP {status} {res}")
         await self.wait_for(inviter, res["id"], {"delivered"})
         return str(res["id"])
+
+    async def send(self, sender: str, msg_type: str, body: dict[str, Any], in_reply_to: str | None = None) -> str:
+        """Submit one message and wait until the peer has receipted it; its id."""
+        receiver = IDENTITIES[1] if sender == IDENTITIES[0] else IDENTITIES[0]
+        req: dict[str, Any] = {"type": msg_type, "to": receiver, "body": body}
+        if in_reply_to is not None:
+            req["in_reply_to"] = in_reply_to
+        status, res = await self.call(sender, "POST", "/v1/messages", body=req)
+        if status != 202:
+            raise RuntimeError(f"submit {msg_type}: HTTP {status} {res}")
+        await self.wait_for(sender, res["id"], {"delivered"})
+        return str(res["id"])
+
+    async def agreement_flows(self) -> str:
+        """A seizure share followed up by an information request and its answer; a joint operation
+        from proposal to outcome; each a thread both sides hold the same way."""
+        us, cn = IDENTITIES
+        samples = example_dir() / "messages"
+
+        def sample(t: str) -> dict[str, Any]:
+            body: dict[str, Any] = json.loads((samples / f"{t}.json").read_text(encoding="utf-8"))
+            return body
+
+        share = await self.send(us, "seizure-share", sample("seizure-share"))
+        question = await self.send(cn, "information-request", sample("information-request"), in_reply_to=share)
+        answer = sample("seizure-share")
+        answer["notes"] = "Shipper details as asked; export declaration attached to the case file.\n发货人信息如下。"
+        await self.send(us, "seizure-share", answer, in_reply_to=question)
+        op = sample("joint-operation")
+        results = {
+            "shipments_inspected": 1240,
+            "shipments_seized": 37,
+            "items_seized": 52000,
+            "arrests": 4,
+            "leads": 11,
+        }
+        last = await self.send(cn, "joint-operation", op)
+        first_op, from_us = last, set()
+        for sender, phase in ((us, "plan"), (cn, "update"), (us, "outcome")):
+            body = {**op, "phase": phase, **({"results": results} if phase in ("update", "outcome") else {})}
+            last = await self.send(sender, "joint-operation", body, in_reply_to=last)
+            if sender == us:
+                from_us.add(last)
+        assert self.pair is not None
+        shapes = []
+        for root, want in ((share, 3), (first_op, 4)):
+            seen = []
+            for name in IDENTITIES:
+                found = await self.pair.servers[name].gateway.store.thread(last if root == first_op else root)
+                if found is None or found[0] != root or len(found[1]) != want:
+                    raise RuntimeError(f"{name} does not hold the thread of {root[:13]}… whole: {found}")
+                seen.append([t.id for t in found[1]])
+            if seen[0] != seen[1]:
+                raise RuntimeError(f"the two sides order the thread of {root[:13]}… differently")
+            shapes.append(len(seen[0]))
+        status, page = await self.call(cn, "GET", f"/v1/inbox?limit=500&reference={quote(op['operation_name'])}")
+        if status != 200 or not from_us <= {m["id"] for m in page["messages"]}:
+            raise RuntimeError(f"{cn} did not find the plan and the outcome by the operation's name: HTTP {status}")
+        return (
+            f"seizure share → information request → answer ({shapes[0]} messages, one thread on both sides); "
+            f"joint operation proposal → plan → update → outcome ({shapes[1]}), found by its name"
+        )
 
     async def replay_and_ack(self) -> str:
         us, cn = IDENTITIES
@@ -303,6 +366,7 @@ class Demo:
             await self.step(f"{us} → {cn}: every message type", lambda: self.exchange(us, cn))
             await self.step(f"{cn} → {us}: every message type", lambda: self.exchange(cn, us))
             await self.step("business acknowledgement", self.replay_and_ack)
+            await self.step("agreements: follow-up questions and a joint operation", self.agreement_flows)
             await self.step("key rotation mid-stream", self.rotation_mid_stream)
             await self.step("checkpoints cosigned", self.cosign)
             await self.step("audit export and offline verify", self.audit)
