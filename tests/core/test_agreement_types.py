@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from customs_gateway.core import reference
+from customs_gateway.core import reference, threads
 from customs_gateway.core.errors import SchemaError
 from customs_gateway.core.schemas import InformationRequest, JointOperation, validate_body
 
@@ -123,3 +123,55 @@ def test_both_are_found_by_reference() -> None:
     assert reference.references("joint-operation", "m", op) == (reference.normalize(op["operation_name"]),)
     req = sample("information-request")
     assert reference.references("information-request", "m", req) == ("cbp-2026-lgb-004711",)
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "field"),
+    [
+        ({"use": "onward_transfer"}, "schema.required", "$.authority"),
+        ({"authority": "FBI"}, "schema.forbidden_field", "$.authority"),
+        ({"use": "publication"}, "schema.enum", "$.use"),
+        ({"message_id": "not-an-id"}, "schema.uuid", "$.message_id"),
+        ({"reason": ""}, "schema.length", "$.reason"),
+    ],
+)
+def test_consent_request_rules(change: dict[str, Any], code: str, field: str) -> None:
+    err = refused("consent-request", {**sample("consent-request"), **change})
+    assert (err.code, err.field) == (code, field), err.detail
+
+
+def test_consent_request_for_onward_transfer_names_the_authority() -> None:
+    body = {**sample("consent-request"), "use": "onward_transfer", "authority": "HSI Los Angeles"}
+    del body["proceeding"]
+    assert validate_body("consent-request", body)
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "field"),
+    [
+        ({"decision": "granted_with_conditions", "conditions": None}, "schema.required", "$.conditions"),
+        ({"decision": "granted"}, "schema.forbidden_field", "$.conditions"),
+        ({"decision": "refused", "conditions": None}, "schema.forbidden_field", "$.valid_until"),
+        ({"decision": "maybe"}, "schema.enum", "$.decision"),
+        ({"request_id": 7}, "schema.type", "$.request_id"),
+    ],
+)
+def test_consent_decision_rules(change: dict[str, Any], code: str, field: str) -> None:
+    body = {k: v for k, v in {**sample("consent-decision"), **change}.items() if v is not None}
+    err = refused("consent-decision", body)
+    assert (err.code, err.field) == (code, field), err.detail
+
+
+def test_what_each_type_names_and_answers_by_default() -> None:
+    req, dec = sample("consent-request"), sample("consent-decision")
+    assert threads.named("consent-request", req) == (("message_id", req["message_id"]),)
+    assert threads.default_reply_to("consent-decision", dec) == dec["request_id"]
+    assert threads.default_reply_to("seizure-share", sample("seizure-share")) is None
+    pairs = threads.named("consent-decision", dec)
+    assert threads.first_unknown("consent-decision", pairs, {dec["request_id"]: "consent-request"}, "x") is None
+    field, detail = threads.first_unknown("consent-decision", pairs, {dec["request_id"]: "seizure-share"}, "x") or (
+        "",
+        "",
+    )
+    assert field == "request_id" and "consent request" in detail
+    assert "consent-request" not in threads.CONSENTABLE_TYPES and "seizure-share" in threads.CONSENTABLE_TYPES

@@ -81,6 +81,8 @@ def test_every_type_has_a_sample() -> None:
         "seminar-notice",
         "joint-operation",
         "information-request",
+        "consent-request",
+        "consent-decision",
     )
     assert {p.stem for p in SAMPLES.glob("*.json")} >= set(MESSAGE_TYPES)
 

@@ -15,13 +15,24 @@ from .conftest import CN, US, Pair, sample
 @pytest.mark.parametrize("sender,receiver", [(US, CN), (CN, US)])
 async def test_every_type_is_delivered_and_lands_once_in_the_inbox(pair: Pair, sender: str, receiver: str) -> None:
     api, peer_api = pair.apis[sender], pair.apis[receiver]
-    # A reply must answer an invitation the sender really received: the receiver invites first.
+    # What a body names must be a message the receiver sent: it invites first, and asks for
+    # consent about a message it was sent, so the sender can reply and decide.
     status, inv = await peer_api.submit("port-visit-invitation")
     assert status == 202, inv
     await peer_api.wait_status(inv["id"], {"delivered"})
+    _, share = await api.submit("seizure-share")
+    await api.wait_status(share["id"], {"delivered"})
+    status, req = await peer_api.submit("consent-request", body=dict(sample("consent-request"), message_id=share["id"]))
+    assert status == 202, req
+    await peer_api.wait_status(req["id"], {"delivered"})
+    names = {
+        "port-visit-reply": {"invitation_id": inv["id"]},
+        "consent-request": {"message_id": inv["id"]},
+        "consent-decision": {"request_id": req["id"]},
+    }
     ids, bodies = {}, {}
     for t in BUSINESS_TYPES:
-        bodies[t] = dict(sample(t), invitation_id=inv["id"]) if t == "port-visit-reply" else sample(t)
+        bodies[t] = {**sample(t), **names.get(t, {})}
         status, res = await api.submit(t, body=bodies[t])
         assert status == 202, res
         assert res["status"] == "queued"
@@ -43,7 +54,7 @@ async def test_every_type_is_delivered_and_lands_once_in_the_inbox(pair: Pair, s
         assert m["history"][-1]["status"] == "delivered"
     status, inbox, _ = await peer_api.call("GET", "/v1/inbox")
     assert status == 200
-    got = {m["id"]: m for m in inbox["messages"]}
+    got = {m["id"]: m for m in inbox["messages"] if m["id"] != share["id"]}
     assert set(got) == set(ids.values())
     for t, mid in ids.items():
         assert got[mid]["type"] == t

@@ -152,3 +152,38 @@ async def test_the_receiver_refuses_what_it_does_not_know_with_a_signed_refusal(
         assert refusal.code == "schema.reference" and not refusal.retryable, refusal
         assert m["last_error"].startswith("schema.reference") and field.split(".")[-1] in refusal.detail, m
         assert await pair.gw(CN).store.inbox_item(msg.id) is None
+
+
+async def test_consent_names_the_message_and_the_request_on_both_sides(pair: Pair) -> None:
+    us, cn = pair.apis[US], pair.apis[CN]
+    _, share = await us.submit("seizure-share")
+    await us.wait_status(share["id"], {"delivered"})
+    ask = {**sample("consent-request"), "message_id": share["id"]}
+    status, req = await cn.submit("consent-request", body=ask)
+    assert status == 202, req
+    await cn.wait_status(req["id"], {"delivered"})
+    assert (await _signed(pair, CN, req["id"])).in_reply_to == share["id"]  # answers what it asks about
+    decide = {**sample("consent-decision"), "request_id": req["id"]}
+    status, dec = await us.submit("consent-decision", body=decide)
+    assert status == 202, dec
+    await us.wait_status(dec["id"], {"delivered"})
+    found = await pair.gw(CN).store.thread(dec["id"])
+    assert found is not None and [t.id for t in found[1]] == [share["id"], req["id"], dec["id"]]
+    # The sender refuses what the peer did not send it: CN cannot ask about its own message,
+    # US cannot decide on something that is not a consent request.
+    _, own = await cn.submit("seizure-share")
+    status, prob = await cn.submit("consent-request", body={**ask, "message_id": own["id"]})
+    assert status == 422 and prob["code"] == "schema.reference" and prob["field"] == "$.body.message_id", prob
+    status, prob = await us.submit("consent-decision", body={**decide, "request_id": own["id"]})
+    assert status == 422 and prob["code"] == "schema.reference" and prob["field"] == "$.body.request_id", prob
+    # The receiver refuses a decision on a request it never sent, with a signed refusal.
+    gw = pair.gw(US)
+    now = gw.clock.now()
+    forged = gw._new_message(
+        "consent-decision", {**decide, "request_id": UNKNOWN}, now, now + dt.timedelta(hours=1), None
+    )
+    await gw.store.submit(forged, AuditEntry(at=now, kind="submitted", actor="test", message_id=forged.id))
+    gw.outbox_changed.set()
+    m = await us.wait_status(forged.id, {"refused"})
+    assert m["last_error"].startswith("schema.reference") and "request_id" in m["last_error"], m
+    assert await pair.gw(CN).store.inbox_item(forged.id) is None

@@ -107,12 +107,25 @@ class Demo:
 
     async def exchange(self, sender: str, receiver: str) -> str:
         samples = example_dir() / "messages"
+
+        def sample(t: str) -> dict[str, Any]:
+            body: dict[str, Any] = json.loads((samples / f"{t}.json").read_text(encoding="utf-8"))
+            return body
+
         ids: dict[str, str] = {}
-        invitation = await self._invitation_to(sender, receiver)
+        # Replies and consent name messages the sender really received from the receiver.
+        invitation = await self._received(sender, receiver, "port-visit-invitation", sample("port-visit-invitation"))
+        asked_about = await self._received(receiver, sender, "seizure-share", sample("seizure-share"))
+        request = await self._received(
+            sender, receiver, "consent-request", {**sample("consent-request"), "message_id": asked_about}
+        )
+        names = {
+            "port-visit-reply": {"invitation_id": invitation},
+            "consent-request": {"message_id": invitation},
+            "consent-decision": {"request_id": request},
+        }
         for t in BUSINESS_TYPES:
-            body = json.loads((samples / f"{t}.json").read_text(encoding="utf-8"))
-            if t == "port-visit-reply":
-                body["invitation_id"] = invitation  # a reply answers an invitation really received
+            body = {**sample(t), **names.get(t, {})}
             status, res = await self.call(
                 sender, "POST", "/v1/messages", body={"type": t, "to": receiver, "body": body}
             )
@@ -138,20 +151,13 @@ class Demo:
             raise RuntimeError(f"{len(missing)} delivered messages missing from {receiver}'s inbox")
         return f"{len(ids)} types delivered, receipts verified, all in {receiver}'s inbox"
 
-    async def _invitation_to(self, sender: str, inviter: str) -> str:
-        """The id of a port-visit invitation `sender` received from `inviter` (sent now if none)."""
-        _, inbox = await self.call(sender, "GET", "/v1/inbox?limit=500")
-        held = [m["id"] for m in inbox["messages"] if m["type"] == "port-visit-invitation" and m["from"] == inviter]
+    async def _received(self, holder: str, provider: str, msg_type: str, body: dict[str, Any]) -> str:
+        """The id of a `msg_type` message `holder` received from `provider` (sent now if none)."""
+        _, inbox = await self.call(holder, "GET", "/v1/inbox?limit=500")
+        held = [m["id"] for m in inbox["messages"] if m["type"] == msg_type and m["from"] == provider]
         if held:
             return str(held[-1])
-        body = json.loads((example_dir() / "messages" / "port-visit-invitation.json").read_text(encoding="utf-8"))
-        status, res = await self.call(
-            inviter, "POST", "/v1/messages", body={"type": "port-visit-invitation", "to": sender, "body": body}
-        )
-        if status != 202:
-            raise RuntimeError(f"submit port-visit-invitation: HTTP {status} {res}")
-        await self.wait_for(inviter, res["id"], {"delivered"})
-        return str(res["id"])
+        return await self.send(provider, msg_type, body)
 
     async def send(self, sender: str, msg_type: str, body: dict[str, Any], in_reply_to: str | None = None) -> str:
         """Submit one message and wait until the peer has receipted it; its id."""

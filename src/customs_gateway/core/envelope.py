@@ -30,6 +30,8 @@ BUSINESS_TYPES: Final = (
     "seminar-notice",
     "joint-operation",
     "information-request",
+    "consent-request",
+    "consent-decision",
 )
 CONTROL_TYPES: Final = ("ack", "key-announcement", "cosign-request")
 ALL_TYPES: Final = BUSINESS_TYPES + CONTROL_TYPES

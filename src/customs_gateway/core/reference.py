@@ -32,6 +32,8 @@ REFERENCE_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "seminar-notice": ("title",),
     "joint-operation": ("operation_name",),
     "information-request": ("case_reference",),
+    "consent-request": ("message_id",),  # the message asked about finds its consent requests
+    "consent-decision": ("request_id",),
 }
 #: Types whose own message id is a reference others quote (a reply names the invitation's id).
 SELF_REFERENCED: Final = frozenset({"port-visit-invitation"})

@@ -409,6 +409,46 @@ class InformationRequest(_Body, frozen=True, kw_only=True):
     reply_by: dt.date | None = None
 
 
+class ConsentRequest(_Body, frozen=True, kw_only=True):
+    """Asks the administration that provided a message for its express consent to pass the
+    information to another authority, or to use it as evidence in a proceeding (the agreements'
+    consent rule). Names the received message it asks about."""
+
+    message_id: refdata.MessageId
+    use: Literal["onward_transfer", "evidentiary_use"]
+    authority: refdata.Line | None = None
+    proceeding: refdata.Line | None = None
+    reason: refdata.Reason
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        needed, other = ("authority", "proceeding") if self.use == "onward_transfer" else ("proceeding", "authority")
+        if getattr(self, needed) is None:
+            raise _Refusal("schema.required", needed, f"{needed} is required to ask for {self.use}")
+        if getattr(self, other) is not None:
+            raise _Refusal("schema.forbidden_field", other, f"{other} does not go with {self.use}")
+
+
+class ConsentDecision(_Body, frozen=True, kw_only=True):
+    """The provider's answer to a consent request, which it names: granted, refused, or granted
+    with conditions the requester must keep."""
+
+    request_id: refdata.MessageId
+    decision: Literal["granted", "refused", "granted_with_conditions"]
+    conditions: refdata.Reason | None = None
+    reason: refdata.Reason | None = None
+    valid_until: dt.date | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.decision == "granted_with_conditions" and self.conditions is None:
+            raise _Refusal("schema.required", "conditions", "conditions are required to grant with conditions")
+        if self.decision != "granted_with_conditions" and self.conditions is not None:
+            raise _Refusal("schema.forbidden_field", "conditions", "conditions only go with granted_with_conditions")
+        if self.decision == "refused" and self.valid_until is not None:
+            raise _Refusal("schema.forbidden_field", "valid_until", "a refusal has no validity")
+
+
 _BODY_TYPES: dict[str, type[_Body]] = {
     "seizure-share": SeizureShare,
     "port-visit-invitation": PortVisitInvitation,
@@ -416,6 +456,8 @@ _BODY_TYPES: dict[str, type[_Body]] = {
     "seminar-notice": SeminarNotice,
     "joint-operation": JointOperation,
     "information-request": InformationRequest,
+    "consent-request": ConsentRequest,
+    "consent-decision": ConsentDecision,
 }
 MESSAGE_TYPES: tuple[str, ...] = tuple(_BODY_TYPES)
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {t: msgspec.json.Decoder(c) for t, c in _BODY_TYPES.items()}

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ..core import reference, schemas
+from ..core import reference, schemas, threads
 from ..core.audit import AuditEntry
 from ..core.bundle import KeyBundle, PeerKeys, SignedBundle
 from ..core.control import AckBody, decode_struct
@@ -235,7 +235,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         ack_info: dict[str, Any] | None = None
         announced: tuple[SignedBundle, KeyBundle] | None = None
         refs: tuple[bytes, ...] = ()
-        invitation: str | None = None
+        named: tuple[tuple[str, str], ...] = ()
         if doc.in_reply_to is not None and doc.type not in BUSINESS_TYPES:
             raise SchemaError(
                 f"a {doc.type} document answers nothing (in_reply_to)",
@@ -245,8 +245,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         if doc.type in BUSINESS_TYPES:
             schemas.check_happened(schemas.validate_body(doc.type, doc.body), now)
             refs = reference.tags(view.index_key, doc.type, doc.id, doc.body)
-            if doc.type == "port-visit-reply":
-                invitation = str(doc.body["invitation_id"])  # validated just above
+            named = threads.named(doc.type, doc.body)
         elif doc.type == "key-announcement":
             kb: KeyAnnouncementBody = decode_struct(KeyAnnouncementBody, doc.body)
             signed_bundle = SignedBundle.from_bytes(unb64url(kb.bundle, field="body.bundle"))
@@ -314,7 +313,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             sent_at=hdr.sent_at,
             references=refs,
             in_reply_to=doc.in_reply_to,
-            invitation_id=invitation,
+            named=named,
         )
     except GatewayError as e:
         return Refused(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 
-from ..core import refdata, reference, schemas
+from ..core import refdata, reference, schemas, threads
 from ..core.audit import AuditEntry, NoteSigner, log_origin, witness_name
 from ..core.bundle import PeerKeys, SignedBundle
 from ..core.clock import Clock, IdSource, PeerClockOffset
@@ -231,14 +231,13 @@ class Gateway:
             raise SchemaError(
                 "in_reply_to must be a message id (a lower-case UUID)", code="schema.uuid", field="$.in_reply_to"
             )
-        if reply_to is None and msg_type == "port-visit-reply":
-            reply_to = body.get("invitation_id")  # a reply answers its invitation unless it says otherwise
+        if reply_to is None:
+            reply_to = threads.default_reply_to(msg_type, body)  # e.g. a reply answers its invitation
         return SubmitRequest(msg_type, to, body, expires_at, reply_to)
 
     async def submit(self, raw: bytes, caller: Caller, idempotency_key: str | None) -> tuple[OutMessage, bool]:
         req = self.parse_submit(raw)
-        if req.type == "port-visit-reply":
-            await self._check_invitation(req.body)
+        await self._check_named(req.type, req.body)
         if req.in_reply_to is not None:
             await self._check_in_reply_to(req.in_reply_to)
         if idempotency_key is not None and not (1 <= len(idempotency_key) <= 200 and idempotency_key.isprintable()):
@@ -284,16 +283,17 @@ class Gateway:
             log.info("message.idempotent_replay", type=req.type)
         return out, created
 
-    async def _check_invitation(self, body: dict[str, Any]) -> None:
-        """A reply must answer an invitation the peer actually sent us."""
-        invitation_id = body.get("invitation_id")
-        item = await self.store.inbox_item(str(invitation_id))
-        if item is None or item.sender != self.peer.identity or item.type != "port-visit-invitation":
-            raise SchemaError(
-                f"invitation_id {invitation_id} names no port-visit invitation received from {self.peer.identity}",
-                code="schema.reference",
-                field="$.body.invitation_id",
-            )
+    async def _check_named(self, msg_type: str, body: dict[str, Any]) -> None:
+        """What a body names must be a message the peer sent us, of the right type (a reply its
+        invitation, a consent decision the request; `core.threads`)."""
+        pairs = threads.named(msg_type, body)
+        type_of: dict[str, str | None] = {}
+        for _, message_id in pairs:
+            item = await self.store.inbox_item(message_id)
+            type_of[message_id] = item.type if item is not None and item.sender == self.peer.identity else None
+        unknown = threads.first_unknown(msg_type, pairs, type_of, self.peer.identity)
+        if unknown is not None:
+            raise SchemaError(unknown[1], code="schema.reference", field=f"$.body.{unknown[0]}")
 
     async def _check_in_reply_to(self, message_id: str) -> None:
         """A message may answer only one the peer knows: one it sent us, or one we sent it that

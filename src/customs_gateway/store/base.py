@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ..core import threads
 from ..core.audit import AuditEntry
 from ..core.bundle import SignedBundle
 from ..core.encoding import json_object
@@ -105,7 +106,7 @@ class Incoming:
     sent_at: dt.datetime | None = None  # the envelope's signed `sent_at` (the peer's clock)
     references: tuple[bytes, ...] = ()  # reference tags to index it under (`core.reference`)
     in_reply_to: str | None = None  # the message it answers: one exchanged with the sender
-    invitation_id: str | None = None  # a port-visit-reply's invitation: one we sent the sender
+    named: tuple[tuple[str, str], ...] = ()  # (body field, id) of messages we must have sent (`core.threads`)
 
 
 @dataclass(frozen=True)
@@ -212,17 +213,17 @@ class MessageFilter:
     reference: bytes | None = None  # a reference tag (`core.reference.query_tag`)
 
 
-def reference_refusal(it: Incoming, reply_known: bool, invitation_type: str | None) -> IncomingResult | None:
+def reference_refusal(it: Incoming, reply_known: bool, type_of: dict[str, str | None]) -> IncomingResult | None:
     """The answer to an arrival naming a message the receiver does not know, else None:
-    `in_reply_to` must be one exchanged with the sender (`reply_known`); a port-visit-reply's
-    invitation one we sent the sender as a port-visit-invitation (`invitation_type` is the type
-    of our message to the sender with that id, if any)."""
+    `in_reply_to` must be one exchanged with the sender (`reply_known`); what the body names one we
+    sent the sender, of the right type (`type_of`: the type of our message to the sender under each
+    named id, None if we sent none; `core.threads`)."""
     if it.in_reply_to is not None and not reply_known:
         detail = f"in_reply_to {it.in_reply_to} names no message exchanged with {it.sender}"
         return IncomingResult("refused", None, "schema.reference", detail, "document.in_reply_to")
-    if it.invitation_id is not None and invitation_type != "port-visit-invitation":
-        detail = f"invitation_id {it.invitation_id} names no port-visit invitation sent to {it.sender}"
-        return IncomingResult("refused", None, "schema.reference", detail, "body.invitation_id")
+    unknown = threads.first_unknown(it.type, it.named, type_of, "this receiver")
+    if unknown is not None:
+        return IncomingResult("refused", None, "schema.reference", unknown[1], f"body.{unknown[0]}")
     return None
 
 

@@ -885,18 +885,16 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
         refused = ack_refusal(it, None if ack is None else (ack[0], ack[1], bytes(ack[2])))
         if refused is not None:
             return refused  # nothing written: the ack is not in our inbox and will be answered refused
-    if arrival is Arrival.NEW and (it.in_reply_to is not None or it.invitation_id is not None):
+    if arrival is Arrival.NEW and (it.in_reply_to is not None or it.named):
         exchanged = it.in_reply_to is not None and None is not await c.fetchval(
             f"SELECT 1 FROM inbox WHERE id=$1 AND sender=$2 AND type NOT IN {CONTROL_TYPES_SQL}"
             f" UNION ALL SELECT 1 FROM messages WHERE id=$1 AND peer=$2 AND type NOT IN {CONTROL_TYPES_SQL} LIMIT 1",
             it.in_reply_to,
             it.sender,
         )
-        sent_type: str | None = None
-        if it.invitation_id is not None:
-            sent_type = await c.fetchval(
-                "SELECT type FROM messages WHERE id=$1 AND peer=$2", it.invitation_id, it.sender
-            )
+        sent_type: dict[str, str | None] = {}
+        for _, mid in it.named:
+            sent_type[mid] = await c.fetchval("SELECT type FROM messages WHERE id=$1 AND peer=$2", mid, it.sender)
         refused = reference_refusal(it, exchanged, sent_type)
         if refused is not None:
             return refused  # nothing written

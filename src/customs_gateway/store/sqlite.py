@@ -779,10 +779,8 @@ def _exchanged(c: sqlite3.Connection, peer: str, message_id: str) -> bool:
     return row is not None
 
 
-def _sent_type(c: sqlite3.Connection, peer: str, message_id: str | None) -> str | None:
+def _sent_type(c: sqlite3.Connection, peer: str, message_id: str) -> str | None:
     """The type of our message `message_id` to `peer`, if we sent one."""
-    if message_id is None:
-        return None
     row = c.execute("SELECT type FROM messages WHERE id=? AND peer=?", (message_id, peer)).fetchone()
     return None if row is None else str(row[0])
 
@@ -915,11 +913,11 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
         refused = ack_refusal(it, None if ack is None else (ack[0], ack[1], bytes(ack[2])))
         if refused is not None:
             return refused  # nothing written: the ack is not in our inbox and will be answered refused
-    if it.in_reply_to is not None or it.invitation_id is not None:
+    if it.in_reply_to is not None or it.named:
         refused = reference_refusal(
             it,
             it.in_reply_to is not None and _exchanged(c, it.sender, it.in_reply_to),
-            _sent_type(c, it.sender, it.invitation_id),
+            {mid: _sent_type(c, it.sender, mid) for _, mid in it.named},
         )
         if refused is not None:
             return refused  # nothing written
