@@ -4,6 +4,8 @@ keyed tags the database never holds in clear."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -100,3 +102,81 @@ async def test_a_bad_reference_is_a_clear_422(pair: Pair) -> None:
             assert status == 422, (path, bad, prob)
             assert headers["Content-Type"].startswith("application/problem+json")
             assert prob["code"] == "schema.length" and prob["field"] == "reference", prob
+
+
+async def test_messages_stored_before_the_index_are_indexed_at_the_next_start(pair: Pair) -> None:
+    """An upgraded store (the migration marks it when it holds messages) is indexed by the running
+    gateway, which holds the key; the work resumes where it stopped."""
+    us, cn = pair.apis[US], pair.apis[CN]
+    body = sample("seizure-share")
+    body["case_reference"] = "CBP-2025-OLD-0001"
+    _, old = await us.submit("seizure-share", body=body)
+    await us.wait_status(old["id"], {"delivered"})
+    for side in (US, CN):  # as if stored before the index existed
+        store = pair.gw(side).store
+        rows = await _refs_rows(store)
+        assert rows
+        await _clear_refs(store)
+        await store.set_meta("refs_backfill", "")
+    status, page, _ = await us.call("GET", "/v1/messages?reference=CBP-2025-OLD-0001")
+    assert status == 200 and page["messages"] == []
+    for side in (US, CN):
+        assert await pair.gw(side).backfill_references(page=1) >= 1
+        assert await pair.gw(side).store.get_meta("refs_backfill") is None
+    status, page, _ = await us.call("GET", "/v1/messages?reference=CBP-2025-OLD-0001")
+    assert status == 200 and _ids(page) == [old["id"]]
+    status, page, _ = await cn.call("GET", "/v1/inbox?reference=cbp-2025-old-0001")
+    assert status == 200 and _ids(page) == [old["id"]]
+    # Resumed inbound only: what was indexed stays, nothing is indexed twice, the mark goes.
+    before = await _refs_rows(pair.gw(CN).store)
+    await pair.gw(CN).store.set_meta("refs_backfill", "in:0")
+    assert await pair.gw(CN).backfill_references() >= 1
+    assert sorted(await _refs_rows(pair.gw(CN).store)) == sorted(before)
+    assert await pair.gw(US).backfill_references() == 0  # no mark: nothing to do
+
+
+async def _clear_refs(store: Any) -> None:
+    if isinstance(store, SQLiteStore):
+        await store._write(lambda c: c.execute("DELETE FROM refs"))
+    else:
+        async with store._tx() as tx:
+            await tx.conn.execute("DELETE FROM refs")
+
+
+def test_the_migration_marks_a_store_that_already_holds_messages(tmp_path: Path, monkeypatch: Any) -> None:
+    from customs_gateway.store import sqlite as sqlite_store
+    from customs_gateway.store.migrations import SQLITE_MIGRATIONS
+
+    for holds_one in (False, True):
+        db = tmp_path / f"{holds_one}.db"
+        conn = sqlite3.connect(db, isolation_level=None)
+        monkeypatch.setattr(sqlite_store, "SQLITE_MIGRATIONS", [m for m in SQLITE_MIGRATIONS if m[0] <= 7])
+        sqlite_store._migrate(conn)
+        if holds_one:
+            conn.execute(
+                "INSERT INTO inbox(sender, id, seq, type, created_at, received_at, document_sha256, signed_document,"
+                " body, receipt) VALUES ('US-CBP', 'm1', 1, 'seizure-share', 't', 't', x'00', x'00', x'00', x'00')"
+            )
+        monkeypatch.setattr(sqlite_store, "SQLITE_MIGRATIONS", SQLITE_MIGRATIONS)
+        sqlite_store._migrate(conn)
+        mark = conn.execute("SELECT value FROM store_meta WHERE key='refs_backfill'").fetchone()
+        assert (mark is not None) == holds_one
+        conn.close()
+
+
+async def test_a_start_indexes_a_marked_store_by_itself(pair: Pair) -> None:
+    import asyncio
+
+    us = pair.apis[US]
+    _, old = await us.submit("seizure-share")
+    await us.wait_status(old["id"], {"delivered"})
+    await _clear_refs(pair.gw(US).store)
+    await pair.gw(US).store.set_meta("refs_backfill", "")
+    await pair.lp.stop(US)
+    await pair.lp.start(US)
+    for _ in range(200):
+        if await pair.gw(US).store.get_meta("refs_backfill") is None:
+            break
+        await asyncio.sleep(0.02)
+    status, page, _ = await us.call("GET", f"/v1/messages?reference={quote(sample('seizure-share')['case_reference'])}")
+    assert status == 200 and old["id"] in _ids(page)

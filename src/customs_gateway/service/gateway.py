@@ -40,7 +40,7 @@ from ..core.state import PeerLink
 from ..core.witness import ForkError, check_advance, cosign_line, parse_request
 from ..startup.config import Config
 from ..startup.keystore import Identity, write_atomic
-from ..store.base import Incoming, NewMessage, OutMessage, Store, TokenRecord, WitnessState
+from ..store.base import Incoming, MessageFilter, NewMessage, OutMessage, Store, TokenRecord, WitnessState
 from .auth import ROLES, TOKEN_ID_RE, check_secret, new_token, parse_bearer
 from .crypto_workers import CryptoPool, OpenKeys, Refused, open_batch, refused_error
 from .tls import PeerTLS
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("customs_gateway.gateway")
 
 MAX_TTL: Final = dt.timedelta(days=30)
+#: The store mark of messages stored before the reference index (`Gateway.backfill_references`).
+BACKFILL: Final = "refs_backfill"
 #: How long a token record read from the store is trusted before it is read again.
 TOKEN_CACHE_SECONDS: Final = 2.0
 TOKEN_CACHE_MAX: Final = 1024
@@ -593,6 +595,39 @@ class Gateway:
             code="witness.epoch_unknown",
             field="note",
         )
+
+    async def backfill_references(self, page: int = 500) -> int:
+        """Index messages stored before the reference index existed (the migration leaves a
+        `refs_backfill` mark when there were any); resumable: progress is kept after each page,
+        and the mark goes when done. Returns how many messages were read."""
+        state = await self.store.get_meta(BACKFILL)
+        if state is None:
+            return 0
+        done = 0
+        phase, _, pos = state.partition(":")
+        if phase in ("", "out"):
+            after = pos or None
+            while msgs := await self.store.list_messages(MessageFilter(), after, page):
+                rows = []
+                for m in msgs:
+                    doc = Document.from_bytes(SignedDocument.from_bytes(m.signed_document).document_bytes)
+                    rows += [(t, "out", m.id) for t in reference.tags(self.index_key, m.type, m.id, doc.body)]
+                await self.store.add_references(rows)
+                after, done = msgs[-1].id, done + len(msgs)
+                await self.store.set_meta(BACKFILL, f"out:{after}")
+            phase, pos = "in", ""
+        cursor = int(pos or 0)
+        while items := await self.store.inbox_after(cursor, page, BUSINESS_TYPES):
+            rows = []
+            for it in items:
+                body = Document.from_bytes(it.body).body
+                rows += [(t, "in", it.id) for t in reference.tags(self.index_key, it.type, it.id, body)]
+            await self.store.add_references(rows)
+            cursor, done = items[-1].cursor, done + len(items)
+            await self.store.set_meta(BACKFILL, f"in:{cursor}")
+        await self.store.set_meta(BACKFILL, None)
+        log.info("references.indexed", messages=done)
+        return done
 
     async def load_origins(self) -> None:
         """At start: the origins in force, from the newest checkpoint of ours (and any epoch

@@ -77,6 +77,12 @@ class _Service(Protocol):
 S = TypeVar("S", bound=_Service)
 
 
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _entered(stack: contextlib.AsyncExitStack, service: S) -> S:
     """Start `service` and have the stack stop it when it unwinds."""
     await service.start()
@@ -181,7 +187,9 @@ class GatewayServer:
         if self.lifecycle is not None:
             await self.lifecycle.resume()
         self._maintenance = asyncio.create_task(self._maintain(), name="key-maintenance")
-        stack.push_async_callback(self._stop_maintenance)
+        stack.push_async_callback(_cancelled, self._maintenance)
+        backfill = asyncio.create_task(self._backfill(), name="reference-backfill")
+        stack.push_async_callback(_cancelled, backfill)
         gw.recovery = Recovery(gw, peer_tls)  # delivery and cosigning ask it before they start
         self.worker = await _entered(stack, DeliveryWorker(gw, tls=peer_tls))
         self.checkpointer = Checkpointer(gw, peer_tls)
@@ -235,12 +243,15 @@ class GatewayServer:
         finally:
             self.worker = self.checkpointer = self.evidence = None
 
-    async def _stop_maintenance(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
-            self._maintenance = None
+    async def _backfill(self) -> None:
+        """Index what was stored before the reference index (an upgrade); a failure is logged and
+        tried again at the next start (progress is kept)."""
+        try:
+            await self.gateway.backfill_references()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("references.backfill_failed")
 
     async def maintain_once(self) -> None:
         """One round of upkeep: retire keys whose overlap has passed, drop TLS pins whose overlap

@@ -457,6 +457,19 @@ class Store(abc.ABC):
     async def inbox_item(self, message_id: str) -> InboxItem | None: ...
 
     @abc.abstractmethod
+    async def get_meta(self, key: str) -> str | None:
+        """A value the store keeps about itself (e.g. an upgrade's unfinished work), or None."""
+
+    @abc.abstractmethod
+    async def set_meta(self, key: str, value: str | None) -> None:
+        """Set (None: delete) a value the store keeps about itself."""
+
+    @abc.abstractmethod
+    async def add_references(self, rows: list[tuple[bytes, str, str]]) -> None:
+        """Index messages already stored under reference tags: (tag, "out" | "in", message id);
+        rows already there are kept."""
+
+    @abc.abstractmethod
     async def known_to_peer(self, peer: str, message_id: str) -> bool:
         """Whether `message_id` is a business message `peer` knows: one it sent us, or one we
         sent it that has not failed (refused or expired)."""

@@ -168,6 +168,11 @@ SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
                 message_id TEXT NOT NULL,
                 PRIMARY KEY (tag, direction, message_id)
             ) WITHOUT ROWID""",
+            "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            # Messages stored before the index get their tags from the running gateway
+            # (`Gateway.backfill_references`), which holds the key; this row says it has work.
+            "INSERT INTO store_meta(key, value) SELECT 'refs_backfill', ''"
+            " WHERE EXISTS (SELECT 1 FROM messages) OR EXISTS (SELECT 1 FROM inbox)",
         ),
     ),
     # Version 9: threads (DESIGN §12): the message each one answers, found both ways.

@@ -446,6 +446,29 @@ class PostgresStore(Store):
             )
         return [_in(r) for r in rows]
 
+    async def get_meta(self, key: str) -> str | None:
+        async with self._read() as c:
+            value = await c.fetchval("SELECT value FROM store_meta WHERE key=$1", key)
+        return None if value is None else str(value)
+
+    async def set_meta(self, key: str, value: str | None) -> None:
+        async with self._tx() as tx:
+            if value is None:
+                await tx.conn.execute("DELETE FROM store_meta WHERE key=$1", key)
+            else:
+                await tx.conn.execute(
+                    "INSERT INTO store_meta(key, value) VALUES ($1,$2) ON CONFLICT (key) DO UPDATE SET value=$2",
+                    key,
+                    value,
+                )
+
+    async def add_references(self, rows: list[tuple[bytes, str, str]]) -> None:
+        if rows:
+            async with self._tx() as tx:
+                await tx.conn.executemany(
+                    "INSERT INTO refs(tag, direction, message_id) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING", rows
+                )
+
     async def known_to_peer(self, peer: str, message_id: str) -> bool:
         async with self._read() as c:
             row = await c.fetchval(

@@ -370,6 +370,31 @@ class SQLiteStore(Store):
 
         return await self._read(job)
 
+    async def get_meta(self, key: str) -> str | None:
+        def job(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT value FROM store_meta WHERE key=?", (key,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(job)
+
+    async def set_meta(self, key: str, value: str | None) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            if value is None:
+                c.execute("DELETE FROM store_meta WHERE key=?", (key,))
+            else:
+                c.execute(
+                    "INSERT INTO store_meta(key, value) VALUES (?,?)"
+                    " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                    (key, value),
+                )
+
+        await self._write(job)
+
+    async def add_references(self, rows: list[tuple[bytes, str, str]]) -> None:
+        await self._write(
+            lambda c: c.executemany("INSERT OR IGNORE INTO refs(tag, direction, message_id) VALUES (?,?,?)", rows)
+        )
+
     async def known_to_peer(self, peer: str, message_id: str) -> bool:
         def job(c: sqlite3.Connection) -> bool:
             row = c.execute(
