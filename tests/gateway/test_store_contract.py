@@ -98,6 +98,37 @@ async def test_submit_assigns_per_peer_seq_and_is_idempotent(store: Store) -> No
     assert [h[1] for h in got.history] == ["queued"]
 
 
+async def test_concurrent_submissions_commit_as_if_one_after_another(store: Store) -> None:
+    """Submissions arriving together (PostgreSQL commits them as a group) get the answers they
+    would get one by one: distinct, gapless sequence numbers in arrival order, the same message
+    for a repeated Idempotency-Key, a conflict for the key reused with another request, and one
+    audit entry per message queued."""
+    before = await store.audit_size()
+    stored_first = new_message(CN, key="k-early", request=b"A")
+    await store.submit(stored_first, entry("submitted", stored_first.id))
+    msgs = [new_message(CN) for _ in range(40)]
+    msgs[10] = new_message(CN, key="k-group", request=b"G")
+    msgs[20] = new_message(CN, key="k-group", request=b"G")  # same key and request, same group
+    msgs[25] = new_message(CN, key="k-group", request=b"other")  # same key, another request
+    msgs[30] = new_message(CN, key="k-early", request=b"A")  # replays a message stored before
+    msgs[35] = new_message(CN, key="k-early", request=b"B")
+    answers = await asyncio.gather(*(store.submit(m, entry("submitted", m.id)) for m in msgs), return_exceptions=True)
+    conflicts = [i for i, a in enumerate(answers) if isinstance(a, Conflict)]
+    assert conflicts == [25, 35]
+    ok = {i: a for i, a in enumerate(answers) if not isinstance(a, BaseException)}
+    assert len(ok) == 38
+    assert ok[20][0].id == msgs[10].id and ok[20][1] is False and ok[20][0].seq == ok[10][0].seq
+    assert ok[30][0].id == stored_first.id and ok[30][1] is False and ok[30][0].seq == 1
+    fresh = [a[0] for i, a in sorted(ok.items()) if a[1]]
+    assert [m.seq for m in fresh] == list(range(2, 2 + len(fresh)))
+    assert len(fresh) == 36  # 40, less two conflicts and two replays
+    assert await store.audit_size() == before + 1 + 36
+    for m in fresh:
+        got = await store.get_message(m.id)
+        assert got is not None and got.seq == m.seq and [h[1] for h in got.history] == ["queued"]
+    assert (await store.peer_state(CN)).next_seq == 2 + len(fresh)
+
+
 async def test_due_is_the_head_gated_prefix(store: Store) -> None:
     msgs = [new_message(CN) for _ in range(4)]
     for m in msgs:

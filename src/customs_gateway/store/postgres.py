@@ -34,13 +34,13 @@ import secrets
 import socket
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import asyncpg
 
 from ..core.audit import AuditEntry
 from ..core.encoding import json_bytes
-from ..core.errors import Conflict, NotFound, StoreUnavailable
+from ..core.errors import Conflict, GatewayError, NotFound, StoreUnavailable
 from ..core.merkle import CompactRange, consistency_proof_from_nodes, inclusion_proof_from_nodes
 from ..core.replay import Arrival, advance_sequence, classify
 from ..core.state import PENDING_SQL, next_status
@@ -124,6 +124,16 @@ class _Tx:
         self.entries.extend(entries)
 
 
+#: At most this many submissions share one transaction (`PostgresStore.submit`).
+MAX_GROUP: Final = 256
+
+
+def _as_store_error(e: BaseException) -> GatewayError:
+    if isinstance(e, GatewayError):
+        return e
+    return StoreUnavailable(f"the database could not commit ({type(e).__name__})")
+
+
 class PostgresStore(Store):
     """The store for several replicas. `schema` defaults to the DSN's search_path, else `public`.
 
@@ -157,6 +167,9 @@ class PostgresStore(Store):
         self._leader_conn: Any = None  # holds the session advisory locks of the roles we lead
         self._leading: set[str] = set()
         self._lead_lock = asyncio.Lock()
+        # Group commit of submissions: those arriving while a commit is under way share the next.
+        self._submits: list[tuple[NewMessage, AuditEntry, asyncio.Future[tuple[OutMessage, bool]]]] = []
+        self._submitter: asyncio.Task[None] | None = None
 
     # lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -292,8 +305,36 @@ class PostgresStore(Store):
 
     # outbound ------------------------------------------------------------------------------
     async def submit(self, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
-        async with self._tx(audited=True) as tx:
-            return await _submit(tx, msg, audit)
+        """Commit one submission. Submissions that arrive while a commit is under way are
+        committed together in the next transaction (one audit lock, one append of their entries,
+        one fsync), each in its own savepoint: one refused (an idempotency conflict) leaves the
+        others as they were."""
+        fut: asyncio.Future[tuple[OutMessage, bool]] = asyncio.get_running_loop().create_future()
+        self._submits.append((msg, audit, fut))
+        if self._submitter is None or self._submitter.done():
+            self._submitter = asyncio.create_task(self._commit_submits(), name="pg-group-commit")
+        return await fut
+
+    async def _commit_submits(self) -> None:
+        while self._submits:
+            batch, self._submits = self._submits[:MAX_GROUP], self._submits[MAX_GROUP:]
+            try:
+                async with self._tx(audited=True) as tx:
+                    results = await _submit_group(tx, [(m, a) for m, a, _ in batch])
+            except BaseException as e:  # nothing of the batch committed
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(_as_store_error(e))
+                if not isinstance(e, Exception):
+                    raise
+                continue
+            for (_, _, fut), res in zip(batch, results, strict=True):
+                if fut.done():  # the caller went away; what it asked for is committed all the same
+                    continue
+                if isinstance(res, GatewayError):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
 
     async def due(self, peer: str, now: dt.datetime, limit: int, after_seq: int = 0) -> list[OutMessage]:
         async with self._tx() as tx:
@@ -787,6 +828,117 @@ async def _index(c: Any, tags: tuple[bytes, ...], direction: str, message_id: st
             "INSERT INTO refs(tag, direction, message_id) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
             [(t, direction, message_id) for t in tags],
         )
+
+
+async def _submit_group(
+    tx: _Tx, batch: list[tuple[NewMessage, AuditEntry]]
+) -> list[tuple[OutMessage, bool] | GatewayError]:
+    """Store a group of submissions in a few statements (one per table, not one per message and
+    table), with the same results one `_submit` each would give in turn: an Idempotency-Key used
+    before (here or earlier in the group) returns its message, or a Conflict if the request differs."""
+    c = tx.conn
+    results: list[tuple[OutMessage, bool] | GatewayError | None] = [None] * len(batch)
+    keyed = {
+        i: (m.token_id, m.idempotency_key)
+        for i, (m, _) in enumerate(batch)
+        if m.idempotency_key is not None and m.token_id is not None
+    }
+    held: dict[tuple[str | None, str | None], tuple[str, bytes]] = {}
+    if keyed:
+        rows = await c.fetch(
+            "SELECT i.token_id, i.key, i.message_id, i.request_hash FROM idempotency i"
+            " JOIN unnest($1::text[], $2::text[]) AS k(token_id, key) USING (token_id, key)",
+            [t for t, _ in keyed.values()],
+            [k for _, k in keyed.values()],
+        )
+        held = {(r[0], r[1]): (r[2], bytes(r[3])) for r in rows}
+    earlier = {mid for mid, _ in held.values()}
+    stored = {}
+    if earlier:
+        rows = await c.fetch(f"SELECT {OUT_COLS} FROM messages WHERE id = ANY($1::text[])", list(earlier))
+        stored = {r[0]: _out(r) for r in rows}
+    fresh: list[int] = []
+    replay_of: dict[int, str] = {}  # the message an earlier use of the same key made
+    first_with: dict[tuple[str | None, str | None], int] = {}
+    for i, (m, _) in enumerate(batch):
+        key = keyed.get(i)
+        before = held.get(key) if key else None
+        if key and before is None and key in first_with:  # the same key earlier in this group
+            before = (batch[first_with[key]][0].id, batch[first_with[key]][0].request_hash or b"")
+        if before is None:
+            if key:
+                first_with[key] = i
+            fresh.append(i)
+        elif before[1] != m.request_hash:
+            results[i] = Conflict(
+                "Idempotency-Key was already used with a different request",
+                code="idempotency.conflict",
+                field="Idempotency-Key",
+            )
+        else:
+            replay_of[i] = before[0]
+    peers = sorted({batch[i][0].peer for i in fresh})
+    next_seq: dict[str, int] = {}
+    for peer in peers:
+        n = sum(1 for i in fresh if batch[i][0].peer == peer)
+        next_seq[peer] = await c.fetchval(
+            "INSERT INTO peer_state(peer, next_seq) VALUES ($1, 1 + $2)"
+            " ON CONFLICT (peer) DO UPDATE SET next_seq = peer_state.next_seq + $2 RETURNING next_seq - $2",
+            peer,
+            n,
+        )
+        await c.execute("INSERT INTO outbox_lanes(peer) VALUES ($1) ON CONFLICT DO NOTHING", peer)
+    made: dict[str, OutMessage] = {}
+    for i in fresh:
+        m = batch[i][0]
+        made[m.id] = queued_message(m, next_seq[m.peer])  # what is written below, as a read gives it back
+        next_seq[m.peer] += 1
+        results[i] = (made[m.id], True)
+    if fresh:
+        outs = [(batch[i][0], made[batch[i][0].id]) for i in fresh]
+        await c.executemany(
+            "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document,"
+            " document_sha256, attempts, next_attempt_at, token_id, updated_at, in_reply_to)"
+            " VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,0,$5,$9,$5,$10)",
+            [
+                (
+                    m.id,
+                    m.peer,
+                    o.seq,
+                    m.type,
+                    o.created_at,
+                    o.expires_at,
+                    m.signed_document,
+                    m.document_sha256,
+                    m.token_id,
+                    m.in_reply_to,
+                )
+                for m, o in outs
+            ],
+        )
+        refs = [(t, "out", m.id) for m, _ in outs for t in m.references]
+        if refs:
+            await c.executemany(
+                "INSERT INTO refs(tag, direction, message_id) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING", refs
+            )
+        keys = [
+            (m.token_id, m.idempotency_key, m.request_hash, m.id, o.created_at)
+            for m, o in outs
+            if m.idempotency_key is not None and m.token_id is not None
+        ]
+        if keys:
+            await c.executemany(
+                "INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at) VALUES ($1,$2,$3,$4,$5)",
+                keys,
+            )
+        await c.executemany(
+            "INSERT INTO history(message_id, at, status, detail) VALUES ($1,$2,'queued','')",
+            [(m.id, o.created_at) for m, o in outs],
+        )
+        tx.audit(*(batch[i][1] for i in fresh))
+    for i, mid in replay_of.items():
+        results[i] = (stored[mid] if mid in stored else made[mid], False)
+    return [r for r in results if r is not None]
 
 
 async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
