@@ -181,3 +181,14 @@ def test_render_config_of_the_defaults_round_trips() -> None:
     data: dict[str, Any] = tomllib.loads(render_config(cfg))
     assert set(data) == set(msgspec.structs.asdict(cfg)) - {"base_dir"}
     assert msgspec.convert(data, Config) == cfg
+
+
+def test_every_key_has_a_row_in_docs_configuration() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    keys: list[str] = []
+    for name, cls in get_type_hints(Config).items():
+        if isinstance(cls, type) and issubclass(cls, msgspec.Struct):
+            keys += [f.name for f in msgspec.structs.fields(cls)]
+        elif name != "base_dir":
+            keys.append(name)
+    assert [k for k in keys if f"| `{k}` |" not in docs] == []
