@@ -86,7 +86,7 @@ class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1, le=1 << 30)] = 8 * 1024 * 1024
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
     allow_insecure_peer_http: bool = False  # dev only; logged loudly
-    rate_limit_per_second: Annotated[float, msgspec.Meta(gt=0, le=1e9)] = 2000.0  # per token, sustained
+    rate_limit_per_second: Annotated[float, msgspec.Meta(gt=0, le=1_000_000_000)] = 2000.0  # per token, sustained
     rate_limit_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)] = 4000  # per token
     max_long_polls_per_token: Count = 8
     max_peer_requests: Count = 8  # concurrent requests on the peer API
