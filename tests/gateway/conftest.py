@@ -9,7 +9,6 @@ refused input: they must carry `MODULE_LOOP` and change no state another test co
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 import pytest_asyncio
 
@@ -100,7 +100,9 @@ STORES = ("sqlite", "postgres")
 def _use_postgres(home: Home, schema: str) -> None:
     """Point one prepared home at its own PostgreSQL schema (prepare_pair's overrides apply to both)."""
     cfg = load_config(home.config_path, env={})
-    cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, backend="postgres", dsn=dsn_for(schema)))
+    cfg = msgspec.structs.replace(
+        cfg, store=msgspec.structs.replace(cfg.store, backend="postgres", dsn=dsn_for(schema))
+    )
     home.config_path.write_text(render_config(cfg), encoding="utf-8")
 
 

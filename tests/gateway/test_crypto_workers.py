@@ -4,7 +4,6 @@ a killed worker survived, and real gateways actually using the processes."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -12,6 +11,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from customs_gateway.core.clock import FixedClock, UUID7Source
@@ -202,7 +202,7 @@ def test_config_bounds(tmp_path: Path) -> None:
     cfg = load_config(homes[US].config_path, env={})
     assert cfg.performance.crypto_processes == 2
     assert "[performance]" in render_config(cfg)
-    bad = dataclasses.replace(cfg, performance=dataclasses.replace(cfg.performance, crypto_processes=-1))
+    bad = msgspec.structs.replace(cfg, performance=msgspec.structs.replace(cfg.performance, crypto_processes=-1))
     homes[US].config_path.write_text(render_config(bad), encoding="utf-8")
     with pytest.raises(ConfigError) as e:
         load_config(homes[US].config_path, env={})

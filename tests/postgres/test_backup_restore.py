@@ -9,7 +9,6 @@ and audit head (size, root) must be what they were when the backup was taken.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import secrets
 import shutil
@@ -22,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import msgspec
 import pytest
 
 from customs_gateway.service.gateway import Gateway, issue_token
@@ -38,7 +38,7 @@ Snapshot = dict[str, Any]
 
 def _set_store(config_path: Path, **store: Any) -> None:
     cfg = load_config(config_path, env={})
-    cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, **store))
+    cfg = msgspec.structs.replace(cfg, store=msgspec.structs.replace(cfg.store, **store))
     config_path.write_text(render_config(cfg), encoding="utf-8")
 
 

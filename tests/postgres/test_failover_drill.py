@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from customs_gateway.bench.benchmark_pair import db_path
 from customs_gateway.service.pair import Home, free_port, prepare_pair
@@ -151,8 +152,8 @@ class ReplicaCluster:
             local_lb, peer_lb = Balancer([h.local_port for h in us_homes]), Balancer([h.peer_port for h in us_homes])
             front = dataclasses.replace(us_home, local_port=local_lb.start(), peer_port=peer_lb.start())
             cn_cfg = load_config(cn_home.config_path, env={})
-            cn_cfg = dataclasses.replace(
-                cn_cfg, peer=dataclasses.replace(cn_cfg.peer, url=f"https://127.0.0.1:{front.peer_port}")
+            cn_cfg = msgspec.structs.replace(
+                cn_cfg, peer=msgspec.structs.replace(cn_cfg.peer, url=f"https://127.0.0.1:{front.peer_port}")
             )
             cn_home.config_path.write_text(render_config(cn_cfg), encoding="utf-8")
             front = dataclasses.replace(front, dir=us_homes[0].dir, config_path=us_homes[0].config_path)
@@ -208,7 +209,7 @@ def _replica_homes(root: Path, us_home: Home, dsn: str, n: int) -> list[Home]:
         shutil.copytree(us_home.dir, d, ignore=shutil.ignore_patterns("data"))
         (d / "data").mkdir(mode=0o700)
         local, peer = free_port(), free_port()
-        cfg = dataclasses.replace(
+        cfg = msgspec.structs.replace(
             base,
             local_api=ListenerConfig("127.0.0.1", local),
             peer_api=ListenerConfig("127.0.0.1", peer),

@@ -6,7 +6,6 @@ directory; `LocalPair` starts both in one event loop with real TLS and real SQLi
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import shutil
 import socket
@@ -14,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from ..core.clock import Clock, IdSource
 from ..startup.config import Config, ListenerConfig, PeerConfig, load_config, render_config
@@ -110,7 +111,7 @@ def prepare_pair(
             peer=PeerConfig(identity=other, url=f"https://127.0.0.1:{ports[other][1]}", bundle=peer_bundle),
         )
         for section, values in (overrides or {}).items():
-            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})
+            cfg = msgspec.structs.replace(cfg, **{section: msgspec.structs.replace(getattr(cfg, section), **values)})
         path = home / "gateway.toml"
         path.write_text(render_config(cfg), encoding="utf-8")
         homes[name] = Home(name, home, path, *ports[name])
