@@ -192,3 +192,18 @@ def test_every_key_has_a_row_in_docs_configuration() -> None:
         elif name != "base_dir":
             keys.append(name)
     assert [k for k in keys if f"| `{k}` |" not in docs] == []
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CUSTOMS_GATEWAY_SECURITY": "x", "CUSTOMS_GATEWAY_SECURITY__SKEW_SECONDS": "60"},
+        {"CUSTOMS_GATEWAY_SECURITY__SKEW_SECONDS": "60", "CUSTOMS_GATEWAY_SECURITY": "x"},
+        {"CUSTOMS_GATEWAY_SECURITY__SKEW_SECONDS": "60", "CUSTOMS_GATEWAY_SECURITY__SKEW_SECONDS__X": "1"},
+    ],
+)
+def test_a_section_set_whole_beside_its_keys_is_a_clear_error(config_file: Path, env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(config_file, env=env)
+    assert e.value.code == "config.invalid" and e.value.field == "security"
+    assert "CUSTOMS_GATEWAY_SECURITY__<KEY>" in e.value.detail

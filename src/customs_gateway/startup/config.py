@@ -195,10 +195,23 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise _section_clash(parts[0])
+        if isinstance(node.get(parts[-1]), dict):
+            raise _section_clash(parts[0])
         # Environment values are strings: yes/no for booleans as well as msgspec's true/false/1/0.
         is_bool = _field_hint(parts) is bool
         node[parts[-1]] = _TRUTHY.get(v.lower(), v) if is_bool else v
     return out
+
+
+def _section_clash(section: str) -> ConfigError:
+    name = f"{ENV_PREFIX}{section.upper()}"
+    return ConfigError(
+        f"{name} cannot be set beside {name}__<KEY>: a section's keys are set one by one, as {name}__<KEY>",
+        field=section,
+        code="config.invalid",
+    )
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
