@@ -278,3 +278,60 @@ async def test_leadership_is_lost_with_the_connection_and_sought_again(replicas:
     assert not await a.try_lead("checkpointer")  # a notices its connection is gone, reconnects, and follows
     await b.close()
     assert await a.try_lead("checkpointer")
+
+
+async def test_replicas_wake_each_other_with_notify(replicas: Replicas) -> None:
+    """A submission or an accepted arrival committed by one replica wakes the others (LISTEN/
+    NOTIFY on the schema's channels), never itself; a listener that loses its connection listens
+    again and wakes its gateway once for whatever it may have missed."""
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+    a, b = await replicas(open_store=False), await replicas(open_store=False)
+    a.subscribe(seen["a"].append)
+    b.subscribe(seen["b"].append)
+    await a.open()
+    await b.open()
+
+    async def until(cond: Callable[[], bool]) -> None:
+        for _ in range(300):
+            if cond():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"not woken: {seen}")
+
+    m = new_message(CN)
+    await a.submit(m, entry("submitted", m.id))
+    await until(lambda: "outbox" in seen["b"])
+    await b.accept_incoming([arrival(1)])
+    await until(lambda: "inbox" in seen["a"])
+    await asyncio.sleep(0.1)
+    assert seen["a"] == ["inbox"] and seen["b"] == ["outbox"]  # never its own commits
+    # Another schema's replicas are not woken.
+    other: list[str] = []
+    require_postgres()
+    schema = new_schema_name("other")
+    c = PostgresStore(dsn_for(schema), pool_size=2)
+    c.subscribe(other.append)
+    await c.open()
+    try:
+        m2 = new_message(CN)
+        await a.submit(m2, entry("submitted", m2.id))
+        await until(lambda: seen["b"].count("outbox") == 2)
+        assert other == []
+    finally:
+        await c.close()
+        drop_later(schema)
+    # The listener's connection dies: b listens again and wakes its gateway for both kinds.
+    conn = await asyncpg.connect(base_dsn())
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1"
+            " AND query LIKE 'LISTEN%'",
+            b.application_name,
+        )
+    finally:
+        await conn.close()
+    seen["b"].clear()
+    await until(lambda: sorted(seen["b"]) == ["inbox", "outbox"])
+    m3 = new_message(CN)
+    await a.submit(m3, entry("submitted", m3.id))
+    await until(lambda: seen["b"].count("outbox") == 2)

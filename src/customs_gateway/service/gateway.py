@@ -138,6 +138,7 @@ class Gateway:
         self.log_origin = log_origin(identity.name)
         if identity.store_key is None:
             raise ConfigError("the identity was loaded without its store key", field="keys_dir")
+        store.subscribe(self._store_changed)  # replicas sharing the store wake each other
         #: The key business references are indexed under (`core.reference`).
         self.index_key = identity.store_key.derive(reference.INDEX_KEY_LABEL)
         self.peer_origin = log_origin(peer.identity)
@@ -423,8 +424,7 @@ class Gateway:
                     self.counters.received += 1
                 results[i] = {"id": it.id, "status": res.status, "receipt": json_object(res.receipt)}
             if any(r["status"] == "accepted" for r in results if r is not None):
-                async with self.inbox_changed:
-                    self.inbox_changed.notify_all()
+                await self._wake_long_polls()
         if refusal_audit:
             await self.store.append_audit(refusal_audit)
         return [r for r in results if r is not None]
@@ -595,6 +595,18 @@ class Gateway:
             code="witness.epoch_unknown",
             field="note",
         )
+
+    def _store_changed(self, what: str) -> None:
+        """Another replica committed a message to send (wake delivery) or a received one (wake
+        long-polls)."""
+        if what == "outbox":
+            self.outbox_changed.set()
+        else:
+            asyncio.get_running_loop().create_task(self._wake_long_polls())
+
+    async def _wake_long_polls(self) -> None:
+        async with self.inbox_changed:
+            self.inbox_changed.notify_all()
 
     async def backfill_references(self, page: int = 500) -> int:
         """Index messages stored before the reference index existed (the migration leaves a

@@ -365,6 +365,12 @@ CONTROL_TYPES_SQL: Final = "('ack','key-announcement','cosign-request')"
 class Store(abc.ABC):
     """Async persistence for one gateway. Implementations: SQLite (default), PostgreSQL."""
 
+    def subscribe(self, on_change: Callable[[str], None]) -> None:
+        """Be told when another process sharing this store commits work for us: `"outbox"` (a
+        message to send) or `"inbox"` (a message received). Called before `open`. A store only one
+        process uses has nothing to tell (SQLite): the gateway wakes itself."""
+        return None
+
     @abc.abstractmethod
     async def open(self) -> None: ...
 

@@ -27,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import os
 import re
 import secrets
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, TypeVar
 
 import asyncpg
@@ -167,6 +168,12 @@ class PostgresStore(Store):
         self._leader_conn: Any = None  # holds the session advisory locks of the roles we lead
         self._leading: set[str] = set()
         self._lead_lock = asyncio.Lock()
+        # LISTEN/NOTIFY between replicas: a commit here wakes the others' workers and long-polls.
+        self._on_change: Callable[[str], None] | None = None
+        digest = hashlib.sha256(self.schema.encode()).hexdigest()[:16]
+        self._channels = {"outbox": f"cgw_outbox_{digest}", "inbox": f"cgw_inbox_{digest}"}
+        self._listener: Any = None
+        self._relisten: asyncio.Task[None] | None = None
         # Group commit of submissions: those arriving while a commit is under way share the next.
         self._submits: list[tuple[NewMessage, AuditEntry, asyncio.Future[tuple[OutMessage, bool]]]] = []
         self._submitter: asyncio.Task[None] | None = None
@@ -200,8 +207,57 @@ class PostgresStore(Store):
                 raise StoreUnavailable(f"cannot migrate the PostgreSQL schema ({type(e).__name__})") from e
             raise
         self._pool = pool
+        if self._on_change is not None:
+            await self._listen()
+
+    # notifications ---------------------------------------------------------------------------
+    def subscribe(self, on_change: Callable[[str], None]) -> None:
+        self._on_change = on_change
+
+    async def _listen(self) -> bool:
+        """LISTEN on this schema's channels on a connection of its own; if it drops, listen again
+        (the workers' one-second poll covers the gap, and a fresh listener wakes them once)."""
+        try:
+            conn = await asyncpg.connect(
+                self.dsn, timeout=self.timeout, server_settings={"application_name": self.application_name}
+            )
+            for what, channel in self._channels.items():
+                await conn.add_listener(channel, functools.partial(self._notified, what))
+        except _DB_ERRORS:
+            self._schedule_relisten()
+            return False
+        conn.add_termination_listener(lambda _: self._schedule_relisten())
+        self._listener = conn
+        return True
+
+    def _notified(self, what: str, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload != self.replica_id and self._on_change is not None:  # our own commits woke us already
+            self._on_change(what)
+
+    def _schedule_relisten(self) -> None:
+        self._listener = None
+        if self._pool is not None and (self._relisten is None or self._relisten.done()):
+            self._relisten = asyncio.get_running_loop().create_task(self._listen_again(), name="pg-relisten")
+
+    async def _listen_again(self) -> None:
+        await asyncio.sleep(1.0)
+        listening = self._pool is not None and self._listener is None and await self._listen()
+        if listening and self._on_change is not None:
+            for what in self._channels:
+                self._on_change(what)  # anything committed while we were not listening
+
+    async def _notify(self, c: Any, what: str) -> None:
+        """Tell the other replicas at commit (PostgreSQL delivers NOTIFY when the transaction commits)."""
+        await c.execute("SELECT pg_notify($1, $2)", self._channels[what], self.replica_id)
 
     async def close(self) -> None:
+        if self._relisten is not None:
+            self._relisten.cancel()
+            self._relisten = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(*_DB_ERRORS):
+                await listener.close(timeout=self.timeout)
         await self._drop_leadership()
         pool, self._pool = self._pool, None
         if pool is None:
@@ -321,6 +377,7 @@ class PostgresStore(Store):
             try:
                 async with self._tx(audited=True) as tx:
                     results = await _submit_group(tx, [(m, a) for m, a, _ in batch])
+                    await self._notify(tx.conn, "outbox")
             except BaseException as e:  # nothing of the batch committed
                 for _, _, fut in batch:
                     if not fut.done():
@@ -463,7 +520,10 @@ class PostgresStore(Store):
     # inbound -------------------------------------------------------------------------------
     async def accept_incoming(self, items: list[Incoming]) -> list[IncomingResult]:
         async with self._tx(audited=True) as tx:
-            return [await _accept_one(tx, it) for it in items]
+            results = [await _accept_one(tx, it) for it in items]
+            if any(r.status == "accepted" for r in results):
+                await self._notify(tx.conn, "inbox")
+            return results
 
     async def append_audit(self, entries: list[AuditEntry]) -> None:
         if not entries:
