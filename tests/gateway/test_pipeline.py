@@ -13,6 +13,7 @@ from customs_gateway.core.encoding import unb64url
 from customs_gateway.core.errors import StoreUnavailable
 from customs_gateway.service.gateway import issue_token
 from customs_gateway.service.pair import LocalPair, prepare_pair
+from customs_gateway.service.server import GatewayServer
 from tests.gateway.conftest import CN, US, Api
 
 BATCH = 10
@@ -35,7 +36,9 @@ async def test_batches_overlap_and_a_failed_batch_is_not_overtaken(tmp_path: Pat
             assert status == 202, res
             ids.append(res["id"])
 
-        cn_server = await lp.start(CN)
+        # The receiver's gateway is patched before its listener opens: the sender, retrying every
+        # 50 ms, would otherwise deliver a first batch in between.
+        cn_server = GatewayServer(lp.configs[CN], lp.identity(CN), passphrase=lp.passphrase)
         gw = cn_server.gateway
         real = gw.receive
         requests: list[list[int]] = []
@@ -48,6 +51,8 @@ async def test_batches_overlap_and_a_failed_batch_is_not_overtaken(tmp_path: Pat
             return await real(raw)
 
         gw.receive = receive  # type: ignore[method-assign]
+        await cn_server.start()
+        lp.servers[CN] = cn_server
         for mid in ids:
             await us.wait_status(mid, {"delivered"})
 
