@@ -92,8 +92,9 @@ def generate(n: int, out: BinaryIO) -> None:
         add(AuditEntry(at=at, kind="token_issued", actor="system", detail={"token_id": f"t{k}", "role": "agency"}))
         add(AuditEntry(at=at, kind="refused", actor=f"peer:{CN}", message_id=f"x{k}", peer=CN, code="replay.skew"))
         k += 1
+    end = T0 + dt.timedelta(seconds=k)  # audit time never runs backwards, the top-up included
     while len(entries) < n:  # top up to exactly n with entries that name no document
-        add(AuditEntry(at=T0, kind="token_issued", actor="system", detail={"token_id": f"f{len(entries)}"}))
+        add(AuditEntry(at=end, kind="token_issued", actor="system", detail={"token_id": f"f{len(entries)}"}))
 
     size = len(entries)
     last = max(s for s in notes if s <= size)
