@@ -26,14 +26,15 @@ from ..core.envelope import BUSINESS_TYPES
 from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
 from ..core.merkle import leaf_hash
 from ..core.rotation import EXPIRY_WARNING_DAYS
-from ..core.state import PENDING, STATUSES
+from ..core.state import STATUSES
 from ..core.tlscert import describe
 from ..service.audit_export import export_bundle
 from ..service.evidence import EvidenceCollector, PeerUnavailable
 from ..service.gateway import Caller, Gateway
 from ..service.lifecycle import DEFAULT_VALID_DAYS, MAX_VALID_DAYS, RENEW_KINDS
 from ..service.lifecycle import KeyLifecycle as KeyLifecycleAPI
-from ..store.base import InboxItem, MessageFilter, OutMessage, TokenRecord
+from ..store.base import MessageFilter
+from . import views
 from .metrics import metrics
 from .openapi import openapi_json
 from .problems import Handler, json_response, problem_middleware, read_body
@@ -131,44 +132,6 @@ def _time_param(request: web.Request, name: str) -> dt.datetime | None:
     return when.astimezone(dt.timezone.utc)
 
 
-def message_view(m: OutMessage) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "to": m.peer,
-        "type": m.type,
-        "seq": m.seq,
-        "status": m.status,
-        "created_at": format_ts(m.created_at),
-        "expires_at": format_ts(m.expires_at),
-        "updated_at": format_ts(m.updated_at),
-        "attempts": m.attempts,
-        "next_attempt_at": format_ts(m.next_attempt_at) if m.status in PENDING else None,
-        "last_error": m.last_error,
-        "document_sha256": m.document_sha256.hex(),
-        "receipt": json_object(m.receipt) if m.receipt else None,
-        "refusal": json_object(m.refusal) if m.refusal else None,
-        "ack": m.ack,
-        "history": [{"at": format_ts(a), "status": s, "detail": d} for a, s, d in m.history],
-    }
-
-
-def inbox_view(it: InboxItem, with_body: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "cursor": it.cursor,
-        "id": it.id,
-        "from": it.sender,
-        "type": it.type,
-        "created_at": format_ts(it.created_at),
-        "received_at": format_ts(it.received_at),
-        "document_sha256": it.document_sha256.hex(),
-        "ack_status": it.ack_status,
-        "ack_message_id": it.ack_message_id,
-    }
-    if with_body:
-        out["body"] = json_object(it.body)["body"]
-    return out
-
-
 async def submit(request: web.Request) -> web.Response:
     caller = _caller(request)
     gw = request.app[GATEWAY]
@@ -178,14 +141,14 @@ async def submit(request: web.Request) -> web.Response:
     headers = {"Location": f"/v1/messages/{msg.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return json_response({"id": msg.id, "status": msg.status, "seq": msg.seq}, status=202, headers=headers)
+    return json_response(views.SubmitResponse(msg.id, msg.status, msg.seq), status=202, headers=headers)  # type: ignore[arg-type]
 
 
 async def get_message(request: web.Request) -> web.Response:
     m = await request.app[GATEWAY].store.get_message(request.match_info["id"])
     if m is None or m.type not in BUSINESS_TYPES:
         raise NotFound(f"no message {request.match_info['id']}", code="message.not_found", field="id")
-    return json_response(message_view(m))
+    return json_response(views.Message.of(m))
 
 
 async def list_messages(request: web.Request) -> web.Response:
@@ -214,7 +177,7 @@ async def list_messages(request: web.Request) -> web.Response:
         if since is not None:
             items = [i for i in items if i.received_at >= since]
         nxt_in = items[-1].cursor if len(items) == limit else None
-        return json_response({"messages": [inbox_view(i, with_body=False) for i in items], "next_cursor": nxt_in})
+        return json_response(views.InboxSummaryList([views.InboxSummary.of(i) for i in items], nxt_in))
     cursor_s = q.get("cursor")
     if cursor_s is not None and not _MESSAGE_ID.fullmatch(cursor_s):
         raise SchemaError(
@@ -222,7 +185,7 @@ async def list_messages(request: web.Request) -> web.Response:
         )
     msgs = await gw.store.list_messages(MessageFilter(status, mtype, since), cursor_s, limit)
     nxt = msgs[-1].id if len(msgs) == limit else None
-    return json_response({"messages": [message_view(m) for m in msgs], "next_cursor": nxt})
+    return json_response(views.MessageList([views.Message.of(m) for m in msgs], nxt))
 
 
 async def inbox(request: web.Request) -> web.Response:
@@ -253,14 +216,14 @@ async def inbox(request: web.Request) -> web.Response:
         finally:
             gw.long_polls.release(caller.token_id)
     nxt = items[-1].cursor if items else cursor
-    return json_response({"messages": [inbox_view(i) for i in items], "next_cursor": nxt})
+    return json_response(views.InboxPage([views.InboxMessage.of(i) for i in items], nxt))
 
 
 async def ack(request: web.Request) -> web.Response:
     caller = _caller(request)
     raw = await _json_body(request)
     out = await request.app[GATEWAY].acknowledge(request.match_info["id"], raw, caller)
-    return json_response({"ack_id": out.id, "status": out.status, "acknowledges": request.match_info["id"]}, status=202)
+    return json_response(views.AckResponse(out.id, out.status, request.match_info["id"]), status=202)  # type: ignore[arg-type]
 
 
 async def get_schemas(request: web.Request) -> web.Response:
@@ -403,7 +366,7 @@ async def admin_tokens(request: web.Request) -> web.Response:
     tid, secret = await gw.issue_token(req.role, req.label, caller.actor, valid_days=req.valid_days)
     rec = await gw.store.get_token(tid)
     expires = format_ts(rec.expires_at) if rec is not None and rec.expires_at else None
-    body = {"id": tid, "role": req.role, "token": secret, "expires_at": expires, "note": "shown once; store it now"}
+    body = views.TokenResponse(tid, req.role, secret, "shown once; store it now", expires)
     return json_response(body, status=201)
 
 
@@ -415,27 +378,17 @@ class TokenRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     valid_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = None
 
 
-def token_view(rec: TokenRecord) -> dict[str, Any]:
-    """A token as an administrator may see it: never the secret, nor its hash."""
-    return {
-        "id": rec.id,
-        "role": rec.role,
-        "label": rec.label,
-        "created_at": format_ts(rec.created_at),
-        "revoked_at": format_ts(rec.revoked_at) if rec.revoked_at else None,
-        "expires_at": format_ts(rec.expires_at) if rec.expires_at else None,
-    }
-
-
 async def admin_list_tokens(request: web.Request) -> web.Response:
-    return json_response({"tokens": [token_view(t) for t in await request.app[GATEWAY].store.list_tokens()]})
+    return json_response(
+        views.TokenList([views.TokenView.of(t) for t in await request.app[GATEWAY].store.list_tokens()])
+    )
 
 
 async def admin_revoke_token(request: web.Request) -> web.Response:
     caller = _caller(request)
     rec = await request.app[GATEWAY].revoke_token(request.match_info["token_id"], caller.actor)
     assert rec.revoked_at is not None
-    return json_response({"id": rec.id, "role": rec.role, "label": rec.label, "revoked_at": format_ts(rec.revoked_at)})
+    return json_response(views.TokenRevoked(rec.id, rec.role, rec.label, format_ts(rec.revoked_at)))  # type: ignore[arg-type]
 
 
 async def audit_entries(request: web.Request) -> web.Response:

@@ -1,9 +1,10 @@
 """The OpenAPI 3.1 document of both HTTP surfaces, generated from the code's own definitions.
 
 Paths, methods, handlers and roles come from the local API's route table (`http.local.ROUTES`);
-message body schemas from the msgspec structs (`core.schemas`, `core.control`); enums from the
-core's constants. The JSON the handlers build by hand (`message_view`, `inbox_view`, the admin and
-audit answers) and the peer API are described here as data beside the generator; the tests hold
+message body schemas from the msgspec structs (`core.schemas`, `core.control`); the answers'
+schemas from the Structs handlers return (`http.views`, via `msgspec.json.schema_components`);
+enums from the core's constants. What is still written here as data: operations (roles, summaries,
+descriptions, problem responses), the admin and audit answers not yet typed, and the peer API; the tests hold
 the two together (every route documented, every documented path routed). Served at
 `GET /openapi.json`, exported to `docs/api/openapi.json` by `scripts/export_openapi.py`.
 """
@@ -27,6 +28,7 @@ from ..core.keys import SUITES
 from ..core.state import STATUSES
 from ..core.witness import MEDIA_TYPE as COSIGN_MEDIA_TYPE
 from ..service.auth import ROLES
+from . import views
 from .problems import PROBLEM_TYPE, json_response
 
 OPENAPI_VERSION: Final = "3.1.0"
@@ -67,48 +69,9 @@ def _b64url(description: str) -> Schema:
     return _str(description, pattern="^[A-Za-z0-9_-]*$", contentEncoding="base64url")
 
 
-def _statement(label: str, payload: str) -> Schema:
-    return _obj(
-        {
-            label: _b64url(f"the exact payload bytes: JSON object {payload}")
-            | {"contentMediaType": "application/json"},
-            "kid": _ref("KeyId"),
-            "signature": _b64url(f"Ed25519 over 'customs-gateway/v1 {label}\\n' || payload bytes (64 bytes)"),
-        },
-        (label, "kid", "signature"),
-        f"A signed {label}: exact payload bytes, signing key id, signature.",
-    )
-
-
 # --- schemas of the JSON the handlers build ---------------------------------------------------
 
 _TS_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
-_HISTORY: Final = _obj(
-    {"at": _ref("Timestamp"), "status": _str("status entered (or event)"), "detail": _str("reason, may be empty")},
-    ("at", "status", "detail"),
-)
-_ACK_INFO: Final = _obj(
-    {
-        "status": {"enum": ["processed", "rejected"]},
-        "reason": _null(_str()),
-        "ack_id": _ref("MessageId"),
-        "document_sha256": _ref("Sha256Hex"),
-    },
-    ("status", "ack_id", "document_sha256"),
-    "The peer's business acknowledgement, from its signed `ack` envelope.",
-)
-_INBOX_FIELDS: Final[dict[str, Schema]] = {
-    "cursor": _int("position in the inbox; pass as `after` to read past it", 1),
-    "id": _ref("MessageId"),
-    "from": _str("sender identity"),
-    "type": {"enum": list(BUSINESS_TYPES)},
-    "created_at": _ref("Timestamp"),
-    "received_at": _ref("Timestamp"),
-    "document_sha256": _ref("Sha256Hex"),
-    "ack_status": _null({"enum": ["processed", "rejected"]}),
-    "ack_message_id": _null(_ref("MessageId")),
-}
-
 _KEY_FIELDS: Final[dict[str, Schema]] = {
     "kid": _ref("KeyId"),
     "use": {"enum": ["signing", "encryption", "witness"]},
@@ -154,95 +117,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
     "Sha256Hex": _str("SHA-256, lower-case hex", pattern="^[0-9a-f]{64}$"),
     "KeyId": _str("first 16 bytes of SHA-256 of the raw public key, hex", pattern="^[0-9a-f]{32}$"),
     "MessageId": _str("UUIDv7", format="uuid", maxLength=64),
-    "ReceiptStatement": _statement(
-        "receipt", "{document_sha256, from, kid, message_id, received_at, to} (keys sorted)"
-    ),
-    "RefusalStatement": _statement(
-        "refusal", "{code, detail, from, kid, message_id, refused_at, retryable, to} (keys sorted)"
-    ),
-    "SubmitResponse": _obj(
-        {"id": _ref("MessageId"), "status": {"enum": list(STATUSES)}, "seq": _int("per-peer sequence number", 1)},
-        ("id", "status", "seq"),
-        "The message is committed durably (G5); follow `Location` for its status.",
-    ),
-    "Message": _obj(
-        {
-            "id": _ref("MessageId"),
-            "to": _str("recipient identity"),
-            "type": {"enum": list(BUSINESS_TYPES)},
-            "seq": _int("per-peer sequence number", 1),
-            "status": {"enum": list(STATUSES)},
-            "created_at": _ref("Timestamp"),
-            "expires_at": _ref("Timestamp"),
-            "updated_at": _ref("Timestamp"),
-            "attempts": _int("delivery attempts so far"),
-            "next_attempt_at": _null(_ref("Timestamp")) | {"description": "set while queued or sent"},
-            "last_error": _null(_str()),
-            "document_sha256": _ref("Sha256Hex"),
-            "receipt": _null(_ref("ReceiptStatement")),
-            "refusal": _null(_ref("RefusalStatement")),
-            "ack": _null(_ACK_INFO),
-            "history": {
-                "type": "array",
-                "items": _HISTORY,
-                "description": "status changes, oldest first (empty in list results)",
-            },
-        },
-        (
-            "id",
-            "to",
-            "type",
-            "seq",
-            "status",
-            "created_at",
-            "expires_at",
-            "updated_at",
-            "attempts",
-            "next_attempt_at",
-            "last_error",
-            "document_sha256",
-            "receipt",
-            "refusal",
-            "ack",
-            "history",
-        ),
-        "An outbound message: status, attempts, the peer's signed receipt or refusal, its ack.",
-    ),
-    "InboxSummary": _obj(_INBOX_FIELDS, tuple(_INBOX_FIELDS), "An inbox message without its body."),
-    "InboxMessage": _obj(
-        {
-            **_INBOX_FIELDS,
-            "body": {
-                "description": "the verified, decrypted body; valid under the schema of `type`",
-                "anyOf": [_ref(t) for t in BUSINESS_TYPES],
-            },
-        },
-        (*_INBOX_FIELDS, "body"),
-        "A verified, decrypted message from the peer.",
-    ),
-    "MessageList": _obj(
-        {
-            "messages": {"type": "array", "items": {"anyOf": [_ref("Message"), _ref("InboxSummary")]}},
-            "next_cursor": _null(_str("pass as `cursor` for the next page; null on the last page")),
-        },
-        ("messages", "next_cursor"),
-        "Outbound: `Message` items, cursor a message id. Inbound: `InboxSummary` items, cursor an inbox cursor.",
-    ),
-    "InboxPage": _obj(
-        {
-            "messages": {"type": "array", "items": _ref("InboxMessage")},
-            "next_cursor": _int("pass as `after` next time (unchanged when nothing was new)"),
-        },
-        ("messages", "next_cursor"),
-    ),
-    "AckResponse": _obj(
-        {
-            "ack_id": _ref("MessageId") | {"description": "id of the signed `ack` message queued to the sender"},
-            "status": {"const": "queued"},
-            "acknowledges": _ref("MessageId"),
-        },
-        ("ack_id", "status", "acknowledges"),
-    ),
     "MessageSchemas": {
         "type": "object",
         "description": "JSON Schema (draft 2020-12) of each business message type, keyed by type.",
@@ -468,46 +342,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
             | {"maximum": 3650},
         },
         ("role",),
-    ),
-    "TokenResponse": _obj(
-        {
-            "id": _str("token id", pattern="^[0-9a-f]{16}$"),
-            "role": {"enum": list(ROLES)},
-            "token": _str(
-                "the bearer token; shown once, stored hashed", pattern=r"^cgw_[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$"
-            ),
-            "note": _str(),
-            "expires_at": _null(_ref("Timestamp")),
-        },
-        ("id", "role", "token", "note", "expires_at"),
-    ),
-    "TokenRevoked": _obj(
-        {
-            "id": _str("token id", pattern="^[0-9a-f]{16}$"),
-            "role": {"enum": list(ROLES)},
-            "label": _str(),
-            "revoked_at": _ref("Timestamp"),
-        },
-        ("id", "role", "label", "revoked_at"),
-    ),
-    "TokenList": _obj(
-        {
-            "tokens": {
-                "type": "array",
-                "items": _obj(
-                    {
-                        "id": _str("token id", pattern="^[0-9a-f]{16}$"),
-                        "role": {"enum": list(ROLES)},
-                        "label": _str(),
-                        "created_at": _ref("Timestamp"),
-                        "revoked_at": _null(_ref("Timestamp")),
-                        "expires_at": _null(_ref("Timestamp")),
-                    },
-                    ("id", "role", "label", "created_at", "revoked_at", "expires_at"),
-                ),
-            }
-        },
-        ("tokens",),
     ),
     "AuditEntry": {
         "type": "object",
@@ -793,7 +627,13 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
             ),
             _LIMIT,
         ],
-        "responses": {"200": _json(_ref("MessageList"), "One page, oldest first."), **_problems(422, 503)},
+        "responses": {
+            "200": _json(
+                {"anyOf": [_ref("MessageList"), _ref("InboxSummaryList")]},
+                "One page, oldest first: `MessageList` outbound, `InboxSummaryList` with `direction=inbound`.",
+            ),
+            **_problems(422, 503),
+        },
     },
     ("GET", "/v1/messages/{id}"): {
         "tags": ["messages"],
@@ -1141,6 +981,14 @@ def _message_schemas() -> dict[str, Schema]:
     return out
 
 
+def _view_schemas() -> dict[str, Schema]:
+    """Components of the answers (`http.views`), generated by msgspec; only what no type can say is
+    added here: an inbox body is one of the business message schemas, chosen by `type`."""
+    _, components = msgspec.json.schema_components(views.RESPONSE_TYPES, ref_template=_ref("{name}")["$ref"])
+    components["InboxMessage"]["properties"]["body"] |= {"anyOf": [_ref(t) for t in BUSINESS_TYPES]}
+    return components
+
+
 def _rewrite_refs(node: Any) -> Any:
     if isinstance(node, dict):
         return {
@@ -1183,6 +1031,9 @@ def _operation(
 
 def _components(message_schemas: dict[str, Schema]) -> dict[str, Any]:
     all_schemas: dict[str, Schema] = {**message_schemas, **copy.deepcopy(VIEW_SCHEMAS)}
+    for name, schema in _view_schemas().items():
+        if all_schemas.setdefault(name, schema) is not schema:
+            raise ValueError(f"two schemas are named {name}")
     all_schemas["SubmitRequest"] = {
         "description": "A message for the peer: its type, recipient, body, and optionally when it expires.",
         "oneOf": [_ref(f"Submit-{t}") for t in BUSINESS_TYPES],

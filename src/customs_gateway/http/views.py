@@ -1,0 +1,302 @@
+"""The JSON answers of the local API as msgspec Structs: what handlers return and what the OpenAPI
+document's response schemas are generated from (`msgspec.json.schema_components`).
+
+Field names, nullability and key presence are the wire contract: a field that may be null is
+typed `X | None` without a default (always present); a key that may be absent is `UnsetType`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from ..core.encoding import format_ts, json_object
+from ..core.envelope import BUSINESS_TYPES
+from ..core.state import PENDING, STATUSES
+from ..service.auth import ROLES
+from ..store.base import InboxItem, OutMessage, TokenRecord
+
+# Annotated strings are inlined by msgspec (only Structs become components); these carry the
+# same constraints the hand-written `Timestamp`, `MessageId` and `Sha256Hex` components state.
+Timestamp = Annotated[
+    str,
+    msgspec.Meta(
+        description="RFC 3339 UTC with milliseconds",
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+        extra_json_schema={"format": "date-time"},
+    ),
+]
+MessageId = Annotated[str, msgspec.Meta(description="UUIDv7", max_length=64, extra_json_schema={"format": "uuid"})]
+Sha256Hex = Annotated[str, msgspec.Meta(description="SHA-256, lower-case hex", pattern="^[0-9a-f]{64}$")]
+KeyId = Annotated[
+    str, msgspec.Meta(description="first 16 bytes of SHA-256 of the raw public key, hex", pattern="^[0-9a-f]{32}$")
+]
+B64url = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]*$", extra_json_schema={"contentEncoding": "base64url"})]
+TokenId = Annotated[str, msgspec.Meta(description="token id", pattern="^[0-9a-f]{16}$")]
+Role = Literal["agency", "admin", "auditor"]
+Status = Literal["queued", "retrying", "delivered", "acknowledged", "refused", "expired"]
+BusinessType = Literal["seizure-share", "port-visit-invitation", "port-visit-reply", "seminar-notice"]
+AckStatus = Literal["processed", "rejected"]
+Seq = Annotated[int, msgspec.Meta(ge=1, description="per-peer sequence number")]
+
+
+class View(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of every answer: immutable, and nothing but the declared fields."""
+
+
+class SubmitResponse(View, frozen=True):
+    """The message is committed durably (G5); follow `Location` for its status."""
+
+    id: MessageId
+    status: Status
+    seq: Seq
+
+
+Payload = Annotated[B64url, msgspec.Meta(extra_json_schema={"contentMediaType": "application/json"})]
+_PAYLOAD = "the exact payload bytes: JSON object (keys sorted)"
+
+
+class _Statement(View, frozen=True):
+    """A signed statement as stored: the payload field (named by the subclass), key id, signature."""
+
+    kid: KeyId
+    signature: Annotated[
+        B64url,
+        msgspec.Meta(
+            description="Ed25519 over 'customs-gateway/v1 <label>\\n' || payload bytes (64 bytes), "
+            "<label> being the name of the payload field"
+        ),
+    ]
+
+
+class ReceiptStatement(_Statement, frozen=True):
+    """A signed receipt: exact payload bytes, signing key id, signature."""
+
+    receipt: Annotated[
+        Payload,
+        msgspec.Meta(description=_PAYLOAD + " {document_sha256, from, kid, message_id, received_at, to}"),
+    ]
+
+
+class RefusalStatement(_Statement, frozen=True):
+    """A signed refusal: exact payload bytes, signing key id, signature."""
+
+    refusal: Annotated[
+        Payload,
+        msgspec.Meta(description=_PAYLOAD + " {code, detail, from, kid, message_id, refused_at, retryable, to}"),
+    ]
+
+
+class AckInfo(View, frozen=True):
+    """The peer's business acknowledgement, from its signed `ack` envelope."""
+
+    status: AckStatus
+    ack_id: MessageId
+    document_sha256: Sha256Hex
+    reason: str | UnsetType | None = UNSET
+
+
+class HistoryEntry(View, frozen=True):
+    """One status change of an outbound message."""
+
+    at: Timestamp
+    status: Annotated[str, msgspec.Meta(description="status entered (or event)")]
+    detail: Annotated[str, msgspec.Meta(description="reason, may be empty")]
+
+
+class Message(View, frozen=True):
+    """An outbound message: status, attempts, the peer's signed receipt or refusal, its ack."""
+
+    id: MessageId
+    to: Annotated[str, msgspec.Meta(description="recipient identity")]
+    type: BusinessType
+    seq: Seq
+    status: Status
+    created_at: Timestamp
+    expires_at: Timestamp
+    updated_at: Timestamp
+    attempts: Annotated[int, msgspec.Meta(ge=0, description="delivery attempts so far")]
+    next_attempt_at: Annotated[Timestamp | None, msgspec.Meta(description="set while queued or sent")]
+    last_error: str | None
+    document_sha256: Sha256Hex
+    receipt: ReceiptStatement | None
+    refusal: RefusalStatement | None
+    ack: AckInfo | None
+    history: Annotated[
+        list[HistoryEntry], msgspec.Meta(description="status changes, oldest first (empty in list results)")
+    ]
+
+    @classmethod
+    def of(cls, m: OutMessage) -> Message:
+        return cls(
+            id=m.id,
+            to=m.peer,
+            type=m.type,  # type: ignore[arg-type]  # the store holds only business types here
+            seq=m.seq,
+            status=m.status,  # type: ignore[arg-type]
+            created_at=format_ts(m.created_at),
+            expires_at=format_ts(m.expires_at),
+            updated_at=format_ts(m.updated_at),
+            attempts=m.attempts,
+            next_attempt_at=format_ts(m.next_attempt_at) if m.status in PENDING else None,
+            last_error=m.last_error,
+            document_sha256=m.document_sha256.hex(),
+            receipt=msgspec.convert(json_object(m.receipt), ReceiptStatement) if m.receipt else None,
+            refusal=msgspec.convert(json_object(m.refusal), RefusalStatement) if m.refusal else None,
+            ack=msgspec.convert(m.ack, AckInfo) if m.ack else None,
+            history=[HistoryEntry(format_ts(a), s, d) for a, s, d in m.history],
+        )
+
+
+class InboxSummary(View, frozen=True):
+    """An inbox message without its body."""
+
+    cursor: Annotated[int, msgspec.Meta(ge=1, description="position in the inbox; pass as `after` to read past it")]
+    id: MessageId
+    sender: Annotated[str, msgspec.Meta(description="sender identity")] = msgspec.field(name="from")
+    type: BusinessType
+    created_at: Timestamp
+    received_at: Timestamp
+    document_sha256: Sha256Hex
+    ack_status: AckStatus | None
+    ack_message_id: MessageId | None
+
+    @classmethod
+    def of(cls, it: InboxItem) -> InboxSummary:
+        return cls(**_inbox_fields(it))
+
+
+class InboxMessage(InboxSummary, frozen=True):
+    """A verified, decrypted message from the peer."""
+
+    body: Annotated[
+        dict[str, Any], msgspec.Meta(description="the verified, decrypted body; valid under the schema of `type`")
+    ]
+
+    @classmethod
+    def of(cls, it: InboxItem) -> InboxMessage:
+        return cls(**_inbox_fields(it), body=json_object(it.body)["body"])
+
+
+def _inbox_fields(it: InboxItem) -> dict[str, Any]:
+    return {
+        "cursor": it.cursor,
+        "id": it.id,
+        "sender": it.sender,
+        "type": it.type,
+        "created_at": format_ts(it.created_at),
+        "received_at": format_ts(it.received_at),
+        "document_sha256": it.document_sha256.hex(),
+        "ack_status": it.ack_status,
+        "ack_message_id": it.ack_message_id,
+    }
+
+
+class MessageList(View, frozen=True):
+    """A page of outbound messages, oldest first."""
+
+    messages: list[Message]
+    next_cursor: Annotated[
+        str | None, msgspec.Meta(description="pass as `cursor` for the next page (a message id); null on the last page")
+    ]
+
+
+class InboxSummaryList(View, frozen=True):
+    """A page of inbound messages without their bodies (`direction=inbound`)."""
+
+    messages: list[InboxSummary]
+    next_cursor: Annotated[
+        int | None,
+        msgspec.Meta(description="pass as `cursor` for the next page (an inbox cursor); null on the last page"),
+    ]
+
+
+class InboxPage(View, frozen=True):
+    """A page of the inbox."""
+
+    messages: list[InboxMessage]
+    next_cursor: Annotated[
+        int, msgspec.Meta(ge=0, description="pass as `after` next time (unchanged when nothing was new)")
+    ]
+
+
+class AckResponse(View, frozen=True):
+    """The signed `ack` is queued to the sender."""
+
+    ack_id: Annotated[MessageId, msgspec.Meta(description="id of the signed `ack` message queued to the sender")]
+    status: Literal["queued"]
+    acknowledges: MessageId
+
+
+class TokenResponse(View, frozen=True):
+    """A new token; its secret is shown only here."""
+
+    id: TokenId
+    role: Role
+    token: Annotated[
+        str,
+        msgspec.Meta(
+            description="the bearer token; shown once, stored hashed",
+            pattern=r"^cgw_[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$",
+        ),
+    ]
+    note: str
+    expires_at: Timestamp | None
+
+
+class TokenRevoked(View, frozen=True):
+    """A token just revoked."""
+
+    id: TokenId
+    role: Role
+    label: str
+    revoked_at: Timestamp
+
+
+class TokenView(View, frozen=True):
+    """A token as an administrator may see it: never the secret, nor its hash."""
+
+    id: TokenId
+    role: Role
+    label: str
+    created_at: Timestamp
+    revoked_at: Timestamp | None
+    expires_at: Timestamp | None
+
+    @classmethod
+    def of(cls, rec: TokenRecord) -> TokenView:
+        return cls(
+            id=rec.id,
+            role=rec.role,  # type: ignore[arg-type]  # the store holds only known roles
+            label=rec.label,
+            created_at=format_ts(rec.created_at),
+            revoked_at=format_ts(rec.revoked_at) if rec.revoked_at else None,
+            expires_at=format_ts(rec.expires_at) if rec.expires_at else None,
+        )
+
+
+class TokenList(View, frozen=True):
+    """Every token, revoked ones included."""
+
+    tokens: list[TokenView]
+
+
+RESPONSE_TYPES: tuple[type[View], ...] = (
+    SubmitResponse,
+    Message,
+    MessageList,
+    InboxSummaryList,
+    InboxPage,
+    AckResponse,
+    TokenResponse,
+    TokenRevoked,
+    TokenList,
+)
+"""Every answer type; `openapi.py` generates their components (and those they refer to)."""
+
+# The Literals mirror the core's constants (an import-time check: a new type or status fails here).
+assert set(get_args(BusinessType)) == set(BUSINESS_TYPES)
+assert set(get_args(Status)) == set(STATUSES)
+assert set(get_args(Role)) == set(ROLES)
