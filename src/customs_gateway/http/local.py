@@ -397,7 +397,7 @@ async def audit_entries(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 100, 1, 1000)
     rows = await gw.store.audit_entries(start, start + limit)
     # `raw` is the exact entry bytes (the Merkle leaf is SHA-256(0x00 || raw)); `entry` the same, parsed.
-    return json_response({"entries": [{"index": i, "raw": b64url(e), "entry": json_object(e)} for i, e in rows]})
+    return json_response(views.AuditEntries([views.AuditRow(i, b64url(e), json_object(e)) for i, e in rows]))
 
 
 async def audit_checkpoint(request: web.Request) -> web.Response:
@@ -421,14 +421,7 @@ async def audit_inclusion(request: web.Request) -> web.Response:
         raise SchemaError("index is required", code="schema.required", field="index")
     proof = await store.inclusion_proof(index, size)
     entry = await store.audit_entries(index, index + 1)
-    return json_response(
-        {
-            "index": index,
-            "size": size,
-            "leaf_hash": b64url(leaf_hash(entry[0][1])),
-            "proof": [b64url(p) for p in proof],
-        }
-    )
+    return json_response(views.InclusionProof(index, size, b64url(leaf_hash(entry[0][1])), [b64url(p) for p in proof]))
 
 
 async def audit_consistency(request: web.Request) -> web.Response:
@@ -440,7 +433,7 @@ async def audit_consistency(request: web.Request) -> web.Response:
     if old > new:
         raise SchemaError("old must not exceed new", code="schema.range", field="old")
     proof = await store.consistency_proof(old, new)
-    return json_response({"old": old, "new": new, "proof": [b64url(p) for p in proof]})
+    return json_response(views.ConsistencyProof(old, new, [b64url(p) for p in proof]))
 
 
 async def audit_export(request: web.Request) -> web.StreamResponse:
@@ -488,7 +481,7 @@ async def audit_evidence(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response(views.Health("ok"))
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -283,6 +283,45 @@ class TokenList(View, frozen=True):
     tokens: list[TokenView]
 
 
+class AuditRow(View, frozen=True):
+    """One audit log entry: its exact bytes and the same parsed."""
+
+    index: Annotated[int, msgspec.Meta(ge=0)]
+    raw: Annotated[
+        B64url, msgspec.Meta(description="the exact entry bytes: the Merkle leaf hash is SHA-256(0x00 || raw)")
+    ]
+    entry: Annotated[dict[str, Any], msgspec.Meta(description="`raw`, parsed")]
+
+
+class AuditEntries(View, frozen=True):
+    """A range of the audit log, in log order."""
+
+    entries: list[AuditRow]
+
+
+class InclusionProof(View, frozen=True):
+    """RFC 9162 inclusion proof of one entry in the log of a given size."""
+
+    index: Annotated[int, msgspec.Meta(ge=0)]
+    size: Annotated[int, msgspec.Meta(ge=1)]
+    leaf_hash: Annotated[B64url, msgspec.Meta(description="SHA-256(0x00 || entry bytes)")]
+    proof: list[Annotated[B64url, msgspec.Meta(description="RFC 9162 inclusion proof node")]]
+
+
+class ConsistencyProof(View, frozen=True):
+    """RFC 9162 consistency proof between two sizes of the log."""
+
+    old: Annotated[int, msgspec.Meta(ge=0)]
+    new: Annotated[int, msgspec.Meta(ge=0)]
+    proof: list[Annotated[B64url, msgspec.Meta(description="RFC 9162 consistency proof node")]]
+
+
+class Health(View, frozen=True):
+    """The process answers."""
+
+    status: Literal["ok"]
+
+
 RESPONSE_TYPES: tuple[type[View], ...] = (
     SubmitResponse,
     Message,
@@ -293,6 +332,10 @@ RESPONSE_TYPES: tuple[type[View], ...] = (
     TokenResponse,
     TokenRevoked,
     TokenList,
+    AuditEntries,
+    InclusionProof,
+    ConsistencyProof,
+    Health,
 )
 """Every answer type; `openapi.py` generates their components (and those they refer to)."""
 
