@@ -486,53 +486,51 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    checks: dict[str, str] = {}
+    store = keys = "ok"
     try:
         await gw.store.audit_size()
         await gw.store.append_audit([])  # takes the write lock: a locked or read-only store is not ready
-        checks["store"] = "ok"
     except GatewayError as e:
-        checks["store"] = e.code
+        store = e.code
     try:
         gw.identity.active_signing_key(gw.clock.now())
-        checks["keys"] = "ok"
     except GatewayError as e:
-        checks["keys"] = e.code
-    checks["peer_bundle"] = "ok" if gw.peer.records() else "missing"
-    ok = all(v == "ok" for v in checks.values())
+        keys = e.code
+    checks = views.ReadinessChecks(store, keys, "ok" if gw.peer.records() else "missing")
+    ok = store == keys == checks.peer_bundle == "ok"
     # Readiness is about serving the local API (accepting and storing submissions); the link to
     # the peer is reported beside it and never makes this gateway unready (decision 0007).
     now = gw.clock.now()
     down_for = gw.link.unreachable_for(now)
     after = gw.config.delivery.peer_unreachable_after_seconds
-    peer = {
-        "status": "unreachable"
+    peer = views.PeerLink(
+        status="unreachable"
         if down_for >= after
         else "failing"
         if gw.link.failing_since is not None
         else "reachable"
         if gw.link.last_contact_at
         else "unknown",
-        "failing_for_seconds": round(down_for, 1),
-        "unreachable_after_seconds": after,
-        "last_contact_at": format_ts(gw.link.last_contact_at) if gw.link.last_contact_at else None,
-        "last_failure": gw.link.last_failure,
-    }
-    body = {
-        "status": "ready" if ok else "not_ready",
-        "checks": checks,
-        "peer": peer,
-        "expiry": key_expiry(gw, now),
-        "recovery": _recovery_view(gw),
-    }
+        failing_for_seconds=round(down_for, 1),
+        unreachable_after_seconds=after,
+        last_contact_at=format_ts(gw.link.last_contact_at) if gw.link.last_contact_at else None,
+        last_failure=gw.link.last_failure,
+    )
+    body = views.Readiness(
+        status="ready" if ok else "not_ready",
+        checks=checks,
+        peer=peer,
+        expiry=key_expiry(gw, now),
+        recovery=_recovery_view(gw),
+    )
     return json_response(body, status=200 if ok else 503)
 
 
-def _recovery_view(gw: Gateway) -> dict[str, Any]:
+def _recovery_view(gw: Gateway) -> views.RecoveryStatus:
     """Whether this store was found behind its peer (restored from a backup) and why."""
     if gw.recovery is None:
-        return {"checked": False, "needed": False, "reasons": []}
-    return gw.recovery.view()
+        return views.RecoveryStatus(checked=False, needed=False, reasons=[])
+    return msgspec.convert(gw.recovery.view(), views.RecoveryStatus)
 
 
 async def admin_recover(request: web.Request) -> web.Response:
@@ -548,16 +546,12 @@ async def admin_recover(request: web.Request) -> web.Response:
     return json_response(await gw.recovery.recover(reason, caller.actor))
 
 
-def key_expiry(gw: Gateway, now: dt.datetime) -> dict[str, dict[str, Any]]:
+def key_expiry(gw: Gateway, now: dt.datetime) -> dict[str, views.KeyExpiry]:
     """Per key kind: when it ends, days left, and whether that is inside the warning window."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, views.KeyExpiry] = {}
     for kind, end in gw.identity.expiry().items():
         days = (end - now).total_seconds() / 86400
-        out[kind] = {
-            "not_after": format_ts(end),
-            "days_left": round(days, 1),
-            "renew_soon": days <= EXPIRY_WARNING_DAYS,
-        }
+        out[kind] = views.KeyExpiry(format_ts(end), round(days, 1), days <= EXPIRY_WARNING_DAYS)
     return out
 
 

@@ -229,18 +229,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         },
         ("kid", "revoked_at", "announcement_id", "serial"),
     ),
-    "RecoveryStatus": _obj(
-        {
-            "checked": {"type": "boolean", "description": "the peer has been asked what it has seen of us (this run)"},
-            "needed": {
-                "type": "boolean",
-                "description": "this store is behind the peer (restored from a backup): nothing is sent or "
-                "cosigned until `customs-gateway recover`",
-            },
-            "reasons": {"type": "array", "items": {"type": "string"}},
-        },
-        ("checked", "needed", "reasons"),
-    ),
     "RecoverRequest": {
         "type": "object",
         "properties": {
@@ -359,47 +347,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         },
         "required": ["v", "at", "kind", "actor"],
     },
-    "Readiness": _obj(
-        {
-            "status": {"enum": ["ready", "not_ready"]},
-            "checks": _obj(
-                {
-                    "store": _str("ok, or the error code"),
-                    "keys": _str("ok, or the error code (e.g. key.no_active_signing)"),
-                    "peer_bundle": {"enum": ["ok", "missing"]},
-                },
-                ("store", "keys", "peer_bundle"),
-            ),
-            "peer": _obj(
-                {
-                    "status": {
-                        "enum": ["reachable", "failing", "unreachable", "unknown"],
-                        "description": "the link to the peer; reported, never part of readiness",
-                    },
-                    "failing_for_seconds": {"type": "number", "minimum": 0},
-                    "unreachable_after_seconds": {"type": "number"},
-                    "last_contact_at": _null(_ref("Timestamp")),
-                    "last_failure": _null(_str("why the last delivery request failed")),
-                },
-                ("status", "failing_for_seconds", "unreachable_after_seconds", "last_contact_at", "last_failure"),
-            ),
-            "recovery": _ref("RecoveryStatus"),
-            "expiry": {
-                "type": "object",
-                "description": "per key use (signing, encryption, witness) and `tls`: when it stops working "
-                "unless renewed; `renew_soon` inside 30 days (`customs-gateway keys renew`)",
-                "additionalProperties": _obj(
-                    {
-                        "not_after": _ref("Timestamp"),
-                        "days_left": {"type": "number"},
-                        "renew_soon": {"type": "boolean"},
-                    },
-                    ("not_after", "days_left", "renew_soon"),
-                ),
-            },
-        },
-        ("status", "checks", "peer", "expiry", "recovery"),
-    ),
     # --- peer API ---
     "Envelope": _obj(
         {

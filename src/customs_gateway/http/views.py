@@ -322,6 +322,58 @@ class Health(View, frozen=True):
     status: Literal["ok"]
 
 
+class RecoveryStatus(View, frozen=True):
+    """Whether this store was found behind its peer (restored from a backup), and why."""
+
+    checked: Annotated[bool, msgspec.Meta(description="the peer has been asked what it has seen of us (this run)")]
+    needed: Annotated[
+        bool,
+        msgspec.Meta(
+            description="this store is behind the peer (restored from a backup): nothing is sent or "
+            "cosigned until `customs-gateway recover`"
+        ),
+    ]
+    reasons: list[str]
+
+
+class KeyExpiry(View, frozen=True):
+    """When keys of one use (or the TLS certificate) stop working unless renewed."""
+
+    not_after: Timestamp
+    days_left: float
+    renew_soon: Annotated[bool, msgspec.Meta(description="inside 30 days (`customs-gateway keys renew`)")]
+
+
+class ReadinessChecks(View, frozen=True):
+    """What readiness is made of."""
+
+    store: Annotated[str, msgspec.Meta(description="ok, or the error code")]
+    keys: Annotated[str, msgspec.Meta(description="ok, or the error code (e.g. key.no_active_signing)")]
+    peer_bundle: Literal["ok", "missing"]
+
+
+class PeerLink(View, frozen=True):
+    """The link to the peer; reported, never part of readiness (decision 0007)."""
+
+    status: Literal["reachable", "failing", "unreachable", "unknown"]
+    failing_for_seconds: Annotated[float, msgspec.Meta(ge=0)]
+    unreachable_after_seconds: float
+    last_contact_at: Timestamp | None
+    last_failure: Annotated[str | None, msgspec.Meta(description="why the last delivery request failed")]
+
+
+class Readiness(View, frozen=True):
+    """Whether this gateway can accept and store submissions, and what may soon stop it."""
+
+    status: Literal["ready", "not_ready"]
+    checks: ReadinessChecks
+    peer: PeerLink
+    expiry: Annotated[
+        dict[str, KeyExpiry], msgspec.Meta(description="per key use (signing, encryption, witness) and `tls`")
+    ]
+    recovery: RecoveryStatus
+
+
 RESPONSE_TYPES: tuple[type[View], ...] = (
     SubmitResponse,
     Message,
@@ -336,6 +388,7 @@ RESPONSE_TYPES: tuple[type[View], ...] = (
     InclusionProof,
     ConsistencyProof,
     Health,
+    Readiness,
 )
 """Every answer type; `openapi.py` generates their components (and those they refer to)."""
 
