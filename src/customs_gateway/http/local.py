@@ -333,30 +333,21 @@ async def admin_peers(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     st = await gw.store.peer_state(gw.peer.identity)
     depth, oldest = await gw.store.queue_depth(gw.peer.identity)
-    return json_response(
-        {
-            "peers": [
-                {
-                    "identity": gw.peer.identity,
-                    "url": gw.config.peer.url,
-                    "bundle_serial": gw.peer.bundle.serial,
-                    "next_seq": st.next_seq,
-                    "received_high_water": st.recv_high_water,
-                    "sequence_gaps": st.gap_count,
-                    "recent_gaps": [{"from": a, "to": b} for a, b in st.gaps],
-                    "queue_depth": depth,
-                    "oldest_queued_at": format_ts(oldest) if oldest else None,
-                    "clock_offset_seconds": None
-                    if gw.peer_clock.offset_seconds is None
-                    else round(gw.peer_clock.offset_seconds, 3),
-                    "clock_offset_measured_at": format_ts(gw.peer_clock.measured_at)
-                    if gw.peer_clock.measured_at
-                    else None,
-                    "recovery": _recovery_view(gw),
-                }
-            ]
-        }
+    peer = views.PeerStatus(
+        identity=gw.peer.identity,
+        url=gw.config.peer.url,
+        bundle_serial=gw.peer.bundle.serial,
+        next_seq=st.next_seq,
+        received_high_water=st.recv_high_water,
+        sequence_gaps=st.gap_count,
+        recent_gaps=[views.SequenceGap(a, b) for a, b in st.gaps],
+        queue_depth=depth,
+        oldest_queued_at=format_ts(oldest) if oldest else None,
+        clock_offset_seconds=None if gw.peer_clock.offset_seconds is None else round(gw.peer_clock.offset_seconds, 3),
+        clock_offset_measured_at=format_ts(gw.peer_clock.measured_at) if gw.peer_clock.measured_at else None,
+        recovery=_recovery_view(gw),
     )
+    return json_response(views.AdminPeers([peer]))
 
 
 async def admin_tokens(request: web.Request) -> web.Response:

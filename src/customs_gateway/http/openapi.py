@@ -274,54 +274,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
             "peer_cosigned",
         ),
     ),
-    "AdminPeers": _obj(
-        {
-            "peers": {
-                "type": "array",
-                "items": _obj(
-                    {
-                        "identity": _str(),
-                        "url": _str("base URL of the peer API"),
-                        "bundle_serial": _int("serial of the imported peer bundle", 1),
-                        "next_seq": _int("sequence number our next message to it gets", 1),
-                        "received_high_water": _int("highest sequence number received from it"),
-                        "sequence_gaps": _int("gaps seen in its sequence numbers"),
-                        "recent_gaps": {
-                            "type": "array",
-                            "items": _obj({"from": _int(), "to": _int()}, ("from", "to")),
-                            "description": "up to 100 most recent gaps, newest first",
-                        },
-                        "queue_depth": _int("messages queued or sent to it, not yet answered"),
-                        "oldest_queued_at": _null(_ref("Timestamp")),
-                        "clock_offset_seconds": _null(
-                            {
-                                "type": "number",
-                                "description": "the peer's clock minus ours, from timestamps it signed "
-                                "(positive: the peer is ahead); null before the first reading",
-                            }
-                        ),
-                        "clock_offset_measured_at": _null(_ref("Timestamp")),
-                        "recovery": _ref("RecoveryStatus"),
-                    },
-                    (
-                        "identity",
-                        "url",
-                        "bundle_serial",
-                        "next_seq",
-                        "received_high_water",
-                        "sequence_gaps",
-                        "recent_gaps",
-                        "queue_depth",
-                        "oldest_queued_at",
-                        "clock_offset_seconds",
-                        "clock_offset_measured_at",
-                        "recovery",
-                    ),
-                ),
-            }
-        },
-        ("peers",),
-    ),
     "TokenRequest": _obj(
         {
             "role": {"enum": list(ROLES)},

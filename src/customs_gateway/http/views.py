@@ -374,6 +374,42 @@ class Readiness(View, frozen=True):
     recovery: RecoveryStatus
 
 
+class SequenceGap(View, frozen=True):
+    """Sequence numbers of the peer's that never arrived, `from` to `to`."""
+
+    first: Annotated[int, msgspec.Meta(ge=0)] = msgspec.field(name="from")
+    last: Annotated[int, msgspec.Meta(ge=0)] = msgspec.field(name="to")
+
+
+class PeerStatus(View, frozen=True):
+    """The peer as this gateway sees it: sequence numbers, queue, clock, recovery."""
+
+    identity: str
+    url: Annotated[str, msgspec.Meta(description="base URL of the peer API")]
+    bundle_serial: Annotated[int, msgspec.Meta(ge=1, description="serial of the imported peer bundle")]
+    next_seq: Annotated[int, msgspec.Meta(ge=1, description="sequence number our next message to it gets")]
+    received_high_water: Annotated[int, msgspec.Meta(ge=0, description="highest sequence number received from it")]
+    sequence_gaps: Annotated[int, msgspec.Meta(ge=0, description="gaps seen in its sequence numbers")]
+    recent_gaps: Annotated[list[SequenceGap], msgspec.Meta(description="up to 100 most recent gaps, newest first")]
+    queue_depth: Annotated[int, msgspec.Meta(ge=0, description="messages queued or sent to it, not yet answered")]
+    oldest_queued_at: Timestamp | None
+    clock_offset_seconds: Annotated[
+        float | None,
+        msgspec.Meta(
+            description="the peer's clock minus ours, from timestamps it signed "
+            "(positive: the peer is ahead); null before the first reading"
+        ),
+    ]
+    clock_offset_measured_at: Timestamp | None
+    recovery: RecoveryStatus
+
+
+class AdminPeers(View, frozen=True):
+    """The peers of this gateway (one)."""
+
+    peers: list[PeerStatus]
+
+
 RESPONSE_TYPES: tuple[type[View], ...] = (
     SubmitResponse,
     Message,
@@ -389,6 +425,7 @@ RESPONSE_TYPES: tuple[type[View], ...] = (
     ConsistencyProof,
     Health,
     Readiness,
+    AdminPeers,
 )
 """Every answer type; `openapi.py` generates their components (and those they refer to)."""
 
