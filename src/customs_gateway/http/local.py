@@ -234,41 +234,45 @@ async def admin_keys(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     now = gw.clock.now()
     in_use = gw.identity.active_signing_key(now).kid
-    own = []
-    for r in gw.identity.bundle.bundle.keys:
-        d = r.to_dict()
-        d["fingerprint"] = hashlib.sha256(r.public).hexdigest()
-        d["signing_now"] = r.kid == in_use
-        d["pending_announcement"] = r.kid in gw.identity.pending
-        d["private_key_held"] = r.kid in gw.identity.signing or r.kid in gw.identity.decryption or r.use == "witness"
-        own.append(d)
-    peer = [{**r.to_dict(), "fingerprint": hashlib.sha256(r.public).hexdigest()} for r in gw.peer.records()]
-    return json_response(
-        {
-            "identity": gw.name,
-            "bundle_serial": gw.identity.bundle.bundle.serial,
-            "keys": own,
-            "tls": _tls_pins(gw.identity.bundle.bundle),
-            "expiry": key_expiry(gw, now),
-            "peer": {
-                "identity": gw.peer.identity,
-                "bundle_serial": gw.peer.bundle.serial,
-                "keys": peer,
-                "tls": _tls_pins(gw.peer.bundle),
+    held = {*gw.identity.signing, *gw.identity.decryption}
+    own = [
+        msgspec.convert(
+            {
+                **r.to_dict(),
+                "fingerprint": hashlib.sha256(r.public).hexdigest(),
+                "signing_now": r.kid == in_use,
+                "pending_announcement": r.kid in gw.identity.pending,
+                "private_key_held": r.kid in held or r.use == "witness",
             },
-        }
+            views.OwnKey,
+        )
+        for r in gw.identity.bundle.bundle.keys
+    ]
+    peer = [
+        msgspec.convert({**r.to_dict(), "fingerprint": hashlib.sha256(r.public).hexdigest()}, views.PeerKey)
+        for r in gw.peer.records()
+    ]
+    return json_response(
+        views.AdminKeys(
+            identity=gw.name,
+            bundle_serial=gw.identity.bundle.bundle.serial,
+            keys=own,
+            tls=_tls_pins(gw.identity.bundle.bundle),
+            expiry=key_expiry(gw, now),
+            peer=views.PeerKeys(gw.peer.identity, gw.peer.bundle.serial, peer, _tls_pins(gw.peer.bundle)),
+        )
     )
 
 
-def _tls_pins(bundle: KeyBundle) -> dict[str, Any]:
+def _tls_pins(bundle: KeyBundle) -> views.TlsPins:
     """A bundle's certificates as fingerprints: the current one and those pinned for an overlap."""
 
     fp, not_after = describe(bundle.tls_certificate)
-    return {
-        "certificate_sha256": fp,
-        "not_after": format_ts(not_after) if not_after else None,
-        "previous": [{"certificate_sha256": describe(p)[0], "until": format_ts(u)} for p, u in bundle.tls_previous],
-    }
+    return views.TlsPins(
+        certificate_sha256=fp,
+        not_after=format_ts(not_after) if not_after else None,
+        previous=[views.PinnedCertificate(describe(p)[0], format_ts(u)) for p, u in bundle.tls_previous],
+    )
 
 
 def _lifecycle(request: web.Request) -> KeyLifecycleAPI:

@@ -124,60 +124,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         "required": list(BUSINESS_TYPES),
     },
     "KeyRecord": _obj(_KEY_FIELDS, _KEY_REQUIRED, "One public key in a bundle, with its lifecycle."),
-    "OwnKey": _obj(
-        {
-            **_KEY_FIELDS,
-            "fingerprint": _ref("Sha256Hex") | {"description": "SHA-256 of the raw public key"},
-            "signing_now": {"type": "boolean", "description": "the key that signs right now"},
-            "pending_announcement": {
-                "type": "boolean",
-                "description": "announced to the peer, not yet receipted (not used to sign until then)",
-            },
-            "private_key_held": {"type": "boolean"},
-        },
-        (*_KEY_REQUIRED, "fingerprint", "signing_now", "pending_announcement", "private_key_held"),
-    ),
-    "PeerKey": _obj(
-        {**_KEY_FIELDS, "fingerprint": _ref("Sha256Hex") | {"description": "SHA-256 of the raw public key"}},
-        (*_KEY_REQUIRED, "fingerprint"),
-    ),
-    "AdminKeys": _obj(
-        {
-            "identity": _str(),
-            "bundle_serial": _int("serial of our current signed bundle", 1),
-            "keys": {"type": "array", "items": _ref("OwnKey")},
-            "tls": _ref("TlsPins") | {"description": "our certificates: the one presented, those still pinned"},
-            "expiry": {
-                "type": "object",
-                "description": "per key use and `tls`: when it stops working unless renewed (as in /readyz)",
-                "additionalProperties": {"type": "object"},
-            },
-            "peer": _obj(
-                {
-                    "identity": _str(),
-                    "bundle_serial": _int(minimum=1),
-                    "keys": {"type": "array", "items": _ref("PeerKey")},
-                    "tls": _ref("TlsPins"),
-                },
-                ("identity", "bundle_serial", "keys", "tls"),
-            ),
-        },
-        ("identity", "bundle_serial", "keys", "tls", "expiry", "peer"),
-    ),
-    "TlsPins": _obj(
-        {
-            "certificate_sha256": _str("SHA-256 of the current certificate (DER), hex"),
-            "not_after": _null(_ref("Timestamp")),
-            "previous": {
-                "type": "array",
-                "description": "certificates replaced by a renewal, still pinned until `until` (decision 0008)",
-                "items": _obj(
-                    {"certificate_sha256": _str("hex"), "until": _ref("Timestamp")}, ("certificate_sha256", "until")
-                ),
-            },
-        },
-        ("certificate_sha256", "not_after", "previous"),
-    ),
     "RotateRequest": {
         "type": "object",
         "properties": {"kind": {"enum": ["signing", "encryption"]}},

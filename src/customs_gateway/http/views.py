@@ -410,6 +410,73 @@ class AdminPeers(View, frozen=True):
     peers: list[PeerStatus]
 
 
+class PublicKey(View, frozen=True, kw_only=True):
+    """One public key in a bundle, with its lifecycle (`core.bundle.KeyRecord.to_dict`)."""
+
+    kid: KeyId
+    use: Literal["signing", "encryption", "witness"]
+    alg: Literal["ed25519", "mlkem768-x25519", "x25519"]
+    public: Annotated[B64url, msgspec.Meta(description="raw public key")]
+    not_before: Timestamp
+    not_after: Timestamp
+    state: Literal["active", "retiring", "retired", "revoked"]
+    revoked_at: Timestamp | UnsetType = UNSET
+    revocation_reason: str | UnsetType = UNSET
+
+
+class PeerKey(PublicKey, frozen=True, kw_only=True):
+    """A key of the peer's bundle."""
+
+    fingerprint: Annotated[Sha256Hex, msgspec.Meta(description="SHA-256 of the raw public key")]
+
+
+class OwnKey(PeerKey, frozen=True, kw_only=True):
+    """A key of our own bundle, and what this gateway does with it."""
+
+    signing_now: Annotated[bool, msgspec.Meta(description="the key that signs right now")]
+    pending_announcement: Annotated[
+        bool, msgspec.Meta(description="announced to the peer, not yet receipted (not used to sign until then)")
+    ]
+    private_key_held: bool
+
+
+class PinnedCertificate(View, frozen=True):
+    """A certificate replaced by a renewal, still pinned until `until` (decision 0008)."""
+
+    certificate_sha256: Annotated[str, msgspec.Meta(description="hex")]
+    until: Timestamp
+
+
+class TlsPins(View, frozen=True):
+    """A bundle's TLS certificates as fingerprints: the current one and those pinned for an overlap."""
+
+    certificate_sha256: Annotated[str, msgspec.Meta(description="SHA-256 of the current certificate (DER), hex")]
+    not_after: Timestamp | None
+    previous: list[PinnedCertificate]
+
+
+class PeerKeys(View, frozen=True):
+    """The peer's identity, bundle serial, keys and certificates."""
+
+    identity: str
+    bundle_serial: Annotated[int, msgspec.Meta(ge=1)]
+    keys: list[PeerKey]
+    tls: TlsPins
+
+
+class AdminKeys(View, frozen=True):
+    """Both sides' keys and pinned certificates, and when ours expire."""
+
+    identity: str
+    bundle_serial: Annotated[int, msgspec.Meta(ge=1, description="serial of our current signed bundle")]
+    keys: list[OwnKey]
+    tls: Annotated[TlsPins, msgspec.Meta(description="our certificates: the one presented, those still pinned")]
+    expiry: Annotated[
+        dict[str, KeyExpiry], msgspec.Meta(description="per key use and `tls`: when it stops working unless renewed")
+    ]
+    peer: PeerKeys
+
+
 RESPONSE_TYPES: tuple[type[View], ...] = (
     SubmitResponse,
     Message,
@@ -426,6 +493,7 @@ RESPONSE_TYPES: tuple[type[View], ...] = (
     Health,
     Readiness,
     AdminPeers,
+    AdminKeys,
 )
 """Every answer type; `openapi.py` generates their components (and those they refer to)."""
 
