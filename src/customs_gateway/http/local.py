@@ -290,7 +290,7 @@ async def admin_rotate(request: web.Request) -> web.Response:
     if kind not in ("signing", "encryption"):
         raise SchemaError("kind must be signing or encryption", code="schema.enum", field="$.kind")
     res = await _lifecycle(request).rotate(str(kind), caller.actor)
-    return json_response(res, status=202)
+    return json_response(msgspec.convert(res, views.RotateResponse), status=202)
 
 
 async def admin_renew(request: web.Request) -> web.Response:
@@ -308,7 +308,7 @@ async def admin_renew(request: web.Request) -> web.Response:
             field="$.valid_days",
         )
     res = await _lifecycle(request).renew(str(kind), days, caller.actor)
-    return json_response(res, status=202)
+    return json_response(msgspec.convert(res, views.RenewResponse), status=202)
 
 
 async def admin_revoke(request: web.Request) -> web.Response:
@@ -319,7 +319,7 @@ async def admin_revoke(request: web.Request) -> web.Response:
     if not isinstance(reason, str) or not reason.strip():
         raise SchemaError("reason is required", code="schema.required", field="$.reason")
     res = await _lifecycle(request).revoke(request.match_info["kid"], reason, caller.actor)
-    return json_response(res, status=202)
+    return json_response(msgspec.convert(res, views.RevokeResponse), status=202)
 
 
 def _json_dict(raw: bytes, *, allowed: set[str]) -> dict[str, Any]:

@@ -129,15 +129,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         "properties": {"kind": {"enum": ["signing", "encryption"]}},
         "required": ["kind"],
     },
-    "RotateResponse": _obj(
-        {
-            "kind": {"enum": ["signing", "encryption"]},
-            "kids": {"type": "array", "items": _ref("KeyId"), "description": "the new keys"},
-            "announcement_id": _ref("MessageId") | {"description": "the queued `key-announcement` to the peer"},
-            "serial": _int("serial of the new signed bundle", 1),
-        },
-        ("kind", "kids", "announcement_id", "serial"),
-    ),
     "RenewRequest": {
         "type": "object",
         "properties": {
@@ -147,34 +138,11 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         "required": ["kind"],
         "additionalProperties": False,
     },
-    "RenewResponse": _obj(
-        {
-            "kind": {"enum": ["signing", "encryption", "witness", "tls"]},
-            "kids": {
-                "type": "array",
-                "items": _str("key id, or for tls the certificate's SHA-256 (hex)"),
-                "description": "the new keys (or certificate)",
-            },
-            "announcement_id": _ref("MessageId") | {"description": "the queued `key-announcement` to the peer"},
-            "serial": _int("serial of the new signed bundle", 1),
-            "not_after": _str("end of validity of the new keys or certificate (RFC 3339)"),
-        },
-        ("kind", "kids", "announcement_id", "serial", "not_after"),
-    ),
     "RevokeRequest": {
         "type": "object",
         "properties": {"reason": _str("why (kept in the bundle)", minLength=1, maxLength=2000)},
         "required": ["reason"],
     },
-    "RevokeResponse": _obj(
-        {
-            "kid": _ref("KeyId"),
-            "revoked_at": _str("when (Python isoformat, e.g. 2026-05-01T10:00:00.123456+00:00)"),
-            "announcement_id": _ref("MessageId"),
-            "serial": _int(minimum=1),
-        },
-        ("kid", "revoked_at", "announcement_id", "serial"),
-    ),
     "RecoverRequest": {
         "type": "object",
         "properties": {

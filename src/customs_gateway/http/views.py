@@ -477,6 +477,38 @@ class AdminKeys(View, frozen=True):
     peer: PeerKeys
 
 
+class _Announced(View, frozen=True, kw_only=True):
+    """A key change: the new bundle's serial and the `key-announcement` queued to the peer."""
+
+    announcement_id: Annotated[MessageId, msgspec.Meta(description="the queued `key-announcement` to the peer")]
+    serial: Annotated[int, msgspec.Meta(ge=1, description="serial of the new signed bundle")]
+
+
+class RotateResponse(_Announced, frozen=True, kw_only=True):
+    """New signing or encryption keys, announced."""
+
+    kind: Literal["signing", "encryption"]
+    kids: Annotated[list[KeyId], msgspec.Meta(description="the new keys")]
+
+
+class RenewResponse(_Announced, frozen=True, kw_only=True):
+    """Keys of one kind, or the TLS certificate, renewed with a later expiry, announced."""
+
+    kind: Literal["signing", "encryption", "witness", "tls"]
+    kids: Annotated[
+        list[Annotated[str, msgspec.Meta(description="key id, or for tls the certificate's SHA-256 (hex)")]],
+        msgspec.Meta(description="the new keys (or certificate)"),
+    ]
+    not_after: Annotated[Timestamp, msgspec.Meta(description="end of validity of the new keys or certificate")]
+
+
+class RevokeResponse(_Announced, frozen=True, kw_only=True):
+    """One of our keys revoked from now on, announced."""
+
+    kid: KeyId
+    revoked_at: Timestamp
+
+
 RESPONSE_TYPES: tuple[type[View], ...] = (
     SubmitResponse,
     Message,
@@ -494,6 +526,9 @@ RESPONSE_TYPES: tuple[type[View], ...] = (
     Readiness,
     AdminPeers,
     AdminKeys,
+    RotateResponse,
+    RenewResponse,
+    RevokeResponse,
 )
 """Every answer type; `openapi.py` generates their components (and those they refer to)."""
 
