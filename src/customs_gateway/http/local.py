@@ -538,7 +538,7 @@ async def admin_recover(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     if gw.recovery is None:
         raise GatewayError("recovery is not available on this gateway", code="recovery.unavailable", status=503)
-    return json_response(await gw.recovery.recover(reason, caller.actor))
+    return json_response(msgspec.convert(await gw.recovery.recover(reason, caller.actor), views.RecoverResponse))
 
 
 def key_expiry(gw: Gateway, now: dt.datetime) -> dict[str, views.KeyExpiry]:

@@ -151,43 +151,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         "required": ["reason"],
         "additionalProperties": False,
     },
-    "RecoverResponse": _obj(
-        {
-            "peer": _str("the peer"),
-            "behind": {"type": "array", "items": {"type": "string"}, "description": "why the store was behind"},
-            "peer_received_high_seq": _int("the highest of our sequence numbers the peer had received", 0),
-            "next_seq": _int("where our sequence numbers continue", 1),
-            "renumbered": _int("queued messages given new sequence numbers", 0),
-            "marked_delivered": {
-                "type": "array",
-                "items": _ref("MessageId"),
-                "description": "queued messages the peer already held: delivered, with its original receipts",
-            },
-            "lost": {
-                "type": "array",
-                "items": _obj(
-                    {"id": _ref("MessageId"), "seq": _int(minimum=1), "document_sha256": _str("hex")},
-                    ("id", "seq", "document_sha256"),
-                ),
-                "description": "messages the peer holds that this store lost (accepted after the backup)",
-            },
-            "restored_log_size": _int("entries in our restored audit log", 0),
-            "peer_cosigned": _null(
-                _obj({"origin": _str(), "size": _int(minimum=0), "root": _str("hex")}, ("origin", "size", "root"))
-            ),
-        },
-        (
-            "peer",
-            "behind",
-            "peer_received_high_seq",
-            "next_seq",
-            "renumbered",
-            "marked_delivered",
-            "lost",
-            "restored_log_size",
-            "peer_cosigned",
-        ),
-    ),
     "TokenRequest": _obj(
         {
             "role": {"enum": list(ROLES)},

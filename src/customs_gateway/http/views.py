@@ -509,6 +509,45 @@ class RevokeResponse(_Announced, frozen=True, kw_only=True):
     revoked_at: Timestamp
 
 
+class LostMessage(View, frozen=True):
+    """A message the peer holds that this store lost (accepted after the backup)."""
+
+    id: MessageId
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    document_sha256: Sha256Hex
+
+
+class CosignedCheckpoint(View, frozen=True):
+    """The last checkpoint of our log the peer's witness cosigned."""
+
+    origin: str
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    root: Annotated[str, msgspec.Meta(description="hex")]
+
+
+class RecoverResponse(View, frozen=True):
+    """What `recover` did to level a restored store with the peer (decision 0009)."""
+
+    peer: Annotated[str, msgspec.Meta(description="the peer")]
+    behind: Annotated[list[str], msgspec.Meta(description="why the store was behind")]
+    peer_received_high_seq: Annotated[
+        int, msgspec.Meta(ge=0, description="the highest of our sequence numbers the peer had received")
+    ]
+    next_seq: Annotated[int, msgspec.Meta(ge=1, description="where our sequence numbers continue")]
+    renumbered: Annotated[int, msgspec.Meta(ge=0, description="queued messages given new sequence numbers")]
+    marked_delivered: Annotated[
+        list[MessageId],
+        msgspec.Meta(description="queued messages the peer already held: delivered, with its original receipts"),
+    ]
+    lost: list[LostMessage]
+    restored_log_size: Annotated[int, msgspec.Meta(ge=0, description="entries in our restored audit log")]
+    peer_cosigned: CosignedCheckpoint | None
+    log_origin: Annotated[str, msgspec.Meta(description="the origin of the new epoch of our log")]
+    epoch_witnessed: Annotated[
+        bool, msgspec.Meta(description="the peer's witness already cosigned the new epoch's first checkpoint")
+    ]
+
+
 RESPONSE_TYPES: tuple[type[View], ...] = (
     SubmitResponse,
     Message,
@@ -529,6 +568,7 @@ RESPONSE_TYPES: tuple[type[View], ...] = (
     RotateResponse,
     RenewResponse,
     RevokeResponse,
+    RecoverResponse,
 )
 """Every answer type; `openapi.py` generates their components (and those they refer to)."""
 
