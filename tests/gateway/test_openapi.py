@@ -117,7 +117,9 @@ async def test_served_document_equals_the_generated_and_the_exported(pair: Pair,
 
 
 def test_answer_schemas_are_generated_from_the_view_structs(doc: dict[str, Any]) -> None:
-    _, generated = msgspec.json.schema_components(views.RESPONSE_TYPES, ref_template="#/components/schemas/{name}")
+    _, generated = msgspec.json.schema_components(
+        views.REQUEST_TYPES + views.RESPONSE_TYPES, ref_template="#/components/schemas/{name}"
+    )
     for name, schema in generated.items():
         got = copy.deepcopy(doc["components"]["schemas"][name])
         if name == "InboxMessage":  # openapi.py adds the one thing no type says: which schemas a body may be
@@ -128,7 +130,7 @@ def test_answer_schemas_are_generated_from_the_view_structs(doc: dict[str, Any])
 
 
 def test_openapi_py_writes_no_answer_schema_by_hand() -> None:
-    _, generated = msgspec.json.schema_components(views.RESPONSE_TYPES)
+    _, generated = msgspec.json.schema_components(views.REQUEST_TYPES + views.RESPONSE_TYPES)
     source = Path(openapi.__file__).read_text(encoding="utf-8")
     for name in generated:
         assert f'"{name}": ' not in source, f"{name} is described by hand in openapi.py"

@@ -13,7 +13,7 @@ import functools
 import hashlib
 import re
 import tempfile
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final
 
 import msgspec
 import structlog
@@ -356,21 +356,13 @@ async def admin_peers(request: web.Request) -> web.Response:
 
 async def admin_tokens(request: web.Request) -> web.Response:
     caller = _caller(request)
-    req: TokenRequest = schemas.check_struct(TokenRequest, await _json_body(request))
+    req: views.TokenRequest = schemas.check_struct(views.TokenRequest, await _json_body(request))
     gw = request.app[GATEWAY]
     tid, secret = await gw.issue_token(req.role, req.label, caller.actor, valid_days=req.valid_days)
     rec = await gw.store.get_token(tid)
     expires = format_ts(rec.expires_at) if rec is not None and rec.expires_at else None
     body = views.TokenResponse(tid, req.role, secret, "shown once; store it now", expires)
     return json_response(body, status=201)
-
-
-class TokenRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """`POST /v1/admin/tokens`: a role, a label, and optionally how many days the token lives."""
-
-    role: Literal["agency", "admin", "auditor"]
-    label: Annotated[str, msgspec.Meta(max_length=200)] = ""
-    valid_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = None
 
 
 async def admin_list_tokens(request: web.Request) -> web.Response:

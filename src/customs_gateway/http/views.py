@@ -1,5 +1,6 @@
-"""The JSON answers of the local API as msgspec Structs: what handlers return and what the OpenAPI
-document's response schemas are generated from (`msgspec.json.schema_components`).
+"""The JSON answers of the local API as msgspec Structs (and the request bodies it decodes as Structs):
+what handlers return and what the OpenAPI document's schemas are generated from
+(`msgspec.json.schema_components`).
 
 Field names, nullability and key presence are the wire contract: a field that may be null is
 typed `X | None` without a default (always present); a key that may be absent is `UnsetType`.
@@ -228,6 +229,22 @@ class AckResponse(View, frozen=True):
     ack_id: Annotated[MessageId, msgspec.Meta(description="id of the signed `ack` message queued to the sender")]
     status: Literal["queued"]
     acknowledges: MessageId
+
+
+class TokenRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`POST /v1/admin/tokens`: a role, a label, and optionally how many days the token lives."""
+
+    role: Role
+    label: Annotated[str, msgspec.Meta(max_length=200, description="who or what the token is for")] = ""
+    valid_days: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1, le=3650, description="the token expires this many days from now (absent: never, until revoked)"
+            ),
+        ]
+        | None
+    ) = None
 
 
 class TokenResponse(View, frozen=True):
@@ -547,6 +564,9 @@ class RecoverResponse(View, frozen=True):
         bool, msgspec.Meta(description="the peer's witness already cosigned the new epoch's first checkpoint")
     ]
 
+
+REQUEST_TYPES: tuple[type[msgspec.Struct], ...] = (TokenRequest,)
+"""Request bodies of the local API decoded as Structs here (message bodies live in `core.schemas`)."""
 
 RESPONSE_TYPES: tuple[type[View], ...] = (
     SubmitResponse,
