@@ -200,37 +200,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         ("id", "seq", "from", "to", "type", "created_at", "sent_at", "attempt", "suite", "sig_kid", "enc_kid"),
     ),
     "EnvelopeBatch": _obj({"envelopes": {"type": "array", "items": _ref("Envelope"), "minItems": 1}}, ("envelopes",)),
-    "EnvelopeResults": _obj(
-        {
-            "results": {
-                "type": "array",
-                "description": "one result per envelope, in order",
-                "items": {
-                    "oneOf": [
-                        _obj(
-                            {
-                                "id": _ref("MessageId"),
-                                "status": {"enum": ["accepted", "duplicate"]},
-                                "receipt": _ref("ReceiptStatement"),
-                            },
-                            ("id", "status", "receipt"),
-                        ),
-                        _obj(
-                            {
-                                "id": _str('message id, or "unknown" if the header could not be read'),
-                                "status": {"const": "refused"},
-                                "code": _str(),
-                                "retryable": {"type": "boolean"},
-                                "refusal": _ref("RefusalStatement"),
-                            },
-                            ("id", "status", "code", "retryable", "refusal"),
-                        ),
-                    ]
-                },
-            }
-        },
-        ("results",),
-    ),
     "SignedBundle": _obj(
         {
             "v": {"const": 1},

@@ -565,6 +565,44 @@ class RecoverResponse(View, frozen=True):
     ]
 
 
+# --- the peer API's one JSON answer (everything else it answers is signed bytes, kept as bytes) ---
+
+
+class _Result(View, frozen=True, tag_field="status"):
+    """One envelope's result; `status` tells which."""
+
+
+class Accepted(_Result, frozen=True, tag="accepted"):
+    """The envelope is committed to the inbox; here is the signed receipt."""
+
+    id: MessageId
+    receipt: ReceiptStatement
+
+
+class Duplicate(_Result, frozen=True, tag="duplicate"):
+    """The envelope was committed before; here is the original receipt (G4)."""
+
+    id: MessageId
+    receipt: ReceiptStatement
+
+
+class Refused(_Result, frozen=True, tag="refused"):
+    """The envelope is refused, with a signed refusal saying why and whether to retry."""
+
+    id: Annotated[str, msgspec.Meta(description='message id, or "unknown" if the header could not be read')]
+    code: str
+    retryable: bool
+    refusal: RefusalStatement
+
+
+class EnvelopeResults(View, frozen=True):
+    """The answer to a batch of envelopes."""
+
+    results: Annotated[
+        list[Accepted | Duplicate | Refused], msgspec.Meta(description="one result per envelope, in order")
+    ]
+
+
 REQUEST_TYPES: tuple[type[msgspec.Struct], ...] = (TokenRequest,)
 """Request bodies of the local API decoded as Structs here (message bodies live in `core.schemas`)."""
 
@@ -589,6 +627,7 @@ RESPONSE_TYPES: tuple[type[View], ...] = (
     RenewResponse,
     RevokeResponse,
     RecoverResponse,
+    EnvelopeResults,
 )
 """Every answer type; `openapi.py` generates their components (and those they refer to)."""
 
