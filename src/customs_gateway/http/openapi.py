@@ -4,9 +4,11 @@ Paths, methods, handlers and roles come from the local API's route table (`http.
 message body schemas from the msgspec structs (`core.schemas`, `core.control`); the answers'
 schemas from the Structs handlers return (`http.views`, via `msgspec.json.schema_components`);
 enums from the core's constants. What is still written here as data: operations (roles, summaries,
-descriptions, problem responses), the admin and audit answers not yet typed, and the peer API; the tests hold
-the two together (every route documented, every documented path routed). Served at
-`GET /openapi.json`, exported to `docs/api/openapi.json` by `scripts/export_openapi.py`.
+descriptions, problem responses), the peer API's paths, and schemas no Struct owns yet (problem
+details, the audit entry format, the hand-parsed admin request bodies, envelopes and key bundles,
+which are signed bytes); the tests hold routes and document together (every route documented,
+every documented path routed). Served at `GET /openapi.json`, exported to `docs/api/openapi.json`
+by `scripts/export_openapi.py`.
 """
 
 from __future__ import annotations
@@ -68,22 +70,9 @@ def _b64url(description: str) -> Schema:
     return _str(description, pattern="^[A-Za-z0-9_-]*$", contentEncoding="base64url")
 
 
-# --- schemas of the JSON the handlers build ---------------------------------------------------
+# --- schemas no Struct owns yet (the answers' are generated from `http.views`) ----------------
 
 _TS_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
-_KEY_FIELDS: Final[dict[str, Schema]] = {
-    "kid": _ref("KeyId"),
-    "use": {"enum": ["signing", "encryption", "witness"]},
-    "alg": {"enum": ["ed25519", "mlkem768-x25519", "x25519"]},
-    "public": _b64url("raw public key"),
-    "not_before": _ref("Timestamp"),
-    "not_after": _ref("Timestamp"),
-    "state": {"enum": ["active", "retiring", "retired", "revoked"]},
-    "revoked_at": _ref("Timestamp"),
-    "revocation_reason": _str(),
-}
-_KEY_REQUIRED: Final = ("kid", "use", "alg", "public", "not_before", "not_after", "state")
-
 VIEW_SCHEMAS: Final[dict[str, Schema]] = {
     "Problem": _obj(
         {
@@ -122,7 +111,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         "properties": {t: {"type": "object"} for t in BUSINESS_TYPES},
         "required": list(BUSINESS_TYPES),
     },
-    "KeyRecord": _obj(_KEY_FIELDS, _KEY_REQUIRED, "One public key in a bundle, with its lifecycle."),
     "RotateRequest": {
         "type": "object",
         "properties": {"kind": {"enum": ["signing", "encryption"]}},
