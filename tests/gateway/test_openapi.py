@@ -3,17 +3,21 @@ and the JSON real handlers answer conforms to the schemas it documents."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
+from customs_gateway.core.envelope import BUSINESS_TYPES
+from customs_gateway.http import openapi, views
 from customs_gateway.http.local import ROUTES
 from customs_gateway.http.openapi import OPERATIONS, PEER_PATHS, openapi_document
 from customs_gateway.http.peer import peer_app
@@ -110,6 +114,31 @@ async def test_served_document_equals_the_generated_and_the_exported(pair: Pair,
         served = await resp.json()
     assert served == doc
     assert served == json.loads(EXPORTED.read_text(encoding="utf-8"))
+
+
+def test_answer_schemas_are_generated_from_the_view_structs(doc: dict[str, Any]) -> None:
+    _, generated = msgspec.json.schema_components(
+        views.REQUEST_TYPES + views.RESPONSE_TYPES, ref_template="#/components/schemas/{name}"
+    )
+    for name, schema in generated.items():
+        got = copy.deepcopy(doc["components"]["schemas"][name])
+        if name == "InboxMessage":  # openapi.py adds the one thing no type says: which schemas a body may be
+            assert len(got["properties"]["body"].pop("anyOf")) == len(BUSINESS_TYPES)
+        if name == "AuditRow":  # and that an audit row's entry is the log's own format
+            assert got["properties"]["entry"].pop("$ref") == "#/components/schemas/AuditEntry"
+        assert got == schema, name
+
+
+def test_openapi_py_writes_no_answer_schema_by_hand() -> None:
+    _, generated = msgspec.json.schema_components(views.REQUEST_TYPES + views.RESPONSE_TYPES)
+    source = Path(openapi.__file__).read_text(encoding="utf-8")
+    for name in generated:
+        assert f'"{name}": ' not in source, f"{name} is described by hand in openapi.py"
+
+
+def test_component_names_are_unique_ignoring_case_and_dashes(doc: dict[str, Any]) -> None:
+    names = [re.sub("[^a-z0-9]", "", n.lower()) for n in doc["components"]["schemas"]]
+    assert len(names) == len(set(names))
 
 
 # --- the handlers answer what the document says -------------------------------------------

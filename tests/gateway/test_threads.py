@@ -187,3 +187,38 @@ async def test_consent_names_the_message_and_the_request_on_both_sides(pair: Pai
     m = await us.wait_status(forged.id, {"refused"})
     assert m["last_error"].startswith("schema.reference") and "request_id" in m["last_error"], m
     assert await pair.gw(CN).store.inbox_item(forged.id) is None
+
+
+async def test_the_thread_endpoint_and_the_views_show_what_answers_what(pair: Pair) -> None:
+    us, cn = pair.apis[US], pair.apis[CN]
+    _, first = await us.submit("seizure-share")
+    await us.wait_status(first["id"], {"delivered"})
+    status, answer = await _submit(
+        pair, CN, "information-request", sample("information-request"), in_reply_to=first["id"]
+    )
+    assert status == 202, answer
+    await cn.wait_status(answer["id"], {"delivered"})
+    # The views say what each message answers.
+    status, m, _ = await cn.call("GET", f"/v1/messages/{answer['id']}")
+    assert status == 200 and m["in_reply_to"] == first["id"]
+    status, m, _ = await us.call("GET", f"/v1/messages/{first['id']}")
+    assert status == 200 and m["in_reply_to"] is None
+    status, page, _ = await us.call("GET", "/v1/inbox?limit=100")
+    (item,) = [x for x in page["messages"] if x["id"] == answer["id"]]
+    assert item["in_reply_to"] == first["id"]
+    # The thread, from either message, on either side, for an agency or an auditor.
+    for api, start, role in ((us, answer["id"], "agency"), (cn, first["id"], "auditor")):
+        status, t, _ = await api.call("GET", f"/v1/threads/{start}", role=role)
+        assert status == 200, t
+        assert t["id"] == start and t["root"] == first["id"] and t["truncated"] is False
+        assert [x["id"] for x in t["messages"]] == [first["id"], answer["id"]]
+        assert t["messages"][1]["in_reply_to"] == first["id"]
+    status, t, _ = await us.call("GET", f"/v1/threads/{first['id']}")
+    assert [x["direction"] for x in t["messages"]] == ["outbound", "inbound"]
+    assert t["messages"][0]["status"] == "delivered" and t["messages"][1]["type"] == "information-request"
+    status, prob, _ = await us.call("GET", f"/v1/threads/{first['id']}", role="admin")
+    assert status == 403, prob
+    status, prob, _ = await us.call("GET", f"/v1/threads/{UNKNOWN}")
+    assert status == 404 and prob["code"] == "message.not_found", prob
+    status, prob, _ = await us.call("GET", "/v1/threads/not-an-id")
+    assert status == 422 and prob["code"] == "schema.uuid" and prob["field"] == "id", prob

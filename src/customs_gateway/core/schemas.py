@@ -33,7 +33,15 @@ from . import refdata
 from .errors import SchemaError
 from .refdata import MAX_ATTACHMENTS_BYTES, MULTILINE, Check
 
-__all__ = ["MAX_ATTACHMENTS_BYTES", "MESSAGE_TYPES", "all_schemas", "body_schema", "check_struct", "validate_body"]
+__all__ = [
+    "MAX_ATTACHMENTS_BYTES",
+    "MESSAGE_TYPES",
+    "all_schemas",
+    "body_schema",
+    "body_types",
+    "check_struct",
+    "validate_body",
+]
 
 MAX_ITEMS = 500  # commodity lines, container numbers
 MAX_PARTIES = 100  # trademarks, manufacturers, shippers
@@ -679,6 +687,11 @@ def body_schema(msg_type: str) -> dict[str, object]:
     """The JSON Schema of one message type (a fresh copy, safe to modify); unknown type: SchemaError."""
     _body_type(msg_type)
     return copy.deepcopy(_schema(msg_type))
+
+
+def body_types() -> dict[str, type[msgspec.Struct]]:
+    """Each message type's body Struct, keyed by type name (a fresh dict)."""
+    return dict(_BODY_TYPES)
 
 
 def all_schemas() -> dict[str, dict[str, object]]:

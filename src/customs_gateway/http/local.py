@@ -13,7 +13,7 @@ import functools
 import hashlib
 import re
 import tempfile
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final
 
 import msgspec
 import structlog
@@ -26,14 +26,15 @@ from ..core.envelope import BUSINESS_TYPES
 from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
 from ..core.merkle import leaf_hash
 from ..core.rotation import EXPIRY_WARNING_DAYS
-from ..core.state import PENDING, STATUSES
+from ..core.state import STATUSES
 from ..core.tlscert import describe
 from ..service.audit_export import export_bundle
 from ..service.evidence import EvidenceCollector, PeerUnavailable
 from ..service.gateway import Caller, Gateway
 from ..service.lifecycle import DEFAULT_VALID_DAYS, MAX_VALID_DAYS, RENEW_KINDS
 from ..service.lifecycle import KeyLifecycle as KeyLifecycleAPI
-from ..store.base import InboxItem, MessageFilter, OutMessage, TokenRecord
+from ..store.base import MessageFilter
+from . import views
 from .metrics import metrics
 from .openapi import openapi_json
 from .problems import Handler, json_response, problem_middleware, read_body
@@ -137,44 +138,6 @@ def _reference_param(request: web.Request) -> bytes | None:
     return None if raw is None else reference.query_tag(request.app[GATEWAY].index_key, raw)
 
 
-def message_view(m: OutMessage) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "to": m.peer,
-        "type": m.type,
-        "seq": m.seq,
-        "status": m.status,
-        "created_at": format_ts(m.created_at),
-        "expires_at": format_ts(m.expires_at),
-        "updated_at": format_ts(m.updated_at),
-        "attempts": m.attempts,
-        "next_attempt_at": format_ts(m.next_attempt_at) if m.status in PENDING else None,
-        "last_error": m.last_error,
-        "document_sha256": m.document_sha256.hex(),
-        "receipt": json_object(m.receipt) if m.receipt else None,
-        "refusal": json_object(m.refusal) if m.refusal else None,
-        "ack": m.ack,
-        "history": [{"at": format_ts(a), "status": s, "detail": d} for a, s, d in m.history],
-    }
-
-
-def inbox_view(it: InboxItem, with_body: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "cursor": it.cursor,
-        "id": it.id,
-        "from": it.sender,
-        "type": it.type,
-        "created_at": format_ts(it.created_at),
-        "received_at": format_ts(it.received_at),
-        "document_sha256": it.document_sha256.hex(),
-        "ack_status": it.ack_status,
-        "ack_message_id": it.ack_message_id,
-    }
-    if with_body:
-        out["body"] = json_object(it.body)["body"]
-    return out
-
-
 async def submit(request: web.Request) -> web.Response:
     caller = _caller(request)
     gw = request.app[GATEWAY]
@@ -184,14 +147,26 @@ async def submit(request: web.Request) -> web.Response:
     headers = {"Location": f"/v1/messages/{msg.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return json_response({"id": msg.id, "status": msg.status, "seq": msg.seq}, status=202, headers=headers)
+    return json_response(views.SubmitResponse(msg.id, msg.status, msg.seq), status=202, headers=headers)  # type: ignore[arg-type]
 
 
 async def get_message(request: web.Request) -> web.Response:
     m = await request.app[GATEWAY].store.get_message(request.match_info["id"])
     if m is None or m.type not in BUSINESS_TYPES:
         raise NotFound(f"no message {request.match_info['id']}", code="message.not_found", field="id")
-    return json_response(message_view(m))
+    return json_response(views.Message.of(m))
+
+
+async def get_thread(request: web.Request) -> web.Response:
+    """The thread of one business message (DESIGN §12): from its first message, both directions."""
+    mid = request.match_info["id"]
+    if not _MESSAGE_ID.fullmatch(mid):
+        raise SchemaError("id must be a message id (a lower-case UUID)", code="schema.uuid", field="id")
+    found = await request.app[GATEWAY].store.thread(mid)
+    if found is None:
+        raise NotFound(f"no message {mid}", code="message.not_found", field="id")
+    root, items, cut = found
+    return json_response(views.Thread(mid, root, [views.ThreadMessage.of(t) for t in items], cut))
 
 
 async def list_messages(request: web.Request) -> web.Response:
@@ -221,7 +196,7 @@ async def list_messages(request: web.Request) -> web.Response:
         if since is not None:
             items = [i for i in items if i.received_at >= since]
         nxt_in = items[-1].cursor if len(items) == limit else None
-        return json_response({"messages": [inbox_view(i, with_body=False) for i in items], "next_cursor": nxt_in})
+        return json_response(views.InboxSummaryList([views.InboxSummary.of(i) for i in items], nxt_in))
     cursor_s = q.get("cursor")
     if cursor_s is not None and not _MESSAGE_ID.fullmatch(cursor_s):
         raise SchemaError(
@@ -229,7 +204,7 @@ async def list_messages(request: web.Request) -> web.Response:
         )
     msgs = await gw.store.list_messages(MessageFilter(status, mtype, since, reference=ref), cursor_s, limit)
     nxt = msgs[-1].id if len(msgs) == limit else None
-    return json_response({"messages": [message_view(m) for m in msgs], "next_cursor": nxt})
+    return json_response(views.MessageList([views.Message.of(m) for m in msgs], nxt))
 
 
 async def inbox(request: web.Request) -> web.Response:
@@ -261,14 +236,14 @@ async def inbox(request: web.Request) -> web.Response:
         finally:
             gw.long_polls.release(caller.token_id)
     nxt = items[-1].cursor if items else cursor
-    return json_response({"messages": [inbox_view(i) for i in items], "next_cursor": nxt})
+    return json_response(views.InboxPage([views.InboxMessage.of(i) for i in items], nxt))
 
 
 async def ack(request: web.Request) -> web.Response:
     caller = _caller(request)
     raw = await _json_body(request)
     out = await request.app[GATEWAY].acknowledge(request.match_info["id"], raw, caller)
-    return json_response({"ack_id": out.id, "status": out.status, "acknowledges": request.match_info["id"]}, status=202)
+    return json_response(views.AckResponse(out.id, out.status, request.match_info["id"]), status=202)  # type: ignore[arg-type]
 
 
 async def get_schemas(request: web.Request) -> web.Response:
@@ -279,41 +254,45 @@ async def admin_keys(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     now = gw.clock.now()
     in_use = gw.identity.active_signing_key(now).kid
-    own = []
-    for r in gw.identity.bundle.bundle.keys:
-        d = r.to_dict()
-        d["fingerprint"] = hashlib.sha256(r.public).hexdigest()
-        d["signing_now"] = r.kid == in_use
-        d["pending_announcement"] = r.kid in gw.identity.pending
-        d["private_key_held"] = r.kid in gw.identity.signing or r.kid in gw.identity.decryption or r.use == "witness"
-        own.append(d)
-    peer = [{**r.to_dict(), "fingerprint": hashlib.sha256(r.public).hexdigest()} for r in gw.peer.records()]
-    return json_response(
-        {
-            "identity": gw.name,
-            "bundle_serial": gw.identity.bundle.bundle.serial,
-            "keys": own,
-            "tls": _tls_pins(gw.identity.bundle.bundle),
-            "expiry": key_expiry(gw, now),
-            "peer": {
-                "identity": gw.peer.identity,
-                "bundle_serial": gw.peer.bundle.serial,
-                "keys": peer,
-                "tls": _tls_pins(gw.peer.bundle),
+    held = {*gw.identity.signing, *gw.identity.decryption}
+    own = [
+        msgspec.convert(
+            {
+                **r.to_dict(),
+                "fingerprint": hashlib.sha256(r.public).hexdigest(),
+                "signing_now": r.kid == in_use,
+                "pending_announcement": r.kid in gw.identity.pending,
+                "private_key_held": r.kid in held or r.use == "witness",
             },
-        }
+            views.OwnKey,
+        )
+        for r in gw.identity.bundle.bundle.keys
+    ]
+    peer = [
+        msgspec.convert({**r.to_dict(), "fingerprint": hashlib.sha256(r.public).hexdigest()}, views.PeerKey)
+        for r in gw.peer.records()
+    ]
+    return json_response(
+        views.AdminKeys(
+            identity=gw.name,
+            bundle_serial=gw.identity.bundle.bundle.serial,
+            keys=own,
+            tls=_tls_pins(gw.identity.bundle.bundle),
+            expiry=key_expiry(gw, now),
+            peer=views.PeerKeys(gw.peer.identity, gw.peer.bundle.serial, peer, _tls_pins(gw.peer.bundle)),
+        )
     )
 
 
-def _tls_pins(bundle: KeyBundle) -> dict[str, Any]:
+def _tls_pins(bundle: KeyBundle) -> views.TlsPins:
     """A bundle's certificates as fingerprints: the current one and those pinned for an overlap."""
 
     fp, not_after = describe(bundle.tls_certificate)
-    return {
-        "certificate_sha256": fp,
-        "not_after": format_ts(not_after) if not_after else None,
-        "previous": [{"certificate_sha256": describe(p)[0], "until": format_ts(u)} for p, u in bundle.tls_previous],
-    }
+    return views.TlsPins(
+        certificate_sha256=fp,
+        not_after=format_ts(not_after) if not_after else None,
+        previous=[views.PinnedCertificate(describe(p)[0], format_ts(u)) for p, u in bundle.tls_previous],
+    )
 
 
 def _lifecycle(request: web.Request) -> KeyLifecycleAPI:
@@ -331,7 +310,7 @@ async def admin_rotate(request: web.Request) -> web.Response:
     if kind not in ("signing", "encryption"):
         raise SchemaError("kind must be signing or encryption", code="schema.enum", field="$.kind")
     res = await _lifecycle(request).rotate(str(kind), caller.actor)
-    return json_response(res, status=202)
+    return json_response(msgspec.convert(res, views.RotateResponse), status=202)
 
 
 async def admin_renew(request: web.Request) -> web.Response:
@@ -349,7 +328,7 @@ async def admin_renew(request: web.Request) -> web.Response:
             field="$.valid_days",
         )
     res = await _lifecycle(request).renew(str(kind), days, caller.actor)
-    return json_response(res, status=202)
+    return json_response(msgspec.convert(res, views.RenewResponse), status=202)
 
 
 async def admin_revoke(request: web.Request) -> web.Response:
@@ -360,7 +339,7 @@ async def admin_revoke(request: web.Request) -> web.Response:
     if not isinstance(reason, str) or not reason.strip():
         raise SchemaError("reason is required", code="schema.required", field="$.reason")
     res = await _lifecycle(request).revoke(request.match_info["kid"], reason, caller.actor)
-    return json_response(res, status=202)
+    return json_response(msgspec.convert(res, views.RevokeResponse), status=202)
 
 
 def _json_dict(raw: bytes, *, allowed: set[str]) -> dict[str, Any]:
@@ -378,72 +357,45 @@ async def admin_peers(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     st = await gw.store.peer_state(gw.peer.identity)
     depth, oldest = await gw.store.queue_depth(gw.peer.identity)
-    return json_response(
-        {
-            "peers": [
-                {
-                    "identity": gw.peer.identity,
-                    "url": gw.config.peer.url,
-                    "bundle_serial": gw.peer.bundle.serial,
-                    "next_seq": st.next_seq,
-                    "received_high_water": st.recv_high_water,
-                    "sequence_gaps": st.gap_count,
-                    "recent_gaps": [{"from": a, "to": b} for a, b in st.gaps],
-                    "queue_depth": depth,
-                    "oldest_queued_at": format_ts(oldest) if oldest else None,
-                    "clock_offset_seconds": None
-                    if gw.peer_clock.offset_seconds is None
-                    else round(gw.peer_clock.offset_seconds, 3),
-                    "clock_offset_measured_at": format_ts(gw.peer_clock.measured_at)
-                    if gw.peer_clock.measured_at
-                    else None,
-                    "recovery": _recovery_view(gw),
-                }
-            ]
-        }
+    peer = views.PeerStatus(
+        identity=gw.peer.identity,
+        url=gw.config.peer.url,
+        bundle_serial=gw.peer.bundle.serial,
+        next_seq=st.next_seq,
+        received_high_water=st.recv_high_water,
+        sequence_gaps=st.gap_count,
+        recent_gaps=[views.SequenceGap(a, b) for a, b in st.gaps],
+        queue_depth=depth,
+        oldest_queued_at=format_ts(oldest) if oldest else None,
+        clock_offset_seconds=None if gw.peer_clock.offset_seconds is None else round(gw.peer_clock.offset_seconds, 3),
+        clock_offset_measured_at=format_ts(gw.peer_clock.measured_at) if gw.peer_clock.measured_at else None,
+        recovery=_recovery_view(gw),
     )
+    return json_response(views.AdminPeers([peer]))
 
 
 async def admin_tokens(request: web.Request) -> web.Response:
     caller = _caller(request)
-    req: TokenRequest = schemas.check_struct(TokenRequest, await _json_body(request))
+    req: views.TokenRequest = schemas.check_struct(views.TokenRequest, await _json_body(request))
     gw = request.app[GATEWAY]
     tid, secret = await gw.issue_token(req.role, req.label, caller.actor, valid_days=req.valid_days)
     rec = await gw.store.get_token(tid)
     expires = format_ts(rec.expires_at) if rec is not None and rec.expires_at else None
-    body = {"id": tid, "role": req.role, "token": secret, "expires_at": expires, "note": "shown once; store it now"}
+    body = views.TokenResponse(tid, req.role, secret, "shown once; store it now", expires)
     return json_response(body, status=201)
 
 
-class TokenRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """`POST /v1/admin/tokens`: a role, a label, and optionally how many days the token lives."""
-
-    role: Literal["agency", "admin", "auditor"]
-    label: Annotated[str, msgspec.Meta(max_length=200)] = ""
-    valid_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = None
-
-
-def token_view(rec: TokenRecord) -> dict[str, Any]:
-    """A token as an administrator may see it: never the secret, nor its hash."""
-    return {
-        "id": rec.id,
-        "role": rec.role,
-        "label": rec.label,
-        "created_at": format_ts(rec.created_at),
-        "revoked_at": format_ts(rec.revoked_at) if rec.revoked_at else None,
-        "expires_at": format_ts(rec.expires_at) if rec.expires_at else None,
-    }
-
-
 async def admin_list_tokens(request: web.Request) -> web.Response:
-    return json_response({"tokens": [token_view(t) for t in await request.app[GATEWAY].store.list_tokens()]})
+    return json_response(
+        views.TokenList([views.TokenView.of(t) for t in await request.app[GATEWAY].store.list_tokens()])
+    )
 
 
 async def admin_revoke_token(request: web.Request) -> web.Response:
     caller = _caller(request)
     rec = await request.app[GATEWAY].revoke_token(request.match_info["token_id"], caller.actor)
     assert rec.revoked_at is not None
-    return json_response({"id": rec.id, "role": rec.role, "label": rec.label, "revoked_at": format_ts(rec.revoked_at)})
+    return json_response(views.TokenRevoked(rec.id, rec.role, rec.label, format_ts(rec.revoked_at)))  # type: ignore[arg-type]
 
 
 async def audit_entries(request: web.Request) -> web.Response:
@@ -452,7 +404,7 @@ async def audit_entries(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 100, 1, 1000)
     rows = await gw.store.audit_entries(start, start + limit)
     # `raw` is the exact entry bytes (the Merkle leaf is SHA-256(0x00 || raw)); `entry` the same, parsed.
-    return json_response({"entries": [{"index": i, "raw": b64url(e), "entry": json_object(e)} for i, e in rows]})
+    return json_response(views.AuditEntries([views.AuditRow(i, b64url(e), json_object(e)) for i, e in rows]))
 
 
 async def audit_checkpoint(request: web.Request) -> web.Response:
@@ -476,14 +428,7 @@ async def audit_inclusion(request: web.Request) -> web.Response:
         raise SchemaError("index is required", code="schema.required", field="index")
     proof = await store.inclusion_proof(index, size)
     entry = await store.audit_entries(index, index + 1)
-    return json_response(
-        {
-            "index": index,
-            "size": size,
-            "leaf_hash": b64url(leaf_hash(entry[0][1])),
-            "proof": [b64url(p) for p in proof],
-        }
-    )
+    return json_response(views.InclusionProof(index, size, b64url(leaf_hash(entry[0][1])), [b64url(p) for p in proof]))
 
 
 async def audit_consistency(request: web.Request) -> web.Response:
@@ -495,7 +440,7 @@ async def audit_consistency(request: web.Request) -> web.Response:
     if old > new:
         raise SchemaError("old must not exceed new", code="schema.range", field="old")
     proof = await store.consistency_proof(old, new)
-    return json_response({"old": old, "new": new, "proof": [b64url(p) for p in proof]})
+    return json_response(views.ConsistencyProof(old, new, [b64url(p) for p in proof]))
 
 
 async def audit_export(request: web.Request) -> web.StreamResponse:
@@ -543,58 +488,56 @@ async def audit_evidence(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response(views.Health("ok"))
 
 
 async def readyz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    checks: dict[str, str] = {}
+    store = keys = "ok"
     try:
         await gw.store.audit_size()
         await gw.store.append_audit([])  # takes the write lock: a locked or read-only store is not ready
-        checks["store"] = "ok"
     except GatewayError as e:
-        checks["store"] = e.code
+        store = e.code
     try:
         gw.identity.active_signing_key(gw.clock.now())
-        checks["keys"] = "ok"
     except GatewayError as e:
-        checks["keys"] = e.code
-    checks["peer_bundle"] = "ok" if gw.peer.records() else "missing"
-    ok = all(v == "ok" for v in checks.values())
+        keys = e.code
+    checks = views.ReadinessChecks(store, keys, "ok" if gw.peer.records() else "missing")
+    ok = store == keys == checks.peer_bundle == "ok"
     # Readiness is about serving the local API (accepting and storing submissions); the link to
     # the peer is reported beside it and never makes this gateway unready (decision 0007).
     now = gw.clock.now()
     down_for = gw.link.unreachable_for(now)
     after = gw.config.delivery.peer_unreachable_after_seconds
-    peer = {
-        "status": "unreachable"
+    peer = views.PeerLink(
+        status="unreachable"
         if down_for >= after
         else "failing"
         if gw.link.failing_since is not None
         else "reachable"
         if gw.link.last_contact_at
         else "unknown",
-        "failing_for_seconds": round(down_for, 1),
-        "unreachable_after_seconds": after,
-        "last_contact_at": format_ts(gw.link.last_contact_at) if gw.link.last_contact_at else None,
-        "last_failure": gw.link.last_failure,
-    }
-    body = {
-        "status": "ready" if ok else "not_ready",
-        "checks": checks,
-        "peer": peer,
-        "expiry": key_expiry(gw, now),
-        "recovery": _recovery_view(gw),
-    }
+        failing_for_seconds=round(down_for, 1),
+        unreachable_after_seconds=after,
+        last_contact_at=format_ts(gw.link.last_contact_at) if gw.link.last_contact_at else None,
+        last_failure=gw.link.last_failure,
+    )
+    body = views.Readiness(
+        status="ready" if ok else "not_ready",
+        checks=checks,
+        peer=peer,
+        expiry=key_expiry(gw, now),
+        recovery=_recovery_view(gw),
+    )
     return json_response(body, status=200 if ok else 503)
 
 
-def _recovery_view(gw: Gateway) -> dict[str, Any]:
+def _recovery_view(gw: Gateway) -> views.RecoveryStatus:
     """Whether this store was found behind its peer (restored from a backup) and why."""
     if gw.recovery is None:
-        return {"checked": False, "needed": False, "reasons": []}
-    return gw.recovery.view()
+        return views.RecoveryStatus(checked=False, needed=False, reasons=[])
+    return msgspec.convert(gw.recovery.view(), views.RecoveryStatus)
 
 
 async def admin_recover(request: web.Request) -> web.Response:
@@ -607,19 +550,15 @@ async def admin_recover(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     if gw.recovery is None:
         raise GatewayError("recovery is not available on this gateway", code="recovery.unavailable", status=503)
-    return json_response(await gw.recovery.recover(reason, caller.actor))
+    return json_response(msgspec.convert(await gw.recovery.recover(reason, caller.actor), views.RecoverResponse))
 
 
-def key_expiry(gw: Gateway, now: dt.datetime) -> dict[str, dict[str, Any]]:
+def key_expiry(gw: Gateway, now: dt.datetime) -> dict[str, views.KeyExpiry]:
     """Per key kind: when it ends, days left, and whether that is inside the warning window."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, views.KeyExpiry] = {}
     for kind, end in gw.identity.expiry().items():
         days = (end - now).total_seconds() / 86400
-        out[kind] = {
-            "not_after": format_ts(end),
-            "days_left": round(days, 1),
-            "renew_soon": days <= EXPIRY_WARNING_DAYS,
-        }
+        out[kind] = views.KeyExpiry(format_ts(end), round(days, 1), days <= EXPIRY_WARNING_DAYS)
     return out
 
 
@@ -631,6 +570,7 @@ ROUTES: Final = (
     ("POST", "/v1/messages", submit, AGENCY),
     ("GET", "/v1/messages", list_messages, AGENCY),
     ("GET", "/v1/messages/{id}", get_message, AGENCY),
+    ("GET", "/v1/threads/{id}", get_thread, ("agency", "auditor")),
     ("GET", "/v1/inbox", inbox, AGENCY),
     ("POST", "/v1/inbox/{id}/ack", ack, AGENCY),
     ("GET", "/v1/schemas", get_schemas, ("agency", "auditor")),

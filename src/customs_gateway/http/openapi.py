@@ -1,11 +1,14 @@
 """The OpenAPI 3.1 document of both HTTP surfaces, generated from the code's own definitions.
 
 Paths, methods, handlers and roles come from the local API's route table (`http.local.ROUTES`);
-message body schemas from the msgspec structs (`core.schemas`, `core.control`); enums from the
-core's constants. The JSON the handlers build by hand (`message_view`, `inbox_view`, the admin and
-audit answers) and the peer API are described here as data beside the generator; the tests hold
-the two together (every route documented, every documented path routed). Served at
-`GET /openapi.json`, exported to `docs/api/openapi.json` by `scripts/export_openapi.py`.
+message body schemas from the msgspec structs (`core.schemas`, `core.control`); the answers'
+schemas from the Structs handlers return (`http.views`, via `msgspec.json.schema_components`);
+enums from the core's constants. What is still written here as data: operations (roles, summaries,
+descriptions, problem responses), the peer API's paths, and schemas no Struct owns yet (problem
+details, the audit entry format, the hand-parsed admin request bodies, envelopes and key bundles,
+which are signed bytes); the tests hold routes and document together (every route documented,
+every documented path routed). Served at `GET /openapi.json`, exported to `docs/api/openapi.json`
+by `scripts/export_openapi.py`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ..core.envelope import ALL_TYPES, BUSINESS_TYPES, MEDIA_TYPE
 from ..core.keys import SUITES
 from ..core.state import STATUSES
 from ..core.witness import MEDIA_TYPE as COSIGN_MEDIA_TYPE
-from ..service.auth import ROLES
+from . import views
 from .problems import PROBLEM_TYPE, json_response
 
 OPENAPI_VERSION: Final = "3.1.0"
@@ -67,61 +70,9 @@ def _b64url(description: str) -> Schema:
     return _str(description, pattern="^[A-Za-z0-9_-]*$", contentEncoding="base64url")
 
 
-def _statement(label: str, payload: str) -> Schema:
-    return _obj(
-        {
-            label: _b64url(f"the exact payload bytes: JSON object {payload}")
-            | {"contentMediaType": "application/json"},
-            "kid": _ref("KeyId"),
-            "signature": _b64url(f"Ed25519 over 'customs-gateway/v1 {label}\\n' || payload bytes (64 bytes)"),
-        },
-        (label, "kid", "signature"),
-        f"A signed {label}: exact payload bytes, signing key id, signature.",
-    )
-
-
-# --- schemas of the JSON the handlers build ---------------------------------------------------
+# --- schemas no Struct owns yet (the answers' are generated from `http.views`) ----------------
 
 _TS_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
-_HISTORY: Final = _obj(
-    {"at": _ref("Timestamp"), "status": _str("status entered (or event)"), "detail": _str("reason, may be empty")},
-    ("at", "status", "detail"),
-)
-_ACK_INFO: Final = _obj(
-    {
-        "status": {"enum": ["processed", "rejected"]},
-        "reason": _null(_str()),
-        "ack_id": _ref("MessageId"),
-        "document_sha256": _ref("Sha256Hex"),
-    },
-    ("status", "ack_id", "document_sha256"),
-    "The peer's business acknowledgement, from its signed `ack` envelope.",
-)
-_INBOX_FIELDS: Final[dict[str, Schema]] = {
-    "cursor": _int("position in the inbox; pass as `after` to read past it", 1),
-    "id": _ref("MessageId"),
-    "from": _str("sender identity"),
-    "type": {"enum": list(BUSINESS_TYPES)},
-    "created_at": _ref("Timestamp"),
-    "received_at": _ref("Timestamp"),
-    "document_sha256": _ref("Sha256Hex"),
-    "ack_status": _null({"enum": ["processed", "rejected"]}),
-    "ack_message_id": _null(_ref("MessageId")),
-}
-
-_KEY_FIELDS: Final[dict[str, Schema]] = {
-    "kid": _ref("KeyId"),
-    "use": {"enum": ["signing", "encryption", "witness"]},
-    "alg": {"enum": ["ed25519", "mlkem768-x25519", "x25519"]},
-    "public": _b64url("raw public key"),
-    "not_before": _ref("Timestamp"),
-    "not_after": _ref("Timestamp"),
-    "state": {"enum": ["active", "retiring", "retired", "revoked"]},
-    "revoked_at": _ref("Timestamp"),
-    "revocation_reason": _str(),
-}
-_KEY_REQUIRED: Final = ("kid", "use", "alg", "public", "not_before", "not_after", "state")
-
 VIEW_SCHEMAS: Final[dict[str, Schema]] = {
     "Problem": _obj(
         {
@@ -154,170 +105,17 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
     "Sha256Hex": _str("SHA-256, lower-case hex", pattern="^[0-9a-f]{64}$"),
     "KeyId": _str("first 16 bytes of SHA-256 of the raw public key, hex", pattern="^[0-9a-f]{32}$"),
     "MessageId": _str("UUIDv7", format="uuid", maxLength=64),
-    "ReceiptStatement": _statement(
-        "receipt", "{document_sha256, from, kid, message_id, received_at, to} (keys sorted)"
-    ),
-    "RefusalStatement": _statement(
-        "refusal", "{code, detail, from, kid, message_id, refused_at, retryable, to} (keys sorted)"
-    ),
-    "SubmitResponse": _obj(
-        {"id": _ref("MessageId"), "status": {"enum": list(STATUSES)}, "seq": _int("per-peer sequence number", 1)},
-        ("id", "status", "seq"),
-        "The message is committed durably (G5); follow `Location` for its status.",
-    ),
-    "Message": _obj(
-        {
-            "id": _ref("MessageId"),
-            "to": _str("recipient identity"),
-            "type": {"enum": list(BUSINESS_TYPES)},
-            "seq": _int("per-peer sequence number", 1),
-            "status": {"enum": list(STATUSES)},
-            "created_at": _ref("Timestamp"),
-            "expires_at": _ref("Timestamp"),
-            "updated_at": _ref("Timestamp"),
-            "attempts": _int("delivery attempts so far"),
-            "next_attempt_at": _null(_ref("Timestamp")) | {"description": "set while queued or sent"},
-            "last_error": _null(_str()),
-            "document_sha256": _ref("Sha256Hex"),
-            "receipt": _null(_ref("ReceiptStatement")),
-            "refusal": _null(_ref("RefusalStatement")),
-            "ack": _null(_ACK_INFO),
-            "history": {
-                "type": "array",
-                "items": _HISTORY,
-                "description": "status changes, oldest first (empty in list results)",
-            },
-        },
-        (
-            "id",
-            "to",
-            "type",
-            "seq",
-            "status",
-            "created_at",
-            "expires_at",
-            "updated_at",
-            "attempts",
-            "next_attempt_at",
-            "last_error",
-            "document_sha256",
-            "receipt",
-            "refusal",
-            "ack",
-            "history",
-        ),
-        "An outbound message: status, attempts, the peer's signed receipt or refusal, its ack.",
-    ),
-    "InboxSummary": _obj(_INBOX_FIELDS, tuple(_INBOX_FIELDS), "An inbox message without its body."),
-    "InboxMessage": _obj(
-        {
-            **_INBOX_FIELDS,
-            "body": {
-                "description": "the verified, decrypted body; valid under the schema of `type`",
-                "anyOf": [_ref(t) for t in BUSINESS_TYPES],
-            },
-        },
-        (*_INBOX_FIELDS, "body"),
-        "A verified, decrypted message from the peer.",
-    ),
-    "MessageList": _obj(
-        {
-            "messages": {"type": "array", "items": {"anyOf": [_ref("Message"), _ref("InboxSummary")]}},
-            "next_cursor": _null(_str("pass as `cursor` for the next page; null on the last page")),
-        },
-        ("messages", "next_cursor"),
-        "Outbound: `Message` items, cursor a message id. Inbound: `InboxSummary` items, cursor an inbox cursor.",
-    ),
-    "InboxPage": _obj(
-        {
-            "messages": {"type": "array", "items": _ref("InboxMessage")},
-            "next_cursor": _int("pass as `after` next time (unchanged when nothing was new)"),
-        },
-        ("messages", "next_cursor"),
-    ),
-    "AckResponse": _obj(
-        {
-            "ack_id": _ref("MessageId") | {"description": "id of the signed `ack` message queued to the sender"},
-            "status": {"const": "queued"},
-            "acknowledges": _ref("MessageId"),
-        },
-        ("ack_id", "status", "acknowledges"),
-    ),
     "MessageSchemas": {
         "type": "object",
         "description": "JSON Schema (draft 2020-12) of each business message type, keyed by type.",
         "properties": {t: {"type": "object"} for t in BUSINESS_TYPES},
         "required": list(BUSINESS_TYPES),
     },
-    "KeyRecord": _obj(_KEY_FIELDS, _KEY_REQUIRED, "One public key in a bundle, with its lifecycle."),
-    "OwnKey": _obj(
-        {
-            **_KEY_FIELDS,
-            "fingerprint": _ref("Sha256Hex") | {"description": "SHA-256 of the raw public key"},
-            "signing_now": {"type": "boolean", "description": "the key that signs right now"},
-            "pending_announcement": {
-                "type": "boolean",
-                "description": "announced to the peer, not yet receipted (not used to sign until then)",
-            },
-            "private_key_held": {"type": "boolean"},
-        },
-        (*_KEY_REQUIRED, "fingerprint", "signing_now", "pending_announcement", "private_key_held"),
-    ),
-    "PeerKey": _obj(
-        {**_KEY_FIELDS, "fingerprint": _ref("Sha256Hex") | {"description": "SHA-256 of the raw public key"}},
-        (*_KEY_REQUIRED, "fingerprint"),
-    ),
-    "AdminKeys": _obj(
-        {
-            "identity": _str(),
-            "bundle_serial": _int("serial of our current signed bundle", 1),
-            "keys": {"type": "array", "items": _ref("OwnKey")},
-            "tls": _ref("TlsPins") | {"description": "our certificates: the one presented, those still pinned"},
-            "expiry": {
-                "type": "object",
-                "description": "per key use and `tls`: when it stops working unless renewed (as in /readyz)",
-                "additionalProperties": {"type": "object"},
-            },
-            "peer": _obj(
-                {
-                    "identity": _str(),
-                    "bundle_serial": _int(minimum=1),
-                    "keys": {"type": "array", "items": _ref("PeerKey")},
-                    "tls": _ref("TlsPins"),
-                },
-                ("identity", "bundle_serial", "keys", "tls"),
-            ),
-        },
-        ("identity", "bundle_serial", "keys", "tls", "expiry", "peer"),
-    ),
-    "TlsPins": _obj(
-        {
-            "certificate_sha256": _str("SHA-256 of the current certificate (DER), hex"),
-            "not_after": _null(_ref("Timestamp")),
-            "previous": {
-                "type": "array",
-                "description": "certificates replaced by a renewal, still pinned until `until` (decision 0008)",
-                "items": _obj(
-                    {"certificate_sha256": _str("hex"), "until": _ref("Timestamp")}, ("certificate_sha256", "until")
-                ),
-            },
-        },
-        ("certificate_sha256", "not_after", "previous"),
-    ),
     "RotateRequest": {
         "type": "object",
         "properties": {"kind": {"enum": ["signing", "encryption"]}},
         "required": ["kind"],
     },
-    "RotateResponse": _obj(
-        {
-            "kind": {"enum": ["signing", "encryption"]},
-            "kids": {"type": "array", "items": _ref("KeyId"), "description": "the new keys"},
-            "announcement_id": _ref("MessageId") | {"description": "the queued `key-announcement` to the peer"},
-            "serial": _int("serial of the new signed bundle", 1),
-        },
-        ("kind", "kids", "announcement_id", "serial"),
-    ),
     "RenewRequest": {
         "type": "object",
         "properties": {
@@ -327,46 +125,11 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         "required": ["kind"],
         "additionalProperties": False,
     },
-    "RenewResponse": _obj(
-        {
-            "kind": {"enum": ["signing", "encryption", "witness", "tls"]},
-            "kids": {
-                "type": "array",
-                "items": _str("key id, or for tls the certificate's SHA-256 (hex)"),
-                "description": "the new keys (or certificate)",
-            },
-            "announcement_id": _ref("MessageId") | {"description": "the queued `key-announcement` to the peer"},
-            "serial": _int("serial of the new signed bundle", 1),
-            "not_after": _str("end of validity of the new keys or certificate (RFC 3339)"),
-        },
-        ("kind", "kids", "announcement_id", "serial", "not_after"),
-    ),
     "RevokeRequest": {
         "type": "object",
         "properties": {"reason": _str("why (kept in the bundle)", minLength=1, maxLength=2000)},
         "required": ["reason"],
     },
-    "RevokeResponse": _obj(
-        {
-            "kid": _ref("KeyId"),
-            "revoked_at": _str("when (Python isoformat, e.g. 2026-05-01T10:00:00.123456+00:00)"),
-            "announcement_id": _ref("MessageId"),
-            "serial": _int(minimum=1),
-        },
-        ("kid", "revoked_at", "announcement_id", "serial"),
-    ),
-    "RecoveryStatus": _obj(
-        {
-            "checked": {"type": "boolean", "description": "the peer has been asked what it has seen of us (this run)"},
-            "needed": {
-                "type": "boolean",
-                "description": "this store is behind the peer (restored from a backup): nothing is sent or "
-                "cosigned until `customs-gateway recover`",
-            },
-            "reasons": {"type": "array", "items": {"type": "string"}},
-        },
-        ("checked", "needed", "reasons"),
-    ),
     "RecoverRequest": {
         "type": "object",
         "properties": {
@@ -375,140 +138,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         "required": ["reason"],
         "additionalProperties": False,
     },
-    "RecoverResponse": _obj(
-        {
-            "peer": _str("the peer"),
-            "behind": {"type": "array", "items": {"type": "string"}, "description": "why the store was behind"},
-            "peer_received_high_seq": _int("the highest of our sequence numbers the peer had received", 0),
-            "next_seq": _int("where our sequence numbers continue", 1),
-            "renumbered": _int("queued messages given new sequence numbers", 0),
-            "marked_delivered": {
-                "type": "array",
-                "items": _ref("MessageId"),
-                "description": "queued messages the peer already held: delivered, with its original receipts",
-            },
-            "lost": {
-                "type": "array",
-                "items": _obj(
-                    {"id": _ref("MessageId"), "seq": _int(minimum=1), "document_sha256": _str("hex")},
-                    ("id", "seq", "document_sha256"),
-                ),
-                "description": "messages the peer holds that this store lost (accepted after the backup)",
-            },
-            "restored_log_size": _int("entries in our restored audit log", 0),
-            "peer_cosigned": _null(
-                _obj({"origin": _str(), "size": _int(minimum=0), "root": _str("hex")}, ("origin", "size", "root"))
-            ),
-        },
-        (
-            "peer",
-            "behind",
-            "peer_received_high_seq",
-            "next_seq",
-            "renumbered",
-            "marked_delivered",
-            "lost",
-            "restored_log_size",
-            "peer_cosigned",
-        ),
-    ),
-    "AdminPeers": _obj(
-        {
-            "peers": {
-                "type": "array",
-                "items": _obj(
-                    {
-                        "identity": _str(),
-                        "url": _str("base URL of the peer API"),
-                        "bundle_serial": _int("serial of the imported peer bundle", 1),
-                        "next_seq": _int("sequence number our next message to it gets", 1),
-                        "received_high_water": _int("highest sequence number received from it"),
-                        "sequence_gaps": _int("gaps seen in its sequence numbers"),
-                        "recent_gaps": {
-                            "type": "array",
-                            "items": _obj({"from": _int(), "to": _int()}, ("from", "to")),
-                            "description": "up to 100 most recent gaps, newest first",
-                        },
-                        "queue_depth": _int("messages queued or sent to it, not yet answered"),
-                        "oldest_queued_at": _null(_ref("Timestamp")),
-                        "clock_offset_seconds": _null(
-                            {
-                                "type": "number",
-                                "description": "the peer's clock minus ours, from timestamps it signed "
-                                "(positive: the peer is ahead); null before the first reading",
-                            }
-                        ),
-                        "clock_offset_measured_at": _null(_ref("Timestamp")),
-                        "recovery": _ref("RecoveryStatus"),
-                    },
-                    (
-                        "identity",
-                        "url",
-                        "bundle_serial",
-                        "next_seq",
-                        "received_high_water",
-                        "sequence_gaps",
-                        "recent_gaps",
-                        "queue_depth",
-                        "oldest_queued_at",
-                        "clock_offset_seconds",
-                        "clock_offset_measured_at",
-                        "recovery",
-                    ),
-                ),
-            }
-        },
-        ("peers",),
-    ),
-    "TokenRequest": _obj(
-        {
-            "role": {"enum": list(ROLES)},
-            "label": _str("who or what the token is for", maxLength=200),
-            "valid_days": _int("the token expires this many days from now (absent: never, until revoked)", 1)
-            | {"maximum": 3650},
-        },
-        ("role",),
-    ),
-    "TokenResponse": _obj(
-        {
-            "id": _str("token id", pattern="^[0-9a-f]{16}$"),
-            "role": {"enum": list(ROLES)},
-            "token": _str(
-                "the bearer token; shown once, stored hashed", pattern=r"^cgw_[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$"
-            ),
-            "note": _str(),
-            "expires_at": _null(_ref("Timestamp")),
-        },
-        ("id", "role", "token", "note", "expires_at"),
-    ),
-    "TokenRevoked": _obj(
-        {
-            "id": _str("token id", pattern="^[0-9a-f]{16}$"),
-            "role": {"enum": list(ROLES)},
-            "label": _str(),
-            "revoked_at": _ref("Timestamp"),
-        },
-        ("id", "role", "label", "revoked_at"),
-    ),
-    "TokenList": _obj(
-        {
-            "tokens": {
-                "type": "array",
-                "items": _obj(
-                    {
-                        "id": _str("token id", pattern="^[0-9a-f]{16}$"),
-                        "role": {"enum": list(ROLES)},
-                        "label": _str(),
-                        "created_at": _ref("Timestamp"),
-                        "revoked_at": _null(_ref("Timestamp")),
-                        "expires_at": _null(_ref("Timestamp")),
-                    },
-                    ("id", "role", "label", "created_at", "revoked_at", "expires_at"),
-                ),
-            }
-        },
-        ("tokens",),
-    ),
     "AuditEntry": {
         "type": "object",
         "description": "One audit log entry (the Merkle leaf is its exact JSON bytes). Never holds a body.",
@@ -525,81 +154,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         },
         "required": ["v", "at", "kind", "actor"],
     },
-    "AuditEntries": _obj(
-        {
-            "entries": {
-                "type": "array",
-                "items": _obj(
-                    {
-                        "index": _int(),
-                        "raw": _b64url("the exact entry bytes: the Merkle leaf hash is SHA-256(0x00 || raw)"),
-                        "entry": _ref("AuditEntry"),
-                    },
-                    ("index", "raw", "entry"),
-                ),
-            }
-        },
-        ("entries",),
-    ),
-    "InclusionProof": _obj(
-        {
-            "index": _int(),
-            "size": _int(minimum=1),
-            "leaf_hash": _b64url("SHA-256(0x00 || entry bytes)"),
-            "proof": {"type": "array", "items": _b64url("RFC 9162 inclusion proof node")},
-        },
-        ("index", "size", "leaf_hash", "proof"),
-    ),
-    "ConsistencyProof": _obj(
-        {
-            "old": _int(),
-            "new": _int(),
-            "proof": {"type": "array", "items": _b64url("RFC 9162 consistency proof node")},
-        },
-        ("old", "new", "proof"),
-    ),
-    "Health": _obj({"status": {"const": "ok"}}, ("status",)),
-    "Readiness": _obj(
-        {
-            "status": {"enum": ["ready", "not_ready"]},
-            "checks": _obj(
-                {
-                    "store": _str("ok, or the error code"),
-                    "keys": _str("ok, or the error code (e.g. key.no_active_signing)"),
-                    "peer_bundle": {"enum": ["ok", "missing"]},
-                },
-                ("store", "keys", "peer_bundle"),
-            ),
-            "peer": _obj(
-                {
-                    "status": {
-                        "enum": ["reachable", "failing", "unreachable", "unknown"],
-                        "description": "the link to the peer; reported, never part of readiness",
-                    },
-                    "failing_for_seconds": {"type": "number", "minimum": 0},
-                    "unreachable_after_seconds": {"type": "number"},
-                    "last_contact_at": _null(_ref("Timestamp")),
-                    "last_failure": _null(_str("why the last delivery request failed")),
-                },
-                ("status", "failing_for_seconds", "unreachable_after_seconds", "last_contact_at", "last_failure"),
-            ),
-            "recovery": _ref("RecoveryStatus"),
-            "expiry": {
-                "type": "object",
-                "description": "per key use (signing, encryption, witness) and `tls`: when it stops working "
-                "unless renewed; `renew_soon` inside 30 days (`customs-gateway keys renew`)",
-                "additionalProperties": _obj(
-                    {
-                        "not_after": _ref("Timestamp"),
-                        "days_left": {"type": "number"},
-                        "renew_soon": {"type": "boolean"},
-                    },
-                    ("not_after", "days_left", "renew_soon"),
-                ),
-            },
-        },
-        ("status", "checks", "peer", "expiry", "recovery"),
-    ),
     # --- peer API ---
     "Envelope": _obj(
         {
@@ -634,37 +188,6 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
         ("id", "seq", "from", "to", "type", "created_at", "sent_at", "attempt", "suite", "sig_kid", "enc_kid"),
     ),
     "EnvelopeBatch": _obj({"envelopes": {"type": "array", "items": _ref("Envelope"), "minItems": 1}}, ("envelopes",)),
-    "EnvelopeResults": _obj(
-        {
-            "results": {
-                "type": "array",
-                "description": "one result per envelope, in order",
-                "items": {
-                    "oneOf": [
-                        _obj(
-                            {
-                                "id": _ref("MessageId"),
-                                "status": {"enum": ["accepted", "duplicate"]},
-                                "receipt": _ref("ReceiptStatement"),
-                            },
-                            ("id", "status", "receipt"),
-                        ),
-                        _obj(
-                            {
-                                "id": _str('message id, or "unknown" if the header could not be read'),
-                                "status": {"const": "refused"},
-                                "code": _str(),
-                                "retryable": {"type": "boolean"},
-                                "refusal": _ref("RefusalStatement"),
-                            },
-                            ("id", "status", "code", "retryable", "refusal"),
-                        ),
-                    ]
-                },
-            }
-        },
-        ("results",),
-    ),
     "SignedBundle": _obj(
         {
             "v": {"const": 1},
@@ -802,13 +325,28 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
             ),
             _LIMIT,
         ],
-        "responses": {"200": _json(_ref("MessageList"), "One page, oldest first."), **_problems(422, 503)},
+        "responses": {
+            "200": _json(
+                {"anyOf": [_ref("MessageList"), _ref("InboxSummaryList")]},
+                "One page, oldest first: `MessageList` outbound, `InboxSummaryList` with `direction=inbound`.",
+            ),
+            **_problems(422, 503),
+        },
     },
     ("GET", "/v1/messages/{id}"): {
         "tags": ["messages"],
         "summary": "Status, history, receipt and ack of one submitted message",
         "parameters": [_ID],
         "responses": {"200": _json(_ref("Message"), "The message."), **_problems(404, 503)},
+    },
+    ("GET", "/v1/threads/{id}"): {
+        "tags": ["messages"],
+        "summary": "The thread a message belongs to, both directions, oldest first",
+        "description": "Walks `in_reply_to` up to the thread's first message, then every reply below it, "
+        "outbound and inbound (at most 500 messages; `truncated` says when there are more). "
+        "Metadata only: no bodies, so an auditor may read it too.",
+        "parameters": [_param("path", "id", _ref("MessageId"), "any message of the thread")],
+        "responses": {"200": _json(_ref("Thread"), "The thread."), **_problems(404, 422, 503)},
     },
     ("GET", "/v1/inbox"): {
         "tags": ["inbox"],
@@ -1135,31 +673,26 @@ PEER_PATHS: Final[dict[str, dict[str, Any]]] = {
 
 
 def _message_schemas() -> dict[str, Schema]:
-    """Body schemas from msgspec, `$defs` lifted into components; each type name aliases its struct
-    (resolved away by `_without_aliases`: client generators take a `$ref` with a sibling as a second
-    model of the same name)."""
-    out: dict[str, Schema] = {}
-    sources: list[tuple[str | None, dict[str, Any]]] = [(t, dict(s)) for t, s in schemas.all_schemas().items()]
-    sources.append((None, msgspec.json.schema(AckRequest)))
-    for alias, generated in sources:
-        for name, raw in generated.get("$defs", {}).items():
-            schema = _rewrite_refs(raw)
-            if out.setdefault(name, schema) != schema:
-                raise ValueError(f"two different schemas are named {name}")
-        if alias is not None:
-            out[alias] = _rewrite_refs({"$ref": generated["$ref"], "description": f"Body of a `{alias}` message."})
+    """Body schemas generated by msgspec from the body Structs (and `AckRequest`); each type name
+    aliases its struct (resolved away by `_without_aliases`: client generators take a `$ref` with a
+    sibling as a second model of the same name)."""
+    bodies = schemas.body_types()
+    _, out = msgspec.json.schema_components((*bodies.values(), AckRequest), ref_template=_ref("{name}")["$ref"])
+    for alias, struct in bodies.items():
+        out[alias] = _ref(struct.__name__) | {"description": f"Body of a `{alias}` message."}
     return out
 
 
-def _rewrite_refs(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: v.replace("#/$defs/", "#/components/schemas/") if k == "$ref" else _rewrite_refs(v)
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_rewrite_refs(v) for v in node]
-    return node
+def _view_schemas() -> dict[str, Schema]:
+    """Components of the answers (`http.views`), generated by msgspec; only what no type can say is
+    added here: an inbox body is one of the business message schemas, chosen by `type`; an audit
+    row's `entry` is an `AuditEntry` (the log's own format, parsed as it was written)."""
+    _, components = msgspec.json.schema_components(
+        views.REQUEST_TYPES + views.RESPONSE_TYPES, ref_template=_ref("{name}")["$ref"]
+    )
+    components["InboxMessage"]["properties"]["body"] |= {"anyOf": [_ref(t) for t in BUSINESS_TYPES]}
+    components["AuditRow"]["properties"]["entry"] |= _ref("AuditEntry")
+    return components
 
 
 def _slug(method: str, path: str) -> str:
@@ -1193,6 +726,9 @@ def _operation(
 
 def _components(message_schemas: dict[str, Schema]) -> dict[str, Any]:
     all_schemas: dict[str, Schema] = {**message_schemas, **copy.deepcopy(VIEW_SCHEMAS)}
+    for name, schema in _view_schemas().items():
+        if all_schemas.setdefault(name, schema) is not schema:
+            raise ValueError(f"two schemas are named {name}")
     all_schemas["SubmitRequest"] = {
         "description": "A message for the peer: its type, recipient, body, and optionally when it expires.",
         "oneOf": [_ref(f"Submit-{t}") for t in BUSINESS_TYPES],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
+import msgspec
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -18,6 +19,7 @@ from ..core.errors import AuthError, GatewayError, SchemaError
 from ..service.evidence import peer_log_part
 from ..service.gateway import Gateway, WitnessSizeMismatch
 from ..service.tls import PeerTLS
+from . import views
 from .problems import Handler, json_response, problem_middleware, read_body
 
 GATEWAY: Final = web.AppKey("peer_gateway", Gateway)
@@ -53,7 +55,7 @@ async def envelopes(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     raw = await read_body(request, gw.config.security.body_read_timeout_seconds)
     results = await gw.receive(raw)
-    return json_response({"results": results})
+    return json_response(msgspec.convert({"results": results}, views.EnvelopeResults))
 
 
 async def keys(request: web.Request) -> web.Response:

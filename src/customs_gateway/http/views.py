@@ -1,0 +1,683 @@
+"""The JSON answers of the local API as msgspec Structs (and the request bodies it decodes as Structs):
+what handlers return and what the OpenAPI document's schemas are generated from
+(`msgspec.json.schema_components`).
+
+Field names, nullability and key presence are the wire contract: a field that may be null is
+typed `X | None` without a default (always present); a key that may be absent is `UnsetType`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from ..core.encoding import format_ts, json_object
+from ..core.envelope import BUSINESS_TYPES
+from ..core.state import PENDING, STATUSES
+from ..service.auth import ROLES
+from ..store.base import InboxItem, OutMessage, ThreadItem, TokenRecord
+
+# Annotated strings are inlined by msgspec (only Structs become components); these carry the
+# same constraints the hand-written `Timestamp`, `MessageId` and `Sha256Hex` components state.
+Timestamp = Annotated[
+    str,
+    msgspec.Meta(
+        description="RFC 3339 UTC with milliseconds",
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+        extra_json_schema={"format": "date-time"},
+    ),
+]
+MessageId = Annotated[str, msgspec.Meta(description="UUIDv7", max_length=64, extra_json_schema={"format": "uuid"})]
+Sha256Hex = Annotated[str, msgspec.Meta(description="SHA-256, lower-case hex", pattern="^[0-9a-f]{64}$")]
+KeyId = Annotated[
+    str, msgspec.Meta(description="first 16 bytes of SHA-256 of the raw public key, hex", pattern="^[0-9a-f]{32}$")
+]
+B64url = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]*$", extra_json_schema={"contentEncoding": "base64url"})]
+TokenId = Annotated[str, msgspec.Meta(description="token id", pattern="^[0-9a-f]{16}$")]
+Role = Literal["agency", "admin", "auditor"]
+Status = Literal["queued", "retrying", "delivered", "acknowledged", "refused", "expired"]
+BusinessType = Literal[
+    "seizure-share",
+    "port-visit-invitation",
+    "port-visit-reply",
+    "seminar-notice",
+    "joint-operation",
+    "information-request",
+    "consent-request",
+    "consent-decision",
+]
+AckStatus = Literal["processed", "rejected"]
+Seq = Annotated[int, msgspec.Meta(ge=1, description="per-peer sequence number")]
+
+
+class View(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of every answer: immutable, and nothing but the declared fields."""
+
+
+class SubmitResponse(View, frozen=True):
+    """The message is committed durably (G5); follow `Location` for its status."""
+
+    id: MessageId
+    status: Status
+    seq: Seq
+
+
+Payload = Annotated[B64url, msgspec.Meta(extra_json_schema={"contentMediaType": "application/json"})]
+_PAYLOAD = "the exact payload bytes: JSON object (keys sorted)"
+
+
+class _Statement(View, frozen=True):
+    """A signed statement as stored: the payload field (named by the subclass), key id, signature."""
+
+    kid: KeyId
+    signature: Annotated[
+        B64url,
+        msgspec.Meta(
+            description="Ed25519 over 'customs-gateway/v1 <label>\\n' || payload bytes (64 bytes), "
+            "<label> being the name of the payload field"
+        ),
+    ]
+
+
+class ReceiptStatement(_Statement, frozen=True):
+    """A signed receipt: exact payload bytes, signing key id, signature."""
+
+    receipt: Annotated[
+        Payload,
+        msgspec.Meta(description=_PAYLOAD + " {document_sha256, from, kid, message_id, received_at, to}"),
+    ]
+
+
+class RefusalStatement(_Statement, frozen=True):
+    """A signed refusal: exact payload bytes, signing key id, signature."""
+
+    refusal: Annotated[
+        Payload,
+        msgspec.Meta(description=_PAYLOAD + " {code, detail, from, kid, message_id, refused_at, retryable, to}"),
+    ]
+
+
+class AckInfo(View, frozen=True):
+    """The peer's business acknowledgement, from its signed `ack` envelope."""
+
+    status: AckStatus
+    ack_id: MessageId
+    document_sha256: Sha256Hex
+    reason: str | UnsetType | None = UNSET
+
+
+InReplyTo = Annotated[
+    MessageId | None,
+    msgspec.Meta(description="the message this one answers (threads), a message the two gateways exchanged"),
+]
+
+
+class HistoryEntry(View, frozen=True):
+    """One status change of an outbound message."""
+
+    at: Timestamp
+    status: Annotated[str, msgspec.Meta(description="status entered (or event)")]
+    detail: Annotated[str, msgspec.Meta(description="reason, may be empty")]
+
+
+class Message(View, frozen=True):
+    """An outbound message: status, attempts, the peer's signed receipt or refusal, its ack."""
+
+    id: MessageId
+    to: Annotated[str, msgspec.Meta(description="recipient identity")]
+    type: BusinessType
+    seq: Seq
+    status: Status
+    created_at: Timestamp
+    expires_at: Timestamp
+    updated_at: Timestamp
+    attempts: Annotated[int, msgspec.Meta(ge=0, description="delivery attempts so far")]
+    next_attempt_at: Annotated[Timestamp | None, msgspec.Meta(description="set while queued or sent")]
+    last_error: str | None
+    document_sha256: Sha256Hex
+    receipt: ReceiptStatement | None
+    refusal: RefusalStatement | None
+    ack: AckInfo | None
+    history: Annotated[
+        list[HistoryEntry], msgspec.Meta(description="status changes, oldest first (empty in list results)")
+    ]
+    in_reply_to: InReplyTo
+
+    @classmethod
+    def of(cls, m: OutMessage) -> Message:
+        return cls(
+            id=m.id,
+            to=m.peer,
+            type=m.type,  # type: ignore[arg-type]  # the store holds only business types here
+            seq=m.seq,
+            status=m.status,  # type: ignore[arg-type]
+            created_at=format_ts(m.created_at),
+            expires_at=format_ts(m.expires_at),
+            updated_at=format_ts(m.updated_at),
+            attempts=m.attempts,
+            next_attempt_at=format_ts(m.next_attempt_at) if m.status in PENDING else None,
+            last_error=m.last_error,
+            document_sha256=m.document_sha256.hex(),
+            receipt=msgspec.convert(json_object(m.receipt), ReceiptStatement) if m.receipt else None,
+            refusal=msgspec.convert(json_object(m.refusal), RefusalStatement) if m.refusal else None,
+            ack=msgspec.convert(m.ack, AckInfo) if m.ack else None,
+            history=[HistoryEntry(format_ts(a), s, d) for a, s, d in m.history],
+            in_reply_to=m.in_reply_to,
+        )
+
+
+class InboxSummary(View, frozen=True):
+    """An inbox message without its body."""
+
+    cursor: Annotated[int, msgspec.Meta(ge=1, description="position in the inbox; pass as `after` to read past it")]
+    id: MessageId
+    sender: Annotated[str, msgspec.Meta(description="sender identity")] = msgspec.field(name="from")
+    type: BusinessType
+    created_at: Timestamp
+    received_at: Timestamp
+    document_sha256: Sha256Hex
+    ack_status: AckStatus | None
+    ack_message_id: MessageId | None
+    in_reply_to: InReplyTo
+
+    @classmethod
+    def of(cls, it: InboxItem) -> InboxSummary:
+        return cls(**_inbox_fields(it))
+
+
+class InboxMessage(InboxSummary, frozen=True):
+    """A verified, decrypted message from the peer."""
+
+    body: Annotated[
+        dict[str, Any], msgspec.Meta(description="the verified, decrypted body; valid under the schema of `type`")
+    ]
+
+    @classmethod
+    def of(cls, it: InboxItem) -> InboxMessage:
+        return cls(**_inbox_fields(it), body=json_object(it.body)["body"])
+
+
+def _inbox_fields(it: InboxItem) -> dict[str, Any]:
+    return {
+        "cursor": it.cursor,
+        "id": it.id,
+        "sender": it.sender,
+        "type": it.type,
+        "created_at": format_ts(it.created_at),
+        "received_at": format_ts(it.received_at),
+        "document_sha256": it.document_sha256.hex(),
+        "ack_status": it.ack_status,
+        "ack_message_id": it.ack_message_id,
+        "in_reply_to": it.in_reply_to,
+    }
+
+
+class MessageList(View, frozen=True):
+    """A page of outbound messages, oldest first."""
+
+    messages: list[Message]
+    next_cursor: Annotated[
+        str | None, msgspec.Meta(description="pass as `cursor` for the next page (a message id); null on the last page")
+    ]
+
+
+class InboxSummaryList(View, frozen=True):
+    """A page of inbound messages without their bodies (`direction=inbound`)."""
+
+    messages: list[InboxSummary]
+    next_cursor: Annotated[
+        int | None,
+        msgspec.Meta(description="pass as `cursor` for the next page (an inbox cursor); null on the last page"),
+    ]
+
+
+class InboxPage(View, frozen=True):
+    """A page of the inbox."""
+
+    messages: list[InboxMessage]
+    next_cursor: Annotated[
+        int, msgspec.Meta(ge=0, description="pass as `after` next time (unchanged when nothing was new)")
+    ]
+
+
+class AckResponse(View, frozen=True):
+    """The signed `ack` is queued to the sender."""
+
+    ack_id: Annotated[MessageId, msgspec.Meta(description="id of the signed `ack` message queued to the sender")]
+    status: Literal["queued"]
+    acknowledges: MessageId
+
+
+class TokenRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`POST /v1/admin/tokens`: a role, a label, and optionally how many days the token lives."""
+
+    role: Role
+    label: Annotated[str, msgspec.Meta(max_length=200, description="who or what the token is for")] = ""
+    valid_days: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1, le=3650, description="the token expires this many days from now (absent: never, until revoked)"
+            ),
+        ]
+        | None
+    ) = None
+
+
+class TokenResponse(View, frozen=True):
+    """A new token; its secret is shown only here."""
+
+    id: TokenId
+    role: Role
+    token: Annotated[
+        str,
+        msgspec.Meta(
+            description="the bearer token; shown once, stored hashed",
+            pattern=r"^cgw_[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$",
+        ),
+    ]
+    note: str
+    expires_at: Timestamp | None
+
+
+class TokenRevoked(View, frozen=True):
+    """A token just revoked."""
+
+    id: TokenId
+    role: Role
+    label: str
+    revoked_at: Timestamp
+
+
+class TokenView(View, frozen=True):
+    """A token as an administrator may see it: never the secret, nor its hash."""
+
+    id: TokenId
+    role: Role
+    label: str
+    created_at: Timestamp
+    revoked_at: Timestamp | None
+    expires_at: Timestamp | None
+
+    @classmethod
+    def of(cls, rec: TokenRecord) -> TokenView:
+        return cls(
+            id=rec.id,
+            role=rec.role,  # type: ignore[arg-type]  # the store holds only known roles
+            label=rec.label,
+            created_at=format_ts(rec.created_at),
+            revoked_at=format_ts(rec.revoked_at) if rec.revoked_at else None,
+            expires_at=format_ts(rec.expires_at) if rec.expires_at else None,
+        )
+
+
+class TokenList(View, frozen=True):
+    """Every token, revoked ones included."""
+
+    tokens: list[TokenView]
+
+
+class AuditRow(View, frozen=True):
+    """One audit log entry: its exact bytes and the same parsed."""
+
+    index: Annotated[int, msgspec.Meta(ge=0)]
+    raw: Annotated[
+        B64url, msgspec.Meta(description="the exact entry bytes: the Merkle leaf hash is SHA-256(0x00 || raw)")
+    ]
+    entry: Annotated[dict[str, Any], msgspec.Meta(description="`raw`, parsed")]
+
+
+class AuditEntries(View, frozen=True):
+    """A range of the audit log, in log order."""
+
+    entries: list[AuditRow]
+
+
+class InclusionProof(View, frozen=True):
+    """RFC 9162 inclusion proof of one entry in the log of a given size."""
+
+    index: Annotated[int, msgspec.Meta(ge=0)]
+    size: Annotated[int, msgspec.Meta(ge=1)]
+    leaf_hash: Annotated[B64url, msgspec.Meta(description="SHA-256(0x00 || entry bytes)")]
+    proof: list[Annotated[B64url, msgspec.Meta(description="RFC 9162 inclusion proof node")]]
+
+
+class ConsistencyProof(View, frozen=True):
+    """RFC 9162 consistency proof between two sizes of the log."""
+
+    old: Annotated[int, msgspec.Meta(ge=0)]
+    new: Annotated[int, msgspec.Meta(ge=0)]
+    proof: list[Annotated[B64url, msgspec.Meta(description="RFC 9162 consistency proof node")]]
+
+
+class Health(View, frozen=True):
+    """The process answers."""
+
+    status: Literal["ok"]
+
+
+class RecoveryStatus(View, frozen=True):
+    """Whether this store was found behind its peer (restored from a backup), and why."""
+
+    checked: Annotated[bool, msgspec.Meta(description="the peer has been asked what it has seen of us (this run)")]
+    needed: Annotated[
+        bool,
+        msgspec.Meta(
+            description="this store is behind the peer (restored from a backup): nothing is sent or "
+            "cosigned until `customs-gateway recover`"
+        ),
+    ]
+    reasons: list[str]
+
+
+class KeyExpiry(View, frozen=True):
+    """When keys of one use (or the TLS certificate) stop working unless renewed."""
+
+    not_after: Timestamp
+    days_left: float
+    renew_soon: Annotated[bool, msgspec.Meta(description="inside 30 days (`customs-gateway keys renew`)")]
+
+
+class ReadinessChecks(View, frozen=True):
+    """What readiness is made of."""
+
+    store: Annotated[str, msgspec.Meta(description="ok, or the error code")]
+    keys: Annotated[str, msgspec.Meta(description="ok, or the error code (e.g. key.no_active_signing)")]
+    peer_bundle: Literal["ok", "missing"]
+
+
+class PeerLink(View, frozen=True):
+    """The link to the peer; reported, never part of readiness (decision 0007)."""
+
+    status: Literal["reachable", "failing", "unreachable", "unknown"]
+    failing_for_seconds: Annotated[float, msgspec.Meta(ge=0)]
+    unreachable_after_seconds: float
+    last_contact_at: Timestamp | None
+    last_failure: Annotated[str | None, msgspec.Meta(description="why the last delivery request failed")]
+
+
+class Readiness(View, frozen=True):
+    """Whether this gateway can accept and store submissions, and what may soon stop it."""
+
+    status: Literal["ready", "not_ready"]
+    checks: ReadinessChecks
+    peer: PeerLink
+    expiry: Annotated[
+        dict[str, KeyExpiry], msgspec.Meta(description="per key use (signing, encryption, witness) and `tls`")
+    ]
+    recovery: RecoveryStatus
+
+
+class SequenceGap(View, frozen=True):
+    """Sequence numbers of the peer's that never arrived, `from` to `to`."""
+
+    first: Annotated[int, msgspec.Meta(ge=0)] = msgspec.field(name="from")
+    last: Annotated[int, msgspec.Meta(ge=0)] = msgspec.field(name="to")
+
+
+class PeerStatus(View, frozen=True):
+    """The peer as this gateway sees it: sequence numbers, queue, clock, recovery."""
+
+    identity: str
+    url: Annotated[str, msgspec.Meta(description="base URL of the peer API")]
+    bundle_serial: Annotated[int, msgspec.Meta(ge=1, description="serial of the imported peer bundle")]
+    next_seq: Annotated[int, msgspec.Meta(ge=1, description="sequence number our next message to it gets")]
+    received_high_water: Annotated[int, msgspec.Meta(ge=0, description="highest sequence number received from it")]
+    sequence_gaps: Annotated[int, msgspec.Meta(ge=0, description="gaps seen in its sequence numbers")]
+    recent_gaps: Annotated[list[SequenceGap], msgspec.Meta(description="up to 100 most recent gaps, newest first")]
+    queue_depth: Annotated[int, msgspec.Meta(ge=0, description="messages queued or sent to it, not yet answered")]
+    oldest_queued_at: Timestamp | None
+    clock_offset_seconds: Annotated[
+        float | None,
+        msgspec.Meta(
+            description="the peer's clock minus ours, from timestamps it signed "
+            "(positive: the peer is ahead); null before the first reading"
+        ),
+    ]
+    clock_offset_measured_at: Timestamp | None
+    recovery: RecoveryStatus
+
+
+class AdminPeers(View, frozen=True):
+    """The peers of this gateway (one)."""
+
+    peers: list[PeerStatus]
+
+
+class PublicKey(View, frozen=True, kw_only=True):
+    """One public key in a bundle, with its lifecycle (`core.bundle.KeyRecord.to_dict`)."""
+
+    kid: KeyId
+    use: Literal["signing", "encryption", "witness"]
+    alg: Literal["ed25519", "mlkem768-x25519", "x25519"]
+    public: Annotated[B64url, msgspec.Meta(description="raw public key")]
+    not_before: Timestamp
+    not_after: Timestamp
+    state: Literal["active", "retiring", "retired", "revoked"]
+    revoked_at: Timestamp | UnsetType = UNSET
+    revocation_reason: str | UnsetType = UNSET
+
+
+class PeerKey(PublicKey, frozen=True, kw_only=True):
+    """A key of the peer's bundle."""
+
+    fingerprint: Annotated[Sha256Hex, msgspec.Meta(description="SHA-256 of the raw public key")]
+
+
+class OwnKey(PeerKey, frozen=True, kw_only=True):
+    """A key of our own bundle, and what this gateway does with it."""
+
+    signing_now: Annotated[bool, msgspec.Meta(description="the key that signs right now")]
+    pending_announcement: Annotated[
+        bool, msgspec.Meta(description="announced to the peer, not yet receipted (not used to sign until then)")
+    ]
+    private_key_held: bool
+
+
+class PinnedCertificate(View, frozen=True):
+    """A certificate replaced by a renewal, still pinned until `until` (decision 0008)."""
+
+    certificate_sha256: Annotated[str, msgspec.Meta(description="hex")]
+    until: Timestamp
+
+
+class TlsPins(View, frozen=True):
+    """A bundle's TLS certificates as fingerprints: the current one and those pinned for an overlap."""
+
+    certificate_sha256: Annotated[str, msgspec.Meta(description="SHA-256 of the current certificate (DER), hex")]
+    not_after: Timestamp | None
+    previous: list[PinnedCertificate]
+
+
+class PeerKeys(View, frozen=True):
+    """The peer's identity, bundle serial, keys and certificates."""
+
+    identity: str
+    bundle_serial: Annotated[int, msgspec.Meta(ge=1)]
+    keys: list[PeerKey]
+    tls: TlsPins
+
+
+class AdminKeys(View, frozen=True):
+    """Both sides' keys and pinned certificates, and when ours expire."""
+
+    identity: str
+    bundle_serial: Annotated[int, msgspec.Meta(ge=1, description="serial of our current signed bundle")]
+    keys: list[OwnKey]
+    tls: Annotated[TlsPins, msgspec.Meta(description="our certificates: the one presented, those still pinned")]
+    expiry: Annotated[
+        dict[str, KeyExpiry], msgspec.Meta(description="per key use and `tls`: when it stops working unless renewed")
+    ]
+    peer: PeerKeys
+
+
+class _Announced(View, frozen=True, kw_only=True):
+    """A key change: the new bundle's serial and the `key-announcement` queued to the peer."""
+
+    announcement_id: Annotated[MessageId, msgspec.Meta(description="the queued `key-announcement` to the peer")]
+    serial: Annotated[int, msgspec.Meta(ge=1, description="serial of the new signed bundle")]
+
+
+class RotateResponse(_Announced, frozen=True, kw_only=True):
+    """New signing or encryption keys, announced."""
+
+    kind: Literal["signing", "encryption"]
+    kids: Annotated[list[KeyId], msgspec.Meta(description="the new keys")]
+
+
+class RenewResponse(_Announced, frozen=True, kw_only=True):
+    """Keys of one kind, or the TLS certificate, renewed with a later expiry, announced."""
+
+    kind: Literal["signing", "encryption", "witness", "tls"]
+    kids: Annotated[
+        list[Annotated[str, msgspec.Meta(description="key id, or for tls the certificate's SHA-256 (hex)")]],
+        msgspec.Meta(description="the new keys (or certificate)"),
+    ]
+    not_after: Annotated[Timestamp, msgspec.Meta(description="end of validity of the new keys or certificate")]
+
+
+class RevokeResponse(_Announced, frozen=True, kw_only=True):
+    """One of our keys revoked from now on, announced."""
+
+    kid: KeyId
+    revoked_at: Timestamp
+
+
+class LostMessage(View, frozen=True):
+    """A message the peer holds that this store lost (accepted after the backup)."""
+
+    id: MessageId
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    document_sha256: Sha256Hex
+
+
+class CosignedCheckpoint(View, frozen=True):
+    """The last checkpoint of our log the peer's witness cosigned."""
+
+    origin: str
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    root: Annotated[str, msgspec.Meta(description="hex")]
+
+
+class RecoverResponse(View, frozen=True):
+    """What `recover` did to level a restored store with the peer (decision 0009)."""
+
+    peer: Annotated[str, msgspec.Meta(description="the peer")]
+    behind: Annotated[list[str], msgspec.Meta(description="why the store was behind")]
+    peer_received_high_seq: Annotated[
+        int, msgspec.Meta(ge=0, description="the highest of our sequence numbers the peer had received")
+    ]
+    next_seq: Annotated[int, msgspec.Meta(ge=1, description="where our sequence numbers continue")]
+    renumbered: Annotated[int, msgspec.Meta(ge=0, description="queued messages given new sequence numbers")]
+    marked_delivered: Annotated[
+        list[MessageId],
+        msgspec.Meta(description="queued messages the peer already held: delivered, with its original receipts"),
+    ]
+    lost: list[LostMessage]
+    restored_log_size: Annotated[int, msgspec.Meta(ge=0, description="entries in our restored audit log")]
+    peer_cosigned: CosignedCheckpoint | None
+    log_origin: Annotated[str, msgspec.Meta(description="the origin of the new epoch of our log")]
+    epoch_witnessed: Annotated[
+        bool, msgspec.Meta(description="the peer's witness already cosigned the new epoch's first checkpoint")
+    ]
+
+
+# --- the peer API's one JSON answer (everything else it answers is signed bytes, kept as bytes) ---
+
+
+class _Result(View, frozen=True, tag_field="status"):
+    """One envelope's result; `status` tells which."""
+
+
+class Accepted(_Result, frozen=True, tag="accepted"):
+    """The envelope is committed to the inbox; here is the signed receipt."""
+
+    id: MessageId
+    receipt: ReceiptStatement
+
+
+class Duplicate(_Result, frozen=True, tag="duplicate"):
+    """The envelope was committed before; here is the original receipt (G4)."""
+
+    id: MessageId
+    receipt: ReceiptStatement
+
+
+class Refused(_Result, frozen=True, tag="refused"):
+    """The envelope is refused, with a signed refusal saying why and whether to retry."""
+
+    id: Annotated[str, msgspec.Meta(description='message id, or "unknown" if the header could not be read')]
+    code: str
+    retryable: bool
+    refusal: RefusalStatement
+
+
+class EnvelopeResults(View, frozen=True):
+    """The answer to a batch of envelopes."""
+
+    results: Annotated[
+        list[Accepted | Duplicate | Refused], msgspec.Meta(description="one result per envelope, in order")
+    ]
+
+
+class ThreadMessage(View, frozen=True):
+    """One message of a thread: outbound with its status, inbound with its ack status."""
+
+    id: MessageId
+    direction: Literal["outbound", "inbound"]
+    type: BusinessType
+    in_reply_to: InReplyTo
+    created_at: Timestamp
+    status: Annotated[
+        str | None, msgspec.Meta(description="outbound: its status; inbound: its ack status (null before an ack)")
+    ]
+
+    @classmethod
+    def of(cls, t: ThreadItem) -> ThreadMessage:
+        return cls(t.id, t.direction, t.type, t.in_reply_to, format_ts(t.created_at), t.status)  # type: ignore[arg-type]
+
+
+class Thread(View, frozen=True):
+    """The thread a message belongs to, from its first message, oldest first, both directions."""
+
+    id: Annotated[MessageId, msgspec.Meta(description="the message asked about")]
+    root: Annotated[MessageId, msgspec.Meta(description="the first message of the thread")]
+    messages: list[ThreadMessage]
+    truncated: Annotated[bool, msgspec.Meta(description="the thread has more messages than one answer holds")]
+
+
+REQUEST_TYPES: tuple[type[msgspec.Struct], ...] = (TokenRequest,)
+"""Request bodies of the local API decoded as Structs here (message bodies live in `core.schemas`)."""
+
+RESPONSE_TYPES: tuple[type[View], ...] = (
+    SubmitResponse,
+    Message,
+    MessageList,
+    InboxSummaryList,
+    InboxPage,
+    AckResponse,
+    TokenResponse,
+    TokenRevoked,
+    TokenList,
+    AuditEntries,
+    InclusionProof,
+    ConsistencyProof,
+    Health,
+    Readiness,
+    AdminPeers,
+    AdminKeys,
+    RotateResponse,
+    RenewResponse,
+    RevokeResponse,
+    RecoverResponse,
+    EnvelopeResults,
+    Thread,
+)
+"""Every answer type; `openapi.py` generates their components (and those they refer to)."""
+
+# The Literals mirror the core's constants (an import-time check: a new type or status fails here).
+assert set(get_args(BusinessType)) == set(BUSINESS_TYPES)
+assert set(get_args(Status)) == set(STATUSES)
+assert set(get_args(Role)) == set(ROLES)
