@@ -2,9 +2,11 @@
 
 `openapi-python-client` generates a typed package from docs/api/openapi.json (the file the
 gateway also serves); the test imports it and does what a back-end does: submit a seizure share,
-follow it to `delivered`, read it from the peer's inbox as a typed model, acknowledge it, and get a
-typed problem for a bad request. A schema the generator cannot read would leave a model out and
-fail here (as `InboxPage` and the `Submit-*` models once did).
+follow it to `delivered`, read it from the peer's inbox as a typed model, acknowledge it, get a
+typed problem for a bad request, then submit every business type through its own request model
+and read each back as its type's model. The TypeScript client does the same. A schema the
+generator cannot read would leave a model out and fail here (as `InboxPage` and the `Submit-*`
+models once did).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from customs_gateway.core.envelope import BUSINESS_TYPES
 from tests.gateway.conftest import CN, US, Pair, _homes_on, running_pair, sample
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +58,28 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     with _homes_on("sqlite", tmp_path) as homes:
         async with running_pair(homes) as p:
             yield p
+
+
+def _camel(msg_type: str) -> str:
+    return "".join(part.capitalize() for part in msg_type.split("-"))
+
+
+async def every_type_bodies(pair: Pair) -> dict[str, dict[str, Any]]:
+    """A valid body of every business type US may send CN now: what a body names (an invitation,
+    the message a consent request asks about, the request a decision decides) CN sends US first."""
+    us, cn = pair.apis[US], pair.apis[CN]
+    _, inv = await cn.submit("port-visit-invitation")
+    await cn.wait_status(inv["id"], {"delivered"})
+    _, share = await us.submit("seizure-share")
+    await us.wait_status(share["id"], {"delivered"})
+    _, req = await cn.submit("consent-request", body={**sample("consent-request"), "message_id": share["id"]})
+    await cn.wait_status(req["id"], {"delivered"})
+    names = {
+        "port-visit-reply": {"invitation_id": inv["id"]},
+        "consent-request": {"message_id": inv["id"]},
+        "consent-decision": {"request_id": req["id"]},
+    }
+    return {t: {**sample(t), **names.get(t, {})} for t in BUSINESS_TYPES}
 
 
 def _mod(pkg: ModuleType, name: str) -> Any:
@@ -101,6 +126,22 @@ async def test_generated_python_client_submits_reads_and_acknowledges(client_pac
     assert missing.status_code == 404 and isinstance(missing.parsed, models.Problem)
     assert missing.parsed.code == "message.not_found" or missing.parsed.code.endswith("not_found")
 
+    # Every business type, each through its own generated request model, read back as its model.
+    bodies = await every_type_bodies(pair)
+    sent = {}
+    for t, b in bodies.items():
+        model = getattr(models, "Submit" + _camel(t))
+        res = await submit.asyncio_detailed(client=us, body=model.from_dict({"type": t, "to": CN, "body": b}))
+        assert res.status_code == 202 and isinstance(res.parsed, models.SubmitResponse), (t, res.content)
+        sent[t] = res.parsed.id
+    for mid in sent.values():
+        await pair.apis[US].wait_status(mid, {"delivered"})
+    page = await inbox.asyncio(client=cn, limit=500)
+    got = {x.id: x for x in page.messages}
+    for t, mid in sent.items():
+        assert got[mid].type_.value == t  # the generator names the field `type_`
+        assert isinstance(got[mid].body, getattr(models, _camel(t))), (t, type(got[mid].body))
+
 
 TS = ROOT / "tests" / "clients" / "ts"
 
@@ -129,6 +170,7 @@ async def test_generated_typescript_client_type_checks_and_runs(pair: Pair, tmp_
     await _run(str(bin_ / "tsc"), "-p", ".", cwd=work)  # the program type-checks against the document
     body = sample("seizure-share")
     body["case_reference"] = "TS-CLIENT-1"
+    every = await every_type_bodies(pair)
     out = await _run(
         "node",
         str(work / "out" / "check.js"),
@@ -137,8 +179,10 @@ async def test_generated_typescript_client_type_checks_and_runs(pair: Pair, tmp_
         pair.apis[CN].url,
         pair.apis[CN].tokens["agency"],
         json.dumps(body),
+        json.dumps(every),
         cwd=work,
     )
     seen = json.loads(out.strip().splitlines()[-1])
     assert seen["ok"] and seen["status"] == "delivered" and seen["from"] == US, seen
     assert seen["case_reference"] == "TS-CLIENT-1" and seen["missing"], seen
+    assert sorted(seen["types"]) == sorted(BUSINESS_TYPES) and seen["acked"] == "processed", seen

@@ -217,6 +217,11 @@ def _submit_variant(msg_type: str, body: str) -> Schema:
             "body": _ref(body),
             "expires_at": _ref("Timestamp")
             | {"description": "undelivered after this, the message expires (≤ 30 days)"},
+            "in_reply_to": _ref("MessageId")
+            | {
+                "description": "the message this one answers: one the two gateways exchanged (threads); "
+                "a port-visit reply or a consent message answers the message its body names unless set"
+            },
         },
         ("type", "to", "body"),
     )
