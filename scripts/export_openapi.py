@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from customs_gateway.http.openapi import openapi_document
+from customs_gateway.http.local import openapi_document
 
 OPENAPI_FILE = Path(__file__).resolve().parent.parent / "docs" / "api" / "openapi.json"
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from customs_gateway.http.local import ROUTES, local_app
+from customs_gateway.http.local import ROUTES, local_app, openapi_json
 from customs_gateway.http.metrics import metrics
-from customs_gateway.http.openapi import openapi_json
 from customs_gateway.service.gateway import Gateway
 
 OPS_ROUTES = (("GET", "/metrics", metrics, ()), ("GET", "/openapi.json", openapi_json, ()))

@@ -18,8 +18,8 @@ from openapi_spec_validator import validate
 
 from customs_gateway.core.envelope import BUSINESS_TYPES
 from customs_gateway.http import openapi, views
-from customs_gateway.http.local import ROUTES
-from customs_gateway.http.openapi import OPERATIONS, PEER_PATHS, openapi_document
+from customs_gateway.http.local import ROUTES, openapi_document
+from customs_gateway.http.openapi import OPERATIONS, PEER_PATHS
 from customs_gateway.http.peer import peer_app
 
 from .conftest import CN, US, Pair, sample

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from customs_gateway.http.local import ROUTES
-from customs_gateway.http.openapi import openapi_document
+from customs_gateway.http.local import ROUTES, openapi_document
 
 from ..e2e.drill import US, ProcessPair
 

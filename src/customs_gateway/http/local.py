@@ -35,13 +35,11 @@ from ..service.lifecycle import DEFAULT_VALID_DAYS, MAX_VALID_DAYS, RENEW_KINDS
 from ..service.lifecycle import KeyLifecycle as KeyLifecycleAPI
 from ..store.base import MessageFilter
 from . import views
+from .appkeys import CALLER, EVIDENCE, GATEWAY
 from .metrics import metrics
-from .openapi import openapi_json
+from .openapi import document
 from .problems import Handler, json_response, problem_middleware, read_body
 
-GATEWAY: Final = web.AppKey("gateway", Gateway)
-EVIDENCE: Final = web.AppKey("evidence", EvidenceCollector)
-CALLER: Final = web.RequestKey("caller", Caller)  # the authenticated caller of a guarded route
 MAX_LONG_POLL: Final = 30.0
 MAX_PAGE: Final = 500
 
@@ -564,6 +562,16 @@ def key_expiry(gw: Gateway, now: dt.datetime) -> dict[str, views.KeyExpiry]:
 
 async def not_found(request: web.Request) -> web.Response:
     raise NotFound(f"no such endpoint {request.path}", code="http.not_found")
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the local API (from ROUTES) and the peer API; a fresh dict each call."""
+    return document(ROUTES)
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """This OpenAPI 3.1 document."""
+    return json_response(openapi_document())
 
 
 ROUTES: Final = (

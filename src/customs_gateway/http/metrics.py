@@ -31,6 +31,7 @@ from ..core.refusals import REFUSALS
 from ..core.tlscert import cert_info
 from ..service.gateway import Gateway
 from ..store.base import CheckpointRecord, PeerState
+from .appkeys import GATEWAY
 
 PREFIX: Final = "customs_gateway"
 #: Submission to verified receipt: milliseconds on a healthy link, hours across a peer outage.
@@ -128,8 +129,6 @@ async def read_store(gw: Gateway) -> StoreSnapshot:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics in the text exposition format (no token: bind the listener where ops wants)."""
-    from .local import GATEWAY  # local.py lists this handler in its route table
-
     gw = request.app[GATEWAY]
     try:
         snapshot: StoreSnapshot | None = await read_store(gw)

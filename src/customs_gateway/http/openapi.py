@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
-from aiohttp import web
 
 from .. import __version__
 from ..core import schemas
@@ -30,7 +29,7 @@ from ..core.keys import SUITES
 from ..core.state import STATUSES
 from ..core.witness import MEDIA_TYPE as COSIGN_MEDIA_TYPE
 from . import views
-from .problems import PROBLEM_TYPE, json_response
+from .problems import PROBLEM_TYPE
 
 OPENAPI_VERSION: Final = "3.1.0"
 Schema = dict[str, Any]
@@ -777,13 +776,12 @@ def _components(message_schemas: dict[str, Schema]) -> dict[str, Any]:
     }
 
 
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the local API (from ROUTES) and the peer API; a fresh dict each call."""
-    from .local import ROUTES  # local.py imports this module for its route table
-
+def document(routes: Sequence[tuple[str, str, Callable[..., Any], tuple[str, ...]]]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the local API (its route table, `http.local.ROUTES`: method,
+    path, handler, roles) and the peer API; a fresh dict each call."""
     paths: dict[str, dict[str, Any]] = {}
-    names = Counter(handler.__name__ for _, _, handler, _ in ROUTES)
-    for method, path, handler, roles in ROUTES:
+    names = Counter(handler.__name__ for _, _, handler, _ in routes)
+    for method, path, handler, roles in routes:
         # A handler routed twice (an alias path) gets ids that say which route is which.
         op_id = handler.__name__ if names[handler.__name__] == 1 else _slug(method, path)
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, handler, tuple(roles), op_id)
@@ -843,8 +841,3 @@ def _without_aliases(doc: dict[str, Any]) -> dict[str, Any]:
     doc = fix(doc)
     doc["components"]["schemas"] = {n: s for n, s in doc["components"]["schemas"].items() if prefix + n not in aliases}
     return doc
-
-
-async def openapi_json(request: web.Request) -> web.Response:
-    """This OpenAPI 3.1 document."""
-    return json_response(openapi_document())
