@@ -29,7 +29,7 @@ from ..core.keys import SUITES
 from ..core.state import STATUSES
 from ..core.witness import MEDIA_TYPE as COSIGN_MEDIA_TYPE
 from . import views
-from .problems import PROBLEM_TYPE
+from .problems import PROBLEM_TYPE, Problem
 
 OPENAPI_VERSION: Final = "3.1.0"
 Schema = dict[str, Any]
@@ -73,33 +73,6 @@ def _b64url(description: str) -> Schema:
 
 _TS_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 VIEW_SCHEMAS: Final[dict[str, Schema]] = {
-    "Problem": _obj(
-        {
-            "type": _str("https://customs-gateway.invalid/problems/<code>", format="uri"),
-            "title": _str("a short human summary of the problem type (by the code's family)"),
-            "status": _int("HTTP status", 400, maximum=599),
-            "code": _str("stable machine code, e.g. schema.required, auth.forbidden", examples=["schema.required"]),
-            "detail": _str("what is wrong, for people; never echoes a body value"),
-            "field": _str("the field, header or parameter at fault (JSON path for bodies)", examples=["$.body.ports"]),
-            "instance": _str("the request path"),
-            "errors": {
-                "type": "array",
-                "maxItems": 20,
-                "description": "every problem found (at most 20), the first being the one above; a body missing "
-                "two fields and with a bad enum value lists all three",
-                "items": _obj(
-                    {
-                        "field": _null(_str("JSON path, header or parameter")),
-                        "code": _str("stable machine code"),
-                        "detail": _str("what is wrong; an enum lists the allowed values"),
-                    },
-                    ("field", "code", "detail"),
-                ),
-            },
-        },
-        ("type", "title", "status", "code", "detail", "errors"),
-        "RFC 9457 problem details with the gateway's `code` and `field` (G9).",
-    ),
     "Timestamp": _str("RFC 3339 UTC with milliseconds", format="date-time", pattern=_TS_PATTERN),
     "Sha256Hex": _str("SHA-256, lower-case hex", pattern="^[0-9a-f]{64}$"),
     "KeyId": _str("first 16 bytes of SHA-256 of the raw public key, hex", pattern="^[0-9a-f]{32}$"),
@@ -692,7 +665,7 @@ def _view_schemas() -> dict[str, Schema]:
     added here: an inbox body is one of the business message schemas, chosen by `type`; an audit
     row's `entry` is an `AuditEntry` (the log's own format, parsed as it was written)."""
     _, components = msgspec.json.schema_components(
-        views.REQUEST_TYPES + views.RESPONSE_TYPES, ref_template=_ref("{name}")["$ref"]
+        (*views.REQUEST_TYPES, *views.RESPONSE_TYPES, Problem), ref_template=_ref("{name}")["$ref"]
     )
     components["InboxMessage"]["properties"]["body"] |= {"anyOf": [_ref(t) for t in BUSINESS_TYPES]}
     components["AuditRow"]["properties"]["entry"] |= _ref("AuditEntry")

@@ -11,8 +11,9 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
+import msgspec
 import structlog
 from aiohttp import ClientConnectionResetError, web
 from aiohttp.web_protocol import RequestHandler
@@ -38,6 +39,49 @@ _HTTP_CODES = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class ProblemItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One problem found."""
+
+    field: Annotated[str | None, msgspec.Meta(description="JSON path, header or parameter")]
+    code: Annotated[str, msgspec.Meta(description="stable machine code")]
+    detail: Annotated[str, msgspec.Meta(description="what is wrong; an enum lists the allowed values")]
+
+
+class Problem(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """RFC 9457 problem details with the gateway's `code` and `field` (G9): every 4xx and 5xx answer."""
+
+    type: Annotated[
+        str,
+        msgspec.Meta(
+            description="https://customs-gateway.invalid/problems/<code>", extra_json_schema={"format": "uri"}
+        ),
+    ]
+    title: Annotated[str, msgspec.Meta(description="a short human summary of the problem type (by the code's family)")]
+    status: Annotated[int, msgspec.Meta(ge=400, le=599, description="HTTP status")]
+    code: Annotated[
+        str,
+        msgspec.Meta(
+            description="stable machine code, e.g. schema.required, auth.forbidden", examples=["schema.required"]
+        ),
+    ]
+    detail: Annotated[str, msgspec.Meta(description="what is wrong, for people; never echoes a body value")]
+    errors: Annotated[
+        list[ProblemItem],
+        msgspec.Meta(
+            max_length=20,
+            description="every problem found (at most 20), the first being the one above; a body missing "
+            "two fields and with a bad enum value lists all three",
+        ),
+    ]
+    field: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="the field, header or parameter at fault (JSON path for bodies)", examples=["$.body.ports"]
+        ),
+    ] = None
+    instance: Annotated[str | None, msgspec.Meta(description="the request path")] = None
+
+
 def problem(
     status: int,
     code: str,
@@ -45,22 +89,19 @@ def problem(
     *,
     field: str | None = None,
     instance: str | None = None,
-    **extra: Any,
+    errors: list[dict[str, Any]] | None = None,
 ) -> web.Response:
-    body: dict[str, Any] = {
-        "type": f"https://customs-gateway.invalid/problems/{code}",
-        "title": problem_title(status, code),
-        "status": status,
-        "code": code,
-        "detail": detail,
-    }
-    if field is not None:
-        body["field"] = field
-    # Every problem found (RFC 9457 extension member); one entry when there was one.
-    body["errors"] = [{"field": field, "code": code, "detail": detail}]
-    if instance is not None:
-        body["instance"] = instance
-    body.update(extra)
+    body = Problem(
+        type=f"https://customs-gateway.invalid/problems/{code}",
+        title=problem_title(status, code),
+        status=status,
+        code=code,
+        detail=detail,
+        field=field,
+        instance=instance,
+        # Every problem found (RFC 9457 extension member); one entry when there was one.
+        errors=[msgspec.convert(e, ProblemItem) for e in errors] if errors else [ProblemItem(field, code, detail)],
+    )
     headers = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="customs-gateway"'
@@ -99,8 +140,7 @@ def problem_title(status: int, code: str) -> str:
 
 
 def from_error(e: GatewayError, request: web.Request) -> web.Response:
-    extra: dict[str, Any] = {"errors": list(e.errors)} if e.errors else {}
-    resp = problem(e.status, e.code, e.detail, field=e.field, instance=request.path, **extra)
+    resp = problem(e.status, e.code, e.detail, field=e.field, instance=request.path, errors=list(e.errors) or None)
     retry_after = getattr(e, "retry_after", None)
     if retry_after is None and e.status == 503:
         retry_after = 1
