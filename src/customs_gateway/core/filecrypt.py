@@ -129,14 +129,18 @@ def _opens(aead: ChaCha20Poly1305, index: int, data: bytes, last: bool) -> bool:
     return True
 
 
-class Encryptor:
-    """Feed plaintext pieces of any size; get sealed chunks back. `finish()` seals the final one."""
+class _Stream:
+    """State shared by both directions: the cipher, at most one buffered chunk, the next index."""
 
     def __init__(self, key: bytes) -> None:
         self._aead = _aead(key)
         self._buf = bytearray()
         self._index = 0
         self._done = False
+
+
+class Encryptor(_Stream):
+    """Feed plaintext pieces of any size; get sealed chunks back. `finish()` seals the final one."""
 
     def feed(self, piece: bytes) -> list[bytes]:
         """Sealed full chunks now known not to be the last (a full buffer waits for more or finish)."""
@@ -166,19 +170,13 @@ class Encryptor:
         return sealed
 
 
-class Decryptor:
+class Decryptor(_Stream):
     """Feed ciphertext pieces split anywhere; get authenticated plaintext back, chunk by chunk.
 
     Raises FileError: `file.auth_failed` (a chunk moved, dropped, repeated, altered, or the wrong
     key), `file.trailing_data` (bytes after the final chunk), `file.truncated` (`finish()` before
     the final chunk). Plaintext returned before an error is authenticated but the file is not whole.
     """
-
-    def __init__(self, key: bytes) -> None:
-        self._aead = _aead(key)
-        self._buf = bytearray()
-        self._index = 0
-        self._done = False
 
     def feed(self, piece: bytes) -> list[bytes]:
         """Plaintext of every chunk now known not to be the last."""
