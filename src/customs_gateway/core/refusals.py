@@ -64,6 +64,16 @@ REFUSALS: Final[dict[str, Policy]] = {
     "ack.unknown_message": Policy(False, "an ack for a message the receiver never sent"),
     "ack.wrong_state": Policy(False, "an ack for a message already acknowledged"),
     "ack.digest_mismatch": Policy(False, "an ack naming another document than the one sent"),
+    "file.auth_failed": Policy(
+        False, "a file chunk does not authenticate (altered, moved, dropped, repeated, or the wrong key)"
+    ),
+    "file.truncated": Policy(False, "a file ends before its final chunk"),
+    "file.trailing_data": Policy(False, "a file has data after its final chunk"),
+    "file.size_mismatch": Policy(
+        False, "a file's size is not the one its document names (or no file has that ciphertext size)"
+    ),
+    "file.digest_mismatch": Policy(False, "a file's SHA-256 is not the one its document names"),
+    "file.key_invalid": Policy(False, "a file key is not 32 bytes"),
 }
 
 

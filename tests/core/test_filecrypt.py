@@ -1,0 +1,102 @@
+"""File STREAM encryption (core.filecrypt): round trips, sizes, and one negative test per attack."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from customs_gateway.core import filecrypt as fc
+
+KEY = bytes(range(32))
+OTHER = bytes(32)
+
+
+def seal(data: bytes, key: bytes = KEY) -> list[bytes]:
+    enc = fc.Encryptor(key)
+    return [*enc.feed(data), enc.finish()]
+
+
+def open_all(chunks: list[bytes], key: bytes = KEY) -> bytes:
+    dec = fc.Decryptor(key)
+    out = [p for c in chunks for p in dec.feed(c)]
+    return b"".join([*out, dec.finish()])
+
+
+def code(chunks: list[bytes], key: bytes = KEY) -> str:
+    with pytest.raises(fc.FileError) as e:
+        open_all(chunks, key)
+    return e.value.code
+
+
+DATA = bytes(i % 251 for i in range(3 * fc.CHUNK + 5))
+
+
+@pytest.mark.parametrize("n", [0, 1, fc.CHUNK - 1, fc.CHUNK, fc.CHUNK + 1, 3 * fc.CHUNK])
+def test_round_trip_and_sizes(n: int) -> None:
+    chunks = seal(DATA[:n])
+    assert len(chunks) == fc.chunk_count(n)
+    assert all(len(c) == fc.SEALED for c in chunks[:-1])
+    assert sum(map(len, chunks)) == fc.ciphertext_size(n)
+    assert fc.plaintext_size(fc.ciphertext_size(n)) == n
+    assert open_all(chunks) == DATA[:n]
+
+
+def test_impossible_ciphertext_sizes() -> None:
+    for size in (0, 15, fc.SEALED + fc.TAG):
+        with pytest.raises(fc.FileError, match="encrypts"):
+            fc.plaintext_size(size)
+
+
+def test_every_attack_is_refused() -> None:
+    c = seal(DATA)
+    assert code([c[1], c[0], *c[2:]]) == "file.auth_failed"  # reordered
+    assert code([c[0], *c[2:]]) == "file.auth_failed"  # dropped
+    assert code([c[0], c[0], *c[1:]]) == "file.auth_failed"  # duplicated
+    assert code(c[:-1]) == "file.truncated"  # final chunk removed
+    assert code([*c[:-1], c[-1][:-1]]) == "file.auth_failed"  # last bytes cut
+    assert code([*c, b"x"]) == "file.auth_failed"  # extended: a short final chunk no longer opens
+    full = seal(DATA[: 2 * fc.CHUNK])
+    assert code([*full, b"x"]) == "file.trailing_data"  # a full final chunk followed by data
+    assert code(c, OTHER) == "file.auth_failed"  # wrong key
+    flipped = bytearray(c[1])
+    flipped[7] ^= 1
+    assert code([c[0], bytes(flipped), *c[2:]]) == "file.auth_failed"
+
+
+def test_digest_checks_size_and_sha256() -> None:
+    d = fc.FileDigest()
+    d.update(DATA)
+    d.finish(len(DATA), hashlib.sha256(DATA).digest())
+    with pytest.raises(fc.FileError) as e:
+        d.finish(len(DATA) + 1, hashlib.sha256(DATA).digest())
+    assert e.value.code == "file.size_mismatch"
+    with pytest.raises(fc.FileError) as e:
+        d.finish(len(DATA), bytes(32))
+    assert e.value.code == "file.digest_mismatch"
+
+
+def test_random_access() -> None:
+    c = seal(DATA)
+    i = fc.chunk_index_for_offset(2 * fc.CHUNK + 3)
+    start, end = fc.ciphertext_range(i, len(DATA))
+    assert b"".join(c)[start:end] == c[i]
+    assert fc.decrypt_chunk(KEY, i, c[i], last=False) == DATA[i * fc.CHUNK : (i + 1) * fc.CHUNK]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=3 * fc.CHUNK // 2), st.lists(st.integers(1, 70000), max_size=8))
+def test_round_trip_at_any_piece_boundaries(data: bytes, cuts: list[int]) -> None:
+    enc, pos, sealed = fc.Encryptor(KEY), 0, []
+    for n in cuts:
+        sealed += enc.feed(data[pos : pos + n])
+        pos += n
+    sealed += [*enc.feed(data[pos:]), enc.finish()]
+    blob, dec, out, pos = b"".join(sealed), fc.Decryptor(KEY), [], 0
+    for n in reversed(cuts):
+        out += dec.feed(blob[pos : pos + n])
+        pos += n
+    out += [*dec.feed(blob[pos:]), dec.finish()]
+    assert b"".join(out) == data
