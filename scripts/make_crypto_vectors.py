@@ -416,6 +416,49 @@ def atrest_vectors() -> dict[str, Any]:
     }
 
 
+# --- filecrypt.json ---------------------------------------------------------------------------
+
+
+def file_plaintext(size: int) -> bytes:
+    """The vectors' plaintext of `size` bytes: byte i is i mod 251 (reproducible, no repeats at 256)."""
+    return bytes(i % 251 for i in range(size))
+
+
+def filecrypt_vectors() -> dict[str, Any]:
+    """Files in 64 KiB ChaCha20-Poly1305 STREAM chunks (DESIGN §13)."""
+    from customs_gateway.core import filecrypt
+
+    key = seed("file/key", 32)
+    tests = []
+    for i, size in enumerate((0, 1, filecrypt.CHUNK - 1, filecrypt.CHUNK, filecrypt.CHUNK + 1, 3 * filecrypt.CHUNK), 1):
+        plain = file_plaintext(size)
+        enc = filecrypt.Encryptor(key)
+        chunks = [*enc.feed(plain), enc.finish()]
+        ct = b"".join(chunks)
+        assert len(ct) == filecrypt.ciphertext_size(size) and len(chunks) == filecrypt.chunk_count(size)
+        tests.append(
+            {
+                "tcId": i,
+                "comment": f"{size} bytes, {len(chunks)} chunk(s)",
+                "result": "valid",
+                "size": size,
+                "plaintext_sha256": hashlib.sha256(plain).hexdigest(),
+                "ciphertext_size": len(ct),
+                "ciphertext_sha256": hashlib.sha256(ct).hexdigest(),
+                "nonces": [filecrypt.nonce(n, n == len(chunks) - 1).hex() for n in range(len(chunks))],
+                "first_chunk_head": chunks[0][:48].hex(),
+                "last_chunk_tail": chunks[-1][-48:].hex(),
+            }
+        )
+    return {
+        "description": "File STREAM encryption: 64 KiB chunks, ChaCha20-Poly1305, nonce = 11-byte counter || last flag",
+        "key": key.hex(),
+        "chunk": filecrypt.CHUNK,
+        "plaintext": "byte i is i mod 251",
+        "tests": tests,
+    }
+
+
 # --- envelope.json ----------------------------------------------------------------------------
 
 NOW = ts("2026-03-01T12:00:05.000Z")
@@ -927,7 +970,7 @@ README = """\
 # tests/vectors/ — test vectors and their byte layout
 
 Written by `scripts/make_crypto_vectors.py` (keyid, document, envelope, receipt, bundle, keyfile,
-atrest) and
+atrest, filecrypt) and
 `scripts/make_audit_vectors.py` (merkle, checkpoint). Every key here is test-only, derived from
 a published label. Cases are Wycheproof-style: `"result": "valid"` cases spell out each
 intermediate byte string; `"result": "invalid"` cases name the GatewayError `code` expected.
@@ -985,6 +1028,15 @@ The receipt binds SHA-256(signed document bytes) (`signed_document_sha256`).
     day key    = JSON({ciphertext: b64url, day, format: "customs-gateway/v1 day-key", nonce: b64url}) || 0x0A
                  ciphertext = XChaCha20-Poly1305(wrap key, nonce, day key, aad = format || 0x0A || day)
 
+## Files (`filecrypt.json`)
+
+    chunks     = plaintext cut into 64 KiB pieces; every one full but the last (1..65536 bytes,
+                 0 only for an empty file)
+    nonce(i)   = i as 11 bytes big-endian || 0x01 for the last chunk, else 0x00          12 bytes
+    chunk i    = ChaCha20-Poly1305(file key, nonce(i), chunk, aad empty)          len + 16 bytes
+    ciphertext = chunk 0 || chunk 1 || ...; the file key is random per file (32 bytes) and
+                 travels only inside the sealed document, with the plaintext's size and SHA-256
+
 ## Private key file (`keyfile.json`)
 
     key        = argon2id(passphrase, salt 16 bytes, opslimit, memlimit) -> 32 bytes
@@ -1032,6 +1084,7 @@ def main(argv: list[str] | None = None) -> int:
         "envelope.json": envelope_vectors,
         "document.json": document_vectors,
         "atrest.json": atrest_vectors,
+        "filecrypt.json": filecrypt_vectors,
         "receipt.json": receipt_vectors,
         "keyfile.json": keyfile_vectors,
     }
