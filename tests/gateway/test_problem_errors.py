@@ -3,6 +3,7 @@ its allowed values, the same mistake has the same code on every endpoint, and `t
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .conftest import CN, MODULE_LOOP, US, Pair, sample
@@ -67,3 +68,34 @@ async def test_every_problem_has_errors_and_a_title(module_pair: Pair) -> None:
     assert p["errors"] == [{"field": p.get("field"), "code": p["code"], "detail": p["detail"]}]
     status, p, _ = await module_pair.apis[US].call("GET", "/v1/admin/keys", role="agency")
     assert status == 403 and p["title"] == "Not authorized"
+
+
+async def test_a_key_twice_is_refused_on_every_endpoint_that_takes_a_body(module_pair: Pair) -> None:
+    """I-JSON (RFC 7493 §2.3): a repeated key would be read one way here and another elsewhere
+    (msgspec keeps the last, other parsers the first); every request body is refused for it."""
+    us, cn = module_pair.apis[US], module_pair.apis[CN]
+    body = sample("seizure-share")
+    inner = json.dumps(body)[:-1] + ', "case_reference": "CBP-OTHER-0001"}'
+    raw = f'{{"type": "seizure-share", "to": "{CN}", "body": {inner}}}'.encode()
+    headers = {"Content-Type": "application/json"}
+    status, prob, _ = await us.call("POST", "/v1/messages", data=raw, headers=headers)
+    assert status == 422 and prob["code"] == "schema.duplicate_key", prob
+    assert prob["field"] == "$.body.case_reference"
+    status, prob, _ = await us.call(
+        "POST", "/v1/messages", data=raw.replace(b'"to"', b'"to": "x", "to"', 1), headers=headers
+    )
+    assert status == 422 and prob["code"] == "schema.duplicate_key" and prob["field"] == "$.to", prob
+    twice = {
+        ("/v1/admin/tokens", "admin"): b'{"role": "agency", "role": "admin"}',
+        ("/v1/admin/keys/rotate", "admin"): b'{"kind": "signing", "kind": "encryption"}',
+        ("/v1/admin/keys/renew", "admin"): b'{"kind": "tls", "kind": "witness"}',
+        ("/v1/admin/recover", "admin"): b'{"reason": "a", "reason": "b"}',
+    }
+    for (path, role), data in twice.items():
+        status, prob, _ = await us.call("POST", path, role=role, data=data, headers=headers)
+        assert status == 422 and prob["code"] == "schema.duplicate_key", (path, prob)
+    _, sent = await us.submit("seizure-share")
+    await us.wait_status(sent["id"], {"delivered"})
+    data = b'{"status": "processed", "status": "rejected"}'
+    status, prob, _ = await cn.call("POST", f"/v1/inbox/{sent['id']}/ack", data=data, headers=headers)
+    assert status == 422 and prob["code"] == "schema.duplicate_key" and prob["field"] == "$.status", prob

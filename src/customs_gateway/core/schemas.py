@@ -525,6 +525,8 @@ def check_struct(cls: type[Any], data: bytes | dict[str, Any], *, where: str = "
         tree = msgspec.json.decode(data) if isinstance(data, bytes) else data
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise SchemaError(f"not valid JSON: {e}", code="schema.json", field=where) from None
+    if isinstance(data, bytes):
+        _refuse_duplicate_keys(data)
     try:
         return msgspec.convert(tree, cls, strict=True)
     except msgspec.ValidationError:
@@ -753,6 +755,12 @@ def _translate(error: msgspec.ValidationError, *, base: str = "$", tp: object | 
                 detail = f"value is not one of the allowed values: {shown}" if allowed else "value is not allowed"
             return SchemaError(detail, code=code, field=_clean(path))
     return SchemaError("value is not valid here", field=_clean(path))
+
+
+def refuse_duplicate_keys(raw: bytes) -> None:
+    """SchemaError (`schema.duplicate_key`, naming the first repeated key's JSON path) if any JSON
+    object in `raw` has a key twice; every request body goes through this before it is read."""
+    _refuse_duplicate_keys(raw)
 
 
 def _refuse_duplicate_keys(raw: bytes) -> None:

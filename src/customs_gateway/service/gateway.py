@@ -816,9 +816,11 @@ async def revoke_token(store: Store, clock: Clock, token_id: str, actor: str) ->
 
 def _json_request(raw: bytes) -> dict[str, Any]:
     try:
-        return json_object(raw, field="request body")
+        d = json_object(raw, field="request body")
     except DecodeError as e:
         raise SchemaError(e.detail, code="schema.json", field="$") from e
+    schemas.refuse_duplicate_keys(raw)  # I-JSON: a key twice is refused, never read two ways
+    return d
 
 
 def _parse_batch(raw: bytes, max_batch: int) -> list[object]:
