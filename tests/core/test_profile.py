@@ -133,3 +133,12 @@ def test_every_problem_is_listed() -> None:
 def test_a_type_the_profile_does_not_describe() -> None:
     with pytest.raises(ProfileError):
         load_profile(example()).rules("gossip")
+
+
+def test_types_that_are_not_tables_are_refused_once() -> None:
+    text = example().decode()
+    start = text.index("[types.seizure-share]")
+    err = refused((text[:start] + "[types]\n").encode() + b'"seizure-share" = 3\n')
+    fields = [e["field"] for e in err.errors]
+    assert err.detail == "must be a table" and fields.count("types.seizure-share") == 1
+    assert refused(b'types = "all"\n' + text[:start].encode()).field == "types"

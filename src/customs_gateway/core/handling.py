@@ -67,7 +67,10 @@ def apply_defaults(partial: dict[str, Any] | None, msg_type: str, profile: Profi
     checked against the profile: call `check_terms`."""
     d = profile.rules(msg_type).defaults
     given = dict(partial or {})
-    basis = given.get("legal_basis")
+    basis = given.get("legal_basis", {})
+    level = given.get("confidentiality", {})
+    # The default reason goes with the default level only: a chosen level states its own reason.
+    default_level = {"level": d.confidentiality, "reason": d.confidentiality_reason}
     filled: dict[str, Any] = {
         "purpose": d.purpose,
         "onward_transfer": d.onward_transfer,
@@ -76,21 +79,15 @@ def apply_defaults(partial: dict[str, Any] | None, msg_type: str, profile: Profi
         "retain_until": (today + dt.timedelta(days=d.retention_days)).isoformat(),
         **given,
         "legal_basis": {"agreement": profile.agreement.id, **basis} if isinstance(basis, dict) else basis,
-        "confidentiality": _confidentiality(given.get("confidentiality"), d.confidentiality, d.confidentiality_reason),
+        "confidentiality": _without_none({**default_level, **level})
+        if isinstance(level, dict) and "level" not in level
+        else level,
     }
-    if basis is None:
-        filled["legal_basis"] = {"agreement": profile.agreement.id}
     return from_wire(filled)
 
 
-def _confidentiality(given: object, level: str, reason: str | None) -> object:
-    # The default reason goes with the default level only: a chosen level states its own reason.
-    default = {"level": level} if reason is None else {"level": level, "reason": reason}
-    if given is None:
-        return default
-    if isinstance(given, dict) and "level" not in given:
-        return {**default, **given}
-    return given
+def _without_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
 
 
 def check_terms(terms: HandlingTerms, msg_type: str, profile: Profile, today: dt.date) -> None:

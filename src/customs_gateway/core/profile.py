@@ -105,7 +105,7 @@ class _File(_Entry, frozen=True, kw_only=True):
     agreement: Agreement
     purposes: Annotated[list[Purpose], Meta(min_length=1, max_length=100)]
     confidentiality: Annotated[list[Level], Meta(min_length=1, max_length=20)]
-    types: dict[str, dict[str, Any]]
+    types: dict[str, Any]  # each entry checked by _type_rules, to name it in a refusal
 
 
 class Profile(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,7 +135,10 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def load_profile(data: bytes) -> Profile:
-    """Parse and check an agreement profile's bytes; raises ProfileError (every problem in `errors`)."""
+    """Parse and check an agreement profile's bytes; raises ProfileError (every problem in `errors`).
+
+    The file's shape is checked first, every problem listed; its consistency (defaults within the
+    lists, every business type described) only once the shape is right."""
     if len(data) > MAX_PROFILE_BYTES:
         raise ProfileError(f"the profile is larger than {MAX_PROFILE_BYTES} bytes")
     try:
@@ -148,26 +151,17 @@ def load_profile(data: bytes) -> Profile:
         base = check_struct(_File, tree)
     except SchemaError as e:
         problems += [(_toml_path(x["field"]), x["detail"]) for x in e.errors]
-    types: dict[str, TypeRules] = {}
-    for name, entry in (tree.get("types") or {}).items() if isinstance(tree.get("types"), dict) else ():
-        if name not in PROFILE_TYPES:
-            problems.append((f"types.{name[:64]}", "not a business message type"))
-            continue
-        try:
-            types[name] = check_struct(TypeRules, entry)
-        except SchemaError as e:
-            problems += [(f"types.{name}" + _toml_path(x["field"], lead="."), x["detail"]) for x in e.errors]
+    types = _type_rules(tree.get("types"), problems)
     if base is not None:
         problems += [
-            (f"types.{t}", "every business message type needs an entry") for t in BUSINESS_TYPES if t not in types
+            (f"types.{t}", "every business message type needs an entry") for t in BUSINESS_TYPES if t not in base.types
         ]
         problems += _inconsistencies(base, types)
-    if problems:
+    if problems or base is None:
         field, detail = problems[0]
         err = ProfileError(detail, field=field)
         err.errors = tuple({"field": f, "code": ProfileError.code, "detail": d} for f, d in problems[:MAX_ERRORS])
         raise err
-    assert base is not None  # no problems means the file parsed
     return Profile(
         agreement=base.agreement,
         purposes=tuple(base.purposes),
@@ -175,6 +169,24 @@ def load_profile(data: bytes) -> Profile:
         types=types,
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def _type_rules(tables: object, problems: list[tuple[str, str]]) -> dict[str, TypeRules]:
+    """Each `[types.<name>]` table as TypeRules; problems go to `problems` with their key paths."""
+    types: dict[str, TypeRules] = {}
+    if not isinstance(tables, dict):
+        return types  # the shape check has said so
+    for name, entry in tables.items():
+        if name not in PROFILE_TYPES:
+            problems.append((f"types.{name[:64]}", "not a business message type"))
+        elif not isinstance(entry, dict):
+            problems.append((f"types.{name}", "must be a table"))
+        else:
+            try:
+                types[name] = check_struct(TypeRules, entry)
+            except SchemaError as e:
+                problems += [(f"types.{name}" + _toml_path(x["field"], lead="."), x["detail"]) for x in e.errors]
+    return types
 
 
 def _inconsistencies(base: _File, types: dict[str, TypeRules]) -> list[tuple[str, str]]:
