@@ -16,7 +16,7 @@ import msgspec
 from msgspec import Meta
 
 from .errors import SchemaError
-from .profile import Permission, Profile
+from .profile import Id, Permission, Profile
 from .refdata import MULTILINE
 from .schemas import MAX_ERRORS, _Body, check_struct
 
@@ -34,17 +34,15 @@ __all__ = [
 #: The JSON path of the terms inside a signed document.
 WHERE: Final = "$.handling"
 
-_Id = Annotated[str, Meta(min_length=1, max_length=64, pattern="^[a-z0-9][a-z0-9.-]*$")]
-
 
 class LegalBasis(_Body, frozen=True, kw_only=True):
-    agreement: _Id
+    agreement: Id
     article: Annotated[str, Meta(min_length=1, max_length=32)] | None = None
     request_ref: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
 
 
 class Confidentiality(_Body, frozen=True, kw_only=True):
-    level: _Id
+    level: Id
     reason: Annotated[str, Meta(min_length=1, max_length=1000)] | None = None
 
 
@@ -52,7 +50,7 @@ class HandlingTerms(_Body, frozen=True, kw_only=True):
     """The terms signed with a business document."""
 
     legal_basis: LegalBasis
-    purpose: _Id
+    purpose: Id
     confidentiality: Confidentiality
     onward_transfer: Permission
     evidentiary_use: Permission
@@ -92,7 +90,8 @@ def _without_none(d: dict[str, Any]) -> dict[str, Any]:
 
 def check_terms(terms: HandlingTerms, msg_type: str, profile: Profile, today: dt.date) -> None:
     """Raise SchemaError (`handling.*`, first problem; every one in `errors`) unless `terms` keep
-    to the profile's rules for `msg_type` on `today`."""
+    to the profile's rules for `msg_type` on `today`; ProfileError for a type the profile does not
+    describe (check the type first)."""
     rules = profile.rules(msg_type)
     found: list[SchemaError] = []
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -22,17 +22,24 @@ from .errors import ConfigError, SchemaError
 from .schemas import MAX_ERRORS, check_struct
 
 __all__ = [
+    "LATER_TYPES",
     "PERMISSIONS",
     "PROFILE_TYPES",
+    "Agreement",
+    "Article",
+    "Id",
+    "Level",
     "Permission",
     "Profile",
     "ProfileError",
+    "Purpose",
+    "TypeDefaults",
     "TypeRules",
     "load_profile",
 ]
 
 Permission = Literal["prohibited", "with-consent", "permitted"]
-PERMISSIONS: Final = ("prohibited", "with-consent", "permitted")
+PERMISSIONS: Final[tuple[str, ...]] = get_args(Permission)
 #: Types a profile may describe: every business type (all required) and those coming later.
 LATER_TYPES: Final = ("training-material",)
 PROFILE_TYPES: Final = BUSINESS_TYPES + LATER_TYPES
