@@ -78,6 +78,8 @@ Passphrase of every key file here: `example-only-not-secret`
   - `bundle.json`: the exported public signed bundle, what the other side imports with
     `customs-gateway keys import-peer`.
 - `messages/`: sample messages (maintained separately).
+- `agreement-profile.toml`: an example agreement profile (DESIGN §12; maintained separately, an
+  example, not legal advice): purposes, confidentiality levels, retention and defaults per type.
 
 Keys and certificates are valid from 2026-01-01 to 2036-01-01.
 

@@ -61,6 +61,14 @@ REFUSALS: Final[dict[str, Policy]] = {
     "schema.date_future": Policy(False, "a date of an event that has not happened yet"),
     "schema.reference": Policy(False, "a reference to a message the receiver does not know"),
     "schema.duplicate_key": Policy(False, "a JSON object with a key twice"),
+    "handling.agreement": Policy(False, "the handling terms name another agreement than the profile's"),
+    "handling.purpose": Policy(False, "a purpose the agreement profile does not list"),
+    "handling.confidentiality": Policy(
+        False, "an unknown confidentiality level, or no reason where the level requires one"
+    ),
+    "handling.onward_transfer": Policy(False, "an onward_transfer value the profile does not allow for the type"),
+    "handling.evidentiary_use": Policy(False, "an evidentiary_use value the profile does not allow for the type"),
+    "handling.retention": Policy(False, "retain_until is not after today or beyond the profile's maximum for the type"),
     "ack.unknown_message": Policy(False, "an ack for a message the receiver never sent"),
     "ack.wrong_state": Policy(False, "an ack for a message already acknowledged"),
     "ack.digest_mismatch": Policy(False, "an ack naming another document than the one sent"),
