@@ -664,4 +664,7 @@ def local_app(gw: Gateway, evidence: EvidenceCollector | None = None) -> web.App
         app[EVIDENCE] = evidence
     for method, path, handler, roles in ROUTES:
         app.router.add_route(method, path, _guarded(handler, roles))
+    from .console import setup as setup_console  # here: the console reuses this module's handlers
+
+    setup_console(app, gw)
     return app
