@@ -39,3 +39,11 @@ def test_the_http_package_has_no_import_cycle() -> None:
 
     cycles = [c for c in map(cycle_from, graph) if c]
     assert not cycles, cycles
+
+
+def test_the_console_never_imports_the_route_tables_module() -> None:
+    """local.py mounts the console (and hands it what it shares), so the console must not import it."""
+    for path in (HTTP / "console").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                assert (node.module or "").split(".")[0] != "local", f"{path.name} imports http.local"

@@ -36,6 +36,7 @@ from ..service.lifecycle import KeyLifecycle as KeyLifecycleAPI
 from ..store.base import MessageFilter
 from . import views
 from .appkeys import CALLER, EVIDENCE, GATEWAY
+from .console import setup as setup_console
 from .metrics import metrics
 from .openapi import document
 from .problems import Handler, json_response, problem_middleware, read_body
@@ -613,4 +614,5 @@ def local_app(gw: Gateway, evidence: EvidenceCollector | None = None) -> web.App
         app[EVIDENCE] = evidence
     for method, path, handler, roles in ROUTES:
         app.router.add_route(method, path, _guarded(handler, roles))
+    setup_console(app, gw, key_expiry=key_expiry, export=audit_export)
     return app

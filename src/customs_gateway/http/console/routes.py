@@ -1,0 +1,381 @@
+"""The console's pages and forms (DESIGN §14): each handler reads or acts through the same
+Gateway, KeyLifecycle and store calls as the JSON API, with the same audit actor, and renders HTML.
+
+Roles (one place, `PAGES`): admin and auditor both see the link, message metadata and the audit
+log; only admin changes keys and tokens. Agency tokens cannot sign in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from ...core import reference
+from ...core.encoding import format_ts, json_object
+from ...core.envelope import BUSINESS_TYPES
+from ...core.errors import AuthError, GatewayError, NotFound, SchemaError
+from ...core.state import STATUSES
+from ...service.gateway import Gateway
+from ...service.lifecycle import DEFAULT_VALID_DAYS, RENEW_KINDS, KeyLifecycle
+from ...store.base import MessageFilter
+from .session import COOKIE, COOKIE_PATH, DEFAULT_IDLE, CsrfRefused, Session, SessionStore
+
+HERE: Final = Path(__file__).parent
+SIGNED_IN: Final = ("admin", "auditor")
+ADMIN: Final = ("admin",)
+PAGE_SIZE: Final = 50
+HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Console:
+    """What every console handler needs: the gateway and the live sessions."""
+
+    gw: Gateway
+    sessions: SessionStore
+    #: From the JSON API's module, passed in when it mounts the console (so no import cycle).
+    key_expiry: Callable[[Gateway, dt.datetime], Mapping[str, Any]]
+    export: Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+CONSOLE: Final = web.AppKey("console", Console)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ctx:
+    """One signed-in request: the session and, for a POST, its form fields (CSRF already checked)."""
+
+    request: web.Request
+    session: Session
+    form: Mapping[str, str]
+
+    @property
+    def gw(self) -> Gateway:
+        return self.request.app[CONSOLE].gw
+
+
+Page = Callable[[Ctx], Awaitable[web.StreamResponse]]
+
+
+def render(request: web.Request, name: str, session: Session | None, status: int = 200, **ctx: Any) -> web.Response:
+    return aiohttp_jinja2.render_template(name, request, {"session": session, **ctx}, status=status)
+
+
+def error_page(request: web.Request, session: Session | None, e: GatewayError) -> web.Response:
+    """A problem as a page: title (its code), detail and field, never a traceback."""
+    return render(request, "error.html", session, status=e.status, code=e.code, detail=e.detail, field=e.field)
+
+
+def _csrf_refused() -> GatewayError:
+    detail = "the form's CSRF token is missing or wrong; nothing was changed"
+    return GatewayError(detail, code="console.csrf", status=403)
+
+
+def _see_other(path: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": path})
+
+
+def _guard(roles: tuple[str, ...], page: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """`page` behind a live signed-in session holding one of `roles`, and for a POST its CSRF token."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        console = request.app[CONSOLE]
+        session = console.sessions.get(request.cookies.get(COOKIE))
+        if session is None or session.token_id is None:
+            return _see_other("/console/sign-in")
+        rec = await console.gw.store.get_token(session.token_id)
+        if rec is None or rec.revoked_at is not None or (rec.expires_at and console.gw.clock.now() >= rec.expires_at):
+            console.sessions.end(session.id)
+            return _see_other("/console/sign-in")
+        form: Mapping[str, str] = {}
+        try:
+            if request.method == "POST":
+                form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+                session.check_csrf(form.get("csrf"))
+            if session.role not in roles:
+                raise AuthError(
+                    f"role {session.role!r} may not use this page (needs {' or '.join(roles)})",
+                    code="auth.forbidden",
+                    status=403,
+                )
+            return await page(Ctx(request, session, form))
+        except CsrfRefused:
+            return error_page(request, session, _csrf_refused())
+        except GatewayError as e:
+            return error_page(request, session, e)
+
+    return handler
+
+
+# --- sign-in and sign-out ---------------------------------------------------------------------
+async def sign_in_form(request: web.Request) -> web.StreamResponse:
+    """The sign-in page, with a pre-session so that the sign-in form has a CSRF token too."""
+    sessions = request.app[CONSOLE].sessions
+    session = sessions.get(request.cookies.get(COOKIE)) or sessions.new()
+    resp = render(request, "sign_in.html", session)
+    _set_cookie(request, resp, session)
+    return resp
+
+
+async def sign_in(request: web.Request) -> web.StreamResponse:
+    console = request.app[CONSOLE]
+    pre = console.sessions.get(request.cookies.get(COOKIE))
+    form = await request.post()
+    token = form.get("token")
+    try:
+        if pre is None:
+            raise CsrfRefused
+        pre.check_csrf(str(form.get("csrf", "")))
+        if not isinstance(token, str):
+            raise SchemaError("enter a token", code="schema.required", field="token")
+        caller = await console.gw.authenticate(f"Bearer {token}", SIGNED_IN)
+    except CsrfRefused:
+        return error_page(request, None, _csrf_refused())
+    except GatewayError as e:
+        return error_page(request, None, e)
+    console.sessions.end(pre.id)
+    session = console.sessions.new(caller.token_id, caller.role)  # a new id: no session fixation
+    resp = _see_other("/console/link")
+    _set_cookie(request, resp, session)
+    return resp
+
+
+async def sign_out(ctx: Ctx) -> web.StreamResponse:
+    ctx.request.app[CONSOLE].sessions.end(ctx.session.id)
+    resp = _see_other("/console/sign-in")
+    resp.del_cookie(COOKIE, path=COOKIE_PATH)
+    return resp
+
+
+def _set_cookie(request: web.Request, resp: web.StreamResponse, session: Session) -> None:
+    resp.set_cookie(COOKIE, session.id, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=request.secure)
+
+
+# --- the link ---------------------------------------------------------------------------------
+async def link(ctx: Ctx) -> web.StreamResponse:
+    """The link's state, from the same store and gateway readings as /v1/admin/peers and /readyz."""
+    key_expiry = ctx.request.app[CONSOLE].key_expiry
+    gw = ctx.gw
+    now = gw.clock.now()
+    st = await gw.store.peer_state(gw.peer.identity)
+    depth, oldest = await gw.store.queue_depth(gw.peer.identity)
+    ours, theirs = await gw.store.latest_checkpoint(cosigned=True), await gw.store.witness_state(gw.peer.identity)
+    down_for = gw.link.unreachable_for(now)
+    return render(
+        ctx.request,
+        "link.html",
+        ctx.session,
+        gw=gw,
+        peer_status="unreachable"
+        if down_for >= gw.config.delivery.peer_unreachable_after_seconds
+        else "failing"
+        if gw.link.failing_since is not None
+        else "reachable"
+        if gw.link.last_contact_at
+        else "unknown",
+        state=st,
+        depth=depth,
+        oldest=oldest,
+        skew=gw.peer_clock.offset_seconds,
+        ours=ours,
+        theirs=theirs,
+        expiry=key_expiry(gw, now),
+    )
+
+
+# --- messages ---------------------------------------------------------------------------------
+async def messages(ctx: Ctx) -> web.StreamResponse:
+    gw, q = ctx.gw, ctx.request.query
+    direction = q.get("direction", "outbound")
+    if direction not in ("outbound", "inbound"):
+        raise SchemaError("direction must be outbound or inbound", code="schema.enum", field="direction")
+    status, mtype = q.get("status") or None, q.get("type") or None
+    if status is not None and status not in STATUSES:
+        raise SchemaError(f"status must be one of {', '.join(STATUSES)}", code="schema.enum", field="status")
+    if mtype is not None and mtype not in BUSINESS_TYPES:
+        raise SchemaError(f"type must be one of {', '.join(BUSINESS_TYPES)}", code="schema.enum", field="type")
+    text = q.get("reference") or ""
+    tag = reference.query_tag(gw.index_key, text) if text else None
+    cursor = q.get("cursor") or None
+    rows: list[dict[str, Any]] = []
+    nxt: str | None = None
+    if direction == "inbound":
+        start = int(cursor) if cursor and cursor.isdigit() else 0
+        items = await gw.store.inbox_after(start, PAGE_SIZE, (mtype,) if mtype else BUSINESS_TYPES, tag)
+        rows = [
+            {"id": i.id, "type": i.type, "status": i.ack_status or "unacknowledged", "at": i.received_at} for i in items
+        ]
+        nxt = str(items[-1].cursor) if len(items) == PAGE_SIZE else None
+    else:
+        msgs = await gw.store.list_messages(MessageFilter(status, mtype, reference=tag), cursor, PAGE_SIZE)
+        rows = [{"id": m.id, "type": m.type, "status": m.status, "at": m.created_at} for m in msgs]
+        nxt = msgs[-1].id if len(msgs) == PAGE_SIZE else None
+    return render(
+        ctx.request,
+        "messages.html",
+        ctx.session,
+        rows=rows,
+        next_cursor=nxt,
+        q={"direction": direction, "status": status or "", "type": mtype or "", "reference": text},
+        statuses=STATUSES,
+        types=BUSINESS_TYPES,
+    )
+
+
+async def message(ctx: Ctx) -> web.StreamResponse:
+    gw, mid = ctx.gw, ctx.request.match_info["id"]
+    m = await gw.store.get_message(mid)
+    if m is not None and m.type not in BUSINESS_TYPES:
+        m = None
+    thread = await gw.store.thread(mid)
+    if m is None and thread is None:
+        raise NotFound(f"no message {mid}", code="message.not_found", field="id")
+    return render(
+        ctx.request,
+        "message.html",
+        ctx.session,
+        mid=mid,
+        m=m,
+        receipt=json_object(m.receipt) if m and m.receipt else None,
+        refusal=json_object(m.refusal) if m and m.refusal else None,
+        thread=thread[1] if thread else [],
+    )
+
+
+# --- keys ---------------------------------------------------------------------------------------
+def _lifecycle(gw: Gateway) -> KeyLifecycle:
+    if not isinstance(gw.lifecycle, KeyLifecycle):
+        raise GatewayError("key lifecycle is not enabled on this gateway", code="keys.unavailable", status=503)
+    return gw.lifecycle
+
+
+async def keys(ctx: Ctx) -> web.StreamResponse:
+    key_expiry = ctx.request.app[CONSOLE].key_expiry
+    gw = ctx.gw
+    now = gw.clock.now()
+    rows = [r.to_dict() for r in gw.identity.bundle.bundle.keys]
+    return render(ctx.request, "keys.html", ctx.session, rows=rows, expiry=key_expiry(gw, now), renew_kinds=RENEW_KINDS)
+
+
+async def key_action(ctx: Ctx) -> web.StreamResponse:
+    """Rotate, renew or revoke: first a confirmation page, then (with confirm=yes) the action."""
+    action, f = ctx.request.match_info["action"], ctx.form
+    if action not in ("rotate", "renew", "revoke"):
+        raise NotFound(f"no key action {action}", code="http.not_found")
+    if f.get("confirm") != "yes":
+        return render(ctx.request, "confirm.html", ctx.session, action=action, fields=dict(f))
+    lc, actor = _lifecycle(ctx.gw), ctx.session.actor
+    kind = f.get("kind", "")
+    if action == "rotate":
+        res = await lc.rotate(kind, actor)
+    elif action == "renew":
+        days = f.get("valid_days", str(DEFAULT_VALID_DAYS))
+        if not days.isdigit():
+            raise SchemaError("valid_days must be a whole number of days", code="schema.type", field="valid_days")
+        res = await lc.renew(kind, int(days), actor)
+    else:
+        res = await lc.revoke(f.get("kid", ""), f.get("reason", "").strip(), actor)
+    return render(ctx.request, "done.html", ctx.session, action=action, result=res)
+
+
+# --- tokens -------------------------------------------------------------------------------------
+async def tokens(ctx: Ctx) -> web.StreamResponse:
+    return render(ctx.request, "tokens.html", ctx.session, rows=await ctx.gw.store.list_tokens())
+
+
+async def issue(ctx: Ctx) -> web.StreamResponse:
+    f = ctx.form
+    days = f.get("valid_days") or None
+    if days is not None and not days.isdigit():
+        raise SchemaError("valid_days must be a whole number of days", code="schema.type", field="valid_days")
+    tid, secret = await ctx.gw.issue_token(
+        f.get("role", ""), f.get("label", ""), ctx.session.actor, valid_days=int(days) if days else None
+    )
+    # The one page that shows a secret: once, never cached (every console response is no-store).
+    return render(ctx.request, "issued.html", ctx.session, token_id=tid, role=f.get("role"), secret=secret)
+
+
+async def revoke_token(ctx: Ctx) -> web.StreamResponse:
+    rec = await ctx.gw.revoke_token(ctx.request.match_info["token_id"], ctx.session.actor)
+    return render(ctx.request, "done.html", ctx.session, action="revoke token", result={"id": rec.id})
+
+
+# --- audit --------------------------------------------------------------------------------------
+async def audit(ctx: Ctx) -> web.StreamResponse:
+    gw = ctx.gw
+    size = await gw.store.audit_size()
+    rows = (await gw.store.checkpoints(-1, 1000))[-PAGE_SIZE:][::-1]
+    return render(ctx.request, "audit.html", ctx.session, size=size, rows=rows)
+
+
+async def audit_export(ctx: Ctx) -> web.StreamResponse:
+    return await ctx.request.app[CONSOLE].export(ctx.request)  # the API's own export handler, as is
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    return _see_other("/console/link")
+
+
+async def _strict_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path == "/console" or request.path.startswith("/console/"):
+        response.headers.update(HEADERS)
+
+
+PAGES: Final = (
+    ("POST", "/console/sign-out", sign_out, SIGNED_IN),
+    ("GET", "/console/link", link, SIGNED_IN),
+    ("GET", "/console/messages", messages, SIGNED_IN),
+    ("GET", "/console/messages/{id}", message, SIGNED_IN),
+    ("GET", "/console/audit", audit, SIGNED_IN),
+    ("GET", "/console/audit/export", audit_export, SIGNED_IN),
+    ("GET", "/console/keys", keys, ADMIN),
+    ("POST", "/console/keys/{action}", key_action, ADMIN),
+    ("GET", "/console/tokens", tokens, ADMIN),
+    ("POST", "/console/tokens", issue, ADMIN),
+    ("POST", "/console/tokens/{token_id}/revoke", revoke_token, ADMIN),
+)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return format_ts(value)
+    return "—" if value is None else str(value)
+
+
+def setup(
+    app: web.Application,
+    gw: Gateway,
+    *,
+    key_expiry: Callable[[Gateway, dt.datetime], Mapping[str, Any]],
+    export: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    idle: dt.timedelta = DEFAULT_IDLE,
+) -> None:
+    """Mount the console on `app` (the local listener) at /console/; `key_expiry` and `export`
+    are the JSON API's, so both show the same readings and the same export."""
+    env = aiohttp_jinja2.setup(
+        app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, default_helpers=False
+    )
+    env.filters["ts"] = _fmt
+    app[CONSOLE] = Console(gw, SessionStore(gw.clock, idle), key_expiry, export)
+    app.on_response_prepare.append(_strict_headers)
+    app.router.add_get("/console", root)
+    app.router.add_get("/console/", root)
+    app.router.add_get("/console/sign-in", sign_in_form)
+    app.router.add_post("/console/sign-in", sign_in)
+    app.router.add_static("/console/static/", HERE / "static", append_version=False)
+    for method, path, page, roles in PAGES:
+        app.router.add_route(method, path, _guard(roles, page))

@@ -1,0 +1,176 @@
+"""The console's security properties over plain HTTP (issue 20): strict headers on every page,
+the session cookie's attributes, CSRF refused, roles as in the API, the idle timeout on the
+gateway's clock, errors as pages. Fast: no browser (tests/e2e/test_console_browser.py has one)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from customs_gateway.core.clock import JumpClock
+from customs_gateway.http.console.routes import HEADERS
+
+from .conftest import US, Pair
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class Browser:
+    """A cookie-keeping client of one gateway's console that never follows redirects."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, pair: Pair, clock: JumpClock) -> None:
+        self.session, self.url, self.pair, self.clock = session, url, pair, clock
+
+    async def get(self, path: str) -> tuple[int, str, aiohttp.ClientResponse]:
+        async with self.session.get(self.url + path, allow_redirects=False) as r:
+            return r.status, await r.text(), r
+
+    async def post(self, path: str, data: dict[str, str]) -> tuple[int, str, aiohttp.ClientResponse]:
+        async with self.session.post(self.url + path, data=data, allow_redirects=False) as r:
+            return r.status, await r.text(), r
+
+    async def csrf(self, path: str = "/console/link") -> str:
+        _, html, _ = await self.get(path)
+        m = CSRF.search(html)
+        assert m, html
+        return m.group(1)
+
+    async def sign_in(self, token: str) -> aiohttp.ClientResponse:
+        csrf = await self.csrf("/console/sign-in")
+        status, _, r = await self.post("/console/sign-in", {"csrf": csrf, "token": token})
+        assert status == 303, status
+        return r
+
+
+@pytest.fixture
+async def b(jump_pair: tuple[Pair, JumpClock]) -> AsyncIterator[Browser]:
+    """A console client of US-CBP's gateway (on a clock the test moves) and its pair."""
+    pair, clock = jump_pair
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        yield Browser(s, pair.apis[US].url, pair, clock)
+
+
+def _token_id(token: str) -> str:
+    return token.split(".", maxsplit=1)[0].removeprefix("cgw_")
+
+
+async def test_sign_in_sets_a_strict_cookie_and_every_page_has_strict_headers(b: Browser) -> None:
+    pair = b.pair
+    r = await b.sign_in(pair.apis[US].tokens["admin"])
+    assert r.headers["Location"] == "/console/link"
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console/" in cookie
+    assert "Secure" not in cookie  # plain HTTP on loopback; Secure when the request came over TLS
+    for path in (
+        "/console/sign-in",
+        "/console/link",
+        "/console/messages",
+        "/console/keys",
+        "/console/tokens",
+        "/console/audit",
+        "/console/static/console.css",
+        "/console/messages/nope",
+    ):
+        status, html, resp = await b.get(path)
+        for name, value in HEADERS.items():
+            assert resp.headers[name] == value, (path, name)
+        if path.endswith(".css"):
+            continue
+        assert '<meta charset="utf-8">' in html and 'lang="en"' in html
+        assert "Traceback" not in html
+    status, html, _ = await b.get("/console/messages/nope")
+    assert status == 404 and "message.not_found" in html
+
+
+async def test_agency_token_and_bad_token_cannot_sign_in(b: Browser) -> None:
+    pair = b.pair
+    for token, status_code in ((pair.apis[US].tokens["agency"], 403), ("0123456789abcdef.nope", 401)):
+        csrf = await b.csrf("/console/sign-in")
+        status, html, _ = await b.post("/console/sign-in", {"csrf": csrf, "token": token})
+        assert status == status_code and token not in html
+        assert (await b.get("/console/link"))[0] == 303
+
+
+async def test_csrf_missing_or_wrong_is_refused_and_changes_nothing(b: Browser) -> None:
+    pair = b.pair
+    await b.sign_in(pair.apis[US].tokens["admin"])
+    gw = pair.gw(US)
+    before = await gw.store.list_tokens()
+    for form in ({"role": "admin", "label": "x"}, {"role": "admin", "label": "x", "csrf": "forged"}):
+        status, html, _ = await b.post("/console/tokens", form)
+        assert status == 403 and "console.csrf" in html
+    victim = before[0].id
+    status, _, _ = await b.post(f"/console/tokens/{victim}/revoke", {"csrf": "forged"})
+    assert status == 403
+    assert await gw.store.list_tokens() == before
+    # a sign-in without the pre-session's token is refused too (login CSRF)
+    async with aiohttp.ClientSession() as fresh:
+        status, _, _ = await Browser(fresh, b.url, pair, b.clock).post(
+            "/console/sign-in", {"token": pair.apis[US].tokens["admin"]}
+        )
+        assert status == 403
+
+
+async def test_auditor_sees_link_messages_audit_but_no_admin_action(b: Browser) -> None:
+    pair = b.pair
+    await b.sign_in(pair.apis[US].tokens["auditor"])
+    for path in ("/console/link", "/console/messages", "/console/messages?direction=inbound", "/console/audit"):
+        assert (await b.get(path))[0] == 200, path
+    for path in ("/console/keys", "/console/tokens"):
+        status, html, _ = await b.get(path)
+        assert status == 403 and "auth.forbidden" in html
+    csrf = await b.csrf()
+    gw = pair.gw(US)
+    before = (await gw.store.list_tokens(), gw.identity.bundle.bundle.serial)
+    assert (await b.post("/console/tokens", {"csrf": csrf, "role": "admin"}))[0] == 403
+    assert (await b.post("/console/keys/rotate", {"csrf": csrf, "kind": "signing", "confirm": "yes"}))[0] == 403
+    assert (await gw.store.list_tokens(), gw.identity.bundle.bundle.serial) == before
+
+
+async def test_session_expires_after_idle_time_on_the_gateway_clock(b: Browser) -> None:
+    pair, clock = b.pair, b.clock
+    await b.sign_in(pair.apis[US].tokens["admin"])
+    clock.jump(dt.timedelta(minutes=14))
+    assert (await b.get("/console/link"))[0] == 200  # touched: the idle time starts again
+    clock.jump(dt.timedelta(minutes=14))
+    assert (await b.get("/console/link"))[0] == 200
+    clock.jump(dt.timedelta(minutes=15))
+    status, _, r = await b.get("/console/link")
+    assert status == 303 and r.headers["Location"] == "/console/sign-in"
+
+
+async def test_sign_out_ends_the_session_and_a_revoked_token_ends_it_too(b: Browser) -> None:
+    pair = b.pair
+    await b.sign_in(pair.apis[US].tokens["admin"])
+    old = b.session.cookie_jar.filter_cookies(aiohttp.client.URL(b.url + "/console/"))["console_session"].value
+    status, _, _ = await b.post("/console/sign-out", {"csrf": await b.csrf()})
+    assert status == 303
+    async with aiohttp.ClientSession(cookies={"console_session": old}) as replay:
+        assert (await Browser(replay, b.url, pair, b.clock).get("/console/link"))[0] == 303
+    await b.sign_in(pair.apis[US].tokens["auditor"])
+    tid = _token_id(pair.apis[US].tokens["auditor"])
+    await pair.gw(US).revoke_token(tid, "test")
+    assert (await b.get("/console/link"))[0] == 303
+
+
+async def test_issue_and_revoke_record_the_same_actor_as_the_api(b: Browser) -> None:
+    pair = b.pair
+    admin = pair.apis[US].tokens["admin"]
+    await b.sign_in(admin)
+    status, html, r = await b.post("/console/tokens", {"csrf": await b.csrf(), "role": "agency", "label": "海关 test"})
+    assert status == 200 and r.headers["Cache-Control"] == "no-store"
+    secret = re.search(r'<pre id="secret">([^<]+)</pre>', html)
+    assert secret and "海关 test" not in html
+    tid = _token_id(secret.group(1))
+    _, tokens_html, _ = await b.get("/console/tokens")
+    assert secret.group(1) not in tokens_html and "海关 test" in tokens_html
+    status, _, _ = await b.post(f"/console/tokens/{tid}/revoke", {"csrf": await b.csrf()})
+    assert status == 200
+    gw = pair.gw(US)
+    entries = [e for _, e in await gw.store.audit_entries(0, 10_000)]
+    actor = f"token:{_token_id(admin)}"
+    assert any(b'"token_revoked"' in e and actor.encode() in e for e in entries)
