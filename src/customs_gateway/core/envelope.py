@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 from .bundle import PeerKeys
 from .encoding import b64url, format_ts, is_version, json_bytes, json_object, parse_ts, unb64url
@@ -23,7 +23,8 @@ from .refdata import is_uuid
 from .replay import check_skew
 
 MEDIA_TYPE: Final = "application/vnd.customs-gateway.envelope+json"
-BUSINESS_TYPES: Final = (
+#: The business message types (back-ends submit and read them), as a type and as a tuple.
+BusinessType = Literal[
     "seizure-share",
     "port-visit-invitation",
     "port-visit-reply",
@@ -32,7 +33,8 @@ BUSINESS_TYPES: Final = (
     "information-request",
     "consent-request",
     "consent-decision",
-)
+]
+BUSINESS_TYPES: Final[tuple[str, ...]] = get_args(BusinessType)
 CONTROL_TYPES: Final = ("ack", "key-announcement", "cosign-request")
 ALL_TYPES: Final = BUSINESS_TYPES + CONTROL_TYPES
 MAX_ENVELOPE_BYTES: Final = 8 * 1024 * 1024

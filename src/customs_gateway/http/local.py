@@ -333,12 +333,17 @@ async def admin_renew(request: web.Request) -> web.Response:
 async def admin_revoke(request: web.Request) -> web.Response:
     """Revoke one of our keys from now on; the revocation is announced to the peer."""
     caller = _caller(request)
-    d = _json_dict(await _json_body(request), allowed={"reason"})
-    reason = d.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
-        raise SchemaError("reason is required", code="schema.required", field="$.reason")
+    reason = await _reason(request, "reason is required")
     res = await _lifecycle(request).revoke(request.match_info["kid"], reason, caller.actor)
     return json_response(msgspec.convert(res, views.RevokeResponse), status=202)
+
+
+async def _reason(request: web.Request, missing: str) -> str:
+    """The body `{"reason": "..."}` of an admin action that must say why (`missing` if it does not)."""
+    reason = _json_dict(await _json_body(request), allowed={"reason"}).get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise SchemaError(missing, code="schema.required", field="$.reason")
+    return reason
 
 
 def _json_dict(raw: bytes, *, allowed: set[str]) -> dict[str, Any]:
@@ -543,10 +548,7 @@ def _recovery_view(gw: Gateway) -> views.RecoveryStatus:
 async def admin_recover(request: web.Request) -> web.Response:
     """After a restore from backup: level this store with what the peer has seen (DESIGN §11)."""
     caller = _caller(request)
-    d = _json_dict(await _json_body(request), allowed={"reason"})
-    reason = d.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
-        raise SchemaError("reason is required: why the store was restored", code="schema.required", field="$.reason")
+    reason = await _reason(request, "reason is required: why the store was restored")
     gw = request.app[GATEWAY]
     if gw.recovery is None:
         raise GatewayError("recovery is not available on this gateway", code="recovery.unavailable", status=503)

@@ -9,7 +9,6 @@ holds, and we retry once from there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 
 import aiohttp
@@ -23,7 +22,7 @@ from ..core.errors import GatewayError
 from ..core.witness import MEDIA_TYPE, encode_request
 from ..store.base import CheckpointRecord
 from .gateway import Gateway, find_epoch_entry
-from .tls import PeerTLS, client_ssl
+from .tls import PeerTLS, cancelled, client_ssl, peer_session
 
 log = structlog.get_logger("customs_gateway.checkpointer")
 COSIGN_BACKOFF_MAX = 300.0
@@ -191,18 +190,13 @@ class Checkpointer:
         log.warning("checkpoint.cosign_failed", reason=why)
 
     async def start(self, *, background: bool = True) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.gw.config.delivery.request_timeout_seconds)
-        connector = aiohttp.TCPConnector(ssl=False if self.tls is None else self.tls.client(), limit=1)
-        self.session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        self.session = peer_session(self.tls, self.gw.config.delivery.request_timeout_seconds, limit=1)
         if background:
             self._task = asyncio.create_task(self._run(), name="checkpointer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancelled(task)
         if self.session is not None:
             await self.session.close()
             self.session = None

@@ -40,7 +40,7 @@ from .crypto_workers import (
     judge_batch,
 )
 from .gateway import Gateway
-from .tls import PeerTLS, client_ssl
+from .tls import PeerTLS, cancelled, client_ssl, peer_session
 
 log = structlog.get_logger("customs_gateway.delivery")
 
@@ -121,17 +121,12 @@ class DeliveryWorker:
         self._warned_at: dt.datetime | None = None
 
     async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.gw.config.delivery.request_timeout_seconds)
-        connector = aiohttp.TCPConnector(ssl=False if self.tls is None else self.tls.client(), limit=4)
-        self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        self._session = peer_session(self.tls, self.gw.config.delivery.request_timeout_seconds, limit=4)
         self._task = asyncio.create_task(self._run(), name="delivery")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancelled(task)
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -29,7 +29,7 @@ from ..core.evidence import (
 from ..startup.keystore import read_signed_bundle
 from .audit_export import _bundles
 from .gateway import Gateway
-from .tls import PeerTLS, client_ssl
+from .tls import PeerTLS, client_ssl, peer_session
 
 MAX_PART_BYTES: Final = 8 * 1024 * 1024
 _ID = re.compile(r"[0-9A-Za-z._:-]{1,64}")
@@ -94,9 +94,7 @@ class EvidenceCollector:
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.gw.config.delivery.request_timeout_seconds)
-        connector = aiohttp.TCPConnector(ssl=False if self.tls is None else self.tls.client(), limit=2)
-        self.session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        self.session = peer_session(self.tls, self.gw.config.delivery.request_timeout_seconds, limit=2)
 
     async def stop(self) -> None:
         if self.session is not None:

@@ -77,12 +77,6 @@ class _Service(Protocol):
 S = TypeVar("S", bound=_Service)
 
 
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 async def _entered(stack: contextlib.AsyncExitStack, service: S) -> S:
     """Start `service` and have the stack stop it when it unwinds."""
     await service.start()
@@ -187,9 +181,9 @@ class GatewayServer:
         if self.lifecycle is not None:
             await self.lifecycle.resume()
         self._maintenance = asyncio.create_task(self._maintain(), name="key-maintenance")
-        stack.push_async_callback(_cancelled, self._maintenance)
+        stack.push_async_callback(tls.cancelled, self._maintenance)
         backfill = asyncio.create_task(self._backfill(), name="reference-backfill")
-        stack.push_async_callback(_cancelled, backfill)
+        stack.push_async_callback(tls.cancelled, backfill)
         gw.recovery = Recovery(gw, peer_tls)  # delivery and cosigning ask it before they start
         self.worker = await _entered(stack, DeliveryWorker(gw, tls=peer_tls))
         self.checkpointer = Checkpointer(gw, peer_tls)

@@ -14,6 +14,7 @@ password.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import hashlib
@@ -25,6 +26,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import Final, Protocol
 
+import aiohttp
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -289,3 +291,18 @@ class PeerTLS:
 def client_ssl(peer_tls: PeerTLS | None) -> ssl.SSLContext | bool:
     """What aiohttp's `ssl=` takes for one request to the peer (False: the insecure dev mode)."""
     return False if peer_tls is None else peer_tls.client()
+
+
+def peer_session(peer_tls: PeerTLS | None, timeout_seconds: float, limit: int) -> aiohttp.ClientSession:
+    """A client session to the peer over the pinned mutual TLS of the moment, at most `limit`
+    connections, each request bounded by `timeout_seconds`."""
+    connector = aiohttp.TCPConnector(ssl=client_ssl(peer_tls), limit=limit)
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_seconds), connector=connector)
+
+
+async def cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task and wait until it has stopped (None: nothing to stop)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

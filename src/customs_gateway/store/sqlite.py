@@ -816,6 +816,8 @@ _REF_SQL: Final = "SELECT message_id FROM refs WHERE tag=? AND direction=?"
 
 def _index(c: sqlite3.Connection, tags: tuple[bytes, ...], direction: str, message_id: str) -> None:
     """Index a message under its reference tags (in the transaction that stores it)."""
+    if not tags:
+        return
     c.executemany(
         "INSERT OR IGNORE INTO refs(tag, direction, message_id) VALUES (?,?,?)",
         [(t, direction, message_id) for t in tags],
