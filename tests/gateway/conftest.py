@@ -20,10 +20,12 @@ import msgspec
 import pytest
 import pytest_asyncio
 
+from customs_gateway.core import handling
 from customs_gateway.core.clock import JumpClock
 from customs_gateway.service import tls
 from customs_gateway.service.gateway import Gateway, issue_token
 from customs_gateway.service.pair import Home, LocalPair, example_dir, prepare_pair
+from customs_gateway.startup.agreement import builtin_profile
 from customs_gateway.startup.config import load_config, render_config
 from tests.postgres.pg import drop_later, dsn_for, fresh_schemas, require_postgres
 
@@ -34,6 +36,11 @@ MESSAGES = example_dir() / "messages"
 def sample(msg_type: str) -> dict[str, Any]:
     body: dict[str, Any] = json.loads((MESSAGES / f"{msg_type}.json").read_text(encoding="utf-8"))
     return body
+
+
+def terms(msg_type: str, now: dt.datetime) -> dict[str, Any]:
+    """The agreement profile's default handling terms for a document built by hand (wire form)."""
+    return handling.default_wire(msg_type, builtin_profile(), now.date())
 
 
 class Api:

@@ -13,7 +13,7 @@ from customs_gateway.core.envelope import Document, Envelope, build_envelope
 from customs_gateway.core.receipt import Statement, verify_refusal
 from customs_gateway.service import tls
 
-from .conftest import CN, US, Pair, sample
+from .conftest import CN, US, Pair, sample, terms
 
 SEQ_BASE = 10_000  # forged envelopes use sequence numbers far from the real traffic's
 
@@ -111,7 +111,7 @@ async def test_no_signed_refusal_for_an_id_already_receipted(pair: Pair) -> None
     # Envelopes under that id that fail their checks: a broken signature, a wrong recipient key.
     cn, us = pair.lp.identity(CN), pair.lp.identity(US)
     now = pair.gw(US).clock.now()
-    doc = Document(mid, CN, US, "seizure-share", now, sample("seizure-share"))
+    doc = Document(mid, CN, US, "seizure-share", now, sample("seizure-share"), handling=terms("seizure-share", now))
     env, _, _ = build_envelope(
         doc,
         seq=SEQ_BASE + 2,
@@ -129,7 +129,15 @@ async def test_no_signed_refusal_for_an_id_already_receipted(pair: Pair) -> None
     result = await _as_cn(pair, {**env.to_dict(), "v": True})
     assert (result["status"], result["id"], result["code"]) == ("refused", "unknown", "decode.version")
     # A broken envelope under an id we do not hold is refused, and the refusal names that envelope.
-    doc2 = Document(pair.gw(US).ids.new_id(), CN, US, "seizure-share", now, sample("seizure-share"))
+    doc2 = Document(
+        pair.gw(US).ids.new_id(),
+        CN,
+        US,
+        "seizure-share",
+        now,
+        sample("seizure-share"),
+        handling=terms("seizure-share", now),
+    )
     env2, _, _ = build_envelope(
         doc2,
         seq=SEQ_BASE + 3,

@@ -30,9 +30,10 @@ from customs_gateway.service.crypto_workers import (
     open_batch,
 )
 from customs_gateway.service.pair import LocalPair, prepare_pair
+from customs_gateway.startup.agreement import builtin_profile
 from customs_gateway.startup.keystore import Identity
 from customs_gateway.store.base import Incoming
-from tests.gateway.conftest import CN, US, Pair, sample
+from tests.gateway.conftest import CN, US, Pair, sample, terms
 
 NOW = dt.datetime(2026, 11, 24, 10, 0, 0, tzinfo=dt.timezone.utc)
 N = 3 * MIN_PROCESS_BATCH + 1  # three chunks' worth, not a multiple of the worker count
@@ -57,7 +58,9 @@ def _items(sender: Identity, n: int, now: dt.datetime = NOW) -> list[tuple[bytes
     key = sender.active_signing_key(now)
     out = []
     for i in range(n):
-        doc = Document(ids.new_id(), US, CN, "seizure-share", now, sample("seizure-share"))
+        doc = Document(
+            ids.new_id(), US, CN, "seizure-share", now, sample("seizure-share"), handling=terms("seizure-share", now)
+        )
         out.append((SignedDocument.create(doc, key).raw, i + 1, 1, None))
     return out
 
@@ -74,6 +77,7 @@ def _open_keys(me: Identity, peer: Identity, now: dt.datetime = NOW, skew: float
         receipt_seed=me.active_signing_key(now).seed,
         skew_seconds=skew,
         index_key=bytes(32),
+        profile=builtin_profile().data,
     )
 
 

@@ -44,7 +44,7 @@ from customs_gateway.service import tls
 from customs_gateway.service.gateway import Gateway
 from customs_gateway.service.pair import LocalPair, prepare_pair
 
-from .conftest import CN, US, role_tokens, sample
+from .conftest import CN, US, role_tokens, sample, terms
 
 ROLES = ("agency", "admin", "auditor")
 TIMEOUT = 15.0  # seconds: an answer slower than this is a hang
@@ -726,7 +726,7 @@ class Forge:
 
     def valid(self, msg_type: str = "seizure-share") -> dict[str, Any]:
         now = self.us.clock.now()
-        doc = Document(self.us.ids.new_id(), US, CN, msg_type, now, sample(msg_type))
+        doc = Document(self.us.ids.new_id(), US, CN, msg_type, now, sample(msg_type), handling=terms(msg_type, now))
         env, _, _ = build_envelope(
             doc,
             seq=self.next_seq(),
@@ -955,7 +955,7 @@ def tampered_envelope(fg: Forge, t: dict[str, str]) -> dict[str, Any]:
         doc_to = "XX-OTHER"
     elif t["doc"] == "wrong_type":
         doc_type, body = "seminar-notice", sample("seminar-notice")
-    doc = Document(mid, US, doc_to, doc_type, created, body)
+    doc = Document(mid, US, doc_to, doc_type, created, body, handling=terms(doc_type, created))
     signed = SignedDocument.create(doc, sig_key)
     if t["doc"] == "not_json":
         junk = b"not json at all"

@@ -14,7 +14,7 @@ from customs_gateway.core.encoding import b64url
 from customs_gateway.core.envelope import Document, SignedDocument, build_envelope
 from customs_gateway.core.keys import SigningKey
 
-from .conftest import CN, US, Pair, sample
+from .conftest import CN, US, Pair, sample, terms
 from .test_replay import _post
 
 
@@ -216,7 +216,9 @@ async def test_revoked_key_later_envelopes_are_refused_history_still_verifies(pa
     assert old_key.kid not in us.identity.signing  # the private key is destroyed
     # An attacker holding the revoked key signs a fresh envelope: refused.
     now = us.clock.now()
-    doc = Document(us.ids.new_id(), US, CN, "seizure-share", now, sample("seizure-share"))
+    doc = Document(
+        us.ids.new_id(), US, CN, "seizure-share", now, sample("seizure-share"), handling=terms("seizure-share", now)
+    )
     env, _, _ = build_envelope(
         doc, seq=99, sent_at=now, attempt=1, signing_key=old_key, recipient_key=us.peer.encryption_key(now)
     )

@@ -9,7 +9,7 @@ from typing import Any
 from customs_gateway.core.envelope import Document, Envelope, build_envelope
 from customs_gateway.core.receipt import Statement, verify_refusal
 
-from .conftest import CN, US, Pair, peer_post, sample
+from .conftest import CN, US, Pair, peer_post, sample, terms
 
 
 def _forge(
@@ -24,6 +24,7 @@ def _forge(
         "seizure-share",
         now if sent_at >= now else sent_at,
         body or sample("seizure-share"),
+        handling=terms("seizure-share", now),
     )
     env, _, _ = build_envelope(
         doc,

@@ -26,6 +26,7 @@ from typing import IO, Any, Protocol
 
 import aiohttp
 
+from ..core import handling
 from ..core.audit import AuditEntry
 from ..core.clock import SystemClock, UUID7Source
 from ..core.encoding import format_ts
@@ -34,6 +35,7 @@ from ..core.keys import SigningKey
 from ..service.crypto_workers import MainlessProcessPool
 from ..service.gateway import issue_token
 from ..service.pair import EXAMPLE_PASSPHRASE, Home, LocalPair
+from ..startup.agreement import builtin_profile
 from ..startup.config import PASSPHRASE_ENV, Config, load_config
 from ..startup.logs import configure_logging
 from ..store.sqlite import SQLiteStore, _audit
@@ -220,9 +222,10 @@ def _sign_chunk(count: int, created_at: dt.datetime) -> list[tuple[str, bytes, b
     assert _signer is not None
     key, sender, peer, body = _signer
     ids = UUID7Source(SystemClock())
+    terms = handling.default_wire("seizure-share", builtin_profile(), created_at.date())
     out = []
     for _ in range(count):
-        doc = Document(ids.new_id(), sender, peer, "seizure-share", created_at, body)
+        doc = Document(ids.new_id(), sender, peer, "seizure-share", created_at, body, handling=terms)
         signed = SignedDocument.create(doc, key)
         out.append((doc.id, signed.raw, signed.digest))
     return out

@@ -132,7 +132,8 @@ class Header:
 @dataclass(frozen=True)
 class Document:
     """The inner document: who, to whom, which message, what type, when, and the body; a
-    business document may name the message it answers (`in_reply_to`, DESIGN §12: threads)."""
+    business document may name the message it answers (`in_reply_to`, DESIGN §12: threads) and
+    carries its handling terms (`handling`, DESIGN §12; checked by `core.handling`), signed with it."""
 
     id: str
     sender: str
@@ -141,6 +142,7 @@ class Document:
     created_at: dt.datetime
     body: dict[str, Any]
     in_reply_to: str | None = None
+    handling: dict[str, Any] | None = None
 
     def to_bytes(self) -> bytes:
         d: dict[str, Any] = {
@@ -153,6 +155,8 @@ class Document:
         }
         if self.in_reply_to is not None:  # absent, not null, when it answers nothing
             d["in_reply_to"] = self.in_reply_to
+        if self.handling is not None:  # absent on control documents
+            d["handling"] = self.handling
         return json_bytes(d)
 
     @classmethod
@@ -169,7 +173,17 @@ class Document:
             created_at=parse_ts(d.get("created_at"), field="document.created_at"),
             body=body,
             in_reply_to=_reply_to(d),
+            handling=_handling(d),
         )
+
+
+def _handling(d: dict[str, Any]) -> dict[str, Any] | None:
+    if "handling" not in d:
+        return None
+    v = d["handling"]
+    if not isinstance(v, dict):
+        raise DecodeError("document.handling must be an object", field="document.handling")
+    return v
 
 
 def _reply_to(d: dict[str, Any]) -> str | None:

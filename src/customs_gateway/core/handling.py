@@ -27,6 +27,7 @@ __all__ = [
     "LegalBasis",
     "apply_defaults",
     "check_terms",
+    "default_wire",
     "from_wire",
     "to_wire",
 ]
@@ -82,6 +83,12 @@ def apply_defaults(partial: dict[str, Any] | None, msg_type: str, profile: Profi
         else level,
     }
     return from_wire(filled)
+
+
+def default_wire(msg_type: str, profile: Profile, today: dt.date) -> dict[str, Any]:
+    """The wire form of the profile's default terms for `msg_type` (tools, drills and tests that
+    build documents without the submit path)."""
+    return to_wire(apply_defaults(None, msg_type, profile, today))
 
 
 def _without_none(d: dict[str, Any]) -> dict[str, Any]:

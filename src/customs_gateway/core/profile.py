@@ -124,6 +124,8 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     confidentiality: tuple[Level, ...]
     types: dict[str, TypeRules]
     sha256: str
+    #: The file's exact bytes (what crosses to a crypto worker, which loads them again).
+    data: bytes = b""
 
     def rules(self, msg_type: str) -> TypeRules:
         """The type's rules; raises ProfileError for a type the profile does not describe."""
@@ -175,6 +177,7 @@ def load_profile(data: bytes) -> Profile:
         confidentiality=tuple(base.confidentiality),
         types=types,
         sha256=hashlib.sha256(data).hexdigest(),
+        data=data,
     )
 
 

@@ -61,6 +61,7 @@ REFUSALS: Final[dict[str, Policy]] = {
     "schema.date_future": Policy(False, "a date of an event that has not happened yet"),
     "schema.reference": Policy(False, "a reference to a message the receiver does not know"),
     "schema.duplicate_key": Policy(False, "a JSON object with a key twice"),
+    "handling.missing": Policy(False, "a business document without handling terms"),
     "handling.agreement": Policy(False, "the handling terms name another agreement than the profile's"),
     "handling.purpose": Policy(False, "a purpose the agreement profile does not list"),
     "handling.confidentiality": Policy(

@@ -146,7 +146,7 @@ async def submit(request: web.Request) -> web.Response:
     headers = {"Location": f"/v1/messages/{msg.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return json_response(views.SubmitResponse(msg.id, msg.status, msg.seq), status=202, headers=headers)  # type: ignore[arg-type]
+    return json_response(views.SubmitResponse.of(msg), status=202, headers=headers)
 
 
 async def get_message(request: web.Request) -> web.Response:

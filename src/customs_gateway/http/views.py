@@ -13,8 +13,10 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from ..core import handling
 from ..core.encoding import format_ts, json_object
-from ..core.envelope import BusinessType
+from ..core.envelope import BusinessType, SignedDocument
+from ..core.handling import HandlingTerms
 from ..core.state import PENDING, STATUSES
 from ..service.auth import ROLES
 from ..store.base import InboxItem, OutMessage, ThreadItem, TokenRecord
@@ -46,12 +48,38 @@ class View(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Base of every answer: immutable, and nothing but the declared fields."""
 
 
+Terms = Annotated[
+    HandlingTerms | None,
+    msgspec.Meta(
+        description="the handling terms signed with the document (DESIGN §12); null only for messages stored before"
+        " handling terms existed"
+    ),
+]
+
+
+def terms_of(document: bytes) -> HandlingTerms | None:
+    """The handling terms of stored document bytes (validated when the document was made or
+    received), None for documents from before they existed."""
+    found = json_object(document).get("handling")
+    return None if found is None else handling.from_wire(found)
+
+
+def _out_terms(m: OutMessage) -> HandlingTerms | None:
+    return terms_of(SignedDocument.from_bytes(m.signed_document).document_bytes)
+
+
 class SubmitResponse(View, frozen=True):
-    """The message is committed durably (G5); follow `Location` for its status."""
+    """The message is committed durably (G5); follow `Location` for its status. `handling` shows
+    the terms applied: what the back-end gave, completed from the agreement profile's defaults."""
 
     id: MessageId
     status: Status
     seq: Seq
+    handling: Terms
+
+    @classmethod
+    def of(cls, m: OutMessage) -> SubmitResponse:
+        return cls(m.id, m.status, m.seq, _out_terms(m))  # type: ignore[arg-type]
 
 
 Payload = Annotated[B64url, msgspec.Meta(extra_json_schema={"contentMediaType": "application/json"})]
@@ -134,6 +162,7 @@ class Message(View, frozen=True):
         list[HistoryEntry], msgspec.Meta(description="status changes, oldest first (empty in list results)")
     ]
     in_reply_to: InReplyTo
+    handling: Terms
 
     @classmethod
     def of(cls, m: OutMessage) -> Message:
@@ -155,6 +184,7 @@ class Message(View, frozen=True):
             ack=msgspec.convert(m.ack, AckInfo) if m.ack else None,
             history=[HistoryEntry(format_ts(a), s, d) for a, s, d in m.history],
             in_reply_to=m.in_reply_to,
+            handling=_out_terms(m),
         )
 
 
@@ -171,6 +201,7 @@ class InboxSummary(View, frozen=True):
     ack_status: AckStatus | None
     ack_message_id: MessageId | None
     in_reply_to: InReplyTo
+    handling: Terms
 
     @classmethod
     def of(cls, it: InboxItem) -> InboxSummary:
@@ -201,6 +232,7 @@ def _inbox_fields(it: InboxItem) -> dict[str, Any]:
         "ack_status": it.ack_status,
         "ack_message_id": it.ack_message_id,
         "in_reply_to": it.in_reply_to,
+        "handling": terms_of(it.body),
     }
 
 

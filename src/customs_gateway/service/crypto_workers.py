@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ..core import reference, schemas, threads
+from ..core import handling, reference, schemas, threads
 from ..core.audit import AuditEntry
 from ..core.bundle import KeyBundle, PeerKeys, SignedBundle
 from ..core.control import AckBody, decode_struct
@@ -52,6 +52,7 @@ from ..core.envelope import (
 )
 from ..core.errors import GatewayError, SchemaError
 from ..core.keys import DecryptionKey, EncryptionKey, SigningKey, held_decryption_key
+from ..core.profile import Profile, load_profile
 from ..core.receipt import Statement, make_receipt, verify_receipt, verify_refusal
 from ..core.rotation import KeyAnnouncementBody, check_update
 from ..core.tlscert import check_possession
@@ -112,6 +113,7 @@ class OpenKeys:
     receipt_seed: bytes  # the signing key for receipts at this batch's time
     skew_seconds: float
     index_key: bytes  # the reference-index key (`core.reference`) the inbox is indexed under
+    profile: bytes  # the agreement profile's bytes (`core.profile`): handling terms are checked against it
 
 
 # Worker-side caches (also used by the thread path): loading a key costs more than using it once.
@@ -144,6 +146,7 @@ class OpenView:
     receipt_key: SigningKey
     skew_seconds: float
     index_key: bytes
+    profile: Profile
 
     def decryption_key(self, kid: str) -> DecryptionKey:
         return held_decryption_key(self.decryption, kid, self.me)
@@ -159,6 +162,7 @@ def open_view(keys: OpenKeys) -> OpenView:
             signing_key(keys.receipt_seed),
             keys.skew_seconds,
             keys.index_key,
+            load_profile(keys.profile),
         )
 
     return _cached(_open_views, keys, make)
@@ -236,14 +240,14 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         announced: tuple[SignedBundle, KeyBundle] | None = None
         refs: tuple[bytes, ...] = ()
         named: tuple[tuple[str, str], ...] = ()
-        if doc.in_reply_to is not None and doc.type not in BUSINESS_TYPES:
-            raise SchemaError(
-                f"a {doc.type} document answers nothing (in_reply_to)",
-                code="schema.unknown_field",
-                field="document.in_reply_to",
-            )
+        for extra in ("in_reply_to", "handling"):
+            if getattr(doc, extra) is not None and doc.type not in BUSINESS_TYPES:
+                raise SchemaError(
+                    f"a {doc.type} document carries no {extra}", code="schema.unknown_field", field=f"document.{extra}"
+                )
         if doc.type in BUSINESS_TYPES:
             schemas.check_happened(schemas.validate_body(doc.type, doc.body), now)
+            check_document_terms(doc, view.profile)
             refs = reference.tags(view.index_key, doc.type, doc.id, doc.body)
             named = threads.named(doc.type, doc.body)
         elif doc.type == "key-announcement":
@@ -319,6 +323,17 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         return Refused(
             e.code, e.detail, e.field, e.status, mid, env_digest or envelope_digest(raw_env), type(e).__name__
         )
+
+
+def check_document_terms(doc: Document, profile: Profile) -> None:
+    """A business document's handling terms, as the receiver checks them: present, well formed,
+    and within the profile for the document's type on the day it was created (the sender checked
+    the same on the same day); SchemaError (`handling.*` / `schema.*`) naming the field."""
+    if doc.handling is None:
+        raise SchemaError(
+            "a business document must carry handling terms", code="handling.missing", field="document.handling"
+        )
+    handling.check_terms(handling.from_wire(doc.handling), doc.type, profile, doc.created_at.date())
 
 
 def _announced_entry(

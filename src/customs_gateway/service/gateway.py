@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 
-from ..core import refdata, reference, schemas, threads
+from ..core import handling, refdata, reference, schemas, threads
 from ..core.audit import AuditEntry, NoteSigner, log_origin, witness_name
 from ..core.bundle import PeerKeys, SignedBundle
 from ..core.clock import Clock, IdSource, PeerClockOffset
@@ -30,14 +30,17 @@ from ..core.envelope import (
 from ..core.epoch import KIND as EPOCH_KIND
 from ..core.epoch import check_epoch, epoch_detail, epoch_of, epoch_origin, note_origin, read_epoch
 from ..core.errors import AuthError, ConfigError, Conflict, DecodeError, GatewayError, NotFound, SchemaError
+from ..core.handling import HandlingTerms
 from ..core.keys import RandBytes
 from ..core.merkle import ProofError
+from ..core.profile import Profile
 from ..core.ratelimit import ConcurrencyLimit, RateLimiter
 from ..core.receipt import make_refusal
 from ..core.recovery import MAX_HELD, Cosigned, make_state
 from ..core.rotation import check_update
 from ..core.state import PeerLink
 from ..core.witness import ForkError, check_advance, cosign_line, parse_request
+from ..startup.agreement import load_agreement_profile
 from ..startup.config import Config
 from ..startup.keystore import Identity, write_atomic
 from ..store.base import Incoming, MessageFilter, NewMessage, OutMessage, Store, TokenRecord, WitnessState
@@ -71,6 +74,8 @@ class SubmitRequest:
     body: dict[str, Any]
     expires_at: dt.datetime | None
     in_reply_to: str | None = None
+    #: The handling terms as the back-end gave them (any subset), completed in `submit`.
+    handling: dict[str, Any] | None = None
 
 
 @dataclass
@@ -110,8 +115,11 @@ class Gateway:
         clock: Clock,
         ids: IdSource,
         randbytes: RandBytes = os.urandom,
+        profile: Profile | None = None,
     ) -> None:
         self.config = config
+        #: The agreement profile handling terms are completed from and checked against.
+        self.profile = profile if profile is not None else load_agreement_profile(config)
         self.identity = identity
         self.peer = peer
         self.store = store
@@ -196,7 +204,7 @@ class Gateway:
         for name in ("type", "to", "body"):
             if name not in d:
                 raise SchemaError(f"{name} is required", code="schema.required", field=f"$.{name}")
-        extra = set(d) - {"type", "to", "body", "expires_at", "in_reply_to"}
+        extra = set(d) - {"type", "to", "body", "expires_at", "in_reply_to", "handling"}
         if extra:
             raise SchemaError(
                 f"unknown field {sorted(extra)[0]!r}",
@@ -236,10 +244,23 @@ class Gateway:
             )
         if reply_to is None:
             reply_to = threads.default_reply_to(msg_type, body)  # e.g. a reply answers its invitation
-        return SubmitRequest(msg_type, to, body, expires_at, reply_to)
+        given = d.get("handling")
+        if given is not None and not isinstance(given, dict):
+            raise SchemaError("handling must be an object", code="schema.type", field="$.handling")
+        return SubmitRequest(msg_type, to, body, expires_at, reply_to, given)
+
+    def handling_terms(self, msg_type: str, given: dict[str, Any] | None, now: dt.datetime) -> HandlingTerms:
+        """The terms a new document carries: what the back-end gave, completed from the agreement
+        profile's defaults for the type, checked against the profile (SchemaError `schema.*` or
+        `handling.*` naming `$.handling.<field>`, every problem in `errors`)."""
+        terms = handling.apply_defaults(given, msg_type, self.profile, now.date())
+        handling.check_terms(terms, msg_type, self.profile, now.date())
+        return terms
 
     async def submit(self, raw: bytes, caller: Caller, idempotency_key: str | None) -> tuple[OutMessage, bool]:
         req = self.parse_submit(raw)
+        now = self.clock.now()
+        terms = self.handling_terms(req.type, req.handling, now)
         await self._check_named(req.type, req.body)
         if req.in_reply_to is not None:
             await self._check_in_reply_to(req.in_reply_to)
@@ -249,7 +270,6 @@ class Gateway:
                 code="schema.length",
                 field="Idempotency-Key",
             )
-        now = self.clock.now()
         expires_at = req.expires_at or now + dt.timedelta(seconds=self.config.delivery.default_ttl_seconds)
         if expires_at <= now:
             raise SchemaError("expires_at must be in the future", code="schema.date_order", field="$.expires_at")
@@ -263,9 +283,19 @@ class Gateway:
         }
         if req.in_reply_to is not None:  # absent otherwise: keys stored before threads keep their hash
             hashed["in_reply_to"] = req.in_reply_to
+        if req.handling is not None:  # what was asked for: a replay the next day keeps its defaults
+            hashed["handling"] = req.handling
         request_hash = hashlib.sha256(json_bytes(hashed)).digest()
         msg = self._new_message(
-            req.type, req.body, now, expires_at, caller.token_id, idempotency_key, request_hash, req.in_reply_to
+            req.type,
+            req.body,
+            now,
+            expires_at,
+            caller.token_id,
+            idempotency_key,
+            request_hash,
+            req.in_reply_to,
+            terms,
         )
         audit = AuditEntry(
             at=now,
@@ -319,8 +349,12 @@ class Gateway:
         idempotency_key: str | None = None,
         request_hash: bytes | None = None,
         in_reply_to: str | None = None,
+        terms: HandlingTerms | None = None,
     ) -> NewMessage:
-        doc = Document(self.ids.new_id(), self.name, self.peer.identity, msg_type, now, body, in_reply_to)
+        if terms is None and msg_type in BUSINESS_TYPES:  # every business document carries terms
+            terms = self.handling_terms(msg_type, None, now)
+        wire = None if terms is None else handling.to_wire(terms)
+        doc = Document(self.ids.new_id(), self.name, self.peer.identity, msg_type, now, body, in_reply_to, wire)
         signed = SignedDocument.create(doc, self.identity.active_signing_key(now))
         return NewMessage(
             id=doc.id,
@@ -461,6 +495,7 @@ class Gateway:
             receipt_seed=self.identity.active_signing_key(now).seed,
             skew_seconds=self.config.security.skew_seconds,
             index_key=self.index_key,
+            profile=self.profile.data,
         )
 
     async def apply_peer_bundle(self, signed: SignedBundle, *, stored: bool = False) -> None:

@@ -17,21 +17,14 @@ from typing import Any
 import msgspec
 
 from ..core.clock import Clock, IdSource
+from ..startup.agreement import example_dir
 from ..startup.config import Config, ListenerConfig, PeerConfig, load_config, render_config
 from ..startup.keystore import Identity, import_peer_bundle
 from .server import GatewayServer, load_identity
 
 EXAMPLE_PASSPHRASE = b"example-only-not-secret"
 IDENTITIES = ("US-CBP", "CN-GACC")
-
-
-def example_dir() -> Path:
-    """`keys-example/` of the source tree, or the copy shipped inside the package."""
-    here = Path(__file__).resolve()
-    for cand in (here.parents[3] / "keys-example", here.parents[1] / "keys-example"):
-        if (cand / "US-CBP" / "bundle.json").exists():
-            return cand
-    raise FileNotFoundError("keys-example/ not found beside the package")
+__all__ = ["EXAMPLE_PASSPHRASE", "IDENTITIES", "Home", "LocalPair", "example_dir", "free_port", "prepare_pair"]
 
 
 def _ephemeral_range() -> tuple[int, int]:

@@ -109,6 +109,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     base_dir: str = "."  # set by load_config to the file's directory; never read from the file
     keys_dir: ConfigPath = "keys"
     tls_dir: ConfigPath = "tls"
+    #: The agreement profile (DESIGN §12); empty: the worked example's, shipped with the software.
+    agreement_profile: ConfigPath = ""
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     local_api: ListenerConfig = msgspec.field(default_factory=ListenerConfig)
