@@ -21,6 +21,7 @@ def _path(p: str) -> str:
         p.replace("{id}", "0190a1b2-0000-7000-8000-000000000000")
         .replace("{kid}", "00" * 16)
         .replace("{token_id}", "0" * 16)
+        .replace("{request_id}", "0190a1b2-0000-7000-8000-000000000001")
     )
 
 

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from ..core import reference, schemas
 from ..core.bundle import KeyBundle
-from ..core.encoding import b64url, format_ts, json_object
+from ..core.encoding import b64url, format_ts, json_bytes, json_object
 from ..core.envelope import BUSINESS_TYPES
 from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
 from ..core.merkle import leaf_hash
@@ -33,7 +33,7 @@ from ..service.evidence import EvidenceCollector, PeerUnavailable
 from ..service.gateway import Caller, Gateway
 from ..service.lifecycle import DEFAULT_VALID_DAYS, MAX_VALID_DAYS, RENEW_KINDS
 from ..service.lifecycle import KeyLifecycle as KeyLifecycleAPI
-from ..store.base import MessageFilter
+from ..store.base import InboxItem, MessageFilter
 from . import views
 from .appkeys import CALLER, EVIDENCE, GATEWAY
 from .console import setup as setup_console
@@ -150,10 +150,85 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def get_message(request: web.Request) -> web.Response:
-    m = await request.app[GATEWAY].store.get_message(request.match_info["id"])
+    gw = request.app[GATEWAY]
+    m = await gw.store.get_message(request.match_info["id"])
     if m is None or m.type not in BUSINESS_TYPES:
         raise NotFound(f"no message {request.match_info['id']}", code="message.not_found", field="id")
-    return json_response(views.Message.of(m))
+    consents = await gw.store.consents_for([m.id])
+    return json_response(views.Message.of(m, consents.get(m.id, []), gw.clock.now().date()))
+
+
+async def get_inbox_item(request: web.Request) -> web.Response:
+    """One received business message with its body, handling terms and current permissions."""
+    gw = request.app[GATEWAY]
+    it = await _inbox_item(gw, request.match_info["id"])
+    consents = await gw.store.consents_for([it.id])
+    return json_response(views.InboxMessage.full(it, consents.get(it.id, []), gw.clock.now().date()))
+
+
+async def _inbox_item(gw: Gateway, message_id: str) -> InboxItem:
+    if not _MESSAGE_ID.fullmatch(message_id):
+        raise SchemaError("id must be a message id (a lower-case UUID)", code="schema.uuid", field="id")
+    it = await gw.store.inbox_item(message_id)
+    if it is None or it.type not in BUSINESS_TYPES:
+        raise NotFound(f"no inbox message {message_id}", code="inbox.not_found", field="id")
+    return it
+
+
+async def ask_consent(request: web.Request) -> web.Response:
+    """Ask the provider of a received message for consent to pass it on or use it as evidence: a
+    `consent-request` naming the message, queued like any submission (202, idempotent)."""
+    gw = request.app[GATEWAY]
+    it = await _inbox_item(gw, request.match_info["id"])
+    ask = schemas.check_struct(views.ConsentAsk, await _json_body(request))
+    body = {"message_id": it.id, "use": ask.use, "reason": ask.reason}
+    body.update({k: v for k, v in (("authority", ask.authority), ("proceeding", ask.proceeding)) if v is not None})
+    return await _submit_as(request, "consent-request", body, ask.handling)
+
+
+async def decide_consent(request: web.Request) -> web.Response:
+    """Decide on a consent request the peer made about one of our messages: a `consent-decision`
+    naming the request, queued like any submission (202, idempotent)."""
+    gw = request.app[GATEWAY]
+    mid, rid = request.match_info["id"], request.match_info["request_id"]
+    rec = await gw.store.consent(rid) if _MESSAGE_ID.fullmatch(rid) else None
+    if rec is None or rec.role != "provider" or rec.message_id != mid:
+        raise NotFound(
+            f"no consent request {rid} about message {mid} from {gw.peer.identity}",
+            code="consent.not_found",
+            field="request_id",
+        )
+    answer = schemas.check_struct(views.ConsentAnswer, await _json_body(request))
+    body: dict[str, Any] = {"request_id": rid, "decision": answer.decision}
+    for name in ("conditions", "reason", "valid_until"):
+        if (value := getattr(answer, name)) is not None:
+            body[name] = value
+    return await _submit_as(request, "consent-decision", body, answer.handling)
+
+
+async def _submit_as(
+    request: web.Request, msg_type: str, body: dict[str, Any], terms: dict[str, Any] | None
+) -> web.Response:
+    """Submit a document the API composed, as POST /v1/messages would; problems in the body are
+    named as fields of the request (`$.use`, not `$.body.use`)."""
+    gw = request.app[GATEWAY]
+    req: dict[str, Any] = {"type": msg_type, "to": gw.peer.identity, "body": body}
+    if terms is not None:
+        req["handling"] = terms
+    try:
+        msg, created = await gw.submit(json_bytes(req), _caller(request), request.headers.get("Idempotency-Key"))
+    except SchemaError as e:
+        e.field = _unbodied(e.field)
+        e.errors = tuple({**x, "field": _unbodied(x.get("field"))} for x in e.errors)
+        raise
+    headers = {"Location": f"/v1/messages/{msg.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(views.SubmitResponse.of(msg), status=202, headers=headers)
+
+
+def _unbodied(field: str | None) -> str | None:
+    return "$." + field[len("$.body.") :] if field is not None and field.startswith("$.body.") else field
 
 
 async def get_thread(request: web.Request) -> web.Response:
@@ -203,7 +278,9 @@ async def list_messages(request: web.Request) -> web.Response:
         )
     msgs = await gw.store.list_messages(MessageFilter(status, mtype, since, reference=ref), cursor_s, limit)
     nxt = msgs[-1].id if len(msgs) == limit else None
-    return json_response(views.MessageList([views.Message.of(m) for m in msgs], nxt))
+    consents = await gw.store.consents_for([m.id for m in msgs])
+    today = gw.clock.now().date()
+    return json_response(views.MessageList([views.Message.of(m, consents.get(m.id, []), today) for m in msgs], nxt))
 
 
 async def inbox(request: web.Request) -> web.Response:
@@ -235,7 +312,11 @@ async def inbox(request: web.Request) -> web.Response:
         finally:
             gw.long_polls.release(caller.token_id)
     nxt = items[-1].cursor if items else cursor
-    return json_response(views.InboxPage([views.InboxMessage.of(i) for i in items], nxt))
+    consents = await gw.store.consents_for([i.id for i in items])
+    today = gw.clock.now().date()
+    return json_response(
+        views.InboxPage([views.InboxMessage.full(i, consents.get(i.id, []), today) for i in items], nxt)
+    )
 
 
 async def ack(request: web.Request) -> web.Response:
@@ -584,7 +665,10 @@ ROUTES: Final = (
     ("GET", "/v1/messages/{id}", get_message, AGENCY),
     ("GET", "/v1/threads/{id}", get_thread, ("agency", "auditor")),
     ("GET", "/v1/inbox", inbox, AGENCY),
+    ("GET", "/v1/inbox/{id}", get_inbox_item, AGENCY),
     ("POST", "/v1/inbox/{id}/ack", ack, AGENCY),
+    ("POST", "/v1/inbox/{id}/consent-requests", ask_consent, AGENCY),
+    ("POST", "/v1/messages/{id}/consent-requests/{request_id}/decision", decide_consent, AGENCY),
     ("GET", "/v1/schemas", get_schemas, ("agency", "auditor")),
     ("GET", "/v1/admin/keys", admin_keys, ADMIN),
     ("POST", "/v1/admin/keys", admin_rotate, ADMIN),

@@ -194,6 +194,7 @@ def _submit_variant(msg_type: str, body: str) -> Schema:
                 "description": "the message this one answers: one the two gateways exchanged (threads); "
                 "a port-visit reply or a consent message answers the message its body names unless set"
             },
+            "handling": _ref("HandlingTermsRequest"),
         },
         ("type", "to", "body"),
     )
@@ -340,6 +341,44 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
             ),
         ],
         "responses": {"200": _json(_ref("InboxPage"), "Messages in cursor order."), **_problems(422, 503)},
+    },
+    ("GET", "/v1/inbox/{id}"): {
+        "tags": ["inbox"],
+        "summary": "One received message: body, handling terms, current permissions and consent requests",
+        "parameters": [_param("path", "id", _ref("MessageId"), "inbox message id")],
+        "responses": {"200": _json(_ref("InboxMessage"), "The message."), **_problems(404, 422, 503)},
+    },
+    ("POST", "/v1/inbox/{id}/consent-requests"): {
+        "tags": ["inbox"],
+        "summary": "Ask the provider of a received message for consent to pass it on or use it as evidence",
+        "description": "Queues a signed `consent-request` naming the message (DESIGN §12), as `POST /v1/messages` "
+        "would (the same `Idempotency-Key` rule); the provider's `consent-decision` changes the message's "
+        "`permissions`. Problems are named as fields of this request (`$.authority`).",
+        "parameters": [
+            _param("path", "id", _ref("MessageId"), "inbox message id"),
+            _param("header", "Idempotency-Key", _str(minLength=1, maxLength=200), "retry-safe key, per token"),
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ConsentAsk")}}},
+        "responses": {
+            "202": _json(_ref("SubmitResponse"), "The consent request is queued to the provider."),
+            **_problems(404, 409, 422, 503),
+        },
+    },
+    ("POST", "/v1/messages/{id}/consent-requests/{request_id}/decision"): {
+        "tags": ["messages"],
+        "summary": "Decide on a consent request the peer made about one of our messages",
+        "description": "Queues a signed `consent-decision` naming the request (granted, refused, or granted with "
+        "conditions, optionally until a date); a later decision on the same request replaces the earlier one.",
+        "parameters": [
+            _param("path", "id", _ref("MessageId"), "our message the request is about"),
+            _param("path", "request_id", _ref("MessageId"), "the consent request (an inbox message)"),
+            _param("header", "Idempotency-Key", _str(minLength=1, maxLength=200), "retry-safe key, per token"),
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ConsentAnswer")}}},
+        "responses": {
+            "202": _json(_ref("SubmitResponse"), "The decision is queued to the requester."),
+            **_problems(404, 409, 422, 503),
+        },
     },
     ("POST", "/v1/inbox/{id}/ack"): {
         "tags": ["inbox"],
@@ -669,7 +708,34 @@ def _view_schemas() -> dict[str, Schema]:
     )
     components["InboxMessage"]["properties"]["body"] |= {"anyOf": [_ref(t) for t in BUSINESS_TYPES]}
     components["AuditRow"]["properties"]["entry"] |= _ref("AuditEntry")
+    components |= _terms_requested(components)
+    for name in ("ConsentAsk", "ConsentAnswer"):
+        components[name]["properties"]["handling"] = {
+            "anyOf": [_ref("HandlingTermsRequest"), {"type": "null"}],
+            "description": "handling terms of this message itself; the profile's defaults fill the rest",
+        }
     return components
+
+
+def _terms_requested(components: dict[str, Schema]) -> dict[str, Schema]:
+    """The handling terms a request may give: any of the fields of `HandlingTerms` (nested ones
+    too); the agreement profile's defaults for the type complete the rest (DESIGN §12)."""
+    out: dict[str, Schema] = {}
+    for name in ("HandlingTerms", "LegalBasis", "Confidentiality"):
+        partial = copy.deepcopy(components[name])
+        partial.pop("required", None)
+        out[f"{name}Request"] = partial
+    terms = out["HandlingTermsRequest"]
+    terms["title"] = "HandlingTermsRequest"
+    terms["description"] = (
+        "Handling terms a back-end gives (any subset); the agreement profile's defaults for the message type "
+        "complete the rest, and the result must keep to the profile (422 `handling.*` otherwise)."
+    )
+    terms["properties"]["legal_basis"] = _ref("LegalBasisRequest")
+    terms["properties"]["confidentiality"] = _ref("ConfidentialityRequest")
+    out["LegalBasisRequest"]["title"] = "LegalBasisRequest"
+    out["ConfidentialityRequest"]["title"] = "ConfidentialityRequest"
+    return out
 
 
 def _slug(method: str, path: str) -> str:

@@ -8,12 +8,14 @@ typed `X | None` without a default (always present); a key that may be absent is
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from ..core import handling
+from ..core import consent, handling
+from ..core.consent import ConsentRecord
 from ..core.encoding import format_ts, json_object
 from ..core.envelope import BusinessType, SignedDocument
 from ..core.handling import HandlingTerms
@@ -132,6 +134,85 @@ InReplyTo = Annotated[
 ]
 
 
+Day = Annotated[str, msgspec.Meta(description="a date, YYYY-MM-DD", extra_json_schema={"format": "date"})]
+Use = Literal["onward_transfer", "evidentiary_use"]
+Permission = Literal["prohibited", "with-consent", "permitted"]
+
+
+class ConsentRequestStatus(View, frozen=True):
+    """One consent request about a message and its latest decision (DESIGN §12)."""
+
+    request_id: Annotated[MessageId, msgspec.Meta(description="the consent-request message")]
+    use: Use
+    party: Annotated[str, msgspec.Meta(description="the authority (onward transfer) or proceeding (evidence)")]
+    reason: str
+    requested_at: Timestamp
+    status: Literal["pending", "granted", "granted_with_conditions", "refused", "expired"]
+    decision_id: Annotated[MessageId | None, msgspec.Meta(description="the latest consent-decision message")]
+    conditions: str | None
+    decision_reason: str | None
+    valid_until: Day | None
+    decided_at: Timestamp | None
+
+    @classmethod
+    def of(cls, r: ConsentRecord, today: dt.date) -> ConsentRequestStatus:
+        return cls(
+            r.request_id,
+            r.use,  # type: ignore[arg-type]
+            r.party,
+            r.reason,
+            format_ts(r.requested_at),
+            consent.status_of(r, today),  # type: ignore[arg-type]
+            r.decision_id,
+            r.conditions,
+            r.decision_reason,
+            _day(r.valid_until),
+            None if r.decided_at is None else format_ts(r.decided_at),
+        )
+
+
+def _day(d: dt.date | None) -> str | None:
+    return None if d is None else d.isoformat()
+
+
+class Grant(View, frozen=True):
+    """Consent in force for one use of a received message."""
+
+    party: Annotated[str, msgspec.Meta(description="to whom it may go, or in which proceeding it may be used")]
+    request_id: MessageId
+    decision_id: MessageId
+    conditions: str | None
+    valid_until: Day | None
+
+
+class UsePermission(View, frozen=True):
+    """One use of a received message: what its handling terms say, and the consent granted."""
+
+    terms: Permission
+    granted: list[Grant]
+
+
+class Permissions(View, frozen=True):
+    """What the receiver may do with a message now: its terms, changed only by the provider's
+    signed consent decisions; `conditions` are the provider's conditions from the terms."""
+
+    onward_transfer: UsePermission
+    evidentiary_use: UsePermission
+    conditions: str | None
+
+    @classmethod
+    def of(cls, terms: HandlingTerms | None, records: list[ConsentRecord], today: dt.date) -> Permissions:
+        found = consent.permissions(terms, records, today)
+        uses = {
+            use: UsePermission(
+                p.terms,  # type: ignore[arg-type]
+                [Grant(g.party, g.request_id, g.decision_id, g.conditions, _day(g.valid_until)) for g in p.granted],
+            )
+            for use, p in found.items()
+        }
+        return cls(uses["onward_transfer"], uses["evidentiary_use"], None if terms is None else terms.conditions)
+
+
 class HistoryEntry(View, frozen=True):
     """One status change of an outbound message."""
 
@@ -163,9 +244,12 @@ class Message(View, frozen=True):
     ]
     in_reply_to: InReplyTo
     handling: Terms
+    consent_requests: Annotated[
+        list[ConsentRequestStatus], msgspec.Meta(description="consent requests the peer made about this message")
+    ]
 
     @classmethod
-    def of(cls, m: OutMessage) -> Message:
+    def of(cls, m: OutMessage, consents: list[ConsentRecord] | None = None, today: dt.date | None = None) -> Message:
         return cls(
             id=m.id,
             to=m.peer,
@@ -185,6 +269,7 @@ class Message(View, frozen=True):
             history=[HistoryEntry(format_ts(a), s, d) for a, s, d in m.history],
             in_reply_to=m.in_reply_to,
             handling=_out_terms(m),
+            consent_requests=[ConsentRequestStatus.of(r, today or dt.date.min) for r in consents or ()],
         )
 
 
@@ -214,10 +299,20 @@ class InboxMessage(InboxSummary, frozen=True):
     body: Annotated[
         dict[str, Any], msgspec.Meta(description="the verified, decrypted body; valid under the schema of `type`")
     ]
+    permissions: Permissions
+    consent_requests: Annotated[
+        list[ConsentRequestStatus], msgspec.Meta(description="consent requests this gateway made about the message")
+    ]
 
     @classmethod
-    def of(cls, it: InboxItem) -> InboxMessage:
-        return cls(**_inbox_fields(it), body=json_object(it.body)["body"])
+    def full(cls, it: InboxItem, consents: list[ConsentRecord], today: dt.date) -> InboxMessage:
+        fields = _inbox_fields(it)
+        return cls(
+            **fields,
+            body=json_object(it.body)["body"],
+            permissions=Permissions.of(fields["handling"], consents, today),
+            consent_requests=[ConsentRequestStatus.of(r, today) for r in consents],
+        )
 
 
 def _inbox_fields(it: InboxItem) -> dict[str, Any]:
@@ -670,7 +765,31 @@ class Thread(View, frozen=True):
     truncated: Annotated[bool, msgspec.Meta(description="the thread has more messages than one answer holds")]
 
 
-REQUEST_TYPES: tuple[type[msgspec.Struct], ...] = (TokenRequest,)
+class ConsentAsk(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Ask the provider of a received message for consent (becomes a `consent-request`)."""
+
+    use: Use
+    reason: Annotated[str, msgspec.Meta(description="why the consent is asked for")]
+    authority: Annotated[str | None, msgspec.Meta(description="onward_transfer: the authority to pass it to")] = None
+    proceeding: Annotated[str | None, msgspec.Meta(description="evidentiary_use: the proceeding")] = None
+    handling: Annotated[
+        dict[str, Any] | None, msgspec.Meta(description="handling terms of the request itself (defaults otherwise)")
+    ] = None
+
+
+class ConsentAnswer(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The provider's decision on a consent request (becomes a `consent-decision`)."""
+
+    decision: Literal["granted", "refused", "granted_with_conditions"]
+    conditions: Annotated[str | None, msgspec.Meta(description="required with granted_with_conditions")] = None
+    reason: str | None = None
+    valid_until: Annotated[Day | None, msgspec.Meta(description="a grant ends after this day")] = None
+    handling: Annotated[
+        dict[str, Any] | None, msgspec.Meta(description="handling terms of the decision itself (defaults otherwise)")
+    ] = None
+
+
+REQUEST_TYPES: tuple[type[msgspec.Struct], ...] = (TokenRequest, ConsentAsk, ConsentAnswer)
 """Request bodies of the local API decoded as Structs here (message bodies live in `core.schemas`)."""
 
 RESPONSE_TYPES: tuple[type[View], ...] = (
@@ -679,6 +798,7 @@ RESPONSE_TYPES: tuple[type[View], ...] = (
     MessageList,
     InboxSummaryList,
     InboxPage,
+    InboxMessage,
     AckResponse,
     TokenResponse,
     TokenRevoked,

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ..core import handling, reference, schemas, threads
+from ..core import consent, handling, reference, schemas, threads
 from ..core.audit import AuditEntry
 from ..core.bundle import KeyBundle, PeerKeys, SignedBundle
 from ..core.control import AckBody, decode_struct
@@ -240,6 +240,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         announced: tuple[SignedBundle, KeyBundle] | None = None
         refs: tuple[bytes, ...] = ()
         named: tuple[tuple[str, str], ...] = ()
+        recorded: consent.ConsentEvent | None = None
         for extra in ("in_reply_to", "handling"):
             if getattr(doc, extra) is not None and doc.type not in BUSINESS_TYPES:
                 raise SchemaError(
@@ -250,6 +251,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             check_document_terms(doc, view.profile)
             refs = reference.tags(view.index_key, doc.type, doc.id, doc.body)
             named = threads.named(doc.type, doc.body)
+            recorded = consent.event_of(doc.type, doc.id, doc.body, now)
         elif doc.type == "key-announcement":
             kb: KeyAnnouncementBody = decode_struct(KeyAnnouncementBody, doc.body)
             signed_bundle = SignedBundle.from_bytes(unb64url(kb.bundle, field="body.bundle"))
@@ -295,7 +297,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
                 "envelope": env_digest.hex(),
                 "receipt": hashlib.sha256(receipt_bytes).hexdigest(),
             },
-            detail={"type": doc.type, "seq": hdr.seq},
+            detail={"type": doc.type, "seq": hdr.seq, **(consent.audit_detail(recorded) if recorded else {})},
         )
         return Incoming(
             sender=doc.sender,
@@ -318,6 +320,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             references=refs,
             in_reply_to=doc.in_reply_to,
             named=named,
+            consent=recorded,
         )
     except GatewayError as e:
         return Refused(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 
-from ..core import handling, refdata, reference, schemas, threads
+from ..core import consent, handling, refdata, reference, schemas, threads
 from ..core.audit import AuditEntry, NoteSigner, log_origin, witness_name
 from ..core.bundle import PeerKeys, SignedBundle
 from ..core.clock import Clock, IdSource, PeerClockOffset
@@ -304,7 +304,7 @@ class Gateway:
             message_id=msg.id,
             peer=self.peer.identity,
             digests={"document": msg.document_sha256.hex()},
-            detail={"type": req.type},
+            detail={"type": req.type, **(consent.audit_detail(msg.consent) if msg.consent else {})},
         )
         out, created = await self.store.submit(msg, audit)
         structlog.contextvars.bind_contextvars(message_id=out.id, peer=self.peer.identity)
@@ -369,6 +369,7 @@ class Gateway:
             request_hash=request_hash,
             references=reference.tags(self.index_key, msg_type, doc.id, body),
             in_reply_to=in_reply_to,
+            consent=consent.event_of(msg_type, doc.id, body, now),
         )
 
     # --- inbox ack -------------------------------------------------------------------------

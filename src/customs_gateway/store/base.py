@@ -16,6 +16,7 @@ from typing import Any, Final
 from ..core import threads
 from ..core.audit import AuditEntry
 from ..core.bundle import SignedBundle
+from ..core.consent import ConsentEvent, ConsentRecord
 from ..core.encoding import json_object
 from ..core.errors import Conflict
 from ..core.replay import seq_reused_error
@@ -38,6 +39,7 @@ class NewMessage:
     request_hash: bytes | None = None
     references: tuple[bytes, ...] = ()  # reference tags to index it under (`core.reference`)
     in_reply_to: str | None = None  # the message it answers (threads)
+    consent: ConsentEvent | None = None  # a consent request or decision to record (`core.consent`)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class Incoming:
     references: tuple[bytes, ...] = ()  # reference tags to index it under (`core.reference`)
     in_reply_to: str | None = None  # the message it answers: one exchanged with the sender
     named: tuple[tuple[str, str], ...] = ()  # (body field, id) of messages we must have sent (`core.threads`)
+    consent: ConsentEvent | None = None  # a consent request or decision to record (`core.consent`)
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,32 @@ OUT_COLS: Final = (
 IN_COLS: Final = (
     "cursor, sender, id, type, created_at, received_at, document_sha256, body, ack_status, ack_message_id, in_reply_to"
 )
+
+
+#: The consents table's columns in ConsentRecord order (both stores read them so).
+CONSENT_COLS: Final = (
+    "request_id, message_id, role, use_kind, party, reason, requested_at, decision_id, decision, conditions,"
+    " decision_reason, valid_until, decided_at"
+)
+
+
+def consent_from_row(r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> ConsentRecord:
+    """A `ConsentRecord` from a row of `CONSENT_COLS` (`valid_until` stored as YYYY-MM-DD)."""
+    return ConsentRecord(
+        request_id=r[0],
+        message_id=r[1],
+        role=r[2],
+        use=r[3],
+        party=r[4],
+        reason=r[5],
+        requested_at=ts(r[6]),
+        decision_id=r[7],
+        decision=r[8],
+        conditions=r[9],
+        decision_reason=r[10],
+        valid_until=None if r[11] is None else dt.date.fromisoformat(r[11]),
+        decided_at=None if r[12] is None else ts(r[12]),
+    )
 
 
 def to_ms(v: dt.datetime) -> dt.datetime:
@@ -461,6 +490,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def inbox_item(self, message_id: str) -> InboxItem | None: ...
+
+    @abc.abstractmethod
+    async def consents_for(self, message_ids: Sequence[str]) -> dict[str, list[ConsentRecord]]:
+        """The consent requests (with their latest decisions) about each of `message_ids`, oldest
+        first; ids without any are absent."""
+
+    @abc.abstractmethod
+    async def consent(self, request_id: str) -> ConsentRecord | None: ...
 
     @abc.abstractmethod
     async def get_meta(self, key: str) -> str | None:

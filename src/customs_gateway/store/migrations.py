@@ -93,9 +93,30 @@ _V1: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     ),
 )
 
+
 # Version 2: the Merkle tree over `audit` (frontier + completed interior nodes), signed
 # checkpoints with their peer cosignatures, the witness state we keep for the peer's log, and
 # every key bundle either side has published (for exports that verify after rotations).
+def consents_table(timestamp: str) -> str:
+    """Consent requests and their latest decisions (`core.consent`): `role` says which side we are
+    on. The same table on both engines but for the timestamp column type."""
+    return f"""CREATE TABLE consents (
+    request_id TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('requester', 'provider')),
+    use_kind TEXT NOT NULL CHECK (use_kind IN ('onward_transfer', 'evidentiary_use')),
+    party TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    requested_at {timestamp} NOT NULL,
+    decision_id TEXT,
+    decision TEXT CHECK (decision IN ('granted', 'refused', 'granted_with_conditions')),
+    conditions TEXT,
+    decision_reason TEXT,
+    valid_until TEXT,
+    decided_at {timestamp}
+)"""
+
+
 SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     *_V1,
     (
@@ -185,4 +206,6 @@ SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE INDEX inbox_reply ON inbox(in_reply_to) WHERE in_reply_to IS NOT NULL",
         ),
     ),
+    # Version 10: consent requests and decisions (DESIGN §12, `core.consent`), on both sides.
+    (10, (consents_table("TEXT"), "CREATE INDEX consents_message ON consents(message_id)")),
 )

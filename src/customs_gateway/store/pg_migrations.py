@@ -11,6 +11,7 @@ import hashlib
 from typing import Any, Final
 
 from ..core.errors import StoreUnavailable
+from .migrations import consents_table
 
 PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     (
@@ -195,6 +196,8 @@ PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE INDEX inbox_reply ON inbox(in_reply_to) WHERE in_reply_to IS NOT NULL",
         ),
     ),
+    # Version 9: consent requests and decisions (DESIGN §12, `core.consent`), on both sides.
+    (9, (consents_table("TIMESTAMPTZ"), "CREATE INDEX consents_message ON consents(message_id)")),
 )
 """Every version, oldest first. `PostgresStore.open` applies the pending ones in one transaction."""
 

@@ -34,18 +34,20 @@ import re
 import secrets
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import asyncpg
 
 from ..core.audit import AuditEntry
+from ..core.consent import ConsentEvent, ConsentRecord, role_of
 from ..core.encoding import json_bytes
 from ..core.errors import Conflict, GatewayError, NotFound, StoreUnavailable
 from ..core.merkle import CompactRange, consistency_proof_from_nodes, inclusion_proof_from_nodes
 from ..core.replay import Arrival, advance_sequence, classify
 from ..core.state import PENDING_SQL, next_status
 from .base import (
+    CONSENT_COLS,
     CONTROL_TYPES_SQL,
     IN_COLS,
     OUT_COLS,
@@ -66,6 +68,7 @@ from .base import (
     TokenRecord,
     WitnessState,
     ack_refusal,
+    consent_from_row,
     inbox_item_from_row,
     out_message_from_row,
     queued_message,
@@ -600,6 +603,25 @@ class PostgresStore(Store):
             rows = await c.fetch(sql, ids)
         return [ThreadItem(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
+    async def consents_for(self, message_ids: Sequence[str]) -> dict[str, list[ConsentRecord]]:
+        if not message_ids:
+            return {}
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT {CONSENT_COLS} FROM consents WHERE message_id = ANY($1::text[])"
+                " ORDER BY requested_at, request_id",
+                list(message_ids),
+            )
+        out: dict[str, list[ConsentRecord]] = {}
+        for r in rows:
+            out.setdefault(r[1], []).append(consent_from_row(r, _as_is))
+        return out
+
+    async def consent(self, request_id: str) -> ConsentRecord | None:
+        async with self._read() as c:
+            row = await c.fetchrow(f"SELECT {CONSENT_COLS} FROM consents WHERE request_id=$1", request_id)
+        return None if row is None else consent_from_row(row, _as_is)
+
     async def inbox_item(self, message_id: str) -> InboxItem | None:
         async with self._read() as c:
             row = await c.fetchrow(f"SELECT {IN_COLS} FROM inbox WHERE id=$1", message_id)
@@ -995,6 +1017,9 @@ async def _submit_group(
             "INSERT INTO history(message_id, at, status, detail) VALUES ($1,$2,'queued','')",
             [(m.id, o.created_at) for m, o in outs],
         )
+        for m, _ in outs:
+            if m.consent is not None:
+                await _record_consent(c, m.consent, outgoing=True)
         tx.audit(*(batch[i][1] for i in fresh))
     for i, mid in replay_of.items():
         results[i] = (stored[mid] if mid in stored else made[mid], False)
@@ -1052,6 +1077,8 @@ async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessa
             now,
         )
     await _history(c, msg.id, msg.created_at, "queued")
+    if msg.consent is not None:
+        await _record_consent(c, msg.consent, outgoing=True)
     tx.audit(audit)
     return out, True
 
@@ -1190,7 +1217,39 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
         )
     if it.acked_message_id is not None:
         await _apply_ack(tx, it)
+    if it.consent is not None:
+        await _record_consent(tx.conn, it.consent, outgoing=False)
     return IncomingResult("accepted", it.receipt)
+
+
+async def _record_consent(c: Any, ev: ConsentEvent, *, outgoing: bool) -> None:
+    """A consent request starts a record; a decision updates it (only on the side it belongs to)."""
+    role = role_of(ev, outgoing=outgoing)
+    if ev.kind == "request":
+        await c.execute(
+            f"INSERT INTO consents({CONSENT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,NULL,NULL,NULL,NULL,NULL)"
+            " ON CONFLICT (request_id) DO NOTHING",
+            ev.request_id,
+            ev.message_id,
+            role,
+            ev.use,
+            ev.party,
+            ev.reason,
+            to_ms(ev.at),
+        )
+        return
+    await c.execute(
+        "UPDATE consents SET decision_id=$1, decision=$2, conditions=$3, decision_reason=$4, valid_until=$5,"
+        " decided_at=$6 WHERE request_id=$7 AND role=$8",
+        ev.decision_id,
+        ev.decision,
+        ev.conditions,
+        ev.reason,
+        None if ev.valid_until is None else ev.valid_until.isoformat(),
+        to_ms(ev.at),
+        ev.request_id,
+        role,
+    )
 
 
 async def _apply_ack(tx: _Tx, it: Incoming) -> None:

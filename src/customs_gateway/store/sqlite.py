@@ -16,13 +16,14 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from ..core.audit import AuditEntry, in_time_order
+from ..core.consent import ConsentEvent, ConsentRecord, role_of
 from ..core.encoding import format_ts, json_bytes, parse_ts
 from ..core.errors import Conflict, NotFound, StoreUnavailable
 from ..core.merkle import (
@@ -35,6 +36,7 @@ from ..core.merkle import (
 from ..core.replay import Arrival, advance_sequence, classify
 from ..core.state import PENDING_SQL, next_status
 from .base import (
+    CONSENT_COLS,
     CONTROL_TYPES_SQL,
     IN_COLS,
     OUT_COLS,
@@ -55,6 +57,7 @@ from .base import (
     TokenRecord,
     WitnessState,
     ack_refusal,
+    consent_from_row,
     inbox_item_from_row,
     out_message_from_row,
     queued_message,
@@ -427,6 +430,29 @@ class SQLiteStore(Store):
             return [ThreadItem(r[0], r[1], r[2], r[3], parse_ts(r[4]), r[5]) for r in rows]
 
         return await self._read(job) if ids else []
+
+    async def consents_for(self, message_ids: Sequence[str]) -> dict[str, list[ConsentRecord]]:
+        ids = list(message_ids)
+        marks = ",".join("?" * len(ids))
+
+        def job(c: sqlite3.Connection) -> dict[str, list[ConsentRecord]]:
+            rows = c.execute(
+                f"SELECT {CONSENT_COLS} FROM consents WHERE message_id IN ({marks}) ORDER BY requested_at, request_id",
+                ids,
+            ).fetchall()
+            out: dict[str, list[ConsentRecord]] = {}
+            for r in rows:
+                out.setdefault(r[1], []).append(consent_from_row(r, parse_ts))
+            return out
+
+        return await self._read(job) if ids else {}
+
+    async def consent(self, request_id: str) -> ConsentRecord | None:
+        def job(c: sqlite3.Connection) -> ConsentRecord | None:
+            row = c.execute(f"SELECT {CONSENT_COLS} FROM consents WHERE request_id=?", (request_id,)).fetchone()
+            return None if row is None else consent_from_row(row, parse_ts)
+
+        return await self._read(job)
 
     async def inbox_item(self, message_id: str) -> InboxItem | None:
         def job(c: sqlite3.Connection) -> InboxItem | None:
@@ -870,6 +896,8 @@ def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[
             (msg.token_id, msg.idempotency_key, msg.request_hash, msg.id, now),
         )
     _history(c, msg.id, msg.created_at, "queued")
+    if msg.consent is not None:
+        _record_consent(c, msg.consent, outgoing=True)
     _audit(c, audit)
     return queued_message(msg, seq), True  # what was just written: no read-back on the hot path
 
@@ -986,7 +1014,34 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
         )
     if it.acked_message_id is not None:
         _apply_ack(c, it, audit)
+    if it.consent is not None:
+        _record_consent(c, it.consent, outgoing=False)
     return IncomingResult("accepted", it.receipt)
+
+
+def _record_consent(c: sqlite3.Connection, ev: ConsentEvent, *, outgoing: bool) -> None:
+    """A consent request starts a record; a decision updates it (only on the side it belongs to)."""
+    role = role_of(ev, outgoing=outgoing)
+    if ev.kind == "request":
+        c.execute(
+            f"INSERT OR IGNORE INTO consents({CONSENT_COLS}) VALUES (?,?,?,?,?,?,?,NULL,NULL,NULL,NULL,NULL,NULL)",
+            (ev.request_id, ev.message_id, role, ev.use, ev.party, ev.reason, format_ts(ev.at)),
+        )
+        return
+    c.execute(
+        "UPDATE consents SET decision_id=?, decision=?, conditions=?, decision_reason=?, valid_until=?, decided_at=?"
+        " WHERE request_id=? AND role=?",
+        (
+            ev.decision_id,
+            ev.decision,
+            ev.conditions,
+            ev.reason,
+            None if ev.valid_until is None else ev.valid_until.isoformat(),
+            format_ts(ev.at),
+            ev.request_id,
+            role,
+        ),
+    )
 
 
 def _apply_ack(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) -> None:
