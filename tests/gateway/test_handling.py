@@ -6,10 +6,12 @@ breaks it, or carries none, with a signed refusal (`handling.*`), and nothing re
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from typing import Any
 
+import msgspec
 import pytest
 
 from customs_gateway.core import handling
@@ -197,3 +199,75 @@ async def test_a_receiver_with_another_profile_refuses_what_it_does_not_allow(pa
     assert status == 202, res
     refusal = await _refusal(pair, res["id"])
     assert refusal.code == "handling.purpose", refusal
+
+
+async def _profile_status(pair: Pair, side: str) -> dict[str, Any]:
+    status, ready, _ = await pair.apis[side].call("GET", "/readyz", role=None)
+    assert status == 200, ready
+    _, peers, _ = await pair.apis[side].call("GET", "/v1/admin/peers", role="admin")
+    assert peers["peers"][0]["agreement_profile"] == ready["agreement_profile"]
+    return dict(ready["agreement_profile"])
+
+
+async def test_a_changed_profile_is_announced_and_the_difference_reported(pair: Pair) -> None:
+    """The profile's SHA-256 is in each key bundle: a gateway whose profile file changed announces
+    the next bundle at start (signed, audit-logged), and both sides then report the difference."""
+    builtin = builtin_profile()
+    for side in (US, CN):
+        assert await _profile_status(pair, side) == {
+            "agreement": AGREEMENT,
+            "sha256": builtin.sha256,
+            "peer_sha256": builtin.sha256,
+            "status": "same",
+        }
+    changed = builtin.data.replace(b'id = "risk-targeting"', b'id = "risk-assessment"')
+    path = pair.lp.homes[US].dir / "agreement-profile.toml"
+    path.write_bytes(changed)
+    new_sha = load_profile(changed).sha256
+    serial = pair.gw(US).identity.bundle.bundle.serial
+    await pair.lp.stop(US)
+    pair.lp.configs[US] = msgspec.structs.replace(pair.lp.configs[US], agreement_profile=str(path))
+    await pair.lp.start(US)
+    us = pair.gw(US)
+    assert us.profile.sha256 == new_sha
+    assert (us.identity.bundle.bundle.serial, us.identity.bundle.bundle.agreement_profile) == (serial + 1, new_sha)
+    _, listed, _ = await pair.apis[US].call("GET", "/v1/audit/entries?limit=1000", role="auditor")
+    announced = [e["entry"] for e in listed["entries"] if e["entry"].get("detail", {}).get("event") == "profile"]
+    assert len(announced) == 1 and announced[0]["kind"] == "key_rotated", announced
+    # The announcement reaches CN, which now trusts the new bundle and reports the difference.
+    for _ in range(200):
+        if pair.gw(CN).peer.bundle.agreement_profile == new_sha:
+            break
+        await asyncio.sleep(0.05)
+    assert await _profile_status(pair, CN) == {
+        "agreement": AGREEMENT,
+        "sha256": builtin.sha256,
+        "peer_sha256": new_sha,
+        "status": "differs",
+    }
+    assert (await _profile_status(pair, US))["status"] == "differs"
+    # Restarting with the same file announces nothing more.
+    await pair.lp.stop(US)
+    await pair.lp.start(US)
+    assert pair.gw(US).identity.bundle.bundle.serial == serial + 1
+
+
+def test_a_bundle_states_its_profile_as_sha256_hex() -> None:
+    from customs_gateway.core.bundle import KeyBundle
+    from customs_gateway.core.errors import DecodeError
+    from customs_gateway.startup.agreement import example_dir
+
+    raw = (example_dir() / "US-CBP" / "keys" / "bundle.json").read_bytes()
+    from customs_gateway.core.bundle import SignedBundle
+
+    bundle = SignedBundle.from_bytes(raw).bundle
+    assert bundle.agreement_profile == builtin_profile().sha256
+    for bad in ("ABC", 5, "0" * 63, "G" * 64):
+        d = msgspec.json.decode(bundle.to_bytes())
+        d["agreement_profile"] = bad
+        with pytest.raises(DecodeError) as e:
+            KeyBundle.from_bytes(msgspec.json.encode(d))
+        assert e.value.field == "bundle.agreement_profile"
+    d = msgspec.json.decode(bundle.to_bytes())
+    del d["agreement_profile"]
+    assert KeyBundle.from_bytes(msgspec.json.encode(d)).agreement_profile is None  # bundles from before profiles

@@ -32,6 +32,7 @@ STATES: Final = ("active", "retiring", "retired", "revoked")
 #: Identities name files (`peers/<identity>.bundle.json`) and are space-separated in the HPKE info
 #: (`customs-gateway/v1 FROM TO ID`), so they must be short and free of spaces and slashes.
 IDENTITY_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 _ALGS_FOR_USE: Final = {
     "signing": (ALG_ED25519,),
     "witness": (ALG_ED25519,),
@@ -132,6 +133,9 @@ class KeyBundle:
     #: Certificates this identity presented before a TLS renewal, each still pinned until its
     #: `until` (the overlap: the peer accepts old and new while both sides switch).
     tls_previous: tuple[tuple[str, dt.datetime], ...] = ()
+    #: SHA-256 (hex) of the agreement profile this identity applies (DESIGN §12); absent in
+    #: bundles from before profiles, so their bytes stay as they were.
+    agreement_profile: str | None = None
 
     def tls_pins(self, at: dt.datetime) -> tuple[str, ...]:
         """The certificates (PEM) the peer may present at `at`: the current one and any previous
@@ -152,6 +156,8 @@ class KeyBundle:
             d["endpoint"] = self.endpoint
         if self.tls_previous:  # absent when empty: bundles from before renewals keep their bytes
             d["tls_previous"] = [{"certificate": pem, "until": format_ts(until)} for pem, until in self.tls_previous]
+        if self.agreement_profile is not None:
+            d["agreement_profile"] = self.agreement_profile
         return json_bytes(d)
 
     @classmethod
@@ -185,7 +191,12 @@ class KeyBundle:
         if len({r.kid for r in records}) != len(records):
             raise DecodeError("bundle lists a key twice", field="bundle.keys")
         previous = _tls_previous(d.get("tls_previous", []))
-        return cls(identity, issued, records, tuple(suites), cert, endpoint, serial, previous)
+        profile = d.get("agreement_profile")
+        if profile is not None and not (isinstance(profile, str) and _SHA256_HEX.fullmatch(profile)):
+            raise DecodeError(
+                "bundle.agreement_profile must be a SHA-256 in lower-case hex", field="bundle.agreement_profile"
+            )
+        return cls(identity, issued, records, tuple(suites), cert, endpoint, serial, previous, profile)
 
     def key(self, kid: str) -> KeyRecord | None:
         for k in self.keys:

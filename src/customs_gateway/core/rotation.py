@@ -29,7 +29,7 @@ DEFAULT_OVERLAP: Final = dt.timedelta(days=8)
 class KeyAnnouncementBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The body of a `key-announcement` control message."""
 
-    event: Literal["rotate", "renew", "revoke", "retire"]
+    event: Literal["rotate", "renew", "revoke", "retire", "profile"]
     bundle: Annotated[str, msgspec.Meta(max_length=256 * 1024)]  # b64url of SignedBundle.to_bytes()
     kids: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=16)]
     reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None

@@ -456,8 +456,13 @@ async def admin_peers(request: web.Request) -> web.Response:
         clock_offset_seconds=None if gw.peer_clock.offset_seconds is None else round(gw.peer_clock.offset_seconds, 3),
         clock_offset_measured_at=format_ts(gw.peer_clock.measured_at) if gw.peer_clock.measured_at else None,
         recovery=_recovery_view(gw),
+        agreement_profile=_profile_view(gw),
     )
     return json_response(views.AdminPeers([peer]))
+
+
+def _profile_view(gw: Gateway) -> views.AgreementProfile:
+    return views.AgreementProfile.of(gw.profile.agreement.id, gw.profile.sha256, gw.peer.bundle.agreement_profile)
 
 
 async def admin_tokens(request: web.Request) -> web.Response:
@@ -613,6 +618,7 @@ async def readyz(request: web.Request) -> web.Response:
         status="ready" if ok else "not_ready",
         checks=checks,
         peer=peer,
+        agreement_profile=_profile_view(gw),
         expiry=key_expiry(gw, now),
         recovery=_recovery_view(gw),
     )

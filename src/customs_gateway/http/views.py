@@ -515,12 +515,31 @@ class PeerLink(View, frozen=True):
     last_failure: Annotated[str | None, msgspec.Meta(description="why the last delivery request failed")]
 
 
+class AgreementProfile(View, frozen=True):
+    """The agreement profile this gateway applies and the one the peer's key bundle states
+    (DESIGN §12): both sides must load the same file. Reported, never part of readiness."""
+
+    agreement: Annotated[str, msgspec.Meta(description="the profile's agreement id")]
+    sha256: Sha256Hex
+    peer_sha256: Annotated[Sha256Hex | None, msgspec.Meta(description="null: the peer's bundle states none")]
+    status: Annotated[
+        Literal["same", "differs", "unknown"],
+        msgspec.Meta(description="differs: documents the peer's profile does not allow are refused there"),
+    ]
+
+    @classmethod
+    def of(cls, agreement: str, ours: str, theirs: str | None) -> AgreementProfile:
+        status = "unknown" if theirs is None else "same" if theirs == ours else "differs"
+        return cls(agreement, ours, theirs, status)  # type: ignore[arg-type]
+
+
 class Readiness(View, frozen=True):
     """Whether this gateway can accept and store submissions, and what may soon stop it."""
 
     status: Literal["ready", "not_ready"]
     checks: ReadinessChecks
     peer: PeerLink
+    agreement_profile: AgreementProfile
     expiry: Annotated[
         dict[str, KeyExpiry], msgspec.Meta(description="per key use (signing, encryption, witness) and `tls`")
     ]
@@ -555,6 +574,7 @@ class PeerStatus(View, frozen=True):
     ]
     clock_offset_measured_at: Timestamp | None
     recovery: RecoveryStatus
+    agreement_profile: AgreementProfile
 
 
 class AdminPeers(View, frozen=True):

@@ -514,8 +514,25 @@ class Gateway:
             log.error("peer.bundle_file_write_failed", path=str(path), error=e.strerror or str(e))
         self.peer = PeerKeys(bundle)
         log.info("peer.bundle_updated", peer=bundle.identity, serial=bundle.serial)
+        self.check_peer_profile()
         if self.tls is not None:
             self.tls.refresh()  # a renewed peer certificate is trusted from the next handshake on
+
+    def check_peer_profile(self) -> bool:
+        """Log (a warning) when the peer's bundle states another agreement profile than ours;
+        True when they are the same or the peer states none."""
+        theirs = self.peer.bundle.agreement_profile
+        if theirs is None or theirs == self.profile.sha256:
+            return True
+        log.warning(
+            "agreement_profile.differs",
+            peer=self.peer.identity,
+            ours=self.profile.sha256,
+            theirs=theirs,
+            detail="both gateways must load the same agreement profile; documents the peer's profile does not "
+            "allow are refused there",
+        )
+        return False
 
     async def adopt_stored_peer_bundles(self) -> None:
         """At start: trust any newer peer bundle the store committed (with its `key_announced`

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -344,6 +345,25 @@ class KeyLifecycle:
         await self._announce("retire", sorted(kids), None, signed, "system", "key_rotated")
         self._write_state(state)
         return sorted(kids)
+
+    async def adopt_profile(self) -> int | None:
+        """At start: when our bundle states another agreement profile than the one loaded (the
+        profile file changed, or the identity predates profiles), sign the next bundle stating it
+        and announce it to the peer (event `profile`); returns the new serial, None if unchanged."""
+        gw, idt = self.gw, self.gw.identity
+        current, sha = idt.bundle.bundle, gw.profile.sha256
+        if current.agreement_profile == sha:
+            return None
+        now = gw.clock.now()
+        bundle = replace(current, agreement_profile=sha, issued_at=now, serial=current.serial + 1)
+        signed = sign_bundle(bundle, [idt.active_signing_key(now)])
+        state = self._read_state()
+        self._intend(state, "profile", [], None, "system", "key_rotated", signed.bundle.serial)
+        self._install(signed)
+        await self._announce("profile", [], None, signed, "system", "key_rotated")
+        self._write_state(state)
+        log.info("agreement_profile.announced", sha256=sha, previous=current.agreement_profile, serial=bundle.serial)
+        return bundle.serial
 
     # --- helpers -----------------------------------------------------------------------------
     def _install(self, signed: SignedBundle) -> None:

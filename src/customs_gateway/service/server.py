@@ -180,6 +180,8 @@ class GatewayServer:
         await gw.store.remember_bundle(gw.peer.identity, peer_signed.to_bytes(), now)
         if self.lifecycle is not None:
             await self.lifecycle.resume()
+            await self.lifecycle.adopt_profile()
+        gw.check_peer_profile()
         self._maintenance = asyncio.create_task(self._maintain(), name="key-maintenance")
         stack.push_async_callback(tls.cancelled, self._maintenance)
         backfill = asyncio.create_task(self._backfill(), name="reference-backfill")

@@ -19,19 +19,24 @@ from .config import Config
 PROFILE_FILE: Final = "agreement-profile.toml"
 
 
-def example_dir() -> Path:
-    """`keys-example/` of the source tree, or the copy shipped inside the package."""
+def _example(marker: str) -> Path:
     here = Path(__file__).resolve()
     for cand in (here.parents[3] / "keys-example", here.parents[1] / "keys-example"):
-        if (cand / "US-CBP" / "bundle.json").exists():
+        if (cand / marker).exists():
             return cand
     raise FileNotFoundError("keys-example/ not found beside the package")
 
 
+def example_dir() -> Path:
+    """`keys-example/` of the source tree, or the copy shipped inside the package."""
+    return _example("US-CBP/bundle.json")
+
+
 @functools.cache
 def builtin_profile() -> Profile:
-    """The worked example's profile, shipped with the software."""
-    return load_profile((example_dir() / PROFILE_FILE).read_bytes())
+    """The worked example's profile, shipped with the software (found even while the example
+    identities are being regenerated)."""
+    return load_profile((_example(PROFILE_FILE) / PROFILE_FILE).read_bytes())
 
 
 def profile_path(config: Config) -> Path | None:

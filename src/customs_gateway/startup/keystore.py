@@ -67,6 +67,7 @@ from ..core.rotation import expiry
 from ..core.storekey import ALG_STORE, USE_STORE, StoreKey
 from ..core.tlscert import cert_info
 from ..service import tls
+from .agreement import builtin_profile
 
 USE_SIGNING: Final = "signing"
 USE_ENCRYPTION: Final = "encryption"
@@ -446,8 +447,12 @@ class KeyStore:
         randbytes: RandBytes = os.urandom,
         opslimit: int = DEFAULT_OPSLIMIT,
         memlimit: int = DEFAULT_MEMLIMIT,
+        agreement_profile: str | None = None,
     ) -> Identity:
         """Generate a new identity and write it; refuses (Conflict) if one exists here.
+
+        `agreement_profile` is the SHA-256 of the profile the bundle states (default: the worked
+        example's, shipped with the software, which a configuration without a profile loads).
 
         Keys: one Ed25519 signing key, one HPKE key per `enc_algs` entry (suites announced in that
         order), one Ed25519 witness key, an ECDSA P-256 TLS key with a self-signed certificate.
@@ -481,7 +486,10 @@ class KeyStore:
             KeyRecord(witness.kid, USE_WITNESS, ALG_ED25519, witness.public_raw, now, until),
         )
         suites = tuple(SUITE_FOR_ALG[a] for a in enc_algs)
-        bundle = KeyBundle(identity, now, records, suites, cert_pem.decode("ascii"), endpoint, serial=1)
+        profile_sha = agreement_profile if agreement_profile is not None else builtin_profile().sha256
+        bundle = KeyBundle(
+            identity, now, records, suites, cert_pem.decode("ascii"), endpoint, serial=1, agreement_profile=profile_sha
+        )
         signed = sign_bundle(bundle, [signing])
 
         seal = _sealer(passphrase, opslimit, memlimit, randbytes)
