@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from ...core import reference
 from ...core.encoding import format_ts, json_object
-from ...core.envelope import BUSINESS_TYPES
+from ...core.envelope import BUSINESS_TYPES, Document, SignedDocument
 from ...core.errors import AuthError, GatewayError, NotFound, SchemaError
 from ...core.state import STATUSES
 from ...service.gateway import Gateway
@@ -244,12 +245,21 @@ async def message(ctx: Ctx) -> web.StreamResponse:
     thread = await gw.store.thread(mid)
     if m is None and thread is None:
         raise NotFound(f"no message {mid}", code="message.not_found", field="id")
+    item = None if m is not None else await gw.store.inbox_item(mid)
+    if item is not None and item.type not in BUSINESS_TYPES:
+        item = None
+    if m is not None:
+        doc: Document | None = Document.from_bytes(SignedDocument.from_bytes(m.signed_document).document_bytes)
+    else:
+        doc = Document.from_bytes(item.body) if item is not None else None
     return render(
         ctx.request,
         "message.html",
         ctx.session,
         mid=mid,
         m=m,
+        item=item,
+        body=doc.body if doc is not None else None,
         receipt=json_object(m.receipt) if m and m.receipt else None,
         refusal=json_object(m.refusal) if m and m.refusal else None,
         thread=thread[1] if thread else [],
@@ -350,6 +360,12 @@ PAGES: Final = (
 )
 
 
+def _pretty(value: Any) -> str:
+    """JSON for people: indented, and Chinese (any non-ASCII) as itself, never as \\u escapes;
+    the template autoescapes it for HTML."""
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, dt.datetime):
         return format_ts(value)
@@ -370,6 +386,7 @@ def setup(
         app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, default_helpers=False
     )
     env.filters["ts"] = _fmt
+    env.filters["pretty"] = _pretty
     app[CONSOLE] = Console(gw, SessionStore(gw.clock, idle), key_expiry, export)
     app.on_response_prepare.append(_strict_headers)
     app.router.add_get("/console", root)
