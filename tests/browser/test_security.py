@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from customs_gateway.http.console.session import DEFAULT_IDLE
 from tests.gateway.conftest import US
 
 from .conftest import Console
@@ -84,7 +83,7 @@ async def test_idle_session_expires_on_the_gateway_clock(console: Console) -> No
     from playwright.async_api import expect
 
     page = console.page
-    idle = DEFAULT_IDLE
+    idle = dt.timedelta(seconds=console.pair.gw(US).config.console.idle_timeout_seconds)
     await console.sign_in_as("admin")
     console.clock.jump(idle - dt.timedelta(seconds=30))
     await console.goto("/console/audit")

@@ -1,6 +1,6 @@
 """The console's security properties over plain HTTP (issue 20): strict headers on every page,
 the session cookie's attributes, CSRF refused, roles as in the API, the idle timeout on the
-gateway's clock, errors as pages. Fast: no browser (tests/e2e/test_console_browser.py has one)."""
+gateway's clock, errors as pages. Fast: no browser (tests/browser/ has the same in Chromium)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import re
 from collections.abc import AsyncIterator
 
 import aiohttp
+import msgspec
 import pytest
 
 from customs_gateway.core.clock import JumpClock
 from customs_gateway.http.console.routes import HEADERS
+from customs_gateway.startup.config import ConsoleConfig
 
 from .conftest import US, Pair
 
@@ -141,6 +143,19 @@ async def test_session_expires_after_idle_time_on_the_gateway_clock(b: Browser) 
     clock.jump(dt.timedelta(minutes=15))
     status, _, r = await b.get("/console/link")
     assert status == 303 and r.headers["Location"] == "/console/sign-in"
+
+
+async def test_the_idle_timeout_is_the_configured_one(b: Browser) -> None:
+    pair, clock = b.pair, b.clock
+    cfg = pair.lp.configs[US]
+    await pair.lp.stop(US)
+    pair.lp.configs[US] = msgspec.structs.replace(cfg, console=ConsoleConfig(idle_timeout_seconds=120))
+    await pair.lp.start(US, clock=clock)
+    await b.sign_in(pair.apis[US].tokens["admin"])
+    clock.jump(dt.timedelta(seconds=100))
+    assert (await b.get("/console/link"))[0] == 200
+    clock.jump(dt.timedelta(seconds=121))
+    assert (await b.get("/console/link"))[0] == 303
 
 
 async def test_sign_out_ends_the_session_and_a_revoked_token_ends_it_too(b: Browser) -> None:

@@ -26,7 +26,7 @@ from ...core.state import STATUSES
 from ...service.gateway import Gateway
 from ...service.lifecycle import DEFAULT_VALID_DAYS, RENEW_KINDS, KeyLifecycle
 from ...store.base import MessageFilter
-from .session import COOKIE, COOKIE_PATH, DEFAULT_IDLE, CsrfRefused, Session, SessionStore
+from .session import COOKIE, COOKIE_PATH, CsrfRefused, Session, SessionStore
 
 HERE: Final = Path(__file__).parent
 SIGNED_IN: Final = ("admin", "auditor")
@@ -378,7 +378,6 @@ def setup(
     *,
     key_expiry: Callable[[Gateway, dt.datetime], Mapping[str, Any]],
     export: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    idle: dt.timedelta = DEFAULT_IDLE,
 ) -> None:
     """Mount the console on `app` (the local listener) at /console/; `key_expiry` and `export`
     are the JSON API's, so both show the same readings and the same export."""
@@ -387,6 +386,7 @@ def setup(
     )
     env.filters["ts"] = _fmt
     env.filters["pretty"] = _pretty
+    idle = dt.timedelta(seconds=gw.config.console.idle_timeout_seconds)
     app[CONSOLE] = Console(gw, SessionStore(gw.clock, idle), key_expiry, export)
     app.on_response_prepare.append(_strict_headers)
     app.router.add_get("/console", root)
