@@ -16,7 +16,7 @@ from customs_gateway.core.clock import JumpClock
 from customs_gateway.http.console.routes import HEADERS
 from customs_gateway.startup.config import ConsoleConfig
 
-from .conftest import US, Pair
+from .conftest import CN, US, Pair
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -189,3 +189,42 @@ async def test_issue_and_revoke_record_the_same_actor_as_the_api(b: Browser) -> 
     entries = [e for _, e in await gw.store.audit_entries(0, 10_000)]
     actor = f"token:{_token_id(admin)}"
     assert any(b'"token_revoked"' in e and actor.encode() in e for e in entries)
+
+
+async def test_search_by_date_range_on_both_directions(b: Browser) -> None:
+    pair, clock = b.pair, b.clock
+    us, cn = pair.apis[US], pair.apis[CN]
+    sent: dict[str, list[tuple[str, dt.date]]] = {US: [], CN: []}
+    for _ in range(2):
+        for name, api in ((US, us), (CN, cn)):
+            status, res = await api.submit("seminar-notice")
+            assert status == 202, res
+            await api.wait_status(res["id"], {"delivered"})
+            sent[name].append((res["id"], clock.now().date()))
+        clock.jump(dt.timedelta(days=3))
+    (first, day1), (second, day2) = sent[US]
+    (in_first, in_day1), (in_second, in_day2) = sent[CN]  # received by US the same day
+    assert day2 - day1 == dt.timedelta(days=3) and (in_day1, in_day2) == (day1, day2)
+    await b.sign_in(pair.apis[US].tokens["auditor"])
+    for direction, one, two in (("outbound", first, second), ("inbound", in_first, in_second)):
+        for since, until, want, unwanted in (
+            (day1, day1, one, two),
+            (day1 + dt.timedelta(days=1), None, two, one),
+            (None, day2 - dt.timedelta(days=1), one, two),
+            (day1, day2, one, None),
+        ):
+            query = f"direction={direction}&since={since or ''}&until={until or ''}"
+            status, html, _ = await b.get(f"/console/messages?{query}")
+            assert status == 200 and want in html, (query, html)
+            assert unwanted is None or unwanted not in html, query
+        status, html, _ = await b.get(f"/console/messages?direction={direction}&since={day2 + dt.timedelta(days=1)}")
+        assert status == 200 and "No message." in html
+    for query, code in (
+        ("since=2026-13-01", "schema.date"),
+        ("until=yesterday", "schema.date"),
+        ("since=2026-12-03T10:00:00Z", "schema.date"),
+        ("since=2026-12-05&until=2026-12-04", "schema.range"),
+        ("direction=inbound&cursor=abc", "schema.cursor"),
+    ):
+        status, html, _ = await b.get(f"/console/messages?{query}")
+        assert status == 422 and code in html and "Traceback" not in html, query

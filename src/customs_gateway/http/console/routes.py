@@ -18,20 +18,19 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from ...core import reference
 from ...core.encoding import format_ts, json_object
 from ...core.envelope import BUSINESS_TYPES, Document, SignedDocument
 from ...core.errors import AuthError, GatewayError, NotFound, SchemaError
 from ...core.state import STATUSES
 from ...service.gateway import Gateway
 from ...service.lifecycle import DEFAULT_VALID_DAYS, RENEW_KINDS, KeyLifecycle
-from ...store.base import MessageFilter
+from .search import Search, results
 from .session import COOKIE, COOKIE_PATH, CsrfRefused, Session, SessionStore
 
 HERE: Final = Path(__file__).parent
 SIGNED_IN: Final = ("admin", "auditor")
 ADMIN: Final = ("admin",)
-PAGE_SIZE: Final = 50
+PAGE_SIZE: Final = 50  # checkpoints on the audit page
 HEADERS: Final = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'",
@@ -200,38 +199,16 @@ async def link(ctx: Ctx) -> web.StreamResponse:
 
 # --- messages ---------------------------------------------------------------------------------
 async def messages(ctx: Ctx) -> web.StreamResponse:
-    gw, q = ctx.gw, ctx.request.query
-    direction = q.get("direction", "outbound")
-    if direction not in ("outbound", "inbound"):
-        raise SchemaError("direction must be outbound or inbound", code="schema.enum", field="direction")
-    status, mtype = q.get("status") or None, q.get("type") or None
-    if status is not None and status not in STATUSES:
-        raise SchemaError(f"status must be one of {', '.join(STATUSES)}", code="schema.enum", field="status")
-    if mtype is not None and mtype not in BUSINESS_TYPES:
-        raise SchemaError(f"type must be one of {', '.join(BUSINESS_TYPES)}", code="schema.enum", field="type")
-    text = q.get("reference") or ""
-    tag = reference.query_tag(gw.index_key, text) if text else None
-    cursor = q.get("cursor") or None
-    rows: list[dict[str, Any]] = []
-    nxt: str | None = None
-    if direction == "inbound":
-        start = int(cursor) if cursor and cursor.isdigit() else 0
-        items = await gw.store.inbox_after(start, PAGE_SIZE, (mtype,) if mtype else BUSINESS_TYPES, tag)
-        rows = [
-            {"id": i.id, "type": i.type, "status": i.ack_status or "unacknowledged", "at": i.received_at} for i in items
-        ]
-        nxt = str(items[-1].cursor) if len(items) == PAGE_SIZE else None
-    else:
-        msgs = await gw.store.list_messages(MessageFilter(status, mtype, reference=tag), cursor, PAGE_SIZE)
-        rows = [{"id": m.id, "type": m.type, "status": m.status, "at": m.created_at} for m in msgs]
-        nxt = msgs[-1].id if len(msgs) == PAGE_SIZE else None
+    """Sent messages or the inbox, searched (`search.Search`: reference, type, status, dates)."""
+    s = Search.from_query(ctx.request.query)
+    rows, nxt = await results(ctx.gw, s)
     return render(
         ctx.request,
         "messages.html",
         ctx.session,
         rows=rows,
-        next_cursor=nxt,
-        q={"direction": direction, "status": status or "", "type": mtype or "", "reference": text},
+        next_url=s.next_url(nxt) if nxt else None,
+        q=s.form(),
         statuses=STATUSES,
         types=BUSINESS_TYPES,
     )
