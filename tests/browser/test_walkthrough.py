@@ -1,6 +1,7 @@
 """An administrator's day in a real browser (issue 20): sign in, find a message by its case
-reference and read it (Chinese and English), rotate a key through its confirmation step, issue a
-token (shown once) and revoke it, download the audit export and verify it with the CLI, sign out."""
+reference and a date range, read it (Chinese and English) and download its evidence, rotate a key
+through its confirmation step, issue a token (shown once) and revoke it, download the audit export
+and verify both files with the CLI, sign out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 from pathlib import Path
 
 from customs_gateway.cli.main import main
-from tests.gateway.conftest import US, sample
+from tests.gateway.conftest import CN, US, sample
 from tests.gateway.test_audit_export import _checkpoint
 
 from .conftest import Console
@@ -36,6 +37,8 @@ async def test_admin_walk_through(console: Console, tmp_path: Path) -> None:
     other = console.pair.apis[US]
     status, decoy = await other.submit("seizure-share")  # another case: the search must leave it out
     assert status == 202, decoy
+    for side in (US, CN):  # both logs checkpointed and cosigned: the evidence can be proven
+        await _checkpoint(console.pair, side)
     await console.sign_in_as("admin")
     await expect(page.locator("#peer-status")).to_have_text(re.compile("reachable|unknown|failing"))
 
@@ -65,6 +68,13 @@ async def test_admin_walk_through(console: Console, tmp_path: Path) -> None:
     await expect(document).to_contain_text("Athletic shoes bearing counterfeit AEROSTRIDE marks")
     await expect(document).to_contain_text(CASE)
     await console.seen("message")
+    async with page.expect_download() as info:
+        await page.locator("#evidence").click()
+    download = await info.value
+    assert download.suggested_filename == f"evidence-{mid}.jsonl"
+    evidence = tmp_path / download.suggested_filename
+    await download.save_as(evidence)
+    assert main(["audit", "verify", str(evidence)]) == 0
 
     # Rotate the signing key: a confirmation page first, then the rotation.
     gw = console.pair.gw(US)

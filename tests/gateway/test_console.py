@@ -228,3 +228,22 @@ async def test_search_by_date_range_on_both_directions(b: Browser) -> None:
     ):
         status, html, _ = await b.get(f"/console/messages?{query}")
         assert status == 422 and code in html and "Traceback" not in html, query
+
+
+async def test_evidence_of_one_message_or_a_clear_error_page(b: Browser) -> None:
+    pair = b.pair
+    status, res = await pair.apis[US].submit("seminar-notice")
+    assert status == 202, res
+    await pair.apis[US].wait_status(res["id"], {"delivered"})
+    await b.sign_in(pair.apis[US].tokens["auditor"])
+    _, html, _ = await b.get(f"/console/messages/{res['id']}")
+    assert f'href="/console/messages/{res["id"]}/evidence"' in html
+    for mid, status_code, code in (
+        (res["id"], 409, "evidence.not_cosigned"),
+        ("0190b1d4-0000-7000-8000-000000000000", 404, "evidence.not_found"),
+        ("nope", 404, "evidence.not_found"),
+        ("x" * 65, 422, "schema.pattern"),
+    ):
+        status, html, r = await b.get(f"/console/messages/{mid}/evidence")
+        assert status == status_code and code in html and "Traceback" not in html, (mid, html)
+        assert r.headers["Content-Security-Policy"] == HEADERS["Content-Security-Policy"]

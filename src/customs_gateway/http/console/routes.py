@@ -50,6 +50,7 @@ class Console:
     #: From the JSON API's module, passed in when it mounts the console (so no import cycle).
     key_expiry: Callable[[Gateway, dt.datetime], Mapping[str, Any]]
     export: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    evidence: Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 CONSOLE: Final = web.AppKey("console", Console)
@@ -313,6 +314,11 @@ async def audit_export(ctx: Ctx) -> web.StreamResponse:
     return await ctx.request.app[CONSOLE].export(ctx.request)  # the API's own export handler, as is
 
 
+async def evidence(ctx: Ctx) -> web.StreamResponse:
+    """Evidence for one message: the API's own handler (the same collector, both logs' proofs)."""
+    return await ctx.request.app[CONSOLE].evidence(ctx.request)
+
+
 async def root(request: web.Request) -> web.StreamResponse:
     return _see_other("/console/link")
 
@@ -327,6 +333,7 @@ PAGES: Final = (
     ("GET", "/console/link", link, SIGNED_IN),
     ("GET", "/console/messages", messages, SIGNED_IN),
     ("GET", "/console/messages/{id}", message, SIGNED_IN),
+    ("GET", "/console/messages/{id}/evidence", evidence, SIGNED_IN),
     ("GET", "/console/audit", audit, SIGNED_IN),
     ("GET", "/console/audit/export", audit_export, SIGNED_IN),
     ("GET", "/console/keys", keys, ADMIN),
@@ -355,16 +362,17 @@ def setup(
     *,
     key_expiry: Callable[[Gateway, dt.datetime], Mapping[str, Any]],
     export: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    evidence: Callable[[web.Request], Awaitable[web.StreamResponse]],
 ) -> None:
-    """Mount the console on `app` (the local listener) at /console/; `key_expiry` and `export`
-    are the JSON API's, so both show the same readings and the same export."""
+    """Mount the console on `app` (the local listener) at /console/; `key_expiry`, `export` and
+    `evidence` are the JSON API's, so both show the same readings and hand out the same files."""
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, default_helpers=False
     )
     env.filters["ts"] = _fmt
     env.filters["pretty"] = _pretty
     idle = dt.timedelta(seconds=gw.config.console.idle_timeout_seconds)
-    app[CONSOLE] = Console(gw, SessionStore(gw.clock, idle), key_expiry, export)
+    app[CONSOLE] = Console(gw, SessionStore(gw.clock, idle), key_expiry, export, evidence)
     app.on_response_prepare.append(_strict_headers)
     app.router.add_get("/console", root)
     app.router.add_get("/console/", root)
