@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,19 @@ def _missing() -> str | None:
     return None
 
 
+def require_browser(why: str | None, env: Mapping[str, str]) -> None:
+    """Nothing when `why` is None; else a skip saying why, or under CI=true a failure."""
+    if why is None:
+        return
+    if env.get("CI") == "true":
+        pytest.fail(f"CI=true and the browser tests cannot run: {why}", pytrace=False)
+    pytest.skip(f"browser tests skipped: {why}")
+
+
 @pytest.fixture(scope="session")
 def browser_available() -> None:
     """Skip (fail under CI=true) when Chromium or Playwright is missing."""
-    why = _missing()
-    if why is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and the browser tests cannot run: {why}", pytrace=False)
-    pytest.skip(f"browser tests skipped: {why}")
+    require_browser(_missing(), os.environ)
 
 
 @pytest.fixture
