@@ -247,3 +247,27 @@ async def test_evidence_of_one_message_or_a_clear_error_page(b: Browser) -> None
         status, html, r = await b.get(f"/console/messages/{mid}/evidence")
         assert status == status_code and code in html and "Traceback" not in html, (mid, html)
         assert r.headers["Content-Security-Policy"] == HEADERS["Content-Security-Policy"]
+
+
+async def test_bad_input_gets_an_error_page_never_a_traceback(b: Browser) -> None:
+    pair = b.pair
+    await b.sign_in(pair.apis[US].tokens["admin"])
+    csrf = await b.csrf()
+    before = (await pair.gw(US).store.list_tokens(), pair.gw(US).identity.bundle.bundle.serial)
+    posts = [
+        ("/console/keys/bogus", {"kind": "signing"}, 404),
+        ("/console/keys/rotate", {"kind": "bogus", "confirm": "yes"}, None),
+        ("/console/keys/renew", {"kind": "signing", "valid_days": "abc", "confirm": "yes"}, 422),
+        ("/console/keys/revoke", {"kid": "nope", "reason": "x", "confirm": "yes"}, None),
+        ("/console/tokens", {"role": "bogus", "label": "x"}, None),
+        ("/console/tokens", {"role": "agency", "label": "x", "valid_days": "-1"}, 422),
+        ("/console/tokens/nope/revoke", {}, None),
+    ]
+    for path, form, want in posts:
+        status, html, _ = await b.post(path, {"csrf": csrf, **form})
+        assert 400 <= status < 500 and (want is None or status == want), (path, form, status)
+        assert 'class="problem"' in html and "Traceback" not in html, (path, html)
+    for path in ("/console/messages/%00", "/console/messages?type=bogus", "/console/messages?direction=sideways"):
+        status, html, _ = await b.get(path)
+        assert 400 <= status < 500 and 'class="problem"' in html and "Traceback" not in html, (path, html)
+    assert (await pair.gw(US).store.list_tokens(), pair.gw(US).identity.bundle.bundle.serial) == before
