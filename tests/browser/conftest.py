@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from customs_gateway.core.clock import JumpClock
-from tests.gateway.conftest import US, Pair, homes, jump_pair  # noqa: F401 - fixtures used here
+from tests.gateway.conftest import US, Pair, jump_pair  # noqa: F401 - the fixture, used below
 
 CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT = {"width": 1200, "height": 800}
