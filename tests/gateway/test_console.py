@@ -5,6 +5,7 @@ gateway's clock, errors as pages. Fast: no browser (tests/browser/ has the same 
 from __future__ import annotations
 
 import datetime as dt
+import html as html_lib
 import re
 from collections.abc import AsyncIterator
 
@@ -219,6 +220,10 @@ async def test_search_by_date_range_on_both_directions(b: Browser) -> None:
             assert unwanted is None or unwanted not in html, query
         status, html, _ = await b.get(f"/console/messages?direction={direction}&since={day2 + dt.timedelta(days=1)}")
         assert status == 200 and "No message." in html
+    # A received message's page: its sender, acknowledgement and document.
+    status, html, _ = await b.get(f"/console/messages/{in_first}")
+    assert status == 200 and f"<td>{CN}</td>" in html and 'id="status">unacknowledged<' in html
+    assert '<pre id="document">' in html and '"title":' in html_lib.unescape(html)
     for query, code in (
         ("since=2026-13-01", "schema.date"),
         ("until=yesterday", "schema.date"),
