@@ -1,14 +1,15 @@
 """The console's defences, seen from a real browser (issue 20): forged and CSRF-less forms are
 refused and change nothing, an auditor cannot reach admin actions, an idle session ends on the
 gateway's clock, agency tokens cannot sign in, and no page shows a token secret (`Console.seen`
-checks every page each test lands on)."""
+checks every page each test lands on), and markup in data is text that never runs."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 
-from tests.gateway.conftest import US
+from customs_gateway.service.gateway import issue_token
+from tests.gateway.conftest import US, sample
 
 from .conftest import Console
 
@@ -106,3 +107,26 @@ async def test_agency_and_unknown_tokens_cannot_sign_in(console: Console) -> Non
         await console.seen("refused-" + code.replace(".", "-"))
         await console.goto("/console/link")
         await expect(page).to_have_url(re.compile("/console/sign-in$"))
+
+
+async def test_markup_in_data_is_shown_as_text_and_never_runs(console: Console) -> None:
+    from playwright.async_api import expect
+
+    page, gw = console.page, console.pair.gw(US)
+    label = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script> 海关"
+    await issue_token(gw.store, gw.clock, "agency", label, "test")
+    body = sample("seizure-share")
+    body["notes"] = "</pre><script>document.title='pwned'</script> 注意"
+    us = console.pair.apis[US]
+    status, res = await us.submit("seizure-share", body=body)
+    assert status == 202, res
+    await console.sign_in_as("admin")
+    await console.goto("/console/tokens")
+    await expect(page.locator("#tokens")).to_contain_text(label)
+    await expect(page).to_have_title("Tokens — customs-gateway")
+    await console.seen("markup-in-a-label")
+    await console.goto(f"/console/messages/{res['id']}")
+    await expect(page.locator("#document")).to_contain_text("</pre><script>document.title='pwned'</script> 注意")
+    await expect(page).to_have_title(f"Message {res['id']} — customs-gateway")
+    await expect(page.locator("script")).to_have_count(0)
+    await console.seen("markup-in-a-document")
