@@ -207,3 +207,12 @@ def test_a_section_set_whole_beside_its_keys_is_a_clear_error(config_file: Path,
         load_config(config_file, env=env)
     assert e.value.code == "config.invalid" and e.value.field == "security"
     assert "CUSTOMS_GATEWAY_SECURITY__<KEY>" in e.value.detail
+
+
+def test_console_idle_timeout_defaults_to_15_minutes_and_is_bounded(config_file: Path) -> None:
+    assert load_config(config_file, env={}).console.idle_timeout_seconds == 900.0
+    cfg = load_config(config_file, env=_env("console.idle_timeout_seconds", "300"))
+    assert cfg.console.idle_timeout_seconds == 300.0
+    key = "console.idle_timeout_seconds"
+    err = _refused(config_file, _env(key, "30"), key, "config.range")
+    assert str(err) == "console.idle_timeout_seconds must be a number >= 60 and <= 86400 (got '30')"

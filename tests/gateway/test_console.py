@@ -1,20 +1,23 @@
 """The console's security properties over plain HTTP (issue 20): strict headers on every page,
 the session cookie's attributes, CSRF refused, roles as in the API, the idle timeout on the
-gateway's clock, errors as pages. Fast: no browser (tests/e2e/test_console_browser.py has one)."""
+gateway's clock, errors as pages. Fast: no browser (tests/browser/ has the same in Chromium)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import html as html_lib
 import re
 from collections.abc import AsyncIterator
 
 import aiohttp
+import msgspec
 import pytest
 
 from customs_gateway.core.clock import JumpClock
 from customs_gateway.http.console.routes import HEADERS
+from customs_gateway.startup.config import ConsoleConfig
 
-from .conftest import US, Pair
+from .conftest import CN, US, Pair
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -143,6 +146,19 @@ async def test_session_expires_after_idle_time_on_the_gateway_clock(b: Browser) 
     assert status == 303 and r.headers["Location"] == "/console/sign-in"
 
 
+async def test_the_idle_timeout_is_the_configured_one(b: Browser) -> None:
+    pair, clock = b.pair, b.clock
+    cfg = pair.lp.configs[US]
+    await pair.lp.stop(US)
+    pair.lp.configs[US] = msgspec.structs.replace(cfg, console=ConsoleConfig(idle_timeout_seconds=120))
+    await pair.lp.start(US, clock=clock)
+    await b.sign_in(pair.apis[US].tokens["admin"])
+    clock.jump(dt.timedelta(seconds=100))
+    assert (await b.get("/console/link"))[0] == 200
+    clock.jump(dt.timedelta(seconds=121))
+    assert (await b.get("/console/link"))[0] == 303
+
+
 async def test_sign_out_ends_the_session_and_a_revoked_token_ends_it_too(b: Browser) -> None:
     pair = b.pair
     await b.sign_in(pair.apis[US].tokens["admin"])
@@ -174,3 +190,89 @@ async def test_issue_and_revoke_record_the_same_actor_as_the_api(b: Browser) -> 
     entries = [e for _, e in await gw.store.audit_entries(0, 10_000)]
     actor = f"token:{_token_id(admin)}"
     assert any(b'"token_revoked"' in e and actor.encode() in e for e in entries)
+
+
+async def test_search_by_date_range_on_both_directions(b: Browser) -> None:
+    pair, clock = b.pair, b.clock
+    us, cn = pair.apis[US], pair.apis[CN]
+    sent: dict[str, list[tuple[str, dt.date]]] = {US: [], CN: []}
+    for _ in range(2):
+        for name, api in ((US, us), (CN, cn)):
+            status, res = await api.submit("seminar-notice")
+            assert status == 202, res
+            await api.wait_status(res["id"], {"delivered"})
+            sent[name].append((res["id"], clock.now().date()))
+        clock.jump(dt.timedelta(days=3))
+    (first, day1), (second, day2) = sent[US]
+    (in_first, in_day1), (in_second, in_day2) = sent[CN]  # received by US the same day
+    assert day2 - day1 == dt.timedelta(days=3) and (in_day1, in_day2) == (day1, day2)
+    await b.sign_in(pair.apis[US].tokens["auditor"])
+    for direction, one, two in (("outbound", first, second), ("inbound", in_first, in_second)):
+        for since, until, want, unwanted in (
+            (day1, day1, one, two),
+            (day1 + dt.timedelta(days=1), None, two, one),
+            (None, day2 - dt.timedelta(days=1), one, two),
+            (day1, day2, one, None),
+        ):
+            query = f"direction={direction}&since={since or ''}&until={until or ''}"
+            status, html, _ = await b.get(f"/console/messages?{query}")
+            assert status == 200 and want in html, (query, html)
+            assert unwanted is None or unwanted not in html, query
+        status, html, _ = await b.get(f"/console/messages?direction={direction}&since={day2 + dt.timedelta(days=1)}")
+        assert status == 200 and "No message." in html
+    # A received message's page: its sender, acknowledgement and document.
+    status, html, _ = await b.get(f"/console/messages/{in_first}")
+    assert status == 200 and f"<td>{CN}</td>" in html and 'id="status">unacknowledged<' in html
+    assert '<pre id="document">' in html and '"title":' in html_lib.unescape(html)
+    for query, code in (
+        ("since=2026-13-01", "schema.date"),
+        ("until=yesterday", "schema.date"),
+        ("since=2026-12-03T10:00:00Z", "schema.date"),
+        ("since=2026-12-05&until=2026-12-04", "schema.range"),
+        ("direction=inbound&cursor=abc", "schema.cursor"),
+    ):
+        status, html, _ = await b.get(f"/console/messages?{query}")
+        assert status == 422 and code in html and "Traceback" not in html, query
+
+
+async def test_evidence_of_one_message_or_a_clear_error_page(b: Browser) -> None:
+    pair = b.pair
+    status, res = await pair.apis[US].submit("seminar-notice")
+    assert status == 202, res
+    await pair.apis[US].wait_status(res["id"], {"delivered"})
+    await b.sign_in(pair.apis[US].tokens["auditor"])
+    _, html, _ = await b.get(f"/console/messages/{res['id']}")
+    assert f'href="/console/messages/{res["id"]}/evidence"' in html
+    for mid, status_code, code in (
+        (res["id"], 409, "evidence.not_cosigned"),
+        ("0190b1d4-0000-7000-8000-000000000000", 404, "evidence.not_found"),
+        ("nope", 404, "evidence.not_found"),
+        ("x" * 65, 422, "schema.pattern"),
+    ):
+        status, html, r = await b.get(f"/console/messages/{mid}/evidence")
+        assert status == status_code and code in html and "Traceback" not in html, (mid, html)
+        assert r.headers["Content-Security-Policy"] == HEADERS["Content-Security-Policy"]
+
+
+async def test_bad_input_gets_an_error_page_never_a_traceback(b: Browser) -> None:
+    pair = b.pair
+    await b.sign_in(pair.apis[US].tokens["admin"])
+    csrf = await b.csrf()
+    before = (await pair.gw(US).store.list_tokens(), pair.gw(US).identity.bundle.bundle.serial)
+    posts = [
+        ("/console/keys/bogus", {"kind": "signing"}, 404),
+        ("/console/keys/rotate", {"kind": "bogus", "confirm": "yes"}, None),
+        ("/console/keys/renew", {"kind": "signing", "valid_days": "abc", "confirm": "yes"}, 422),
+        ("/console/keys/revoke", {"kid": "nope", "reason": "x", "confirm": "yes"}, None),
+        ("/console/tokens", {"role": "bogus", "label": "x"}, None),
+        ("/console/tokens", {"role": "agency", "label": "x", "valid_days": "-1"}, 422),
+        ("/console/tokens/nope/revoke", {}, None),
+    ]
+    for path, form, want in posts:
+        status, html, _ = await b.post(path, {"csrf": csrf, **form})
+        assert 400 <= status < 500 and (want is None or status == want), (path, form, status)
+        assert 'class="problem"' in html and "Traceback" not in html, (path, html)
+    for path in ("/console/messages/%00", "/console/messages?type=bogus", "/console/messages?direction=sideways"):
+        status, html, _ = await b.get(path)
+        assert 400 <= status < 500 and 'class="problem"' in html and "Traceback" not in html, (path, html)
+    assert (await pair.gw(US).store.list_tokens(), pair.gw(US).identity.bundle.bundle.serial) == before

@@ -706,5 +706,5 @@ def local_app(gw: Gateway, evidence: EvidenceCollector | None = None) -> web.App
         app[EVIDENCE] = evidence
     for method, path, handler, roles in ROUTES:
         app.router.add_route(method, path, _guarded(handler, roles))
-    setup_console(app, gw, key_expiry=key_expiry, export=audit_export)
+    setup_console(app, gw, key_expiry=key_expiry, export=audit_export, evidence=audit_evidence)
     return app

@@ -104,6 +104,14 @@ class PerformanceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     crypto_processes: Annotated[int, msgspec.Meta(ge=0, le=64)] = 2
 
 
+class ConsoleConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The web console at /console/ on the local listener (DESIGN §14)."""
+
+    #: A signed-in session unused this long ends (judged on the gateway's clock); at least a
+    #: minute, at most a day.
+    idle_timeout_seconds: Annotated[float, msgspec.Meta(ge=60, le=_DAY)] = 900.0
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     identity: Identity = ""
     base_dir: str = "."  # set by load_config to the file's directory; never read from the file
@@ -121,6 +129,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     performance: PerformanceConfig = msgspec.field(default_factory=PerformanceConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
 
     def path(self, rel: str) -> Path:
         """Resolve a configured path relative to the config file's directory."""

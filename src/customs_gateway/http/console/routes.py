@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -17,20 +18,19 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from ...core import reference
 from ...core.encoding import format_ts, json_object
-from ...core.envelope import BUSINESS_TYPES
+from ...core.envelope import BUSINESS_TYPES, Document, SignedDocument
 from ...core.errors import AuthError, GatewayError, NotFound, SchemaError
 from ...core.state import STATUSES
 from ...service.gateway import Gateway
 from ...service.lifecycle import DEFAULT_VALID_DAYS, RENEW_KINDS, KeyLifecycle
-from ...store.base import MessageFilter
-from .session import COOKIE, COOKIE_PATH, DEFAULT_IDLE, CsrfRefused, Session, SessionStore
+from .search import Search, results
+from .session import COOKIE, COOKIE_PATH, CsrfRefused, Session, SessionStore
 
 HERE: Final = Path(__file__).parent
 SIGNED_IN: Final = ("admin", "auditor")
 ADMIN: Final = ("admin",)
-PAGE_SIZE: Final = 50
+PAGE_SIZE: Final = 50  # checkpoints on the audit page
 HEADERS: Final = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'",
@@ -50,6 +50,7 @@ class Console:
     #: From the JSON API's module, passed in when it mounts the console (so no import cycle).
     key_expiry: Callable[[Gateway, dt.datetime], Mapping[str, Any]]
     export: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    evidence: Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 CONSOLE: Final = web.AppKey("console", Console)
@@ -199,38 +200,16 @@ async def link(ctx: Ctx) -> web.StreamResponse:
 
 # --- messages ---------------------------------------------------------------------------------
 async def messages(ctx: Ctx) -> web.StreamResponse:
-    gw, q = ctx.gw, ctx.request.query
-    direction = q.get("direction", "outbound")
-    if direction not in ("outbound", "inbound"):
-        raise SchemaError("direction must be outbound or inbound", code="schema.enum", field="direction")
-    status, mtype = q.get("status") or None, q.get("type") or None
-    if status is not None and status not in STATUSES:
-        raise SchemaError(f"status must be one of {', '.join(STATUSES)}", code="schema.enum", field="status")
-    if mtype is not None and mtype not in BUSINESS_TYPES:
-        raise SchemaError(f"type must be one of {', '.join(BUSINESS_TYPES)}", code="schema.enum", field="type")
-    text = q.get("reference") or ""
-    tag = reference.query_tag(gw.index_key, text) if text else None
-    cursor = q.get("cursor") or None
-    rows: list[dict[str, Any]] = []
-    nxt: str | None = None
-    if direction == "inbound":
-        start = int(cursor) if cursor and cursor.isdigit() else 0
-        items = await gw.store.inbox_after(start, PAGE_SIZE, (mtype,) if mtype else BUSINESS_TYPES, tag)
-        rows = [
-            {"id": i.id, "type": i.type, "status": i.ack_status or "unacknowledged", "at": i.received_at} for i in items
-        ]
-        nxt = str(items[-1].cursor) if len(items) == PAGE_SIZE else None
-    else:
-        msgs = await gw.store.list_messages(MessageFilter(status, mtype, reference=tag), cursor, PAGE_SIZE)
-        rows = [{"id": m.id, "type": m.type, "status": m.status, "at": m.created_at} for m in msgs]
-        nxt = msgs[-1].id if len(msgs) == PAGE_SIZE else None
+    """Sent messages or the inbox, searched (`search.Search`: reference, type, status, dates)."""
+    s = Search.from_query(ctx.request.query)
+    rows, nxt = await results(ctx.gw, s)
     return render(
         ctx.request,
         "messages.html",
         ctx.session,
         rows=rows,
-        next_cursor=nxt,
-        q={"direction": direction, "status": status or "", "type": mtype or "", "reference": text},
+        next_url=s.next_url(nxt) if nxt else None,
+        q=s.form(),
         statuses=STATUSES,
         types=BUSINESS_TYPES,
     )
@@ -244,12 +223,21 @@ async def message(ctx: Ctx) -> web.StreamResponse:
     thread = await gw.store.thread(mid)
     if m is None and thread is None:
         raise NotFound(f"no message {mid}", code="message.not_found", field="id")
+    item = None if m is not None else await gw.store.inbox_item(mid)
+    if item is not None and item.type not in BUSINESS_TYPES:
+        item = None
+    if m is not None:
+        doc: Document | None = Document.from_bytes(SignedDocument.from_bytes(m.signed_document).document_bytes)
+    else:
+        doc = Document.from_bytes(item.body) if item is not None else None
     return render(
         ctx.request,
         "message.html",
         ctx.session,
         mid=mid,
         m=m,
+        item=item,
+        body=doc.body if doc is not None else None,
         receipt=json_object(m.receipt) if m and m.receipt else None,
         refusal=json_object(m.refusal) if m and m.refusal else None,
         thread=thread[1] if thread else [],
@@ -326,6 +314,11 @@ async def audit_export(ctx: Ctx) -> web.StreamResponse:
     return await ctx.request.app[CONSOLE].export(ctx.request)  # the API's own export handler, as is
 
 
+async def evidence(ctx: Ctx) -> web.StreamResponse:
+    """Evidence for one message: the API's own handler (the same collector, both logs' proofs)."""
+    return await ctx.request.app[CONSOLE].evidence(ctx.request)
+
+
 async def root(request: web.Request) -> web.StreamResponse:
     return _see_other("/console/link")
 
@@ -340,6 +333,7 @@ PAGES: Final = (
     ("GET", "/console/link", link, SIGNED_IN),
     ("GET", "/console/messages", messages, SIGNED_IN),
     ("GET", "/console/messages/{id}", message, SIGNED_IN),
+    ("GET", "/console/messages/{id}/evidence", evidence, SIGNED_IN),
     ("GET", "/console/audit", audit, SIGNED_IN),
     ("GET", "/console/audit/export", audit_export, SIGNED_IN),
     ("GET", "/console/keys", keys, ADMIN),
@@ -348,6 +342,12 @@ PAGES: Final = (
     ("POST", "/console/tokens", issue, ADMIN),
     ("POST", "/console/tokens/{token_id}/revoke", revoke_token, ADMIN),
 )
+
+
+def _pretty(value: Any) -> str:
+    """JSON for people: indented, and Chinese (any non-ASCII) as itself, never as \\u escapes;
+    the template autoescapes it for HTML."""
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
 
 
 def _fmt(value: Any) -> str:
@@ -362,15 +362,17 @@ def setup(
     *,
     key_expiry: Callable[[Gateway, dt.datetime], Mapping[str, Any]],
     export: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    idle: dt.timedelta = DEFAULT_IDLE,
+    evidence: Callable[[web.Request], Awaitable[web.StreamResponse]],
 ) -> None:
-    """Mount the console on `app` (the local listener) at /console/; `key_expiry` and `export`
-    are the JSON API's, so both show the same readings and the same export."""
+    """Mount the console on `app` (the local listener) at /console/; `key_expiry`, `export` and
+    `evidence` are the JSON API's, so both show the same readings and hand out the same files."""
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, default_helpers=False
     )
     env.filters["ts"] = _fmt
-    app[CONSOLE] = Console(gw, SessionStore(gw.clock, idle), key_expiry, export)
+    env.filters["pretty"] = _pretty
+    idle = dt.timedelta(seconds=gw.config.console.idle_timeout_seconds)
+    app[CONSOLE] = Console(gw, SessionStore(gw.clock, idle), key_expiry, export, evidence)
     app.on_response_prepare.append(_strict_headers)
     app.router.add_get("/console", root)
     app.router.add_get("/console/", root)

@@ -18,7 +18,6 @@ from ...core.clock import Clock
 
 COOKIE: Final = "console_session"
 COOKIE_PATH: Final = "/console/"
-DEFAULT_IDLE: Final = dt.timedelta(minutes=15)
 MAX_SESSIONS: Final = 10_000  # the oldest are dropped beyond this: memory stays bounded
 
 
@@ -48,9 +47,10 @@ class Session:
 
 
 class SessionStore:
-    """The live sessions of one gateway process, idle ones forgotten after `idle`."""
+    """The live sessions of one gateway process, idle ones forgotten after `idle`
+    (`console.idle_timeout_seconds` of the configuration)."""
 
-    def __init__(self, clock: Clock, idle: dt.timedelta = DEFAULT_IDLE) -> None:
+    def __init__(self, clock: Clock, idle: dt.timedelta) -> None:
         self.clock, self.idle = clock, idle
         self._sessions: dict[str, Session] = {}
 

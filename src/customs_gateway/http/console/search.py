@@ -1,0 +1,130 @@
+"""The console's message and inbox search (DESIGN §14): the query a person fills in (direction,
+case reference, type, status, a range of UTC dates), read from the URL and checked, and one page of
+its results from the same store calls as the JSON API's list.
+
+Dates are whole UTC days, both ends included: `since` 2026-12-01 and `until` 2026-12-03 find what
+was created (sent messages) or received (the inbox) from 2026-12-01T00:00Z to before 2026-12-04T00:00Z.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from multidict import MultiMapping
+
+from ...core import reference
+from ...core.envelope import BUSINESS_TYPES
+from ...core.errors import SchemaError
+from ...core.state import STATUSES
+from ...service.gateway import Gateway
+from ...store.base import MessageFilter
+
+PAGE_SIZE: Final = 50
+#: Inbox pages read at most to fill one page when `since` leaves rows out (the inbox has no
+#: time index): past this, the page ends early and offers the next.
+MAX_INBOX_PAGES: Final = 20
+_DAY: Final = dt.timedelta(days=1)
+
+
+def _date(q: MultiMapping[str], name: str) -> dt.date | None:
+    """The date in query parameter `name` (YYYY-MM-DD, as a date field sends it), or None when empty."""
+    raw = q.get(name) or ""
+    if not raw:
+        return None
+    try:
+        if len(raw) == 10:
+            return dt.date.fromisoformat(raw)
+    except ValueError:
+        pass
+    raise SchemaError(f"{name} must be a date, YYYY-MM-DD (e.g. 2026-12-03)", code="schema.date", field=name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """One search as the form and the URL carry it; `from_query` refuses what the store cannot answer."""
+
+    direction: str = "outbound"
+    reference: str = ""
+    type: str | None = None
+    status: str | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+    cursor: str | None = None
+
+    @classmethod
+    def from_query(cls, q: MultiMapping[str]) -> Search:
+        """Raises SchemaError (an error page) for a value outside the form's choices."""
+        direction = q.get("direction") or "outbound"
+        if direction not in ("outbound", "inbound"):
+            raise SchemaError("direction must be outbound or inbound", code="schema.enum", field="direction")
+        status, mtype = q.get("status") or None, q.get("type") or None
+        if status is not None and status not in STATUSES:
+            raise SchemaError(f"status must be one of {', '.join(STATUSES)}", code="schema.enum", field="status")
+        if mtype is not None and mtype not in BUSINESS_TYPES:
+            raise SchemaError(f"type must be one of {', '.join(BUSINESS_TYPES)}", code="schema.enum", field="type")
+        since, until = _date(q, "since"), _date(q, "until")
+        if since is not None and until is not None and until < since:
+            raise SchemaError("until must not be before since", code="schema.range", field="until")
+        cursor = q.get("cursor") or None
+        if cursor is not None and direction == "inbound" and not cursor.isdigit():
+            raise SchemaError("cursor must be the next page's cursor", code="schema.cursor", field="cursor")
+        return cls(direction, q.get("reference") or "", mtype, status, since, until, cursor)
+
+    @property
+    def start(self) -> dt.datetime | None:
+        """The first instant the range admits (midnight UTC of `since`)."""
+        return None if self.since is None else dt.datetime.combine(self.since, dt.time(), dt.timezone.utc)
+
+    @property
+    def end(self) -> dt.datetime | None:
+        """The first instant past the range (midnight UTC after `until`)."""
+        return None if self.until is None else dt.datetime.combine(self.until, dt.time(), dt.timezone.utc) + _DAY
+
+    def form(self) -> dict[str, str]:
+        """The form's fields as filled in (what the page shows, and what the next page's link repeats)."""
+        return {
+            "direction": self.direction,
+            "reference": self.reference,
+            "type": self.type or "",
+            "status": self.status or "",
+            "since": self.since.isoformat() if self.since else "",
+            "until": self.until.isoformat() if self.until else "",
+        }
+
+    def next_url(self, cursor: str) -> str:
+        return "/console/messages?" + urlencode({**self.form(), "cursor": cursor})
+
+
+async def results(gw: Gateway, s: Search) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of `s`: rows (id, type, status, at) and the cursor of the next page, if any."""
+    tag = reference.query_tag(gw.index_key, s.reference) if s.reference else None
+    start, end = s.start, s.end
+    if s.direction == "inbound":
+        rows: list[dict[str, Any]] = []
+        cursor = int(s.cursor) if s.cursor else 0
+        types = (s.type,) if s.type else BUSINESS_TYPES
+        for _ in range(MAX_INBOX_PAGES):
+            want = PAGE_SIZE - len(rows)
+            items = await gw.store.inbox_after(cursor, want, types, tag)
+            for i in items:
+                if end is not None and i.received_at >= end:
+                    return rows, None  # the inbox is in arrival order: nothing later is in range
+                if start is None or i.received_at >= start:
+                    status = i.ack_status or "unacknowledged"
+                    rows.append({"id": i.id, "type": i.type, "status": status, "at": i.received_at})
+            if len(items) < want:
+                return rows, None  # the inbox has no more
+            cursor = items[-1].cursor
+            if len(rows) == PAGE_SIZE:
+                break
+        return rows, str(cursor)
+    msgs = await gw.store.list_messages(MessageFilter(s.status, s.type, start, reference=tag), s.cursor, PAGE_SIZE)
+    out: list[dict[str, Any]] = []
+    for m in msgs:
+        if end is not None and m.created_at >= end:
+            return out, None  # ids are time-ordered (UUIDv7): nothing later is in range
+        out.append({"id": m.id, "type": m.type, "status": m.status, "at": m.created_at})
+    return out, msgs[-1].id if len(msgs) == PAGE_SIZE else None
