@@ -183,7 +183,8 @@ class FileUploads:
         self._busy.add(rec.file_id)
         try:
             rec, hasher = await self._resume(rec)
-            check_resume(rec, offset)
+            if not fresh:  # a new upload (even one declared empty) takes its first part
+                check_resume(rec, offset)
             limit = room(rec, self.config.max_file_bytes)
             if content_length is not None and content_length > limit:
                 raise overflow(rec, self.config.max_file_bytes)
