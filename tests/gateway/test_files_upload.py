@@ -7,6 +7,7 @@ files directory (`app[FILES]`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import errno
@@ -320,7 +321,7 @@ async def test_the_periodic_sweep_removes_expired_uploads(pair: Pair) -> None:
         fid = body["file_id"]
         assert fid in _uploads_of(uploads.directory)
         clock.advance(59)
-        await _wait(lambda: True)
+        await asyncio.sleep(0.05)  # several sweeps run, on a clock that has not reached expiry
         assert fid in _uploads_of(uploads.directory)
         clock.advance(1)
         await _wait(lambda: fid not in _uploads_of(uploads.directory))
@@ -328,8 +329,6 @@ async def test_the_periodic_sweep_removes_expired_uploads(pair: Pair) -> None:
 
 async def _wait(done: Any, tries: int = 200) -> None:
     """Let the sweeper task run (it sweeps every 10 ms) until `done()`; the clock does not move."""
-    import asyncio
-
     for _ in range(tries):
         await asyncio.sleep(0.01)
         if done():
@@ -348,3 +347,73 @@ def test_file_ids_never_reach_a_path() -> None:
             assert e.code == "file.not_found"
         else:
             raise AssertionError(bad)
+
+
+async def _raw(port: int, head: str, body: bytes, *, close: bool) -> bytes:
+    """Send a request head and part of its body over a raw connection; hang up (`close`) or wait
+    for the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.encode() + body)
+    await writer.drain()
+    if close:
+        writer.close()
+        await writer.wait_closed()
+        return b""
+    answer = await asyncio.wait_for(reader.read(65536), 10)
+    writer.close()
+    return answer
+
+
+async def _offset_becomes(pair: Pair, fid: str, want: int) -> None:
+    """Ask HEAD until the gateway has noticed the hang-up and recorded what arrived."""
+    for _ in range(500):
+        _, _, headers = await request(pair, "HEAD", f"/v1/files/{fid}")
+        if headers.get("Upload-Offset") == str(want):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"offset stayed {headers.get('Upload-Offset')}, not {want}")
+
+
+async def test_a_client_that_hangs_up_keeps_what_arrived_of_a_patch_and_nothing_of_a_post(pair: Pair) -> None:
+    data = pattern(300_000, seed=5)
+    status, body, _ = await request(pair, "POST", "/v1/files", data=data[:1000], headers={"Upload-Length": "300000"})
+    fid = body["file_id"]
+    port = pair.lp.homes[US].local_port
+    token = pair.apis[US].tokens["agency"]
+    head = (
+        f"PATCH /v1/files/{fid} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"Upload-Offset: 1000\r\nContent-Length: {len(data) - 1000}\r\n\r\n"
+    )
+    await _raw(port, head, data[1000:150_000], close=True)
+    await _offset_becomes(pair, fid, 150_000)
+    status, body, _ = await request(
+        pair, "PATCH", f"/v1/files/{fid}", data=data[150_000:], headers={"Upload-Offset": "150000"}
+    )
+    assert status == 200 and body["sha256"] == hashlib.sha256(data).hexdigest()
+
+    listing = set(os.listdir(files_dir(pair)))
+    head = f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 300000\r\n\r\n"
+    await _raw(port, head, data[:100_000], close=True)
+    for _ in range(100):  # the gateway removes the upload once it sees the hang-up
+        await asyncio.sleep(0.01)
+        if set(os.listdir(files_dir(pair))) == listing:
+            break
+    assert set(os.listdir(files_dir(pair))) == listing
+
+
+async def test_a_stalled_part_is_408_and_keeps_what_arrived(pair: Pair) -> None:
+    async with local_client(pair) as (client, uploads):
+        uploads.part_timeout = 0.2
+        h = auth(pair)
+        r = await client.post("/v1/files", data=b"", headers={**h, "Upload-Length": "100"})
+        fid = (await r.json())["file_id"]
+        head = (
+            f"PATCH /v1/files/{fid} HTTP/1.1\r\nHost: x\r\nAuthorization: {h['Authorization']}\r\n"
+            "Upload-Offset: 0\r\nContent-Length: 100\r\n\r\n"
+        )
+        answer = await _raw(client.port or 0, head, b"a" * 40, close=False)
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert b" 408 " in status_line, answer
+        assert b"Upload-Offset: 40" in rest and b"http.body_timeout" in rest
+        r = await client.head(f"/v1/files/{fid}", headers=h)
+        assert r.headers["Upload-Offset"] == "40"

@@ -29,7 +29,7 @@ from ..core.upload import not_found as upload_not_found
 from ..service.files import FileUploads, PartInterrupted
 from ..service.gateway import Gateway
 from . import views
-from .appkeys import CALLER, GATEWAY
+from .appkeys import CALLER
 from .problems import from_error, json_response
 
 FILES: Final = web.AppKey("files", FileUploads)
@@ -40,7 +40,7 @@ TUS_VERSION: Final = "1.0.0"
 async def _part(request: web.Request) -> AsyncIterator[bytes]:
     """The request body in chunks as they arrive; a stall longer than the body read timeout, or
     a client that hangs up, ends it with PartInterrupted."""
-    timeout = request.app[GATEWAY].config.security.body_read_timeout_seconds
+    timeout = request.app[FILES].part_timeout
     chunks = request.content.iter_chunked(READ_CHUNK).__aiter__()
     while True:
         try:
@@ -134,7 +134,8 @@ async def get_file(request: web.Request) -> web.Response:
 
 def setup(app: web.Application, gw: Gateway) -> None:
     """Mount the files directory on the local API: created at start-up, swept while it runs."""
-    uploads = FileUploads(gw.config.files_dir(), gw.config.files, gw.clock, gw.ids)
+    timeout = gw.config.security.body_read_timeout_seconds
+    uploads = FileUploads(gw.config.files_dir(), gw.config.files, gw.clock, gw.ids, part_timeout=timeout)
     app[FILES] = uploads
 
     async def sweeper(app: web.Application) -> AsyncIterator[None]:

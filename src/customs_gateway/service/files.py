@@ -70,9 +70,17 @@ class FileUploads:
     """The files directory: create uploads, append parts at the offset held, expire the idle."""
 
     def __init__(
-        self, directory: Path, config: FilesConfig, clock: Clock, ids: IdSource, *, write: Writer = os.write
+        self,
+        directory: Path,
+        config: FilesConfig,
+        clock: Clock,
+        ids: IdSource,
+        *,
+        write: Writer = os.write,
+        part_timeout: float = 30.0,
     ) -> None:
         self.directory = directory
+        self.part_timeout = part_timeout  # longest wait for the next piece of a part (the HTTP edge applies it)
         self.config = config
         self.clock = clock
         self.ids = ids
