@@ -32,7 +32,7 @@ import structlog
 
 from ..core.clock import Clock, IdSource
 from ..core.errors import GatewayError
-from ..core.upload import UploadError, UploadRecord, check_resume, overflow, room
+from ..core.upload import UploadError, UploadRecord, check_declared_part, check_resume, overflow, room
 from ..startup.config import FilesConfig
 
 log = structlog.get_logger("customs_gateway.files")
@@ -193,10 +193,8 @@ class FileUploads:
             rec, hasher = await self._resume(rec)
             if not fresh:  # a new upload (even one declared empty) takes its first part
                 check_resume(rec, offset)
-            limit = room(rec, self.config.max_file_bytes)
-            if content_length is not None and content_length > limit:
-                raise overflow(rec, self.config.max_file_bytes)
-            return await self._receive(rec, hasher, limit, body, fresh)
+            check_declared_part(rec, content_length, self.config.max_file_bytes)
+            return await self._receive(rec, hasher, room(rec, self.config.max_file_bytes), body, fresh)
         finally:
             self._busy.discard(rec.file_id)
 
