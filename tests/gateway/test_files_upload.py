@@ -417,3 +417,28 @@ async def test_a_stalled_part_is_408_and_keeps_what_arrived(pair: Pair) -> None:
         assert b"Upload-Offset: 40" in rest and b"http.body_timeout" in rest
         r = await client.head(f"/v1/files/{fid}", headers=h)
         assert r.headers["Upload-Offset"] == "40"
+
+
+async def test_bytes_lost_behind_the_gateways_back_are_a_503_never_a_500(pair: Pair) -> None:
+    status, body, _ = await request(pair, "POST", "/v1/files", data=b"abc", headers={"Upload-Length": "6"})
+    fid = body["file_id"]
+    await pair.lp.stop(US)  # the running digest is gone: the next part must re-read the bytes
+    (files_dir(pair) / f"{fid}.data").unlink()
+    await pair.lp.start(US)
+    status, problem, _ = await request(pair, "PATCH", f"/v1/files/{fid}", data=b"def", headers={"Upload-Offset": "3"})
+    assert (status, problem["code"]) == (503, "file.write_failed"), problem
+
+
+def test_a_files_directory_that_cannot_be_made_is_a_configuration_error(tmp_path: Path) -> None:
+    from customs_gateway.core.clock import SystemClock, UUID7Source
+    from customs_gateway.core.errors import ConfigError
+
+    (tmp_path / "occupied").write_text("a file, not a directory")
+    clock = SystemClock()
+    uploads = FileUploads(tmp_path / "occupied" / "files", FilesConfig(), clock, UUID7Source(clock))
+    try:
+        uploads.open()
+    except ConfigError as e:
+        assert e.field == "files.dir" and "cannot be created" in e.detail
+    else:
+        raise AssertionError("no ConfigError")

@@ -31,7 +31,7 @@ import msgspec
 import structlog
 
 from ..core.clock import Clock, IdSource
-from ..core.errors import GatewayError
+from ..core.errors import ConfigError, GatewayError
 from ..core.upload import UploadError, UploadRecord, check_declared_part, check_resume, overflow, room
 from ..startup.config import FilesConfig
 
@@ -90,8 +90,13 @@ class FileUploads:
         self._sweep_after = ""
 
     def open(self) -> None:
-        """Create the directory (mode 0700) if it is missing."""
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Create the directory (mode 0700) if it is missing; ConfigError if it cannot be."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as e:
+            raise ConfigError(
+                f"the files directory {self.directory} cannot be created: {e.strerror}", field="files.dir"
+            ) from e
 
     def _data(self, file_id: str) -> Path:
         return self.directory / f"{file_id}.data"
@@ -107,6 +112,11 @@ class FileUploads:
             raw = self._meta(file_id).read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as e:
+            log.warning("files.read_failed", file_id=file_id, errno=e.errno)
+            raise UploadError(
+                "the gateway could not read the upload's record: retry later", code="file.read_failed", status=503
+            ) from e
         try:
             return msgspec.json.decode(raw, type=UploadRecord)
         except msgspec.DecodeError:
@@ -190,7 +200,11 @@ class FileUploads:
             )
         self._busy.add(rec.file_id)
         try:
-            rec, hasher = await self._resume(rec)
+            try:
+                rec, hasher = await self._resume(rec)
+            except OSError as e:
+                log.warning("files.resume_failed", file_id=rec.file_id, errno=e.errno)
+                raise _disk_error(e) from e
             if not fresh:  # a new upload (even one declared empty) takes its first part
                 check_resume(rec, offset)
             check_declared_part(rec, content_length, self.config.max_file_bytes)
