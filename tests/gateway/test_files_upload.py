@@ -427,6 +427,12 @@ async def test_bytes_lost_behind_the_gateways_back_are_a_503_never_a_500(pair: P
     await pair.lp.start(US)
     status, problem, _ = await request(pair, "PATCH", f"/v1/files/{fid}", data=b"def", headers={"Upload-Offset": "3"})
     assert (status, problem["code"]) == (503, "file.write_failed"), problem
+    status, body, _ = await request(pair, "POST", "/v1/files", data=b"abc", headers={"Upload-Length": "6"})
+    (files_dir(pair) / f"{body['file_id']}.data").unlink()  # while its running digest is held
+    status, problem, _ = await request(
+        pair, "PATCH", f"/v1/files/{body['file_id']}", data=b"def", headers={"Upload-Offset": "3"}
+    )
+    assert (status, problem["code"]) == (503, "file.write_failed"), problem
 
 
 def test_a_files_directory_that_cannot_be_made_is_a_configuration_error(tmp_path: Path) -> None:

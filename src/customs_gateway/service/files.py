@@ -218,7 +218,11 @@ class FileUploads:
         start = hasher.copy()
         offset = rec.offset
         stopped: PartInterrupted | None = None
-        fd = os.open(self._data(rec.file_id), os.O_WRONLY)
+        try:
+            fd = os.open(self._data(rec.file_id), os.O_WRONLY)
+        except OSError as e:  # the bytes went missing behind the gateway's back
+            log.warning("files.write_failed", file_id=rec.file_id, errno=e.errno)
+            raise _disk_error(e) from e
         try:
             os.lseek(fd, offset, os.SEEK_SET)
             try:
