@@ -22,6 +22,7 @@ def _path(p: str) -> str:
         .replace("{kid}", "00" * 16)
         .replace("{token_id}", "0" * 16)
         .replace("{request_id}", "0190a1b2-0000-7000-8000-000000000001")
+        .replace("{file_id}", "0190a1b2-0000-7000-8000-000000000000")
     )
 
 
@@ -32,8 +33,10 @@ async def test_role_matrix(module_pair: Pair, method: str, path: str, roles: tup
     body = {} if method == "POST" else None
     status, prob, headers = await api.call(method, _path(path), role=None, json_body=body)
     assert status == 401, (path, prob)
-    assert prob["code"] == "auth.required"
     assert headers["Content-Type"].startswith("application/problem+json")
+    if method == "HEAD":  # the same answers without a body
+        prob = {"code": "auth.required"}
+    assert prob["code"] == "auth.required"
     status, prob, _ = await api.call(
         method,
         _path(path),
@@ -41,7 +44,7 @@ async def test_role_matrix(module_pair: Pair, method: str, path: str, roles: tup
         json_body=body,
         headers={"Authorization": "Bearer cgw_0000000000000000.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
     )
-    assert status == 401 and prob["code"] == "auth.invalid"
+    assert status == 401 and (method == "HEAD" or prob["code"] == "auth.invalid")
     for role in ROLES:
         status, prob, _ = await api.call(method, _path(path), role=role, json_body=body)
         if role in roles:
@@ -49,7 +52,7 @@ async def test_role_matrix(module_pair: Pair, method: str, path: str, roles: tup
             assert status < 500, (path, role, prob)
         else:
             assert status == 403, (path, role, status, prob)
-            assert prob["code"] == "auth.forbidden"
+            assert method == "HEAD" or prob["code"] == "auth.forbidden"
 
 
 @MODULE_LOOP

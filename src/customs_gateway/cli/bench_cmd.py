@@ -393,7 +393,8 @@ class Bench:
         if self.root.name.startswith("customs-gateway-bench-"):
             for home in homes.values():  # a million rows is gigabytes: do not wait for the temp dir cleanup
                 for f in (home.dir / "data").glob("*"):
-                    f.unlink()
+                    if f.is_file():  # the database files; the (empty) files directory stays for the cleanup
+                        f.unlink()
 
     async def audit_verify(self, row: Row) -> None:
         res = await asyncio.to_thread(bm.audit_verify, self.s.audit_entries)

@@ -34,7 +34,7 @@ from ..service.gateway import Caller, Gateway
 from ..service.lifecycle import DEFAULT_VALID_DAYS, MAX_VALID_DAYS, RENEW_KINDS
 from ..service.lifecycle import KeyLifecycle as KeyLifecycleAPI
 from ..store.base import InboxItem, MessageFilter
-from . import views
+from . import files, views
 from .appkeys import CALLER, EVIDENCE, GATEWAY
 from .console import setup as setup_console
 from .metrics import metrics
@@ -675,6 +675,10 @@ ROUTES: Final = (
     ("POST", "/v1/inbox/{id}/ack", ack, AGENCY),
     ("POST", "/v1/inbox/{id}/consent-requests", ask_consent, AGENCY),
     ("POST", "/v1/messages/{id}/consent-requests/{request_id}/decision", decide_consent, AGENCY),
+    ("POST", "/v1/files", files.create_file, AGENCY),
+    ("GET", "/v1/files/{file_id}", files.get_file, AGENCY),
+    ("HEAD", "/v1/files/{file_id}", files.file_offset, AGENCY),
+    ("PATCH", "/v1/files/{file_id}", files.append_file, AGENCY),
     ("GET", "/v1/schemas", get_schemas, ("agency", "auditor")),
     ("GET", "/v1/admin/keys", admin_keys, ADMIN),
     ("POST", "/v1/admin/keys", admin_rotate, ADMIN),
@@ -706,5 +710,6 @@ def local_app(gw: Gateway, evidence: EvidenceCollector | None = None) -> web.App
         app[EVIDENCE] = evidence
     for method, path, handler, roles in ROUTES:
         app.router.add_route(method, path, _guarded(handler, roles))
+    files.setup(app, gw)
     setup_console(app, gw, key_expiry=key_expiry, export=audit_export, evidence=audit_evidence)
     return app

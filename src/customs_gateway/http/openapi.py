@@ -255,6 +255,92 @@ _REFERENCE: Final = _param(
     "collapsing white space. Indexed as keyed tags, never stored in clear.",
 )
 
+_FILE_ID: Final = _param("path", "file_id", _str(format="uuid", maxLength=64), "the upload's id (`file_id`)")
+_UPLOAD_HEADERS: Final = {
+    "Upload-Offset": {"description": "bytes held: the next part starts here", "schema": _int()},
+    "Upload-Length": {"description": "the declared size (absent if none was declared)", "schema": _int()},
+    "Tus-Resumable": {"description": "the tus protocol version followed", "schema": {"const": "1.0.0"}},
+    "Location": {"description": "/v1/files/{file_id}", "schema": {"type": "string"}},
+}
+_FILE_BYTES: Final = {
+    "required": False,
+    "description": "The file's bytes (any media type), streamed: never held whole in memory.",
+    "content": {"application/octet-stream": {}},
+}
+_HELD_OFFSET: Final = {
+    "Upload-Offset": {"description": "the offset held: resume from here", "schema": _int()},
+}
+#: The upload endpoints (DESIGN §13; http/files.py): tus-style resumable uploads.
+FILE_OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
+    ("POST", "/v1/files"): {
+        "tags": ["files"],
+        "description": "The body is the file's bytes; the request's `Content-Type` is its media type (any; "
+        "`application/octet-stream` when absent). Without `Upload-Length` the body is the whole file and the "
+        "upload is complete when it ends. With `Upload-Length` the body may be a first part (or empty) and "
+        "the rest follows by `PATCH` at the offset held, in the manner of the tus resumable-upload protocol; "
+        "to resume from the first byte, send an empty body. A body cut off, refused or failing to be "
+        "written leaves nothing: no upload is created. At most `files.max_file_bytes` (default 2 GiB: "
+        "`file.too_large`); an upload untouched for `files.upload_ttl_seconds` is removed. It belongs to "
+        "this token: another gets 404.",
+        "parameters": [
+            _param("query", "filename", _str(minLength=1, maxLength=255), "the file's name (no / or \\)"),
+            _param(
+                "header",
+                "Upload-Length",
+                _str(pattern="^[0-9]{1,19}$"),
+                "the whole file's size in bytes, when it is sent in parts",
+            ),
+        ],
+        "requestBody": _FILE_BYTES,
+        "responses": {
+            "201": _json(_ref("FileUpload"), "Created: the bytes of this request are held (fsync'd).", _UPLOAD_HEADERS),
+            **_problems(400, 413, 422, 503),
+        },
+    },
+    ("GET", "/v1/files/{file_id}"): {
+        "tags": ["files"],
+        "description": "Metadata only (the bytes are not served here).",
+        "parameters": [_FILE_ID],
+        "responses": {"200": _json(_ref("FileUpload"), "The upload.", _UPLOAD_HEADERS), **_problems(404)},
+    },
+    ("HEAD", "/v1/files/{file_id}"): {
+        "tags": ["files"],
+        "description": "As tus: `Upload-Offset` is the offset held, `Upload-Length` the declared size; no body.",
+        "parameters": [_FILE_ID],
+        "responses": {"200": {"description": "The offset held.", "headers": _UPLOAD_HEADERS}, **_problems(404)},
+    },
+    ("PATCH", "/v1/files/{file_id}"): {
+        "tags": ["files"],
+        "description": "Appends the body at `Upload-Offset`, which must be the offset held (else 409 "
+        "`file.offset_mismatch` naming it, in the detail and the `Upload-Offset` header). A part that goes "
+        "beyond the declared `Upload-Length` or `files.max_file_bytes` (413), or that cannot be written "
+        "(503 `file.disk_full`), is not kept at all; a part the client stops sending keeps what arrived "
+        "(resume from the offset held). Once complete, `sha256` is the whole file's. "
+        "`application/offset+octet-stream` (tus) or any other Content-Type is accepted.",
+        "parameters": [
+            _FILE_ID,
+            _param(
+                "header",
+                "Upload-Offset",
+                _str(pattern="^[0-9]{1,19}$"),
+                "where this part starts: the offset held",
+                required=True,
+            ),
+        ],
+        "requestBody": _FILE_BYTES,
+        "responses": {
+            "200": _json(_ref("FileUpload"), "The part is held (fsync'd).", _UPLOAD_HEADERS),
+            "409": {
+                "description": "`file.offset_mismatch` (the offset held is in `Upload-Offset`), `file.complete`, "
+                "`file.busy` (another request is writing this upload).",
+                "headers": _HELD_OFFSET,
+                "content": {PROBLEM_TYPE: {"schema": _ref("Problem")}},
+            },
+            **_problems(400, 404, 413, 422, 503),
+        },
+    },
+}
+
 #: (method, path) -> operation fields the handlers do not say themselves. Keys match ROUTES.
 OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
     ("POST", "/v1/messages"): {
@@ -326,6 +412,7 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
         "parameters": [_param("path", "id", _ref("MessageId"), "any message of the thread")],
         "responses": {"200": _json(_ref("Thread"), "The thread."), **_problems(404, 422, 503)},
     },
+    **FILE_OPERATIONS,
     ("GET", "/v1/inbox"): {
         "tags": ["inbox"],
         "summary": "Read verified, decrypted messages from the peer after a cursor (long-poll)",
@@ -848,6 +935,7 @@ def document(routes: Sequence[tuple[str, str, Callable[..., Any], tuple[str, ...
                 for n, d in (
                     ("messages", "submit and track outbound messages (agency)"),
                     ("inbox", "read and acknowledge messages from the peer (agency)"),
+                    ("files", "upload files, streamed and resumable, for documents to carry (agency)"),
                     ("schemas", "message type schemas (agency, auditor)"),
                     ("admin", "keys, peers, tokens (admin)"),
                     ("audit", "the tamper-evident log (auditor)"),

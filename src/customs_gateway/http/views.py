@@ -20,6 +20,7 @@ from ..core.encoding import format_ts, json_object
 from ..core.envelope import BusinessType, SignedDocument
 from ..core.handling import HandlingTerms
 from ..core.state import PENDING, STATUSES
+from ..core.upload import UploadRecord
 from ..service.auth import ROLES
 from ..store.base import InboxItem, OutMessage, ThreadItem, TokenRecord
 
@@ -809,6 +810,38 @@ class ConsentAnswer(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     ] = None
 
 
+class FileUpload(View, frozen=True):
+    """One upload (DESIGN §13): how much of it is held, and once complete its SHA-256."""
+
+    file_id: Annotated[str, msgspec.Meta(description="UUIDv7: the upload's id", extra_json_schema={"format": "uuid"})]
+    size: Annotated[
+        int, msgspec.Meta(ge=0, description="the file's size: Upload-Length as declared, else the bytes sent")
+    ]
+    offset: Annotated[int, msgspec.Meta(ge=0, description="bytes held: resume a PATCH from here")]
+    complete: Annotated[bool, msgspec.Meta(description="every byte is held (offset = size)")]
+    sha256: Annotated[Sha256Hex | None, msgspec.Meta(description="SHA-256 of the whole file, once complete")]
+    media_type: Annotated[str, msgspec.Meta(description="the Content-Type the file was created with")]
+    filename: Annotated[str | None, msgspec.Meta(description="the `filename` it was created with")]
+    created_at: Timestamp
+    expires_at: Annotated[
+        Timestamp, msgspec.Meta(description="removed then unless touched again (files.upload_ttl_seconds)")
+    ]
+
+    @classmethod
+    def of(cls, rec: UploadRecord, ttl_seconds: float) -> FileUpload:
+        return cls(
+            file_id=rec.file_id,
+            size=rec.size,
+            offset=rec.offset,
+            complete=rec.complete,
+            sha256=rec.sha256,
+            media_type=rec.media_type,
+            filename=rec.filename,
+            created_at=format_ts(rec.created_at),
+            expires_at=format_ts(rec.expires_at(ttl_seconds)),
+        )
+
+
 REQUEST_TYPES: tuple[type[msgspec.Struct], ...] = (TokenRequest, ConsentAsk, ConsentAnswer)
 """Request bodies of the local API decoded as Structs here (message bodies live in `core.schemas`)."""
 
@@ -836,6 +869,7 @@ RESPONSE_TYPES: tuple[type[View], ...] = (
     RecoverResponse,
     EnvelopeResults,
     Thread,
+    FileUpload,
 )
 """Every answer type; `openapi.py` generates their components (and those they refer to)."""
 

@@ -112,6 +112,21 @@ class ConsoleConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     idle_timeout_seconds: Annotated[float, msgspec.Meta(ge=60, le=_DAY)] = 900.0
 
 
+class FilesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Uploaded files (DESIGN §13): where their bytes go, and the limits."""
+
+    #: The files directory; empty: `files` beside the SQLite database (store.path). Several
+    #: PostgreSQL replicas need one shared directory here.
+    dir: ConfigPath = ""
+    max_file_bytes: Annotated[int, msgspec.Meta(ge=1, le=1 << 40)] = 2 * 1024**3
+    max_files_per_message: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+    #: An upload untouched this long (and not yet named by a message) is removed.
+    upload_ttl_seconds: Annotated[float, msgspec.Meta(gt=0, le=30 * _DAY)] = float(_DAY)
+    sweep_every_seconds: ShortSeconds = 60.0
+    #: At most this many uploads looked at per sweep (bounded work; the next sweep goes on).
+    sweep_batch: Count = 500
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     identity: Identity = ""
     base_dir: str = "."  # set by load_config to the file's directory; never read from the file
@@ -130,11 +145,16 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     performance: PerformanceConfig = msgspec.field(default_factory=PerformanceConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
+    files: FilesConfig = msgspec.field(default_factory=FilesConfig)
 
     def path(self, rel: str) -> Path:
         """Resolve a configured path relative to the config file's directory."""
         p = Path(rel)
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def files_dir(self) -> Path:
+        """Where uploaded files go: `files.dir`, else `files` beside the store's database file."""
+        return self.path(self.files.dir) if self.files.dir else self.path(self.store.path).parent / "files"
 
 
 _TRUTHY: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}

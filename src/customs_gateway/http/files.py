@@ -1,0 +1,149 @@
+"""The upload endpoints of the local API (DESIGN §13): `POST /v1/files`, then `HEAD` and `PATCH
+/v1/files/{file_id}` to resume in the manner of tus (`Upload-Offset`, `Upload-Length`).
+
+The body is the file's bytes, read from the request stream 64 KiB at a time and written as it
+comes (never whole in memory); the request's Content-Type is the file's media type and the
+`filename` query parameter its name. Roles are the route table's (`http.local.ROUTES`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Final
+
+from aiohttp import ClientConnectionResetError, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from ..core.upload import (
+    OffsetMismatch,
+    UploadRecord,
+    check_file_id,
+    check_filename,
+    check_media_type,
+    parse_length,
+    parse_offset,
+)
+from ..core.upload import not_found as upload_not_found
+from ..service.files import FileUploads, PartInterrupted
+from ..service.gateway import Gateway
+from . import views
+from .appkeys import CALLER
+from .problems import from_error, json_response
+
+FILES: Final = web.AppKey("files", FileUploads)
+READ_CHUNK: Final = 64 * 1024
+TUS_VERSION: Final = "1.0.0"
+
+
+async def _part(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body in chunks as they arrive; a stall longer than the body read timeout, or
+    a client that hangs up, ends it with PartInterrupted."""
+    timeout = request.app[FILES].part_timeout
+    chunks = request.content.iter_chunked(READ_CHUNK).__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as e:
+            raise PartInterrupted(
+                f"no part of the body arrived within {timeout:.0f} s", code="http.body_timeout", status=408
+            ) from e
+        except (ConnectionError, ClientConnectionResetError, HttpProcessingError) as e:
+            raise PartInterrupted("the client closed the connection before the end of the body") from e
+        yield chunk
+
+
+def _upload(request: web.Request) -> tuple[FileUploads, UploadRecord]:
+    """The caller's upload named in the path; 404 for an unknown, expired or another token's one."""
+    uploads = request.app[FILES]
+    file_id = check_file_id(request.match_info["file_id"])
+    rec = uploads.get(file_id)
+    ttl = uploads.config.upload_ttl_seconds
+    if rec is None or not rec.visible_to(request[CALLER].token_id, uploads.clock.now(), ttl):
+        raise upload_not_found(file_id)
+    return uploads, rec
+
+
+def _headers(rec: UploadRecord) -> dict[str, str]:
+    out = {
+        "Upload-Offset": str(rec.offset),
+        "Tus-Resumable": TUS_VERSION,
+        "Cache-Control": "no-store",
+        "Location": f"/v1/files/{rec.file_id}",
+    }
+    if rec.length is not None:
+        out["Upload-Length"] = str(rec.length)
+    return out
+
+
+def _content_length(request: web.Request) -> int | None:
+    return request.content_length if request.content_length is not None and request.content_length >= 0 else None
+
+
+def _answer(rec: UploadRecord, uploads: FileUploads, status: int) -> web.Response:
+    view = views.FileUpload.of(rec, uploads.config.upload_ttl_seconds)
+    return json_response(view, status=status, headers=_headers(rec))
+
+
+async def create_file(request: web.Request) -> web.Response:
+    """Upload a file (streamed), all of it or a first part"""
+    uploads = request.app[FILES]
+    length = parse_length(request.headers.get("Upload-Length"), uploads.config.max_file_bytes)
+    filename = check_filename(request.query.get("filename"))
+    media = check_media_type(request.headers.get("Content-Type") or "application/octet-stream")
+    rec = await uploads.create(
+        request[CALLER].token_id, media, filename, length, _part(request), _content_length(request)
+    )
+    return _answer(rec, uploads, 201)
+
+
+async def append_file(request: web.Request) -> web.Response:
+    """Send the next part of an upload at the offset held"""
+    uploads, rec = _upload(request)
+    offset = parse_offset(request.headers.get("Upload-Offset"))
+    try:
+        rec = await uploads.append(rec, offset, _part(request), _content_length(request))
+    except OffsetMismatch as e:
+        resp = from_error(e, request)
+        resp.headers["Upload-Offset"] = str(e.held)
+        return resp
+    except PartInterrupted as e:  # what arrived is kept: say where to resume
+        resp = from_error(e, request)
+        held = uploads.get(rec.file_id)
+        if held is not None:
+            resp.headers["Upload-Offset"] = str(held.offset)
+        return resp
+    return _answer(rec, uploads, 200)
+
+
+async def file_offset(request: web.Request) -> web.Response:
+    """The offset held of an upload (`Upload-Offset`) and its declared length (`Upload-Length`)"""
+    _, rec = _upload(request)
+    return web.Response(status=200, headers=_headers(rec))
+
+
+async def get_file(request: web.Request) -> web.Response:
+    """An upload's state: size, offset held, and once complete its SHA-256"""
+    uploads, rec = _upload(request)
+    return _answer(rec, uploads, 200)
+
+
+def setup(app: web.Application, gw: Gateway) -> None:
+    """Mount the files directory on the local API: created at start-up, swept while it runs."""
+    timeout = gw.config.security.body_read_timeout_seconds
+    uploads = FileUploads(gw.config.files_dir(), gw.config.files, gw.clock, gw.ids, part_timeout=timeout)
+    app[FILES] = uploads
+
+    async def sweeper(app: web.Application) -> AsyncIterator[None]:
+        uploads.open()
+        task = asyncio.create_task(uploads.run_sweeper(), name="files-sweeper")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(sweeper)
