@@ -276,3 +276,34 @@ async def test_bad_input_gets_an_error_page_never_a_traceback(b: Browser) -> Non
         status, html, _ = await b.get(path)
         assert 400 <= status < 500 and 'class="problem"' in html and "Traceback" not in html, (path, html)
     assert (await pair.gw(US).store.list_tokens(), pair.gw(US).identity.bundle.bundle.serial) == before
+
+
+async def test_a_message_page_shows_its_terms_permissions_and_consent(b: Browser) -> None:
+    """Issue 17 in the console: the handling terms of a message, and on the receiver's side its
+    current permissions and the consent requests about it, both sides alike."""
+    pair = b.pair
+    status, share = await pair.apis[CN].submit("seizure-share")
+    assert status == 202, share
+    await pair.apis[CN].wait_status(share["id"], {"delivered"})
+    party = "State Administration for Market Regulation / 国家市场监督管理总局"
+    status, req, _ = await pair.apis[US].call(
+        "POST",
+        f"/v1/inbox/{share['id']}/consent-requests",
+        json_body={"use": "onward_transfer", "authority": party, "reason": "Product safety recall"},
+    )
+    assert status == 202, req
+    await pair.apis[US].wait_status(req["id"], {"delivered"})
+    status, dec, _ = await pair.apis[CN].call(
+        "POST",
+        f"/v1/messages/{share['id']}/consent-requests/{req['id']}/decision",
+        json_body={"decision": "granted_with_conditions", "conditions": "Recall only <b>no press</b>"},
+    )
+    assert status == 202, dec
+    await pair.apis[CN].wait_status(dec["id"], {"delivered"})
+    await b.sign_in(pair.apis[US].tokens["admin"])
+    _, page, _ = await b.get(f"/console/messages/{share['id']}")
+    text = html_lib.unescape(page)
+    assert 'id="handling"' in page and "ipr-enforcement" in text and "law-enforcement-sensitive" in text
+    assert 'id="permissions"' in page and party in text
+    assert "granted_with_conditions" in text and "<b>no press</b>" not in page  # escaped, shown as text
+    assert "Recall only <b>no press</b>" in text

@@ -221,6 +221,55 @@ class Demo:
             f"joint operation proposal → plan → update → outcome ({shapes[1]}), found by its name"
         )
 
+    async def consent_flow(self) -> str:
+        """The handling terms a seizure share carries, refused terms, and the consent exchange:
+        CN-GACC asks to pass the share to another authority, US-CBP grants with conditions, and
+        CN-GACC's inbox item then shows the grant."""
+        us, cn = IDENTITIES
+        samples = example_dir() / "messages"
+        body = json.loads((samples / "seizure-share.json").read_text(encoding="utf-8"))
+        status, bad = await self.call(
+            us,
+            "POST",
+            "/v1/messages",
+            body={"type": "seizure-share", "to": cn, "body": body, "handling": {"evidentiary_use": "permitted"}},
+        )
+        if status != 422 or bad.get("code") != "handling.evidentiary_use":
+            raise RuntimeError(f"terms outside the profile were not refused: HTTP {status} {bad}")
+        share = await self.send(us, "seizure-share", body)
+        _, item = await self.call(cn, "GET", f"/v1/inbox/{share}")
+        terms = item["handling"]
+        ask = {
+            "use": "onward_transfer",
+            "authority": "Ministry of Public Security, Economic Crime Investigation Department / 公安部经济犯罪侦查局",
+            "reason": "Joint investigation of the shipper named in the seizure / 对扣押中所列发货人的联合调查",
+        }
+        status, req = await self.call(cn, "POST", f"/v1/inbox/{share}/consent-requests", body=ask)
+        if status != 202:
+            raise RuntimeError(f"consent request: HTTP {status} {req}")
+        await self.wait_for(cn, req["id"], {"delivered"})
+        decision = {
+            "decision": "granted_with_conditions",
+            "conditions": "For this investigation only; not to be used as evidence without a further request.\n"
+            "仅限本次调查使用；未经再次请求不得作为证据使用。",
+        }
+        status, dec = await self.call(
+            us, "POST", f"/v1/messages/{share}/consent-requests/{req['id']}/decision", body=decision
+        )
+        if status != 202:
+            raise RuntimeError(f"consent decision: HTTP {status} {dec}")
+        await self.wait_for(us, dec["id"], {"delivered"})
+        _, item = await self.call(cn, "GET", f"/v1/inbox/{share}")
+        granted = item["permissions"]["onward_transfer"]["granted"]
+        if [g["decision_id"] for g in granted] != [dec["id"]]:
+            raise RuntimeError(f"{cn}'s permissions do not show the grant: {item['permissions']}")
+        return (
+            f"terms {terms['purpose']}, {terms['confidentiality']['level']}, "
+            f"onward transfer {terms['onward_transfer']}, kept until {terms['retain_until']}; "
+            f"'evidentiary_use: permitted' refused (422); {cn} asked consent, "
+            f"{us} granted with conditions, {cn}'s inbox item now lists the grant"
+        )
+
     async def replay_and_ack(self) -> str:
         us, cn = IDENTITIES
         _, inbox = await self.call(cn, "GET", "/v1/inbox?limit=500")
@@ -373,6 +422,7 @@ class Demo:
             await self.step(f"{cn} → {us}: every message type", lambda: self.exchange(cn, us))
             await self.step("business acknowledgement", self.replay_and_ack)
             await self.step("agreements: follow-up questions and a joint operation", self.agreement_flows)
+            await self.step("agreements: handling terms and consent for onward transfer", self.consent_flow)
             await self.step("key rotation mid-stream", self.rotation_mid_stream)
             await self.step("checkpoints cosigned", self.cosign)
             await self.step("audit export and offline verify", self.audit)

@@ -18,6 +18,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from ...core import consent, handling
 from ...core.encoding import format_ts, json_object
 from ...core.envelope import BUSINESS_TYPES, Document, SignedDocument
 from ...core.errors import AuthError, GatewayError, NotFound, SchemaError
@@ -230,6 +231,9 @@ async def message(ctx: Ctx) -> web.StreamResponse:
         doc: Document | None = Document.from_bytes(SignedDocument.from_bytes(m.signed_document).document_bytes)
     else:
         doc = Document.from_bytes(item.body) if item is not None else None
+    terms = handling.from_wire(doc.handling) if doc is not None and doc.handling is not None else None
+    today = gw.clock.now().date()
+    records = (await gw.store.consents_for([mid])).get(mid, []) if m is not None or item is not None else []
     return render(
         ctx.request,
         "message.html",
@@ -241,6 +245,9 @@ async def message(ctx: Ctx) -> web.StreamResponse:
         receipt=json_object(m.receipt) if m and m.receipt else None,
         refusal=json_object(m.refusal) if m and m.refusal else None,
         thread=thread[1] if thread else [],
+        terms=handling.to_wire(terms) if terms is not None else None,
+        permissions=consent.permissions(terms, records, today) if item is not None else None,
+        consents=[(r, consent.status_of(r, today)) for r in records],
     )
 
 
