@@ -226,10 +226,10 @@ STRUCTS = [
 ]  # fmt: skip
 SKIPPED = {
     "SeizureShare": {"seizure_date", "import_export_date", "commodities", "infringed_trademarks", "manufacturers",
-                     "shippers", "health_safety_risk"},
+                     "shippers", "health_safety_risk", "files"},
     "PortVisitInvitation": {"proposed_dates", "delegation_size", "contacts", "reply_by"},
     "PortVisitReply": {"proposed_dates", "delegation_size"},
-    "SeminarNotice": {"starts_at", "ends_at", "registration_deadline", "seats", "attachments"},
+    "SeminarNotice": {"starts_at", "ends_at", "registration_deadline", "seats", "attachments", "files"},
     "DateRange": {"start", "end"},
 }  # fmt: skip
 

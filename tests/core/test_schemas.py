@@ -83,6 +83,7 @@ def test_every_type_has_a_sample() -> None:
         "information-request",
         "consent-request",
         "consent-decision",
+        "training-material",
     )
     assert {p.stem for p in SAMPLES.glob("*.json")} >= set(MESSAGE_TYPES)
 

@@ -79,7 +79,7 @@ async def every_type_bodies(pair: Pair) -> dict[str, dict[str, Any]]:
         "consent-request": {"message_id": inv["id"]},
         "consent-decision": {"request_id": req["id"]},
     }
-    return {t: {**sample(t), **names.get(t, {})} for t in BUSINESS_TYPES}
+    return {t: await us.with_files(t, {**sample(t), **names.get(t, {})}) for t in BUSINESS_TYPES}
 
 
 def _mod(pkg: ModuleType, name: str) -> Any:

@@ -92,6 +92,24 @@ class Api:
                 raise AssertionError(f"message {mid} stayed {res['status']}: {res}")
             await asyncio.sleep(0.05)
 
+    async def upload(self, data: bytes, filename: str = "guide.pdf", media_type: str = "application/pdf") -> str:
+        """A complete upload of `data` (`POST /v1/files`); its file id."""
+        status, res, _ = await self.call(
+            "POST", f"/v1/files?filename={filename}", data=data, headers={"Content-Type": media_type}
+        )
+        assert status == 201, res
+        return str(res["file_id"])
+
+    async def with_files(self, msg_type: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`body` (the sample) with each file it names uploaded now (a small PDF) and named by its id."""
+        b = dict(body or sample(msg_type))
+        if "files" in b:
+            b["files"] = [
+                {**f, "file_id": await self.upload(b"%PDF-1.4 " + f["filename"].encode() * 50, "f.pdf")}
+                for f in b["files"]
+            ]
+        return b
+
 
 class Pair:
     def __init__(self, lp: LocalPair, apis: dict[str, Api]) -> None:

@@ -92,6 +92,7 @@ async def test_a_file_in_parts_across_restarts_keeps_its_offset_and_digest(pair:
         "filename": "training-guide.pdf",
         "created_at": body["created_at"],
         "expires_at": body["expires_at"],
+        "message_id": None,
     }
     for start, end in itertools.pairwise(cuts[1:]):
         await pair.lp.stop(US)

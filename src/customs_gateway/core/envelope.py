@@ -33,6 +33,7 @@ BusinessType = Literal[
     "information-request",
     "consent-request",
     "consent-decision",
+    "training-material",
 ]
 BUSINESS_TYPES: Final[tuple[str, ...]] = get_args(BusinessType)
 CONTROL_TYPES: Final = ("ack", "key-announcement", "cosign-request")

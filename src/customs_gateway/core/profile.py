@@ -41,7 +41,7 @@ __all__ = [
 Permission = Literal["prohibited", "with-consent", "permitted"]
 PERMISSIONS: Final[tuple[str, ...]] = get_args(Permission)
 #: Types a profile may describe: every business type (all required) and those coming later.
-LATER_TYPES: Final = ("training-material",)
+LATER_TYPES: Final[tuple[str, ...]] = ()
 PROFILE_TYPES: Final = BUSINESS_TYPES + LATER_TYPES
 
 MAX_PROFILE_BYTES: Final = 256 * 1024

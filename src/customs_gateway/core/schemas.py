@@ -46,6 +46,9 @@ __all__ = [
 MAX_ITEMS = 500  # commodity lines, container numbers
 MAX_PARTIES = 100  # trademarks, manufacturers, shippers
 MAX_SMALL_LIST = 10  # date ranges, contacts, languages, attachments
+#: Files one document may name in any configuration (`files.max_files_per_message` is the
+#: working limit, 20 by default; this bound keeps the schema finite).
+MAX_FILES = 1000
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -187,9 +190,11 @@ class SeizureShare(_Body, frozen=True, kw_only=True):
     container_numbers: Annotated[list[refdata.ContainerNumber], Meta(max_length=MAX_ITEMS)] = []
     health_safety_risk: bool
     notes: refdata.Notes = ""
+    files: Files = []  # evidence photos, reports
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_files(self.files)
         # Imported goods cannot be seized before they arrive; an export may be stopped ahead of its
         # declared date, so the order rule binds imports only.
         if self.direction == "import" and self.import_export_date > self.seizure_date:
@@ -293,6 +298,47 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
+#: A file's media type as RFC 6838 spells one (any type: a presentation, a video); lower case.
+FileMediaType = Annotated[
+    str,
+    Meta(
+        max_length=255,
+        pattern=r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$",
+        description="A media type such as application/pdf, lower case, without parameters.",
+    ),
+]
+
+
+class DocumentFile(_Body, frozen=True, kw_only=True):
+    """A file the document carries beside the envelope (DESIGN §13). A back-end names an upload by
+    `file_id`, `filename` and `media_type`; the gateway writes the plaintext's `size` and `sha256`
+    (lower-case hex) and a random 32-byte `key` (base64url, no padding) that decrypts the file's
+    STREAM ciphertext, and a received document must carry all three. The key travels only inside
+    the sealed document: views leave it out."""
+
+    file_id: refdata.MessageId
+    filename: refdata.Filename
+    media_type: FileMediaType
+    size: (
+        Annotated[int, Meta(ge=0, le=1 << 50, description="written by the gateway: bytes of the plaintext")] | None
+    ) = None
+    sha256: Annotated[str, Meta(pattern="^[0-9a-f]{64}$", description="written by the gateway")] | None = None
+    key: (
+        Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{43}$", description="written by the gateway; never shown")] | None
+    ) = None
+
+
+Files = Annotated[list[DocumentFile], Meta(max_length=MAX_FILES)]
+
+
+def _check_files(files: list[DocumentFile]) -> None:
+    seen: set[str] = set()
+    for i, f in enumerate(files):
+        if f.file_id in seen:
+            raise _Refusal("schema.duplicate", f"files[{i}].file_id", "a file is named twice")
+        seen.add(f.file_id)
+
+
 class SeminarNotice(_Body, frozen=True, kw_only=True):
     """Announcement of an IPR-enforcement seminar or training."""
 
@@ -308,9 +354,11 @@ class SeminarNotice(_Body, frozen=True, kw_only=True):
     registration_deadline: dt.date
     seats: refdata.Seats
     attachments: Annotated[list[Attachment], Meta(max_length=MAX_SMALL_LIST)] = []
+    files: Files = []  # the curriculum, a training guide: too large to attach
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_files(self.files)
         zone = zoneinfo.ZoneInfo(self.time_zone)
         for field in ("starts_at", "ends_at"):
             when: dt.datetime = getattr(self, field)
@@ -457,6 +505,23 @@ class ConsentDecision(_Body, frozen=True, kw_only=True):
             raise _Refusal("schema.forbidden_field", "valid_until", "a refusal has no validity")
 
 
+class TrainingMaterial(_Body, frozen=True, kw_only=True):
+    """Training material shared under the agreements (the curriculum, a training guide, a
+    presentation): described here, carried as files beside the envelope (at least one)."""
+
+    title: refdata.Line
+    kind: Literal["curriculum", "training-guide", "presentation", "other"]
+    version: refdata.Reference
+    languages: Annotated[list[refdata.Language], Meta(min_length=1, max_length=MAX_SMALL_LIST)]
+    summary: refdata.Description
+    topics: Annotated[list[refdata.Line], Meta(max_length=MAX_SMALL_LIST)] = []
+    files: Annotated[list[DocumentFile], Meta(min_length=1, max_length=MAX_FILES)]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_files(self.files)
+
+
 _BODY_TYPES: dict[str, type[_Body]] = {
     "seizure-share": SeizureShare,
     "port-visit-invitation": PortVisitInvitation,
@@ -466,6 +531,7 @@ _BODY_TYPES: dict[str, type[_Body]] = {
     "information-request": InformationRequest,
     "consent-request": ConsentRequest,
     "consent-decision": ConsentDecision,
+    "training-material": TrainingMaterial,
 }
 MESSAGE_TYPES: tuple[str, ...] = tuple(_BODY_TYPES)
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {t: msgspec.json.Decoder(c) for t, c in _BODY_TYPES.items()}

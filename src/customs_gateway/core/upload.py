@@ -47,6 +47,9 @@ class UploadRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     created_at: dt.datetime
     touched_at: dt.datetime  # the last change: expiry counts from here
     sha256: str | None = None
+    #: The first message that names this upload: from then on it never expires (it goes with
+    #: that message, DESIGN §13).
+    named_by: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -60,10 +63,14 @@ class UploadRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def expires_at(self, ttl_seconds: float) -> dt.datetime:
         return self.touched_at + dt.timedelta(seconds=ttl_seconds)
 
+    def expired(self, now: dt.datetime, ttl_seconds: float) -> bool:
+        """Idle for `ttl_seconds` and named by no message."""
+        return self.named_by is None and now >= self.expires_at(ttl_seconds)
+
     def visible_to(self, owner: str, now: dt.datetime, ttl_seconds: float) -> bool:
         """Whether `owner` may see this upload at `now` (another token's, or an expired one, is
         not found: an id alone reveals nothing)."""
-        return self.owner == owner and now < self.expires_at(ttl_seconds)
+        return self.owner == owner and not self.expired(now, ttl_seconds)
 
 
 def not_found(file_id: str) -> NotFound:

@@ -134,8 +134,7 @@ async def get_file(request: web.Request) -> web.Response:
 
 def setup(app: web.Application, gw: Gateway) -> None:
     """Mount the files directory on the local API: created at start-up, swept while it runs."""
-    timeout = gw.config.security.body_read_timeout_seconds
-    uploads = FileUploads(gw.config.files_dir(), gw.config.files, gw.clock, gw.ids, part_timeout=timeout)
+    uploads = gw.files
     app[FILES] = uploads
 
     async def sweeper(app: web.Application) -> AsyncIterator[None]:

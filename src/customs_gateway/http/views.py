@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from ..core import consent, handling
+from ..core import consent, docfiles, handling
 from ..core.consent import ConsentRecord
 from ..core.encoding import format_ts, json_object
 from ..core.envelope import BusinessType, SignedDocument
@@ -310,7 +310,7 @@ class InboxMessage(InboxSummary, frozen=True):
         fields = _inbox_fields(it)
         return cls(
             **fields,
-            body=json_object(it.body)["body"],
+            body=docfiles.without_keys(json_object(it.body)["body"]),
             permissions=Permissions.of(fields["handling"], consents, today),
             consent_requests=[ConsentRequestStatus.of(r, today) for r in consents],
         )
@@ -824,8 +824,14 @@ class FileUpload(View, frozen=True):
     filename: Annotated[str | None, msgspec.Meta(description="the `filename` it was created with")]
     created_at: Timestamp
     expires_at: Annotated[
-        Timestamp, msgspec.Meta(description="removed then unless touched again (files.upload_ttl_seconds)")
+        Timestamp | None,
+        msgspec.Meta(
+            description="removed then unless touched again (files.upload_ttl_seconds); null once a message names it"
+        ),
     ]
+    message_id: Annotated[
+        str | None, msgspec.Meta(description="the first message naming this upload (it no longer expires), else null")
+    ] = None
 
     @classmethod
     def of(cls, rec: UploadRecord, ttl_seconds: float) -> FileUpload:
@@ -838,7 +844,8 @@ class FileUpload(View, frozen=True):
             media_type=rec.media_type,
             filename=rec.filename,
             created_at=format_ts(rec.created_at),
-            expires_at=format_ts(rec.expires_at(ttl_seconds)),
+            expires_at=None if rec.named_by is not None else format_ts(rec.expires_at(ttl_seconds)),
+            message_id=rec.named_by,
         )
 
 

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ..core import consent, handling, reference, schemas, threads
+from ..core import consent, docfiles, handling, reference, schemas, threads
 from ..core.audit import AuditEntry
 from ..core.bundle import KeyBundle, PeerKeys, SignedBundle
 from ..core.control import AckBody, decode_struct
@@ -248,6 +248,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
                 )
         if doc.type in BUSINESS_TYPES:
             schemas.check_happened(schemas.validate_body(doc.type, doc.body), now)
+            docfiles.check_sealed(doc.body)
             check_document_terms(doc, view.profile)
             refs = reference.tags(view.index_key, doc.type, doc.id, doc.body)
             named = threads.named(doc.type, doc.body)

@@ -295,6 +295,14 @@ class FileUploads:
 
     # --- expiry ----------------------------------------------------------------------------
 
+    def claim(self, file_ids: list[str], message_id: str) -> None:
+        """Mark uploads as named by `message_id`: they no longer expire. An upload already named
+        keeps its first message."""
+        for file_id in file_ids:
+            rec = self.get(file_id)
+            if rec is not None and rec.named_by is None:
+                self._save(msgspec.structs.replace(rec, named_by=message_id))
+
     def sweep(self, now: dt.datetime, limit: int) -> int:
         """Remove expired uploads, reading at most `limit` records a run (the next run goes on
         after the last one read, then starts over); returns how many were removed."""
@@ -304,7 +312,7 @@ class FileUploads:
         removed = 0
         for file_id in todo:
             rec = self.get(file_id)
-            if file_id in self._busy or (rec is not None and now < rec.expires_at(self.config.upload_ttl_seconds)):
+            if file_id in self._busy or (rec is not None and not rec.expired(now, self.config.upload_ttl_seconds)):
                 continue
             self._remove(file_id)
             removed += 1

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 
-from ..core import consent, handling, refdata, reference, schemas, threads
+from ..core import consent, docfiles, handling, refdata, reference, schemas, threads, upload
 from ..core.audit import AuditEntry, NoteSigner, log_origin, witness_name
 from ..core.bundle import PeerKeys, SignedBundle
 from ..core.clock import Clock, IdSource, PeerClockOffset
@@ -46,6 +46,7 @@ from ..startup.keystore import Identity, write_atomic
 from ..store.base import Incoming, MessageFilter, NewMessage, OutMessage, Store, TokenRecord, WitnessState
 from .auth import ROLES, TOKEN_ID_RE, check_secret, new_token, parse_bearer
 from .crypto_workers import CryptoPool, OpenKeys, Refused, open_batch, refused_error
+from .files import FileUploads
 from .tls import PeerTLS
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ class SubmitRequest:
     in_reply_to: str | None = None
     #: The handling terms as the back-end gave them (any subset), completed in `submit`.
     handling: dict[str, Any] | None = None
+    #: The body the document carries: `body` with its files completed (size, sha256, key).
+    document_body: dict[str, Any] | None = None
 
 
 @dataclass
@@ -126,6 +129,14 @@ class Gateway:
         self.clock = clock
         self.ids = ids
         self.randbytes = randbytes
+        #: The files directory: back-ends' uploads, and the files documents name (DESIGN §13).
+        self.files = FileUploads(
+            config.files_dir(),
+            config.files,
+            clock,
+            ids,
+            part_timeout=config.security.body_read_timeout_seconds,
+        )
         self.counters = Counters()
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Condition()
@@ -199,7 +210,9 @@ class Gateway:
         return rec
 
     # --- submit ----------------------------------------------------------------------------
-    def parse_submit(self, raw: bytes) -> SubmitRequest:
+    def parse_submit(self, raw: bytes, owner: str | None = None) -> SubmitRequest:
+        """The submit request in `raw`, its body checked; files it names must be uploads of the
+        token `owner`, complete (`core.docfiles`)."""
         d = _json_request(raw)
         for name in ("type", "to", "body"):
             if name not in d:
@@ -225,7 +238,8 @@ class Gateway:
         if not isinstance(body, dict):
             raise SchemaError("body must be an object", code="schema.type", field="$.body")
         try:
-            schemas.check_happened(schemas.validate_body(msg_type, body), self.clock.now())
+            document_body = self._complete_files(msg_type, body, owner)
+            schemas.check_happened(schemas.validate_body(msg_type, document_body), self.clock.now())
         except SchemaError as e:
             e.field = _under_body(e.field)
             e.errors = tuple({**x, "field": _under_body(x.get("field"))} for x in e.errors)
@@ -247,7 +261,21 @@ class Gateway:
         given = d.get("handling")
         if given is not None and not isinstance(given, dict):
             raise SchemaError("handling must be an object", code="schema.type", field="$.handling")
-        return SubmitRequest(msg_type, to, body, expires_at, reply_to, given)
+        return SubmitRequest(msg_type, to, body, expires_at, reply_to, given, document_body)
+
+    def _complete_files(self, msg_type: str, body: dict[str, Any], owner: str | None) -> dict[str, Any]:
+        files = body.get("files")
+        ids = docfiles.named_file_ids({"files": files}) if isinstance(files, list) else []
+        now, ttl = self.clock.now(), self.config.files.upload_ttl_seconds
+        records = {}
+        for file_id in ids[: self.config.files.max_files_per_message]:
+            rec = self.files.get(file_id) if upload.FILE_ID.fullmatch(file_id) else None
+            records[file_id] = (
+                rec if rec is not None and owner is not None and rec.visible_to(owner, now, ttl) else None
+            )
+        return docfiles.complete(
+            msg_type, body, records, owner, self.config.files.max_files_per_message, self.randbytes
+        )
 
     def handling_terms(self, msg_type: str, given: dict[str, Any] | None, now: dt.datetime) -> HandlingTerms:
         """The terms a new document carries: what the back-end gave, completed from the agreement
@@ -258,7 +286,7 @@ class Gateway:
         return terms
 
     async def submit(self, raw: bytes, caller: Caller, idempotency_key: str | None) -> tuple[OutMessage, bool]:
-        req = self.parse_submit(raw)
+        req = self.parse_submit(raw, caller.token_id)
         now = self.clock.now()
         terms = self.handling_terms(req.type, req.handling, now)
         await self._check_named(req.type, req.body)
@@ -288,7 +316,7 @@ class Gateway:
         request_hash = hashlib.sha256(json_bytes(hashed)).digest()
         msg = self._new_message(
             req.type,
-            req.body,
+            req.document_body if req.document_body is not None else req.body,
             now,
             expires_at,
             caller.token_id,
@@ -307,6 +335,10 @@ class Gateway:
             detail={"type": req.type, **(consent.audit_detail(msg.consent) if msg.consent else {})},
         )
         out, created = await self.store.submit(msg, audit)
+        if req.document_body is not None:
+            # After the commit: a crash in between leaves the uploads to expire a day later at the
+            # earliest, and the idempotent replay of this submit claims them again.
+            self.files.claim(docfiles.named_file_ids(req.document_body), out.id)
         structlog.contextvars.bind_contextvars(message_id=out.id, peer=self.peer.identity)
         if created:
             self.counters.submitted += 1

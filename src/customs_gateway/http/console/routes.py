@@ -18,7 +18,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from ...core import consent, handling
+from ...core import consent, docfiles, handling
 from ...core.encoding import format_ts, json_object
 from ...core.envelope import BUSINESS_TYPES, Document, SignedDocument
 from ...core.errors import AuthError, GatewayError, NotFound, SchemaError
@@ -241,7 +241,7 @@ async def message(ctx: Ctx) -> web.StreamResponse:
         mid=mid,
         m=m,
         item=item,
-        body=doc.body if doc is not None else None,
+        body=docfiles.without_keys(doc.body) if doc is not None else None,
         receipt=json_object(m.receipt) if m and m.receipt else None,
         refusal=json_object(m.refusal) if m and m.refusal else None,
         thread=thread[1] if thread else [],
