@@ -21,7 +21,17 @@ from . import upload
 from .errors import SchemaError
 from .upload import UploadRecord
 
-__all__ = ["KEY_BYTES", "TYPES_WITH_FILES", "FileRequest", "check_sealed", "complete", "named_file_ids", "without_keys"]
+__all__ = [
+    "KEY_BYTES",
+    "TYPES_WITH_FILES",
+    "FileRequest",
+    "SealedFile",
+    "check_sealed",
+    "complete",
+    "named_file_ids",
+    "sealed_files",
+    "without_keys",
+]
 
 KEY_BYTES: Final = 32
 #: The business types whose bodies may (or, training-material, must) name files.
@@ -126,6 +136,26 @@ def check_sealed(body: dict[str, Any]) -> None:
                 raise SchemaError(
                     f"a sent document's file carries its {name}", code="schema.required", field=f"$.files[{i}].{name}"
                 )
+
+
+class SealedFile(msgspec.Struct, frozen=True):
+    """A file as a sent document carries it, with what the gateway wrote."""
+
+    file_id: str
+    filename: str
+    media_type: str
+    size: int
+    sha256: str
+    key: str
+
+
+def sealed_files(msg_type: str, document: bytes) -> list[SealedFile]:
+    """The files a received document (its exact JSON bytes, already checked) names."""
+    if msg_type not in TYPES_WITH_FILES:
+        return []
+    body = msgspec.json.decode(document).get("body")
+    files = body.get("files") if isinstance(body, dict) else None
+    return msgspec.convert(files or [], list[SealedFile])
 
 
 def named_file_ids(body: object) -> list[str]:

@@ -28,6 +28,7 @@ REFUSALS: Final[dict[str, Policy]] = {
     "store.unavailable": Policy(True, "the receiver could not commit; nothing was written"),
     "rate.limited": Policy(True, "too many requests; wait Retry-After"),
     "ack.not_yet_delivered": Policy(True, "an ack for a message whose receipt is still on its way back"),
+    "file.incomplete": Policy(True, "a file the document names is not all held yet: send the rest, then the envelope"),
     # -- permanent: the same document would be refused again -------------------------------------
     "replay.conflict": Policy(False, "the message id was already received with another document"),
     "replay.seq_reused": Policy(False, "a sequence number already received with another message id (a restored peer)"),

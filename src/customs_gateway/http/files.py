@@ -1,5 +1,7 @@
-"""The upload endpoints of the local API (DESIGN §13): `POST /v1/files`, then `HEAD` and `PATCH
-/v1/files/{file_id}` to resume in the manner of tus (`Upload-Offset`, `Upload-Length`).
+"""The file endpoints of the local API (DESIGN §13): uploads (`POST /v1/files`, then `HEAD` and
+`PATCH /v1/files/{file_id}` to resume in the manner of tus: `Upload-Offset`, `Upload-Length`), and
+downloads of the files a message names (`GET /v1/inbox/{id}/files/{file_id}`, decrypted as they
+stream, and the sender's copy at `GET /v1/messages/{id}/files/{file_id}`; one `Range` each).
 
 The body is the file's bytes, read from the request stream 64 KiB at a time and written as it
 comes (never whole in memory); the request's Content-Type is the file's media type and the
@@ -10,12 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import re
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Final
 
 from aiohttp import ClientConnectionResetError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..core.docfiles import SealedFile, sealed_files
+from ..core.envelope import BUSINESS_TYPES, SignedDocument
+from ..core.errors import GatewayError, NotFound
 from ..core.upload import (
     OffsetMismatch,
     UploadRecord,
@@ -29,7 +37,7 @@ from ..core.upload import not_found as upload_not_found
 from ..service.files import FileUploads, PartInterrupted
 from ..service.gateway import Gateway
 from . import views
-from .appkeys import CALLER
+from .appkeys import CALLER, GATEWAY
 from .problems import from_error, json_response
 
 FILES: Final = web.AppKey("files", FileUploads)
@@ -146,3 +154,95 @@ def setup(app: web.Application, gw: Gateway) -> None:
             await task
 
     app.cleanup_ctx.append(sweeper)
+
+
+# --- downloads: the files a message names -----------------------------------------------------
+
+_RANGE: Final = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")
+
+
+def byte_range(raw: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive byte range a `Range` header asks of a `size`-byte file (one range: `a-b`,
+    `a-`, `-n`), None for the whole file; 416 `file.range` when it is malformed or outside."""
+    if raw is None:
+        return None
+    m = _RANGE.fullmatch(raw.strip())
+    first: int | None = None
+    if m is not None and (m.group(1) or m.group(2)):
+        if not m.group(1):  # the last n bytes
+            first, last = max(size - int(m.group(2)), 0), size - 1
+        else:
+            first = int(m.group(1))
+            last = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    if first is None or first > last or first >= size:
+        raise GatewayError(
+            f"Range must be one range bytes=a-b inside the file's {size} bytes",
+            code="file.range",
+            status=416,
+            field="Range",
+        )
+    return first, last
+
+
+async def _stream(
+    request: web.Request, f: SealedFile, pieces: Callable[[int, int], Iterator[bytes]]
+) -> web.StreamResponse:
+    span = byte_range(request.headers.get("Range"), f.size)
+    first, last = span if span is not None else (0, f.size - 1)
+    headers = {
+        "Content-Type": f.media_type,
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(last - first + 1 if f.size else 0),
+        "Content-Disposition": f"attachment; filename*=UTF-8''{urllib.parse.quote(f.filename)}",
+        "X-Content-Type-Options": "nosniff",
+        "Digest-SHA256": f.sha256,
+    }
+    if span is not None:
+        headers["Content-Range"] = f"bytes {first}-{last}/{f.size}"
+    resp = web.StreamResponse(status=206 if span is not None else 200, headers=headers)
+    await resp.prepare(request)
+    if f.size:
+        for piece in pieces(first, last):  # a chunk (64 KiB) at a time: memory stays flat
+            await resp.write(piece)
+    await resp.write_eof()
+    return resp
+
+
+def _named(files: list[SealedFile], file_id: str) -> SealedFile:
+    for f in files:
+        if f.file_id == file_id:
+            return f
+    raise NotFound(f"the message names no file {file_id}", code="file.not_found", field="file_id")
+
+
+async def inbox_file(request: web.Request) -> web.StreamResponse:
+    """A file a received message names, decrypted as it streams out (`Range` supported)"""
+    gw = request.app[GATEWAY]
+    it = await gw.store.inbox_item(request.match_info["id"])
+    if it is None or it.type not in BUSINESS_TYPES:
+        raise NotFound(f"no inbox message {request.match_info['id']}", code="inbox.not_found", field="id")
+    f = _named(sealed_files(it.type, it.body), request.match_info["file_id"])
+    return await _stream(request, f, lambda a, b: gw.peer_files.plaintext(f.file_id, f.key, f.size, a, b))
+
+
+async def message_file(request: web.Request) -> web.StreamResponse:
+    """A file a sent message names: the sender's copy (`Range` supported)"""
+    gw = request.app[GATEWAY]
+    m = await gw.store.get_message(request.match_info["id"])
+    if m is None or m.type not in BUSINESS_TYPES:
+        raise NotFound(f"no message {request.match_info['id']}", code="message.not_found", field="id")
+    document = SignedDocument.from_bytes(m.signed_document).document_bytes
+    f = _named(sealed_files(m.type, document), request.match_info["file_id"])
+    return await _stream(request, f, lambda a, b: _plain_pieces(gw.files.data_path(f.file_id), a, b))
+
+
+def _plain_pieces(path: Path, first: int, last: int) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        fh.seek(first)
+        left = last - first + 1
+        while left > 0:
+            block = fh.read(min(65536, left))
+            if not block:
+                return
+            left -= len(block)
+            yield block

@@ -679,6 +679,8 @@ ROUTES: Final = (
     ("GET", "/v1/files/{file_id}", files.get_file, AGENCY),
     ("HEAD", "/v1/files/{file_id}", files.file_offset, AGENCY),
     ("PATCH", "/v1/files/{file_id}", files.append_file, AGENCY),
+    ("GET", "/v1/inbox/{id}/files/{file_id}", files.inbox_file, AGENCY),
+    ("GET", "/v1/messages/{id}/files/{file_id}", files.message_file, AGENCY),
     ("GET", "/v1/schemas", get_schemas, ("agency", "auditor")),
     ("GET", "/v1/admin/keys", admin_keys, ADMIN),
     ("POST", "/v1/admin/keys", admin_rotate, ADMIN),

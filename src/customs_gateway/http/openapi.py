@@ -270,6 +270,30 @@ _FILE_BYTES: Final = {
 _HELD_OFFSET: Final = {
     "Upload-Offset": {"description": "the offset held: resume from here", "schema": _int()},
 }
+
+
+def _download(description: str) -> dict[str, Any]:
+    return {
+        "tags": ["files"],
+        "description": description + " One `Range` (`bytes=a-b`, `a-`, `-n`) gives 206 with `Content-Range`; "
+        "`Digest-SHA256` is the whole file's SHA-256 (hex) as the document states it.",
+        "parameters": [
+            _param("path", "id", _str(format="uuid", maxLength=64), "message id", True),
+            _param("path", "file_id", _str(format="uuid", maxLength=64), "the file's id in the document", True),
+            _param("header", "Range", _str(maxLength=64), "one byte range"),
+        ],
+        "responses": {
+            "200": {"description": "The file.", "content": {"application/octet-stream": {}}},
+            "206": {"description": "The range asked for.", "content": {"application/octet-stream": {}}},
+            "416": {
+                "description": "`file.range`: not one range inside the file.",
+                "content": {PROBLEM_TYPE: {"schema": _ref("Problem")}},
+            },
+            **_problems(404, 422),
+        },
+    }
+
+
 #: The upload endpoints (DESIGN §13; http/files.py): tus-style resumable uploads.
 FILE_OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
     ("POST", "/v1/files"): {
@@ -339,6 +363,11 @@ FILE_OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
             **_problems(400, 404, 413, 422, 503),
         },
     },
+    ("GET", "/v1/inbox/{id}/files/{file_id}"): _download(
+        "A file a received message names, decrypted as it streams out (the receiver checked it whole against "
+        "the signed document's size and SHA-256 before the message entered the inbox)."
+    ),
+    ("GET", "/v1/messages/{id}/files/{file_id}"): _download("The sender's copy of a file a sent message names."),
 }
 
 #: (method, path) -> operation fields the handlers do not say themselves. Keys match ROUTES.
@@ -732,6 +761,35 @@ PEER_PATHS: Final[dict[str, dict[str, Any]]] = {
                 **_problems(400, 403, 409, 422, 503),
             },
         }
+    },
+    "/peer/v1/files/{file_id}": {
+        "put": {
+            "operationId": "peer_file_put",
+            "tags": ["peer"],
+            "summary": "A part of a file's ciphertext, sent before the envelope that names the file (DESIGN §13)",
+            "description": "The body is the file's ChaCha20-Poly1305 STREAM ciphertext, bytes `start..end` of `total` "
+            "as `Content-Range: bytes start-end/total` says; `start` must be the offset held (else 409 "
+            "`file.offset_mismatch`). The answer, 204 or a problem, carries `Upload-Offset`: the bytes held "
+            "(fsync'd), to resume from. A part cut off keeps what arrived (decision 0013).",
+            "security": _MTLS,
+            "parameters": [
+                _param("path", "file_id", _str(format="uuid", maxLength=64), "the file's id", True),
+                _param("header", "Content-Range", _str(maxLength=80), "bytes start-end/total", True),
+            ],
+            "requestBody": {"required": True, "content": {"application/octet-stream": {}}},
+            "responses": {
+                "204": {"description": "Held.", "headers": _HELD_OFFSET},
+                **_problems(403, 409, 413, 422, 503),
+            },
+        },
+        "head": {
+            "operationId": "peer_file_offset",
+            "tags": ["peer"],
+            "summary": "How much of a file's ciphertext is held (`Upload-Offset`, `Upload-Length`); 404: none",
+            "security": _MTLS,
+            "parameters": [_param("path", "file_id", _str(format="uuid", maxLength=64), "the file's id", True)],
+            "responses": {"200": {"description": "Held.", "headers": _HELD_OFFSET}, **_problems(403, 404)},
+        },
     },
     "/peer/v1/evidence/{id}": {
         "get": {

@@ -7,20 +7,24 @@ never widen who may call. Envelope signatures are checked on top of that (G1).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Final
 
 import msgspec
 import structlog
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from ..core.errors import AuthError, GatewayError, SchemaError
 from ..service.evidence import peer_log_part
 from ..service.gateway import Gateway, WitnessSizeMismatch
+from ..service.peer_files import OffsetMismatch, parse_content_range
 from ..service.tls import PeerTLS
 from . import views
-from .problems import Handler, json_response, problem_middleware, read_body
+from .problems import Handler, from_error, json_response, problem_middleware, read_body
 
 GATEWAY: Final = web.AppKey("peer_gateway", Gateway)
 PEER_TLS: Final = web.AppKey("peer_tls", object)
@@ -100,6 +104,51 @@ async def evidence(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+async def file_put(request: web.Request) -> web.Response:
+    """A part of a file's ciphertext (`Content-Range`), appended at the offset held; the answer
+    (204, or a problem) carries `Upload-Offset`, the bytes held, to resume from."""
+    _check_peer(request)
+    files = request.app[GATEWAY].peer_files
+    file_id = request.match_info["file_id"]
+    start, end, total = parse_content_range(request.headers.get("Content-Range"), files.max_total)
+    timeout = request.app[GATEWAY].config.security.body_read_timeout_seconds
+    try:
+        held = await files.receive(file_id, start, end, total, _pieces(request, timeout))
+    except OffsetMismatch as e:
+        resp = from_error(e, request)
+        resp.headers["Upload-Offset"] = str(e.held)
+        return resp
+    except (TimeoutError, ConnectionResetError, ClientConnectionResetError, HttpProcessingError) as e:
+        # What arrived is kept (the record says how much): the sender resumes from there.
+        rec = files.get(file_id)
+        log.info("file.part_interrupted", file_id=file_id, held=rec.offset if rec else 0, why=type(e).__name__)
+        err = GatewayError("the part was cut off; resume from Upload-Offset", code="file.part_interrupted", status=400)
+        resp = from_error(err, request)
+        resp.headers["Upload-Offset"] = str(rec.offset if rec else 0)
+        return resp
+    return web.Response(status=204, headers={"Upload-Offset": str(held)})
+
+
+async def _pieces(request: web.Request, timeout: float) -> AsyncIterator[bytes]:
+    """The request body in pieces, each arriving within `timeout` seconds (a stalled sender ends
+    the part, keeping what arrived)."""
+    while True:
+        async with asyncio.timeout(timeout):
+            piece = await request.content.readany()
+        if not piece:
+            return
+        yield piece
+
+
+async def file_head(request: web.Request) -> web.Response:
+    """How much of a file's ciphertext is held: `Upload-Offset` (and `Upload-Length`); 404 none."""
+    _check_peer(request)
+    rec = request.app[GATEWAY].peer_files.get(request.match_info["file_id"])
+    if rec is None:
+        return web.Response(status=404, headers={"Upload-Offset": "0"})
+    return web.Response(status=200, headers={"Upload-Offset": str(rec.offset), "Upload-Length": str(rec.total)})
+
+
 def _concurrency_cap(limit: int) -> Middleware:
     """At most `limit` peer requests in flight: the rest get 503 + Retry-After at once, so a
     flood cannot queue up unbounded work (the honest peer keeps one request in flight)."""
@@ -132,6 +181,8 @@ def peer_app(gw: Gateway, peer_tls: PeerTLS | None) -> web.Application:
     app.router.add_get("/peer/v1/state", state)
     app.router.add_post("/peer/v1/epoch", epoch)
     app.router.add_get("/peer/v1/evidence/{id}", evidence)
+    app.router.add_put("/peer/v1/files/{file_id}", file_put)
+    app.router.add_route("HEAD", "/peer/v1/files/{file_id}", file_head)
     return app
 
 

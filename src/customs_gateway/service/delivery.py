@@ -21,12 +21,14 @@ from typing import Any
 import aiohttp
 import structlog
 
+from ..core import docfiles
 from ..core.audit import AuditEntry
 from ..core.encoding import format_ts, json_object
-from ..core.envelope import MEDIA_TYPE
+from ..core.envelope import MEDIA_TYPE, SignedDocument
 from ..core.errors import GatewayError
 from ..http.metrics import observe_receipt_latency
 from ..store.base import AttemptOutcome, OutMessage
+from . import peer_files
 from .crypto_workers import (
     BuildItem,
     Built,
@@ -119,6 +121,7 @@ class DeliveryWorker:
         self.last_error: str | None = None
         self._batch_jitter: float | None = None
         self._warned_at: dt.datetime | None = None
+        self.file_progress = peer_files.Progress()  # file ciphertext bytes sent this run
 
     async def start(self) -> None:
         self._session = peer_session(self.tls, self.gw.config.delivery.request_timeout_seconds, limit=4)
@@ -279,6 +282,7 @@ class DeliveryWorker:
             if recovery is not None and recovery.needed:
                 why = "recovery needed: this store is behind the peer; run customs-gateway recover"
                 return [self._retry(m, b, now, why) for m, b in zip(msgs, built, strict=True)]
+            await self._push_files(msgs)
             async with self._session.post(self.url, data=body, headers=_POST_HEADERS, ssl=client_ssl(self.tls)) as resp:
                 raw = await resp.read() if resp.status == 200 else None
             payload = json_object(raw) if raw is not None else None
@@ -309,6 +313,23 @@ class DeliveryWorker:
         ]
         verdicts = await gw.crypto.map(judge_batch, JudgeKeys(gw.name, gw.peer_bundle_bytes()), now, items)
         return [self._judge(m, b, v, now) for m, b, v in zip(msgs, built, verdicts, strict=True)]
+
+    async def _push_files(self, msgs: list[OutMessage]) -> None:
+        """Send the peer every file these messages name that it may not hold yet, before their
+        envelopes (DESIGN §13): each resumes from the offset the peer holds. A failure raises, and
+        the batch is retried like any attempt the link broke. The peer is asked each attempt (a
+        HEAD per file) rather than remembered: a restored peer may have lost what it held."""
+        assert self._session is not None
+        base = self.gw.config.peer.url.rstrip("/") + "/peer/v1/files/"
+        for m in msgs:
+            if m.type not in docfiles.TYPES_WITH_FILES:
+                continue
+            document = SignedDocument.from_bytes(m.signed_document).document_bytes
+            for f in docfiles.sealed_files(m.type, document):
+                path = self.gw.files.data_path(f.file_id)
+                url, ssl = base + f.file_id, client_ssl(self.tls)
+                sent = await peer_files.push(self._session, url, ssl, path, f.key, f.size, progress=self.file_progress)
+                log.info("file.pushed", message_id=m.id, file_id=f.file_id, bytes=sent)
 
     def _judge(self, m: OutMessage, b: Built, v: Verdict, now: dt.datetime) -> AttemptOutcome:
         """The outcome of one verified (or unverifiable) answer, with its audit entries."""

@@ -101,6 +101,10 @@ class FileUploads:
     def _data(self, file_id: str) -> Path:
         return self.directory / f"{file_id}.data"
 
+    def data_path(self, file_id: str) -> Path:
+        """Where an upload's bytes are (an id already checked)."""
+        return self._data(file_id)
+
     def _meta(self, file_id: str) -> Path:
         return self.directory / f"{file_id}.json"
 

@@ -30,6 +30,7 @@ from ..core.envelope import (
 from ..core.epoch import KIND as EPOCH_KIND
 from ..core.epoch import check_epoch, epoch_detail, epoch_of, epoch_origin, note_origin, read_epoch
 from ..core.errors import AuthError, ConfigError, Conflict, DecodeError, GatewayError, NotFound, SchemaError
+from ..core.filecrypt import FileError
 from ..core.handling import HandlingTerms
 from ..core.keys import RandBytes
 from ..core.merkle import ProofError
@@ -47,6 +48,7 @@ from ..store.base import Incoming, MessageFilter, NewMessage, OutMessage, Store,
 from .auth import ROLES, TOKEN_ID_RE, check_secret, new_token, parse_bearer
 from .crypto_workers import CryptoPool, OpenKeys, Refused, open_batch, refused_error
 from .files import FileUploads
+from .peer_files import MissingFile, PeerFiles
 from .tls import PeerTLS
 
 if TYPE_CHECKING:
@@ -137,6 +139,8 @@ class Gateway:
             ids,
             part_timeout=config.security.body_read_timeout_seconds,
         )
+        #: Ciphertexts of the files the peer sends (DESIGN §13), checked before their envelope.
+        self.peer_files = PeerFiles(config.files_dir() / "peer", config.files.max_file_bytes)
         self.counters = Counters()
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Condition()
@@ -461,6 +465,7 @@ class Gateway:
         for _, it in incoming:
             if it.sent_at is not None:
                 self.observe_peer_clock(it.sent_at, now)
+        incoming = await self._files_ready(incoming, results, refusal_audit, now)
         if incoming:
             outcomes = await self.store.accept_incoming([it for _, it in incoming])
             for (i, it), res in zip(incoming, outcomes, strict=True):
@@ -495,6 +500,29 @@ class Gateway:
         if refusal_audit:
             await self.store.append_audit(refusal_audit)
         return [r for r in results if r is not None]
+
+    async def _files_ready(
+        self,
+        incoming: list[tuple[int, Incoming]],
+        results: list[dict[str, Any] | None],
+        refusal_audit: list[AuditEntry],
+        now: dt.datetime,
+    ) -> list[tuple[int, Incoming]]:
+        """The envelopes whose files are all here and check out against their document (G5: a
+        message enters the inbox whole or not at all); the others are refused: `file.incomplete`
+        (retryable: the sender sends the rest and tries again) or the file's check (`file.*`)."""
+        ready = []
+        for i, it in incoming:
+            try:
+                for f in docfiles.sealed_files(it.type, it.body):
+                    await asyncio.to_thread(self.peer_files.check, f.file_id, f.size, f.sha256, f.key)
+            except (MissingFile, FileError) as err:
+                results[i] = self._refuse(it.id, err, now, it.envelope_sha256)
+                refusal_audit.append(self._refusal_entry(it.id, err, now))
+                log.warning("incoming.file_refused", peer=it.sender, message_id=it.id, code=err.code)
+                continue
+            ready.append((i, it))
+        return ready
 
     def observe_peer_clock(self, peer_time: dt.datetime, our_time: dt.datetime) -> None:
         """One reading of the peer's clock from a timestamp it signed; warns (at most every 10

@@ -1,0 +1,295 @@
+"""Files between the gateways (DESIGN §13): the sender pushes each file's STREAM ciphertext to the
+peer before the envelope that names it, resumably; the receiver holds the ciphertexts, checks one
+against the document (decrypts, hashes) before the envelope enters the inbox, and decrypts it
+again, in chunks, for a download.
+
+Wire (`PUT /peer/v1/files/{file_id}`, decision 0013): the body is ciphertext bytes `start..end` of
+`total`, named by `Content-Range: bytes start-end/total`; `start` must be the offset the receiver
+holds (else 409 `file.offset_mismatch`). Every answer, and `HEAD`, carries `Upload-Offset` (bytes
+held) so a sender resumes from there; a broken PUT keeps what arrived. Memory stays flat: bytes
+go to disk in pieces of at most `PIECE`, and ciphertext is made and checked chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+import msgspec
+import structlog
+
+from ..core import filecrypt
+from ..core.errors import GatewayError, SchemaError
+from ..core.filecrypt import SEALED, Decryptor, FileDigest, FileError, ciphertext_size
+from ..core.upload import FILE_ID, UploadError
+
+log = structlog.get_logger("customs_gateway.peer_files")
+
+PIECE: Final = 1024 * 1024  # read and write at most this much at a time
+PART: Final = 2 * 1024 * 1024  # one PUT: a broken link costs at most this much sent twice
+_RANGE: Final = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})")
+
+
+class PeerFileRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the receiver holds of one file's ciphertext: `offset` bytes of `total` (durably), and
+    once checked against a document, the plaintext digest that checked out."""
+
+    file_id: str
+    total: int
+    offset: int
+    verified_sha256: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.offset == self.total
+
+
+def parse_content_range(raw: str | None, max_total: int) -> tuple[int, int, int]:
+    """(start, end exclusive, total) of `Content-Range: bytes start-end/total`; SchemaError naming
+    the header otherwise, 413 `file.too_large` for a total above `max_total`."""
+    m = _RANGE.fullmatch((raw or "").strip())
+    if m is None:
+        raise SchemaError("Content-Range must be bytes start-end/total", code="schema.required", field="Content-Range")
+    start, last, total = (int(g) for g in m.groups())
+    if not start <= last < total:
+        raise SchemaError("Content-Range must have start <= end < total", code="schema.range", field="Content-Range")
+    if total > max_total:
+        raise UploadError(
+            f"a file's ciphertext may be at most {max_total} bytes (files.max_file_bytes)",
+            code="file.too_large",
+            status=413,
+            field="Content-Range",
+        )
+    return start, last + 1, total
+
+
+class PeerFiles:
+    """The directory of ciphertexts the peer sent (`<files dir>/peer`): one `.data` and one `.json`
+    record each; the bytes are fsync'd before the record that counts them."""
+
+    def __init__(self, directory: Path, max_file_bytes: int) -> None:
+        self.directory = directory
+        self.max_total = ciphertext_size(max_file_bytes)
+        self._busy: set[str] = set()
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _data(self, file_id: str) -> Path:
+        return self.directory / f"{file_id}.data"
+
+    def get(self, file_id: str) -> PeerFileRecord | None:
+        if not FILE_ID.fullmatch(file_id):
+            return None
+        try:
+            return msgspec.json.decode((self.directory / f"{file_id}.json").read_bytes(), type=PeerFileRecord)
+        except (FileNotFoundError, msgspec.DecodeError):
+            return None
+
+    def _save(self, rec: PeerFileRecord) -> None:
+        tmp = self.directory / f"{rec.file_id}.json.tmp"
+        tmp.write_bytes(msgspec.json.encode(rec))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.directory / f"{rec.file_id}.json")
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def receive(self, file_id: str, start: int, end: int, total: int, body: AsyncIterator[bytes]) -> int:
+        """Append ciphertext bytes `start..end` of `total` from `body`; the offset held after.
+
+        409 `file.offset_mismatch` unless `start` is the offset held, `file.length_changed` if
+        `total` is not the one first declared, `file.busy` while another request writes it. A
+        body that ends early keeps what arrived; one longer than its range is cut at `end`."""
+        if not FILE_ID.fullmatch(file_id):
+            raise SchemaError("file_id must be a UUID", code="schema.uuid", field="file_id")
+        self.open()
+        if file_id in self._busy:
+            raise UploadError(f"file {file_id} is being written by another request", code="file.busy", status=409)
+        self._busy.add(file_id)
+        try:
+            rec = self.get(file_id) or PeerFileRecord(file_id, total, 0)
+            if rec.total != total:
+                raise UploadError(
+                    f"file {file_id} was declared with {rec.total} bytes",
+                    code="file.length_changed",
+                    field="Content-Range",
+                )
+            if start != rec.offset:
+                raise OffsetMismatch(rec.offset, start)
+            held = rec.offset
+            fd = os.open(self._data(file_id), os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.ftruncate(fd, held)  # bytes past the record were never counted
+                os.lseek(fd, held, os.SEEK_SET)
+                try:
+                    async for received in body:
+                        rest = received[: end - held]
+                        while rest:
+                            n = os.write(fd, rest)
+                            rest = rest[n:]
+                            held += n
+                        if held >= end:
+                            break
+                finally:
+                    os.fsync(fd)
+                    self._save(msgspec.structs.replace(rec, offset=held))
+            finally:
+                os.close(fd)
+            return held
+        finally:
+            self._busy.discard(file_id)
+
+    def check(self, file_id: str, size: int, sha256: str, key_b64: str) -> None:
+        """Decrypt and hash the whole ciphertext against what the document says (once: a file that
+        checked out is remembered). Raises FileError (`file.auth_failed`, `file.truncated`,
+        `file.trailing_data`, `file.size_mismatch`, `file.digest_mismatch`) or `MissingFile`."""
+        rec = self.get(file_id)
+        want = ciphertext_size(size)
+        if rec is None or not rec.complete:
+            raise MissingFile(file_id, 0 if rec is None else rec.offset, want)
+        if rec.verified_sha256 == sha256:
+            return
+        if rec.total != want:
+            raise FileError(
+                f"file {file_id} is {rec.total} ciphertext bytes, the document's size needs {want}",
+                code="file.size_mismatch",
+            )
+        digest = FileDigest()
+        dec = Decryptor(_key(key_b64))
+        for piece in self._pieces(file_id, 0, rec.total):
+            for plain in dec.feed(piece):
+                digest.update(plain)
+        digest.update(dec.finish())
+        digest.finish(size, bytes.fromhex(sha256))
+        self._save(msgspec.structs.replace(rec, verified_sha256=sha256))
+
+    def _pieces(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
+        with open(self._data(file_id), "rb") as f:
+            f.seek(start)
+            while start < end:
+                block = f.read(min(PIECE, end - start))
+                if not block:
+                    return
+                start += len(block)
+                yield block
+
+    def plaintext(self, file_id: str, key_b64: str, size: int, first: int, last: int) -> Iterator[bytes]:
+        """Plaintext bytes `first..last` (inclusive) of a checked file, decrypted chunk by chunk."""
+        key = _key(key_b64)
+        n = filecrypt.chunk_count(size)
+        index = first // filecrypt.CHUNK
+        with open(self._data(file_id), "rb") as f:
+            while index < n and index * filecrypt.CHUNK <= last:
+                start, stop = filecrypt.ciphertext_range(index, size)
+                f.seek(start)
+                plain = filecrypt.decrypt_chunk(key, index, f.read(stop - start), index == n - 1)
+                base = index * filecrypt.CHUNK
+                yield plain[max(first - base, 0) : last - base + 1]
+                index += 1
+
+
+class MissingFile(GatewayError):
+    """An envelope names a file whose ciphertext is not all here yet: the sender sends the rest."""
+
+    code = "file.incomplete"
+    status = 409
+
+    def __init__(self, file_id: str, held: int, total: int) -> None:
+        super().__init__(f"file {file_id}: {held} of {total} ciphertext bytes held; send the rest", field="files")
+
+
+class OffsetMismatch(UploadError):
+    code = "file.offset_mismatch"
+    status = 409
+
+    def __init__(self, held: int, sent: int) -> None:
+        super().__init__(f"Content-Range starts at {sent}, the offset held is {held}", field="Content-Range")
+        self.held = held
+
+
+def _key(key_b64: str) -> bytes:
+    return base64.urlsafe_b64decode(key_b64 + "=")
+
+
+# --- sender --------------------------------------------------------------------------------------
+
+
+def ciphertext_from(path: Path, key_b64: str, size: int, offset: int) -> Iterator[bytes]:
+    """The file at `path` (`size` plaintext bytes) encrypted, from ciphertext byte `offset` on: the
+    STREAM ciphertext is a function of key and plaintext, so a resumed push re-makes only the
+    chunks it still needs."""
+    key = _key(key_b64)
+    n = filecrypt.chunk_count(size)
+    index = offset // SEALED
+    skip = offset - index * SEALED
+    with open(path, "rb") as f:
+        f.seek(index * filecrypt.CHUNK)
+        while index < n:
+            sealed = filecrypt.encrypt_chunk(key, index, f.read(filecrypt.CHUNK), index == n - 1)
+            yield sealed[skip:]
+            skip = 0
+            index += 1
+
+
+class Progress:
+    """Ciphertext bytes handed to the connection, counted as they go (a broken push counts too)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+
+async def push(
+    session: aiohttp.ClientSession,
+    url: str,
+    ssl: object,
+    path: Path,
+    key_b64: str,
+    size: int,
+    *,
+    progress: Progress | None = None,
+    part: int = PART,
+) -> int:
+    """Send one file's ciphertext to `url` (`.../peer/v1/files/{file_id}`) from the offset the
+    peer holds, in PUTs of at most `part` bytes, each answered with the offset held before the next
+    goes: a broken link costs at most one part sent twice. Returns the ciphertext bytes sent;
+    raises GatewayError (`file.push_failed`) when the peer refuses a part; aiohttp and OS errors
+    pass through (the link is down, the next attempt resumes)."""
+    progress = progress if progress is not None else Progress()
+    before = progress.sent
+    total = ciphertext_size(size)
+    async with session.head(url, ssl=ssl) as resp:  # type: ignore[arg-type]
+        held = int(resp.headers.get("Upload-Offset", "0")) if resp.status == 200 else 0
+    pieces = ciphertext_from(path, key_b64, size, held)
+    pending = b""
+    while held < total:
+        end = min(held + part, total)
+
+        async def body(start: int = held, stop: int = end) -> AsyncIterator[bytes]:
+            nonlocal pending
+            at = start
+            while at < stop:
+                if not pending:
+                    pending = next(pieces)
+                piece, pending = pending[: stop - at], pending[stop - at :]
+                at += len(piece)
+                progress.sent += len(piece)
+                yield piece
+
+        headers = {"Content-Range": f"bytes {held}-{end - 1}/{total}", "Content-Type": "application/octet-stream"}
+        async with session.put(url, data=body(), headers=headers, ssl=ssl) as resp:  # type: ignore[arg-type]
+            got = resp.headers.get("Upload-Offset")
+            await resp.read()
+        if resp.status not in (200, 204) or got is None or int(got) != end:
+            why = f"the peer answered HTTP {resp.status} holding {got} of {total}"
+            raise GatewayError(why, code="file.push_failed")
+        held = end
+    return progress.sent - before

@@ -1,0 +1,295 @@
+"""Files between two real gateways (DESIGN §13, issue 19): the ciphertext goes ahead of the envelope
+over the mutual-TLS peer link, resumes where it broke (across a restart), is checked whole before
+the message enters the inbox, streams out decrypted with Range, and memory stays flat."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from customs_gateway.core import docfiles, filecrypt
+from customs_gateway.core.bundle import PeerKeys
+from customs_gateway.core.envelope import SignedDocument
+from customs_gateway.core.filecrypt import FileError
+from customs_gateway.core.receipt import Statement, verify_refusal
+from customs_gateway.service import tls
+from customs_gateway.service.peer_files import MissingFile, PeerFiles, Progress, ciphertext_from, push
+
+from .conftest import CN, US, Pair, sample
+from .test_files_upload import MB, chunks, pattern
+
+
+def peer_ssl(pair: Pair) -> ssl.SSLContext:
+    us = pair.gw(US)
+    return tls.client_context(
+        us.identity.tls_cert_pem, us.identity.tls_key_pem, us.peer.bundle.tls_certificate.encode()
+    )
+
+
+def file_url(pair: Pair, file_id: str) -> str:
+    return f"https://127.0.0.1:{pair.lp.homes[CN].peer_port}/peer/v1/files/{file_id}"
+
+
+async def upload(pair: Pair, data: bytes) -> str:
+    status, res, _ = await pair.apis[US].call(
+        "POST", "/v1/files?filename=guide.pdf", data=chunks(data), headers={"Content-Type": "application/pdf"}
+    )
+    assert status == 201, res
+    return str(res["file_id"])
+
+
+async def submit_guide(pair: Pair, file_id: str) -> str:
+    body = {
+        **sample("training-material"),
+        "files": [{"file_id": file_id, "filename": "培训指南.pdf", "media_type": "application/pdf"}],
+    }
+    status, res = await pair.apis[US].submit("training-material", body=body)
+    assert status == 202, res
+    return str(res["id"])
+
+
+async def sent_file(pair: Pair, message_id: str) -> docfiles.SealedFile:
+    m = await pair.gw(US).store.get_message(message_id)
+    (f,) = docfiles.sealed_files(m.type, SignedDocument.from_bytes(m.signed_document).document_bytes)
+    return f
+
+
+async def download(pair: Pair, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any, str, int]:
+    """Status, headers, SHA-256 (hex) and length of a download, read in pieces."""
+    api = pair.apis[CN] if path.startswith("/v1/inbox") else pair.apis[US]
+    h = {"Authorization": f"Bearer {api.tokens['agency']}", **(headers or {})}
+    digest, n = hashlib.sha256(), 0
+    async with api.session.get(api.url + path, headers=h) as r:
+        async for piece in r.content.iter_chunked(65536):
+            digest.update(piece)
+            n += len(piece)
+        return r.status, r.headers, digest.hexdigest(), n
+
+
+async def test_tens_of_megabytes_cross_whole_with_flat_memory_and_stream_out_with_range(pair: Pair) -> None:
+    data = pattern(40 * MB, seed=7)
+    want = hashlib.sha256(data).hexdigest()
+    fid = await upload(pair, data)
+    tracemalloc.start()
+    try:
+        mid = await submit_guide(pair, fid)
+        m = await pair.apis[US].wait_status(mid, {"delivered"}, timeout=120)
+        status, headers, got, n = await download(pair, f"/v1/inbox/{mid}/files/{fid}")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert m["status"] == "delivered"
+    assert status == 200 and n == len(data) and got == want
+    assert headers["Content-Type"] == "application/pdf" and headers["Digest-SHA256"] == want
+    assert "UTF-8''" in headers["Content-Disposition"]
+    assert peak < 10 * MB, f"peak {peak} bytes while sending, checking and serving {len(data)}"
+    # What crossed is ciphertext: the receiver's copy is not the plaintext.
+    held = pair.gw(CN).peer_files.directory / f"{fid}.data"
+    assert held.stat().st_size == filecrypt.ciphertext_size(len(data))
+    with open(held, "rb") as fh:
+        assert fh.read(65536) != data[:65536]
+    # Ranges, across chunk boundaries, and the sender's copy.
+    first, last = 65536 - 10, 3 * 65536 + 5
+    status, headers, got, n = await download(pair, f"/v1/inbox/{mid}/files/{fid}", {"Range": f"bytes={first}-{last}"})
+    assert status == 206 and headers["Content-Range"] == f"bytes {first}-{last}/{len(data)}"
+    assert got == hashlib.sha256(data[first : last + 1]).hexdigest() and n == last - first + 1
+    status, _, got, _ = await download(pair, f"/v1/inbox/{mid}/files/{fid}", {"Range": "bytes=-100"})
+    assert status == 206 and got == hashlib.sha256(data[-100:]).hexdigest()
+    status, _, got, _ = await download(pair, f"/v1/messages/{mid}/files/{fid}", {"Range": "bytes=1000-"})
+    assert status == 206 and got == hashlib.sha256(data[1000:]).hexdigest()
+    status, _, got, _ = await download(pair, f"/v1/messages/{mid}/files/{fid}")
+    assert status == 200 and got == want
+    # Bad ranges and unknown files are clear problems, never a 500.
+    api = pair.apis[CN]
+    for rng in ("bytes=99999999999-", "bytes=5-2", "lines=1-2"):
+        status, prob, _ = await api.call("GET", f"/v1/inbox/{mid}/files/{fid}", headers={"Range": rng})
+        assert status == 416 and prob["code"] == "file.range" and prob["field"] == "Range", prob
+    status, prob, _ = await api.call("GET", f"/v1/inbox/{mid}/files/{mid}")
+    assert status == 404 and prob["code"] == "file.not_found", prob
+
+
+async def test_a_transfer_broken_midway_resumes_after_a_restart_sending_little_twice(pair: Pair) -> None:
+    data = pattern(32 * MB, seed=3)
+    fid = await upload(pair, data)
+    worker = pair.lp.servers[US].worker
+    await worker.stop()  # the envelope waits while this test breaks the first transfer
+    mid = await submit_guide(pair, fid)
+    f = await sent_file(pair, mid)
+    total = filecrypt.ciphertext_size(f.size)
+    # The sender's own push, cut off by the receiver going down in the middle of a part.
+    first = Progress()
+    async with aiohttp.ClientSession() as session:
+        path = pair.gw(US).files.data_path(fid)
+        task = asyncio.create_task(
+            push(session, file_url(pair, fid), peer_ssl(pair), path, f.key, f.size, progress=first)
+        )
+        while first.sent < 13 * MB:
+            await asyncio.sleep(0.002)
+        await pair.lp.stop(CN)
+        with pytest.raises((aiohttp.ClientError, OSError)):
+            await task
+    await pair.lp.start(CN)
+    held = pair.gw(CN).peer_files.get(fid)
+    assert held is not None and 12 * MB < held.offset <= first.sent and not held.complete
+    await worker.start()
+    m = await pair.apis[US].wait_status(mid, {"delivered"}, timeout=120)
+    assert m["status"] == "delivered"
+    resent = worker.file_progress.sent
+    assert resent == total - held.offset
+    assert first.sent + resent - total < total // 10, (first.sent, resent, total)
+    status, _, got, n = await download(pair, f"/v1/inbox/{mid}/files/{fid}")
+    assert status == 200 and n == len(data) and got == hashlib.sha256(data).hexdigest()
+
+
+def swapped(cipher: bytes) -> bytes:
+    s = filecrypt.SEALED
+    return cipher[s : 2 * s] + cipher[:s] + cipher[2 * s :]
+
+
+def flipped(cipher: bytes) -> bytes:
+    return cipher[:100] + bytes([cipher[100] ^ 1]) + cipher[101:]
+
+
+@pytest.mark.parametrize(("tamper", "code"), [(swapped, "file.auth_failed"), (flipped, "file.auth_failed")])
+async def test_a_ciphertext_that_does_not_check_out_is_refused_and_never_enters_the_inbox(
+    pair: Pair, tamper: Any, code: str
+) -> None:
+    data = pattern(3 * 65536 + 10, seed=5)
+    fid = await upload(pair, data)
+    worker = pair.lp.servers[US].worker
+    await worker.stop()
+    mid = await submit_guide(pair, fid)
+    f = await sent_file(pair, mid)
+    cipher = tamper(b"".join(ciphertext_from(pair.gw(US).files.data_path(fid), f.key, f.size, 0)))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(
+            file_url(pair, fid),
+            data=cipher,
+            headers={"Content-Range": f"bytes 0-{len(cipher) - 1}/{len(cipher)}"},
+            ssl=peer_ssl(pair),
+        ) as resp,
+    ):
+        assert resp.status == 204 and resp.headers["Upload-Offset"] == str(len(cipher))
+    await worker.start()
+    m = await pair.apis[US].wait_status(mid, {"refused"}, timeout=30)
+    refusal = verify_refusal(
+        Statement.from_dict("refusal", m["refusal"]),
+        message_id=mid,
+        sender=US,
+        receiver=CN,
+        key_for=PeerKeys(pair.lp.identity(CN).bundle.bundle).verify_key,
+    )
+    assert refusal.code == code and not refusal.retryable, refusal
+    status, _, _ = await pair.apis[CN].call("GET", f"/v1/inbox/{mid}")
+    assert status == 404
+
+
+async def test_the_peer_file_route_refuses_bad_parts_with_clear_problems(pair: Pair) -> None:
+    fid = "019ae8d0-6b3c-7c4a-9d2e-3f1a5b7c9d0f"
+    async with aiohttp.ClientSession() as session:
+
+        async def put(body: bytes, content_range: str | None) -> tuple[int, Any, Any]:
+            h = {"Content-Range": content_range} if content_range is not None else {}
+            async with session.put(file_url(pair, fid), data=body, headers=h, ssl=peer_ssl(pair)) as r:
+                return r.status, await r.json(content_type=None), r.headers
+
+        status, prob, _ = await put(b"x", None)
+        assert status == 422 and prob["field"] == "Content-Range", prob
+        status, prob, _ = await put(b"x", "bytes 5-1/10")
+        assert status == 422 and prob["code"] == "schema.range", prob
+        status, prob, _ = await put(b"x", f"bytes 0-0/{1 << 60}")
+        assert status == 413 and prob["code"] == "file.too_large", prob
+        status, _, headers = await put(b"abc", "bytes 0-2/10")
+        assert status == 204 and headers["Upload-Offset"] == "3"
+        status, prob, headers = await put(b"abc", "bytes 0-2/10")
+        assert status == 409 and prob["code"] == "file.offset_mismatch" and headers["Upload-Offset"] == "3"
+        status, prob, _ = await put(b"abc", "bytes 3-5/11")
+        assert status == 409 and prob["code"] == "file.length_changed", prob
+        async with session.head(file_url(pair, fid), ssl=peer_ssl(pair)) as r:
+            assert r.status == 200 and r.headers["Upload-Offset"] == "3" and r.headers["Upload-Length"] == "10"
+    # Without the pinned client certificate there is no TLS connection at all.
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientError):
+            async with session.put(file_url(pair, fid), data=b"x", ssl=False) as r:
+                await r.read()
+
+
+# --- the receiver's checks, one refusal each (no network) ----------------------------------------
+
+
+def held(tmp_path: Path, cipher: bytes, file_id: str = "019ae8d0-6b3c-7c4a-9d2e-3f1a5b7c9d01") -> PeerFiles:
+    files = PeerFiles(tmp_path, 1 << 30)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield cipher
+
+    asyncio.run(files.receive(file_id, 0, len(cipher), len(cipher), body()))
+    return files
+
+
+def sealed(data: bytes, key: bytes) -> bytes:
+    enc = filecrypt.Encryptor(key)
+    return b"".join(enc.feed(data)) + enc.finish()
+
+
+KEY = bytes(range(32))
+KEY_B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+FID = "019ae8d0-6b3c-7c4a-9d2e-3f1a5b7c9d01"
+
+
+def cases() -> Iterator[tuple[str, bytes, int, str, str]]:
+    data = pattern(200_000, seed=9)
+    digest = hashlib.sha256(data).hexdigest()
+    c = sealed(data, KEY)
+    yield "truncated", c[: -filecrypt.SEALED + 1000], len(data), digest, "file.size_mismatch"
+    yield (
+        "last chunk dropped",
+        c[: 3 * filecrypt.SEALED],
+        3 * 65536,
+        hashlib.sha256(data[: 3 * 65536]).hexdigest(),
+        ("file.truncated"),
+    )
+    yield "reordered", swapped(c), len(data), digest, "file.auth_failed"
+    yield "wrong size", c, len(data) - 1, digest, "file.size_mismatch"
+    yield "wrong digest", c, len(data), "00" * 32, "file.digest_mismatch"
+    other = pattern(200_000, seed=10)
+    yield "other plaintext", sealed(other, KEY), len(data), digest, "file.digest_mismatch"
+
+
+@pytest.mark.parametrize(("name", "cipher", "size", "digest", "code"), list(cases()), ids=[c[0] for c in cases()])
+def test_the_receiver_refuses_a_file_that_does_not_match_its_document(
+    tmp_path: Path, name: str, cipher: bytes, size: int, digest: str, code: str
+) -> None:
+    files = held(tmp_path, cipher)
+    with pytest.raises(FileError) as e:
+        files.check(FID, size, digest, KEY_B64)
+    assert e.value.code == code, name
+    rec = files.get(FID)
+    assert rec is not None and rec.verified_sha256 is None
+
+
+def test_a_file_not_all_here_is_a_retryable_refusal(tmp_path: Path) -> None:
+    data = pattern(100_000)
+    files = held(tmp_path, b"")
+    with pytest.raises(MissingFile) as e:
+        files.check("019ae8d0-6b3c-7c4a-9d2e-3f1a5b7c9d02", len(data), hashlib.sha256(data).hexdigest(), KEY_B64)
+    assert e.value.code == "file.incomplete" and e.value.retryable
+
+
+def test_a_good_file_checks_out_once_and_decrypts_any_range(tmp_path: Path) -> None:
+    data = pattern(300_000, seed=4)
+    files = held(tmp_path, sealed(data, KEY))
+    files.check(FID, len(data), hashlib.sha256(data).hexdigest(), KEY_B64)
+    rec = files.get(FID)
+    assert rec is not None and rec.verified_sha256 == hashlib.sha256(data).hexdigest()
+    for first, last in ((0, len(data) - 1), (65535, 65536), (131072, 131072), (299_000, len(data) - 1)):
+        assert b"".join(files.plaintext(FID, KEY_B64, len(data), first, last)) == data[first : last + 1]
