@@ -26,5 +26,6 @@ def test_demo_exits_zero_and_every_step_held() -> None:
         "rotation",
         "cosigned",
         "evidence for one message",
+        "a training guide of a few MB",
     ):
         assert expected in names

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import tempfile
 import time
@@ -90,6 +91,27 @@ class Demo:
                 raise RuntimeError(f"{mid} still {m['status']} after {timeout:.0f} s ({m.get('last_error')})")
             await asyncio.sleep(0.05)
 
+    async def upload(self, name: str, data: bytes, filename: str, media_type: str = "application/pdf") -> str:
+        """A complete upload (`POST /v1/files`) on `name`'s gateway; its file id."""
+        assert self.session is not None
+        headers = {"Authorization": f"Bearer {self.tokens[name]['agency']}", "Content-Type": media_type}
+        url = self.url(name) + "/v1/files?filename=" + quote(filename)
+        async with self.session.post(url, data=data, headers=headers) as r:
+            res = await r.json(content_type=None)
+            if r.status != 201:
+                raise RuntimeError(f"upload {filename}: HTTP {r.status} {res}")
+            return str(res["file_id"])
+
+    async def with_files(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` with each file it names uploaded now (a small generated PDF) and named by its id."""
+        if "files" not in body:
+            return body
+        files = []
+        for f in body["files"]:
+            data = training_guide(64 * 1024, f["filename"])
+            files.append({**f, "file_id": await self.upload(name, data, f["filename"])})
+        return {**body, "files": files}
+
     # --- the steps -------------------------------------------------------------------------
     async def start(self) -> str:
         homes = prepare_pair(self.root)
@@ -125,7 +147,7 @@ class Demo:
             "consent-decision": {"request_id": request},
         }
         for t in BUSINESS_TYPES:
-            body = {**sample(t), **names.get(t, {})}
+            body = await self.with_files(sender, {**sample(t), **names.get(t, {})})
             status, res = await self.call(
                 sender, "POST", "/v1/messages", body={"type": t, "to": receiver, "body": body}
             )
@@ -269,6 +291,32 @@ class Demo:
             f"'evidentiary_use: permitted' refused (422); {cn} asked consent, "
             f"{us} granted with conditions, {cn}'s inbox item now lists the grant"
         )
+
+    async def training_guide(self) -> str:
+        """A generated training guide of a few MB from US-CBP to CN-GACC as `training-material`:
+        uploaded, its ciphertext pushed ahead of the envelope, checked whole by the receiver, then
+        downloaded there decrypted as it streams, and compared."""
+        us, cn = IDENTITIES
+        assert self.session is not None
+        data = training_guide(4 * 1024 * 1024, "IPR enforcement training guide")
+        t0 = time.perf_counter()
+        fid = await self.upload(us, data, "知识产权执法培训指南-training-guide.pdf")
+        samples = example_dir() / "messages"
+        body = json.loads((samples / "training-material.json").read_text(encoding="utf-8"))
+        body["files"] = [{**body["files"][0], "file_id": fid}]
+        mid = await self.send(us, "training-material", body)
+        headers = {"Authorization": f"Bearer {self.tokens[cn]['agency']}"}
+        digest, n = hashlib.sha256(), 0
+        async with self.session.get(self.url(cn) + f"/v1/inbox/{mid}/files/{fid}", headers=headers) as r:
+            if r.status != 200:
+                raise RuntimeError(f"download: HTTP {r.status}")
+            async for piece in r.content.iter_chunked(65536):
+                digest.update(piece)
+                n += len(piece)
+        if n != len(data) or digest.digest() != hashlib.sha256(data).digest():
+            raise RuntimeError("the downloaded guide is not the one sent")
+        took = time.perf_counter() - t0
+        return f"{len(data) / 1048576:.1f} MiB uploaded, pushed encrypted, checked and downloaded in {took:.2f} s"
 
     async def replay_and_ack(self) -> str:
         us, cn = IDENTITIES
@@ -420,6 +468,7 @@ class Demo:
                 return False
             await self.step(f"{us} → {cn}: every message type", lambda: self.exchange(us, cn))
             await self.step(f"{cn} → {us}: every message type", lambda: self.exchange(cn, us))
+            await self.step(f"{us} → {cn}: a training guide of a few MB (files)", self.training_guide)
             await self.step("business acknowledgement", self.replay_and_ack)
             await self.step("agreements: follow-up questions and a joint operation", self.agreement_flows)
             await self.step("agreements: handling terms and consent for onward transfer", self.consent_flow)
@@ -441,6 +490,16 @@ class Demo:
         for s in self.steps:
             table.add_row(s.name, "[green]ok[/]" if s.ok else "[red]FAILED[/]", f"{s.seconds:.2f}", s.detail)
         return table
+
+
+def training_guide(size: int, title: str) -> bytes:
+    """`size` bytes of a generated PDF-like training guide (a PDF header, then numbered lines)."""
+    out = bytearray(f"%PDF-1.4\n% {title}\n".encode())
+    line = 0
+    while len(out) < size:
+        line += 1
+        out += f"{line:07d} Identify counterfeit goods posing health and safety risks / 识别侵权假冒商品\n".encode()
+    return bytes(out[:size])
 
 
 def run(args: argparse.Namespace) -> int:
