@@ -21,7 +21,7 @@ from customs_gateway.core.envelope import SignedDocument
 from customs_gateway.core.filecrypt import FileError
 from customs_gateway.core.receipt import Statement, verify_refusal
 from customs_gateway.service import tls
-from customs_gateway.service.peer_files import MissingFile, PeerFiles, Progress, ciphertext_from, push
+from customs_gateway.service.peer_files import PART, MissingFile, PeerFiles, Progress, ciphertext_from, push
 
 from .conftest import CN, US, Pair, sample
 from .test_files_upload import MB, chunks, pattern
@@ -138,7 +138,8 @@ async def test_a_transfer_broken_midway_resumes_after_a_restart_sending_little_t
             await task
     await pair.lp.start(CN)
     held = pair.gw(CN).peer_files.get(fid)
-    assert held is not None and 12 * MB < held.offset <= first.sent and not held.complete
+    # At most the part in flight is lost with the connection; what arrived before it is held.
+    assert held is not None and first.sent - PART <= held.offset <= first.sent and not held.complete
     await worker.start()
     m = await pair.apis[US].wait_status(mid, {"delivered"}, timeout=120)
     assert m["status"] == "delivered"
