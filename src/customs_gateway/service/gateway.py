@@ -38,7 +38,7 @@ from ..core.ratelimit import ConcurrencyLimit, RateLimiter
 from ..core.receipt import make_refusal
 from ..core.recovery import MAX_HELD, Cosigned, make_state
 from ..core.rotation import check_update
-from ..core.state import PeerLink
+from ..core.state import PeerLink, RecentCounts
 from ..core.witness import ForkError, check_advance, cosign_line, parse_request
 from ..startup.agreement import load_agreement_profile
 from ..startup.config import Config
@@ -148,6 +148,8 @@ class Gateway:
         self._peer_bundle_bytes: tuple[PeerKeys | None, bytes] = (None, b"")
         self.peer_clock = PeerClockOffset()
         self.link = PeerLink()
+        #: Deliveries and refusals of the last hour, for the console (`core.state.RecentCounts`).
+        self.recent = RecentCounts(clock.now())
         self._skew_warned_at: dt.datetime | None = None
         #: Distinct forks seen this run: (our cosigned size, root, their size, root).
         self._forks_seen: set[tuple[int, bytes | None, int, bytes]] = set()
