@@ -18,7 +18,7 @@ from customs_gateway.core.clock import JumpClock
 from customs_gateway.http.console.routes import HEADERS
 from customs_gateway.startup.config import ConsoleConfig
 
-from .conftest import CN, US, Pair
+from .conftest import CN, US, Pair, sample
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -334,3 +334,36 @@ async def test_the_link_page_counts_deliveries_and_raises_alerts(b: Browser) -> 
     text = html_lib.unescape(page)
     assert "has been queued since" in text, text
     assert "The peer is failing" in text or "The peer is unreachable" in text, text
+
+
+async def test_search_by_handling_terms_on_both_directions(b: Browser) -> None:
+    pair = b.pair
+    sent = {}
+    for name, msg_type, terms in (
+        ("share", "seizure-share", None),
+        ("notice", "seminar-notice", None),
+        ("inquiry", "seizure-share", {"purpose": "investigation"}),
+    ):
+        body = {"type": msg_type, "to": CN, "body": sample(msg_type), **({"handling": terms} if terms else {})}
+        status, res, _ = await pair.apis[US].call("POST", "/v1/messages", json_body=body)
+        assert status == 202, res
+        sent[name] = res["id"]
+    for mid in sent.values():
+        await pair.apis[US].wait_status(mid, {"delivered"})
+    await b.sign_in(pair.apis[US].tokens["auditor"])
+
+    async def found(query: str) -> set[str]:
+        status, page, _ = await b.get(f"/console/messages?{query}")
+        assert status == 200, page
+        return {mid for mid in sent.values() if mid in page}
+
+    assert await found("purpose=training") == {sent["notice"]}
+    assert await found("purpose=investigation") == {sent["inquiry"]}
+    assert await found("level=law-enforcement-sensitive") == {sent["share"], sent["inquiry"]}
+    assert await found("level=unrestricted&type=seminar-notice") == {sent["notice"]}
+    # The receiver's inbox, through CN-GACC's console.
+    b.url = pair.apis[CN].url
+    await b.sign_in(pair.apis[CN].tokens["auditor"])
+    assert await found("direction=inbound&purpose=ipr-enforcement") == {sent["share"]}
+    status, page, _ = await b.get("/console/messages?purpose=tax")
+    assert status == 422 and "schema.enum" in page and "Traceback" not in page

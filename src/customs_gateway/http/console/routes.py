@@ -248,7 +248,7 @@ def alerts(
 # --- messages ---------------------------------------------------------------------------------
 async def messages(ctx: Ctx) -> web.StreamResponse:
     """Sent messages or the inbox, searched (`search.Search`: reference, type, status, dates)."""
-    s = Search.from_query(ctx.request.query)
+    s = Search.from_query(ctx.request.query, ctx.gw.profile)
     rows, nxt = await results(ctx.gw, s)
     return render(
         ctx.request,
@@ -259,6 +259,8 @@ async def messages(ctx: Ctx) -> web.StreamResponse:
         q=s.form(),
         statuses=STATUSES,
         types=BUSINESS_TYPES,
+        purposes=[p.id for p in ctx.gw.profile.purposes],
+        levels=[c.id for c in ctx.gw.profile.confidentiality],
     )
 
 
