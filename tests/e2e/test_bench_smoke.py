@@ -14,7 +14,19 @@ import subprocess
 import sys
 from typing import Any
 
-ROWS = ("ceiling", "gateway", "latency", "ratio", "rabbitmq", "rss", "rss_queued", "audit_verify")
+ROWS = (
+    "ceiling",
+    "gateway",
+    "gateway_batch",
+    "latency",
+    "ratio",
+    "cpu_multiple",
+    "machine_share",
+    "rabbitmq",
+    "rss",
+    "rss_queued",
+    "audit_verify",
+)
 
 
 def _rabbitmq_available() -> bool:
@@ -44,6 +56,7 @@ def test_quick_bench_measures_every_row() -> None:
         assert row["status"] == "ok", row
         assert row["value"] > 0, row
     assert rows["gateway"]["details"]["delivered"] > 0
+    assert rows["gateway_batch"]["details"]["delivered"] > 0 and not rows["gateway_batch"]["details"]["never_delivered"]
     assert rows["gateway"]["details"]["drain_seconds"] >= 0
     latency = rows["latency"]["details"]["delivered"]
     assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]

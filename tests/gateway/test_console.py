@@ -4,6 +4,7 @@ gateway's clock, errors as pages. Fast: no browser (tests/browser/ has the same 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import html as html_lib
 import re
@@ -17,7 +18,7 @@ from customs_gateway.core.clock import JumpClock
 from customs_gateway.http.console.routes import HEADERS
 from customs_gateway.startup.config import ConsoleConfig
 
-from .conftest import CN, US, Pair
+from .conftest import CN, US, Pair, sample
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -307,3 +308,62 @@ async def test_a_message_page_shows_its_terms_permissions_and_consent(b: Browser
     assert 'id="permissions"' in page and party in text
     assert "granted_with_conditions" in text and "<b>no press</b>" not in page  # escaped, shown as text
     assert "Recall only <b>no press</b>" in text
+
+
+async def test_the_link_page_counts_deliveries_and_raises_alerts(b: Browser) -> None:
+    pair = b.pair
+    status, res = await pair.apis[US].submit("seminar-notice")
+    assert status == 202, res
+    await pair.apis[US].wait_status(res["id"], {"delivered"})
+    await b.sign_in(pair.apis[US].tokens["auditor"])
+    _, page, _ = await b.get("/console/link")
+    assert re.search(r'id="delivered-hour">[1-9]', page), page
+    assert 'id="refused-hour">0<' in page
+    assert "None: the link is healthy." in page
+    # The peer goes away with a message queued; 16 minutes later the page says so.
+    await pair.lp.stop(CN)
+    status, res = await pair.apis[US].submit("seminar-notice")
+    assert status == 202, res
+    b.clock.jump(dt.timedelta(minutes=16))
+    await b.sign_in(pair.apis[US].tokens["auditor"])  # the session has been idle past its timeout
+    for _ in range(100):
+        _, page, _ = await b.get("/console/link")
+        if "is failing" in page or "is unreachable" in page:
+            break
+        await asyncio.sleep(0.1)
+    text = html_lib.unescape(page)
+    assert "has been queued since" in text, text
+    assert "The peer is failing" in text or "The peer is unreachable" in text, text
+
+
+async def test_search_by_handling_terms_on_both_directions(b: Browser) -> None:
+    pair = b.pair
+    sent = {}
+    for name, msg_type, terms in (
+        ("share", "seizure-share", None),
+        ("notice", "seminar-notice", None),
+        ("inquiry", "seizure-share", {"purpose": "investigation"}),
+    ):
+        body = {"type": msg_type, "to": CN, "body": sample(msg_type), **({"handling": terms} if terms else {})}
+        status, res, _ = await pair.apis[US].call("POST", "/v1/messages", json_body=body)
+        assert status == 202, res
+        sent[name] = res["id"]
+    for mid in sent.values():
+        await pair.apis[US].wait_status(mid, {"delivered"})
+    await b.sign_in(pair.apis[US].tokens["auditor"])
+
+    async def found(query: str) -> set[str]:
+        status, page, _ = await b.get(f"/console/messages?{query}")
+        assert status == 200, page
+        return {mid for mid in sent.values() if mid in page}
+
+    assert await found("purpose=training") == {sent["notice"]}
+    assert await found("purpose=investigation") == {sent["inquiry"]}
+    assert await found("level=law-enforcement-sensitive") == {sent["share"], sent["inquiry"]}
+    assert await found("level=unrestricted&type=seminar-notice") == {sent["notice"]}
+    # The receiver's inbox, through CN-GACC's console.
+    b.url = pair.apis[CN].url
+    await b.sign_in(pair.apis[CN].tokens["auditor"])
+    assert await found("direction=inbound&purpose=ipr-enforcement") == {sent["share"]}
+    status, page, _ = await b.get("/console/messages?purpose=tax")
+    assert status == 422 and "schema.enum" in page and "Traceback" not in page

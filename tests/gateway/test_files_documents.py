@@ -73,3 +73,23 @@ async def test_files_a_caller_does_not_hold_whole_are_refused_naming_the_entry(p
     prob = await refused([{**entry, "file_id": done}] * (limit + 1))
     assert (prob["code"], prob["field"]) == ("file.limit", "$.body.files")
     assert "files.max_files_per_message" in prob["detail"]
+
+
+async def test_a_batch_names_files_as_a_submission_does_and_claims_them(pair: Pair) -> None:
+    us = pair.apis[US]
+    fid = await us.upload(b"%PDF-1.4 batch guide " * 500)
+    entry = {"file_id": fid, "filename": "guide.pdf", "media_type": "application/pdf"}
+    missing = {**entry, "file_id": "019ae8d0-6b3c-7c4a-9d2e-3f1a5b7c9d01"}
+    items = [
+        {"type": "training-material", "to": CN, "body": {**sample("training-material"), "files": [entry]}},
+        {"type": "training-material", "to": CN, "body": {**sample("training-material"), "files": [missing]}},
+    ]
+    status, res, _ = await us.call("POST", "/v1/messages:batch", json_body={"messages": items})
+    assert status == 200, res
+    ok, refused = res["results"]
+    assert ok["status"] == "accepted", ok
+    assert refused["status"] == "refused" and refused["problem"]["code"] == "file.not_found", refused
+    assert refused["problem"]["field"] == "$.messages[1].body.files[0].file_id", refused
+    rec = pair.gw(US).files.get(fid)
+    assert rec is not None and rec.named_by == ok["id"]
+    await us.wait_status(ok["id"], {"delivered"})

@@ -352,9 +352,41 @@ class Submitter:
             res = await r.json(content_type=None)
             return str(res["id"])
 
+    async def submit_count(self, session: aiohttp.ClientSession) -> int:
+        """POST once; how many messages were accepted (0 or 1)."""
+        return 0 if await self.submit(session) is None else 1
+
+
+@dataclass
+class BatchSubmitter:
+    """A load client of `POST /v1/messages:batch`: `size` seizure shares per request."""
+
+    url: str
+    token: str
+    peer: str
+    body: dict[str, Any]
+    size: int = 100
+    payload: bytes = field(init=False)
+    headers: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = self.url.rstrip("/") + "/v1/messages:batch"
+        self.headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        item = {"type": "seizure-share", "to": self.peer, "body": self.body}
+        self.payload = json.dumps({"messages": [item] * self.size}, ensure_ascii=False).encode("utf-8")
+
+    async def submit_count(self, session: aiohttp.ClientSession) -> int:
+        """POST one batch; how many of its messages were accepted."""
+        async with session.post(self.url, data=self.payload, headers=self.headers) as r:
+            if r.status != 200:
+                await r.read()
+                return 0
+            res = await r.json(content_type=None)
+            return sum(1 for x in res["results"] if x["status"] == "accepted")
+
 
 async def closed_loop_throughput(
-    submitter: Submitter,
+    submitter: Submitter | BatchSubmitter,
     probe: OutboxProbe,
     *,
     clients: int,
@@ -375,15 +407,15 @@ async def closed_loop_throughput(
     async def client(session: aiohttp.ClientSession) -> None:
         while not stop.is_set():
             try:
-                mid = await submitter.submit(session)
+                n = await submitter.submit_count(session)
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
                 await asyncio.sleep(0.05)
                 continue
-            if mid is None:
+            if n == 0:
                 refused[0] += 1
             else:
-                accepted[0] += 1
+                accepted[0] += n
 
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=60)

@@ -6,6 +6,7 @@ edge can invent a transition (e.g. a late receipt never turns `acknowledged` bac
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 from typing import Final
 
@@ -84,3 +85,33 @@ class PeerLink:
     def unreachable_for(self, now: dt.datetime) -> float:
         """Seconds every attempt has failed for (0 while the peer answers)."""
         return 0.0 if self.failing_since is None else max(0.0, (now - self.failing_since).total_seconds())
+
+
+class RecentCounts:
+    """Events counted per minute over the last hour, per kind (delivered, refused), with the time
+    of the last one: what the console's link page shows. This process's view, from `since` on (a
+    restart starts it afresh; the store and the metrics keep the totals). Times are injected."""
+
+    WINDOW_MINUTES = 60
+
+    def __init__(self, since: dt.datetime) -> None:
+        self.since = since
+        self._minutes: dict[str, collections.deque[list[int]]] = {}
+        self.last: dict[str, dt.datetime] = {}
+
+    def add(self, kind: str, at: dt.datetime, n: int = 1) -> None:
+        minute = int(at.timestamp() // 60)
+        buckets = self._minutes.setdefault(kind, collections.deque())
+        if buckets and buckets[-1][0] == minute:
+            buckets[-1][1] += n
+        else:
+            buckets.append([minute, n])
+        while buckets and buckets[0][0] <= minute - self.WINDOW_MINUTES:
+            buckets.popleft()
+        if kind not in self.last or at > self.last[kind]:
+            self.last[kind] = at
+
+    def last_hour(self, kind: str, now: dt.datetime) -> int:
+        """How many `kind` events in the 60 minutes up to `now`."""
+        minute = int(now.timestamp() // 60)
+        return sum(n for m, n in self._minutes.get(kind, ()) if minute - self.WINDOW_MINUTES < m <= minute)

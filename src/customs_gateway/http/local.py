@@ -149,6 +149,13 @@ async def submit(request: web.Request) -> web.Response:
     return json_response(views.SubmitResponse.of(msg), status=202, headers=headers)
 
 
+async def submit_batch(request: web.Request) -> web.Response:
+    """Submit up to 500 messages at once; one result per message, in order."""
+    gw = request.app[GATEWAY]
+    results = await gw.submit_batch(await _json_body(request), _caller(request))
+    return json_response(views.BatchResults([views.BatchResult.of(r) for r in results]))
+
+
 async def get_message(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     m = await gw.store.get_message(request.match_info["id"])
@@ -667,6 +674,7 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 ROUTES: Final = (
     ("POST", "/v1/messages", submit, AGENCY),
+    ("POST", "/v1/messages:batch", submit_batch, AGENCY),
     ("GET", "/v1/messages", list_messages, AGENCY),
     ("GET", "/v1/messages/{id}", get_message, AGENCY),
     ("GET", "/v1/threads/{id}", get_thread, ("agency", "auditor")),

@@ -181,9 +181,11 @@ VIEW_SCHEMAS: Final[dict[str, Schema]] = {
 }
 
 
-def _submit_variant(msg_type: str, body: str) -> Schema:
+def _submit_variant(msg_type: str, body: str, *, batch: bool = False) -> Schema:
+    key = {"idempotency_key": _str("retry-safe key of this message (1-200 printable characters), per token")}
     return _obj(
         {
+            **(key if batch else {}),
             "type": {"const": msg_type},
             "to": _str("the peer's identity (the one configured peer)"),
             "body": _ref(body),
@@ -399,6 +401,20 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
                 },
             ),
             **_problems(409, 413, 415, 422, 503),
+        },
+    },
+    ("POST", "/v1/messages:batch"): {
+        "tags": ["messages"],
+        "summary": "Submit up to 500 messages at once",
+        "description": "Each message is what `POST /v1/messages` takes, plus its own optional `idempotency_key`; "
+        "each is checked as that endpoint checks one, and the accepted ones are committed in one transaction, "
+        "in the order given. The answer is 200 with one result per message: `accepted`, `replayed` (its key "
+        "returned the message made before) or `refused` with the problem (fields under `$.messages[i]`); a "
+        "refused message changes nothing. Only a malformed batch as a whole is a 422.",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BatchRequest")}}},
+        "responses": {
+            "200": _json(_ref("BatchResults"), "One result per message, in order."),
+            **_problems(413, 415, 422, 503),
         },
     },
     ("GET", "/v1/messages"): {
@@ -917,6 +933,23 @@ def _components(message_schemas: dict[str, Schema]) -> dict[str, Any]:
     for name, schema in _view_schemas().items():
         if all_schemas.setdefault(name, schema) is not schema:
             raise ValueError(f"two schemas are named {name}")
+    all_schemas["BatchRequest"] = _obj(
+        {
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 500,
+                "items": {
+                    "oneOf": [_ref(f"BatchSubmit-{t}") for t in BUSINESS_TYPES],
+                    "discriminator": {
+                        "propertyName": "type",
+                        "mapping": {t: f"#/components/schemas/BatchSubmit-{t}" for t in BUSINESS_TYPES},
+                    },
+                },
+            }
+        },
+        ("messages",),
+    )
     all_schemas["SubmitRequest"] = {
         "description": "A message for the peer: its type, recipient, body, and optionally when it expires.",
         "oneOf": [_ref(f"Submit-{t}") for t in BUSINESS_TYPES],
@@ -927,6 +960,7 @@ def _components(message_schemas: dict[str, Schema]) -> dict[str, Any]:
     }
     for t in BUSINESS_TYPES:
         all_schemas[f"Submit-{t}"] = _submit_variant(t, t)
+        all_schemas[f"BatchSubmit-{t}"] = _submit_variant(t, t, batch=True)
     x_request_id = {"$ref": "#/components/headers/X-Request-Id"}
     retry_after = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}}
     return {

@@ -22,7 +22,9 @@ from ..core.handling import HandlingTerms
 from ..core.state import PENDING, STATUSES
 from ..core.upload import UploadRecord
 from ..service.auth import ROLES
+from ..service.gateway import BatchItem
 from ..store.base import InboxItem, OutMessage, ThreadItem, TokenRecord
+from .problems import ProblemItem
 
 # Annotated strings are inlined by msgspec (only Structs become components); these carry the
 # same constraints the hand-written `Timestamp`, `MessageId` and `Sha256Hex` components state.
@@ -849,6 +851,53 @@ class FileUpload(View, frozen=True):
         )
 
 
+class BatchProblem(View, frozen=True):
+    """Why one message of a batch was refused: what `POST /v1/messages` would have answered for
+    it, fields named inside the batch (`$.messages[3].body.case_reference`)."""
+
+    status: Annotated[int, msgspec.Meta(ge=400, le=599)]
+    code: str
+    detail: str
+    field: str | None
+    errors: list[ProblemItem]
+
+
+class BatchResult(View, frozen=True, kw_only=True):
+    """One message of a batch: `accepted` (queued now), `replayed` (its idempotency key returned
+    the message made before) or `refused` (with the problem; nothing of it was stored)."""
+
+    index: Annotated[int, msgspec.Meta(ge=0, description="its position in the request")]
+    status: Literal["accepted", "replayed", "refused"]
+    id: MessageId | UnsetType = UNSET
+    seq: Seq | UnsetType = UNSET
+    handling: Terms | UnsetType = UNSET
+    problem: BatchProblem | UnsetType = UNSET
+
+    @classmethod
+    def of(cls, r: BatchItem) -> BatchResult:
+        if r.message is None:
+            assert r.problem is not None
+            e = r.problem
+            items = [msgspec.convert(x, ProblemItem) for x in e.errors] or [ProblemItem(e.field, e.code, e.detail)]
+            return cls(
+                index=r.index, status="refused", problem=BatchProblem(e.status, e.code, e.detail, e.field, items)
+            )
+        m = r.message
+        return cls(
+            index=r.index,
+            status="accepted" if r.created else "replayed",
+            id=m.id,
+            seq=m.seq,
+            handling=_out_terms(m),
+        )
+
+
+class BatchResults(View, frozen=True):
+    """One result per message of a batch submission, in the order given."""
+
+    results: list[BatchResult]
+
+
 REQUEST_TYPES: tuple[type[msgspec.Struct], ...] = (TokenRequest, ConsentAsk, ConsentAnswer)
 """Request bodies of the local API decoded as Structs here (message bodies live in `core.schemas`)."""
 
@@ -859,6 +908,7 @@ RESPONSE_TYPES: tuple[type[View], ...] = (
     InboxSummaryList,
     InboxPage,
     InboxMessage,
+    BatchResults,
     AckResponse,
     TokenResponse,
     TokenRevoked,

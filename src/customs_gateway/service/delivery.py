@@ -338,6 +338,7 @@ class DeliveryWorker:
             statement, received_at, kid = v.statement, v.received_at, v.kid
             gw.observe_peer_clock(received_at, now)
             gw.counters.delivered += 1
+            gw.recent.add("delivered", now)
             observe_receipt_latency(gw, (now - m.created_at).total_seconds())
             entry = delivered_entry(gw, m, statement, received_at, kid, now, attempt=m.attempts + 1)
             return AttemptOutcome(
@@ -348,6 +349,7 @@ class DeliveryWorker:
             if v.retryable:
                 return self._retry(m, b, now, f"peer refused (retryable): {code}")
             gw.counters.refused_out[code] = gw.counters.refused_out.get(code, 0) + 1
+            gw.recent.add("refused", now)
             entry = AuditEntry(
                 at=now,
                 kind="refusal_received",

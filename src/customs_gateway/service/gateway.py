@@ -39,7 +39,7 @@ from ..core.ratelimit import ConcurrencyLimit, RateLimiter
 from ..core.receipt import make_refusal
 from ..core.recovery import MAX_HELD, Cosigned, make_state
 from ..core.rotation import check_update
-from ..core.state import PeerLink
+from ..core.state import PeerLink, RecentCounts
 from ..core.witness import ForkError, check_advance, cosign_line, parse_request
 from ..startup.agreement import load_agreement_profile
 from ..startup.config import Config
@@ -81,6 +81,20 @@ class SubmitRequest:
     handling: dict[str, Any] | None = None
     #: The body the document carries: `body` with its files completed (size, sha256, key).
     document_body: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """The result of one message of a batch submission: stored (new or replayed) or refused."""
+
+    index: int
+    message: OutMessage | None
+    created: bool
+    problem: GatewayError | None
+
+
+#: The most messages one batch submission may hold (issue 21).
+MAX_SUBMIT_BATCH: Final = 500
 
 
 @dataclass
@@ -149,6 +163,8 @@ class Gateway:
         self._peer_bundle_bytes: tuple[PeerKeys | None, bytes] = (None, b"")
         self.peer_clock = PeerClockOffset()
         self.link = PeerLink()
+        #: Deliveries and refusals of the last hour, for the console (`core.state.RecentCounts`).
+        self.recent = RecentCounts(clock.now())
         self._skew_warned_at: dt.datetime | None = None
         #: Distinct forks seen this run: (our cosigned size, root, their size, root).
         self._forks_seen: set[tuple[int, bytes | None, int, bytes]] = set()
@@ -215,9 +231,11 @@ class Gateway:
 
     # --- submit ----------------------------------------------------------------------------
     def parse_submit(self, raw: bytes, owner: str | None = None) -> SubmitRequest:
-        """The submit request in `raw`, its body checked; files it names must be uploads of the
+        return self.parse_submit_dict(_json_request(raw), owner)
+
+    def parse_submit_dict(self, d: dict[str, Any], owner: str | None = None) -> SubmitRequest:
+        """The submit request in `d`, its body checked; files it names must be uploads of the
         token `owner`, complete (`core.docfiles`)."""
-        d = _json_request(raw)
         for name in ("type", "to", "body"):
             if name not in d:
                 raise SchemaError(f"{name} is required", code="schema.required", field=f"$.{name}")
@@ -290,7 +308,47 @@ class Gateway:
         return terms
 
     async def submit(self, raw: bytes, caller: Caller, idempotency_key: str | None) -> tuple[OutMessage, bool]:
-        req = self.parse_submit(raw, caller.token_id)
+        msg, audit = await self._prepare(self.parse_submit(raw, caller.token_id), caller, idempotency_key)
+        out, created = await self.store.submit(msg, audit)
+        self._claim_files(msg, out.id)
+        self._submitted(out, created)
+        return out, created
+
+    async def submit_batch(self, raw: bytes, caller: Caller) -> list[BatchItem]:
+        """`POST /v1/messages:batch`: each item checked as `submit` checks one (its own
+        `idempotency_key`), the accepted ones committed in one transaction, in the order given;
+        one result per item, a refusal naming its field under `$.messages[i]`."""
+        items = _parse_batch_request(raw, MAX_SUBMIT_BATCH)
+        results: list[BatchItem | None] = [None] * len(items)
+        prepared: list[tuple[int, NewMessage, AuditEntry]] = []
+        for i, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise SchemaError("each message must be an object", code="schema.type", field="$")
+                fields = dict(item)
+                key = fields.pop("idempotency_key", None)
+                if key is not None and not isinstance(key, str):
+                    raise SchemaError("idempotency_key must be a string", code="schema.type", field="Idempotency-Key")
+                msg, audit = await self._prepare(self.parse_submit_dict(fields, caller.token_id), caller, key)
+                prepared.append((i, msg, audit))
+            except GatewayError as e:
+                results[i] = BatchItem(i, None, False, _in_batch(e, i))
+        if prepared:
+            stored = await self.store.submit_many([(m, a) for _, m, a in prepared])
+            for (i, msg, _), res in zip(prepared, stored, strict=True):
+                if isinstance(res, GatewayError):
+                    results[i] = BatchItem(i, None, False, _in_batch(res, i))
+                else:
+                    self._claim_files(msg, res[0].id)
+                    self._submitted(*res)
+                    results[i] = BatchItem(i, res[0], res[1], None)
+        return [r for r in results if r is not None]
+
+    async def _prepare(
+        self, req: SubmitRequest, caller: Caller, idempotency_key: str | None
+    ) -> tuple[NewMessage, AuditEntry]:
+        """Everything `submit` checks and builds before the store: terms, references, key, expiry,
+        the signed document and its `submitted` entry."""
         now = self.clock.now()
         terms = self.handling_terms(req.type, req.handling, now)
         await self._check_named(req.type, req.body)
@@ -338,19 +396,24 @@ class Gateway:
             digests={"document": msg.document_sha256.hex()},
             detail={"type": req.type, **(consent.audit_detail(msg.consent) if msg.consent else {})},
         )
-        out, created = await self.store.submit(msg, audit)
-        if req.document_body is not None:
-            # After the commit: a crash in between leaves the uploads to expire a day later at the
-            # earliest, and the idempotent replay of this submit claims them again.
-            self.files.claim(docfiles.named_file_ids(req.document_body), out.id)
+        return msg, audit
+
+    def _claim_files(self, msg: NewMessage, message_id: str) -> None:
+        """The uploads a stored message names are its own now: they no longer expire. After the
+        commit: a crash in between leaves them to the idle expiry (a day at the earliest), and
+        the idempotent replay of the submit claims them again."""
+        if msg.type in docfiles.TYPES_WITH_FILES:
+            document = SignedDocument.from_bytes(msg.signed_document).document_bytes
+            self.files.claim([f.file_id for f in docfiles.sealed_files(msg.type, document)], message_id)
+
+    def _submitted(self, out: OutMessage, created: bool) -> None:
         structlog.contextvars.bind_contextvars(message_id=out.id, peer=self.peer.identity)
         if created:
             self.counters.submitted += 1
             self.outbox_changed.set()
-            log.info("message.submitted", type=req.type, seq=out.seq)
+            log.info("message.submitted", type=out.type, seq=out.seq)
         else:
-            log.info("message.idempotent_replay", type=req.type)
-        return out, created
+            log.info("message.idempotent_replay", type=out.type)
 
     async def _check_named(self, msg_type: str, body: dict[str, Any]) -> None:
         """What a body names must be a message the peer sent us, of the right type (a reply its
@@ -925,6 +988,37 @@ async def revoke_token(store: Store, clock: Clock, token_id: str, actor: str) ->
     now = clock.now()
     audit = AuditEntry(at=now, kind="token_revoked", actor=actor, detail={"token_id": token_id})
     return await store.revoke_token(token_id, now, audit)
+
+
+def _parse_batch_request(raw: bytes, limit: int) -> list[object]:
+    d = _json_request(raw)
+    extra = sorted(set(d) - {"messages"})
+    if extra:
+        raise SchemaError(f"unknown field {extra[0]!r}", code="schema.unknown_field", field=f"$.{extra[0]}")
+    if "messages" not in d:
+        raise SchemaError("messages is required", code="schema.required", field="$.messages")
+    items = d["messages"]
+    if not isinstance(items, list):
+        raise SchemaError("messages must be a list", code="schema.type", field="$.messages")
+    if not 1 <= len(items) <= limit:
+        raise SchemaError(f"messages must hold 1 to {limit} messages", code="schema.length", field="$.messages")
+    return items
+
+
+def _in_batch(e: GatewayError, i: int) -> GatewayError:
+    """`e` with its fields named inside the batch request: `$.body.x` → `$.messages[i].body.x`."""
+    at = f"$.messages[{i}]"
+
+    def where(field: str | None) -> str:
+        if field is None or field == "$":
+            return at
+        if field == "Idempotency-Key":
+            return f"{at}.idempotency_key"
+        return at + field[1:] if field.startswith("$") else f"{at}.{field}"
+
+    e.field = where(e.field)
+    e.errors = tuple({**x, "field": where(x.get("field"))} for x in e.errors)
+    return e
 
 
 def _json_request(raw: bytes) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from ..core.audit import AuditEntry
 from ..core.bundle import SignedBundle
 from ..core.consent import ConsentEvent, ConsentRecord
 from ..core.encoding import json_object
-from ..core.errors import Conflict
+from ..core.errors import Conflict, GatewayError
 from ..core.replay import seq_reused_error
 from ..core.state import check_ack
 
@@ -487,6 +487,13 @@ class Store(abc.ABC):
     ) -> list[InboxItem]:
         """Inbox items after `cursor` of `types`, in cursor order; with `reference`, only those
         indexed under that tag."""
+
+    @abc.abstractmethod
+    async def submit_many(
+        self, batch: list[tuple[NewMessage, AuditEntry]]
+    ) -> list[tuple[OutMessage, bool] | GatewayError]:
+        """Commit several submissions in one transaction, in order; each result as `submit` would
+        give it (an idempotency conflict is that item's error, the others are committed)."""
 
     @abc.abstractmethod
     async def inbox_item(self, message_id: str) -> InboxItem | None: ...

@@ -374,6 +374,14 @@ class PostgresStore(Store):
             self._submitter = asyncio.create_task(self._commit_submits(), name="pg-group-commit")
         return await fut
 
+    async def submit_many(
+        self, batch: list[tuple[NewMessage, AuditEntry]]
+    ) -> list[tuple[OutMessage, bool] | GatewayError]:
+        async with self._tx(audited=True) as tx:
+            results = await _submit_group(tx, batch)
+            await self._notify(tx.conn, "outbox")
+        return results
+
     async def _commit_submits(self) -> None:
         while self._submits:
             batch, self._submits = self._submits[:MAX_GROUP], self._submits[MAX_GROUP:]

@@ -25,7 +25,7 @@ from typing import Any, Final, TypeVar
 from ..core.audit import AuditEntry, in_time_order
 from ..core.consent import ConsentEvent, ConsentRecord, role_of
 from ..core.encoding import format_ts, json_bytes, parse_ts
-from ..core.errors import Conflict, NotFound, StoreUnavailable
+from ..core.errors import Conflict, GatewayError, NotFound, StoreUnavailable
 from ..core.merkle import (
     CompactRange,
     TreeRangeError,
@@ -214,6 +214,20 @@ class SQLiteStore(Store):
     # outbound ------------------------------------------------------------------------------
     async def submit(self, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
         return await self._write(lambda c: _submit(c, msg, audit))
+
+    async def submit_many(
+        self, batch: list[tuple[NewMessage, AuditEntry]]
+    ) -> list[tuple[OutMessage, bool] | GatewayError]:
+        def job(c: sqlite3.Connection) -> list[tuple[OutMessage, bool] | GatewayError]:
+            out: list[tuple[OutMessage, bool] | GatewayError] = []
+            for msg, audit in batch:
+                try:
+                    out.append(_submit(c, msg, audit))
+                except Conflict as e:  # raised before anything of that item is written
+                    out.append(e)
+            return out
+
+        return await self._write(job)
 
     async def due(self, peer: str, now: dt.datetime, limit: int, after_seq: int = 0) -> list[OutMessage]:
         def job(c: sqlite3.Connection) -> list[OutMessage]:

@@ -177,32 +177,78 @@ async def link(ctx: Ctx) -> web.StreamResponse:
     depth, oldest = await gw.store.queue_depth(gw.peer.identity)
     ours, theirs = await gw.store.latest_checkpoint(cosigned=True), await gw.store.witness_state(gw.peer.identity)
     down_for = gw.link.unreachable_for(now)
-    return render(
-        ctx.request,
-        "link.html",
-        ctx.session,
-        gw=gw,
-        peer_status="unreachable"
+    peer_status = (
+        "unreachable"
         if down_for >= gw.config.delivery.peer_unreachable_after_seconds
         else "failing"
         if gw.link.failing_since is not None
         else "reachable"
         if gw.link.last_contact_at
-        else "unknown",
+        else "unknown"
+    )
+    expiry = key_expiry(gw, now)
+    return render(
+        ctx.request,
+        "link.html",
+        ctx.session,
+        gw=gw,
+        peer_status=peer_status,
         state=st,
         depth=depth,
         oldest=oldest,
         skew=gw.peer_clock.offset_seconds,
         ours=ours,
         theirs=theirs,
-        expiry=key_expiry(gw, now),
+        expiry=expiry,
+        recent=gw.recent,
+        delivered_hour=gw.recent.last_hour("delivered", now),
+        refused_hour=gw.recent.last_hour("refused", now),
+        alerts=alerts(gw, now, peer_status, st.gap_count, oldest, expiry),
     )
+
+
+#: A message queued longer than this is an alert on the link page.
+OLD_QUEUE: Final = dt.timedelta(minutes=15)
+
+
+def alerts(
+    gw: Gateway,
+    now: dt.datetime,
+    peer_status: str,
+    gaps: int,
+    oldest: dt.datetime | None,
+    expiry: Mapping[str, Any],
+) -> list[str]:
+    """What an operator should look at now, worst first; empty when all is well."""
+    out: list[str] = []
+    if gw.recovery is not None and gw.recovery.view().get("needed"):
+        out.append("This store is behind the peer (restored from a backup?): run customs-gateway recover.")
+    if peer_status in ("unreachable", "failing"):
+        out.append(f"The peer is {peer_status}: {gw.link.last_failure or 'no answer'}.")
+    if oldest is not None and now - oldest > OLD_QUEUE:
+        out.append(f"A message has been queued since {format_ts(oldest)}.")
+    if gaps:
+        out.append(f"{gaps} gap(s) in the peer's sequence numbers: messages may be missing.")
+    skew = gw.peer_clock.offset_seconds
+    if skew is not None and abs(skew) > gw.config.security.skew_seconds / 2:
+        out.append(
+            f"The peer's clock is {skew:+.0f} s from ours (the limit is {gw.config.security.skew_seconds:.0f} s)."
+        )
+    theirs = gw.peer.bundle.agreement_profile
+    if theirs is not None and theirs != gw.profile.sha256:
+        out.append("The peer loads another agreement profile: documents its profile does not allow are refused.")
+    out += [
+        f"The {kind} key ends in {e.days_left} days ({e.not_after}): renew it."
+        for kind, e in expiry.items()
+        if getattr(e, "renew_soon", False)
+    ]
+    return out
 
 
 # --- messages ---------------------------------------------------------------------------------
 async def messages(ctx: Ctx) -> web.StreamResponse:
     """Sent messages or the inbox, searched (`search.Search`: reference, type, status, dates)."""
-    s = Search.from_query(ctx.request.query)
+    s = Search.from_query(ctx.request.query, ctx.gw.profile)
     rows, nxt = await results(ctx.gw, s)
     return render(
         ctx.request,
@@ -213,6 +259,8 @@ async def messages(ctx: Ctx) -> web.StreamResponse:
         q=s.form(),
         statuses=STATUSES,
         types=BUSINESS_TYPES,
+        purposes=[p.id for p in ctx.gw.profile.purposes],
+        levels=[c.id for c in ctx.gw.profile.confidentiality],
     )
 
 

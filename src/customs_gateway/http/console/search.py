@@ -2,6 +2,10 @@
 case reference, type, status, a range of UTC dates), read from the URL and checked, and one page of
 its results from the same store calls as the JSON API's list.
 
+Handling terms (DESIGN §12) narrow it further: a purpose and a confidentiality level from the
+agreement profile, matched against the terms signed in each document (read page by page, as the
+date range is on the inbox: a page may end early and offer the next).
+
 Dates are whole UTC days, both ends included: `since` 2026-12-01 and `until` 2026-12-03 find what
 was created (sent messages) or received (the inbox) from 2026-12-01T00:00Z to before 2026-12-04T00:00Z.
 """
@@ -16,15 +20,17 @@ from urllib.parse import urlencode
 from multidict import MultiMapping
 
 from ...core import reference
-from ...core.envelope import BUSINESS_TYPES
+from ...core.encoding import json_object
+from ...core.envelope import BUSINESS_TYPES, SignedDocument
 from ...core.errors import SchemaError
+from ...core.profile import Profile
 from ...core.state import STATUSES
 from ...service.gateway import Gateway
 from ...store.base import MessageFilter
 
 PAGE_SIZE: Final = 50
-#: Inbox pages read at most to fill one page when `since` leaves rows out (the inbox has no
-#: time index): past this, the page ends early and offers the next.
+#: Pages read at most to fill one page when `since` (inbox) or handling terms leave rows out:
+#: past this, the page ends early and offers the next.
 MAX_INBOX_PAGES: Final = 20
 _DAY: Final = dt.timedelta(days=1)
 
@@ -53,9 +59,11 @@ class Search:
     since: dt.date | None = None
     until: dt.date | None = None
     cursor: str | None = None
+    purpose: str | None = None
+    level: str | None = None
 
     @classmethod
-    def from_query(cls, q: MultiMapping[str]) -> Search:
+    def from_query(cls, q: MultiMapping[str], profile: Profile | None = None) -> Search:
         """Raises SchemaError (an error page) for a value outside the form's choices."""
         direction = q.get("direction") or "outbound"
         if direction not in ("outbound", "inbound"):
@@ -71,7 +79,28 @@ class Search:
         cursor = q.get("cursor") or None
         if cursor is not None and direction == "inbound" and not cursor.isdigit():
             raise SchemaError("cursor must be the next page's cursor", code="schema.cursor", field="cursor")
-        return cls(direction, q.get("reference") or "", mtype, status, since, until, cursor)
+        purpose, level = q.get("purpose") or None, q.get("level") or None
+        if profile is not None and purpose is not None and profile.purpose(purpose) is None:
+            raise SchemaError("purpose must be one of the agreement profile's", code="schema.enum", field="purpose")
+        if profile is not None and level is not None and profile.level(level) is None:
+            raise SchemaError(
+                "level must be one of the profile's confidentiality levels", code="schema.enum", field="level"
+            )
+        return cls(direction, q.get("reference") or "", mtype, status, since, until, cursor, purpose, level)
+
+    def terms_match(self, document: bytes) -> bool:
+        """Whether a stored document's handling terms pass the purpose and level asked for."""
+        if self.purpose is None and self.level is None:
+            return True
+        found = json_object(document).get("handling")
+        if not isinstance(found, dict):
+            return False
+        level = (
+            found.get("confidentiality", {}).get("level") if isinstance(found.get("confidentiality"), dict) else None
+        )
+        return (self.purpose is None or found.get("purpose") == self.purpose) and (
+            self.level is None or level == self.level
+        )
 
     @property
     def start(self) -> dt.datetime | None:
@@ -92,6 +121,8 @@ class Search:
             "status": self.status or "",
             "since": self.since.isoformat() if self.since else "",
             "until": self.until.isoformat() if self.until else "",
+            "purpose": self.purpose or "",
+            "level": self.level or "",
         }
 
     def next_url(self, cursor: str) -> str:
@@ -112,7 +143,7 @@ async def results(gw: Gateway, s: Search) -> tuple[list[dict[str, Any]], str | N
             for i in items:
                 if end is not None and i.received_at >= end:
                     return rows, None  # the inbox is in arrival order: nothing later is in range
-                if start is None or i.received_at >= start:
+                if (start is None or i.received_at >= start) and s.terms_match(i.body):
                     status = i.ack_status or "unacknowledged"
                     rows.append({"id": i.id, "type": i.type, "status": status, "at": i.received_at})
             if len(items) < want:
@@ -121,10 +152,19 @@ async def results(gw: Gateway, s: Search) -> tuple[list[dict[str, Any]], str | N
             if len(rows) == PAGE_SIZE:
                 break
         return rows, str(cursor)
-    msgs = await gw.store.list_messages(MessageFilter(s.status, s.type, start, reference=tag), s.cursor, PAGE_SIZE)
     out: list[dict[str, Any]] = []
-    for m in msgs:
-        if end is not None and m.created_at >= end:
-            return out, None  # ids are time-ordered (UUIDv7): nothing later is in range
-        out.append({"id": m.id, "type": m.type, "status": m.status, "at": m.created_at})
-    return out, msgs[-1].id if len(msgs) == PAGE_SIZE else None
+    filt, after = MessageFilter(s.status, s.type, start, reference=tag), s.cursor
+    for _ in range(MAX_INBOX_PAGES):
+        want = PAGE_SIZE - len(out)
+        msgs = await gw.store.list_messages(filt, after, want)
+        for m in msgs:
+            if end is not None and m.created_at >= end:
+                return out, None  # ids are time-ordered (UUIDv7): nothing later is in range
+            if s.terms_match(SignedDocument.from_bytes(m.signed_document).document_bytes):
+                out.append({"id": m.id, "type": m.type, "status": m.status, "at": m.created_at})
+        if len(msgs) < want:
+            return out, None
+        after = msgs[-1].id
+        if len(out) == PAGE_SIZE:
+            break
+    return out, after
