@@ -37,7 +37,7 @@ CODES = {
     "schema.positive", "schema.range", "schema.decimal", "schema.length", "schema.attachment_size",
     "schema.media_type", "schema.base64", "schema.filename", "schema.enum", "schema.text",
     "schema.email", "schema.phone", "schema.url", "schema.uuid", "schema.language",
-    "schema.forbidden_field", "schema.duplicate_key",
+    "schema.forbidden_field", "schema.duplicate_key", "schema.pattern", "schema.duplicate",
 }  # fmt: skip
 
 
@@ -527,3 +527,11 @@ def test_the_list_is_bounded() -> None:
         validate_body("seizure-share", body)
     errors = info.value.errors
     assert len(errors) == MAX_ERRORS
+
+
+def test_a_file_media_type_outside_its_pattern_is_schema_pattern() -> None:
+    body = sample("training-material")
+    body["files"][0]["media_type"] = "PDF please"
+    e = refusal("training-material", body)
+    assert (e.code, e.field) == ("schema.pattern", "$.files[0].media_type")
+    assert "please" not in e.detail  # the value is not echoed

@@ -790,6 +790,7 @@ _MESSAGE_CODES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"Expected `[^`]*`(, got `[^`]*`)?\Z"), "schema.type"),
     (re.compile(r"Invalid RFC3339 encoded (date|datetime)\Z"), "schema.date"),
     (re.compile(r"Invalid enum value "), "schema.enum"),
+    (re.compile(r"Expected `str` matching regex "), "schema.pattern"),
 )
 _REQUIRED = "Object missing required field `"
 _UNKNOWN = "Object contains unknown field `"
