@@ -11,6 +11,8 @@ seals those, `Gateway.backfill_sealing`).
 Control messages (`ack`, `key-announcement`) carry no handling terms; they are sealed all the same
 (an ack may carry a back-end's free-text reason) under the day key of their creation day plus
 CONTROL_RETENTION_DAYS, so one rule covers every row and a scan of the files finds no body at all.
+For the same reason the free-text `reason` an ack carries is sealed where it is copied into our
+message's `ack` column (key SEALED_REASON, under the ack's day, context `messages.ack_reason`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import dataclasses
 import datetime as dt
 from typing import Final, Protocol
 
+from ..core.encoding import b64url, unb64url
 from .base import AttemptOutcome, ClearRow, Evidence, InboxItem, Incoming, NewMessage, OutMessage
 
+#: The key of an ack's sealed free-text reason in a message's `ack` column (base64url).
+SEALED_REASON: Final = "reason_sealed"
 #: How long a control message (no handling terms) is kept: a year and a day after it was made.
 CONTROL_RETENTION_DAYS: Final = 366
 
@@ -63,11 +68,18 @@ class SealedColumns:
 
     def incoming(self, it: Incoming) -> Incoming:
         day = retention_day(it.retain_until, it.created_at)
+        ack_info = it.ack_info
+        if ack_info is not None and ack_info.get("reason") is not None and it.acked_message_id is not None:
+            # An ack's free-text reason lands in our message's `ack` column: sealed there too.
+            ctx = context("messages.ack_reason", it.acked_message_id)
+            blob = self.keys.seal(day, ctx, str(ack_info["reason"]).encode())
+            ack_info = {k: v for k, v in ack_info.items() if k != "reason"} | {SEALED_REASON: b64url(blob)}
         return dataclasses.replace(
             it,
             signed_document=self.keys.seal(day, context("inbox.signed_document", it.id), it.signed_document),
             body=self.keys.seal(day, context("inbox.body", it.id), it.body),
             retain_until=day,
+            ack_info=ack_info,
         )
 
     def outcome(self, o: AttemptOutcome) -> AttemptOutcome:
@@ -95,6 +107,12 @@ class SealedColumns:
 
     # --- reads ---------------------------------------------------------------------------
     def out_message(self, m: OutMessage) -> OutMessage:
+        ack = m.ack
+        if ack is not None and SEALED_REASON in ack:
+            blob = unb64url(str(ack[SEALED_REASON]), field="ack.reason")
+            reason = self.keys.open(context("messages.ack_reason", m.id), blob).decode()
+            ack = {k: v for k, v in ack.items() if k != SEALED_REASON} | {"reason": reason}
+            m = dataclasses.replace(m, ack=ack)
         if m.retain_until is None:
             return m  # stored in clear before sealing (the backfill has not reached it yet)
         return dataclasses.replace(

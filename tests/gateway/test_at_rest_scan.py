@@ -1,0 +1,91 @@
+"""No body in clear at rest (DESIGN §12 "At rest", issue 18): a running pair exchanges documents
+carrying a distinctive needle both ways, answers them with an ack that repeats it, and then
+neither side's database — SQLite file and WAL as they are on disk, or every row of every
+PostgreSQL table — nor anything logged holds the needle, in clear or in base64 (signed documents
+carry the document base64url-encoded). The back-ends still read it through the API."""
+
+from __future__ import annotations
+
+import base64
+import math
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from structlog.testing import capture_logs
+
+from customs_gateway.service.gateway import Gateway
+
+from .conftest import CN, US, Pair, sample
+
+NEEDLE = b"NEEDLE-q7Zx41-at-rest"
+
+
+def forms(s: bytes) -> list[bytes]:
+    """`s` as it may appear in stored bytes: itself, and its base64url text at each alignment."""
+    out = [s]
+    for pad in range(3):
+        enc = base64.urlsafe_b64encode(b"\0" * pad + s).rstrip(b"=")
+        out.append(enc[math.ceil(4 * pad / 3) + 1 : (4 * (pad + len(s))) // 3 - 1])
+    return out
+
+
+async def stored_bytes(gw: Gateway) -> bytes:
+    """Everything one gateway's store holds: its SQLite files as on disk (main file and WAL), or
+    the text and bytes of every row of every table of its PostgreSQL schema."""
+    cfg = gw.config
+    if cfg.store.backend == "sqlite":
+        db = Path(cfg.path(cfg.store.path))
+        files = [db, db.with_name(db.name + "-wal")]
+        assert files[1].exists()  # a running gateway's WAL, not yet checkpointed away
+        return b"".join(f.read_bytes() for f in files if f.exists())
+    conn = await asyncpg.connect(cfg.store.dsn)
+    try:
+        tables = await conn.fetch(
+            "SELECT quote_ident(table_name) FROM information_schema.tables"
+            " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+        )
+        parts: list[bytes] = []
+        for (table,) in tables:
+            for row in await conn.fetch(f"SELECT * FROM {table}"):
+                parts.extend(v if isinstance(v, bytes) else str(v).encode() for v in row.values())
+        return b"\n".join(parts)
+    finally:
+        await conn.close()
+
+
+async def test_no_body_is_stored_or_logged_in_clear(pair: Pair) -> None:
+    with capture_logs() as logs:
+        sent: dict[str, str] = {}
+        for sender in (US, CN):
+            api = pair.apis[sender]
+            body: dict[str, Any] = dict(sample("seizure-share"), notes=f"{sender} {NEEDLE.decode()}")
+            status, res = await api.submit("seizure-share", body=body)
+            assert status == 202, res
+            sent[sender] = res["id"]
+        for sender, mid in sent.items():
+            await pair.apis[sender].wait_status(mid, {"delivered"})
+        for receiver, sender in ((CN, US), (US, CN)):
+            api = pair.apis[receiver]
+            status, inbox, _ = await api.call("GET", "/v1/inbox")
+            assert status == 200
+            [got] = [m for m in inbox["messages"] if m["id"] == sent[sender]]
+            assert NEEDLE.decode() in got["body"]["notes"]  # readers see the plain body
+            status, res, _ = await api.call(
+                "POST",
+                f"/v1/inbox/{sent[sender]}/ack",
+                json_body={"status": "rejected", "reason": f"re {NEEDLE.decode()}"},
+            )
+            assert status in (200, 202), res
+        for sender, mid in sent.items():
+            await pair.apis[sender].wait_status(mid, {"acknowledged"})
+        status, exported, _ = await pair.apis[US].call("GET", f"/v1/messages/{sent[US]}", role="agency")
+        assert status == 200 and exported["ack"]["reason"] == f"re {NEEDLE.decode()}"  # opened for readers
+
+    for name in (US, CN):
+        held = await stored_bytes(pair.gw(name))
+        assert sent[US].encode() in held and sent[CN].encode() in held  # the scan sees what is in clear
+        for form in forms(NEEDLE):
+            assert form not in held, f"{name} stores {form!r} in clear"
+    logged = repr(logs).encode()
+    assert logs and all(form not in logged for form in forms(NEEDLE))
