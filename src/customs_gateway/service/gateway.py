@@ -39,6 +39,7 @@ from ..core.receipt import make_refusal
 from ..core.recovery import MAX_HELD, Cosigned, make_state
 from ..core.rotation import check_update
 from ..core.state import PeerLink
+from ..core.storekey import StoreKey
 from ..core.witness import ForkError, check_advance, cosign_line, parse_request
 from ..startup.agreement import load_agreement_profile
 from ..startup.config import Config
@@ -121,6 +122,11 @@ class Caller:
         return f"token:{self.token_id}"
 
 
+def day_keys(config: Config, store_key: StoreKey, randbytes: RandBytes = os.urandom) -> DayKeys:
+    """The day keys that seal this gateway's store at rest (`keys/days/`, decision 0013)."""
+    return DayKeys(config.path(config.keys_dir) / DAYS_DIR, store_key, randbytes)
+
+
 class Gateway:
     """One administration's gateway: identity, the one peer it talks to, the store."""
 
@@ -166,7 +172,7 @@ class Gateway:
             raise ConfigError("the identity was loaded without its store key", field="keys_dir")
         store.subscribe(self._store_changed)  # replicas sharing the store wake each other
         #: Day keys that seal bodies at rest (`core.atrest`, `store.sealed`), beside the key store.
-        self.day_keys = DayKeys(config.path(config.keys_dir) / DAYS_DIR, identity.store_key, randbytes)
+        self.day_keys = day_keys(config, identity.store_key, randbytes)
         self.sealed = SealedColumns(self.day_keys)
         store.seal_at_rest(self.sealed)
         #: The key business references are indexed under (`core.reference`).
