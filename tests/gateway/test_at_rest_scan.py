@@ -14,7 +14,10 @@ from typing import Any
 import asyncpg
 from structlog.testing import capture_logs
 
-from customs_gateway.service.gateway import Gateway
+from customs_gateway.core.envelope import BUSINESS_TYPES
+from customs_gateway.service.gateway import SEAL_BACKFILL, Gateway
+from customs_gateway.store.base import MessageFilter
+from customs_gateway.store.sqlite import SQLiteStore
 
 from .conftest import CN, US, Pair, sample
 
@@ -89,3 +92,52 @@ async def test_no_body_is_stored_or_logged_in_clear(pair: Pair) -> None:
             assert form not in held, f"{name} stores {form!r} in clear"
     logged = repr(logs).encode()
     assert logs and all(form not in logged for form in forms(NEEDLE))
+
+
+async def _unseal_all(gw: Gateway) -> int:
+    """Put every message and inbox row back in clear, as a version before sealing stored them."""
+    store = gw.store
+    out = [
+        (m.id, m.signed_document)
+        for m in await store.pending(gw.peer.identity) + await store.list_messages(MessageFilter(), None, 1000)
+    ]
+    items = [(i.id, i.body) for i in await store.inbox_after(0, 1000, BUSINESS_TYPES)]
+    docs = {e.message_id: e.signed_document for e in await store.evidence([i for i, _ in items])}
+    msg_sql = "UPDATE messages SET signed_document={}, retain_until=NULL WHERE id={}"
+    in_sql = "UPDATE inbox SET signed_document={}, body={}, retain_until=NULL WHERE id={}"
+    if isinstance(store, SQLiteStore):
+
+        def job(c: Any) -> None:
+            c.executemany(msg_sql.format("?", "?"), [(d, i) for i, d in out])
+            c.executemany(in_sql.format("?", "?", "?"), [(docs[i], b, i) for i, b in items])
+
+        await store._write(job)
+    else:
+        async with store._tx() as tx:
+            await tx.conn.executemany(msg_sql.format("$1", "$2"), [(d, i) for i, d in out])
+            await tx.conn.executemany(in_sql.format("$1", "$2", "$3"), [(docs[i], b, i) for i, b in items])
+    await store.set_meta(SEAL_BACKFILL, "")
+    return len(out) + len(items)
+
+
+async def test_rows_stored_in_clear_are_sealed_by_the_backfill(pair: Pair) -> None:
+    us, cn = pair.apis[US], pair.apis[CN]
+    body: dict[str, Any] = dict(sample("seizure-share"), notes=f"old {NEEDLE.decode()}")
+    _, old = await us.submit("seizure-share", body=body)
+    await us.wait_status(old["id"], {"delivered"})
+    for side in (US, CN):
+        assert await _unseal_all(pair.gw(side)) >= 1
+        held = await stored_bytes(pair.gw(side))
+        assert any(form in held for form in forms(NEEDLE))  # in clear, as before the upgrade
+    status, page, _ = await cn.call("GET", "/v1/inbox")  # rows in clear still read
+    assert status == 200 and NEEDLE.decode() in page["messages"][-1]["body"]["notes"]
+    for side in (US, CN):
+        assert await pair.gw(side).backfill_sealing(page=1) >= 1
+        assert await pair.gw(side).store.get_meta(SEAL_BACKFILL) is None
+        assert await pair.gw(side).backfill_sealing() == 0  # no mark: nothing to do
+        held = await stored_bytes(pair.gw(side))  # SQLite: the WAL's clear frames are gone too
+        assert all(form not in held for form in forms(NEEDLE))
+    status, page, _ = await cn.call("GET", "/v1/inbox")
+    assert status == 200 and NEEDLE.decode() in page["messages"][-1]["body"]["notes"]
+    status, msg, _ = await us.call("GET", f"/v1/messages/{old['id']}")
+    assert status == 200 and msg["status"] == "delivered"

@@ -780,6 +780,7 @@ class Gateway:
                 done += changed
                 if changed == 0:  # nothing took (cannot happen: each row left clear is sealed)
                     break
+        await self.store.drop_clear_copies()
         await self.store.set_meta(SEAL_BACKFILL, None)
         log.info("atrest.sealed", rows=done)
         return done

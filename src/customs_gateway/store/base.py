@@ -733,6 +733,12 @@ class Store(abc.ABC):
         """Up to `limit` rows of `table` ("messages" or "inbox") not yet sealed (`retain_until`
         NULL), by id."""
 
+    async def drop_clear_copies(self) -> None:
+        """After `seal_rows` sealed everything: let go of the copies in clear that the database's
+        own files still hold (SQLite: the WAL's older frames). PostgreSQL keeps old row versions
+        until VACUUM, which operations.md asks the DBA to run after the upgrade."""
+        return None
+
     @abc.abstractmethod
     async def seal_rows(self, rows: list[ClearRow]) -> int:
         """Write back `rows` sealed (`store.sealed.SealedColumns.clear_row`), each only if still

@@ -109,6 +109,9 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Space freed by an update or delete is zeroed, not left holding the old bytes: sealing a
+        # row stored in clear (and later disposal) leaves no readable copy in the file.
+        conn.execute("PRAGMA secure_delete=ON")
         # A lock held longer than this (another process, a backup) fails the commit with 503
         # instead of hanging the request; the next request tries again.
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
@@ -687,6 +690,11 @@ class SQLiteStore(Store):
             return [ClearRow(table, r[0], r[1], parse_ts(r[2]), bytes(r[3]), _b(r[4])) for r in rows]
 
         return await self._read(job)
+
+    async def drop_clear_copies(self) -> None:
+        # The WAL still holds the pages as they were before sealing: checkpoint and truncate it
+        # (outside any transaction, so from the reading connection; the busy timeout waits).
+        await self._read(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
 
     async def seal_rows(self, rows: list[ClearRow]) -> int:
         def job(c: sqlite3.Connection) -> int:
