@@ -6,14 +6,19 @@ carry the document base64url-encoded). The back-ends still read it through the A
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import datetime as dt
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from structlog.testing import capture_logs
 
+from customs_gateway.cli.main import main
 from customs_gateway.core.envelope import BUSINESS_TYPES
 from customs_gateway.service.gateway import SEAL_BACKFILL, Gateway
 from customs_gateway.store.base import MessageFilter
@@ -141,3 +146,18 @@ async def test_rows_stored_in_clear_are_sealed_by_the_backfill(pair: Pair) -> No
     assert status == 200 and NEEDLE.decode() in page["messages"][-1]["body"]["notes"]
     status, msg, _ = await us.call("GET", f"/v1/messages/{old['id']}")
     assert status == 200 and msg["status"] == "delivered"
+
+
+async def test_retention_status_cli(pair: Pair, capsys: pytest.CaptureFixture[str]) -> None:
+    _, res = await pair.apis[US].submit("seizure-share")
+    await pair.apis[US].wait_status(res["id"], {"delivered"})
+    config = str(pair.lp.homes[US].config_path)
+    code = await asyncio.to_thread(main, ["retention", "status", "--config", config, "--json"])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()  # the gateways' own log lines share stdout here
+    start = lines.index("{")
+    out = json.loads("\n".join(lines[start : lines.index("}", start) + 1]))
+    [day] = [d for d in out["days"] if d["messages"] >= 1 and d["key"] == "present"]
+    assert day["due"] is False and dt.date.fromisoformat(day["day"]) > dt.date.fromisoformat(out["today"])
+    code = await asyncio.to_thread(main, ["retention", "status", "--config", config, "--due"])
+    assert code == 0 and "0 day(s) due for disposal" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from customs_gateway.cli.retention_cmd import retention_days
 from customs_gateway.core import atrest
 from customs_gateway.core.storekey import StoreKey
 from customs_gateway.startup.daykeys import DayKeys
@@ -210,3 +211,31 @@ async def test_a_retry_of_a_message_still_in_clear_keeps_no_ciphertext(stores: t
     await store.record_outcomes([retry(msg.id, T0, T0 + dt.timedelta(minutes=1))])  # no retain_until
     [(ct, kid)] = await raw(f"SELECT ciphertext, enc_kid FROM messages WHERE id='{msg.id}'")
     assert (ct, kid) == (None, None)
+
+
+async def test_retention_counts_per_day(stores: tuple[Store, Raw, DayKeys]) -> None:
+    store, _, keys = stores
+    clear = new_message(CN)
+    await store.submit(clear, entry("submitted", clear.id))  # before sealing: in clear
+    store.seal_at_rest(SealedColumns(keys))
+    for m in (new_message(CN), new_message(CN)):
+        await store.submit(dataclasses.replace(m, retain_until=RETAIN), entry("submitted", m.id))
+    await store.accept_incoming([dataclasses.replace(arrival(1), retain_until=RETAIN)])
+    await store.accept_incoming([arrival(2)])  # a control rule day
+    counts = sorted(await store.retention_counts(), key=lambda c: (c[0] is not None, c[0] or dt.date.min))
+    assert counts == [(None, 1, 0), (retention_day(None, T0), 0, 1), (RETAIN, 2, 1)]
+
+
+def test_retention_status_lists_days_and_what_is_due(tmp_path: Path) -> None:
+    days = tmp_path / "days"
+    days.mkdir()
+    (days / "2031-03-01.key").write_bytes(b"")
+    (days / "2026-01-02.destroyed").write_bytes(b"")
+    counts = [(dt.date(2031, 3, 1), 2, 1), (None, 1, 0), (dt.date(2026, 1, 2), 0, 0), (dt.date(2026, 1, 3), 1, 0)]
+    got = retention_days(counts, days, dt.date(2026, 12, 4))
+    assert [(d.day, d.key, d.due) for d in got] == [
+        (None, "none", False),
+        (dt.date(2026, 1, 2), "destroyed", True),
+        (dt.date(2026, 1, 3), "missing", True),
+        (dt.date(2031, 3, 1), "present", False),
+    ]

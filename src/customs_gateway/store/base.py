@@ -287,6 +287,14 @@ IN_COLS: Final = (
 )
 
 
+#: Rows per retention day in both tables (`Store.retention_counts`); the same SQL on both backends.
+RETENTION_COUNTS_SQL: Final = (
+    "SELECT retain_until, sum(m), sum(i) FROM ("
+    " SELECT retain_until, 1 AS m, 0 AS i FROM messages UNION ALL SELECT retain_until, 0, 1 FROM inbox"
+    ") AS t GROUP BY retain_until"
+)
+
+
 #: The consents table's columns in ConsentRecord order (both stores read them so).
 CONSENT_COLS: Final = (
     "request_id, message_id, role, use_kind, party, reason, requested_at, decision_id, decision, conditions,"
@@ -732,6 +740,11 @@ class Store(abc.ABC):
     async def rows_in_clear(self, table: str, limit: int) -> list[ClearRow]:
         """Up to `limit` rows of `table` ("messages" or "inbox") not yet sealed (`retain_until`
         NULL), by id."""
+
+    @abc.abstractmethod
+    async def retention_counts(self) -> list[tuple[dt.date | None, int, int]]:
+        """(retain_until, messages, inbox rows) per retention day the store holds rows for; None
+        counts the rows still in clear."""
 
     async def drop_clear_copies(self) -> None:
         """After `seal_rows` sealed everything: let go of the copies in clear that the database's

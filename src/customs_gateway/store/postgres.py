@@ -51,6 +51,7 @@ from .base import (
     CONTROL_TYPES_SQL,
     IN_COLS,
     OUT_COLS,
+    RETENTION_COUNTS_SQL,
     TOKEN_COLUMNS,
     AttemptOutcome,
     CheckpointRecord,
@@ -882,6 +883,11 @@ class PostgresStore(Store):
                 limit,
             )
         return [ClearRow(table, r[0], r[1], r[2], bytes(r[3]), _b(r[4])) for r in rows]
+
+    async def retention_counts(self) -> list[tuple[dt.date | None, int, int]]:
+        async with self._read() as c:
+            rows = await c.fetch(RETENTION_COUNTS_SQL)
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
 
     async def seal_rows(self, rows: list[ClearRow]) -> int:
         if not rows:

@@ -40,6 +40,7 @@ from .base import (
     CONTROL_TYPES_SQL,
     IN_COLS,
     OUT_COLS,
+    RETENTION_COUNTS_SQL,
     TOKEN_COLUMNS,
     AttemptOutcome,
     CheckpointRecord,
@@ -688,6 +689,13 @@ class SQLiteStore(Store):
                 (limit,),
             ).fetchall()
             return [ClearRow(table, r[0], r[1], parse_ts(r[2]), bytes(r[3]), _b(r[4])) for r in rows]
+
+        return await self._read(job)
+
+    async def retention_counts(self) -> list[tuple[dt.date | None, int, int]]:
+        def job(c: sqlite3.Connection) -> list[tuple[dt.date | None, int, int]]:
+            rows = c.execute(RETENTION_COUNTS_SQL).fetchall()
+            return [(day_of(r[0]), int(r[1]), int(r[2])) for r in rows]
 
         return await self._read(job)
 
