@@ -342,14 +342,15 @@ def test_nothing_secret_reaches_the_logs_and_files_are_private(initialised: Setu
     )
     assert not found, found
 
-    # The database holds bodies by design, but no key, no token secret and no passphrase.
+    # The database holds bodies sealed at rest (decision 0013), and no key, token secret or passphrase.
     stores = {
         f"{name} {f.name}": f.read_bytes().decode("latin-1")
         for name, home in s.homes.items()
         for f in (home.dir / "data").glob("gateway.db*")
     }
     secrets = {n: what for n, what in needles.items() if "message body" not in what and "canary" not in what}
-    assert _found({CANARY: "our canary"}, stores), "the inbox bodies should be readable here (positive control)"
+    assert all(t.startswith("SQLite format 3") for n, t in stores.items() if n.endswith(".db")), list(stores)
+    assert not _found({CANARY: "our canary"}, stores), "a body is stored in clear"
     assert not _found(secrets, stores), _found(secrets, stores)
 
 

@@ -18,6 +18,8 @@ import pytest
 from customs_gateway.cli.main import main
 from customs_gateway.core.audit_bundle import verify_bundle
 from customs_gateway.service.audit_export import NoCheckpoint, export_bundle
+from customs_gateway.service.pair import EXAMPLE_PASSPHRASE
+from customs_gateway.startup.config import PASSPHRASE_ENV
 from customs_gateway.store.base import CheckpointRecord
 
 from .conftest import CN, US, Pair
@@ -132,7 +134,11 @@ async def test_both_sides_export_and_verify_offline(
         assert main(["audit", "verify", str(tmp_path / "missing.jsonl")]) == 2
 
 
-async def test_cli_export_show_and_verify(pair: Pair, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_cli_export_show_and_verify(
+    pair: Pair, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The documents are sealed at rest: the export opens them with the store key (passphrase).
+    monkeypatch.setenv(PASSPHRASE_ENV, EXAMPLE_PASSPHRASE.decode())
     sent = await _exchange(pair)
     await _checkpoint(pair, US)
     config = str(pair.lp.homes[US].config_path)

@@ -204,9 +204,13 @@ def _replica_homes(root: Path, us_home: Home, dsn: str, n: int) -> list[Home]:
     """n copies of the US home (same keys, same identity), each with its own ports, on `dsn`."""
     base = load_config(us_home.config_path, env={})
     out = []
+    # The replicas share one day-key directory (docs/operations.md): what one seals, all open.
+    days = root / f"{US}-days"
+    days.mkdir(mode=0o700, exist_ok=True)
     for i in range(n):
         d = root / f"{US}-{i}"
-        shutil.copytree(us_home.dir, d, ignore=shutil.ignore_patterns("data"))
+        shutil.copytree(us_home.dir, d, ignore=shutil.ignore_patterns("data", "days"))
+        (d / "keys" / "days").symlink_to(days, target_is_directory=True)
         (d / "data").mkdir(mode=0o700)
         local, peer = free_port(), free_port()
         cfg = msgspec.structs.replace(

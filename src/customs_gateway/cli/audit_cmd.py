@@ -30,10 +30,20 @@ from ..core.encoding import format_ts, json_object, unb64url
 from ..core.errors import ConfigError, GatewayError
 from ..service.audit_export import ExportSummary, export_bundle
 from ..service.crypto_workers import MainlessProcessPool
-from ..service.server import open_store
+from ..service.gateway import day_keys
+from ..service.server import load_identity, open_store
 from ..startup.config import Config
+from ..store.sealed import SealedColumns
 from . import evidence_cmd
-from .common import add_config_arg, console, load_cli_config, print_json, result_console
+from .common import (
+    add_config_arg,
+    add_passphrase_arg,
+    console,
+    get_passphrase,
+    load_cli_config,
+    print_json,
+    result_console,
+)
 
 _SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 _P = ParamSpec("_P")
@@ -69,6 +79,7 @@ def register(sub: _SubParsers) -> None:
     add_config_arg(exp)
     exp.add_argument("--out", type=Path, required=True, metavar="FILE", help="bundle file to write (JSON Lines)")
     exp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_passphrase_arg(exp)  # the documents are sealed at rest: opening them takes the store key
     exp.set_defaults(func=run_export)
 
     ver = asub.add_parser(
@@ -149,6 +160,10 @@ def run_export(args: argparse.Namespace) -> int:
     peer = config.peer.identity or SignedBundle.from_bytes(peer_raw).bundle.identity
     if config.store.backend == "sqlite" and not config.path(config.store.path).exists():
         raise ConfigError(f"no store at {config.path(config.store.path)}: has this gateway run?", field="store.path")
+    identity = load_identity(config, get_passphrase(args))
+    if identity.store_key is None:
+        raise ConfigError("the identity has no store key", field="keys_dir")
+    sealed = SealedColumns(day_keys(config, identity.store_key))
     out_path: Path = args.out
     tmp = out_path.with_name(out_path.name + ".partial")
     with _progress("exporting") as progress:
@@ -158,7 +173,7 @@ def run_export(args: argparse.Namespace) -> int:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.fchmod(fd, 0o600)  # an older .partial left by a crash may have another mode
             with os.fdopen(fd, "wb") as f:
-                summary = asyncio.run(_export(config, own, peer, peer_raw, f, track))
+                summary = asyncio.run(_export(config, sealed, own, peer, peer_raw, f, track))
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:
@@ -171,9 +186,16 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 async def _export(
-    config: Config, own: bytes, peer: str, peer_raw: bytes, out: BinaryIO, track: Callable[[int, int], None]
+    config: Config,
+    sealed: SealedColumns,
+    own: bytes,
+    peer: str,
+    peer_raw: bytes,
+    out: BinaryIO,
+    track: Callable[[int, int], None],
 ) -> ExportSummary:
     store = open_store(config)
+    store.seal_at_rest(sealed)
     await store.open()
     try:
         return await export_bundle(

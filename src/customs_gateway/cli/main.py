@@ -26,6 +26,7 @@ VERB_MODULES = (
     "customs_gateway.cli.demo_cmd",
     "customs_gateway.cli.audit_cmd",
     "customs_gateway.cli.recover_cmd",
+    "customs_gateway.cli.retention_cmd",
     "customs_gateway.cli.bench_cmd",
 )
 

@@ -51,6 +51,7 @@ from ..core.envelope import (
     read_header,
 )
 from ..core.errors import GatewayError, SchemaError
+from ..core.handling import HandlingTerms
 from ..core.keys import DecryptionKey, EncryptionKey, SigningKey, held_decryption_key
 from ..core.profile import Profile, load_profile
 from ..core.receipt import Statement, make_receipt, verify_receipt, verify_refusal
@@ -241,6 +242,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         refs: tuple[bytes, ...] = ()
         named: tuple[tuple[str, str], ...] = ()
         recorded: consent.ConsentEvent | None = None
+        retain_until: dt.date | None = None  # a control document has no terms (`store.sealed`)
         for extra in ("in_reply_to", "handling"):
             if getattr(doc, extra) is not None and doc.type not in BUSINESS_TYPES:
                 raise SchemaError(
@@ -249,7 +251,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         if doc.type in BUSINESS_TYPES:
             schemas.check_happened(schemas.validate_body(doc.type, doc.body), now)
             docfiles.check_sealed(doc.body)
-            check_document_terms(doc, view.profile)
+            retain_until = check_document_terms(doc, view.profile).retain_until
             refs = reference.tags(view.index_key, doc.type, doc.id, doc.body)
             named = threads.named(doc.type, doc.body)
             recorded = consent.event_of(doc.type, doc.id, doc.body, now)
@@ -322,6 +324,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             in_reply_to=doc.in_reply_to,
             named=named,
             consent=recorded,
+            retain_until=retain_until,
         )
     except GatewayError as e:
         return Refused(
@@ -329,7 +332,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         )
 
 
-def check_document_terms(doc: Document, profile: Profile) -> None:
+def check_document_terms(doc: Document, profile: Profile) -> HandlingTerms:
     """A business document's handling terms, as the receiver checks them: present, well formed,
     and within the profile for the document's type on the day it was created (the sender checked
     the same on the same day); SchemaError (`handling.*` / `schema.*`) naming the field."""
@@ -337,7 +340,9 @@ def check_document_terms(doc: Document, profile: Profile) -> None:
         raise SchemaError(
             "a business document must carry handling terms", code="handling.missing", field="document.handling"
         )
-    handling.check_terms(handling.from_wire(doc.handling), doc.type, profile, doc.created_at.date())
+    terms = handling.from_wire(doc.handling)
+    handling.check_terms(terms, doc.type, profile, doc.created_at.date())
+    return terms
 
 
 def _announced_entry(

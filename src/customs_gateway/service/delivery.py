@@ -417,6 +417,7 @@ class DeliveryWorker:
             ciphertext=b[1],
             enc_kid=b[2],
             audit=self._sent(m, now),
+            retain_until=m.retain_until,  # the ciphertext is sealed under the message's day
         )
 
     def _expired(self, m: OutMessage, now: dt.datetime) -> AttemptOutcome:

@@ -40,11 +40,14 @@ from ..core.receipt import make_refusal
 from ..core.recovery import MAX_HELD, Cosigned, make_state
 from ..core.rotation import check_update
 from ..core.state import PeerLink, RecentCounts
+from ..core.storekey import StoreKey
 from ..core.witness import ForkError, check_advance, cosign_line, parse_request
 from ..startup.agreement import load_agreement_profile
 from ..startup.config import Config
+from ..startup.daykeys import DAYS_DIR, DayKeys
 from ..startup.keystore import Identity, write_atomic
 from ..store.base import Incoming, MessageFilter, NewMessage, OutMessage, Store, TokenRecord, WitnessState
+from ..store.sealed import SealedColumns
 from .auth import ROLES, TOKEN_ID_RE, check_secret, new_token, parse_bearer
 from .crypto_workers import CryptoPool, OpenKeys, Refused, open_batch, refused_error
 from .files import FileUploads
@@ -57,6 +60,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("customs_gateway.gateway")
 
 MAX_TTL: Final = dt.timedelta(days=30)
+#: The store mark of rows stored in clear before data at rest (`Gateway.backfill_sealing`).
+SEAL_BACKFILL: Final = "seal_backfill"
 #: The store mark of messages stored before the reference index (`Gateway.backfill_references`).
 BACKFILL: Final = "refs_backfill"
 #: How long a token record read from the store is trusted before it is read again.
@@ -122,6 +127,11 @@ class Caller:
         return f"token:{self.token_id}"
 
 
+def day_keys(config: Config, store_key: StoreKey, randbytes: RandBytes = os.urandom) -> DayKeys:
+    """The day keys that seal this gateway's store at rest (`keys/days/`, decision 0013)."""
+    return DayKeys(config.path(config.keys_dir) / DAYS_DIR, store_key, randbytes)
+
+
 class Gateway:
     """One administration's gateway: identity, the one peer it talks to, the store."""
 
@@ -178,6 +188,10 @@ class Gateway:
         if identity.store_key is None:
             raise ConfigError("the identity was loaded without its store key", field="keys_dir")
         store.subscribe(self._store_changed)  # replicas sharing the store wake each other
+        #: Day keys that seal bodies at rest (`core.atrest`, `store.sealed`), beside the key store.
+        self.day_keys = day_keys(config, identity.store_key, randbytes)
+        self.sealed = SealedColumns(self.day_keys)
+        store.seal_at_rest(self.sealed)
         #: The key business references are indexed under (`core.reference`).
         self.index_key = identity.store_key.derive(reference.INDEX_KEY_LABEL)
         self.peer_origin = log_origin(peer.identity)
@@ -469,6 +483,7 @@ class Gateway:
             references=reference.tags(self.index_key, msg_type, doc.id, body),
             in_reply_to=in_reply_to,
             consent=consent.event_of(msg_type, doc.id, body, now),
+            retain_until=None if terms is None else terms.retain_until,
         )
 
     # --- inbox ack -------------------------------------------------------------------------
@@ -816,6 +831,38 @@ class Gateway:
         await self.store.set_meta(BACKFILL, None)
         log.info("references.indexed", messages=done)
         return done
+
+    async def backfill_sealing(self, page: int = 200) -> int:
+        """Seal the rows stored in clear before data at rest (issue 18; the migration leaves a
+        `seal_backfill` mark when there were any). Resumable without a position: each page is
+        written back sealed and so leaves the query; bounded: one page per transaction. Each
+        row is sealed under its terms' `retain_until` (the profile's default for a business
+        document older than handling terms; the control rule otherwise). Returns rows sealed."""
+        if await self.store.get_meta(SEAL_BACKFILL) is None:
+            return 0
+        done = 0
+        for table in ("messages", "inbox"):
+            while rows := await self.store.rows_in_clear(table, page):
+                sealed = [self.sealed.clear_row(r, self._retain_until_of(r.type, r.signed_document)) for r in rows]
+                changed = await self.store.seal_rows(sealed)
+                done += changed
+                if changed == 0:  # nothing took (cannot happen: each row left clear is sealed)
+                    break
+        await self.store.drop_clear_copies()
+        await self.store.set_meta(SEAL_BACKFILL, None)
+        log.info("atrest.sealed", rows=done)
+        return done
+
+    def _retain_until_of(self, msg_type: str, signed_document: bytes) -> dt.date | None:
+        if msg_type not in BUSINESS_TYPES:
+            return None
+        doc = Document.from_bytes(SignedDocument.from_bytes(signed_document).document_bytes)
+        if doc.handling is not None:
+            return handling.from_wire(doc.handling).retain_until
+        try:  # older than handling terms: the default the profile gives the type that day
+            return handling.apply_defaults(None, msg_type, self.profile, doc.created_at.date()).retain_until
+        except GatewayError:
+            return None  # a type the profile no longer knows: kept as a control message is
 
     async def load_origins(self) -> None:
         """At start: the origins in force, from the newest checkpoint of ours (and any epoch

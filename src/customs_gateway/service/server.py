@@ -240,10 +240,11 @@ class GatewayServer:
             self.worker = self.checkpointer = self.evidence = None
 
     async def _backfill(self) -> None:
-        """Index what was stored before the reference index (an upgrade); a failure is logged and
-        tried again at the next start (progress is kept)."""
+        """Index what was stored before the reference index and seal what was stored in clear
+        (upgrades); a failure is logged and tried again at the next start (progress is kept)."""
         try:
             await self.gateway.backfill_references()
+            await self.gateway.backfill_sealing()
         except asyncio.CancelledError:
             raise
         except Exception:

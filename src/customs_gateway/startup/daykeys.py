@@ -1,7 +1,8 @@
 """Day keys on disk: `keys/days/<YYYY-MM-DD>.key`, one per retention day (`core.atrest`).
 
 Each file holds one random day key wrapped under the store key's wrap subkey (mode 0600, written
-atomically). Destroying a day replaces its file with a tombstone `<YYYY-MM-DD>.destroyed` (the
+atomically, and only if absent, so processes sharing the directory — PostgreSQL replicas — agree
+on each day's key). Destroying a day replaces its file with a tombstone `<YYYY-MM-DD>.destroyed` (the
 key bytes are gone; the tombstone keeps the day from ever getting a new key, so nothing can be
 sealed for a day already disposed of). Thread-safe: the store's writer thread seals through it.
 """
@@ -18,7 +19,7 @@ from typing import Final
 from ..core import atrest
 from ..core.keys import RandBytes
 from ..core.storekey import StoreKey
-from .keystore import write_atomic
+from .keystore import create_exclusive, write_atomic
 
 DAYS_DIR: Final = "days"
 _NAME: Final = re.compile(r"(\d{4}-\d{2}-\d{2})\.(key|destroyed)")
@@ -45,8 +46,14 @@ class DayKeys:
                 key = self._randbytes(atrest.KEY_BYTES)
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 nonce = self._randbytes(atrest.NONCE_BYTES)
-                write_atomic(self._path(day), atrest.wrap_day_key(self._wrap, day, key, nonce))
-                self._cache[day] = key
+                # Created only if absent: replicas sharing the directory never replace a key
+                # another one already sealed with (the one that lost the race loads the winner's).
+                if create_exclusive(self._path(day), atrest.wrap_day_key(self._wrap, day, key, nonce)):
+                    self._cache[day] = key
+                else:
+                    key = self._load(day)
+                    if key is None:
+                        raise atrest.Disposed(f"the day key of {day.isoformat()} was destroyed", field="retain_until")
             return key
 
     def existing(self, day: dt.date) -> bytes:

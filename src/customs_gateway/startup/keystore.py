@@ -228,6 +228,21 @@ def write_atomic(path: Path, data: bytes, mode: int = _PRIVATE) -> None:
     _fsync_dir(path.parent)
 
 
+def create_exclusive(path: Path, data: bytes, mode: int = _PRIVATE) -> bool:
+    """Create `path` holding `data`, whole and durable, only if it does not exist yet (a hard link
+    of a staged file: never a partial file, and of two processes creating it at once exactly one
+    wins). False if it already existed (then it is left as it was)."""
+    tmp = _stage(path, data, mode)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return True
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final
 
 from ..core import threads
 from ..core.audit import AuditEntry
@@ -21,6 +21,9 @@ from ..core.encoding import json_object
 from ..core.errors import Conflict, GatewayError
 from ..core.replay import seq_reused_error
 from ..core.state import check_ack
+
+if TYPE_CHECKING:
+    from .sealed import SealedColumns
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class NewMessage:
     references: tuple[bytes, ...] = ()  # reference tags to index it under (`core.reference`)
     in_reply_to: str | None = None  # the message it answers (threads)
     consent: ConsentEvent | None = None  # a consent request or decision to record (`core.consent`)
+    retain_until: dt.date | None = None  # its handling terms' retention date (None: a control message)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class OutMessage:
     updated_at: dt.datetime
     history: tuple[tuple[dt.datetime, str, str], ...] = ()
     in_reply_to: str | None = None
+    retain_until: dt.date | None = None  # the day whose key seals it at rest (None: stored in clear)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class AttemptOutcome:
     ciphertext: bytes | None = None
     enc_kid: str | None = None
     audit: tuple[AuditEntry, ...] = ()
+    retain_until: dt.date | None = None  # the message's (`OutMessage.retain_until`): seals the ciphertext
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,7 @@ class Incoming:
     in_reply_to: str | None = None  # the message it answers: one exchanged with the sender
     named: tuple[tuple[str, str], ...] = ()  # (body field, id) of messages we must have sent (`core.threads`)
     consent: ConsentEvent | None = None  # a consent request or decision to record (`core.consent`)
+    retain_until: dt.date | None = None  # its handling terms' retention date (None: a control message)
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,7 @@ class InboxItem:
     ack_status: str | None
     ack_message_id: str | None
     in_reply_to: str | None = None
+    retain_until: dt.date | None = None  # the day whose key seals it at rest (None: stored in clear)
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,21 @@ class Evidence:
     signed_document: bytes
     receipt: bytes | None
     refusal: bytes | None
+    retain_until: dt.date | None = None  # the day whose key seals it at rest (None: stored in clear)
+
+
+@dataclass(frozen=True)
+class ClearRow:
+    """A row stored in clear before sealing at rest (`Gateway.backfill_sealing` seals it):
+    `table` is "messages" or "inbox"; `body` is None for "messages"."""
+
+    table: str
+    id: str
+    type: str
+    created_at: dt.datetime
+    signed_document: bytes
+    body: bytes | None
+    retain_until: dt.date | None = None  # set with the sealed values when written back
 
 
 @dataclass(frozen=True)
@@ -256,10 +279,19 @@ def seq_reused(it: Incoming, high_water: int | None, held_id: str | None) -> Inc
 
 OUT_COLS: Final = (
     "id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256, attempts,"
-    " next_attempt_at, last_error, ciphertext, enc_kid, receipt, refusal, ack, updated_at, in_reply_to"
+    " next_attempt_at, last_error, ciphertext, enc_kid, receipt, refusal, ack, updated_at, in_reply_to, retain_until"
 )
 IN_COLS: Final = (
-    "cursor, sender, id, type, created_at, received_at, document_sha256, body, ack_status, ack_message_id, in_reply_to"
+    "cursor, sender, id, type, created_at, received_at, document_sha256, body, ack_status, ack_message_id, in_reply_to,"
+    " retain_until"
+)
+
+
+#: Rows per retention day in both tables (`Store.retention_counts`); the same SQL on both backends.
+RETENTION_COUNTS_SQL: Final = (
+    "SELECT retain_until, sum(m), sum(i) FROM ("
+    " SELECT retain_until, 1 AS m, 0 AS i FROM messages UNION ALL SELECT retain_until, 0, 1 FROM inbox"
+    ") AS t GROUP BY retain_until"
 )
 
 
@@ -303,6 +335,13 @@ def _opt_bytes(v: Any) -> bytes | None:
     return None if v is None else bytes(v)
 
 
+def day_of(v: Any) -> dt.date | None:
+    """A `retain_until` column as read back: SQLite text `YYYY-MM-DD`, PostgreSQL a date."""
+    if v is None or isinstance(v, dt.date):
+        return v
+    return dt.date.fromisoformat(str(v))
+
+
 def out_message_from_row(r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> OutMessage:
     """An `OutMessage` from a row of `OUT_COLS`; `ts` reads one timestamp column."""
     return OutMessage(
@@ -325,6 +364,7 @@ def out_message_from_row(r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> 
         ack=None if r[16] is None else json_object(bytes(r[16])),
         updated_at=ts(r[17]),
         in_reply_to=r[18],
+        retain_until=day_of(r[19]),
     )
 
 
@@ -342,6 +382,7 @@ def inbox_item_from_row(r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> I
         ack_status=r[8],
         ack_message_id=r[9],
         in_reply_to=r[10],
+        retain_until=day_of(r[11]),
     )
 
 
@@ -368,6 +409,7 @@ def queued_message(msg: NewMessage, seq: int) -> OutMessage:
         ack=None,
         updated_at=created,
         in_reply_to=msg.in_reply_to,
+        retain_until=msg.retain_until,
     )
 
 
@@ -393,6 +435,56 @@ CONTROL_TYPES_SQL: Final = "('ack','key-announcement','cosign-request')"
 
 class Store(abc.ABC):
     """Async persistence for one gateway. Implementations: SQLite (default), PostgreSQL."""
+
+    #: Seals bodies, signed documents and ciphertexts at rest (`store.sealed`); None: kept in
+    #: clear (a store used without a gateway's keys, as some tools and tests do).
+    sealed: SealedColumns | None = None
+
+    def seal_at_rest(self, sealed: SealedColumns) -> None:
+        """Seal what is written from now on, and open what is read, with `sealed`'s day keys."""
+        self.sealed = sealed
+
+    # What both backends do around their transactions: seal before, open after (`store.sealed`).
+    def _seal_new(self, msg: NewMessage) -> NewMessage:
+        if self.sealed is None:
+            return replace(msg, retain_until=None) if msg.retain_until is not None else msg
+        return self.sealed.new_message(msg)
+
+    def _seal_in(self, it: Incoming) -> Incoming:
+        if self.sealed is None:
+            return replace(it, retain_until=None) if it.retain_until is not None else it
+        return self.sealed.incoming(it)
+
+    def _seal_outcomes(self, outcomes: list[AttemptOutcome]) -> list[AttemptOutcome]:
+        sealed = self.sealed
+        if sealed is None:
+            return outcomes
+        return [sealed.outcome(o) for o in outcomes]
+
+    def _submitted(self, plain: NewMessage, out: OutMessage, created: bool) -> OutMessage:
+        """The message `submit` answers with: the plain document it was given, or the stored
+        one (opened) for a replay."""
+        if created:
+            return replace(out, signed_document=plain.signed_document)
+        return self._open_out(out)
+
+    def _open_out(self, m: OutMessage) -> OutMessage:
+        return m if self.sealed is None else self.sealed.out_message(m)
+
+    def _open_outs(self, msgs: list[OutMessage]) -> list[OutMessage]:
+        sealed = self.sealed
+        return msgs if sealed is None else [sealed.out_message(m) for m in msgs]
+
+    def _open_in(self, item: InboxItem) -> InboxItem:
+        return item if self.sealed is None else self.sealed.inbox_item(item)
+
+    def _open_ins(self, items: list[InboxItem]) -> list[InboxItem]:
+        sealed = self.sealed
+        return items if sealed is None else [sealed.inbox_item(i) for i in items]
+
+    def _open_evidence(self, found: list[Evidence]) -> list[Evidence]:
+        sealed = self.sealed
+        return found if sealed is None else [sealed.evidence(e) for e in found]
 
     def subscribe(self, on_change: Callable[[str], None]) -> None:
         """Be told when another process sharing this store commits work for us: `"outbox"` (a
@@ -643,6 +735,28 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def bundles(self) -> list[tuple[str, bytes]]: ...
+
+    @abc.abstractmethod
+    async def rows_in_clear(self, table: str, limit: int) -> list[ClearRow]:
+        """Up to `limit` rows of `table` ("messages" or "inbox") not yet sealed (`retain_until`
+        NULL), by id."""
+
+    @abc.abstractmethod
+    async def retention_counts(self) -> list[tuple[dt.date | None, int, int]]:
+        """(retain_until, messages, inbox rows) per retention day the store holds rows for; None
+        counts the rows still in clear."""
+
+    async def drop_clear_copies(self) -> None:
+        """After `seal_rows` sealed everything: let go of the copies in clear that the database's
+        own files still hold (SQLite: the WAL's older frames). PostgreSQL keeps old row versions
+        until VACUUM, which operations.md asks the DBA to run after the upgrade."""
+        return None
+
+    @abc.abstractmethod
+    async def seal_rows(self, rows: list[ClearRow]) -> int:
+        """Write back `rows` sealed (`store.sealed.SealedColumns.clear_row`), each only if still
+        in clear; a message's cached ciphertext is dropped (the next attempt rebuilds it).
+        Returns how many rows changed."""
 
     @abc.abstractmethod
     async def evidence(self, message_ids: list[str]) -> list[Evidence]:

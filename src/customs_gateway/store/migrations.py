@@ -208,4 +208,17 @@ SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     ),
     # Version 10: consent requests and decisions (DESIGN §12, `core.consent`), on both sides.
     (10, (consents_table("TEXT"), "CREATE INDEX consents_message ON consents(message_id)")),
+    # Version 11: data at rest (issue 18, `store.sealed`): the day whose key seals the row's
+    # bodies (NULL: stored in clear before this version; the start-up backfill seals them).
+    (
+        11,
+        (
+            "ALTER TABLE messages ADD COLUMN retain_until TEXT",
+            "ALTER TABLE inbox ADD COLUMN retain_until TEXT",
+            "CREATE INDEX messages_retain ON messages(retain_until)",
+            "CREATE INDEX inbox_retain ON inbox(retain_until)",
+            "INSERT OR REPLACE INTO store_meta(key, value) SELECT 'seal_backfill', ''"
+            " WHERE EXISTS (SELECT 1 FROM messages) OR EXISTS (SELECT 1 FROM inbox)",
+        ),
+    ),
 )

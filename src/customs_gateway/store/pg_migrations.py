@@ -198,6 +198,20 @@ PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     ),
     # Version 9: consent requests and decisions (DESIGN §12, `core.consent`), on both sides.
     (9, (consents_table("TIMESTAMPTZ"), "CREATE INDEX consents_message ON consents(message_id)")),
+    # Version 10: data at rest (issue 18, `store.sealed`): the day whose key seals the row's
+    # bodies (NULL: stored in clear before this version; the start-up backfill seals them).
+    (
+        10,
+        (
+            "ALTER TABLE messages ADD COLUMN retain_until DATE",
+            "ALTER TABLE inbox ADD COLUMN retain_until DATE",
+            "CREATE INDEX messages_retain ON messages(retain_until)",
+            "CREATE INDEX inbox_retain ON inbox(retain_until)",
+            "INSERT INTO store_meta(key, value) SELECT 'seal_backfill', ''"
+            " WHERE EXISTS (SELECT 1 FROM messages) OR EXISTS (SELECT 1 FROM inbox)"
+            " ON CONFLICT (key) DO NOTHING",
+        ),
+    ),
 )
 """Every version, oldest first. `PostgresStore.open` applies the pending ones in one transaction."""
 

@@ -51,9 +51,11 @@ from .base import (
     CONTROL_TYPES_SQL,
     IN_COLS,
     OUT_COLS,
+    RETENTION_COUNTS_SQL,
     TOKEN_COLUMNS,
     AttemptOutcome,
     CheckpointRecord,
+    ClearRow,
     Evidence,
     HeldMessage,
     InboxItem,
@@ -369,18 +371,23 @@ class PostgresStore(Store):
         one fsync), each in its own savepoint: one refused (an idempotency conflict) leaves the
         others as they were."""
         fut: asyncio.Future[tuple[OutMessage, bool]] = asyncio.get_running_loop().create_future()
-        self._submits.append((msg, audit, fut))
+        self._submits.append((self._seal_new(msg), audit, fut))
         if self._submitter is None or self._submitter.done():
             self._submitter = asyncio.create_task(self._commit_submits(), name="pg-group-commit")
-        return await fut
+        out, created = await fut
+        return self._submitted(msg, out, created), created
 
     async def submit_many(
         self, batch: list[tuple[NewMessage, AuditEntry]]
     ) -> list[tuple[OutMessage, bool] | GatewayError]:
+        sealed = [(self._seal_new(msg), audit) for msg, audit in batch]
         async with self._tx(audited=True) as tx:
-            results = await _submit_group(tx, batch)
+            results = await _submit_group(tx, sealed)
             await self._notify(tx.conn, "outbox")
-        return results
+        return [
+            r if isinstance(r, GatewayError) else (self._submitted(m, r[0], r[1]), r[1])
+            for (m, _), r in zip(batch, results, strict=True)
+        ]
 
     async def _commit_submits(self) -> None:
         while self._submits:
@@ -441,11 +448,12 @@ class PostgresStore(Store):
                 now + self.lease,
                 [m.id for m in msgs],
             )
-            return msgs
+        return self._open_outs(msgs)
 
     async def record_outcomes(self, outcomes: list[AttemptOutcome]) -> None:
         if not outcomes:
             return
+        outcomes = self._seal_outcomes(outcomes)
         async with self._tx(audited=True) as tx:
             # One query locks every message of the batch (not one round trip per outcome).
             rows = await tx.conn.fetch(
@@ -499,7 +507,7 @@ class PostgresStore(Store):
             if row is None:
                 return None
             hist = await c.fetch("SELECT at, status, detail FROM history WHERE message_id=$1 ORDER BY n", message_id)
-        m = _out(row)
+        m = self._open_out(_out(row))
         return OutMessage(**{**m.__dict__, "history": tuple((h[0], h[1], h[2]) for h in hist)})
 
     async def list_messages(self, flt: MessageFilter, after: str | None, limit: int) -> list[OutMessage]:
@@ -521,7 +529,8 @@ class PostgresStore(Store):
         args.append(limit)
         sql = f"SELECT {OUT_COLS} FROM messages WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}"
         async with self._read() as c:
-            return [_out(r) for r in await c.fetch(sql, *args)]
+            rows = await c.fetch(sql, *args)
+        return self._open_outs([_out(r) for r in rows])
 
     async def queue_depth(self, peer: str) -> tuple[int, dt.datetime | None]:
         async with self._read() as c:
@@ -530,6 +539,7 @@ class PostgresStore(Store):
 
     # inbound -------------------------------------------------------------------------------
     async def accept_incoming(self, items: list[Incoming]) -> list[IncomingResult]:
+        items = [self._seal_in(it) for it in items]
         async with self._tx(audited=True) as tx:
             results = [await _accept_one(tx, it) for it in items]
             if any(r.status == "accepted" for r in results):
@@ -556,7 +566,7 @@ class PostgresStore(Store):
                 limit,
                 *args,
             )
-        return [_in(r) for r in rows]
+        return self._open_ins([_in(r) for r in rows])
 
     async def get_meta(self, key: str) -> str | None:
         async with self._read() as c:
@@ -633,9 +643,10 @@ class PostgresStore(Store):
     async def inbox_item(self, message_id: str) -> InboxItem | None:
         async with self._read() as c:
             row = await c.fetchrow(f"SELECT {IN_COLS} FROM inbox WHERE id=$1", message_id)
-        return None if row is None else _in(row)
+        return None if row is None else self._open_in(_in(row))
 
     async def acknowledge_inbox(self, message_id: str, status: str, ack: NewMessage, audit: AuditEntry) -> OutMessage:
+        plain, ack = ack, self._seal_new(ack)
         async with self._tx(audited=True) as tx:
             c = tx.conn
             row = await c.fetchrow("SELECT ack_status FROM inbox WHERE id=$1 FOR UPDATE", message_id)
@@ -647,7 +658,7 @@ class PostgresStore(Store):
                 )
             await c.execute("UPDATE inbox SET ack_status=$1, ack_message_id=$2 WHERE id=$3", status, ack.id, message_id)
             out, _ = await _submit(tx, ack, audit)
-            return out
+        return self._submitted(plain, out, True)
 
     async def peer_state(self, peer: str) -> PeerState:
         async with self._read() as c:
@@ -732,7 +743,7 @@ class PostgresStore(Store):
     async def pending(self, peer: str) -> list[OutMessage]:
         async with self._read() as c:
             rows = await c.fetch(f"SELECT {OUT_COLS} FROM messages WHERE peer=$1 AND {_PENDING} ORDER BY seq", peer)
-        return [_out(r) for r in rows]
+        return self._open_outs([_out(r) for r in rows])
 
     async def renumber_pending(self, peer: str, first_seq: int, audit: AuditEntry) -> int:
         async with self._tx(audited=True) as tx:
@@ -861,20 +872,66 @@ class PostgresStore(Store):
             rows = await c.fetch("SELECT owner, bundle FROM key_bundles ORDER BY stored_at, owner")
         return [(r[0], bytes(r[1])) for r in rows]
 
+    async def rows_in_clear(self, table: str, limit: int) -> list[ClearRow]:
+        if table not in ("messages", "inbox"):
+            raise ValueError(f"no sealed columns in {table}")
+        body = "body" if table == "inbox" else "NULL::bytea"
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT id, type, created_at, signed_document, {body} FROM {table}"
+                " WHERE retain_until IS NULL ORDER BY id LIMIT $1",
+                limit,
+            )
+        return [ClearRow(table, r[0], r[1], r[2], bytes(r[3]), _b(r[4])) for r in rows]
+
+    async def retention_counts(self) -> list[tuple[dt.date | None, int, int]]:
+        async with self._read() as c:
+            rows = await c.fetch(RETENTION_COUNTS_SQL)
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    async def seal_rows(self, rows: list[ClearRow]) -> int:
+        if not rows:
+            return 0
+        n = 0
+        async with self._tx() as tx:
+            for r in rows:
+                if r.table == "inbox":
+                    status = await tx.conn.execute(
+                        "UPDATE inbox SET signed_document=$1, body=$2, retain_until=$3"
+                        " WHERE id=$4 AND retain_until IS NULL",
+                        r.signed_document,
+                        r.body,
+                        r.retain_until,
+                        r.id,
+                    )
+                else:
+                    status = await tx.conn.execute(
+                        "UPDATE messages SET signed_document=$1, ciphertext=NULL, enc_kid=NULL, retain_until=$2"
+                        " WHERE id=$3 AND retain_until IS NULL",
+                        r.signed_document,
+                        r.retain_until,
+                        r.id,
+                    )
+                n += int(status.split()[-1])
+        return n
+
     async def evidence(self, message_ids: list[str]) -> list[Evidence]:
         out: list[Evidence] = []
         async with self._read() as c:
             for i in range(0, len(message_ids), 500):
                 chunk = message_ids[i : i + 500]
                 for r in await c.fetch(
-                    "SELECT id, peer, signed_document, receipt, refusal FROM messages WHERE id = ANY($1::text[])", chunk
+                    "SELECT id, peer, signed_document, receipt, refusal, retain_until FROM messages"
+                    " WHERE id = ANY($1::text[])",
+                    chunk,
                 ):
-                    out.append(Evidence(r[0], "outbound", r[1], bytes(r[2]), _b(r[3]), _b(r[4])))
+                    out.append(Evidence(r[0], "outbound", r[1], bytes(r[2]), _b(r[3]), _b(r[4]), r[5]))
                 for r in await c.fetch(
-                    "SELECT id, sender, signed_document, receipt FROM inbox WHERE id = ANY($1::text[])", chunk
+                    "SELECT id, sender, signed_document, receipt, retain_until FROM inbox WHERE id = ANY($1::text[])",
+                    chunk,
                 ):
-                    out.append(Evidence(r[0], "inbound", r[1], bytes(r[2]), bytes(r[3]), None))
-        return out
+                    out.append(Evidence(r[0], "inbound", r[1], bytes(r[2]), bytes(r[3]), None, r[4]))
+        return self._open_evidence(out)
 
 
 # --- row mapping -------------------------------------------------------------------------------
@@ -988,8 +1045,8 @@ async def _submit_group(
         outs = [(batch[i][0], made[batch[i][0].id]) for i in fresh]
         await c.executemany(
             "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document,"
-            " document_sha256, attempts, next_attempt_at, token_id, updated_at, in_reply_to)"
-            " VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,0,$5,$9,$5,$10)",
+            " document_sha256, attempts, next_attempt_at, token_id, updated_at, in_reply_to, retain_until)"
+            " VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,0,$5,$9,$5,$10,$11)",
             [
                 (
                     m.id,
@@ -1002,6 +1059,7 @@ async def _submit_group(
                     m.document_sha256,
                     m.token_id,
                     m.in_reply_to,
+                    m.retain_until,
                 )
                 for m, o in outs
             ],
@@ -1061,8 +1119,8 @@ async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessa
     now = out.created_at
     await c.execute(
         "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256,"
-        " attempts, next_attempt_at, token_id, updated_at, in_reply_to)"
-        " VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,0,$5,$9,$5,$10)",
+        " attempts, next_attempt_at, token_id, updated_at, in_reply_to, retain_until)"
+        " VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,0,$5,$9,$5,$10,$11)",
         msg.id,
         msg.peer,
         seq,
@@ -1073,6 +1131,7 @@ async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessa
         msg.document_sha256,
         msg.token_id,
         msg.in_reply_to,
+        msg.retain_until,
     )
     await _index(c, msg.references, "out", msg.id)
     if msg.idempotency_key is not None and msg.token_id is not None:
@@ -1173,7 +1232,7 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
         # that turns a second insert of the same (sender, id) into a no-op whatever happens.
         cursor = await c.fetchval(
             "INSERT INTO inbox(sender, id, seq, type, created_at, received_at, document_sha256, signed_document,"
-            " body, receipt, in_reply_to) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+            " body, receipt, in_reply_to, retain_until) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
             " ON CONFLICT (sender, id) DO NOTHING RETURNING cursor",
             it.sender,
             it.id,
@@ -1186,6 +1245,7 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
             it.body,
             it.receipt,
             it.in_reply_to,
+            it.retain_until,
         )
         if cursor is None:  # someone else's row won: it decides, as if it had been there first
             row = await c.fetchrow(find, it.sender, it.id)

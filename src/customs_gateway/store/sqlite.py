@@ -40,9 +40,11 @@ from .base import (
     CONTROL_TYPES_SQL,
     IN_COLS,
     OUT_COLS,
+    RETENTION_COUNTS_SQL,
     TOKEN_COLUMNS,
     AttemptOutcome,
     CheckpointRecord,
+    ClearRow,
     Evidence,
     HeldMessage,
     InboxItem,
@@ -58,6 +60,7 @@ from .base import (
     WitnessState,
     ack_refusal,
     consent_from_row,
+    day_of,
     inbox_item_from_row,
     out_message_from_row,
     queued_message,
@@ -107,6 +110,9 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Space freed by an update or delete is zeroed, not left holding the old bytes: sealing a
+        # row stored in clear (and later disposal) leaves no readable copy in the file.
+        conn.execute("PRAGMA secure_delete=ON")
         # A lock held longer than this (another process, a backup) fails the commit with 503
         # instead of hanging the request; the next request tries again.
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
@@ -213,21 +219,29 @@ class SQLiteStore(Store):
 
     # outbound ------------------------------------------------------------------------------
     async def submit(self, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
-        return await self._write(lambda c: _submit(c, msg, audit))
+        sealed = self._seal_new(msg)
+        out, created = await self._write(lambda c: _submit(c, sealed, audit))
+        return self._submitted(msg, out, created), created
 
     async def submit_many(
         self, batch: list[tuple[NewMessage, AuditEntry]]
     ) -> list[tuple[OutMessage, bool] | GatewayError]:
+        sealed = [(self._seal_new(msg), audit) for msg, audit in batch]
+
         def job(c: sqlite3.Connection) -> list[tuple[OutMessage, bool] | GatewayError]:
             out: list[tuple[OutMessage, bool] | GatewayError] = []
-            for msg, audit in batch:
+            for msg, audit in sealed:
                 try:
                     out.append(_submit(c, msg, audit))
                 except Conflict as e:  # raised before anything of that item is written
                     out.append(e)
             return out
 
-        return await self._write(job)
+        results = await self._write(job)
+        return [
+            r if isinstance(r, GatewayError) else (self._submitted(m, r[0], r[1]), r[1])
+            for (m, _), r in zip(batch, results, strict=True)
+        ]
 
     async def due(self, peer: str, now: dt.datetime, limit: int, after_seq: int = 0) -> list[OutMessage]:
         def job(c: sqlite3.Connection) -> list[OutMessage]:
@@ -242,10 +256,11 @@ class SQLiteStore(Store):
                 return []
             return msgs
 
-        return await self._read(job)
+        return self._open_outs(await self._read(job))
 
     async def record_outcomes(self, outcomes: list[AttemptOutcome]) -> None:
-        await self._write(lambda c: _record_outcomes(c, outcomes))
+        sealed = self._seal_outcomes(outcomes)
+        await self._write(lambda c: _record_outcomes(c, sealed))
 
     async def next_due_at(self, peer: str) -> dt.datetime | None:
         def job(c: sqlite3.Connection) -> dt.datetime | None:
@@ -268,7 +283,8 @@ class SQLiteStore(Store):
             m = _out(row)
             return OutMessage(**{**m.__dict__, "history": tuple((parse_ts(a), s, d) for a, s, d in hist)})
 
-        return await self._read(job)
+        found = await self._read(job)
+        return None if found is None else self._open_out(found)
 
     async def list_messages(self, flt: MessageFilter, after: str | None, limit: int) -> list[OutMessage]:
         def job(c: sqlite3.Connection) -> list[OutMessage]:
@@ -295,7 +311,7 @@ class SQLiteStore(Store):
             sql = f"SELECT {OUT_COLS} FROM messages WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
             return [_out(r) for r in c.execute(sql, (*args, limit)).fetchall()]
 
-        return await self._read(job)
+        return self._open_outs(await self._read(job))
 
     async def queue_depth(self, peer: str) -> tuple[int, dt.datetime | None]:
         def job(c: sqlite3.Connection) -> tuple[int, dt.datetime | None]:
@@ -309,9 +325,11 @@ class SQLiteStore(Store):
 
     # inbound -------------------------------------------------------------------------------
     async def accept_incoming(self, items: list[Incoming]) -> list[IncomingResult]:
+        sealed = [self._seal_in(it) for it in items]
+
         def job(c: sqlite3.Connection) -> list[IncomingResult]:
             entries: list[AuditEntry] = []
-            results = [_accept_one(c, it, entries) for it in items]
+            results = [_accept_one(c, it, entries) for it in sealed]
             _audit(c, *entries)  # one append for the batch: the frontier is read and written once
             return results
 
@@ -342,7 +360,7 @@ class SQLiteStore(Store):
             sql = f"SELECT {OUT_COLS} FROM messages WHERE peer=? AND {PENDING_SQL} ORDER BY seq"
             return [_out(r) for r in c.execute(sql, (peer,)).fetchall()]
 
-        return await self._read(job)
+        return self._open_outs(await self._read(job))
 
     async def renumber_pending(self, peer: str, first_seq: int, audit: AuditEntry) -> int:
         def job(c: sqlite3.Connection) -> int:
@@ -379,7 +397,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [_in(r) for r in rows]
 
-        return await self._read(job)
+        return self._open_ins(await self._read(job))
 
     async def inbox_last_cursor(self) -> int:
         def job(c: sqlite3.Connection) -> int:
@@ -473,9 +491,12 @@ class SQLiteStore(Store):
             row = c.execute(f"SELECT {IN_COLS} FROM inbox WHERE id=?", (message_id,)).fetchone()
             return None if row is None else _in(row)
 
-        return await self._read(job)
+        item = await self._read(job)
+        return None if item is None else self._open_in(item)
 
     async def acknowledge_inbox(self, message_id: str, status: str, ack: NewMessage, audit: AuditEntry) -> OutMessage:
+        plain, ack = ack, self._seal_new(ack)
+
         def job(c: sqlite3.Connection) -> OutMessage:
             row = c.execute("SELECT ack_status FROM inbox WHERE id=?", (message_id,)).fetchone()
             if row is None:
@@ -490,7 +511,7 @@ class SQLiteStore(Store):
             out, _ = _submit(c, ack, audit)
             return out
 
-        return await self._write(job)
+        return self._submitted(plain, await self._write(job), True)
 
     async def peer_state(self, peer: str) -> PeerState:
         def job(c: sqlite3.Connection) -> PeerState:
@@ -656,6 +677,55 @@ class SQLiteStore(Store):
 
         return await self._read(job)
 
+    async def rows_in_clear(self, table: str, limit: int) -> list[ClearRow]:
+        body = "body" if table == "inbox" else "NULL"
+        if table not in ("messages", "inbox"):
+            raise ValueError(f"no sealed columns in {table}")
+
+        def job(c: sqlite3.Connection) -> list[ClearRow]:
+            rows = c.execute(
+                f"SELECT id, type, created_at, signed_document, {body} FROM {table}"
+                " WHERE retain_until IS NULL ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [ClearRow(table, r[0], r[1], parse_ts(r[2]), bytes(r[3]), _b(r[4])) for r in rows]
+
+        return await self._read(job)
+
+    async def retention_counts(self) -> list[tuple[dt.date | None, int, int]]:
+        def job(c: sqlite3.Connection) -> list[tuple[dt.date | None, int, int]]:
+            rows = c.execute(RETENTION_COUNTS_SQL).fetchall()
+            return [(day_of(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+        return await self._read(job)
+
+    async def drop_clear_copies(self) -> None:
+        # The WAL still holds the pages as they were before sealing: checkpoint and truncate it
+        # (outside any transaction, so from the reading connection; the busy timeout waits).
+        await self._read(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+
+    async def seal_rows(self, rows: list[ClearRow]) -> int:
+        def job(c: sqlite3.Connection) -> int:
+            n = 0
+            for r in rows:
+                day = None if r.retain_until is None else r.retain_until.isoformat()
+                if r.table == "inbox":
+                    cur = c.execute(
+                        "UPDATE inbox SET signed_document=?, body=?, retain_until=?"
+                        " WHERE id=? AND retain_until IS NULL",
+                        (r.signed_document, r.body, day, r.id),
+                    )
+                else:
+                    cur = c.execute(
+                        "UPDATE messages SET signed_document=?, ciphertext=NULL, enc_kid=NULL, retain_until=?"
+                        " WHERE id=? AND retain_until IS NULL",
+                        (r.signed_document, day, r.id),
+                    )
+                n += cur.rowcount
+            return n
+
+        return await self._write(job) if rows else 0
+
     async def evidence(self, message_ids: list[str]) -> list[Evidence]:
         def job(c: sqlite3.Connection) -> list[Evidence]:
             out: list[Evidence] = []
@@ -663,16 +733,18 @@ class SQLiteStore(Store):
                 chunk = message_ids[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 for r in c.execute(
-                    f"SELECT id, peer, signed_document, receipt, refusal FROM messages WHERE id IN ({marks})", chunk
+                    f"SELECT id, peer, signed_document, receipt, refusal, retain_until FROM messages"
+                    f" WHERE id IN ({marks})",
+                    chunk,
                 ):
-                    out.append(Evidence(r[0], "outbound", r[1], bytes(r[2]), _b(r[3]), _b(r[4])))
+                    out.append(Evidence(r[0], "outbound", r[1], bytes(r[2]), _b(r[3]), _b(r[4]), day_of(r[5])))
                 for r in c.execute(
-                    f"SELECT id, sender, signed_document, receipt FROM inbox WHERE id IN ({marks})", chunk
+                    f"SELECT id, sender, signed_document, receipt, retain_until FROM inbox WHERE id IN ({marks})", chunk
                 ):
-                    out.append(Evidence(r[0], "inbound", r[1], bytes(r[2]), bytes(r[3]), None))
+                    out.append(Evidence(r[0], "inbound", r[1], bytes(r[2]), bytes(r[3]), None, day_of(r[4])))
             return out
 
-        return await self._read(job)
+        return self._open_evidence(await self._read(job))
 
     async def audit_entries_about(self, message_ids: list[str], size: int) -> list[tuple[int, bytes]]:
         def job(c: sqlite3.Connection) -> list[tuple[int, bytes]]:
@@ -887,7 +959,8 @@ def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[
     now = format_ts(msg.created_at)
     c.execute(
         "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256,"
-        " attempts, next_attempt_at, token_id, updated_at, in_reply_to) VALUES (?,?,?,?,'queued',?,?,?,?,0,?,?,?,?)",
+        " attempts, next_attempt_at, token_id, updated_at, in_reply_to, retain_until)"
+        " VALUES (?,?,?,?,'queued',?,?,?,?,0,?,?,?,?,?)",
         (
             msg.id,
             msg.peer,
@@ -901,6 +974,7 @@ def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[
             msg.token_id,
             now,
             msg.in_reply_to,
+            None if msg.retain_until is None else msg.retain_until.isoformat(),
         ),
     )
     _index(c, msg.references, "out", msg.id)
@@ -992,8 +1066,8 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
             return refused  # nothing written
     c.execute(
         "INSERT INTO inbox(sender, id, seq, type, created_at, received_at, document_sha256, signed_document,"
-        " body, receipt, in_reply_to)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " body, receipt, in_reply_to, retain_until)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             it.sender,
             it.id,
@@ -1006,6 +1080,7 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
             it.body,
             it.receipt,
             it.in_reply_to,
+            None if it.retain_until is None else it.retain_until.isoformat(),
         ),
     )
     _index(c, it.references, "in", it.id)
