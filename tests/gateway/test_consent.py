@@ -181,6 +181,13 @@ async def test_requests_and_decisions_refused_with_a_clear_4xx(module_pair: Pair
         "POST", f"/v1/messages/{req['id']}/consent-requests/{req['id']}/decision", json_body={"decision": "granted"}
     )
     assert (status, prob["code"]) == (404, "consent.not_found"), prob
+    # Nor through the plain submit: a decision must name a request the peer sent it.
+    own = {"request_id": req["id"], "decision": "granted"}
+    status, prob, _ = await pair.apis[CN].call(
+        "POST", "/v1/messages", json_body={"type": "consent-decision", "to": US, "body": own}
+    )
+    assert (status, prob["code"], prob["field"]) == (422, "schema.reference", "$.body.request_id"), prob
+    assert (await gw_cn.store.consent(req["id"])).decision is None  # type: ignore[union-attr]
     assert await gw_us.store.audit_size() > sizes[1]  # the request was received (and nothing else written):
     assert [e for e in await _audit(pair, US) if e.get("detail", {}).get("type") == "consent-decision"] == []
 

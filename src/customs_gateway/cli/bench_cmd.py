@@ -240,16 +240,8 @@ class Bench:
                 for spy in spies:
                     spy.wait()
                 res["gateways"] = where
-                res["gateway_cpu_ms_per_delivered"] = _cpu_ms(res["cpu"], (us, cn), res["messages_per_second"])
-                tp.value, tp.details = res["messages_per_second"], res
-                tp.met = tp.value >= 2000
-                tp.note = (
-                    f"{s.clients} clients; submitted {res['submitted_per_second']:,.0f}/s; "
-                    f"drain {res['drain_seconds']} s"
-                )
-                if res["never_delivered"]:
-                    lost = ", ".join(f"{n} {why}" for why, n in res["never_delivered"].items())
-                    tp.note += f"; NOT DELIVERED: {lost}"
+                _delivered_row(tp, res, f"{s.clients} clients", (us, cn))
+                tp.met = tp.value is not None and tp.value >= 2000
 
             async def batch_throughput(_: Row) -> None:
                 batch = bm.BatchSubmitter(homes[us].local_url, token, cn, self.body, BATCH_SIZE)
@@ -264,15 +256,7 @@ class Bench:
                     cpu=bm.CpuMeter(pids),
                     progress=self.progress,
                 )
-                res["gateway_cpu_ms_per_delivered"] = _cpu_ms(res["cpu"], (us, cn), res["messages_per_second"])
-                tpb.value, tpb.details = res["messages_per_second"], res
-                tpb.note = (
-                    f"{clients} clients × {BATCH_SIZE} messages per request; submitted "
-                    f"{res['submitted_per_second']:,.0f}/s; drain {res['drain_seconds']} s"
-                )
-                if res["never_delivered"]:
-                    lost = ", ".join(f"{n} {why}" for why, n in res["never_delivered"].items())
-                    tpb.note += f"; NOT DELIVERED: {lost}"
+                _delivered_row(tpb, res, f"{clients} clients × {BATCH_SIZE} messages per request", (us, cn))
 
             async def latency_at(rate: float) -> dict[str, Any]:
                 res = await bm.open_loop_latency(
@@ -481,6 +465,16 @@ class Bench:
         av = Row("audit_verify", f"audit verify of {s.audit_entries:,} entries", unit="s", target="≤ 10 per 100k")
         await self.measure(av, self.audit_verify)
         self.rows = {k: self.rows[k] for k in ROW_KEYS if k in self.rows}
+
+
+def _delivered_row(row: Row, res: dict[str, Any], who: str, gateways: tuple[str, ...]) -> None:
+    """Fill an end-to-end row from `closed_loop_throughput`'s result (CPU per message, note)."""
+    res["gateway_cpu_ms_per_delivered"] = _cpu_ms(res["cpu"], gateways, res["messages_per_second"])
+    row.value, row.details = res["messages_per_second"], res
+    row.note = f"{who}; submitted {res['submitted_per_second']:,.0f}/s; drain {res['drain_seconds']} s"
+    if res["never_delivered"]:
+        lost = ", ".join(f"{n} {why}" for why, n in res["never_delivered"].items())
+        row.note += f"; NOT DELIVERED: {lost}"
 
 
 def _cpu_ms(cpu: dict[str, dict[str, float]], gateways: tuple[str, ...], per_second: float) -> float | None:

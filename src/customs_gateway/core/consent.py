@@ -23,7 +23,6 @@ from typing import Any, Final, Literal
 from .handling import HandlingTerms
 
 __all__ = [
-    "ROLES",
     "USES",
     "ConsentEvent",
     "ConsentRecord",
@@ -38,8 +37,6 @@ __all__ = [
 
 Use = Literal["onward_transfer", "evidentiary_use"]
 USES: Final[tuple[Use, ...]] = ("onward_transfer", "evidentiary_use")
-#: Which side of a consent exchange this gateway is on: it asked (`requester`) or was asked.
-ROLES: Final = ("requester", "provider")
 
 
 @dataclass(frozen=True)

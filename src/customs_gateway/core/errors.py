@@ -7,6 +7,7 @@ should answer with; `retryable` tells a sender whether trying the same envelope 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .refusals import is_retryable
@@ -40,6 +41,13 @@ class GatewayError(Exception):
     def retryable(self) -> bool:
         """Whether trying the same thing later can help: the refusal policy's word on this code."""
         return is_retryable(self.code)
+
+    def moved(self, where: Callable[[str | None], str | None]) -> GatewayError:
+        """This error with `field` and every listed problem's field mapped by `where` (a path in
+        one document named as a path in the request that carried it); returns self."""
+        self.field = where(self.field)
+        self.errors = tuple({**x, "field": where(x.get("field"))} for x in self.errors)
+        return self
 
     def diagnostics(self) -> dict[str, Any]:
         """A JSON-ready description (no secrets, no message bodies)."""

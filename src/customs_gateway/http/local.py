@@ -225,8 +225,7 @@ async def _submit_as(
     try:
         msg, created = await gw.submit(json_bytes(req), _caller(request), request.headers.get("Idempotency-Key"))
     except SchemaError as e:
-        e.field = _unbodied(e.field)
-        e.errors = tuple({**x, "field": _unbodied(x.get("field"))} for x in e.errors)
+        e.moved(_unbodied)
         raise
     headers = {"Location": f"/v1/messages/{msg.id}"}
     if not created:

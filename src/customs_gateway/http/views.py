@@ -65,7 +65,11 @@ Terms = Annotated[
 def terms_of(document: bytes) -> HandlingTerms | None:
     """The handling terms of stored document bytes (validated when the document was made or
     received), None for documents from before they existed."""
-    found = json_object(document).get("handling")
+    return _terms(json_object(document))
+
+
+def _terms(document: dict[str, Any]) -> HandlingTerms | None:
+    found = document.get("handling")
     return None if found is None else handling.from_wire(found)
 
 
@@ -293,7 +297,7 @@ class InboxSummary(View, frozen=True):
 
     @classmethod
     def of(cls, it: InboxItem) -> InboxSummary:
-        return cls(**_inbox_fields(it))
+        return cls(**_inbox_fields(it, json_object(it.body)))
 
 
 class InboxMessage(InboxSummary, frozen=True):
@@ -309,16 +313,17 @@ class InboxMessage(InboxSummary, frozen=True):
 
     @classmethod
     def full(cls, it: InboxItem, consents: list[ConsentRecord], today: dt.date) -> InboxMessage:
-        fields = _inbox_fields(it)
+        document = json_object(it.body)  # parsed once: the body and its terms come from it
+        fields = _inbox_fields(it, document)
         return cls(
             **fields,
-            body=docfiles.without_keys(json_object(it.body)["body"]),
+            body=docfiles.without_keys(document["body"]),
             permissions=Permissions.of(fields["handling"], consents, today),
             consent_requests=[ConsentRequestStatus.of(r, today) for r in consents],
         )
 
 
-def _inbox_fields(it: InboxItem) -> dict[str, Any]:
+def _inbox_fields(it: InboxItem, document: dict[str, Any]) -> dict[str, Any]:
     return {
         "cursor": it.cursor,
         "id": it.id,
@@ -330,7 +335,7 @@ def _inbox_fields(it: InboxItem) -> dict[str, Any]:
         "ack_status": it.ack_status,
         "ack_message_id": it.ack_message_id,
         "in_reply_to": it.in_reply_to,
-        "handling": terms_of(it.body),
+        "handling": _terms(document),
     }
 
 

@@ -277,8 +277,7 @@ class Gateway:
             document_body = self._complete_files(msg_type, body, owner)
             schemas.check_happened(schemas.validate_body(msg_type, document_body), self.clock.now())
         except SchemaError as e:
-            e.field = _under_body(e.field)
-            e.errors = tuple({**x, "field": _under_body(x.get("field"))} for x in e.errors)
+            e.moved(_under_body)
             raise
         expires = d.get("expires_at")
         expires_at = None
@@ -1063,9 +1062,7 @@ def _in_batch(e: GatewayError, i: int) -> GatewayError:
             return f"{at}.idempotency_key"
         return at + field[1:] if field.startswith("$") else f"{at}.{field}"
 
-    e.field = where(e.field)
-    e.errors = tuple({**x, "field": where(x.get("field"))} for x in e.errors)
-    return e
+    return e.moved(where)
 
 
 def _json_request(raw: bytes) -> dict[str, Any]:
