@@ -357,7 +357,7 @@ def atrest_vectors() -> dict[str, Any]:
         ("moved to another column", blob, b"inbox.signed_document\x0001950000-0000-7000-8000-0000000000c1"),
         ("header claims another day", other_day, context),
         ("truncated below header and tag", blob[: atrest.HEADER_BYTES + 15], context),
-        ("unknown version", b"\x02" + blob[1:], context),
+        ("unknown version", b"\x03" + blob[1:], context),
     ]
     tests: list[dict[str, Any]] = [
         {
@@ -406,13 +406,57 @@ def atrest_vectors() -> dict[str, Any]:
             "code": code_of(lambda: atrest.unwrap_day_key(wrap_key, dt.date(2031, 3, 2), wrapped)),
         },
     ]
+    hold_id = seed("atrest/hold-id/1", atrest.HOLD_ID_BYTES)
+    hold_key = seed("atrest/hold-key/1", 32)
+    held = atrest.seal_hold(hold_key, hold_id, context, plaintext, seed("atrest/nonce/hold", 24))
+    assert atrest.open_sealed(hold_key, context, held) == plaintext
+    held_flipped = bytearray(held)
+    held_flipped[1] ^= 0x01  # the hold id in the header: the key of another hold
+    hold_wrapped = atrest.wrap_hold_key(wrap_key, hold_id, hold_key, seed("atrest/nonce/hold-wrap", 24))
+    hold_tests = [
+        {
+            "tcId": 1,
+            "comment": "sealed under a legal hold's key (version 2)",
+            "result": "valid",
+            "hold_id": hold_id.hex(),
+            "hold_key": hold_key.hex(),
+            "context_hex": context.hex(),
+            "plaintext": plaintext.decode(),
+            "nonce": seed("atrest/nonce/hold", 24).hex(),
+            "aad_hex": (b"customs-gateway/v1 at-rest\n" + context + b"\x00\x02" + hold_id).hex(),
+            "sealed": held.hex(),
+            "wrapped": hold_wrapped.decode(),
+        },
+        {
+            "tcId": 2,
+            "comment": "another hold id in the header",
+            "result": "invalid",
+            "sealed": bytes(held_flipped).hex(),
+            "code": code_of(lambda: atrest.open_sealed(hold_key, context, bytes(held_flipped))),
+        },
+        {
+            "tcId": 3,
+            "comment": "opened with the day key",
+            "result": "invalid",
+            "sealed": held.hex(),
+            "code": code_of(lambda: atrest.open_sealed(day_key, context, held)),
+        },
+        {
+            "tcId": 4,
+            "comment": "wrapped hold key read as another hold's",
+            "result": "invalid",
+            "code": code_of(lambda: atrest.unwrap_hold_key(wrap_key, bytes(16), hold_wrapped)),
+        },
+    ]
     return {
-        "description": "Data at rest: sealed under a day key; day keys wrapped under the store key",
+        "description": "Data at rest: sealed under a day key (or a legal hold's key); those keys wrapped under the"
+        " store key",
         "store_key": store_key.secret.hex(),
         "wrap_key_label": atrest.WRAP_KEY_LABEL,
         "wrap_key": wrap_key.hex(),
         "tests": tests,
         "wrapped_day_keys": wrap_tests,
+        "holds": hold_tests,
     }
 
 
@@ -1027,6 +1071,10 @@ The receipt binds SHA-256(signed document bytes) (`signed_document_sha256`).
     wrap key   = HKDF-SHA256(store key, salt none, info "customs-gateway/v1 day-key wrap", 32)
     day key    = JSON({ciphertext: b64url, day, format: "customs-gateway/v1 day-key", nonce: b64url}) || 0x0A
                  ciphertext = XChaCha20-Poly1305(wrap key, nonce, day key, aad = format || 0x0A || day)
+    held       = 0x02 || hold id (16) || nonce (24) || XChaCha20-Poly1305 ct || tag (16)   (a message under legal hold)
+    aad        = "customs-gateway/v1 at-rest\n" || context || 0x00 || 0x02 || hold id
+    hold key   = JSON({ciphertext: b64url, format: "customs-gateway/v1 hold-key", hold: hex id, nonce: b64url}) || 0x0A
+                 ciphertext = XChaCha20-Poly1305(wrap key, nonce, hold key, aad = format || 0x0A || hex id)
 
 ## Files (`filecrypt.json`)
 

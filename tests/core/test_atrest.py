@@ -140,3 +140,57 @@ def test_a_destroyed_day_is_unreadable_and_never_gets_a_new_key(tmp_path: Path) 
     assert not (tmp_path / "days" / "2031-03-01.key").exists()
     with pytest.raises(atrest.Disposed):
         DayKeys(tmp_path / "days", store).existing(dt.date(2040, 1, 1))  # never made
+
+
+# --- legal holds ---------------------------------------------------------------------------------
+
+HOLDS = V["holds"]
+
+
+def test_hold_vectors() -> None:
+    good = HOLDS[0]
+    key, hold_id, ctx = (
+        bytes.fromhex(good["hold_key"]),
+        bytes.fromhex(good["hold_id"]),
+        bytes.fromhex(good["context_hex"]),
+    )
+    blob = atrest.seal_hold(key, hold_id, ctx, good["plaintext"].encode(), bytes.fromhex(good["nonce"]))
+    assert blob.hex() == good["sealed"]
+    assert atrest.sealed_ref(blob) == hold_id
+    assert atrest.open_sealed(key, ctx, blob) == good["plaintext"].encode()
+    wrap = bytes.fromhex(V["wrap_key"])
+    assert atrest.unwrap_hold_key(wrap, hold_id, good["wrapped"].encode()) == key
+    day_key = bytes.fromhex(VALID[0]["day_key"])
+    for tc, opener in ((HOLDS[1], key), (HOLDS[2], day_key)):
+        with pytest.raises(atrest.AtRestError) as e:
+            atrest.open_sealed(opener, ctx, bytes.fromhex(tc["sealed"]))
+        assert e.value.code == tc["code"], tc["comment"]
+    with pytest.raises(atrest.AtRestError) as e:
+        atrest.unwrap_hold_key(wrap, bytes(16), good["wrapped"].encode())
+    assert e.value.code == HOLDS[3]["code"]
+    with pytest.raises(atrest.AtRestError):
+        atrest.sealed_day(blob)  # a held value names no day
+
+
+def test_a_held_value_opens_until_its_hold_key_is_destroyed(tmp_path: Path) -> None:
+    store = StoreKey(bytes(range(32)))
+    keys = DayKeys(tmp_path / "days", store, Counter())
+    ordinary = keys.seal(DAY, b"c", b"disposed with its day")
+    hold_id = keys.new_hold()
+    held = keys.seal_held(hold_id, b"c", b"kept for the court")
+    assert keys.holds() == [hold_id]
+    path = tmp_path / "holds" / f"{hold_id.hex()}.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert keys.destroy(DAY) is True  # the day goes on time; the held value does not depend on it
+    restarted = DayKeys(tmp_path / "days", store)
+    assert restarted.open(b"c", held) == b"kept for the court"
+    with pytest.raises(atrest.Disposed):
+        restarted.open(b"c", ordinary)
+    with pytest.raises(atrest.AtRestError):
+        restarted.open(b"d", held)  # moved to another row or column
+    assert keys.destroy_hold(hold_id) is True
+    assert keys.destroy_hold(hold_id) is False
+    for reader in (keys, DayKeys(tmp_path / "days", store)):
+        with pytest.raises(atrest.Disposed):
+            reader.open(b"c", held)
+    assert keys.holds() == []

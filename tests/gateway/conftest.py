@@ -29,6 +29,8 @@ from customs_gateway.startup.agreement import builtin_profile
 from customs_gateway.startup.config import load_config, render_config
 from tests.postgres.pg import drop_later, dsn_for, fresh_schemas, require_postgres
 
+from .store_fixtures import STORES, stores  # noqa: F401  (stores: a fixture, a store of each backend)
+
 US, CN = "US-CBP", "CN-GACC"
 MESSAGES = example_dir() / "messages"
 
@@ -117,9 +119,6 @@ class Pair:
 
     def gw(self, name: str) -> Any:
         return self.lp.servers[name].gateway
-
-
-STORES = ("sqlite", "postgres")
 
 
 def _use_postgres(home: Home, schema: str) -> None:

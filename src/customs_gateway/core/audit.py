@@ -38,6 +38,10 @@ KINDS: Final = frozenset(
         "token_revoked",
         "checkpoint_cosigned",
         "fork_detected",
+        "disposed",
+        "day_key_destroyed",
+        "hold_placed",
+        "hold_released",
     }
 )
 

@@ -1,4 +1,5 @@
-"""Bodies of gateway-to-gateway control messages (`ack` for now; key announcements join later)."""
+"""Bodies of gateway-to-gateway control messages (`ack`, `legal-hold`; key announcements in
+`core.bundle`), and the local requests that make them."""
 
 from __future__ import annotations
 
@@ -26,6 +27,31 @@ class AckRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     status: Literal["processed", "rejected"]
     reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+_REASON = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"\S")]
+
+
+class LegalHoldBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A signed notice: the sender placed (or released) a legal hold on a message the two
+    gateways exchanged, keeping its copy past the retention date (DESIGN §12)."""
+
+    message_id: Annotated[str, msgspec.Meta(pattern=_UUID)]
+    action: Literal["placed", "released"]
+    reason: Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+class HoldRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What an administrator posts to /v1/admin/holds."""
+
+    message_id: Annotated[str, msgspec.Meta(pattern=_UUID)]
+    reason: _REASON
+
+
+class ReleaseRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What an administrator posts to /v1/admin/holds/{message_id}/release."""
+
+    reason: _REASON | None = None
 
 
 def decode_struct(cls: type[Any], data: bytes | dict[str, Any], *, where: str = "$") -> Any:

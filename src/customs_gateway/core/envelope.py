@@ -36,7 +36,7 @@ BusinessType = Literal[
     "training-material",
 ]
 BUSINESS_TYPES: Final[tuple[str, ...]] = get_args(BusinessType)
-CONTROL_TYPES: Final = ("ack", "key-announcement", "cosign-request")
+CONTROL_TYPES: Final = ("ack", "key-announcement", "cosign-request", "legal-hold")
 ALL_TYPES: Final = BUSINESS_TYPES + CONTROL_TYPES
 MAX_ENVELOPE_BYTES: Final = 8 * 1024 * 1024
 _MAX_NAME: Final = 64

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,6 +23,7 @@ from aiohttp import ClientConnectionResetError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..core.docfiles import SealedFile, sealed_files
+from ..core.encoding import format_ts
 from ..core.envelope import BUSINESS_TYPES, SignedDocument
 from ..core.errors import GatewayError, NotFound
 from ..core.upload import (
@@ -215,12 +217,23 @@ def _named(files: list[SealedFile], file_id: str) -> SealedFile:
     raise NotFound(f"the message names no file {file_id}", code="file.not_found", field="file_id")
 
 
+def _not_disposed(message_id: str, disposed_at: dt.datetime | None) -> None:
+    if disposed_at is not None:
+        raise GatewayError(
+            f"message {message_id} and its files were disposed of at its retention date ({format_ts(disposed_at)})",
+            code="message.disposed",
+            status=410,
+            field="id",
+        )
+
+
 async def inbox_file(request: web.Request) -> web.StreamResponse:
     """A file a received message names, decrypted as it streams out (`Range` supported)"""
     gw = request.app[GATEWAY]
     it = await gw.store.inbox_item(request.match_info["id"])
     if it is None or it.type not in BUSINESS_TYPES:
         raise NotFound(f"no inbox message {request.match_info['id']}", code="inbox.not_found", field="id")
+    _not_disposed(it.id, it.disposed_at)
     f = _named(sealed_files(it.type, it.body), request.match_info["file_id"])
     return await _stream(request, f, lambda a, b: gw.peer_files.plaintext(f.file_id, f.key, f.size, a, b))
 
@@ -231,6 +244,7 @@ async def message_file(request: web.Request) -> web.StreamResponse:
     m = await gw.store.get_message(request.match_info["id"])
     if m is None or m.type not in BUSINESS_TYPES:
         raise NotFound(f"no message {request.match_info['id']}", code="message.not_found", field="id")
+    _not_disposed(m.id, m.disposed_at)
     document = SignedDocument.from_bytes(m.signed_document).document_bytes
     f = _named(sealed_files(m.type, document), request.match_info["file_id"])
     return await _stream(request, f, lambda a, b: _plain_pieces(gw.files.data_path(f.file_id), a, b))

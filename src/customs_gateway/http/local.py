@@ -23,12 +23,13 @@ from ..core import reference, schemas
 from ..core.bundle import KeyBundle
 from ..core.encoding import b64url, format_ts, json_bytes, json_object
 from ..core.envelope import BUSINESS_TYPES
-from ..core.errors import DecodeError, GatewayError, NotFound, SchemaError
+from ..core.errors import Conflict, DecodeError, GatewayError, NotFound, SchemaError
 from ..core.merkle import leaf_hash
 from ..core.rotation import EXPIRY_WARNING_DAYS
 from ..core.state import STATUSES
 from ..core.tlscert import describe
 from ..service.audit_export import export_bundle
+from ..service.disposal import utc_day
 from ..service.evidence import EvidenceCollector, PeerUnavailable
 from ..service.gateway import Caller, Gateway
 from ..service.lifecycle import DEFAULT_VALID_DAYS, MAX_VALID_DAYS, RENEW_KINDS
@@ -162,7 +163,8 @@ async def get_message(request: web.Request) -> web.Response:
     if m is None or m.type not in BUSINESS_TYPES:
         raise NotFound(f"no message {request.match_info['id']}", code="message.not_found", field="id")
     consents = await gw.store.consents_for([m.id])
-    return json_response(views.Message.of(m, consents.get(m.id, []), gw.clock.now().date()))
+    holds = await gw.store.holds_for([m.id])
+    return json_response(views.Message.of(m, consents.get(m.id, []), gw.clock.now().date(), holds.get(m.id, [])))
 
 
 async def get_inbox_item(request: web.Request) -> web.Response:
@@ -170,7 +172,10 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     it = await _inbox_item(gw, request.match_info["id"])
     consents = await gw.store.consents_for([it.id])
-    return json_response(views.InboxMessage.full(it, consents.get(it.id, []), gw.clock.now().date()))
+    holds = await gw.store.holds_for([it.id])
+    return json_response(
+        views.InboxMessage.full(it, consents.get(it.id, []), gw.clock.now().date(), holds.get(it.id, []))
+    )
 
 
 async def _inbox_item(gw: Gateway, message_id: str) -> InboxItem:
@@ -187,6 +192,12 @@ async def ask_consent(request: web.Request) -> web.Response:
     `consent-request` naming the message, queued like any submission (202, idempotent)."""
     gw = request.app[GATEWAY]
     it = await _inbox_item(gw, request.match_info["id"])
+    if it.disposed_at is not None:
+        raise Conflict(
+            f"message {it.id} was disposed of at its retention date: there is nothing left to use",
+            code="inbox.disposed",
+            field="id",
+        )
     ask = schemas.check_struct(views.ConsentAsk, await _json_body(request))
     body = {"message_id": it.id, "use": ask.use, "reason": ask.reason}
     body.update({k: v for k, v in (("authority", ask.authority), ("proceeding", ask.proceeding)) if v is not None})
@@ -495,6 +506,63 @@ async def admin_revoke_token(request: web.Request) -> web.Response:
     return json_response(views.TokenRevoked(rec.id, rec.role, rec.label, format_ts(rec.revoked_at)))  # type: ignore[arg-type]
 
 
+# --- retention and legal holds (DESIGN §12, `service.disposal`) -------------------------------
+async def admin_holds(request: web.Request) -> web.Response:
+    active = request.query.get("active", "false")
+    if active not in ("true", "false"):
+        raise SchemaError("active must be true or false", code="schema.enum", field="active")
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    holds = await request.app[GATEWAY].store.list_holds(active == "true", limit)
+    return json_response(views.HoldList([views.HoldView.of(h) for h in holds]))
+
+
+async def admin_place_hold(request: web.Request) -> web.Response:
+    """Place a legal hold: the message is kept past its retention date until released."""
+    gw = request.app[GATEWAY]
+    raw = await _json_body(request)
+    hold = await gw.disposal.place(raw, _caller(request))
+    return json_response(views.HoldView.of(hold), status=201)
+
+
+def _hold_id(request: web.Request) -> str:
+    message_id = request.match_info["id"]
+    if not _MESSAGE_ID.fullmatch(message_id):
+        raise SchemaError("id must be a message id (a lower-case UUID)", code="schema.uuid", field="id")
+    return message_id
+
+
+async def admin_get_hold(request: web.Request) -> web.Response:
+    return json_response(views.HoldView.of(await request.app[GATEWAY].disposal.hold_of(_hold_id(request))))
+
+
+async def admin_release_hold(request: web.Request) -> web.Response:
+    """Release our legal hold: disposal resumes (at once if the retention date has passed)."""
+    gw = request.app[GATEWAY]
+    message_id = _hold_id(request)
+    raw = await _json_body(request) if request.can_read_body else b"{}"
+    hold = await gw.disposal.release(message_id, raw, _caller(request))
+    return json_response(views.HoldView.of(hold))
+
+
+async def _retention_status(gw: Gateway) -> views.RetentionStatus:
+    today = utc_day(gw.clock.now())
+    last = gw.disposal.last_run
+    return views.RetentionStatus.of(
+        today, await gw.store.retention_totals(today), None if last is None else last.to_dict()
+    )
+
+
+async def admin_retention(request: web.Request) -> web.Response:
+    return json_response(await _retention_status(request.app[GATEWAY]))
+
+
+async def admin_retention_run(request: web.Request) -> web.Response:
+    """Run one disposal round now (the worker runs them on its own schedule)."""
+    gw = request.app[GATEWAY]
+    await gw.disposal.run_once()
+    return json_response(await _retention_status(gw))
+
+
 async def audit_entries(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     start = _int_param(request, "start", 0, 0, 2**62)
@@ -699,6 +767,12 @@ ROUTES: Final = (
     ("POST", "/v1/admin/tokens", admin_tokens, ADMIN),
     ("GET", "/v1/admin/tokens", admin_list_tokens, ADMIN),
     ("POST", "/v1/admin/tokens/{token_id}/revoke", admin_revoke_token, ADMIN),
+    ("GET", "/v1/admin/holds", admin_holds, ADMIN),
+    ("POST", "/v1/admin/holds", admin_place_hold, ADMIN),
+    ("GET", "/v1/admin/holds/{id}", admin_get_hold, ADMIN),
+    ("POST", "/v1/admin/holds/{id}/release", admin_release_hold, ADMIN),
+    ("GET", "/v1/admin/retention", admin_retention, ADMIN),
+    ("POST", "/v1/admin/retention/run", admin_retention_run, ADMIN),
     ("GET", "/v1/audit/entries", audit_entries, AUDITOR),
     ("GET", "/v1/audit/checkpoint", audit_checkpoint, AUDITOR),
     ("GET", "/v1/audit/proof/inclusion", audit_inclusion, AUDITOR),

@@ -29,8 +29,9 @@ from prometheus_client.metrics_core import (
 from ..core.errors import GatewayError
 from ..core.refusals import REFUSALS
 from ..core.tlscert import cert_info
+from ..service.disposal import utc_day
 from ..service.gateway import Gateway
-from ..store.base import CheckpointRecord, PeerState
+from ..store.base import CheckpointRecord, PeerState, RetentionTotals
 from .appkeys import GATEWAY
 
 PREFIX: Final = "customs_gateway"
@@ -65,6 +66,7 @@ class StoreSnapshot:
     audit_size: int
     checkpoint: CheckpointRecord | None
     cosigned: CheckpointRecord | None
+    retention: RetentionTotals
 
 
 class GatewayMetrics:
@@ -124,6 +126,7 @@ async def read_store(gw: Gateway) -> StoreSnapshot:
         audit_size=await gw.store.audit_size(),
         checkpoint=await gw.store.latest_checkpoint(),
         cosigned=await gw.store.latest_checkpoint(cosigned=True),
+        retention=await gw.store.retention_totals(utc_day(gw.clock.now())),
     )
 
 
@@ -244,6 +247,23 @@ class _GatewayCollector:
             "sequence_high_water", "Highest sequence number received from the peer.", s.peer_state.recv_high_water, peer
         )
         yield _gauge("audit_entries", "Entries in our audit log.", s.audit_size)
+        r = s.retention
+        yield _gauge(
+            "retention_due_messages", "Messages past their retention day, not disposed of yet (held excluded).", r.due
+        )
+        yield _gauge(
+            "retention_disposed_messages", "Messages disposed of at their retention date (rows kept).", r.disposed
+        )
+        yield _gauge("retention_held_messages", "Messages under an active legal hold of ours.", r.held)
+        held_for = 0.0
+        if r.oldest_held is not None:
+            start = dt.datetime.combine(r.oldest_held + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+            held_for = max(0.0, (s.now - start).total_seconds())
+        yield _gauge(
+            "retention_oldest_held_overdue_seconds",
+            "How long the held message with the earliest retention day has been kept past it (0: none).",
+            held_for,
+        )
         for name, cp, what in (
             ("checkpoint", s.checkpoint, "our newest signed checkpoint"),
             ("cosigned_checkpoint", s.cosigned, "our newest checkpoint cosigned by the peer"),

@@ -614,6 +614,49 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
             **_problems(404, 409, 422, 503),
         },
     },
+    ("GET", "/v1/admin/holds"): {
+        "tags": ["admin"],
+        "summary": "Legal holds, ours and the peer's, most recent first",
+        "parameters": [
+            _param("query", "active", {"enum": ["true", "false"], "default": "false"}, "`true`: only holds in force"),
+            _param("query", "limit", _int(minimum=1, maximum=1000, default=100), "how many"),
+        ],
+        "responses": {"200": _json(_ref("HoldList"), "The holds."), **_problems(422, 503)},
+    },
+    ("POST", "/v1/admin/holds"): {
+        "tags": ["admin"],
+        "summary": "Place a legal hold: keep a message past its retention date (reason required)",
+        "description": "The message (sent or received) is sealed again under a key of its own, so its day key is "
+        "destroyed on time for every other message; an audit entry `hold_placed` is written and a signed "
+        "`legal-hold` notice queued to the peer. 404 `hold.not_found` for an unknown message, 409 `hold.disposed` "
+        "for a message already disposed of, 409 `hold.exists` for one already held, 422 for a missing or blank "
+        "reason.",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("HoldRequest")}}},
+        "responses": {"201": _json(_ref("HoldView"), "Held."), **_problems(404, 409, 413, 415, 422, 503)},
+    },
+    ("GET", "/v1/admin/holds/{id}"): {
+        "tags": ["admin"],
+        "summary": "Our legal hold on one message",
+        "parameters": [_param("path", "id", _ref("MessageId"), "message id")],
+        "responses": {"200": _json(_ref("HoldView"), "The hold."), **_problems(404, 422, 503)},
+    },
+    ("POST", "/v1/admin/holds/{id}/release"): {
+        "tags": ["admin"],
+        "summary": "Release our legal hold; disposal resumes (at once if the retention date has passed)",
+        "parameters": [_param("path", "id", _ref("MessageId"), "message id")],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("ReleaseRequest")}}},
+        "responses": {"200": _json(_ref("HoldView"), "Released."), **_problems(404, 413, 415, 422, 503)},
+    },
+    ("GET", "/v1/admin/retention"): {
+        "tags": ["admin"],
+        "summary": "Retention now: messages due, disposed of and held; the last disposal round",
+        "responses": {"200": _json(_ref("RetentionStatus"), "Retention status."), **_problems(503)},
+    },
+    ("POST", "/v1/admin/retention/run"): {
+        "tags": ["admin"],
+        "summary": "Run one disposal round now (bounded: `[retention] batch` messages)",
+        "responses": {"200": _json(_ref("RetentionStatus"), "Retention status after the round."), **_problems(503)},
+    },
     ("GET", "/v1/audit/entries"): {
         "tags": ["audit"],
         "summary": "Audit log entries from an index",

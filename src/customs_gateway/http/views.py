@@ -16,6 +16,7 @@ from msgspec import UNSET, UnsetType
 
 from ..core import consent, docfiles, handling
 from ..core.consent import ConsentRecord
+from ..core.control import HoldRequest, ReleaseRequest
 from ..core.encoding import format_ts, json_object
 from ..core.envelope import BusinessType, SignedDocument
 from ..core.handling import HandlingTerms
@@ -23,7 +24,7 @@ from ..core.state import PENDING, STATUSES
 from ..core.upload import UploadRecord
 from ..service.auth import ROLES
 from ..service.gateway import BatchItem
-from ..store.base import InboxItem, OutMessage, ThreadItem, TokenRecord
+from ..store.base import Hold, InboxItem, OutMessage, RetentionTotals, ThreadItem, TokenRecord
 from .problems import ProblemItem
 
 # Annotated strings are inlined by msgspec (only Structs become components); these carry the
@@ -56,8 +57,8 @@ class View(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 Terms = Annotated[
     HandlingTerms | None,
     msgspec.Meta(
-        description="the handling terms signed with the document (DESIGN §12); null only for messages stored before"
-        " handling terms existed"
+        description="the handling terms signed with the document (DESIGN §12); null once the document was disposed"
+        " of, and for messages stored before handling terms existed"
     ),
 ]
 
@@ -74,7 +75,71 @@ def _terms(document: dict[str, Any]) -> HandlingTerms | None:
 
 
 def _out_terms(m: OutMessage) -> HandlingTerms | None:
+    if m.disposed_at is not None:
+        return None
     return terms_of(SignedDocument.from_bytes(m.signed_document).document_bytes)
+
+
+DisposedAt = Annotated[
+    Timestamp | None,
+    msgspec.Meta(
+        description="when the message was disposed of at its retention date (DESIGN §12): its document, body and"
+        " files are gone for good; header, digests, receipts and audit entries stay"
+    ),
+]
+RetainUntil = Annotated[
+    Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None,
+    msgspec.Meta(
+        description="the day after which the message is disposed of (its handling terms' retain_until); null for"
+        " rows stored before retention existed"
+    ),
+]
+
+
+class HoldView(View, frozen=True):
+    """A legal hold on one message (DESIGN §12): ours keeps our copy past its retention date;
+    the peer's was told to us by its signed `legal-hold` notice."""
+
+    message_id: MessageId
+    origin: Annotated[Literal["ours", "peer"], msgspec.Meta(description="who placed it")]
+    direction: Annotated[
+        Literal["outbound", "inbound"], msgspec.Meta(description="whether we sent (outbound) or received the message")
+    ]
+    reason: str
+    placed_by: Annotated[str, msgspec.Meta(description="token:<id> (ours) or peer:<identity>")]
+    placed_at: Timestamp
+    notice_id: Annotated[
+        MessageId | None, msgspec.Meta(description="the signed legal-hold notice that told the other side")
+    ]
+    active: bool
+    released_at: Timestamp | None
+    released_by: str | None
+    release_reason: str | None
+
+    @classmethod
+    def of(cls, h: Hold) -> HoldView:
+        return cls(
+            h.message_id,
+            h.origin,  # type: ignore[arg-type]
+            h.direction,  # type: ignore[arg-type]
+            h.reason,
+            h.placed_by,
+            format_ts(h.placed_at),
+            h.notice_id,
+            h.active,
+            None if h.released_at is None else format_ts(h.released_at),
+            h.released_by,
+            h.release_reason,
+        )
+
+
+class HoldList(View, frozen=True):
+    """Legal holds, most recent first."""
+
+    holds: list[HoldView]
+
+
+Holds = Annotated[list[HoldView], msgspec.Meta(description="legal holds on this message, ours and the peer's")]
 
 
 class SubmitResponse(View, frozen=True):
@@ -254,9 +319,18 @@ class Message(View, frozen=True):
     consent_requests: Annotated[
         list[ConsentRequestStatus], msgspec.Meta(description="consent requests the peer made about this message")
     ]
+    retain_until: RetainUntil
+    disposed_at: DisposedAt
+    legal_holds: Holds
 
     @classmethod
-    def of(cls, m: OutMessage, consents: list[ConsentRecord] | None = None, today: dt.date | None = None) -> Message:
+    def of(
+        cls,
+        m: OutMessage,
+        consents: list[ConsentRecord] | None = None,
+        today: dt.date | None = None,
+        holds: list[Hold] | None = None,
+    ) -> Message:
         return cls(
             id=m.id,
             to=m.peer,
@@ -277,6 +351,9 @@ class Message(View, frozen=True):
             in_reply_to=m.in_reply_to,
             handling=_out_terms(m),
             consent_requests=[ConsentRequestStatus.of(r, today or dt.date.min) for r in consents or ()],
+            retain_until=_day(m.retain_until),
+            disposed_at=None if m.disposed_at is None else format_ts(m.disposed_at),
+            legal_holds=[HoldView.of(h) for h in holds or ()],
         )
 
 
@@ -294,33 +371,47 @@ class InboxSummary(View, frozen=True):
     ack_message_id: MessageId | None
     in_reply_to: InReplyTo
     handling: Terms
+    retain_until: RetainUntil
+    disposed_at: DisposedAt
 
     @classmethod
     def of(cls, it: InboxItem) -> InboxSummary:
-        return cls(**_inbox_fields(it, json_object(it.body)))
+        return cls(**_inbox_fields(it, _document(it)))
 
 
 class InboxMessage(InboxSummary, frozen=True):
     """A verified, decrypted message from the peer."""
 
     body: Annotated[
-        dict[str, Any], msgspec.Meta(description="the verified, decrypted body; valid under the schema of `type`")
+        dict[str, Any] | None,
+        msgspec.Meta(
+            description="the verified, decrypted body; valid under the schema of `type`; null once disposed of"
+        ),
     ]
     permissions: Permissions
     consent_requests: Annotated[
         list[ConsentRequestStatus], msgspec.Meta(description="consent requests this gateway made about the message")
     ]
+    legal_holds: Holds
 
     @classmethod
-    def full(cls, it: InboxItem, consents: list[ConsentRecord], today: dt.date) -> InboxMessage:
-        document = json_object(it.body)  # parsed once: the body and its terms come from it
+    def full(
+        cls, it: InboxItem, consents: list[ConsentRecord], today: dt.date, holds: list[Hold] | None = None
+    ) -> InboxMessage:
+        document = _document(it)  # parsed once: the body and its terms come from it
         fields = _inbox_fields(it, document)
         return cls(
             **fields,
-            body=docfiles.without_keys(document["body"]),
+            body=None if it.disposed_at is not None else docfiles.without_keys(document["body"]),
             permissions=Permissions.of(fields["handling"], consents, today),
             consent_requests=[ConsentRequestStatus.of(r, today) for r in consents],
+            legal_holds=[HoldView.of(h) for h in holds or ()],
         )
+
+
+def _document(it: InboxItem) -> dict[str, Any]:
+    """The stored document of an inbox item; empty once disposed of."""
+    return {} if it.disposed_at is not None else json_object(it.body)
 
 
 def _inbox_fields(it: InboxItem, document: dict[str, Any]) -> dict[str, Any]:
@@ -336,6 +427,8 @@ def _inbox_fields(it: InboxItem, document: dict[str, Any]) -> dict[str, Any]:
         "ack_message_id": it.ack_message_id,
         "in_reply_to": it.in_reply_to,
         "handling": _terms(document),
+        "retain_until": _day(it.retain_until),
+        "disposed_at": None if it.disposed_at is None else format_ts(it.disposed_at),
     }
 
 
@@ -405,6 +498,24 @@ class TokenResponse(View, frozen=True):
     ]
     note: str
     expires_at: Timestamp | None
+
+
+class RetentionStatus(View, frozen=True):
+    """Retention on this gateway now (`GET /v1/admin/retention`, and after a round it ran)."""
+
+    today: Annotated[str, msgspec.Meta(description="the UTC day disposal is judged by")]
+    due: Annotated[int, msgspec.Meta(ge=0, description="messages past their retention day, not disposed of yet")]
+    disposed: Annotated[int, msgspec.Meta(ge=0, description="messages disposed of (their rows stay)")]
+    held: Annotated[int, msgspec.Meta(ge=0, description="messages under an active legal hold of ours")]
+    oldest_held: Annotated[str | None, msgspec.Meta(description="the earliest retention day among held messages")]
+    last_round: Annotated[
+        dict[str, Any] | None,
+        msgspec.Meta(description="what the last disposal round did: today, disposed, files, days_destroyed, more"),
+    ]
+
+    @classmethod
+    def of(cls, today: dt.date, t: RetentionTotals, last_round: dict[str, Any] | None) -> RetentionStatus:
+        return cls(today.isoformat(), t.due, t.disposed, t.held, _day(t.oldest_held), last_round)
 
 
 class TokenRevoked(View, frozen=True):
@@ -903,11 +1014,14 @@ class BatchResults(View, frozen=True):
     results: list[BatchResult]
 
 
-REQUEST_TYPES: tuple[type[msgspec.Struct], ...] = (TokenRequest, ConsentAsk, ConsentAnswer)
+REQUEST_TYPES: tuple[type[msgspec.Struct], ...] = (TokenRequest, ConsentAsk, ConsentAnswer, HoldRequest, ReleaseRequest)
 """Request bodies of the local API decoded as Structs here (message bodies live in `core.schemas`)."""
 
 RESPONSE_TYPES: tuple[type[View], ...] = (
     SubmitResponse,
+    HoldView,
+    HoldList,
+    RetentionStatus,
     Message,
     MessageList,
     InboxSummaryList,

@@ -39,7 +39,7 @@ import structlog
 from ..core import consent, docfiles, handling, reference, schemas, threads
 from ..core.audit import AuditEntry
 from ..core.bundle import KeyBundle, PeerKeys, SignedBundle
-from ..core.control import AckBody, decode_struct
+from ..core.control import AckBody, LegalHoldBody, decode_struct
 from ..core.encoding import json_bytes, unb64url
 from ..core.envelope import (
     BUSINESS_TYPES,
@@ -57,7 +57,7 @@ from ..core.profile import Profile, load_profile
 from ..core.receipt import Statement, make_receipt, verify_receipt, verify_refusal
 from ..core.rotation import KeyAnnouncementBody, check_update
 from ..core.tlscert import check_possession
-from ..store.base import Incoming
+from ..store.base import HoldNotice, Incoming
 
 log = structlog.get_logger("customs_gateway.crypto")
 
@@ -243,6 +243,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         named: tuple[tuple[str, str], ...] = ()
         recorded: consent.ConsentEvent | None = None
         retain_until: dt.date | None = None  # a control document has no terms (`store.sealed`)
+        hold_notice: HoldNotice | None = None
         for extra in ("in_reply_to", "handling"):
             if getattr(doc, extra) is not None and doc.type not in BUSINESS_TYPES:
                 raise SchemaError(
@@ -252,6 +253,13 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             schemas.check_happened(schemas.validate_body(doc.type, doc.body), now)
             docfiles.check_sealed(doc.body)
             retain_until = check_document_terms(doc, view.profile).retain_until
+            if retain_until < now.astimezone(dt.timezone.utc).date():
+                raise SchemaError(
+                    f"the retention date {retain_until.isoformat()} has passed: the receiver would have to dispose"
+                    " of the message on arrival",
+                    code="handling.retention",
+                    field="document.handling.retain_until",
+                )
             refs = reference.tags(view.index_key, doc.type, doc.id, doc.body)
             named = threads.named(doc.type, doc.body)
             recorded = consent.event_of(doc.type, doc.id, doc.body, now)
@@ -273,6 +281,9 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
                 "ack_id": doc.id,
                 "document_sha256": ab.document_sha256,
             }
+        elif doc.type == "legal-hold":
+            hb: LegalHoldBody = decode_struct(LegalHoldBody, doc.body)
+            hold_notice = HoldNotice(hb.message_id, hb.action, hb.reason, doc.created_at, doc.id)
         else:
             raise SchemaError(
                 f"control type {doc.type!r} is not accepted here",
@@ -300,7 +311,12 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
                 "envelope": env_digest.hex(),
                 "receipt": hashlib.sha256(receipt_bytes).hexdigest(),
             },
-            detail={"type": doc.type, "seq": hdr.seq, **(consent.audit_detail(recorded) if recorded else {})},
+            detail={
+                "type": doc.type,
+                "seq": hdr.seq,
+                **(consent.audit_detail(recorded) if recorded else {}),
+                **({"about": hold_notice.message_id, "hold": hold_notice.action} if hold_notice else {}),
+            },
         )
         return Incoming(
             sender=doc.sender,
@@ -325,6 +341,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             named=named,
             consent=recorded,
             retain_until=retain_until,
+            hold_notice=hold_notice,
         )
     except GatewayError as e:
         return Refused(

@@ -46,10 +46,11 @@ from ..startup.agreement import load_agreement_profile
 from ..startup.config import Config
 from ..startup.daykeys import DAYS_DIR, DayKeys
 from ..startup.keystore import Identity, write_atomic
-from ..store.base import Incoming, MessageFilter, NewMessage, OutMessage, Store, TokenRecord, WitnessState
+from ..store.base import Hold, Incoming, MessageFilter, NewMessage, OutMessage, Store, TokenRecord, WitnessState
 from ..store.sealed import SealedColumns
 from .auth import ROLES, TOKEN_ID_RE, check_secret, new_token, parse_bearer
 from .crypto_workers import CryptoPool, OpenKeys, Refused, open_batch, refused_error
+from .disposal import NOTICE_TTL, Disposal
 from .files import FileUploads
 from .peer_files import MissingFile, PeerFiles
 from .tls import PeerTLS
@@ -192,6 +193,8 @@ class Gateway:
         self.day_keys = day_keys(config, identity.store_key, randbytes)
         self.sealed = SealedColumns(self.day_keys)
         store.seal_at_rest(self.sealed)
+        #: Disposal at `retain_until` and legal holds (`service.disposal`).
+        self.disposal = Disposal(self)
         #: The key business references are indexed under (`core.reference`).
         self.index_key = identity.store_key.derive(reference.INDEX_KEY_LABEL)
         self.peer_origin = log_origin(peer.identity)
@@ -512,6 +515,26 @@ class Gateway:
         self.outbox_changed.set()
         return out
 
+    # --- legal holds ------------------------------------------------------------------------
+    async def send_hold_notice(self, hold: Hold, action: str, reason: str, caller: Caller) -> str:
+        """Queue the signed `legal-hold` notice telling the peer we placed or released a hold on
+        a message we exchanged (DESIGN §12); returns its message id."""
+        now = self.clock.now()
+        body = {"message_id": hold.message_id, "action": action, "reason": reason}
+        notice = self._new_message("legal-hold", body, now, now + NOTICE_TTL, caller.token_id)
+        audit = AuditEntry(
+            at=now,
+            kind="submitted",
+            actor=caller.actor,
+            message_id=notice.id,
+            peer=self.peer.identity,
+            digests={"document": notice.document_sha256.hex()},
+            detail={"type": "legal-hold", "about": hold.message_id, "hold": action},
+        )
+        await self.store.submit(notice, audit)
+        self.outbox_changed.set()
+        return notice.id
+
     # --- receiving -------------------------------------------------------------------------
     async def receive(self, raw: bytes) -> list[dict[str, Any]]:
         """Handle one POST /peer/v1/envelopes body; returns one result per envelope, in order."""
@@ -812,6 +835,8 @@ class Gateway:
             while msgs := await self.store.list_messages(MessageFilter(), after, page):
                 rows = []
                 for m in msgs:
+                    if m.disposed_at is not None:
+                        continue  # nothing left to index
                     doc = Document.from_bytes(SignedDocument.from_bytes(m.signed_document).document_bytes)
                     rows += [(t, "out", m.id) for t in reference.tags(self.index_key, m.type, m.id, doc.body)]
                 await self.store.add_references(rows)
@@ -822,6 +847,8 @@ class Gateway:
         while items := await self.store.inbox_after(cursor, page, BUSINESS_TYPES):
             rows = []
             for it in items:
+                if it.disposed_at is not None:
+                    continue
                 body = Document.from_bytes(it.body).body
                 rows += [(t, "in", it.id) for t in reference.tags(self.index_key, it.type, it.id, body)]
             await self.store.add_references(rows)

@@ -186,6 +186,8 @@ class GatewayServer:
         stack.push_async_callback(tls.cancelled, self._maintenance)
         backfill = asyncio.create_task(self._backfill(), name="reference-backfill")
         stack.push_async_callback(tls.cancelled, backfill)
+        disposal = asyncio.create_task(gw.disposal.run(), name="disposal")
+        stack.push_async_callback(tls.cancelled, disposal)
         gw.recovery = Recovery(gw, peer_tls)  # delivery and cosigning ask it before they start
         self.worker = await _entered(stack, DeliveryWorker(gw, tls=peer_tls))
         self.checkpointer = Checkpointer(gw, peer_tls)

@@ -127,6 +127,14 @@ class FilesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sweep_batch: Count = 500
 
 
+class RetentionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Disposal at `retain_until` (DESIGN §12): how often the worker looks, and how much it does
+    per round (bounded work; a full round goes on at once)."""
+
+    check_every_seconds: ShortSeconds = 300.0
+    batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     identity: Identity = ""
     base_dir: str = "."  # set by load_config to the file's directory; never read from the file
@@ -146,6 +154,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     performance: PerformanceConfig = msgspec.field(default_factory=PerformanceConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     files: FilesConfig = msgspec.field(default_factory=FilesConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
 
     def path(self, rel: str) -> Path:
         """Resolve a configured path relative to the config file's directory."""

@@ -5,6 +5,10 @@ atomically, and only if absent, so processes sharing the directory — PostgreSQ
 on each day's key). Destroying a day replaces its file with a tombstone `<YYYY-MM-DD>.destroyed` (the
 key bytes are gone; the tombstone keeps the day from ever getting a new key, so nothing can be
 sealed for a day already disposed of). Thread-safe: the store's writer thread seals through it.
+
+A message under legal hold is sealed under its hold's own key instead (`core.atrest`, version 2),
+kept beside the day keys in `keys/holds/<hold id hex>.key`, wrapped the same way; the key is
+deleted once the hold is released and the message disposed of.
 """
 
 from __future__ import annotations
@@ -22,15 +26,19 @@ from ..core.storekey import StoreKey
 from .keystore import create_exclusive, write_atomic
 
 DAYS_DIR: Final = "days"
+HOLDS_DIR: Final = "holds"
 _NAME: Final = re.compile(r"(\d{4}-\d{2}-\d{2})\.(key|destroyed)")
+_HOLD_NAME: Final = re.compile(r"([0-9a-f]{32})\.key")
 
 
 class DayKeys:
     def __init__(self, directory: Path, store_key: StoreKey, randbytes: RandBytes = os.urandom) -> None:
         self.directory = directory
+        self.holds_directory = directory.parent / HOLDS_DIR
         self._wrap = store_key.derive(atrest.WRAP_KEY_LABEL)
         self._randbytes = randbytes
         self._cache: dict[dt.date, bytes] = {}
+        self._holds: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
 
     def _path(self, day: dt.date, kind: str = "key") -> Path:
@@ -103,4 +111,62 @@ class DayKeys:
         return atrest.seal(self.key_for(day), day, context, plaintext, self._randbytes(atrest.NONCE_BYTES))
 
     def open(self, context: bytes, blob: bytes) -> bytes:
-        return atrest.open_sealed(self.existing(atrest.sealed_day(blob)), context, blob)
+        ref = atrest.sealed_ref(blob)
+        key = self.existing(ref) if isinstance(ref, dt.date) else self.hold_key(ref)
+        return atrest.open_sealed(key, context, blob)
+
+    # --- legal holds ---------------------------------------------------------------------
+    def _hold_path(self, hold_id: bytes) -> Path:
+        return self.holds_directory / f"{hold_id.hex()}.key"
+
+    def new_hold(self) -> bytes:
+        """A new hold id with its own random key, kept wrapped on disk before it is returned."""
+        hold_id = self._randbytes(atrest.HOLD_ID_BYTES)
+        key = self._randbytes(atrest.KEY_BYTES)
+        self.holds_directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        wrapped = atrest.wrap_hold_key(self._wrap, hold_id, key, self._randbytes(atrest.NONCE_BYTES))
+        if not create_exclusive(self._hold_path(hold_id), wrapped):
+            raise atrest.AtRestError(f"hold key {hold_id.hex()} exists already", code="atrest.hold_exists")
+        with self._lock:
+            self._holds[hold_id] = key
+        return hold_id
+
+    def hold_key(self, hold_id: bytes) -> bytes:
+        """The key of hold `hold_id`; Disposed once it was destroyed."""
+        with self._lock:
+            key = self._holds.get(hold_id)
+            if key is None:
+                try:
+                    data = self._hold_path(hold_id).read_bytes()
+                except FileNotFoundError:
+                    raise atrest.Disposed(f"the key of hold {hold_id.hex()} no longer exists") from None
+                key = self._holds[hold_id] = atrest.unwrap_hold_key(self._wrap, hold_id, data)
+            return key
+
+    def seal_held(self, hold_id: bytes, context: bytes, plaintext: bytes) -> bytes:
+        return atrest.seal_hold(
+            self.hold_key(hold_id), hold_id, context, plaintext, self._randbytes(atrest.NONCE_BYTES)
+        )
+
+    def destroy_hold(self, hold_id: bytes) -> bool:
+        """Destroy the key of hold `hold_id` for good (its message was disposed of); False if
+        there was none."""
+        with self._lock:
+            self._holds.pop(hold_id, None)
+            try:
+                self._hold_path(hold_id).unlink()
+            except FileNotFoundError:
+                return False
+            fd = os.open(self.holds_directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return True
+
+    def holds(self) -> list[bytes]:
+        """The ids of the holds whose key exists."""
+        if not self.holds_directory.is_dir():
+            return []
+        found = (_HOLD_NAME.fullmatch(p.name) for p in self.holds_directory.iterdir())
+        return sorted(bytes.fromhex(m.group(1)) for m in found if m)

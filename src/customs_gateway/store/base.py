@@ -20,7 +20,7 @@ from ..core.consent import ConsentEvent, ConsentRecord
 from ..core.encoding import json_object
 from ..core.errors import Conflict, GatewayError
 from ..core.replay import seq_reused_error
-from ..core.state import check_ack
+from ..core.state import PENDING_SQL, check_ack
 
 if TYPE_CHECKING:
     from .sealed import SealedColumns
@@ -71,6 +71,7 @@ class OutMessage:
     history: tuple[tuple[dt.datetime, str, str], ...] = ()
     in_reply_to: str | None = None
     retain_until: dt.date | None = None  # the day whose key seals it at rest (None: stored in clear)
+    disposed_at: dt.datetime | None = None  # set once disposed of: its document and ciphertext are gone
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Incoming:
     named: tuple[tuple[str, str], ...] = ()  # (body field, id) of messages we must have sent (`core.threads`)
     consent: ConsentEvent | None = None  # a consent request or decision to record (`core.consent`)
     retain_until: dt.date | None = None  # its handling terms' retention date (None: a control message)
+    hold_notice: HoldNotice | None = None  # a `legal-hold` notice: the peer holds (or released) a message
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class InboxItem:
     ack_message_id: str | None
     in_reply_to: str | None = None
     retain_until: dt.date | None = None  # the day whose key seals it at rest (None: stored in clear)
+    disposed_at: dt.datetime | None = None  # set once disposed of: its body is gone (b"")
 
 
 @dataclass(frozen=True)
@@ -210,10 +213,71 @@ class Evidence:
     message_id: str
     direction: str  # "outbound" (we sent it; receipt by the peer) | "inbound" (receipt by us)
     peer: str
-    signed_document: bytes
+    signed_document: bytes  # b"" once disposed of
     receipt: bytes | None
     refusal: bytes | None
     retain_until: dt.date | None = None  # the day whose key seals it at rest (None: stored in clear)
+    type: str = ""
+    created_at: dt.datetime | None = None
+    document_sha256: bytes = b""
+    disposed_at: dt.datetime | None = None  # its document is gone: evidence says "withheld: disposed"
+
+
+@dataclass(frozen=True)
+class DueRow:
+    """A message whose retention day has passed, to be disposed of (`service.disposal`)."""
+
+    direction: str  # "outbound" | "inbound"
+    id: str
+    peer: str
+    type: str
+    retain_until: dt.date
+    document_sha256: bytes
+    signed_document: bytes | None  # opened, to find the files it names; None if it no longer opens
+    hold_id: bytes | None  # the key of a released legal hold its data is sealed under, if any
+
+
+@dataclass(frozen=True)
+class HoldNotice:
+    """What a `legal-hold` notice from the peer says (recorded as a hold of origin "peer")."""
+
+    message_id: str
+    action: str  # "placed" | "released"
+    reason: str
+    at: dt.datetime
+    notice_id: str
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A legal hold on one message: ours (keeps our copy past its date) or the peer's (told to
+    us by its signed notice; informational)."""
+
+    message_id: str
+    origin: str  # "ours" | "peer"
+    direction: str  # "outbound" | "inbound": which of our tables holds the message
+    reason: str
+    placed_by: str  # "token:<id>" for ours, "peer:<identity>" for the peer's
+    placed_at: dt.datetime
+    hold_id: bytes | None = None  # ours: the id of the key its data is sealed under
+    notice_id: str | None = None  # the signed notice that told the other side
+    released_at: dt.datetime | None = None
+    released_by: str | None = None
+    release_reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.released_at is None
+
+
+@dataclass(frozen=True)
+class RetentionTotals:
+    """What the retention metrics show (`Store.retention_totals`)."""
+
+    due: int  # past their day, not disposed of yet (held ones excluded)
+    disposed: int
+    held: int  # under one of our active holds
+    oldest_held: dt.date | None  # the earliest retention day among held messages
 
 
 @dataclass(frozen=True)
@@ -279,11 +343,12 @@ def seq_reused(it: Incoming, high_water: int | None, held_id: str | None) -> Inc
 
 OUT_COLS: Final = (
     "id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256, attempts,"
-    " next_attempt_at, last_error, ciphertext, enc_kid, receipt, refusal, ack, updated_at, in_reply_to, retain_until"
+    " next_attempt_at, last_error, ciphertext, enc_kid, receipt, refusal, ack, updated_at, in_reply_to, retain_until,"
+    " disposed_at"
 )
 IN_COLS: Final = (
     "cursor, sender, id, type, created_at, received_at, document_sha256, body, ack_status, ack_message_id, in_reply_to,"
-    " retain_until"
+    " retain_until, disposed_at"
 )
 
 
@@ -293,6 +358,67 @@ RETENTION_COUNTS_SQL: Final = (
     " SELECT retain_until, 1 AS m, 0 AS i FROM messages UNION ALL SELECT retain_until, 0, 1 FROM inbox"
     ") AS t GROUP BY retain_until"
 )
+
+
+# --- retention and disposal (`store.retention`): the same SQL on both engines, `$n` parameters
+# (SQLite replaces them by `?` and passes a repeated one again).
+_HELD: Final = "SELECT message_id FROM holds WHERE origin='ours' AND released_at IS NULL"
+_DUE_WHERE: Final = f"retain_until < $1 AND disposed_at IS NULL AND id NOT IN ({_HELD})"
+DUE_OUT_SQL: Final = (
+    "SELECT 'outbound', m.id, m.peer, m.type, m.retain_until, m.document_sha256, m.signed_document, h.hold_id"
+    " FROM messages m LEFT JOIN holds h ON h.message_id = m.id AND h.origin = 'ours'"
+    f" WHERE m.retain_until < $1 AND m.disposed_at IS NULL AND NOT (m.{PENDING_SQL})"
+    " AND (h.message_id IS NULL OR h.released_at IS NOT NULL) ORDER BY m.retain_until, m.id LIMIT $2"
+)
+DUE_IN_SQL: Final = (
+    "SELECT 'inbound', m.id, m.sender, m.type, m.retain_until, m.document_sha256, m.signed_document, h.hold_id"
+    " FROM inbox m LEFT JOIN holds h ON h.message_id = m.id AND h.origin = 'ours'"
+    " WHERE m.retain_until < $1 AND m.disposed_at IS NULL"
+    " AND (h.message_id IS NULL OR h.released_at IS NOT NULL) ORDER BY m.retain_until, m.id LIMIT $2"
+)
+LIVE_DAYS_SQL: Final = (
+    f"SELECT DISTINCT retain_until FROM messages WHERE {_DUE_WHERE}"
+    f" UNION SELECT DISTINCT retain_until FROM inbox WHERE {_DUE_WHERE}"
+)
+RETENTION_TOTALS_SQL: Final = (
+    f"SELECT (SELECT count(*) FROM messages WHERE {_DUE_WHERE}) + (SELECT count(*) FROM inbox WHERE {_DUE_WHERE}),"
+    " (SELECT count(*) FROM messages WHERE disposed_at IS NOT NULL)"
+    " + (SELECT count(*) FROM inbox WHERE disposed_at IS NOT NULL),"
+    f" (SELECT count(*) FROM holds WHERE origin='ours' AND released_at IS NULL),"
+    f" (SELECT min(d) FROM (SELECT retain_until AS d FROM messages WHERE id IN ({_HELD})"
+    f" UNION ALL SELECT retain_until FROM inbox WHERE id IN ({_HELD})) AS t)"
+)
+#: A disposed message's consent records keep who asked for which use and the decision, not the
+#: free text.
+DISPOSED_CONSENTS_SQL: Final = (
+    "UPDATE consents SET reason='', conditions=NULL, decision_reason=NULL WHERE message_id=$1"
+)
+EVIDENCE_OUT_COLS: Final = (
+    "id, peer, signed_document, receipt, refusal, retain_until, type, created_at, document_sha256, disposed_at"
+)
+EVIDENCE_IN_COLS: Final = (
+    "id, sender, signed_document, receipt, NULL, retain_until, type, created_at, document_sha256, disposed_at"
+)
+
+
+def evidence_from_row(direction: str, r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> Evidence:
+    return Evidence(
+        message_id=r[0],
+        direction=direction,
+        peer=r[1],
+        signed_document=bytes(r[2]),
+        receipt=_opt_bytes(r[3]),
+        refusal=_opt_bytes(r[4]),
+        retain_until=day_of(r[5]),
+        type=r[6],
+        created_at=ts(r[7]),
+        document_sha256=bytes(r[8]),
+        disposed_at=None if r[9] is None else ts(r[9]),
+    )
+
+
+def totals_from_row(r: Sequence[Any]) -> RetentionTotals:
+    return RetentionTotals(due=int(r[0] or 0), disposed=int(r[1] or 0), held=int(r[2] or 0), oldest_held=day_of(r[3]))
 
 
 #: The consents table's columns in ConsentRecord order (both stores read them so).
@@ -365,6 +491,7 @@ def out_message_from_row(r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> 
         updated_at=ts(r[17]),
         in_reply_to=r[18],
         retain_until=day_of(r[19]),
+        disposed_at=None if r[20] is None else ts(r[20]),
     )
 
 
@@ -383,6 +510,7 @@ def inbox_item_from_row(r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> I
         ack_message_id=r[9],
         in_reply_to=r[10],
         retain_until=day_of(r[11]),
+        disposed_at=None if r[12] is None else ts(r[12]),
     )
 
 
@@ -430,7 +558,7 @@ class ThreadItem:
 MAX_THREAD_DEPTH: Final = 1000
 MAX_THREAD: Final = 500
 #: Message types that are not business messages (never listed, never in a thread).
-CONTROL_TYPES_SQL: Final = "('ack','key-announcement','cosign-request')"
+CONTROL_TYPES_SQL: Final = "('ack','key-announcement','cosign-request','legal-hold')"
 
 
 class Store(abc.ABC):
@@ -481,6 +609,23 @@ class Store(abc.ABC):
     def _open_ins(self, items: list[InboxItem]) -> list[InboxItem]:
         sealed = self.sealed
         return items if sealed is None else [sealed.inbox_item(i) for i in items]
+
+    def _due_rows(self, rows: list[Any]) -> list[DueRow]:
+        """Rows of DUE_OUT_SQL / DUE_IN_SQL, their documents opened where they still open."""
+        out: list[DueRow] = []
+        for r in rows:
+            direction, mid, raw = r[0], r[1], bytes(r[6])
+            doc: bytes | None = raw
+            if self.sealed is not None:
+                try:
+                    doc = self.sealed.signed_document(direction, mid, raw)
+                except GatewayError:
+                    doc = None  # its key is gone already: disposed of but for the row
+            day = day_of(r[4])
+            assert day is not None
+            hold = None if r[7] is None else bytes.fromhex(r[7])
+            out.append(DueRow(direction, mid, r[2], r[3], day, bytes(r[5]), doc, hold))
+        return out
 
     def _open_evidence(self, found: list[Evidence]) -> list[Evidence]:
         sealed = self.sealed
@@ -761,3 +906,42 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def evidence(self, message_ids: list[str]) -> list[Evidence]:
         """Signed documents with receipts/refusals for these ids, outbound and inbound."""
+
+    # --- retention and disposal (`store.retention`, `service.disposal`) ------------------
+    @abc.abstractmethod
+    async def due_for_disposal(self, today: dt.date, limit: int) -> list[DueRow]:
+        """Up to `limit` messages (outbound first, then inbound) whose retention day is before
+        `today`, not disposed of, not being delivered, not under an active hold of ours; their
+        signed documents opened where they still open."""
+
+    @abc.abstractmethod
+    async def dispose(self, rows: list[DueRow], at: dt.datetime, audit: dict[str, AuditEntry]) -> list[str]:
+        """Dispose of `rows` in one transaction, each with its audit entry (`audit[id]`), each
+        only if still due (not disposed of, not held meanwhile). Returns the ids disposed of."""
+
+    @abc.abstractmethod
+    async def live_days(self, today: dt.date) -> set[dt.date]:
+        """Retention days before `today` that some row not disposed of still needs the key of."""
+
+    @abc.abstractmethod
+    async def place_hold(self, hold: Hold, audit: AuditEntry) -> Hold:
+        """Place our hold on a message (its values sealed again under `hold.hold_id`'s key),
+        with its audit entry. Raises NotFound / Conflict (`store.retention.check_holdable`);
+        `hold.direction` is filled in from where the message is found."""
+
+    @abc.abstractmethod
+    async def release_hold(
+        self, message_id: str, at: dt.datetime, by: str, reason: str | None, audit: AuditEntry
+    ) -> Hold:
+        """Release our active hold on `message_id`; NotFound if there is none."""
+
+    @abc.abstractmethod
+    async def holds_for(self, message_ids: Sequence[str]) -> dict[str, list[Hold]]:
+        """The holds (ours and the peer's, active or released) on these messages."""
+
+    @abc.abstractmethod
+    async def list_holds(self, active_only: bool, limit: int) -> list[Hold]:
+        """Holds, most recent first."""
+
+    @abc.abstractmethod
+    async def retention_totals(self, today: dt.date) -> RetentionTotals: ...

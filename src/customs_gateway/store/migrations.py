@@ -117,6 +117,24 @@ def consents_table(timestamp: str) -> str:
 )"""
 
 
+def holds_table(timestamp: str) -> str:
+    """Legal holds (`store.retention`): ours, and the peer's as its notices tell them."""
+    return f"""CREATE TABLE holds (
+    message_id TEXT NOT NULL,
+    origin TEXT NOT NULL CHECK (origin IN ('ours', 'peer')),
+    direction TEXT NOT NULL CHECK (direction IN ('outbound', 'inbound')),
+    reason TEXT NOT NULL,
+    placed_by TEXT NOT NULL,
+    placed_at {timestamp} NOT NULL,
+    hold_id TEXT,
+    notice_id TEXT,
+    released_at {timestamp},
+    released_by TEXT,
+    release_reason TEXT,
+    PRIMARY KEY (message_id, origin)
+)"""
+
+
 SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     *_V1,
     (
@@ -219,6 +237,18 @@ SQLITE_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE INDEX inbox_retain ON inbox(retain_until)",
             "INSERT OR REPLACE INTO store_meta(key, value) SELECT 'seal_backfill', ''"
             " WHERE EXISTS (SELECT 1 FROM messages) OR EXISTS (SELECT 1 FROM inbox)",
+        ),
+    ),
+    # Version 12: disposal and legal holds (issue 18, `store.retention`): when a row's sealed values
+    # were disposed of, and the holds (ours and the peer's) on messages.
+    (
+        12,
+        (
+            "ALTER TABLE messages ADD COLUMN disposed_at TEXT",
+            "ALTER TABLE inbox ADD COLUMN disposed_at TEXT",
+            "CREATE INDEX messages_disposed ON messages(disposed_at) WHERE disposed_at IS NOT NULL",
+            "CREATE INDEX inbox_disposed ON inbox(disposed_at) WHERE disposed_at IS NOT NULL",
+            holds_table("TEXT"),
         ),
     ),
 )

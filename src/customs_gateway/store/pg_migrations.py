@@ -11,7 +11,7 @@ import hashlib
 from typing import Any, Final
 
 from ..core.errors import StoreUnavailable
-from .migrations import consents_table
+from .migrations import consents_table, holds_table
 
 PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     (
@@ -210,6 +210,18 @@ PG_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "INSERT INTO store_meta(key, value) SELECT 'seal_backfill', ''"
             " WHERE EXISTS (SELECT 1 FROM messages) OR EXISTS (SELECT 1 FROM inbox)"
             " ON CONFLICT (key) DO NOTHING",
+        ),
+    ),
+    # Version 11: disposal and legal holds (issue 18, `store.retention`): when a row's sealed values
+    # were disposed of, and the holds (ours and the peer's) on messages.
+    (
+        11,
+        (
+            "ALTER TABLE messages ADD COLUMN disposed_at TIMESTAMPTZ",
+            "ALTER TABLE inbox ADD COLUMN disposed_at TIMESTAMPTZ",
+            "CREATE INDEX messages_disposed ON messages(disposed_at) WHERE disposed_at IS NOT NULL",
+            "CREATE INDEX inbox_disposed ON inbox(disposed_at) WHERE disposed_at IS NOT NULL",
+            holds_table("TIMESTAMPTZ"),
         ),
     ),
 )

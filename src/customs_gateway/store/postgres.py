@@ -35,13 +35,14 @@ import secrets
 import socket
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from typing import Any, Final, TypeVar
 
 import asyncpg
 
 from ..core.audit import AuditEntry
 from ..core.consent import ConsentEvent, ConsentRecord, role_of
-from ..core.encoding import json_bytes
+from ..core.encoding import json_bytes, json_object
 from ..core.errors import Conflict, GatewayError, NotFound, StoreUnavailable
 from ..core.merkle import CompactRange, consistency_proof_from_nodes, inclusion_proof_from_nodes
 from ..core.replay import Arrival, advance_sequence, classify
@@ -49,15 +50,24 @@ from ..core.state import PENDING_SQL, next_status
 from .base import (
     CONSENT_COLS,
     CONTROL_TYPES_SQL,
+    DISPOSED_CONSENTS_SQL,
+    DUE_IN_SQL,
+    DUE_OUT_SQL,
+    EVIDENCE_IN_COLS,
+    EVIDENCE_OUT_COLS,
     IN_COLS,
+    LIVE_DAYS_SQL,
     OUT_COLS,
     RETENTION_COUNTS_SQL,
+    RETENTION_TOTALS_SQL,
     TOKEN_COLUMNS,
     AttemptOutcome,
     CheckpointRecord,
     ClearRow,
+    DueRow,
     Evidence,
     HeldMessage,
+    Hold,
     InboxItem,
     Incoming,
     IncomingResult,
@@ -65,21 +75,25 @@ from .base import (
     NewMessage,
     OutMessage,
     PeerState,
+    RetentionTotals,
     Store,
     ThreadItem,
     TokenRecord,
     WitnessState,
     ack_refusal,
     consent_from_row,
+    evidence_from_row,
     inbox_item_from_row,
     out_message_from_row,
     queued_message,
     reference_refusal,
     seq_reused,
     to_ms,
+    totals_from_row,
 )
 from .pg_audit import append_entries, check_size, from_nodes, frontier
 from .pg_migrations import lock_key, migrate, quote_ident
+from .retention import HOLD_COLS, check_holdable, check_releasable, disposed_ack, hold_from_row
 
 T = TypeVar("T")
 
@@ -920,18 +934,178 @@ class PostgresStore(Store):
         async with self._read() as c:
             for i in range(0, len(message_ids), 500):
                 chunk = message_ids[i : i + 500]
+                for r in await c.fetch(f"SELECT {EVIDENCE_OUT_COLS} FROM messages WHERE id = ANY($1::text[])", chunk):
+                    out.append(evidence_from_row("outbound", r, _as_is))
                 for r in await c.fetch(
-                    "SELECT id, peer, signed_document, receipt, refusal, retain_until FROM messages"
-                    " WHERE id = ANY($1::text[])",
+                    f"SELECT {EVIDENCE_IN_COLS.replace('NULL', 'NULL::bytea')} FROM inbox WHERE id = ANY($1::text[])",
                     chunk,
                 ):
-                    out.append(Evidence(r[0], "outbound", r[1], bytes(r[2]), _b(r[3]), _b(r[4]), r[5]))
-                for r in await c.fetch(
-                    "SELECT id, sender, signed_document, receipt, retain_until FROM inbox WHERE id = ANY($1::text[])",
-                    chunk,
-                ):
-                    out.append(Evidence(r[0], "inbound", r[1], bytes(r[2]), bytes(r[3]), None, r[4]))
+                    out.append(evidence_from_row("inbound", r, _as_is))
         return self._open_evidence(out)
+
+    # retention and disposal ------------------------------------------------------------------
+    async def due_for_disposal(self, today: dt.date, limit: int) -> list[DueRow]:
+        rows: list[Any] = []
+        async with self._read() as c:
+            for sql in (DUE_OUT_SQL, DUE_IN_SQL):
+                if len(rows) < limit:
+                    rows += await c.fetch(sql, today, limit - len(rows))
+        return self._due_rows(rows)
+
+    async def dispose(self, rows: list[DueRow], at: dt.datetime, audit: dict[str, AuditEntry]) -> list[str]:
+        if not rows:
+            return []
+        done: list[str] = []
+        async with self._tx(audited=True) as tx:
+            c = tx.conn
+            for r in rows:
+                if await c.fetchval(
+                    "SELECT 1 FROM holds WHERE message_id=$1 AND origin='ours' AND released_at IS NULL", r.id
+                ):
+                    continue  # held since it was found due
+                if r.direction == "outbound":
+                    row = await c.fetchrow(
+                        "SELECT ack FROM messages WHERE id=$1 AND disposed_at IS NULL FOR UPDATE", r.id
+                    )
+                    if row is None:
+                        continue
+                    await c.execute(
+                        "UPDATE messages SET signed_document=''::bytea, ciphertext=NULL, enc_kid=NULL, ack=$1,"
+                        " disposed_at=$2 WHERE id=$3",
+                        disposed_ack(_b(row[0])),
+                        to_ms(at),
+                        r.id,
+                    )
+                else:
+                    status = await c.execute(
+                        "UPDATE inbox SET signed_document=''::bytea, body=''::bytea, disposed_at=$1"
+                        " WHERE id=$2 AND disposed_at IS NULL",
+                        to_ms(at),
+                        r.id,
+                    )
+                    if status.split()[-1] == "0":
+                        continue
+                await c.execute("DELETE FROM refs WHERE message_id=$1", r.id)
+                await c.execute(DISPOSED_CONSENTS_SQL, r.id)
+                done.append(r.id)
+            tx.audit(*(audit[i] for i in done))
+        return done
+
+    async def live_days(self, today: dt.date) -> set[dt.date]:
+        async with self._read() as c:
+            rows = await c.fetch(LIVE_DAYS_SQL, today)
+        return {r[0] for r in rows if r[0] is not None}
+
+    async def place_hold(self, hold: Hold, audit: AuditEntry) -> Hold:
+        sealed = self.sealed
+        async with self._tx(audited=True) as tx:
+            c = tx.conn
+            current = await c.fetchrow(
+                f"SELECT {HOLD_COLS} FROM holds WHERE message_id=$1 AND origin='ours' FOR UPDATE", hold.message_id
+            )
+            out = await c.fetchrow(
+                "SELECT signed_document, ciphertext, ack, disposed_at, retain_until FROM messages"
+                " WHERE id=$1 FOR UPDATE",
+                hold.message_id,
+            )
+            inb = (
+                None
+                if out is not None
+                else await c.fetchrow(
+                    "SELECT signed_document, body, disposed_at, retain_until FROM inbox WHERE id=$1 FOR UPDATE",
+                    hold.message_id,
+                )
+            )
+            found = out if out is not None else inb
+            check_holdable(
+                hold.message_id,
+                found is not None,
+                found is not None and found[-2] is not None,
+                None if current is None else hold_from_row(current, _as_is),
+            )
+            assert found is not None and hold.hold_id is not None
+            if found[-1] is None and sealed is not None:
+                raise Conflict(
+                    f"message {hold.message_id} is not sealed at rest yet (the start-up backfill is running): retry",
+                    code="hold.not_sealed",
+                    field="message_id",
+                )
+            if sealed is not None and out is not None:
+                v = sealed.held(
+                    "messages",
+                    hold.message_id,
+                    {"signed_document": bytes(out[0]), "ciphertext": _b(out[1])},
+                    hold.hold_id,
+                )
+                ack = sealed.held_ack(
+                    None if out[2] is None else json_object(bytes(out[2])), hold.message_id, hold.hold_id
+                )
+                await c.execute(
+                    "UPDATE messages SET signed_document=$1, ciphertext=$2, ack=$3 WHERE id=$4",
+                    v["signed_document"],
+                    v["ciphertext"],
+                    None if ack is None else json_bytes(ack),
+                    hold.message_id,
+                )
+            elif sealed is not None and inb is not None:
+                v = sealed.held(
+                    "inbox", hold.message_id, {"signed_document": bytes(inb[0]), "body": bytes(inb[1])}, hold.hold_id
+                )
+                await c.execute(
+                    "UPDATE inbox SET signed_document=$1, body=$2 WHERE id=$3",
+                    v["signed_document"],
+                    v["body"],
+                    hold.message_id,
+                )
+            placed = replace(hold, direction="outbound" if out is not None else "inbound")
+            await _put_hold(c, placed)
+            tx.audit(audit)
+        return placed
+
+    async def release_hold(
+        self, message_id: str, at: dt.datetime, by: str, reason: str | None, audit: AuditEntry
+    ) -> Hold:
+        async with self._tx(audited=True) as tx:
+            row = await tx.conn.fetchrow(
+                f"SELECT {HOLD_COLS} FROM holds WHERE message_id=$1 AND origin='ours' FOR UPDATE", message_id
+            )
+            current = check_releasable(message_id, None if row is None else hold_from_row(row, _as_is))
+            await tx.conn.execute(
+                "UPDATE holds SET released_at=$1, released_by=$2, release_reason=$3"
+                " WHERE message_id=$4 AND origin='ours'",
+                to_ms(at),
+                by,
+                reason,
+                message_id,
+            )
+            tx.audit(audit)
+        return replace(current, released_at=to_ms(at), released_by=by, release_reason=reason)
+
+    async def holds_for(self, message_ids: Sequence[str]) -> dict[str, list[Hold]]:
+        if not message_ids:
+            return {}
+        out: dict[str, list[Hold]] = {}
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT {HOLD_COLS} FROM holds WHERE message_id = ANY($1::text[]) ORDER BY placed_at",
+                list(dict.fromkeys(message_ids)),
+            )
+        for r in rows:
+            out.setdefault(r[0], []).append(hold_from_row(r, _as_is))
+        return out
+
+    async def list_holds(self, active_only: bool, limit: int) -> list[Hold]:
+        where = " WHERE released_at IS NULL" if active_only else ""
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT {HOLD_COLS} FROM holds{where} ORDER BY placed_at DESC, message_id LIMIT $1", limit
+            )
+        return [hold_from_row(r, _as_is) for r in rows]
+
+    async def retention_totals(self, today: dt.date) -> RetentionTotals:
+        async with self._read() as c:
+            row = await c.fetchrow(RETENTION_TOTALS_SQL, today)
+        return totals_from_row(row)
 
 
 # --- row mapping -------------------------------------------------------------------------------
@@ -1214,6 +1388,18 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
         refused = ack_refusal(it, None if ack is None else (ack[0], ack[1], bytes(ack[2])))
         if refused is not None:
             return refused  # nothing written: the ack is not in our inbox and will be answered refused
+    if (
+        arrival is Arrival.NEW
+        and it.hold_notice is not None
+        and not await c.fetchval(
+            f"SELECT 1 FROM inbox WHERE id=$1 AND sender=$2 AND type NOT IN {CONTROL_TYPES_SQL}"
+            f" UNION ALL SELECT 1 FROM messages WHERE id=$1 AND peer=$2 AND type NOT IN {CONTROL_TYPES_SQL} LIMIT 1",
+            it.hold_notice.message_id,
+            it.sender,
+        )
+    ):
+        detail = f"the legal-hold notice names {it.hold_notice.message_id}, no message exchanged with {it.sender}"
+        return IncomingResult("refused", None, "schema.reference", detail, "body.message_id")
     if arrival is Arrival.NEW and (it.in_reply_to is not None or it.named):
         exchanged = it.in_reply_to is not None and None is not await c.fetchval(
             f"SELECT 1 FROM inbox WHERE id=$1 AND sender=$2 AND type NOT IN {CONTROL_TYPES_SQL}"
@@ -1287,7 +1473,46 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
         await _apply_ack(tx, it)
     if it.consent is not None:
         await _record_consent(tx.conn, it.consent, outgoing=False)
+    if it.hold_notice is not None:
+        await _record_peer_hold(tx.conn, it)
     return IncomingResult("accepted", it.receipt)
+
+
+async def _record_peer_hold(c: Any, it: Incoming) -> None:
+    """The peer's `legal-hold` notice, as a hold of origin "peer" on the message it names."""
+    n = it.hold_notice
+    assert n is not None
+    if n.action == "released":
+        await c.execute(
+            "UPDATE holds SET released_at=$1, released_by=$2, release_reason=$3 WHERE message_id=$4 AND origin='peer'",
+            to_ms(n.at),
+            f"peer:{it.sender}",
+            n.reason,
+            n.message_id,
+        )
+        return
+    ours = await c.fetchval("SELECT 1 FROM messages WHERE id=$1", n.message_id)
+    hold = Hold(
+        n.message_id, "peer", "outbound" if ours else "inbound", n.reason, f"peer:{it.sender}", n.at, None, n.notice_id
+    )
+    await _put_hold(c, hold)
+
+
+async def _put_hold(c: Any, h: Hold) -> None:
+    await c.execute(
+        f"INSERT INTO holds({HOLD_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,NULL,NULL,NULL)"
+        " ON CONFLICT (message_id, origin) DO UPDATE SET direction=EXCLUDED.direction, reason=EXCLUDED.reason,"
+        " placed_by=EXCLUDED.placed_by, placed_at=EXCLUDED.placed_at, hold_id=EXCLUDED.hold_id,"
+        " notice_id=EXCLUDED.notice_id, released_at=NULL, released_by=NULL, release_reason=NULL",
+        h.message_id,
+        h.origin,
+        h.direction,
+        h.reason,
+        h.placed_by,
+        to_ms(h.placed_at),
+        None if h.hold_id is None else h.hold_id.hex(),
+        h.notice_id,
+    )
 
 
 async def _record_consent(c: Any, ev: ConsentEvent, *, outgoing: bool) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from ..core.encoding import b64url, unb64url
 from .base import AttemptOutcome, ClearRow, Evidence, InboxItem, Incoming, NewMessage, OutMessage
@@ -36,6 +36,8 @@ class DayKeyring(Protocol):
     def seal(self, day: dt.date, context: bytes, plaintext: bytes) -> bytes: ...
 
     def open(self, context: bytes, blob: bytes) -> bytes: ...
+
+    def seal_held(self, hold_id: bytes, context: bytes, plaintext: bytes) -> bytes: ...
 
 
 def context(column: str, message_id: str) -> bytes:
@@ -105,6 +107,26 @@ class SealedColumns:
             retain_until=day,
         )
 
+    def held(
+        self, table: str, message_id: str, values: dict[str, bytes | None], hold_id: bytes
+    ) -> dict[str, bytes | None]:
+        """`values` (column -> sealed value of one row of `table`) sealed again under the key of
+        the legal hold `hold_id` (`core.atrest` version 2), so the row's day key can be destroyed
+        on time while the held row stays readable."""
+        out: dict[str, bytes | None] = {}
+        for column, blob in values.items():
+            ctx = context(f"{table}.{column}", message_id)
+            out[column] = None if blob is None else self.keys.seal_held(hold_id, ctx, self.keys.open(ctx, blob))
+        return out
+
+    def held_ack(self, ack: dict[str, Any] | None, message_id: str, hold_id: bytes) -> dict[str, Any] | None:
+        """A message's `ack` column with the ack's sealed reason moved under the hold's key."""
+        if ack is None or SEALED_REASON not in ack:
+            return ack
+        ctx = context("messages.ack_reason", message_id)
+        blob = self.keys.open(ctx, unb64url(str(ack[SEALED_REASON]), field="ack.reason"))
+        return ack | {SEALED_REASON: b64url(self.keys.seal_held(hold_id, ctx, blob))}
+
     # --- reads ---------------------------------------------------------------------------
     def out_message(self, m: OutMessage) -> OutMessage:
         ack = m.ack
@@ -113,8 +135,8 @@ class SealedColumns:
             reason = self.keys.open(context("messages.ack_reason", m.id), blob).decode()
             ack = {k: v for k, v in ack.items() if k != SEALED_REASON} | {"reason": reason}
             m = dataclasses.replace(m, ack=ack)
-        if m.retain_until is None:
-            return m  # stored in clear before sealing (the backfill has not reached it yet)
+        if m.retain_until is None or m.disposed_at is not None:
+            return m  # stored in clear before sealing (the backfill has not reached it yet), or disposed of
         return dataclasses.replace(
             m,
             signed_document=self.keys.open(context("messages.signed_document", m.id), m.signed_document),
@@ -124,12 +146,17 @@ class SealedColumns:
         )
 
     def inbox_item(self, item: InboxItem) -> InboxItem:
-        if item.retain_until is None:
+        if item.retain_until is None or item.disposed_at is not None:
             return item
         return dataclasses.replace(item, body=self.keys.open(context("inbox.body", item.id), item.body))
 
+    def signed_document(self, direction: str, message_id: str, blob: bytes) -> bytes:
+        """The signed document of one row ("outbound": messages, "inbound": inbox), opened."""
+        table = "messages" if direction == "outbound" else "inbox"
+        return self.keys.open(context(f"{table}.signed_document", message_id), blob)
+
     def evidence(self, e: Evidence) -> Evidence:
-        if e.retain_until is None:
+        if e.retain_until is None or e.disposed_at is not None:
             return e
         column = "messages.signed_document" if e.direction == "outbound" else "inbox.signed_document"
         return dataclasses.replace(e, signed_document=self.keys.open(context(column, e.message_id), e.signed_document))

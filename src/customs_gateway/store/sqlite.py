@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 
 from ..core.audit import AuditEntry, in_time_order
 from ..core.consent import ConsentEvent, ConsentRecord, role_of
-from ..core.encoding import format_ts, json_bytes, parse_ts
+from ..core.encoding import format_ts, json_bytes, json_object, parse_ts
 from ..core.errors import Conflict, GatewayError, NotFound, StoreUnavailable
 from ..core.merkle import (
     CompactRange,
@@ -38,15 +38,24 @@ from ..core.state import PENDING_SQL, next_status
 from .base import (
     CONSENT_COLS,
     CONTROL_TYPES_SQL,
+    DISPOSED_CONSENTS_SQL,
+    DUE_IN_SQL,
+    DUE_OUT_SQL,
+    EVIDENCE_IN_COLS,
+    EVIDENCE_OUT_COLS,
     IN_COLS,
+    LIVE_DAYS_SQL,
     OUT_COLS,
     RETENTION_COUNTS_SQL,
+    RETENTION_TOTALS_SQL,
     TOKEN_COLUMNS,
     AttemptOutcome,
     CheckpointRecord,
     ClearRow,
+    DueRow,
     Evidence,
     HeldMessage,
+    Hold,
     InboxItem,
     Incoming,
     IncomingResult,
@@ -54,6 +63,7 @@ from .base import (
     NewMessage,
     OutMessage,
     PeerState,
+    RetentionTotals,
     Store,
     ThreadItem,
     TokenRecord,
@@ -61,14 +71,17 @@ from .base import (
     ack_refusal,
     consent_from_row,
     day_of,
+    evidence_from_row,
     inbox_item_from_row,
     out_message_from_row,
     queued_message,
     reference_refusal,
     seq_reused,
     to_ms,
+    totals_from_row,
 )
 from .migrations import SQLITE_MIGRATIONS
+from .retention import HOLD_COLS, check_holdable, check_releasable, disposed_ack, hold_from_row
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -732,19 +745,181 @@ class SQLiteStore(Store):
             for i in range(0, len(message_ids), 500):
                 chunk = message_ids[i : i + 500]
                 marks = ",".join("?" * len(chunk))
-                for r in c.execute(
-                    f"SELECT id, peer, signed_document, receipt, refusal, retain_until FROM messages"
-                    f" WHERE id IN ({marks})",
-                    chunk,
-                ):
-                    out.append(Evidence(r[0], "outbound", r[1], bytes(r[2]), _b(r[3]), _b(r[4]), day_of(r[5])))
-                for r in c.execute(
-                    f"SELECT id, sender, signed_document, receipt, retain_until FROM inbox WHERE id IN ({marks})", chunk
-                ):
-                    out.append(Evidence(r[0], "inbound", r[1], bytes(r[2]), bytes(r[3]), None, day_of(r[4])))
+                for r in c.execute(f"SELECT {EVIDENCE_OUT_COLS} FROM messages WHERE id IN ({marks})", chunk):
+                    out.append(evidence_from_row("outbound", r, parse_ts))
+                for r in c.execute(f"SELECT {EVIDENCE_IN_COLS} FROM inbox WHERE id IN ({marks})", chunk):
+                    out.append(evidence_from_row("inbound", r, parse_ts))
             return out
 
         return self._open_evidence(await self._read(job))
+
+    # retention and disposal ------------------------------------------------------------------
+    async def due_for_disposal(self, today: dt.date, limit: int) -> list[DueRow]:
+        def job(c: sqlite3.Connection) -> list[Any]:
+            rows: list[Any] = []
+            for sql in (DUE_OUT_SQL, DUE_IN_SQL):
+                if len(rows) < limit:
+                    rows += c.execute(sql.replace("$1", "?").replace("$2", "?"), (today.isoformat(), limit - len(rows)))
+            return rows
+
+        return self._due_rows(await self._read(job))
+
+    async def dispose(self, rows: list[DueRow], at: dt.datetime, audit: dict[str, AuditEntry]) -> list[str]:
+        when = format_ts(at)
+
+        def job(c: sqlite3.Connection) -> list[str]:
+            done: list[str] = []
+            for r in rows:
+                if c.execute(
+                    "SELECT 1 FROM holds WHERE message_id=? AND origin='ours' AND released_at IS NULL", (r.id,)
+                ).fetchone():
+                    continue  # held since it was found due
+                if r.direction == "outbound":
+                    row = c.execute("SELECT ack FROM messages WHERE id=? AND disposed_at IS NULL", (r.id,)).fetchone()
+                    if row is None:
+                        continue
+                    c.execute(
+                        "UPDATE messages SET signed_document=x'', ciphertext=NULL, enc_kid=NULL, ack=?, disposed_at=?"
+                        " WHERE id=?",
+                        (disposed_ack(_b(row[0])), when, r.id),
+                    )
+                else:
+                    cur = c.execute(
+                        "UPDATE inbox SET signed_document=x'', body=x'', disposed_at=?"
+                        " WHERE id=? AND disposed_at IS NULL",
+                        (when, r.id),
+                    )
+                    if cur.rowcount == 0:
+                        continue
+                c.execute("DELETE FROM refs WHERE message_id=?", (r.id,))
+                c.execute(DISPOSED_CONSENTS_SQL.replace("$1", "?"), (r.id,))
+                done.append(r.id)
+            if done:
+                _audit(c, *(audit[i] for i in done))
+            return done
+
+        return await self._write(job) if rows else []
+
+    async def live_days(self, today: dt.date) -> set[dt.date]:
+        def job(c: sqlite3.Connection) -> set[dt.date]:
+            rows = c.execute(LIVE_DAYS_SQL.replace("$1", "?"), (today.isoformat(), today.isoformat())).fetchall()
+            return {d for d in (day_of(r[0]) for r in rows) if d is not None}
+
+        return await self._read(job)
+
+    async def place_hold(self, hold: Hold, audit: AuditEntry) -> Hold:
+        sealed = self.sealed
+
+        def job(c: sqlite3.Connection) -> Hold:
+            current = c.execute(
+                f"SELECT {HOLD_COLS} FROM holds WHERE message_id=? AND origin='ours'", (hold.message_id,)
+            ).fetchone()
+            out = c.execute(
+                "SELECT signed_document, ciphertext, ack, disposed_at, retain_until FROM messages WHERE id=?",
+                (hold.message_id,),
+            ).fetchone()
+            inb = (
+                None
+                if out
+                else c.execute(
+                    "SELECT signed_document, body, disposed_at, retain_until FROM inbox WHERE id=?", (hold.message_id,)
+                ).fetchone()
+            )
+            found = out if out is not None else inb
+            check_holdable(
+                hold.message_id,
+                found is not None,
+                found is not None and found[-2] is not None,
+                None if current is None else hold_from_row(current, parse_ts),
+            )
+            assert found is not None and hold.hold_id is not None
+            if found[-1] is None and sealed is not None:
+                raise Conflict(
+                    f"message {hold.message_id} is not sealed at rest yet (the start-up backfill is running): retry",
+                    code="hold.not_sealed",
+                    field="message_id",
+                )
+            direction = "outbound" if out is not None else "inbound"
+            if sealed is not None and out is not None:
+                v = sealed.held(
+                    "messages",
+                    hold.message_id,
+                    {"signed_document": bytes(out[0]), "ciphertext": _b(out[1])},
+                    hold.hold_id,
+                )
+                ack = sealed.held_ack(
+                    None if out[2] is None else json_object(bytes(out[2])), hold.message_id, hold.hold_id
+                )
+                c.execute(
+                    "UPDATE messages SET signed_document=?, ciphertext=?, ack=? WHERE id=?",
+                    (v["signed_document"], v["ciphertext"], None if ack is None else json_bytes(ack), hold.message_id),
+                )
+            elif sealed is not None and inb is not None:
+                v = sealed.held(
+                    "inbox", hold.message_id, {"signed_document": bytes(inb[0]), "body": bytes(inb[1])}, hold.hold_id
+                )
+                c.execute(
+                    "UPDATE inbox SET signed_document=?, body=? WHERE id=?",
+                    (v["signed_document"], v["body"], hold.message_id),
+                )
+            placed = replace(hold, direction=direction)
+            c.execute(
+                f"INSERT OR REPLACE INTO holds({HOLD_COLS}) VALUES (?,?,?,?,?,?,?,?,NULL,NULL,NULL)",
+                _hold_values(placed),
+            )
+            _audit(c, audit)
+            return placed
+
+        return await self._write(job)
+
+    async def release_hold(
+        self, message_id: str, at: dt.datetime, by: str, reason: str | None, audit: AuditEntry
+    ) -> Hold:
+        def job(c: sqlite3.Connection) -> Hold:
+            row = c.execute(
+                f"SELECT {HOLD_COLS} FROM holds WHERE message_id=? AND origin='ours'", (message_id,)
+            ).fetchone()
+            current = check_releasable(message_id, None if row is None else hold_from_row(row, parse_ts))
+            c.execute(
+                "UPDATE holds SET released_at=?, released_by=?, release_reason=? WHERE message_id=? AND origin='ours'",
+                (format_ts(at), by, reason, message_id),
+            )
+            _audit(c, audit)
+            return replace(current, released_at=to_ms(at), released_by=by, release_reason=reason)
+
+        return await self._write(job)
+
+    async def holds_for(self, message_ids: Sequence[str]) -> dict[str, list[Hold]]:
+        def job(c: sqlite3.Connection) -> dict[str, list[Hold]]:
+            out: dict[str, list[Hold]] = {}
+            ids = list(dict.fromkeys(message_ids))
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in c.execute(
+                    f"SELECT {HOLD_COLS} FROM holds WHERE message_id IN ({marks}) ORDER BY placed_at", chunk
+                ):
+                    out.setdefault(r[0], []).append(hold_from_row(r, parse_ts))
+            return out
+
+        return await self._read(job) if message_ids else {}
+
+    async def list_holds(self, active_only: bool, limit: int) -> list[Hold]:
+        where = " WHERE released_at IS NULL" if active_only else ""
+
+        def job(c: sqlite3.Connection) -> list[Hold]:
+            rows = c.execute(
+                f"SELECT {HOLD_COLS} FROM holds{where} ORDER BY placed_at DESC, message_id LIMIT ?", (limit,)
+            )
+            return [hold_from_row(r, parse_ts) for r in rows.fetchall()]
+
+        return await self._read(job)
+
+    async def retention_totals(self, today: dt.date) -> RetentionTotals:
+        def job(c: sqlite3.Connection) -> Any:
+            return c.execute(RETENTION_TOTALS_SQL.replace("$1", "?"), (today.isoformat(), today.isoformat())).fetchone()
+
+        return totals_from_row(await self._read(job))
 
     async def audit_entries_about(self, message_ids: list[str], size: int) -> list[tuple[int, bytes]]:
         def job(c: sqlite3.Connection) -> list[tuple[int, bytes]]:
@@ -1056,6 +1231,9 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
         refused = ack_refusal(it, None if ack is None else (ack[0], ack[1], bytes(ack[2])))
         if refused is not None:
             return refused  # nothing written: the ack is not in our inbox and will be answered refused
+    if it.hold_notice is not None and not _exchanged(c, it.sender, it.hold_notice.message_id):
+        detail = f"the legal-hold notice names {it.hold_notice.message_id}, no message exchanged with {it.sender}"
+        return IncomingResult("refused", None, "schema.reference", detail, "body.message_id")
     if it.in_reply_to is not None or it.named:
         refused = reference_refusal(
             it,
@@ -1105,7 +1283,37 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
         _apply_ack(c, it, audit)
     if it.consent is not None:
         _record_consent(c, it.consent, outgoing=False)
+    if it.hold_notice is not None:
+        _record_peer_hold(c, it)
     return IncomingResult("accepted", it.receipt)
+
+
+def _record_peer_hold(c: sqlite3.Connection, it: Incoming) -> None:
+    """The peer's `legal-hold` notice, as a hold of origin "peer" on the message it names."""
+    n = it.hold_notice
+    assert n is not None
+    if n.action == "released":
+        c.execute(
+            "UPDATE holds SET released_at=?, released_by=?, release_reason=? WHERE message_id=? AND origin='peer'",
+            (format_ts(n.at), f"peer:{it.sender}", n.reason, n.message_id),
+        )
+        return
+    direction = "outbound" if c.execute("SELECT 1 FROM messages WHERE id=?", (n.message_id,)).fetchone() else "inbound"
+    hold = Hold(n.message_id, "peer", direction, n.reason, f"peer:{it.sender}", n.at, None, n.notice_id)
+    c.execute(f"INSERT OR REPLACE INTO holds({HOLD_COLS}) VALUES (?,?,?,?,?,?,?,?,NULL,NULL,NULL)", _hold_values(hold))
+
+
+def _hold_values(h: Hold) -> tuple[Any, ...]:
+    return (
+        h.message_id,
+        h.origin,
+        h.direction,
+        h.reason,
+        h.placed_by,
+        format_ts(h.placed_at),
+        None if h.hold_id is None else h.hold_id.hex(),
+        h.notice_id,
+    )
 
 
 def _record_consent(c: sqlite3.Connection, ev: ConsentEvent, *, outgoing: bool) -> None:

@@ -275,10 +275,10 @@ async def message(ctx: Ctx) -> web.StreamResponse:
     item = None if m is not None else await gw.store.inbox_item(mid)
     if item is not None and item.type not in BUSINESS_TYPES:
         item = None
-    if m is not None:
+    if m is not None and m.disposed_at is None:
         doc: Document | None = Document.from_bytes(SignedDocument.from_bytes(m.signed_document).document_bytes)
     else:
-        doc = Document.from_bytes(item.body) if item is not None else None
+        doc = Document.from_bytes(item.body) if item is not None and item.disposed_at is None else None
     terms = handling.from_wire(doc.handling) if doc is not None and doc.handling is not None else None
     today = gw.clock.now().date()
     records = (await gw.store.consents_for([mid])).get(mid, []) if m is not None or item is not None else []

@@ -88,10 +88,13 @@ class Search:
             )
         return cls(direction, q.get("reference") or "", mtype, status, since, until, cursor, purpose, level)
 
-    def terms_match(self, document: bytes) -> bool:
-        """Whether a stored document's handling terms pass the purpose and level asked for."""
+    def terms_match(self, document: bytes, disposed: bool = False) -> bool:
+        """Whether a stored document's handling terms pass the purpose and level asked for (a
+        disposed message has none left to match)."""
         if self.purpose is None and self.level is None:
             return True
+        if disposed:
+            return False
         found = json_object(document).get("handling")
         if not isinstance(found, dict):
             return False
@@ -143,7 +146,7 @@ async def results(gw: Gateway, s: Search) -> tuple[list[dict[str, Any]], str | N
             for i in items:
                 if end is not None and i.received_at >= end:
                     return rows, None  # the inbox is in arrival order: nothing later is in range
-                if (start is None or i.received_at >= start) and s.terms_match(i.body):
+                if (start is None or i.received_at >= start) and s.terms_match(i.body, i.disposed_at is not None):
                     status = i.ack_status or "unacknowledged"
                     rows.append({"id": i.id, "type": i.type, "status": status, "at": i.received_at})
             if len(items) < want:
@@ -160,7 +163,10 @@ async def results(gw: Gateway, s: Search) -> tuple[list[dict[str, Any]], str | N
         for m in msgs:
             if end is not None and m.created_at >= end:
                 return out, None  # ids are time-ordered (UUIDv7): nothing later is in range
-            if s.terms_match(SignedDocument.from_bytes(m.signed_document).document_bytes):
+            if s.terms_match(
+                b"" if m.disposed_at else SignedDocument.from_bytes(m.signed_document).document_bytes,
+                m.disposed_at is not None,
+            ):
                 out.append({"id": m.id, "type": m.type, "status": m.status, "at": m.created_at})
         if len(msgs) < want:
             return out, None
