@@ -910,7 +910,9 @@ def _view_schemas() -> dict[str, Schema]:
     _, components = msgspec.json.schema_components(
         (*views.REQUEST_TYPES, *views.RESPONSE_TYPES, Problem), ref_template=_ref("{name}")["$ref"]
     )
-    components["InboxMessage"]["properties"]["body"] |= {"anyOf": [_ref(t) for t in BUSINESS_TYPES]}
+    components["InboxMessage"]["properties"]["body"] |= {
+        "anyOf": [*(_ref(t) for t in BUSINESS_TYPES), {"type": "null"}]
+    }
     components["AuditRow"]["properties"]["entry"] |= _ref("AuditEntry")
     components |= _terms_requested(components)
     for name in ("ConsentAsk", "ConsentAnswer"):

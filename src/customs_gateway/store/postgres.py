@@ -42,7 +42,7 @@ import asyncpg
 
 from ..core.audit import AuditEntry
 from ..core.consent import ConsentEvent, ConsentRecord, role_of
-from ..core.encoding import json_bytes, json_object
+from ..core.encoding import json_bytes
 from ..core.errors import Conflict, GatewayError, NotFound, StoreUnavailable
 from ..core.merkle import CompactRange, consistency_proof_from_nodes, inclusion_proof_from_nodes
 from ..core.replay import Arrival, advance_sequence, classify
@@ -93,7 +93,15 @@ from .base import (
 )
 from .pg_audit import append_entries, check_size, from_nodes, frontier
 from .pg_migrations import lock_key, migrate, quote_ident
-from .retention import HOLD_COLS, check_holdable, check_releasable, disposed_ack, hold_from_row
+from .retention import (
+    HOLD_COLS,
+    HOLD_IN_SQL,
+    HOLD_OUT_SQL,
+    check_releasable,
+    disposed_ack,
+    held_row,
+    hold_from_row,
+)
 
 T = TypeVar("T")
 
@@ -1003,61 +1011,12 @@ class PostgresStore(Store):
             current = await c.fetchrow(
                 f"SELECT {HOLD_COLS} FROM holds WHERE message_id=$1 AND origin='ours' FOR UPDATE", hold.message_id
             )
-            out = await c.fetchrow(
-                "SELECT signed_document, ciphertext, ack, disposed_at, retain_until FROM messages"
-                " WHERE id=$1 FOR UPDATE",
-                hold.message_id,
-            )
-            inb = (
-                None
-                if out is not None
-                else await c.fetchrow(
-                    "SELECT signed_document, body, disposed_at, retain_until FROM inbox WHERE id=$1 FOR UPDATE",
-                    hold.message_id,
-                )
-            )
-            found = out if out is not None else inb
-            check_holdable(
-                hold.message_id,
-                found is not None,
-                found is not None and found[-2] is not None,
-                None if current is None else hold_from_row(current, _as_is),
-            )
-            assert found is not None and hold.hold_id is not None
-            if found[-1] is None and sealed is not None:
-                raise Conflict(
-                    f"message {hold.message_id} is not sealed at rest yet (the start-up backfill is running): retry",
-                    code="hold.not_sealed",
-                    field="message_id",
-                )
-            if sealed is not None and out is not None:
-                v = sealed.held(
-                    "messages",
-                    hold.message_id,
-                    {"signed_document": bytes(out[0]), "ciphertext": _b(out[1])},
-                    hold.hold_id,
-                )
-                ack = sealed.held_ack(
-                    None if out[2] is None else json_object(bytes(out[2])), hold.message_id, hold.hold_id
-                )
-                await c.execute(
-                    "UPDATE messages SET signed_document=$1, ciphertext=$2, ack=$3 WHERE id=$4",
-                    v["signed_document"],
-                    v["ciphertext"],
-                    None if ack is None else json_bytes(ack),
-                    hold.message_id,
-                )
-            elif sealed is not None and inb is not None:
-                v = sealed.held(
-                    "inbox", hold.message_id, {"signed_document": bytes(inb[0]), "body": bytes(inb[1])}, hold.hold_id
-                )
-                await c.execute(
-                    "UPDATE inbox SET signed_document=$1, body=$2 WHERE id=$3",
-                    v["signed_document"],
-                    v["body"],
-                    hold.message_id,
-                )
-            placed = replace(hold, direction="outbound" if out is not None else "inbound")
+            out = await c.fetchrow(HOLD_OUT_SQL + " FOR UPDATE", hold.message_id)
+            inb = None if out is not None else await c.fetchrow(HOLD_IN_SQL + " FOR UPDATE", hold.message_id)
+            old = None if current is None else hold_from_row(current, _as_is)
+            placed, sql, params = held_row(hold, out, inb, old, sealed)
+            if sql is not None:
+                await c.execute(sql, *params)
             await _put_hold(c, placed)
             tx.audit(audit)
         return placed

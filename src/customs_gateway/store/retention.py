@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 from ..core.encoding import json_bytes, json_object
 from ..core.errors import Conflict, NotFound
 from .base import Hold
-from .sealed import SEALED_REASON
+from .sealed import SEALED_REASON, SealedColumns
 
 #: The holds table's columns in `Hold` order.
 HOLD_COLS: Final = (
@@ -57,6 +58,53 @@ def disposed_ack(raw: bytes | None) -> bytes | None:
     if SEALED_REASON not in ack:
         return bytes(raw)
     return json_bytes({k: v for k, v in ack.items() if k != SEALED_REASON})
+
+
+#: A message's sealed values as a hold re-seals them, and how they are written back ($n parameters).
+HOLD_OUT_SQL: Final = "SELECT signed_document, ciphertext, ack, disposed_at, retain_until FROM messages WHERE id=$1"
+HOLD_IN_SQL: Final = "SELECT signed_document, body, disposed_at, retain_until FROM inbox WHERE id=$1"
+_HELD_OUT_SQL: Final = "UPDATE messages SET signed_document=$1, ciphertext=$2, ack=$3 WHERE id=$4"
+_HELD_IN_SQL: Final = "UPDATE inbox SET signed_document=$1, body=$2 WHERE id=$3"
+
+
+def held_row(
+    hold: Hold,
+    out: Sequence[Any] | None,
+    inb: Sequence[Any] | None,
+    current: Hold | None,
+    sealed: SealedColumns | None,
+) -> tuple[Hold, str | None, tuple[Any, ...]]:
+    """Placing `hold` on the row found (`out`: HOLD_OUT_SQL's, else `inb`: HOLD_IN_SQL's): the
+    hold as placed, and the UPDATE (None: nothing sealed to move) with its parameters that seal
+    the row's values again under the hold's key. Raises NotFound / Conflict."""
+    found = out if out is not None else inb
+    check_holdable(hold.message_id, found is not None, found is not None and found[-2] is not None, current)
+    assert found is not None and hold.hold_id is not None
+    placed = replace(hold, direction="outbound" if out is not None else "inbound")
+    if sealed is None:
+        return placed, None, ()
+    if found[-1] is None:
+        raise Conflict(
+            f"message {hold.message_id} is not sealed at rest yet (the start-up backfill is running): retry",
+            code="hold.not_sealed",
+            field="message_id",
+        )
+    mid, hid = hold.message_id, hold.hold_id
+    if out is not None:
+        v = sealed.held("messages", mid, {"signed_document": bytes(out[0]), "ciphertext": _opt(out[1])}, hid)
+        ack = sealed.held_ack(None if out[2] is None else json_object(bytes(out[2])), mid, hid)
+        return (
+            placed,
+            _HELD_OUT_SQL,
+            (v["signed_document"], v["ciphertext"], None if ack is None else json_bytes(ack), mid),
+        )
+    assert inb is not None
+    v = sealed.held("inbox", mid, {"signed_document": bytes(inb[0]), "body": bytes(inb[1])}, hid)
+    return placed, _HELD_IN_SQL, (v["signed_document"], v["body"], mid)
+
+
+def _opt(v: Any) -> bytes | None:
+    return None if v is None else bytes(v)
 
 
 def check_holdable(message_id: str, found: bool, disposed: bool, current: Hold | None) -> None:

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import os
 import queue
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from typing import Any, Final, TypeVar
 
 from ..core.audit import AuditEntry, in_time_order
 from ..core.consent import ConsentEvent, ConsentRecord, role_of
-from ..core.encoding import format_ts, json_bytes, json_object, parse_ts
+from ..core.encoding import format_ts, json_bytes, parse_ts
 from ..core.errors import Conflict, GatewayError, NotFound, StoreUnavailable
 from ..core.merkle import (
     CompactRange,
@@ -81,7 +82,15 @@ from .base import (
     totals_from_row,
 )
 from .migrations import SQLITE_MIGRATIONS
-from .retention import HOLD_COLS, check_holdable, check_releasable, disposed_ack, hold_from_row
+from .retention import (
+    HOLD_COLS,
+    HOLD_IN_SQL,
+    HOLD_OUT_SQL,
+    check_releasable,
+    disposed_ack,
+    held_row,
+    hold_from_row,
+)
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -814,55 +823,12 @@ class SQLiteStore(Store):
             current = c.execute(
                 f"SELECT {HOLD_COLS} FROM holds WHERE message_id=? AND origin='ours'", (hold.message_id,)
             ).fetchone()
-            out = c.execute(
-                "SELECT signed_document, ciphertext, ack, disposed_at, retain_until FROM messages WHERE id=?",
-                (hold.message_id,),
-            ).fetchone()
-            inb = (
-                None
-                if out
-                else c.execute(
-                    "SELECT signed_document, body, disposed_at, retain_until FROM inbox WHERE id=?", (hold.message_id,)
-                ).fetchone()
-            )
-            found = out if out is not None else inb
-            check_holdable(
-                hold.message_id,
-                found is not None,
-                found is not None and found[-2] is not None,
-                None if current is None else hold_from_row(current, parse_ts),
-            )
-            assert found is not None and hold.hold_id is not None
-            if found[-1] is None and sealed is not None:
-                raise Conflict(
-                    f"message {hold.message_id} is not sealed at rest yet (the start-up backfill is running): retry",
-                    code="hold.not_sealed",
-                    field="message_id",
-                )
-            direction = "outbound" if out is not None else "inbound"
-            if sealed is not None and out is not None:
-                v = sealed.held(
-                    "messages",
-                    hold.message_id,
-                    {"signed_document": bytes(out[0]), "ciphertext": _b(out[1])},
-                    hold.hold_id,
-                )
-                ack = sealed.held_ack(
-                    None if out[2] is None else json_object(bytes(out[2])), hold.message_id, hold.hold_id
-                )
-                c.execute(
-                    "UPDATE messages SET signed_document=?, ciphertext=?, ack=? WHERE id=?",
-                    (v["signed_document"], v["ciphertext"], None if ack is None else json_bytes(ack), hold.message_id),
-                )
-            elif sealed is not None and inb is not None:
-                v = sealed.held(
-                    "inbox", hold.message_id, {"signed_document": bytes(inb[0]), "body": bytes(inb[1])}, hold.hold_id
-                )
-                c.execute(
-                    "UPDATE inbox SET signed_document=?, body=? WHERE id=?",
-                    (v["signed_document"], v["body"], hold.message_id),
-                )
-            placed = replace(hold, direction=direction)
+            out = c.execute(HOLD_OUT_SQL.replace("$1", "?"), (hold.message_id,)).fetchone()
+            inb = None if out else c.execute(HOLD_IN_SQL.replace("$1", "?"), (hold.message_id,)).fetchone()
+            old = None if current is None else hold_from_row(current, parse_ts)
+            placed, sql, params = held_row(hold, out, inb, old, sealed)
+            if sql is not None:
+                c.execute(re.sub(r"\$\d", "?", sql), params)
             c.execute(
                 f"INSERT OR REPLACE INTO holds({HOLD_COLS}) VALUES (?,?,?,?,?,?,?,?,NULL,NULL,NULL)",
                 _hold_values(placed),
