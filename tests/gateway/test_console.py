@@ -367,3 +367,41 @@ async def test_search_by_handling_terms_on_both_directions(b: Browser) -> None:
     assert await found("direction=inbound&purpose=ipr-enforcement") == {sent["share"]}
     status, page, _ = await b.get("/console/messages?purpose=tax")
     assert status == 422 and "schema.enum" in page and "Traceback" not in page
+
+
+async def test_a_message_page_shows_its_hold_and_its_disposal(b: Browser) -> None:
+    """Issue 18 in the console: a held message lists its holds (ours and the peer's, reasons
+    escaped); a disposed one says so, with no document left to show."""
+    pair = b.pair
+    until = (b.clock.now().date() + dt.timedelta(days=1)).isoformat()
+    ids = []
+    for _ in range(2):
+        status, res, _ = await pair.apis[US].call(
+            "POST",
+            "/v1/messages",
+            json_body={
+                "type": "seminar-notice",
+                "to": CN,
+                "body": sample("seminar-notice"),
+                "handling": {"retain_until": until},
+            },
+        )
+        assert status == 202, res
+        await pair.apis[US].wait_status(res["id"], {"delivered"})
+        ids.append(res["id"])
+    held, gone = ids
+    status, hold, _ = await pair.apis[US].call(
+        "POST", "/v1/admin/holds", role="admin", json_body={"message_id": held, "reason": "Court <i>order</i> 17"}
+    )
+    assert status == 201, hold
+    await b.sign_in(pair.apis[US].tokens["admin"])
+    _, page, _ = await b.get(f"/console/messages/{held}")
+    assert 'id="holds"' in page and "<i>order</i>" not in page and "Court <i>order</i> 17" in html_lib.unescape(page)
+    assert f"Kept until {until}" in page
+    b.clock.jump(dt.timedelta(days=2))
+    assert (await pair.gw(US).disposal.run_once()).disposed == [gone]
+    await b.sign_in(pair.apis[US].tokens["admin"])  # idle past the timeout on the moved clock
+    _, page, _ = await b.get(f"/console/messages/{gone}")
+    assert 'id="disposed"' in page and 'id="document"' not in page and "Traceback" not in page
+    _, page, _ = await b.get(f"/console/messages/{held}")
+    assert 'id="document"' in page and 'id="disposed"' not in page

@@ -282,6 +282,10 @@ async def message(ctx: Ctx) -> web.StreamResponse:
     terms = handling.from_wire(doc.handling) if doc is not None and doc.handling is not None else None
     today = gw.clock.now().date()
     records = (await gw.store.consents_for([mid])).get(mid, []) if m is not None or item is not None else []
+    holds = (await gw.store.holds_for([mid])).get(mid, [])
+    row = m if m is not None else item
+    disposed_at = None if row is None else row.disposed_at
+    retain_until = None if row is None else row.retain_until
     return render(
         ctx.request,
         "message.html",
@@ -296,6 +300,9 @@ async def message(ctx: Ctx) -> web.StreamResponse:
         terms=handling.to_wire(terms) if terms is not None else None,
         permissions=consent.permissions(terms, records, today) if item is not None else None,
         consents=[(r, consent.status_of(r, today)) for r in records],
+        holds=holds,
+        disposed_at=disposed_at,
+        retain_until=retain_until,
     )
 
 
