@@ -89,6 +89,29 @@ async def test_no_body_is_stored_or_logged_in_clear(pair: Pair) -> None:
             await pair.apis[sender].wait_status(mid, {"acknowledged"})
         status, exported, _ = await pair.apis[US].call("GET", f"/v1/messages/{sent[US]}", role="agency")
         assert status == 200 and exported["ack"]["reason"] == f"re {NEEDLE.decode()}"  # opened for readers
+        # Consent: the request's authority and reason, the decision's conditions and reason are
+        # message text too, kept in both sides' consents tables (sealed there as well).
+        needle = NEEDLE.decode()
+        status, req, _ = await pair.apis[CN].call(
+            "POST",
+            f"/v1/inbox/{sent[US]}/consent-requests",
+            json_body={"use": "onward_transfer", "authority": f"Authority {needle}", "reason": f"Why {needle}"},
+        )
+        assert status == 202, req
+        await pair.apis[CN].wait_status(req["id"], {"delivered"})
+        status, dec, _ = await pair.apis[US].call(
+            "POST",
+            f"/v1/messages/{sent[US]}/consent-requests/{req['id']}/decision",
+            json_body={"decision": "granted_with_conditions", "conditions": f"If {needle}", "reason": f"As {needle}"},
+        )
+        assert status == 202, dec
+        await pair.apis[US].wait_status(dec["id"], {"delivered"})
+        status, item, _ = await pair.apis[CN].call("GET", f"/v1/inbox/{sent[US]}")
+        assert status == 200
+        [grant] = item["permissions"]["onward_transfer"]["granted"]
+        assert grant["party"] == f"Authority {needle}" and grant["conditions"] == f"If {needle}"  # opened
+        assert item["consent_requests"][0]["reason"] == f"Why {needle}"
+        assert item["consent_requests"][0]["decision_reason"] == f"As {needle}"
 
     for name in (US, CN):
         held = await stored_bytes(pair.gw(name))

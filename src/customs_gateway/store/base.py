@@ -627,6 +627,9 @@ class Store(abc.ABC):
             out.append(DueRow(direction, mid, r[2], r[3], day, bytes(r[5]), doc, hold))
         return out
 
+    def _open_consent(self, r: ConsentRecord) -> ConsentRecord:
+        return r if self.sealed is None else self.sealed.consent_record(r)
+
     def _open_evidence(self, found: list[Evidence]) -> list[Evidence]:
         sealed = self.sealed
         return found if sealed is None else [sealed.evidence(e) for e in found]

@@ -654,13 +654,13 @@ class PostgresStore(Store):
             )
         out: dict[str, list[ConsentRecord]] = {}
         for r in rows:
-            out.setdefault(r[1], []).append(consent_from_row(r, _as_is))
+            out.setdefault(r[1], []).append(self._open_consent(consent_from_row(r, _as_is)))
         return out
 
     async def consent(self, request_id: str) -> ConsentRecord | None:
         async with self._read() as c:
             row = await c.fetchrow(f"SELECT {CONSENT_COLS} FROM consents WHERE request_id=$1", request_id)
-        return None if row is None else consent_from_row(row, _as_is)
+        return None if row is None else self._open_consent(consent_from_row(row, _as_is))
 
     async def inbox_item(self, message_id: str) -> InboxItem | None:
         async with self._read() as c:

@@ -21,11 +21,17 @@ import dataclasses
 import datetime as dt
 from typing import Any, Final, Protocol
 
+from ..core.atrest import Disposed
+from ..core.consent import ConsentEvent, ConsentRecord
 from ..core.encoding import b64url, unb64url
 from .base import AttemptOutcome, ClearRow, Evidence, InboxItem, Incoming, NewMessage, OutMessage
 
 #: The key of an ack's sealed free-text reason in a message's `ack` column (base64url).
 SEALED_REASON: Final = "reason_sealed"
+#: The prefix of a sealed free-text value in the consents table (TEXT columns): base64url follows.
+SEALED_TEXT: Final = "sealed:"
+#: A consent record's free text once its key is gone.
+DISPOSED_TEXT: Final = ""
 #: How long a control message (no handling terms) is kept: a year and a day after it was made.
 CONTROL_RETENTION_DAYS: Final = 366
 
@@ -66,7 +72,35 @@ class SealedColumns:
     def new_message(self, msg: NewMessage) -> NewMessage:
         day = retention_day(msg.retain_until, msg.created_at)
         sealed = self.keys.seal(day, context("messages.signed_document", msg.id), msg.signed_document)
-        return dataclasses.replace(msg, signed_document=sealed, retain_until=day)
+        consent = None if msg.consent is None else self.consent_event(msg.consent, day)
+        return dataclasses.replace(msg, signed_document=sealed, retain_until=day, consent=consent)
+
+    def consent_event(self, ev: ConsentEvent, day: dt.date) -> ConsentEvent:
+        """A consent request's or decision's free text (the authority or proceeding, the reason,
+        the conditions) sealed under the day of the message that carries it, for the consents
+        table (`SEALED_TEXT` + base64url)."""
+        columns = {"party": "party", "conditions": "conditions"}
+        columns["reason"] = "reason" if ev.kind == "request" else "decision_reason"
+        changes: dict[str, Any] = {}
+        for name, column in columns.items():
+            value = getattr(ev, name)
+            if value is not None:
+                blob = self.keys.seal(day, context(f"consents.{column}", ev.request_id), value.encode())
+                changes[name] = SEALED_TEXT + b64url(blob)
+        return dataclasses.replace(ev, **changes)
+
+    def consent_record(self, r: ConsentRecord) -> ConsentRecord:
+        """A consent record with its sealed free text opened (empty once its key is gone)."""
+        changes: dict[str, Any] = {}
+        for column in ("party", "reason", "conditions", "decision_reason"):
+            value = getattr(r, column)
+            if isinstance(value, str) and value.startswith(SEALED_TEXT):
+                blob = unb64url(value[len(SEALED_TEXT) :], field=f"consents.{column}")
+                try:
+                    changes[column] = self.keys.open(context(f"consents.{column}", r.request_id), blob).decode()
+                except Disposed:
+                    changes[column] = DISPOSED_TEXT
+        return dataclasses.replace(r, **changes) if changes else r
 
     def incoming(self, it: Incoming) -> Incoming:
         day = retention_day(it.retain_until, it.created_at)
@@ -82,6 +116,7 @@ class SealedColumns:
             body=self.keys.seal(day, context("inbox.body", it.id), it.body),
             retain_until=day,
             ack_info=ack_info,
+            consent=None if it.consent is None else self.consent_event(it.consent, day),
         )
 
     def outcome(self, o: AttemptOutcome) -> AttemptOutcome:

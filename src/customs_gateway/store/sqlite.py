@@ -496,7 +496,7 @@ class SQLiteStore(Store):
             ).fetchall()
             out: dict[str, list[ConsentRecord]] = {}
             for r in rows:
-                out.setdefault(r[1], []).append(consent_from_row(r, parse_ts))
+                out.setdefault(r[1], []).append(self._open_consent(consent_from_row(r, parse_ts)))
             return out
 
         return await self._read(job) if ids else {}
@@ -504,7 +504,7 @@ class SQLiteStore(Store):
     async def consent(self, request_id: str) -> ConsentRecord | None:
         def job(c: sqlite3.Connection) -> ConsentRecord | None:
             row = c.execute(f"SELECT {CONSENT_COLS} FROM consents WHERE request_id=?", (request_id,)).fetchone()
-            return None if row is None else consent_from_row(row, parse_ts)
+            return None if row is None else self._open_consent(consent_from_row(row, parse_ts))
 
         return await self._read(job)
 
