@@ -182,5 +182,8 @@ async def test_retention_status_cli(pair: Pair, capsys: pytest.CaptureFixture[st
     out = json.loads("\n".join(lines[start : lines.index("}", start) + 1]))
     [day] = [d for d in out["days"] if d["messages"] >= 1 and d["key"] == "present"]
     assert day["due"] is False and dt.date.fromisoformat(day["day"]) > dt.date.fromisoformat(out["today"])
+    assert (out["due"], out["disposed"], out["held"], out["oldest_held"]) == (0, 0, 0, None)
     code = await asyncio.to_thread(main, ["retention", "status", "--config", config, "--due"])
-    assert code == 0 and "0 day(s) due for disposal" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert code == 0 and "0 day(s) due for disposal" in text
+    assert "messages due 0, disposed of 0, under legal hold 0" in text

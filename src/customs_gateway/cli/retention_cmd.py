@@ -3,8 +3,8 @@
 Read-only, with or without the gateway running, and without the passphrase: it counts rows by
 their `retain_until` (the store) and lists which day keys exist or were destroyed (`keys/days/`
 file names; no key is opened). A day is due once it has passed (UTC): its rows are to be disposed
-of and its key destroyed (DESIGN §12 "Retention and disposal"; the disposal worker is still to
-come, decision 0013)."""
+of and its key destroyed (DESIGN §12 "Retention and disposal"; the gateway's disposal worker does
+it, decision 0015). The totals say how many messages are due, disposed of and held."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from rich.table import Table
 from ..service.server import open_store
 from ..startup.config import Config
 from ..startup.daykeys import DAYS_DIR
+from ..store.base import RetentionTotals
 from .common import add_config_arg, load_cli_config, print_json, result_console
 
 
@@ -72,24 +73,33 @@ def retention_days(counts: list[tuple[dt.date | None, int, int]], days_dir: Path
     ]
 
 
-async def _counts(config: Config) -> list[tuple[dt.date | None, int, int]]:
+async def _counts(config: Config, today: dt.date) -> tuple[list[tuple[dt.date | None, int, int]], RetentionTotals]:
     store = open_store(config)
     await store.open()
     try:
-        return await store.retention_counts()
+        return await store.retention_counts(), await store.retention_totals(today)
     finally:
         await store.close()
 
 
 def run_status(args: argparse.Namespace) -> int:
     config = load_cli_config(args)
-    counts = asyncio.run(_counts(config))
     today = dt.datetime.now(dt.timezone.utc).date()
+    counts, totals = asyncio.run(_counts(config, today))
     days = retention_days(counts, config.path(config.keys_dir) / DAYS_DIR, today)
     if args.due:
         days = [d for d in days if d.due]
     if args.json:
-        print_json({"today": today.isoformat(), "days": [d.to_dict() for d in days]})
+        print_json(
+            {
+                "today": today.isoformat(),
+                "days": [d.to_dict() for d in days],
+                "due": totals.due,
+                "disposed": totals.disposed,
+                "held": totals.held,
+                "oldest_held": None if totals.oldest_held is None else totals.oldest_held.isoformat(),
+            }
+        )
         return 0
     table = Table("retain until", "messages", "inbox", "day key", "due")
     for d in days:
@@ -99,4 +109,6 @@ def run_status(args: argparse.Namespace) -> int:
     out.print(table)
     due = [d for d in days if d.due]
     out.print(f"{len(due)} day(s) due for disposal ({sum(d.messages + d.inbox for d in due)} rows), today {today}")
+    held = f", oldest held from {totals.oldest_held}" if totals.oldest_held else ""
+    out.print(f"messages due {totals.due}, disposed of {totals.disposed}, under legal hold {totals.held}{held}")
     return 0
