@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import tempfile
@@ -24,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core.audit_bundle import verify_bundle
+from ..core.clock import JumpClock
 from ..core.envelope import BUSINESS_TYPES, SignedDocument
 from ..core.evidence import verify_evidence
 from ..core.receipt import Statement, verify_receipt
@@ -57,6 +59,8 @@ class Demo:
         self.pair: LocalPair | None = None
         self.tokens: dict[str, dict[str, str]] = {}
         self.session: aiohttp.ClientSession | None = None
+        #: Both gateways' clock: the wall clock, moved forward by the retention step (days pass).
+        self.clock = JumpClock()
 
     async def step(self, name: str, fn: Callable[[], Awaitable[str]]) -> bool:
         t0 = time.perf_counter()
@@ -116,7 +120,7 @@ class Demo:
     async def start(self) -> str:
         homes = prepare_pair(self.root)
         self.pair = LocalPair(homes)
-        await self.pair.start_all()
+        await self.pair.start_all(clock=self.clock)
         for name, server in self.pair.servers.items():
             gw = server.gateway
             self.tokens[name] = {}
@@ -128,12 +132,6 @@ class Demo:
         return ports
 
     async def exchange(self, sender: str, receiver: str) -> str:
-        samples = example_dir() / "messages"
-
-        def sample(t: str) -> dict[str, Any]:
-            body: dict[str, Any] = json.loads((samples / f"{t}.json").read_text(encoding="utf-8"))
-            return body
-
         ids: dict[str, str] = {}
         # Replies and consent name messages the sender really received from the receiver.
         invitation = await self._received(sender, receiver, "port-visit-invitation", sample("port-visit-invitation"))
@@ -197,12 +195,6 @@ class Demo:
         """A seizure share followed up by an information request and its answer; a joint operation
         from proposal to outcome; each a thread both sides hold the same way."""
         us, cn = IDENTITIES
-        samples = example_dir() / "messages"
-
-        def sample(t: str) -> dict[str, Any]:
-            body: dict[str, Any] = json.loads((samples / f"{t}.json").read_text(encoding="utf-8"))
-            return body
-
         share = await self.send(us, "seizure-share", sample("seizure-share"))
         question = await self.send(cn, "information-request", sample("information-request"), in_reply_to=share)
         answer = sample("seizure-share")
@@ -248,8 +240,7 @@ class Demo:
         CN-GACC asks to pass the share to another authority, US-CBP grants with conditions, and
         CN-GACC's inbox item then shows the grant."""
         us, cn = IDENTITIES
-        samples = example_dir() / "messages"
-        body = json.loads((samples / "seizure-share.json").read_text(encoding="utf-8"))
+        body = sample("seizure-share")
         status, bad = await self.call(
             us,
             "POST",
@@ -292,6 +283,56 @@ class Demo:
             f"{us} granted with conditions, {cn}'s inbox item now lists the grant"
         )
 
+    async def retention(self) -> str:
+        """Retention (DESIGN §12): two seizure shares kept until tomorrow; CN-GACC places a legal
+        hold on one (US-CBP is told by a signed notice); two days pass on both gateways' clock;
+        US-CBP disposes of both its copies, CN-GACC of the one it does not hold; both destroy the
+        day key (CN-GACC's held copy is sealed under a key of its own)."""
+        us, cn = IDENTITIES
+        assert self.pair is not None
+        until = (self.clock.now().date() + dt.timedelta(days=1)).isoformat()
+        ids = []
+        for case in ("CBP-RET-0001", "CBP-RET-0002"):
+            body = {**sample("seizure-share"), "case_reference": case}
+            status, res = await self.call(
+                us,
+                "POST",
+                "/v1/messages",
+                body={"type": "seizure-share", "to": cn, "body": body, "handling": {"retain_until": until}},
+            )
+            if status != 202:
+                raise RuntimeError(f"submit: HTTP {status} {res}")
+            await self.wait_for(us, res["id"], {"delivered"})
+            ids.append(res["id"])
+        held, gone = ids
+        reason = "Guangzhou IP Court case 2026-17: preserve / 广州知识产权法院 2026-17 号案件：保全"
+        status, hold = await self.call(
+            cn, "POST", "/v1/admin/holds", role="admin", body={"message_id": held, "reason": reason}
+        )
+        if status != 201:
+            raise RuntimeError(f"legal hold: HTTP {status} {hold}")
+        for _ in range(200):
+            _, m = await self.call(us, "GET", f"/v1/messages/{held}")
+            if m.get("legal_holds"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError(f"{us} was not told of the hold")
+        self.clock.jump(dt.timedelta(days=2))
+        for side, want in ((us, sorted(ids)), (cn, [gone])):
+            run = await self.pair.servers[side].gateway.disposal.run_once()
+            if sorted(run.disposed) != want or [d.isoformat() for d in run.days_destroyed] != [until]:
+                raise RuntimeError(f"{side} disposed of {run.disposed} and days {run.days_destroyed}, expected {want}")
+        _, item = await self.call(cn, "GET", f"/v1/inbox/{gone}")
+        _, kept = await self.call(cn, "GET", f"/v1/inbox/{held}")
+        if item.get("body") is not None or kept.get("body") is None:
+            raise RuntimeError("disposal did not leave the held message alone and blank the other")
+        return (
+            f"{cn} held one share ({us} told by a signed notice); two days later {us} disposed of both its "
+            f"copies and {cn} of the other one (bodies gone; receipts and audit entries kept), both destroyed "
+            f"the day key of {until}; the held copy is still readable"
+        )
+
     async def training_guide(self) -> str:
         """A generated training guide of a few MB from US-CBP to CN-GACC as `training-material`:
         uploaded, its ciphertext pushed ahead of the envelope, checked whole by the receiver, then
@@ -301,8 +342,7 @@ class Demo:
         data = training_guide(4 * 1024 * 1024, "IPR enforcement training guide")
         t0 = time.perf_counter()
         fid = await self.upload(us, data, "知识产权执法培训指南-training-guide.pdf")
-        samples = example_dir() / "messages"
-        body = json.loads((samples / "training-material.json").read_text(encoding="utf-8"))
+        body = sample("training-material")
         body["files"] = [{**body["files"][0], "file_id": fid}]
         mid = await self.send(us, "training-material", body)
         headers = {"Authorization": f"Bearer {self.tokens[cn]['agency']}"}
@@ -477,6 +517,7 @@ class Demo:
             await self.step("audit export and offline verify", self.audit)
             await self.step("evidence for one message", self.evidence)
             await self.step("refusals are clear", self.bad_input)
+            await self.step("retention: a legal hold, two days later disposal", self.retention)
         finally:
             await self.stop()
         return all(s.ok for s in self.steps)
@@ -490,6 +531,12 @@ class Demo:
         for s in self.steps:
             table.add_row(s.name, "[green]ok[/]" if s.ok else "[red]FAILED[/]", f"{s.seconds:.2f}", s.detail)
         return table
+
+
+def sample(msg_type: str) -> dict[str, Any]:
+    """The worked example's sample body of a message type (`keys-example/messages/`)."""
+    body: dict[str, Any] = json.loads((example_dir() / "messages" / f"{msg_type}.json").read_text(encoding="utf-8"))
+    return body
 
 
 def training_guide(size: int, title: str) -> bytes:
