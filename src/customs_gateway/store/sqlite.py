@@ -1080,17 +1080,30 @@ _EVENT_FOR = {"delivered": "receipt", "refused": "refusal", "retry": "attempt", 
 
 
 def _record_outcomes(c: sqlite3.Connection, outcomes: list[AttemptOutcome]) -> None:
+    """Apply a batch's outcomes in order: the statuses read in one query, and the updates and
+    history rows written a run of alike statements at a time (`executemany`), as one statement
+    per outcome in turn would (a message named twice sees its own first outcome)."""
+    current: dict[str, str] = {}
+    ids = list(dict.fromkeys(o.message_id for o in outcomes))
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        current.update(
+            (str(r[0]), str(r[1])) for r in c.execute(f"SELECT id, status FROM messages WHERE id IN ({marks})", chunk)
+        )
     entries: list[AuditEntry] = []
+    updates: list[tuple[str, list[tuple[Any, ...]]]] = []  # runs of (UPDATE statement, its rows)
+    history: list[tuple[str, str, str, str]] = []
     for o in outcomes:
-        row = c.execute("SELECT status FROM messages WHERE id=?", (o.message_id,)).fetchone()
-        if row is None:
+        was = current.get(o.message_id)
+        if was is None:
             continue
-        current = row[0]
         event = _EVENT_FOR[o.kind]
         try:
-            status = next_status(current, event)
+            status = next_status(was, event)
         except Conflict:
             continue  # e.g. a late receipt for a message already acknowledged: nothing to change
+        current[o.message_id] = status
         at = format_ts(o.at)
         sets = ["status=?", "updated_at=?", "attempts=max(attempts, ?)"]
         args: list[Any] = [status, at, o.attempt]
@@ -1113,10 +1126,17 @@ def _record_outcomes(c: sqlite3.Connection, outcomes: list[AttemptOutcome]) -> N
             sets.append("ciphertext=NULL")  # no longer needed once final
         if o.kind == "delivered":
             sets.append("last_error=NULL")  # delivered: an earlier attempt's error no longer stands
-        c.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id=?", (*args, o.message_id))
-        if status != current or o.kind == "retry":
-            _history(c, o.message_id, o.at, status, o.error or "")
+        sql = f"UPDATE messages SET {', '.join(sets)} WHERE id=?"
+        if not updates or updates[-1][0] != sql:
+            updates.append((sql, []))
+        updates[-1][1].append((*args, o.message_id))
+        if status != was or o.kind == "retry":
+            history.append((o.message_id, at, status, o.error or ""))
         entries.extend(o.audit)
+    for sql, rows in updates:
+        c.executemany(sql, rows)
+    if history:
+        c.executemany("INSERT INTO history(message_id, at, status, detail) VALUES (?,?,?,?)", history)
     _audit(c, *entries)  # in outcome order, one append for the batch
 
 
