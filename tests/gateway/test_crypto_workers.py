@@ -16,7 +16,7 @@ import pytest
 
 from customs_gateway.core.clock import FixedClock, UUID7Source
 from customs_gateway.core.encoding import b64url, unb64url
-from customs_gateway.core.envelope import Document, SignedDocument
+from customs_gateway.core.envelope import Document, Envelope, SignedDocument
 from customs_gateway.service.crypto_workers import (
     MIN_PROCESS_BATCH,
     BadVerdict,
@@ -139,12 +139,27 @@ async def test_every_refusal_survives_the_process_hop(pool: CryptoPool, idents: 
     assert codes[3].startswith("decode.") and codes[4].startswith("decode.") and codes[5].startswith("decode.")
     assert isinstance(got[1], Refused) and got[1].message_id == json.loads(unb64url(envs[1]["header"]))["id"]
     assert got[1].error_class == "SignatureError"
+    # the digest a refusal binds is `Envelope.digest` of what arrived, whether it opened or not
+    for e, r in zip(bad[:4], got[:4], strict=True):
+        assert (r.envelope_sha256 if isinstance(r, Refused | Incoming) else None) == Envelope.from_dict(e).digest
     # wrong recipient: US opening envelopes addressed to CN; stale: far outside the skew window
     wrong = await pool.map(open_batch, _open_keys(us, cn), NOW, envs)
     assert {r.code for r in wrong if isinstance(r, Refused)} == {"binding.sender"}
     late = NOW + dt.timedelta(hours=1)
     stale = await pool.map(open_batch, _open_keys(cn, us, late), late, envs)
     assert {r.code for r in stale if isinstance(r, Refused)} == {"replay.skew"} and len(stale) == N
+
+
+def test_a_refusal_after_opening_names_the_message(idents: dict[str, Identity]) -> None:
+    """Checks made once the envelope is open (here: a business document without handling terms)
+    refuse it under the document's id and the digest of the envelope it came in."""
+    us, cn = idents[US], idents[CN]
+    doc = Document(UUID7Source(FixedClock(NOW)).new_id(), US, CN, "seizure-share", NOW, sample("seizure-share"))
+    raw = SignedDocument.create(doc, us.active_signing_key(NOW)).raw
+    env = _envelopes(build_batch(_seal_keys(us, cn), NOW, [(raw, 1, 1, None)]))[0]
+    (got,) = open_batch(_open_keys(cn, us), NOW, [env])
+    assert isinstance(got, Refused) and got.code == "handling.missing"
+    assert got.message_id == doc.id and got.envelope_sha256 == Envelope.from_dict(env).digest
 
 
 async def test_small_batches_stay_in_a_thread(pool: CryptoPool, idents: dict[str, Identity]) -> None:

@@ -297,6 +297,46 @@ class OutboxProbe:
         return out
 
 
+class PgOutboxProbe(OutboxProbe):
+    """The same counts read from a gateway's PostgreSQL schema (its own connection, on an event
+    loop of its own, so the probe's methods stay plain calls made through a thread)."""
+
+    def __init__(self, dsn: str) -> None:  # the SQLite connection of the base class is not opened
+        import asyncpg  # the PostgreSQL store's driver: imported only when a row asks for it
+
+        self.loop = asyncio.new_event_loop()
+        self.pg = self.loop.run_until_complete(asyncpg.connect(dsn, timeout=30))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.pg.close())
+        self.loop.close()
+
+    def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        return list(self.loop.run_until_complete(self.pg.fetch(sql, *args)))
+
+    def counts(self) -> tuple[int, int]:
+        row = self._fetch(
+            "SELECT count(*) FILTER (WHERE status IN ('delivered','acknowledged')),"
+            " count(*) FILTER (WHERE status IN ('queued','retrying')) FROM messages"
+        )[0]
+        return int(row[0]), int(row[1])
+
+    def finished_among(self, ids: list[str]) -> list[tuple[str, str]]:
+        sql = "SELECT id, status FROM messages WHERE id = ANY($1) AND status NOT IN ('queued','retrying')"
+        return [(str(r[0]), str(r[1])) for r in self._fetch(sql, ids)]
+
+    def failures(self) -> dict[str, int]:
+        rows = self._fetch(
+            "SELECT status, coalesce(last_error, ''), count(*) FROM messages"
+            " WHERE status IN ('refused','expired') GROUP BY 1, 2"
+        )
+        return {f"{st}: {err.split(':', 1)[0]}": int(n) for st, err, n in rows}
+
+    def delivered_history(self, ids: list[str]) -> dict[str, float]:
+        sql = "SELECT message_id, min(at) FROM history WHERE message_id = ANY($1) AND status='delivered' GROUP BY 1"
+        return {str(r[0]): r[1].timestamp() for r in self._fetch(sql, ids)}
+
+
 async def wait_drained(
     probe: OutboxProbe, timeout: float, progress: ProgressSink | None = None, label: str = "draining the queue"
 ) -> float:

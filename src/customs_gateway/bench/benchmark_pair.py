@@ -19,12 +19,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 from concurrent.futures import Future
 from multiprocessing import get_context
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import aiohttp
+import msgspec
 
 from ..core import handling
 from ..core.audit import AuditEntry
@@ -35,10 +37,12 @@ from ..core.keys import SigningKey
 from ..service.crypto_workers import MainlessProcessPool
 from ..service.gateway import issue_token
 from ..service.pair import EXAMPLE_PASSPHRASE, Home, LocalPair
+from ..service.server import open_store
 from ..startup.agreement import builtin_profile
-from ..startup.config import PASSPHRASE_ENV, Config, load_config
+from ..startup.config import PASSPHRASE_ENV, Config, load_config, render_config
 from ..startup.logs import configure_logging
-from ..store.sqlite import SQLiteStore, _audit
+from ..store.pg_migrations import quote_ident
+from ..store.sqlite import _audit
 from .benchmark import NoProgress, ProgressSink, descendants
 
 
@@ -77,6 +81,31 @@ def read_memory(pid: int) -> dict[str, float]:
     }
 
 
+def pg_dsn(base: str, schema: str) -> str:
+    """`base` with `schema` as its search_path (libpq `options`, which PostgresStore reads)."""
+    parts = urllib.parse.urlsplit(base)
+    option = urllib.parse.urlencode({"options": f"-c search_path={schema}"}, quote_via=urllib.parse.quote)
+    return parts._replace(query=f"{parts.query}&{option}" if parts.query else option).geturl()
+
+
+def use_postgres(home: Home, dsn: str) -> None:
+    """Point a (stopped) gateway's configuration at a PostgreSQL schema instead of its SQLite file."""
+    config = load_config(home.config_path, env={})
+    store = msgspec.structs.replace(config.store, backend="postgres", dsn=dsn)
+    home.config_path.write_text(render_config(msgspec.structs.replace(config, store=store)), encoding="utf-8")
+
+
+async def drop_schema(base: str, schema: str) -> None:
+    """Drop a benchmark's PostgreSQL schema and everything in it."""
+    import asyncpg
+
+    conn = await asyncpg.connect(base, timeout=30)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+    finally:
+        await conn.close()
+
+
 def db_path(home: Home) -> Path:
     config = load_config(home.config_path, env={})
     return config.path(config.store.path)
@@ -84,7 +113,7 @@ def db_path(home: Home) -> Path:
 
 async def issue_agency_token(home: Home) -> tuple[str, str]:
     """Issue an agency token straight into a (stopped) gateway's store: (token id, bearer secret)."""
-    store = SQLiteStore(db_path(home))
+    store = open_store(load_config(home.config_path, env={}))
     await store.open()
     try:
         return await issue_token(store, SystemClock(), "agency", "benchmark load", "cli:bench")

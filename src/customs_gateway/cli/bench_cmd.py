@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -29,7 +30,7 @@ from rich.table import Table
 
 from ..bench import benchmark as bm
 from ..bench import benchmark_pair as bp
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, StoreUnavailable
 from ..service.pair import IDENTITIES, LocalPair, prepare_pair
 from ..startup.config import ENV_PREFIX, RESERVED_ENV
 from .common import console, print_json, result_console
@@ -39,6 +40,7 @@ ROW_KEYS = (
     "ceiling",
     "gateway",
     "gateway_batch",
+    "gateway_pg",
     "latency",
     "ratio",
     "cpu_multiple",
@@ -50,6 +52,9 @@ ROW_KEYS = (
 )
 #: Messages per request of the batch-submission row.
 BATCH_SIZE = 100
+#: The PostgreSQL server of the `gateway_pg` row (the test suite's, by default).
+PG_DSN_ENV = "CUSTOMS_GATEWAY_TEST_PG_DSN"
+PG_DSN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +68,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--queued", type=int, help="messages queued for a stopped peer (default 1,000,000; quick 20,000)")
     p.add_argument("--audit-entries", type=int, help="entries of the verified audit bundle (100,000; quick 10,000)")
     p.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/", help="RabbitMQ for the reference")
+    p.add_argument(
+        "--pg-dsn",
+        default=os.environ.get(PG_DSN_ENV) or PG_DSN_DEFAULT,
+        help=f"PostgreSQL for the gateway_pg row (default ${PG_DSN_ENV} or {PG_DSN_DEFAULT})",
+    )
     p.add_argument("--in-process", action="store_true", help="run both gateways in this process (LocalPair)")
     p.add_argument("--only", help=f"comma-separated rows to measure ({','.join(ROW_KEYS)})")
     p.add_argument("--dir", help="keep the gateway homes here (default: a temporary directory)")
@@ -86,6 +96,7 @@ class Settings:
     queued: int = 1_000_000
     audit_entries: int = 100_000
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    pg_dsn: str = PG_DSN_DEFAULT
     in_process: bool = False
     only: tuple[str, ...] = ROW_KEYS
 
@@ -109,6 +120,7 @@ class Settings:
             queued=args.queued if args.queued is not None else (20_000 if args.quick else 1_000_000),
             audit_entries=args.audit_entries or (10_000 if args.quick else 100_000),
             amqp_url=args.amqp_url,
+            pg_dsn=args.pg_dsn,
             in_process=args.in_process,
             only=only,
         )
@@ -324,6 +336,59 @@ class Bench:
                 probe.close()
             await pair.stop_all()
 
+    async def gateway_pg(self, row: Row) -> None:
+        """The *gateway end to end* row again with both gateways on PostgreSQL (a fresh schema
+        each, dropped afterwards), beside the SQLite figure of the same run (issue 21: ≥ 0.8×)."""
+        s = self.s
+        if s.in_process:
+            raise bm.Skipped("measured with gateways in their own processes only")
+        try:
+            import asyncpg  # noqa: F401 - the PostgreSQL store's driver
+        except ImportError as e:
+            raise bm.Skipped(f"asyncpg is not installed ({e})") from e
+        homes = prepare_pair(self.root / "pair-pg")
+        us, cn = IDENTITIES
+        schemas = {name: f"bench_{os.getpid()}_{name.lower().replace('-', '_')}" for name in (us, cn)}
+        for name, schema in schemas.items():
+            await bp.drop_schema(s.pg_dsn, schema)
+            bp.use_postgres(homes[name], bp.pg_dsn(s.pg_dsn, schema))
+        pair = bp.ProcessPair(homes)
+        probe: bm.OutboxProbe | None = None
+        try:
+            try:
+                token = (await bp.issue_agency_token(homes[us]))[1]
+            except (OSError, StoreUnavailable) as e:
+                raise bm.Skipped(f"PostgreSQL at {s.pg_dsn} is not reachable ({e})") from e
+            await pair.start(cn)
+            await pair.start(us)
+            probe = await asyncio.to_thread(bm.PgOutboxProbe, bp.pg_dsn(s.pg_dsn, schemas[us]))
+            pids = {us: pair.pid(us), cn: pair.pid(cn), "bench process": os.getpid()}
+            res = await bm.closed_loop_throughput(
+                bm.Submitter.for_peer(homes[us].local_url, token, cn, self.body),
+                probe,
+                clients=s.clients,
+                warmup=s.warmup,
+                window=s.window,
+                drain_timeout=900,
+                cpu=bm.CpuMeter(pids),
+                progress=self.progress,
+            )
+        finally:
+            if probe is not None:
+                await asyncio.to_thread(probe.close)
+            await pair.stop_all()
+            for schema in schemas.values():
+                with contextlib.suppress(Exception):
+                    await bp.drop_schema(s.pg_dsn, schema)
+        res["store"] = "postgres (both gateways, one schema each)"
+        _delivered_row(row, res, f"{s.clients} clients, PostgreSQL", (us, cn))
+        sqlite = self.rows.get("gateway")
+        if sqlite is not None and sqlite.status == "ok" and sqlite.value and row.value is not None:
+            share = row.value / sqlite.value
+            row.details["of_sqlite"] = round(share, 3)
+            row.met = share >= 0.8
+            row.note += f"; {share:.2f}× the SQLite row"
+
     def _spy(self, pair: bp.BenchPair, warmup: float, window: float) -> list[subprocess.Popen[bytes]]:
         if self.py_spy is None:
             return []
@@ -455,6 +520,8 @@ class Bench:
         s = self.s
         await self.measure(Row("ceiling", "crypto ceiling (hybrid)"), self.ceiling)
         await self.gateway_rows()
+        pg = Row("gateway_pg", "gateway end to end, PostgreSQL store", unit="msg/s", target="≥ 0.8 × SQLite")
+        await self.measure(pg, self.gateway_pg)
         await self.measure(Row("ratio", "ratio gateway / ceiling", target="≥ 1.0"), self.ratio)
         cpu = Row("cpu_multiple", "gateway CPU per message / crypto CPU", unit="×", target="≤ 1.5")
         await self.measure(cpu, self.cpu_multiple)

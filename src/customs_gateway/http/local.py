@@ -31,7 +31,7 @@ from ..core.tlscert import describe
 from ..service.audit_export import export_bundle
 from ..service.disposal import utc_day
 from ..service.evidence import EvidenceCollector, PeerUnavailable
-from ..service.gateway import Caller, Gateway
+from ..service.gateway import Caller, Gateway, Submitted
 from ..service.lifecycle import DEFAULT_VALID_DAYS, MAX_VALID_DAYS, RENEW_KINDS
 from ..service.lifecycle import KeyLifecycle as KeyLifecycleAPI
 from ..store.base import InboxItem, MessageFilter
@@ -143,11 +143,15 @@ async def submit(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     raw = await _json_body(request)
     key = request.headers.get("Idempotency-Key")
-    msg, created = await gw.submit(raw, caller, key)
-    headers = {"Location": f"/v1/messages/{msg.id}"}
-    if not created:
+    done = await gw.submit(raw, caller, key)
+    return _submit_answer(done)
+
+
+def _submit_answer(done: Submitted) -> web.Response:
+    headers = {"Location": f"/v1/messages/{done.message.id}"}
+    if not done.created:
         headers["Idempotent-Replayed"] = "true"
-    return json_response(views.SubmitResponse.of(msg), status=202, headers=headers)
+    return json_response(views.SubmitResponse.of(done.message, done.terms), status=202, headers=headers)
 
 
 async def submit_batch(request: web.Request) -> web.Response:
@@ -234,14 +238,11 @@ async def _submit_as(
     if terms is not None:
         req["handling"] = terms
     try:
-        msg, created = await gw.submit(json_bytes(req), _caller(request), request.headers.get("Idempotency-Key"))
+        done = await gw.submit(json_bytes(req), _caller(request), request.headers.get("Idempotency-Key"))
     except SchemaError as e:
         e.moved(_unbodied)
         raise
-    headers = {"Location": f"/v1/messages/{msg.id}"}
-    if not created:
-        headers["Idempotent-Replayed"] = "true"
-    return json_response(views.SubmitResponse.of(msg), status=202, headers=headers)
+    return _submit_answer(done)
 
 
 def _unbodied(field: str | None) -> str | None:

@@ -152,8 +152,10 @@ class SubmitResponse(View, frozen=True):
     handling: Terms
 
     @classmethod
-    def of(cls, m: OutMessage) -> SubmitResponse:
-        return cls(m.id, m.status, m.seq, _out_terms(m))  # type: ignore[arg-type]
+    def of(cls, m: OutMessage, terms: HandlingTerms | None = None) -> SubmitResponse:
+        """The answer about `m`; `terms` when the caller holds them (a new document), else the
+        stored document's."""
+        return cls(m.id, m.status, m.seq, terms if terms is not None else _out_terms(m))  # type: ignore[arg-type]
 
 
 Payload = Annotated[B64url, msgspec.Meta(extra_json_schema={"contentMediaType": "application/json"})]
@@ -1004,7 +1006,7 @@ class BatchResult(View, frozen=True, kw_only=True):
             status="accepted" if r.created else "replayed",
             id=m.id,
             seq=m.seq,
-            handling=_out_terms(m),
+            handling=r.terms if r.terms is not None else _out_terms(m),
         )
 
 

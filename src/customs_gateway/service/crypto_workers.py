@@ -220,22 +220,35 @@ def envelope_digest(raw_env: object) -> bytes:
         return hashlib.sha256(repr(raw_env).encode("utf-8", "replace")).digest()
 
 
+def received_digest(raw_env: object) -> bytes:
+    """`Envelope.digest` of an envelope as it arrived, for a dict `Envelope.from_dict` accepted.
+
+    Such a dict holds exactly `v` (the integer 1) and three canonical unpadded base64url strings
+    (`unb64url` refuses any other spelling), so its canonical JSON is byte for byte the
+    `Envelope.to_bytes` of what it decodes to: hashing it spares re-encoding the ciphertext."""
+    return hashlib.sha256(json_bytes(raw_env)).digest()
+
+
 def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Refused:
     mid = "unknown"
     env_digest = b""
     try:
         env = Envelope.from_dict(raw_env)
-        env_digest = env.digest
-        mid = read_header(env).id
-        opened = open_envelope(
-            env,
-            me=view.me,
-            peer=view.peer,
-            decryption_key=view.decryption_key,
-            now=now,
-            skew_seconds=view.skew_seconds,
-        )
+        env_digest = received_digest(raw_env)
+        try:
+            opened = open_envelope(
+                env,
+                me=view.me,
+                peer=view.peer,
+                decryption_key=view.decryption_key,
+                now=now,
+                skew_seconds=view.skew_seconds,
+            )
+        except GatewayError:
+            mid = read_header(env).id  # the refusal names the message (raises DecodeError if it cannot)
+            raise
         doc, hdr = opened.document, opened.header
+        mid = hdr.id
         acked: str | None = None
         ack_info: dict[str, Any] | None = None
         announced: tuple[SignedBundle, KeyBundle] | None = None

@@ -90,6 +90,16 @@ class SubmitRequest:
 
 
 @dataclass(frozen=True)
+class Submitted:
+    """A submission as stored: the message, whether this request created it, and the handling
+    terms of the document it made (None for a replay: the stored document's are read instead)."""
+
+    message: OutMessage
+    created: bool
+    terms: HandlingTerms | None = None
+
+
+@dataclass(frozen=True)
 class BatchItem:
     """The result of one message of a batch submission: stored (new or replayed) or refused."""
 
@@ -97,6 +107,7 @@ class BatchItem:
     message: OutMessage | None
     created: bool
     problem: GatewayError | None
+    terms: HandlingTerms | None = None  # as in `Submitted`
 
 
 #: The most messages one batch submission may hold (issue 21).
@@ -323,12 +334,14 @@ class Gateway:
         handling.check_terms(terms, msg_type, self.profile, now.date())
         return terms
 
-    async def submit(self, raw: bytes, caller: Caller, idempotency_key: str | None) -> tuple[OutMessage, bool]:
-        msg, audit = await self._prepare(self.parse_submit(raw, caller.token_id), caller, idempotency_key)
+    async def submit(self, raw: bytes, caller: Caller, idempotency_key: str | None) -> Submitted:
+        req = self.parse_submit(raw, caller.token_id)
+        msg, audit, terms = await self._prepare(req, caller, idempotency_key)
         out, created = await self.store.submit(msg, audit)
-        self._claim_files(msg, out.id)
+        if docfiles.named_file_ids(req.body):  # without files there is nothing to claim: no parse
+            self._claim_files(msg, out.id)
         self._submitted(out, created)
-        return out, created
+        return Submitted(out, created, terms if created else None)
 
     async def submit_batch(self, raw: bytes, caller: Caller) -> list[BatchItem]:
         """`POST /v1/messages:batch`: each item checked as `submit` checks one (its own
@@ -336,7 +349,7 @@ class Gateway:
         one result per item, a refusal naming its field under `$.messages[i]`."""
         items = _parse_batch_request(raw, MAX_SUBMIT_BATCH)
         results: list[BatchItem | None] = [None] * len(items)
-        prepared: list[tuple[int, NewMessage, AuditEntry]] = []
+        prepared: list[tuple[int, NewMessage, AuditEntry, HandlingTerms, bool]] = []
         for i, item in enumerate(items):
             try:
                 if not isinstance(item, dict):
@@ -345,26 +358,28 @@ class Gateway:
                 key = fields.pop("idempotency_key", None)
                 if key is not None and not isinstance(key, str):
                     raise SchemaError("idempotency_key must be a string", code="schema.type", field="Idempotency-Key")
-                msg, audit = await self._prepare(self.parse_submit_dict(fields, caller.token_id), caller, key)
-                prepared.append((i, msg, audit))
+                req = self.parse_submit_dict(fields, caller.token_id)
+                msg, audit, terms = await self._prepare(req, caller, key)
+                prepared.append((i, msg, audit, terms, bool(docfiles.named_file_ids(req.body))))
             except GatewayError as e:
                 results[i] = BatchItem(i, None, False, _in_batch(e, i))
         if prepared:
-            stored = await self.store.submit_many([(m, a) for _, m, a in prepared])
-            for (i, msg, _), res in zip(prepared, stored, strict=True):
+            stored = await self.store.submit_many([(m, a) for _, m, a, _, _ in prepared])
+            for (i, msg, _, terms, with_files), res in zip(prepared, stored, strict=True):
                 if isinstance(res, GatewayError):
                     results[i] = BatchItem(i, None, False, _in_batch(res, i))
                 else:
-                    self._claim_files(msg, res[0].id)
+                    if with_files:
+                        self._claim_files(msg, res[0].id)
                     self._submitted(*res)
-                    results[i] = BatchItem(i, res[0], res[1], None)
+                    results[i] = BatchItem(i, res[0], res[1], None, terms if res[1] else None)
         return [r for r in results if r is not None]
 
     async def _prepare(
         self, req: SubmitRequest, caller: Caller, idempotency_key: str | None
-    ) -> tuple[NewMessage, AuditEntry]:
+    ) -> tuple[NewMessage, AuditEntry, HandlingTerms]:
         """Everything `submit` checks and builds before the store: terms, references, key, expiry,
-        the signed document and its `submitted` entry."""
+        the signed document and its `submitted` entry (and the terms, for the answer)."""
         now = self.clock.now()
         terms = self.handling_terms(req.type, req.handling, now)
         await self._check_named(req.type, req.body)
@@ -412,7 +427,7 @@ class Gateway:
             digests={"document": msg.document_sha256.hex()},
             detail={"type": req.type, **(consent.audit_detail(msg.consent) if msg.consent else {})},
         )
-        return msg, audit
+        return msg, audit, terms
 
     def _claim_files(self, msg: NewMessage, message_id: str) -> None:
         """The uploads a stored message names are its own now: they no longer expire. After the

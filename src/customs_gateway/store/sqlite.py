@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import os
 import queue
@@ -195,18 +196,24 @@ class SQLiteStore(Store):
         _forget_tree(conn)  # read afresh in each transaction: another process may have appended
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job, _, _ in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    results.append((True, job(conn)))
-                    conn.execute("RELEASE job")
-                except sqlite3.Error:
-                    raise  # a storage fault (full disk, lock, I/O): the whole group fails below
-                except Exception as e:  # a job's own refusal: undo just that job
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    _forget_tree(conn)  # it may have appended: the rolled-back frontier is in the file
-                    results.append((False, e))
+            i = 0
+            while i < len(batch):
+                job = batch[i][0]
+                if not isinstance(job, _Submission):
+                    results.append(_run_job(conn, job))
+                    i += 1
+                    continue
+                # Submissions next to each other in the queue are stored by one job, a few
+                # statements for all of them, with the answers each would get in turn.
+                run: list[_Submission] = []
+                while i < len(batch) and isinstance(sub := batch[i][0], _Submission):
+                    run.append(sub)
+                    i += 1
+                ok, value = _run_job(conn, functools.partial(_submit_group, batch=[(s.msg, s.audit) for s in run]))
+                if not ok:
+                    results += [(False, value)] * len(run)
+                else:
+                    results += [(not isinstance(r, GatewayError), r) for r in value]
             conn.execute("COMMIT")
             self.commits += 1
         except sqlite3.Error as e:
@@ -241,8 +248,7 @@ class SQLiteStore(Store):
 
     # outbound ------------------------------------------------------------------------------
     async def submit(self, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
-        sealed = self._seal_new(msg)
-        out, created = await self._write(lambda c: _submit(c, sealed, audit))
+        out, created = await self._write(_Submission(self._seal_new(msg), audit))
         return self._submitted(msg, out, created), created
 
     async def submit_many(
@@ -250,16 +256,7 @@ class SQLiteStore(Store):
     ) -> list[tuple[OutMessage, bool] | GatewayError]:
         sealed = [(self._seal_new(msg), audit) for msg, audit in batch]
 
-        def job(c: sqlite3.Connection) -> list[tuple[OutMessage, bool] | GatewayError]:
-            out: list[tuple[OutMessage, bool] | GatewayError] = []
-            for msg, audit in sealed:
-                try:
-                    out.append(_submit(c, msg, audit))
-                except Conflict as e:  # raised before anything of that item is written
-                    out.append(e)
-            return out
-
-        results = await self._write(job)
+        results = await self._write(lambda c: _submit_group(c, sealed))
         return [
             r if isinstance(r, GatewayError) else (self._submitted(m, r[0], r[1]), r[1])
             for (m, _), r in zip(batch, results, strict=True)
@@ -530,7 +527,7 @@ class SQLiteStore(Store):
                     field="id",
                 )
             c.execute("UPDATE inbox SET ack_status=?, ack_message_id=? WHERE id=?", (status, ack.id, message_id))
-            out, _ = _submit(c, ack, audit)
+            out, _ = _Submission(ack, audit)(c)
             return out
 
         return self._submitted(plain, await self._write(job), True)
@@ -921,6 +918,38 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
+def _run_job(conn: sqlite3.Connection, job: Job) -> tuple[bool, Any]:
+    """Run one job of a group in its own savepoint: (True, its result), or (False, the exception)
+    with everything it wrote undone. A storage fault (sqlite3.Error) fails the whole group."""
+    conn.execute("SAVEPOINT job")
+    try:
+        result = job(conn)
+        conn.execute("RELEASE job")
+        return True, result
+    except sqlite3.Error:
+        raise
+    except Exception as e:  # a job's own refusal: undo just that job
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        _forget_tree(conn)  # it may have appended: the rolled-back frontier is in the file
+        return False, e
+
+
+class _Submission:
+    """One `submit` waiting for the writer; the writer stores a run of them together."""
+
+    __slots__ = ("audit", "msg")
+
+    def __init__(self, msg: NewMessage, audit: AuditEntry) -> None:
+        self.msg, self.audit = msg, audit
+
+    def __call__(self, c: sqlite3.Connection) -> tuple[OutMessage, bool]:
+        (res,) = _submit_group(c, [(self.msg, self.audit)])
+        if isinstance(res, GatewayError):
+            raise res
+        return res
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
@@ -1077,75 +1106,145 @@ def _index(c: sqlite3.Connection, tags: tuple[bytes, ...], direction: str, messa
     )
 
 
-def _submit(c: sqlite3.Connection, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessage, bool]:
-    if msg.idempotency_key is not None and msg.token_id is not None:
+def _submit_group(
+    c: sqlite3.Connection, batch: Sequence[tuple[NewMessage, AuditEntry]]
+) -> list[tuple[OutMessage, bool] | GatewayError]:
+    """Store a group of submissions in a few statements (one per table, not one per message and
+    table), with the same results one submission after another would give: an Idempotency-Key
+    used before (here or earlier in the group) returns its message, or a Conflict if the request
+    differs (and writes nothing). The same rules as PostgreSQL's `_submit_group`."""
+    results: list[tuple[OutMessage, bool] | GatewayError | None] = [None] * len(batch)
+    keyed = {
+        i: (m.token_id, m.idempotency_key)
+        for i, (m, _) in enumerate(batch)
+        if m.idempotency_key is not None and m.token_id is not None
+    }
+    held: dict[tuple[str | None, str | None], tuple[str, bytes]] = {}
+    for token_id, key in set(keyed.values()):
         row = c.execute(
-            "SELECT message_id, request_hash FROM idempotency WHERE token_id=? AND key=?",
-            (msg.token_id, msg.idempotency_key),
+            "SELECT message_id, request_hash FROM idempotency WHERE token_id=? AND key=?", (token_id, key)
         ).fetchone()
         if row is not None:
-            if bytes(row[1]) != msg.request_hash:
-                raise Conflict(
-                    "Idempotency-Key was already used with a different request",
-                    code="idempotency.conflict",
-                    field="Idempotency-Key",
+            held[(token_id, key)] = (str(row[0]), bytes(row[1]))
+    stored = {}
+    for mid in {mid for mid, _ in held.values()}:
+        stored[mid] = _out(c.execute(f"SELECT {OUT_COLS} FROM messages WHERE id=?", (mid,)).fetchone())
+    fresh: list[int] = []
+    replay_of: dict[int, str] = {}  # the message an earlier use of the same key made
+    first_with: dict[tuple[str | None, str | None], int] = {}
+    for i, (m, _) in enumerate(batch):
+        ikey = keyed.get(i)
+        before = held.get(ikey) if ikey else None
+        if ikey and before is None and ikey in first_with:  # the same key earlier in this group
+            before = (batch[first_with[ikey]][0].id, batch[first_with[ikey]][0].request_hash or b"")
+        if before is None:
+            if ikey:
+                first_with[ikey] = i
+            fresh.append(i)
+        elif before[1] != m.request_hash:
+            results[i] = Conflict(
+                "Idempotency-Key was already used with a different request",
+                code="idempotency.conflict",
+                field="Idempotency-Key",
+            )
+        else:
+            replay_of[i] = before[0]
+    next_seq: dict[str, int] = {}
+    for peer in sorted({batch[i][0].peer for i in fresh}):
+        n = sum(1 for i in fresh if batch[i][0].peer == peer)
+        next_seq[peer] = c.execute(
+            "INSERT INTO peer_state(peer, next_seq) VALUES (?, 1 + ?)"
+            " ON CONFLICT (peer) DO UPDATE SET next_seq = next_seq + excluded.next_seq - 1 RETURNING next_seq - ?",
+            (peer, n, n),
+        ).fetchone()[0]
+    made: dict[str, OutMessage] = {}
+    rows = []
+    for i in fresh:
+        m = batch[i][0]
+        seq = next_seq[m.peer]
+        next_seq[m.peer] += 1
+        made[m.id] = queued_message(m, seq)  # what is written below: no read-back on the hot path
+        results[i] = (made[m.id], True)
+        now = format_ts(m.created_at)
+        retain = None if m.retain_until is None else m.retain_until.isoformat()
+        rows.append((m, seq, now, retain))
+    if rows:
+        c.executemany(
+            "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document,"
+            " document_sha256, attempts, next_attempt_at, token_id, updated_at, in_reply_to, retain_until)"
+            " VALUES (?,?,?,?,'queued',?,?,?,?,0,?,?,?,?,?)",
+            [
+                (
+                    m.id,
+                    m.peer,
+                    seq,
+                    m.type,
+                    now,
+                    format_ts(m.expires_at),
+                    m.signed_document,
+                    m.document_sha256,
+                    now,
+                    m.token_id,
+                    now,
+                    m.in_reply_to,
+                    retain,
                 )
-            existing = c.execute(f"SELECT {OUT_COLS} FROM messages WHERE id=?", (row[0],)).fetchone()
-            return _out(existing), False
-    seq = c.execute(
-        "INSERT INTO peer_state(peer, next_seq) VALUES (?, 2)"
-        " ON CONFLICT (peer) DO UPDATE SET next_seq = next_seq + 1 RETURNING next_seq - 1",
-        (msg.peer,),
-    ).fetchone()[0]
-    now = format_ts(msg.created_at)
-    c.execute(
-        "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document, document_sha256,"
-        " attempts, next_attempt_at, token_id, updated_at, in_reply_to, retain_until)"
-        " VALUES (?,?,?,?,'queued',?,?,?,?,0,?,?,?,?,?)",
-        (
-            msg.id,
-            msg.peer,
-            seq,
-            msg.type,
-            now,
-            format_ts(msg.expires_at),
-            msg.signed_document,
-            msg.document_sha256,
-            now,
-            msg.token_id,
-            now,
-            msg.in_reply_to,
-            None if msg.retain_until is None else msg.retain_until.isoformat(),
-        ),
-    )
-    _index(c, msg.references, "out", msg.id)
-    if msg.idempotency_key is not None and msg.token_id is not None:
-        c.execute(
-            "INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at) VALUES (?,?,?,?,?)",
-            (msg.token_id, msg.idempotency_key, msg.request_hash, msg.id, now),
+                for m, seq, now, retain in rows
+            ],
         )
-    _history(c, msg.id, msg.created_at, "queued")
-    if msg.consent is not None:
-        _record_consent(c, msg.consent, outgoing=True)
-    _audit(c, audit)
-    return queued_message(msg, seq), True  # what was just written: no read-back on the hot path
+        refs = [(t, "out", m.id) for m, *_ in rows for t in m.references]
+        if refs:
+            c.executemany("INSERT OR IGNORE INTO refs(tag, direction, message_id) VALUES (?,?,?)", refs)
+        keys = [
+            (m.token_id, m.idempotency_key, m.request_hash, m.id, now)
+            for m, _, now, _ in rows
+            if m.idempotency_key is not None and m.token_id is not None
+        ]
+        if keys:
+            c.executemany(
+                "INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at) VALUES (?,?,?,?,?)", keys
+            )
+        c.executemany(
+            "INSERT INTO history(message_id, at, status, detail) VALUES (?,?,'queued','')",
+            [(m.id, now) for m, _, now, _ in rows],
+        )
+        for m, *_ in rows:
+            if m.consent is not None:
+                _record_consent(c, m.consent, outgoing=True)
+        _audit(c, *(batch[i][1] for i in fresh))
+    for i, mid in replay_of.items():
+        results[i] = (stored[mid] if mid in stored else made[mid], False)
+    return [r for r in results if r is not None]
 
 
 _EVENT_FOR = {"delivered": "receipt", "refused": "refusal", "retry": "attempt", "expired": "expire"}
 
 
 def _record_outcomes(c: sqlite3.Connection, outcomes: list[AttemptOutcome]) -> None:
+    """Apply a batch's outcomes in order: the statuses read in one query, and the updates and
+    history rows written a run of alike statements at a time (`executemany`), as one statement
+    per outcome in turn would (a message named twice sees its own first outcome)."""
+    current: dict[str, str] = {}
+    ids = list(dict.fromkeys(o.message_id for o in outcomes))
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        current.update(
+            (str(r[0]), str(r[1])) for r in c.execute(f"SELECT id, status FROM messages WHERE id IN ({marks})", chunk)
+        )
     entries: list[AuditEntry] = []
+    updates: list[tuple[str, list[tuple[Any, ...]]]] = []  # runs of (UPDATE statement, its rows)
+    history: list[tuple[str, str, str, str]] = []
     for o in outcomes:
-        row = c.execute("SELECT status FROM messages WHERE id=?", (o.message_id,)).fetchone()
-        if row is None:
+        was = current.get(o.message_id)
+        if was is None:
             continue
-        current = row[0]
         event = _EVENT_FOR[o.kind]
         try:
-            status = next_status(current, event)
+            status = next_status(was, event)
         except Conflict:
             continue  # e.g. a late receipt for a message already acknowledged: nothing to change
+        current[o.message_id] = status
         at = format_ts(o.at)
         sets = ["status=?", "updated_at=?", "attempts=max(attempts, ?)"]
         args: list[Any] = [status, at, o.attempt]
@@ -1168,10 +1267,17 @@ def _record_outcomes(c: sqlite3.Connection, outcomes: list[AttemptOutcome]) -> N
             sets.append("ciphertext=NULL")  # no longer needed once final
         if o.kind == "delivered":
             sets.append("last_error=NULL")  # delivered: an earlier attempt's error no longer stands
-        c.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id=?", (*args, o.message_id))
-        if status != current or o.kind == "retry":
-            _history(c, o.message_id, o.at, status, o.error or "")
+        sql = f"UPDATE messages SET {', '.join(sets)} WHERE id=?"
+        if not updates or updates[-1][0] != sql:
+            updates.append((sql, []))
+        updates[-1][1].append((*args, o.message_id))
+        if status != was or o.kind == "retry":
+            history.append((o.message_id, at, status, o.error or ""))
         entries.extend(o.audit)
+    for sql, rows in updates:
+        c.executemany(sql, rows)
+    if history:
+        c.executemany("INSERT INTO history(message_id, at, status, detail) VALUES (?,?,?,?)", history)
     _audit(c, *entries)  # in outcome order, one append for the batch
 
 
