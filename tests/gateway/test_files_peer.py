@@ -5,6 +5,7 @@ the message enters the inbox, streams out decrypted with Range, and memory stays
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import ssl
 import tracemalloc
@@ -127,7 +128,7 @@ async def test_a_transfer_broken_midway_resumes_after_a_restart_sending_little_t
     # The sender's own push, cut off by the receiver going down in the middle of a part.
     first = Progress()
     async with aiohttp.ClientSession() as session:
-        path = pair.gw(US).files.data_path(fid)
+        path = functools.partial(pair.gw(US).files.chunks, fid)
         task = asyncio.create_task(
             push(session, file_url(pair, fid), peer_ssl(pair), path, f.key, f.size, progress=first)
         )
@@ -169,7 +170,7 @@ async def test_a_ciphertext_that_does_not_check_out_is_refused_and_never_enters_
     await worker.stop()
     mid = await submit_guide(pair, fid)
     f = await sent_file(pair, mid)
-    cipher = tamper(b"".join(ciphertext_from(pair.gw(US).files.data_path(fid), f.key, f.size, 0)))
+    cipher = tamper(b"".join(ciphertext_from(functools.partial(pair.gw(US).files.chunks, fid), f.key, f.size, 0)))
     async with (
         aiohttp.ClientSession() as session,
         session.put(

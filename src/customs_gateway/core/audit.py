@@ -38,6 +38,7 @@ KINDS: Final = frozenset(
         "token_revoked",
         "checkpoint_cosigned",
         "fork_detected",
+        "file_downloaded",
     }
 )
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Final
 
 from aiohttp import ClientConnectionResetError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..core.audit import AuditEntry
 from ..core.docfiles import SealedFile, sealed_files
 from ..core.envelope import BUSINESS_TYPES, SignedDocument
 from ..core.errors import GatewayError, NotFound
@@ -185,10 +186,30 @@ def byte_range(raw: str | None, size: int) -> tuple[int, int] | None:
 
 
 async def _stream(
-    request: web.Request, f: SealedFile, pieces: Callable[[int, int], Iterator[bytes]]
+    request: web.Request,
+    f: SealedFile,
+    pieces: Callable[[int, int], Iterator[bytes]],
+    message_id: str,
+    peer: str,
 ) -> web.StreamResponse:
+    """Stream `f` (one `Range`), after writing the download's audit entry: who, which message,
+    which file, which bytes. A file that cannot be read (disposed, gone) is refused before the
+    entry and before any byte."""
     span = byte_range(request.headers.get("Range"), f.size)
     first, last = span if span is not None else (0, f.size - 1)
+    out: Iterator[bytes] = pieces(first, last) if f.size else iter(())
+    gw = request.app[GATEWAY]
+    caller = request[CALLER]
+    entry = AuditEntry(
+        at=gw.clock.now(),
+        kind="file_downloaded",
+        actor=caller.actor,
+        message_id=message_id,
+        peer=peer,
+        digests={"file": f.sha256},
+        detail={"file_id": f.file_id, "range": f"{first}-{last}" if f.size else "", "size": f.size},
+    )
+    await gw.store.append_audit([entry])
     headers = {
         "Content-Type": f.media_type,
         "Accept-Ranges": "bytes",
@@ -201,9 +222,8 @@ async def _stream(
         headers["Content-Range"] = f"bytes {first}-{last}/{f.size}"
     resp = web.StreamResponse(status=206 if span is not None else 200, headers=headers)
     await resp.prepare(request)
-    if f.size:
-        for piece in pieces(first, last):  # a chunk (64 KiB) at a time: memory stays flat
-            await resp.write(piece)
+    for piece in out:  # a chunk (64 KiB) at a time: memory stays flat
+        await resp.write(piece)
     await resp.write_eof()
     return resp
 
@@ -222,7 +242,8 @@ async def inbox_file(request: web.Request) -> web.StreamResponse:
     if it is None or it.type not in BUSINESS_TYPES:
         raise NotFound(f"no inbox message {request.match_info['id']}", code="inbox.not_found", field="id")
     f = _named(sealed_files(it.type, it.body), request.match_info["file_id"])
-    return await _stream(request, f, lambda a, b: gw.peer_files.plaintext(f.file_id, f.key, f.size, a, b))
+    pieces = functools.partial(gw.peer_files.plaintext, f.file_id, f.key, f.size)
+    return await _stream(request, f, pieces, it.id, it.sender)
 
 
 async def message_file(request: web.Request) -> web.StreamResponse:
@@ -233,16 +254,4 @@ async def message_file(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"no message {request.match_info['id']}", code="message.not_found", field="id")
     document = SignedDocument.from_bytes(m.signed_document).document_bytes
     f = _named(sealed_files(m.type, document), request.match_info["file_id"])
-    return await _stream(request, f, lambda a, b: _plain_pieces(gw.files.data_path(f.file_id), a, b))
-
-
-def _plain_pieces(path: Path, first: int, last: int) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        fh.seek(first)
-        left = last - first + 1
-        while left > 0:
-            block = fh.read(min(65536, left))
-            if not block:
-                return
-            left -= len(block)
-            yield block
+    return await _stream(request, f, functools.partial(gw.files.plaintext, f.file_id), m.id, gw.peer.identity)

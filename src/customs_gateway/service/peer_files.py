@@ -13,11 +13,12 @@ go to disk in pieces of at most `PIECE`, and ciphertext is made and checked chun
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import aiohttp
 import msgspec
@@ -97,11 +98,7 @@ class PeerFiles:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.directory / f"{rec.file_id}.json")
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        self._sync_dir()
 
     async def receive(self, file_id: str, start: int, end: int, total: int, body: AsyncIterator[bytes]) -> int:
         """Append ciphertext bytes `start..end` of `total` from `body`; the offset held after.
@@ -172,6 +169,35 @@ class PeerFiles:
         digest.finish(size, bytes.fromhex(sha256))
         self._save(msgspec.structs.replace(rec, verified_sha256=sha256))
 
+    def dispose(self, file_ids: Iterable[str]) -> int:
+        """Delete the ciphertexts and records of these files (a message's files at its
+        disposal); idempotent; returns how many were held. The directory is fsync'd, so a
+        disposal that returned stays done across a crash."""
+        removed = 0
+        for file_id in file_ids:
+            if not FILE_ID.fullmatch(file_id) or file_id in self._busy:
+                continue
+            removed += self._remove(file_id)
+        if self.directory.is_dir():
+            self._sync_dir()
+        return removed
+
+    def _remove(self, file_id: str) -> bool:
+        """Ciphertext first, then the record (a record without bytes is harmless); True if held."""
+        held = False
+        for name in (f"{file_id}.data", f"{file_id}.json", f"{file_id}.json.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / name).unlink()
+                held = True
+        return held
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def _pieces(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
         with open(self._data(file_id), "rb") as f:
             f.seek(start)
@@ -183,11 +209,19 @@ class PeerFiles:
                 yield block
 
     def plaintext(self, file_id: str, key_b64: str, size: int, first: int, last: int) -> Iterator[bytes]:
-        """Plaintext bytes `first..last` (inclusive) of a checked file, decrypted chunk by chunk."""
-        key = _key(key_b64)
+        """Plaintext bytes `first..last` (inclusive) of a checked file, decrypted chunk by chunk.
+        Raises `FileGone` (410) now, before any byte, if the ciphertext is no longer held."""
+        try:
+            f = open(self._data(file_id), "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError as e:
+            raise FileGone(f"file {file_id} is no longer held (disposed of)", field="file_id") from e
+        return self._plaintext(f, _key(key_b64), size, first, last)
+
+    @staticmethod
+    def _plaintext(f: BinaryIO, key: bytes, size: int, first: int, last: int) -> Iterator[bytes]:
         n = filecrypt.chunk_count(size)
         index = first // filecrypt.CHUNK
-        with open(self._data(file_id), "rb") as f:
+        with f:
             while index < n and index * filecrypt.CHUNK <= last:
                 start, stop = filecrypt.ciphertext_range(index, size)
                 f.seek(start)
@@ -195,6 +229,13 @@ class PeerFiles:
                 base = index * filecrypt.CHUNK
                 yield plain[max(first - base, 0) : last - base + 1]
                 index += 1
+
+
+class FileGone(GatewayError):
+    """A file whose ciphertext was disposed of (or removed behind the gateway's back)."""
+
+    code = "file.gone"
+    status = 410
 
 
 class MissingFile(GatewayError):
@@ -223,21 +264,27 @@ def _key(key_b64: str) -> bytes:
 # --- sender --------------------------------------------------------------------------------------
 
 
-def ciphertext_from(path: Path, key_b64: str, size: int, offset: int) -> Iterator[bytes]:
-    """The file at `path` (`size` plaintext bytes) encrypted, from ciphertext byte `offset` on: the
-    STREAM ciphertext is a function of key and plaintext, so a resumed push re-makes only the
-    chunks it still needs."""
+#: The plaintext of a file one 64 KiB chunk at a time from a chunk index (`FileUploads.chunks`).
+ChunkSource = Callable[[int], Iterator[bytes]]
+
+
+def ciphertext_from(chunks: ChunkSource, key_b64: str, size: int, offset: int) -> Iterator[bytes]:
+    """A file (`size` plaintext bytes, read chunk by chunk from `chunks`) encrypted, from
+    ciphertext byte `offset` on: the STREAM ciphertext is a function of key and plaintext, so a
+    resumed push re-makes only the chunks it still needs."""
     key = _key(key_b64)
     n = filecrypt.chunk_count(size)
     index = offset // SEALED
     skip = offset - index * SEALED
-    with open(path, "rb") as f:
-        f.seek(index * filecrypt.CHUNK)
-        while index < n:
-            sealed = filecrypt.encrypt_chunk(key, index, f.read(filecrypt.CHUNK), index == n - 1)
-            yield sealed[skip:]
-            skip = 0
-            index += 1
+    for plain in chunks(index):
+        if index >= n:
+            break
+        sealed = filecrypt.encrypt_chunk(key, index, plain, index == n - 1)
+        yield sealed[skip:]
+        skip = 0
+        index += 1
+    if size == 0 and index == 0:  # an empty file is one empty final chunk
+        yield filecrypt.encrypt_chunk(key, 0, b"", True)[skip:]
 
 
 class Progress:
@@ -251,7 +298,7 @@ async def push(
     session: aiohttp.ClientSession,
     url: str,
     ssl: object,
-    path: Path,
+    chunks: ChunkSource,
     key_b64: str,
     size: int,
     *,
@@ -268,7 +315,7 @@ async def push(
     total = ciphertext_size(size)
     async with session.head(url, ssl=ssl) as resp:  # type: ignore[arg-type]
         held = int(resp.headers.get("Upload-Offset", "0")) if resp.status == 200 else 0
-    pieces = ciphertext_from(path, key_b64, size, held)
+    pieces = ciphertext_from(chunks, key_b64, size, held)
     pending = b""
     while held < total:
         end = min(held + part, total)
