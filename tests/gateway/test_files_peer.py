@@ -18,11 +18,13 @@ import pytest
 
 from customs_gateway.core import docfiles, filecrypt
 from customs_gateway.core.bundle import PeerKeys
+from customs_gateway.core.clock import SystemClock
 from customs_gateway.core.envelope import SignedDocument
 from customs_gateway.core.filecrypt import FileError
 from customs_gateway.core.receipt import Statement, verify_refusal
 from customs_gateway.service import tls
 from customs_gateway.service.peer_files import PART, MissingFile, PeerFiles, Progress, ciphertext_from, push
+from customs_gateway.startup.config import FilesConfig
 
 from .conftest import CN, US, Pair, sample
 from .test_files_upload import MB, chunks, pattern
@@ -229,7 +231,7 @@ async def test_the_peer_file_route_refuses_bad_parts_with_clear_problems(pair: P
 
 
 def held(tmp_path: Path, cipher: bytes, file_id: str = "019ae8d0-6b3c-7c4a-9d2e-3f1a5b7c9d01") -> PeerFiles:
-    files = PeerFiles(tmp_path, 1 << 30)
+    files = PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock())
 
     async def body() -> AsyncIterator[bytes]:
         yield cipher

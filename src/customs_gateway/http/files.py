@@ -142,13 +142,14 @@ async def get_file(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, gw: Gateway) -> None:
-    """Mount the files directory on the local API: created at start-up, swept while it runs."""
+    """Mount the files directory on the local API: created at start-up, swept while it runs
+    (expired uploads, and ciphertexts from the peer that no envelope came for)."""
     uploads = gw.files
     app[FILES] = uploads
 
     async def sweeper(app: web.Application) -> AsyncIterator[None]:
         uploads.open()
-        task = asyncio.create_task(uploads.run_sweeper(), name="files-sweeper")
+        task = asyncio.create_task(uploads.run_sweeper(gw.peer_files.sweep), name="files-sweeper")
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

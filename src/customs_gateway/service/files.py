@@ -67,7 +67,8 @@ class PartInterrupted(GatewayError):
     status = 400
 
 
-def _disk_error(e: OSError) -> UploadError:
+def disk_error(e: OSError) -> UploadError:
+    """The 503 refusal of a part the disk would not take (`file.disk_full`, else `file.write_failed`)."""
     if e.errno in _DISK_FULL:
         return UploadError(
             "the gateway's disk for files is full; nothing of this part was kept: retry later",
@@ -200,7 +201,7 @@ class FileUploads:
             return await self.append(rec, 0, body, content_length, fresh=True)
         except OSError as e:
             self._remove(rec.file_id)
-            raise _disk_error(e) from e
+            raise disk_error(e) from e
         except BaseException:
             self._remove(rec.file_id)
             raise
@@ -229,7 +230,7 @@ class FileUploads:
                 rec, hasher = await self._resume(rec)
             except OSError as e:
                 log.warning("files.resume_failed", file_id=rec.file_id, errno=e.errno)
-                raise _disk_error(e) from e
+                raise disk_error(e) from e
             if not fresh:  # a new upload (even one declared empty) takes its first part
                 check_resume(rec, offset)
             check_declared_part(rec, content_length, self.config.max_file_bytes)
@@ -253,7 +254,7 @@ class FileUploads:
             fd = os.open(self._data(rec.file_id), os.O_WRONLY)
         except OSError as e:  # the bytes went missing behind the gateway's back
             log.warning("files.write_failed", file_id=rec.file_id, errno=e.errno)
-            raise _disk_error(e) from e
+            raise disk_error(e) from e
         try:
             os.lseek(fd, filerest.data_size(rec.offset), os.SEEK_SET)
             try:
@@ -290,7 +291,7 @@ class FileUploads:
             self._hashes[rec.file_id] = (rec.offset, start)
             if isinstance(e, OSError):
                 log.warning("files.write_failed", file_id=rec.file_id, errno=e.errno)
-                raise _disk_error(e) from e
+                raise disk_error(e) from e
             raise
         finally:
             os.close(fd)
@@ -452,11 +453,13 @@ class FileUploads:
             log.info("files.expired", removed=removed)
         return removed
 
-    async def run_sweeper(self) -> None:
-        """Sweep every `files.sweep_every_seconds` until cancelled (a failure is logged, not fatal)."""
+    async def run_sweeper(self, *others: Callable[[dt.datetime, int], int]) -> None:
+        """Sweep every `files.sweep_every_seconds` until cancelled, this directory and `others`
+        (the peer's orphaned ciphertexts); a failure is logged, not fatal."""
         while True:
             await asyncio.sleep(self.config.sweep_every_seconds)
-            try:
-                self.sweep(self.clock.now(), self.config.sweep_batch)
-            except OSError:
-                log.exception("files.sweep_failed")
+            for sweep in (self.sweep, *others):
+                try:
+                    sweep(self.clock.now(), self.config.sweep_batch)
+                except OSError:
+                    log.exception("files.sweep_failed")

@@ -194,7 +194,7 @@ class Gateway:
             part_timeout=config.security.body_read_timeout_seconds,
         )
         #: Ciphertexts of the files the peer sends (DESIGN §13), checked before their envelope.
-        self.peer_files = PeerFiles(config.files_dir() / "peer", config.files.max_file_bytes)
+        self.peer_files = PeerFiles(config.files_dir() / "peer", config.files, clock)
         store.seal_at_rest(self.sealed)
         #: The key business references are indexed under (`core.reference`).
         self.index_key = identity.store_key.derive(reference.INDEX_KEY_LABEL)
@@ -576,6 +576,8 @@ class Gateway:
                     self.counters.duplicates += 1
                 else:
                     self.counters.received += 1
+                    if it.type in docfiles.TYPES_WITH_FILES:  # its files are the message's now
+                        self.peer_files.adopt([f.file_id for f in docfiles.sealed_files(it.type, it.body)], it.id)
                 results[i] = {"id": it.id, "status": res.status, "receipt": json_object(res.receipt)}
             if any(r["status"] == "accepted" for r in results if r is not None):
                 await self._wake_long_polls()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -25,9 +26,12 @@ import msgspec
 import structlog
 
 from ..core import filecrypt
+from ..core.clock import Clock
 from ..core.errors import GatewayError, SchemaError
 from ..core.filecrypt import SEALED, Decryptor, FileDigest, FileError, ciphertext_size
 from ..core.upload import FILE_ID, UploadError
+from ..startup.config import FilesConfig
+from .files import Writer, disk_error
 
 log = structlog.get_logger("customs_gateway.peer_files")
 
@@ -44,6 +48,11 @@ class PeerFileRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     total: int
     offset: int
     verified_sha256: str | None = None
+    #: The last part written or check made (orphan expiry counts from here; None: written by
+    #: an older version, the record file's time stands in).
+    touched_at: dt.datetime | None = None
+    #: The accepted envelope that names the file: from then on it goes with that message.
+    message_id: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -73,10 +82,14 @@ class PeerFiles:
     """The directory of ciphertexts the peer sent (`<files dir>/peer`): one `.data` and one `.json`
     record each; the bytes are fsync'd before the record that counts them."""
 
-    def __init__(self, directory: Path, max_file_bytes: int) -> None:
+    def __init__(self, directory: Path, config: FilesConfig, clock: Clock, *, write: Writer = os.write) -> None:
         self.directory = directory
-        self.max_total = ciphertext_size(max_file_bytes)
+        self.config = config
+        self.max_total = ciphertext_size(config.max_file_bytes)
+        self.clock = clock
+        self.write = write
         self._busy: set[str] = set()
+        self._sweep_after = ""
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -131,19 +144,75 @@ class PeerFiles:
                     async for received in body:
                         rest = received[: end - held]
                         while rest:
-                            n = os.write(fd, rest)
+                            try:
+                                n = self.write(fd, rest)
+                            except OSError as e:
+                                raise disk_error(e) from e
                             rest = rest[n:]
                             held += n
                         if held >= end:
                             break
-                finally:
-                    os.fsync(fd)
-                    self._save(msgspec.structs.replace(rec, offset=held))
+                except UploadError:
+                    # The disk refused: nothing of this part is kept, the offset held stays.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, rec.offset)
+                    log.warning("peer_files.write_failed", file_id=file_id, held=rec.offset)
+                    raise
+                except BaseException:
+                    self._commit(fd, rec, held)  # a broken part keeps what arrived
+                    raise
+                self._commit(fd, rec, held)
             finally:
                 os.close(fd)
             return held
         finally:
             self._busy.discard(file_id)
+
+    def _commit(self, fd: int, rec: PeerFileRecord, held: int) -> None:
+        """Count `held` bytes: fsync them, then replace the record. If either fails, the part is
+        cut back to where it started and refused (503)."""
+        try:
+            os.fsync(fd)
+            self._save(msgspec.structs.replace(rec, offset=held, touched_at=self.clock.now()))
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, rec.offset)
+            log.warning("peer_files.write_failed", file_id=rec.file_id, errno=e.errno)
+            raise disk_error(e) from e
+
+    def adopt(self, file_ids: Iterable[str], message_id: str) -> None:
+        """The files an accepted envelope names are its message's now: they no longer expire as
+        orphans (they go with the message, `dispose`)."""
+        for file_id in file_ids:
+            rec = self.get(file_id)
+            if rec is not None and rec.message_id is None:
+                self._save(msgspec.structs.replace(rec, message_id=message_id))
+
+    def sweep(self, now: dt.datetime, limit: int) -> int:
+        """Remove orphans: ciphertexts no accepted envelope names, untouched for
+        `files.peer_orphan_ttl_seconds` (the envelope never came, or was refused). Reads at most
+        `limit` records a run (the next run goes on after the last one read); returns how many
+        were removed. A sender still retrying asks the offset held and sends the file again."""
+        if not self.directory.is_dir():
+            return 0
+        names = sorted(p.name[:-5] for p in self.directory.glob("*.json"))
+        todo = [n for n in names if n > self._sweep_after][:limit]
+        self._sweep_after = todo[-1] if len(todo) == limit else ""
+        ttl = dt.timedelta(seconds=self.config.peer_orphan_ttl_seconds)
+        removed = 0
+        for file_id in todo:
+            rec = self.get(file_id)
+            if rec is None or rec.message_id is not None or file_id in self._busy:
+                continue
+            touched = rec.touched_at or dt.datetime.fromtimestamp(
+                (self.directory / f"{file_id}.json").stat().st_mtime, dt.timezone.utc
+            )
+            if now >= touched + ttl:
+                removed += self._remove(file_id)
+        if removed:
+            self._sync_dir()
+            log.info("peer_files.orphans_removed", removed=removed)
+        return removed
 
     def check(self, file_id: str, size: int, sha256: str, key_b64: str) -> None:
         """Decrypt and hash the whole ciphertext against what the document says (once: a file that
@@ -167,7 +236,7 @@ class PeerFiles:
                 digest.update(plain)
         digest.update(dec.finish())
         digest.finish(size, bytes.fromhex(sha256))
-        self._save(msgspec.structs.replace(rec, verified_sha256=sha256))
+        self._save(msgspec.structs.replace(rec, verified_sha256=sha256, touched_at=self.clock.now()))
 
     def dispose(self, file_ids: Iterable[str]) -> int:
         """Delete the ciphertexts and records of these files (a message's files at its
