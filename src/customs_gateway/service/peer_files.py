@@ -12,6 +12,7 @@ go to disk in pieces of at most `PIECE`, and ciphertext is made and checked chun
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime as dt
@@ -376,7 +377,8 @@ async def push(
 ) -> int:
     """Send one file's ciphertext to `url` (`.../peer/v1/files/{file_id}`) from the offset the
     peer holds, in PUTs of at most `part` bytes, each answered with the offset held before the next
-    goes: a broken link costs at most one part sent twice. Returns the ciphertext bytes sent;
+    goes: a broken link costs at most one part sent twice. The next part's ciphertext is made in a
+    thread while the current one is answered (two parts in memory at most). Returns the ciphertext bytes sent;
     raises GatewayError (`file.push_failed`) when the peer refuses a part; aiohttp and OS errors
     pass through (the link is down, the next attempt resumes)."""
     progress = progress if progress is not None else Progress()
@@ -385,27 +387,49 @@ async def push(
     async with session.head(url, ssl=ssl) as resp:  # type: ignore[arg-type]
         held = int(resp.headers.get("Upload-Offset", "0")) if resp.status == 200 else 0
     pieces = ciphertext_from(chunks, key_b64, size, held)
-    pending = b""
-    while held < total:
-        end = min(held + part, total)
+    carry = b""
 
-        async def body(start: int = held, stop: int = end) -> AsyncIterator[bytes]:
-            nonlocal pending
-            at = start
-            while at < stop:
-                if not pending:
-                    pending = next(pieces)
-                piece, pending = pending[: stop - at], pending[stop - at :]
-                at += len(piece)
-                progress.sent += len(piece)
-                yield piece
+    def take(n: int) -> list[bytes]:
+        """The next `n` ciphertext bytes, in the pieces they come in (made in a thread, so the
+        next part is ready while the peer writes and answers this one)."""
+        nonlocal carry
+        out, got = [], 0
+        while got < n:
+            if not carry:
+                made = next(pieces, None)
+                if made is None:
+                    raise GatewayError("the file ended before its size", code="file.push_failed")
+                carry = made
+            piece, carry = carry[: n - got], carry[n - got :]
+            out.append(piece)
+            got += len(piece)
+        return out
 
-        headers = {"Content-Range": f"bytes {held}-{end - 1}/{total}", "Content-Type": "application/octet-stream"}
-        async with session.put(url, data=body(), headers=headers, ssl=ssl) as resp:  # type: ignore[arg-type]
-            got = resp.headers.get("Upload-Offset")
-            await resp.read()
-        if resp.status not in (200, 204) or got is None or int(got) != end:
-            why = f"the peer answered HTTP {resp.status} holding {got} of {total}"
-            raise GatewayError(why, code="file.push_failed")
-        held = end
+    def prepare(start: int) -> asyncio.Task[list[bytes]] | None:
+        return asyncio.create_task(asyncio.to_thread(take, min(part, total - start))) if start < total else None
+
+    nxt = prepare(held)
+    try:
+        while nxt is not None:
+            ready = await nxt
+            end = held + sum(len(p) for p in ready)
+            nxt = prepare(end)  # at most two parts in memory: the one in flight and the next
+
+            async def body(ready: list[bytes] = ready) -> AsyncIterator[bytes]:
+                for piece in ready:
+                    progress.sent += len(piece)
+                    yield piece
+
+            headers = {"Content-Range": f"bytes {held}-{end - 1}/{total}", "Content-Type": "application/octet-stream"}
+            async with session.put(url, data=body(), headers=headers, ssl=ssl) as resp:  # type: ignore[arg-type]
+                got = resp.headers.get("Upload-Offset")
+                await resp.read()
+            if resp.status not in (200, 204) or got is None or int(got) != end:
+                why = f"the peer answered HTTP {resp.status} holding {got} of {total}"
+                raise GatewayError(why, code="file.push_failed")
+            held = end
+    finally:
+        if nxt is not None:  # the link broke: the part made ahead is not sent (its error not news)
+            nxt.cancel()
+            nxt.add_done_callback(lambda t: t.cancelled() or t.exception())
     return progress.sent - before
