@@ -10,8 +10,8 @@ several PostgreSQL replicas), and expiry needs no schema in two stores.
 
 The SHA-256 of the whole file is computed as the bytes arrive. hashlib objects cannot be saved,
 so a gateway keeps each upload's running hash in memory while it runs; after a restart (or on
-another replica) the first part re-hashes the bytes held, streaming them in 1 MiB blocks in a
-thread: sequential reading at disk speed, once per upload per restart, for a digest that is then
+another replica) the first part re-hashes the bytes held, decrypting them one 64 KiB record at a
+time in a thread: sequential reading at disk speed, once per upload per restart, for a digest that is then
 the plain SHA-256 the document names, with no second format to keep.
 
 The bytes are never on disk in clear (`core.filerest`, decision 0015): each upload has a random
@@ -377,8 +377,8 @@ class FileUploads:
 
     def chunks(self, file_id: str, first: int = 0) -> Iterator[bytes]:
         """The plaintext of a complete upload, one 64 KiB chunk at a time from chunk `first`
-        (the last may be shorter), decrypted as it is read. Raises UploadError `file.not_found`
-        (410) if the upload is gone, FileRestError if a record does not open, `Disposed` once
+        (the last may be shorter), decrypted as it is read. Raises UploadError `file.gone` (410)
+        if the upload is gone or incomplete, FileRestError if a record does not open, `Disposed` once
         the message's day key was destroyed."""
         rec = self.get(file_id)
         if rec is None or not rec.complete:
@@ -433,7 +433,8 @@ class FileUploads:
                 continue
             removed += self._meta(file_id).exists() or self._data(file_id).exists()
             self._remove(file_id)
-        self._sync_dir()
+        if self.directory.is_dir():
+            self._sync_dir()
         return removed
 
     def sweep(self, now: dt.datetime, limit: int) -> int:
