@@ -213,6 +213,9 @@ class CuttingProxy:
         self.up = 0  # client -> target bytes
         self.down = 0
         self.cuts = 0
+        #: Cut every connection as soon as this many bytes were relayed upstream (None: never).
+        self.cut_at: int | None = None
+        self.relayed_at_cut = 0
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -235,6 +238,10 @@ class CuttingProxy:
                 while data := await src.read(65536):
                     if upstream:
                         self.up += len(data)
+                        if self.cut_at is not None and self.up >= self.cut_at:
+                            self.cut_at, self.relayed_at_cut = None, self.up
+                            self.cut()  # in the data path: no race with a fast transfer
+                            return
                     else:
                         self.down += len(data)
                     dst.write(data)

@@ -411,20 +411,20 @@ class Bench:
             )
             total = filecrypt.ciphertext_size(size)
             cut: dict[str, int] = {}
+            base = [0]  # bytes relayed before the file's message was submitted
             watchers: list[asyncio.Task[None]] = []
             try:
                 await pair.start(us)
 
                 async def on_submitted(mid: str, fid: str) -> None:
-                    async def watch() -> None:
-                        start = proxy.up
-                        while proxy.up - start < total // 2:
-                            await asyncio.sleep(0.002)
-                        cut["relayed_at_cut"] = proxy.up - start
-                        proxy.cut()
-                        cut["held_right_after_cut"] = bf.peer_offset(homes[cn].config_path, fid)
+                    base[0] = proxy.up
+                    proxy.cut_at = proxy.up + total // 2  # the relay cuts in its data path
+                    watchers.append(asyncio.create_task(held_after(fid)))
 
-                    watchers.append(asyncio.create_task(watch()))
+                async def held_after(fid: str) -> None:
+                    while proxy.cut_at is not None:
+                        await asyncio.sleep(0.01)
+                    cut["held_right_after_cut"] = bf.peer_offset(homes[cn].config_path, fid)
 
                 before = proxy.up
                 res = await run(on_submitted)
@@ -433,8 +433,9 @@ class Bench:
                 for w in watchers:
                     w.cancel()
                 await proxy.stop()
-            if not proxy.cuts or "relayed_at_cut" not in cut:
+            if not proxy.relayed_at_cut:
                 raise RuntimeError("the transfer ended before the relay cut it")
+            cut["relayed_at_cut"] = proxy.relayed_at_cut - base[0]
             twice = max(0, relayed - total)
             row.value = round(100 * twice / total, 2)
             row.met = row.value < 10
