@@ -30,6 +30,10 @@ ROWS = (
     "rss",
     "rss_queued",
     "audit_verify",
+    "file_ceiling",
+    "file_e2e",
+    "file_rss",
+    "file_resume",
 )
 
 
@@ -55,8 +59,8 @@ def _postgres_available() -> bool:
 
 def test_quick_bench_measures_every_row() -> None:
     cmd = [sys.executable, "-m", "customs_gateway.cli.main", "bench", "--quick", "--json"]
-    cmd += ["--seconds", "1", "--rate", "100", "--queued", "2000", "--audit-entries", "1200"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    cmd += ["--seconds", "1", "--rate", "100", "--queued", "2000", "--audit-entries", "1200", "--file-mib", "8"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result: dict[str, Any] = json.loads(proc.stdout)
     assert result["schema"] == "customs-gateway/bench/v1"
@@ -68,7 +72,7 @@ def test_quick_bench_measures_every_row() -> None:
             assert row["status"] == "skipped" and row["note"], row
             continue
         assert row["status"] == "ok", row
-        assert row["value"] > 0, row
+        assert row["value"] > 0 or key in ("file_rss", "file_resume"), row
     assert rows["gateway"]["details"]["delivered"] > 0
     assert rows["gateway_batch"]["details"]["delivered"] > 0 and not rows["gateway_batch"]["details"]["never_delivered"]
     assert rows["gateway"]["details"]["drain_seconds"] >= 0
@@ -78,3 +82,10 @@ def test_quick_bench_measures_every_row() -> None:
     assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
     assert rows["rss_queued"]["details"]["pending_seen"] == 2000
     assert rows["audit_verify"]["details"]["entries"] == 1200
+    e2e = rows["file_e2e"]["details"]
+    assert e2e["bytes"] == 8 << 20 and e2e["ratio_to_ceiling"] > 0
+    resume = rows["file_resume"]["details"]
+    assert (
+        resume["relayed_at_cut"] >= resume["ciphertext_bytes"] // 2
+        and resume["relayed_bytes"] >= resume["ciphertext_bytes"]
+    )

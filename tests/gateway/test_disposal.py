@@ -247,3 +247,47 @@ async def test_retention_status_and_metrics(jump_pair: tuple[Pair, JumpClock]) -
     assert lines["customs_gateway_retention_due_messages"] == 0
     assert lines["customs_gateway_retention_oldest_held_overdue_seconds"] > 0
     assert json.dumps(st)  # plain JSON
+
+
+async def _training(pair: Pair, clock: JumpClock) -> tuple[str, str]:
+    """US sends a training material with one file, retained until tomorrow: (message id, file id)."""
+    until = (clock.now().date() + dt.timedelta(days=1)).isoformat()
+    body = await pair.apis[US].with_files("training-material")
+    status, res, _ = await pair.apis[US].call(
+        "POST",
+        "/v1/messages",
+        json_body={"type": "training-material", "to": CN, "body": body, "handling": {"retain_until": until}},
+    )
+    assert status == 202, res
+    await pair.apis[US].wait_status(res["id"], {"delivered"})
+    return str(res["id"]), str(body["files"][0]["file_id"])
+
+
+async def _download(pair: Pair, side: str, path: str) -> tuple[int, bytes]:
+    api = pair.apis[side]
+    async with api.session.get(api.url + path, headers={"Authorization": f"Bearer {api.tokens['agency']}"}) as r:
+        return r.status, await r.read()
+
+
+async def test_files_are_disposed_of_with_their_message_unless_held(jump_pair: tuple[Pair, JumpClock]) -> None:
+    pair, clock = jump_pair
+    gone, gone_file = await _training(pair, clock)
+    held, held_file = await _training(pair, clock)
+    sent_dir, got_dir = pair.gw(US).files.directory, pair.gw(CN).peer_files.directory
+    assert (sent_dir / f"{gone_file}.data").exists() and (got_dir / f"{gone_file}.data").exists()
+    status, _, _ = await pair.apis[US].call(
+        "POST", "/v1/admin/holds", role="admin", json_body={"message_id": held, "reason": "the sender keeps its copy"}
+    )
+    assert status == 201
+    before = {side: await _download(pair, side, p) for side, p in ((US, f"/v1/messages/{held}/files/{held_file}"),)}
+    assert before[US][0] == 200
+    clock.jump(dt.timedelta(days=2))
+    us_run, cn_run = await pair.gw(US).disposal.run_once(), await pair.gw(CN).disposal.run_once()
+    assert us_run.disposed == [gone] and us_run.files == 1 and us_run.days_destroyed
+    assert sorted(cn_run.disposed) == sorted([gone, held]) and cn_run.files == 2  # the hold is US's own
+    for path in (sent_dir / f"{gone_file}.data", sent_dir / f"{gone_file}.json", got_dir / f"{gone_file}.data"):
+        assert not path.exists(), path
+    assert (await _download(pair, US, f"/v1/messages/{gone}/files/{gone_file}"))[0] == 410
+    assert (await _download(pair, CN, f"/v1/inbox/{gone}/files/{gone_file}"))[0] == 410
+    # US's held copy: its document and its file outlive the day key (both under the hold's key).
+    assert await _download(pair, US, f"/v1/messages/{held}/files/{held_file}") == before[US]

@@ -5,6 +5,7 @@ the message enters the inbox, streams out decrypted with Range, and memory stays
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import ssl
 import tracemalloc
@@ -17,12 +18,14 @@ import pytest
 
 from customs_gateway.core import docfiles, filecrypt
 from customs_gateway.core.bundle import PeerKeys
+from customs_gateway.core.clock import SystemClock
 from customs_gateway.core.envelope import SignedDocument
 from customs_gateway.core.errors import GatewayError
 from customs_gateway.core.filecrypt import FileError
 from customs_gateway.core.receipt import Statement, verify_refusal
 from customs_gateway.service import tls
 from customs_gateway.service.peer_files import PART, MissingFile, PeerFiles, Progress, ciphertext_from, push
+from customs_gateway.startup.config import FilesConfig
 
 from .conftest import CN, US, Pair, sample
 from .test_files_upload import MB, chunks, pattern
@@ -128,7 +131,7 @@ async def test_a_transfer_broken_midway_resumes_after_a_restart_sending_little_t
     # The sender's own push, cut off by the receiver going down in the middle of a part.
     first = Progress()
     async with aiohttp.ClientSession() as session:
-        path = pair.gw(US).files.data_path(fid)
+        path = functools.partial(pair.gw(US).files.chunks, fid)
         task = asyncio.create_task(
             push(session, file_url(pair, fid), peer_ssl(pair), path, f.key, f.size, progress=first)
         )
@@ -174,7 +177,7 @@ async def test_a_ciphertext_that_does_not_check_out_is_refused_and_never_enters_
     await worker.stop()
     mid = await submit_guide(pair, fid)
     f = await sent_file(pair, mid)
-    cipher = tamper(b"".join(ciphertext_from(pair.gw(US).files.data_path(fid), f.key, f.size, 0)))
+    cipher = tamper(b"".join(ciphertext_from(functools.partial(pair.gw(US).files.chunks, fid), f.key, f.size, 0)))
     async with (
         aiohttp.ClientSession() as session,
         session.put(
@@ -233,7 +236,7 @@ async def test_the_peer_file_route_refuses_bad_parts_with_clear_problems(pair: P
 
 
 def held(tmp_path: Path, cipher: bytes, file_id: str = "019ae8d0-6b3c-7c4a-9d2e-3f1a5b7c9d01") -> PeerFiles:
-    files = PeerFiles(tmp_path, 1 << 30)
+    files = PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock())
 
     async def body() -> AsyncIterator[bytes]:
         yield cipher

@@ -22,11 +22,14 @@ from typing import Any
 import msgspec
 from aiohttp.test_utils import TestClient, TestServer
 
+from customs_gateway.core import filerest
 from customs_gateway.core.clock import FixedClock, JumpClock
+from customs_gateway.core.storekey import StoreKey
 from customs_gateway.http.files import FILES
 from customs_gateway.http.local import local_app
 from customs_gateway.service.files import FileUploads
 from customs_gateway.startup.config import Config, FilesConfig
+from customs_gateway.startup.daykeys import DayKeys
 
 from .conftest import US, Pair, role_tokens
 
@@ -119,7 +122,9 @@ async def test_a_file_in_parts_across_restarts_keeps_its_offset_and_digest(pair:
         assert body["offset"] == end and headers["Upload-Offset"] == str(end)
     assert body["complete"] is True
     assert body["sha256"] == hashlib.sha256(data).hexdigest()
-    assert (files_dir(pair) / f"{fid}.data").read_bytes() == data
+    held = (files_dir(pair) / f"{fid}.data").read_bytes()
+    assert data[:64] not in held and len(held) == filerest.data_size(len(data))  # sealed at rest
+    assert b"".join(pair.gw(US).files.chunks(fid)) == data
     status, got, _ = await request(pair, "GET", f"/v1/files/{fid}")
     assert status == 200 and got == body
     status, problem, _ = await request(pair, "PATCH", f"/v1/files/{fid}", data=b"", headers={"Upload-Offset": "0"})
@@ -262,7 +267,7 @@ async def test_a_full_disk_is_503_and_keeps_nothing_of_the_part(pair: Pair) -> N
         assert (r.status, (await r.json())["code"]) == (503, "file.disk_full")
         r = await client.head(f"/v1/files/{fid}", headers=h)
         assert r.headers["Upload-Offset"] == "200000"
-        assert (uploads.directory / f"{fid}.data").stat().st_size == 200_000
+        assert (uploads.directory / f"{fid}.data").stat().st_size == filerest.data_size(200_000)
         uploads.write = os.write
         r = await client.patch(f"/v1/files/{fid}", data=data[200_000:], headers={**h, "Upload-Offset": "200000"})
         assert r.status == 200
@@ -304,7 +309,8 @@ async def test_idle_uploads_expire_and_the_sweep_is_bounded(jump_pair: tuple[Pai
 
     directory = files_dir(pair)
     server = pair.lp.servers[US]
-    sweeper = FileUploads(directory, server.config.files, clock, server.gateway.ids)
+    gw = server.gateway
+    sweeper = FileUploads(directory, gw.config.files, clock, gw.ids, wrap_key=bytes(32), day_keys=gw.day_keys)
     assert set(ids) <= _uploads_of(directory)
     removed = [sweeper.sweep(clock.now(), limit=2) for _ in range(4)]
     assert sum(removed) == 4 and max(removed) <= 2
@@ -442,7 +448,9 @@ def test_a_files_directory_that_cannot_be_made_is_a_configuration_error(tmp_path
 
     (tmp_path / "occupied").write_text("a file, not a directory")
     clock = SystemClock()
-    uploads = FileUploads(tmp_path / "occupied" / "files", FilesConfig(), clock, UUID7Source(clock))
+    days = DayKeys(tmp_path / "days", StoreKey(bytes(32)))
+    files = tmp_path / "occupied" / "files"
+    uploads = FileUploads(files, FilesConfig(), clock, UUID7Source(clock), wrap_key=bytes(32), day_keys=days)
     try:
         uploads.open()
     except ConfigError as e:

@@ -29,7 +29,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from ..bench import benchmark as bm
+from ..bench import benchmark_files as bf
 from ..bench import benchmark_pair as bp
+from ..core import filecrypt
 from ..core.errors import ConfigError, StoreUnavailable
 from ..service.pair import IDENTITIES, LocalPair, prepare_pair
 from ..startup.config import ENV_PREFIX, RESERVED_ENV
@@ -49,6 +51,10 @@ ROW_KEYS = (
     "rss",
     "rss_queued",
     "audit_verify",
+    "file_ceiling",
+    "file_e2e",
+    "file_rss",
+    "file_resume",
 )
 #: Messages per request of the batch-submission row.
 BATCH_SIZE = 100
@@ -67,6 +73,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rate", type=float, default=500.0, help="offered load of the latency run, msg/s (500)")
     p.add_argument("--queued", type=int, help="messages queued for a stopped peer (default 1,000,000; quick 20,000)")
     p.add_argument("--audit-entries", type=int, help="entries of the verified audit bundle (100,000; quick 10,000)")
+    p.add_argument("--file-mib", type=int, help="size of the file rows' file in MiB (default 1024; quick 64)")
     p.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/", help="RabbitMQ for the reference")
     p.add_argument(
         "--pg-dsn",
@@ -95,6 +102,7 @@ class Settings:
     settle_seconds: float = 5.0
     queued: int = 1_000_000
     audit_entries: int = 100_000
+    file_mib: int = 1024
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     pg_dsn: str = PG_DSN_DEFAULT
     in_process: bool = False
@@ -119,6 +127,7 @@ class Settings:
             settle_seconds=min(5.0, max(2.0, secs / 2)),
             queued=args.queued if args.queued is not None else (20_000 if args.quick else 1_000_000),
             audit_entries=args.audit_entries or (10_000 if args.quick else 100_000),
+            file_mib=args.file_mib or (64 if args.quick else 1024),
             amqp_url=args.amqp_url,
             pg_dsn=args.pg_dsn,
             in_process=args.in_process,
@@ -389,6 +398,135 @@ class Bench:
             row.met = share >= 0.8
             row.note += f"; {share:.2f}× the SQLite row"
 
+    async def file_rows(self) -> None:
+        """One file end to end between two serve processes: throughput against the same-run
+        ceiling, memory growth while it crosses, and bytes sent twice after a connection cut."""
+        s = self.s
+        size = s.file_mib * bf.MIB
+        ceil = Row("file_ceiling", "file crypto ceiling (STREAM enc + SHA-256 + dec + SHA-256)", unit="MB/s")
+        e2e = Row("file_e2e", f"one {s.file_mib:,} MiB file end to end", unit="MB/s", target="≥ 0.5 × ceiling")
+        rss = Row("file_rss", "gateway RSS growth while the file crosses", unit="MiB", target="≤ 64")
+        resume = Row("file_resume", "bytes sent twice after a connection cut at ~50 %", unit="%", target="< 10")
+
+        async def ceiling(row: Row) -> None:
+            res = await asyncio.to_thread(bf.file_ceiling, min(size, 256 * bf.MIB))
+            row.value, row.details = res["mb_per_second"], res
+            row.note = f"one core, no I/O, {res['bytes'] / bf.MIB:,.0f} MiB"
+
+        await self.measure(ceil, ceiling)
+        if not {"file_e2e", "file_rss", "file_resume"} & set(s.only):
+            for r in (e2e, rss, resume):
+                await self.measure(r, _nothing)
+            return
+        us, cn = IDENTITIES
+        homes = prepare_pair(self.root / "files")
+        tokens = {name: (await bp.issue_agency_token(homes[name]))[1] for name in (us, cn)}
+        pair = bp.ProcessPair(homes)
+        transfer: dict[str, Any] = {}
+
+        async def run(on_submitted: Any = None) -> dict[str, Any]:
+            return await bf.file_transfer(
+                homes[us].local_url,
+                tokens[us],
+                homes[cn].local_url,
+                tokens[cn],
+                cn,
+                size,
+                on_submitted=on_submitted,
+            )
+
+        async def end_to_end(row: Row) -> None:
+            sampler = bf.RssSampler({us: pair.pid(us), cn: pair.pid(cn)})
+            await asyncio.sleep(1.0)  # let start-up work settle before the idle reading
+            sampler.start()
+            idle = sampler.now()
+            try:
+                res = await run()
+            finally:
+                await sampler.stop()
+            transfer.update(res, idle_kib=idle, peak_kib=dict(sampler.peak))
+            row.value, row.details = res["mb_per_second"], res
+            if ceil.status == "ok" and ceil.value:
+                res["ratio_to_ceiling"] = round(row.value / ceil.value, 3)
+                row.met = res["ratio_to_ceiling"] >= 0.5
+            row.note = (
+                f"upload {res['upload_seconds']} s, delivered {res['deliver_seconds']} s later, "
+                f"download {res['download_seconds']} s; ratio to ceiling {res.get('ratio_to_ceiling', '?')}"
+            )
+
+        async def memory(row: Row) -> None:
+            if not transfer:
+                raise bm.Skipped("needs the file_e2e transfer")
+            idle, peak = transfer["idle_kib"], transfer["peak_kib"]
+            growth = {n: round((peak[n] - idle[n]) / 1024, 1) for n in idle}
+            row.value = max(growth.values())
+            row.met = row.value <= 64
+            row.details = {"growth_mib": growth, "idle_kib": idle, "peak_kib": peak, "how": "VmRSS, with workers"}
+            row.note = ", ".join(f"{n} +{g} MiB (idle {idle[n] / 1024:.0f})" for n, g in growth.items())
+
+        async def cut_midway(row: Row) -> None:
+            # The sender reaches the receiver through a relay that cuts the connection at ~50 %.
+            await pair.stop(us)
+            proxy = bf.CuttingProxy(homes[cn].peer_port)
+            port = await proxy.start()
+            cfg = homes[us].config_path
+            cfg.write_text(
+                cfg.read_text(encoding="utf-8").replace(f"127.0.0.1:{homes[cn].peer_port}", f"127.0.0.1:{port}"),
+                encoding="utf-8",
+            )
+            total = filecrypt.ciphertext_size(size)
+            cut: dict[str, int] = {}
+            base = [0]  # bytes relayed before the file's message was submitted
+            watchers: list[asyncio.Task[None]] = []
+            try:
+                await pair.start(us)
+
+                async def on_submitted(mid: str, fid: str) -> None:
+                    base[0] = proxy.up
+                    proxy.cut_at = proxy.up + total // 2  # the relay cuts in its data path
+                    watchers.append(asyncio.create_task(held_after(fid)))
+
+                async def held_after(fid: str) -> None:
+                    while proxy.cut_at is not None:
+                        await asyncio.sleep(0.01)
+                    cut["held_right_after_cut"] = bf.peer_offset(homes[cn].config_path, fid)
+
+                before = proxy.up
+                res = await run(on_submitted)
+                relayed = proxy.up - before
+            finally:
+                for w in watchers:
+                    w.cancel()
+                await proxy.stop()
+            if not proxy.relayed_at_cut:
+                raise RuntimeError("the transfer ended before the relay cut it")
+            cut["relayed_at_cut"] = proxy.relayed_at_cut - base[0]
+            twice = max(0, relayed - total)
+            row.value = round(100 * twice / total, 2)
+            row.met = row.value < 10
+            row.details = {**res, **cut, "ciphertext_bytes": total, "relayed_bytes": relayed, "sent_twice": twice}
+            row.note = (
+                f"cut after {cut['relayed_at_cut'] / bf.MIB:,.1f} MiB relayed; {relayed / bf.MIB:,.1f} MiB relayed"
+                f" in all for {total / bf.MIB:,.1f} MiB of ciphertext (TLS, HTTP and the envelope included)"
+            )
+
+        try:
+            try:
+                await pair.start(cn)
+                await pair.start(us)
+            except Exception as e:
+                for r in (e2e, rss, resume):
+                    await self.measure(r, _raise(e))
+                return
+            await self.measure(e2e, end_to_end)
+            await self.measure(rss, memory)
+            await self.measure(resume, cut_midway)
+        finally:
+            await pair.stop_all()
+            for home in homes.values():  # gigabytes: do not wait for the temporary directory's cleanup
+                for f in home.dir.glob("data/files/**/*.data"):
+                    f.unlink()
+
     def _spy(self, pair: bp.BenchPair, warmup: float, window: float) -> list[subprocess.Popen[bytes]]:
         if self.py_spy is None:
             return []
@@ -531,6 +669,7 @@ class Bench:
         await self.measure(q, self.rss_queued)
         av = Row("audit_verify", f"audit verify of {s.audit_entries:,} entries", unit="s", target="≤ 10 per 100k")
         await self.measure(av, self.audit_verify)
+        await self.file_rows()
         self.rows = {k: self.rows[k] for k in ROW_KEYS if k in self.rows}
 
 

@@ -42,6 +42,7 @@ KINDS: Final = frozenset(
         "day_key_destroyed",
         "hold_placed",
         "hold_released",
+        "file_downloaded",
     }
 )
 

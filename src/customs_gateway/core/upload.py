@@ -50,6 +50,14 @@ class UploadRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: The first message that names this upload: from then on it never expires (it goes with
     #: that message, DESIGN §13).
     named_by: str | None = None
+    #: The upload key (`core.filerest`), base64url: wrapped under the store's wrap key while no
+    #: message names the upload (`key_wrapped`), sealed under the message's retention day key
+    #: once one does (`key_sealed`). Never in clear.
+    key_wrapped: str | None = None
+    key_sealed: str | None = None
+    #: The record of the last, partial chunk (`core.filerest`), base64url; None when the bytes
+    #: held end on a chunk boundary.
+    tail: str | None = None
 
     @property
     def complete(self) -> bool:

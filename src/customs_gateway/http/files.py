@@ -13,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Final
 
 from aiohttp import ClientConnectionResetError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..core.audit import AuditEntry
 from ..core.docfiles import SealedFile, sealed_files
 from ..core.encoding import format_ts
 from ..core.envelope import BUSINESS_TYPES, SignedDocument
@@ -143,13 +144,14 @@ async def get_file(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, gw: Gateway) -> None:
-    """Mount the files directory on the local API: created at start-up, swept while it runs."""
+    """Mount the files directory on the local API: created at start-up, swept while it runs
+    (expired uploads, and ciphertexts from the peer that no envelope came for)."""
     uploads = gw.files
     app[FILES] = uploads
 
     async def sweeper(app: web.Application) -> AsyncIterator[None]:
         uploads.open()
-        task = asyncio.create_task(uploads.run_sweeper(), name="files-sweeper")
+        task = asyncio.create_task(uploads.run_sweeper(gw.peer_files.sweep), name="files-sweeper")
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -187,10 +189,30 @@ def byte_range(raw: str | None, size: int) -> tuple[int, int] | None:
 
 
 async def _stream(
-    request: web.Request, f: SealedFile, pieces: Callable[[int, int], Iterator[bytes]]
+    request: web.Request,
+    f: SealedFile,
+    pieces: Callable[[int, int], Iterator[bytes]],
+    message_id: str,
+    peer: str,
 ) -> web.StreamResponse:
+    """Stream `f` (one `Range`), after writing the download's audit entry: who, which message,
+    which file, which bytes. A file that cannot be read (disposed, gone) is refused before the
+    entry and before any byte."""
     span = byte_range(request.headers.get("Range"), f.size)
     first, last = span if span is not None else (0, f.size - 1)
+    out: Iterator[bytes] = pieces(first, last) if f.size else iter(())
+    gw = request.app[GATEWAY]
+    caller = request[CALLER]
+    entry = AuditEntry(
+        at=gw.clock.now(),
+        kind="file_downloaded",
+        actor=caller.actor,
+        message_id=message_id,
+        peer=peer,
+        digests={"file": f.sha256},
+        detail={"file_id": f.file_id, "range": f"{first}-{last}" if f.size else "", "size": f.size},
+    )
+    await gw.store.append_audit([entry])
     headers = {
         "Content-Type": f.media_type,
         "Accept-Ranges": "bytes",
@@ -203,9 +225,8 @@ async def _stream(
         headers["Content-Range"] = f"bytes {first}-{last}/{f.size}"
     resp = web.StreamResponse(status=206 if span is not None else 200, headers=headers)
     await resp.prepare(request)
-    if f.size:
-        for piece in pieces(first, last):  # a chunk (64 KiB) at a time: memory stays flat
-            await resp.write(piece)
+    for piece in out:  # a chunk (64 KiB) at a time: memory stays flat
+        await resp.write(piece)
     await resp.write_eof()
     return resp
 
@@ -235,7 +256,8 @@ async def inbox_file(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"no inbox message {request.match_info['id']}", code="inbox.not_found", field="id")
     _not_disposed(it.id, it.disposed_at)
     f = _named(sealed_files(it.type, it.body), request.match_info["file_id"])
-    return await _stream(request, f, lambda a, b: gw.peer_files.plaintext(f.file_id, f.key, f.size, a, b))
+    pieces = functools.partial(gw.peer_files.plaintext, f.file_id, f.key, f.size)
+    return await _stream(request, f, pieces, it.id, it.sender)
 
 
 async def message_file(request: web.Request) -> web.StreamResponse:
@@ -247,16 +269,4 @@ async def message_file(request: web.Request) -> web.StreamResponse:
     _not_disposed(m.id, m.disposed_at)
     document = SignedDocument.from_bytes(m.signed_document).document_bytes
     f = _named(sealed_files(m.type, document), request.match_info["file_id"])
-    return await _stream(request, f, lambda a, b: _plain_pieces(gw.files.data_path(f.file_id), a, b))
-
-
-def _plain_pieces(path: Path, first: int, last: int) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        fh.seek(first)
-        left = last - first + 1
-        while left > 0:
-            block = fh.read(min(65536, left))
-            if not block:
-                return
-            left -= len(block)
-            yield block
+    return await _stream(request, f, functools.partial(gw.files.plaintext, f.file_id), m.id, gw.peer.identity)

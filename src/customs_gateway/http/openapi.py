@@ -237,6 +237,7 @@ _PROBLEM_TEXT: Final = {
     404: "No such resource.",
     408: "The request body did not arrive within `security.body_read_timeout_seconds` (`http.body_timeout`).",
     409: "Conflicts with stored state.",
+    410: "Gone for good: disposed of at the end of its retention (`atrest.disposed`, `file.gone`).",
     413: "Request body larger than `security.max_body_bytes` (or a batch over `security.max_batch`).",
     415: "Content-Type is not the one this endpoint takes (`http.unsupported_media_type`).",
     422: "A field breaks a rule: `code` names the rule, `field` the JSON path, header or parameter.",
@@ -278,7 +279,9 @@ def _download(description: str) -> dict[str, Any]:
     return {
         "tags": ["files"],
         "description": description + " One `Range` (`bytes=a-b`, `a-`, `-n`) gives 206 with `Content-Range`; "
-        "`Digest-SHA256` is the whole file's SHA-256 (hex) as the document states it.",
+        "`Digest-SHA256` is the whole file's SHA-256 (hex) as the document states it. Each download is an "
+        "audit entry (`file_downloaded`: the token, the message, the file and the byte range), written before "
+        "the first byte; a file disposed of is 410 (`atrest.disposed`, `file.gone`) before any byte.",
         "parameters": [
             _param("path", "id", _str(format="uuid", maxLength=64), "message id", True),
             _param("path", "file_id", _str(format="uuid", maxLength=64), "the file's id in the document", True),
@@ -291,7 +294,7 @@ def _download(description: str) -> dict[str, Any]:
                 "description": "`file.range`: not one range inside the file.",
                 "content": {PROBLEM_TYPE: {"schema": _ref("Problem")}},
             },
-            **_problems(404, 422),
+            **_problems(404, 410, 422),
         },
     }
 
@@ -829,7 +832,8 @@ PEER_PATHS: Final[dict[str, dict[str, Any]]] = {
             "description": "The body is the file's ChaCha20-Poly1305 STREAM ciphertext, bytes `start..end` of `total` "
             "as `Content-Range: bytes start-end/total` says; `start` must be the offset held (else 409 "
             "`file.offset_mismatch`). The answer, 204 or a problem, carries `Upload-Offset`: the bytes held "
-            "(fsync'd), to resume from. A part cut off keeps what arrived (decision 0013).",
+            "(fsync'd), to resume from. A part cut off keeps what arrived (decision 0013); a part the disk "
+            "cannot take (503 `file.disk_full`, `file.write_failed`) keeps nothing, the offset held stays.",
             "security": _MTLS,
             "parameters": [
                 _param("path", "file_id", _str(format="uuid", maxLength=64), "the file's id", True),

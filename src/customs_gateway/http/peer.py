@@ -19,6 +19,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from ..core.errors import AuthError, GatewayError, SchemaError
+from ..core.upload import UploadError
 from ..service.evidence import peer_log_part
 from ..service.gateway import Gateway, WitnessSizeMismatch
 from ..service.peer_files import OffsetMismatch, parse_content_range
@@ -117,6 +118,11 @@ async def file_put(request: web.Request) -> web.Response:
     except OffsetMismatch as e:
         resp = from_error(e, request)
         resp.headers["Upload-Offset"] = str(e.held)
+        return resp
+    except UploadError as e:  # e.g. 503 file.disk_full: nothing of the part kept
+        resp = from_error(e, request)
+        rec = files.get(file_id)
+        resp.headers["Upload-Offset"] = str(rec.offset if rec else 0)
         return resp
     except (TimeoutError, ConnectionResetError, ClientConnectionResetError, HttpProcessingError) as e:
         # What arrived is kept (the record says how much): the sender resumes from there.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import random
 from dataclasses import dataclass
@@ -326,9 +327,11 @@ class DeliveryWorker:
                 continue
             document = SignedDocument.from_bytes(m.signed_document).document_bytes
             for f in docfiles.sealed_files(m.type, document):
-                path = self.gw.files.data_path(f.file_id)
+                chunks = functools.partial(self.gw.files.chunks, f.file_id)
                 url, ssl = base + f.file_id, client_ssl(self.tls)
-                sent = await peer_files.push(self._session, url, ssl, path, f.key, f.size, progress=self.file_progress)
+                sent = await peer_files.push(
+                    self._session, url, ssl, chunks, f.key, f.size, progress=self.file_progress
+                )
                 log.info("file.pushed", message_id=m.id, file_id=f.file_id, bytes=sent)
 
     def _judge(self, m: OutMessage, b: Built, v: Verdict, now: dt.datetime) -> AttemptOutcome:

@@ -121,18 +121,25 @@ class Disposal:
 
     def _dispose_files(self, row: DueRow) -> int:
         """Delete the files a disposed message named (its document was opened before disposal)."""
-        if row.signed_document is None or row.type not in BUSINESS_TYPES:
+        if row.signed_document is None:
             return 0
-        try:
-            document = SignedDocument.from_bytes(row.signed_document).document_bytes
-            ids = [f.file_id for f in docfiles.sealed_files(row.type, document)]
-        except (GatewayError, ValueError, msgspec.MsgspecError):
-            return 0
+        ids = self._file_ids(row.type, row.signed_document)
         if not ids:
             return 0
-        store = self.gw.files if row.direction == "outbound" else self.gw.peer_files
-        dispose = getattr(store, "dispose", None)
-        return int(dispose(ids)) if dispose is not None else 0
+        if row.direction == "outbound":
+            return self.gw.files.dispose(ids)
+        return self.gw.peer_files.dispose(ids)
+
+    @staticmethod
+    def _file_ids(msg_type: str, signed_document: bytes) -> list[str]:
+        """The ids of the files a stored signed document names (none for a control message)."""
+        if msg_type not in BUSINESS_TYPES:
+            return []
+        try:
+            document = SignedDocument.from_bytes(signed_document).document_bytes
+            return [f.file_id for f in docfiles.sealed_files(msg_type, document)]
+        except (GatewayError, ValueError, msgspec.MsgspecError):
+            return []
 
     async def _destroy_days(self, today: dt.date, now: dt.datetime) -> list[dt.date]:
         gw = self.gw
@@ -188,6 +195,10 @@ class Disposal:
         except BaseException:
             gw.day_keys.destroy_hold(hold_id)  # nothing was sealed under it
             raise
+        if placed.direction == "outbound":  # our uploads' keys go under the hold key too
+            m = await gw.store.get_message(placed.message_id)
+            if m is not None:
+                gw.files.hold(self._file_ids(m.type, m.signed_document), placed.message_id, hold_id)
         notice = await gw.send_hold_notice(placed, "placed", req.reason, caller)
         return replace(placed, notice_id=notice)
 

@@ -10,9 +10,17 @@ several PostgreSQL replicas), and expiry needs no schema in two stores.
 
 The SHA-256 of the whole file is computed as the bytes arrive. hashlib objects cannot be saved,
 so a gateway keeps each upload's running hash in memory while it runs; after a restart (or on
-another replica) the first part re-hashes the bytes held, streaming them in 1 MiB blocks in a
-thread: sequential reading at disk speed, once per upload per restart, for a digest that is then
+another replica) the first part re-hashes the bytes held, decrypting them one 64 KiB record at a
+time in a thread: sequential reading at disk speed, once per upload per restart, for a digest that is then
 the plain SHA-256 the document names, with no second format to keep.
+
+The bytes are never on disk in clear (`core.filerest`, decision 0016): each upload has a random
+key, kept wrapped in its record (under the store's wrap key, then, once a message names it, under
+that message's retention day key); the data file holds one sealed record per full 64 KiB chunk,
+written once and never again, and the last, partial chunk is sealed into the JSON record, written
+anew (a new nonce) with each part, so a part may end anywhere and the atomic record replacement
+keeps the bytes counted and their tail consistent. Everything that reads an upload (the push to
+the peer, the sender's download, the re-hash after a restart) decrypts chunk by chunk.
 """
 
 from __future__ import annotations
@@ -23,24 +31,32 @@ import datetime as dt
 import errno
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import msgspec
 import structlog
 
+from ..core import filerest
 from ..core.clock import Clock, IdSource
+from ..core.encoding import b64url, unb64url
 from ..core.errors import ConfigError, GatewayError
-from ..core.upload import UploadError, UploadRecord, check_declared_part, check_resume, overflow, room
+from ..core.filecrypt import CHUNK
+from ..core.keys import RandBytes
+from ..core.upload import FILE_ID, UploadError, UploadRecord, check_declared_part, check_resume, overflow, room
 from ..startup.config import FilesConfig
+from ..store.sealed import DayKeyring
 
 log = structlog.get_logger("customs_gateway.files")
 
 #: Writes bytes to a file descriptor, as `os.write` (injected: tests make the disk fill up).
 Writer = Callable[[int, bytes], int]
-_REHASH_BLOCK: Final = 1 << 20
 _DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def upload_id_ok(file_id: str) -> bool:
+    return FILE_ID.fullmatch(file_id) is not None
 
 
 class PartInterrupted(GatewayError):
@@ -51,7 +67,8 @@ class PartInterrupted(GatewayError):
     status = 400
 
 
-def _disk_error(e: OSError) -> UploadError:
+def disk_error(e: OSError) -> UploadError:
+    """The 503 refusal of a part the disk would not take (`file.disk_full`, else `file.write_failed`)."""
     if e.errno in _DISK_FULL:
         return UploadError(
             "the gateway's disk for files is full; nothing of this part was kept: retry later",
@@ -76,10 +93,16 @@ class FileUploads:
         clock: Clock,
         ids: IdSource,
         *,
+        wrap_key: bytes,
+        day_keys: DayKeyring,
+        randbytes: RandBytes = os.urandom,
         write: Writer = os.write,
         part_timeout: float = 30.0,
     ) -> None:
         self.directory = directory
+        self._wrap_key = wrap_key  # wraps the keys of uploads no message names yet
+        self.day_keys = day_keys  # seal the keys of uploads a message names (its retention day)
+        self.randbytes = randbytes
         self.part_timeout = part_timeout  # longest wait for the next piece of a part (the HTTP edge applies it)
         self.config = config
         self.clock = clock
@@ -100,10 +123,6 @@ class FileUploads:
 
     def _data(self, file_id: str) -> Path:
         return self.directory / f"{file_id}.data"
-
-    def data_path(self, file_id: str) -> Path:
-        """Where an upload's bytes are (an id already checked)."""
-        return self._data(file_id)
 
     def _meta(self, file_id: str) -> Path:
         return self.directory / f"{file_id}.json"
@@ -171,7 +190,10 @@ class FileUploads:
         """A new upload owned by `owner`, with the first part from `body`. If anything fails,
         nothing of it is kept (the caller never learnt its id)."""
         now = self.clock.now()
-        rec = UploadRecord(self.ids.new_id(), owner, media_type, filename, length, 0, now, now)
+        file_id = self.ids.new_id()
+        key = self.randbytes(filerest.KEY_BYTES)
+        wrapped = filerest.wrap_upload_key(self._wrap_key, file_id, key, self.randbytes(filerest.NONCE_BYTES))
+        rec = UploadRecord(file_id, owner, media_type, filename, length, 0, now, now, key_wrapped=b64url(wrapped))
         try:
             self._save(rec)
             os.close(os.open(self._data(rec.file_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -179,7 +201,7 @@ class FileUploads:
             return await self.append(rec, 0, body, content_length, fresh=True)
         except OSError as e:
             self._remove(rec.file_id)
-            raise _disk_error(e) from e
+            raise disk_error(e) from e
         except BaseException:
             self._remove(rec.file_id)
             raise
@@ -208,7 +230,7 @@ class FileUploads:
                 rec, hasher = await self._resume(rec)
             except OSError as e:
                 log.warning("files.resume_failed", file_id=rec.file_id, errno=e.errno)
-                raise _disk_error(e) from e
+                raise disk_error(e) from e
             if not fresh:  # a new upload (even one declared empty) takes its first part
                 check_resume(rec, offset)
             check_declared_part(rec, content_length, self.config.max_file_bytes)
@@ -216,26 +238,36 @@ class FileUploads:
         finally:
             self._busy.discard(rec.file_id)
 
+    def _seal(self, key: bytes, file_id: str, index: int, plain: bytes) -> bytes:
+        return filerest.seal_chunk(key, file_id, index, plain, self.randbytes(filerest.NONCE_BYTES))
+
     async def _receive(
         self, rec: UploadRecord, hasher: hashlib._Hash, limit: int, body: AsyncIterator[bytes], fresh: bool
     ) -> UploadRecord:
         start = hasher.copy()
         offset = rec.offset
         stopped: PartInterrupted | None = None
+        key = self.upload_key(rec)
+        index = filerest.full_chunks(rec.offset)
+        pending = bytearray(self._tail(rec, key))  # the partial chunk held: sealed again as it grows
         try:
             fd = os.open(self._data(rec.file_id), os.O_WRONLY)
         except OSError as e:  # the bytes went missing behind the gateway's back
             log.warning("files.write_failed", file_id=rec.file_id, errno=e.errno)
-            raise _disk_error(e) from e
+            raise disk_error(e) from e
         try:
-            os.lseek(fd, offset, os.SEEK_SET)
+            os.lseek(fd, filerest.data_size(rec.offset), os.SEEK_SET)
             try:
                 async for chunk in body:
                     if offset - rec.offset + len(chunk) > limit:
                         raise overflow(rec, self.config.max_file_bytes)
-                    self._write_all(fd, chunk)
                     hasher.update(chunk)
                     offset += len(chunk)
+                    pending += chunk
+                    while len(pending) >= CHUNK:
+                        self._write_all(fd, self._seal(key, rec.file_id, index, bytes(pending[:CHUNK])))
+                        del pending[:CHUNK]
+                        index += 1
             except PartInterrupted as e:
                 if fresh:
                     raise
@@ -249,16 +281,17 @@ class FileUploads:
                 length=length,
                 touched_at=self.clock.now(),
                 sha256=hasher.hexdigest() if done else None,
+                tail=b64url(self._seal(key, rec.file_id, index, bytes(pending))) if pending else None,
             )
             self._save(new)
         except BaseException as e:
-            # Nothing of this part is kept: the bytes are cut back, the digest is the one before.
+            # Nothing of this part is kept: the records are cut back, the digest is the one before.
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, rec.offset)
+                os.ftruncate(fd, filerest.data_size(rec.offset))
             self._hashes[rec.file_id] = (rec.offset, start)
             if isinstance(e, OSError):
                 log.warning("files.write_failed", file_id=rec.file_id, errno=e.errno)
-                raise _disk_error(e) from e
+                raise disk_error(e) from e
             raise
         finally:
             os.close(fd)
@@ -272,40 +305,152 @@ class FileUploads:
 
     async def _resume(self, rec: UploadRecord) -> tuple[UploadRecord, hashlib._Hash]:
         """The record and running digest of an upload about to take a part. A digest not held in
-        memory (a restart) is rebuilt from the bytes held; bytes past the recorded offset (a part
-        cut short by a crash before its record) are cut off."""
+        memory (a restart) is rebuilt from the records held; records past the recorded offset (a
+        part cut short by a crash before its record) are cut off."""
         cached = self._hashes.get(rec.file_id)
         if cached is not None and cached[0] == rec.offset:
             return rec, cached[1]
-        held, hasher = await asyncio.to_thread(self._rehash, rec.file_id, rec.offset)
-        if held != rec.offset:  # the bytes are shorter than their record says: believe the bytes
+        held, hasher = await asyncio.to_thread(self._rehash, rec)
+        if held != rec.offset:  # the records are fewer than the record says: believe the bytes
             log.warning("files.offset_behind_record", file_id=rec.file_id, recorded=rec.offset, held=held)
-            rec = msgspec.structs.replace(rec, offset=held, sha256=None)
+            rec = msgspec.structs.replace(rec, offset=held, sha256=None, tail=None)
             self._save(rec)
         self._hashes[rec.file_id] = (rec.offset, hasher)
         return rec, hasher
 
-    def _rehash(self, file_id: str, offset: int) -> tuple[int, hashlib._Hash]:
+    def _rehash(self, rec: UploadRecord) -> tuple[int, hashlib._Hash]:
         hasher = hashlib.sha256()
-        held = 0
-        with open(self._data(file_id), "r+b") as f:
-            while held < offset and (block := f.read(min(_REHASH_BLOCK, offset - held))):
-                hasher.update(block)
-                held += len(block)
-            if f.seek(0, os.SEEK_END) > held:
-                f.truncate(held)
+        key = self.upload_key(rec)
+        full = filerest.full_chunks(rec.offset)
+        with open(self._data(rec.file_id), "r+b") as f:
+            held = min(full, f.seek(0, os.SEEK_END) // filerest.RECORD)
+            for plain in self._read_chunks(f, key, rec.file_id, 0, held):
+                hasher.update(plain)
+            if held == full:
+                hasher.update(self._tail(rec, key))
+            if f.seek(0, os.SEEK_END) > held * filerest.RECORD:
+                f.truncate(held * filerest.RECORD)
                 os.fsync(f.fileno())
-        return held, hasher
+        return (rec.offset if held == full else held * CHUNK), hasher
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def upload_key(self, rec: UploadRecord) -> bytes:
+        """The upload's key, unwrapped: from the day key once a message names it (`Disposed`,
+        410, after its day key was destroyed), else from the store's wrap key. FileRestError if
+        it does not open."""
+        if rec.key_sealed is not None:
+            blob = unb64url(rec.key_sealed, field="key_sealed")
+            return self.day_keys.open(filerest.key_context(rec.file_id), blob)
+        if rec.key_wrapped is not None:
+            return filerest.unwrap_upload_key(self._wrap_key, rec.file_id, unb64url(rec.key_wrapped, field="key"))
+        raise filerest.FileRestError(
+            f"upload {rec.file_id} has no key (written in clear by an older version): upload it again",
+            code="file.at_rest_invalid",
+        )
+
+    def _tail(self, rec: UploadRecord, key: bytes) -> bytes:
+        """The plaintext of the partial chunk the record holds (b"" on a chunk boundary)."""
+        want = rec.offset % CHUNK
+        if rec.tail is None:
+            if want:
+                raise filerest.FileRestError(f"upload {rec.file_id} lost its last chunk", code="file.at_rest_truncated")
+            return b""
+        plain = filerest.open_chunk(key, rec.file_id, filerest.full_chunks(rec.offset), unb64url(rec.tail))
+        if len(plain) != want:
+            raise filerest.FileRestError(
+                f"the last chunk of upload {rec.file_id} is not the one its offset counts",
+                code="file.at_rest_truncated",
+            )
+        return plain
+
+    @staticmethod
+    def _read_chunks(f: BinaryIO, key: bytes, file_id: str, first: int, stop: int) -> Iterator[bytes]:
+        f.seek(first * filerest.RECORD)
+        for index in range(first, stop):
+            record = f.read(filerest.RECORD)
+            if len(record) != filerest.RECORD:
+                raise filerest.FileRestError(
+                    f"chunk record {index} of upload {file_id} is cut short", code="file.at_rest_truncated"
+                )
+            yield filerest.open_chunk(key, file_id, index, record)
+
+    def chunks(self, file_id: str, first: int = 0) -> Iterator[bytes]:
+        """The plaintext of a complete upload, one 64 KiB chunk at a time from chunk `first`
+        (the last may be shorter), decrypted as it is read. Raises UploadError `file.gone` (410)
+        if the upload is gone or incomplete, FileRestError if a record does not open, `Disposed` once
+        the message's day key was destroyed."""
+        rec = self.get(file_id)
+        if rec is None or not rec.complete:
+            raise UploadError(f"upload {file_id} is no longer held", code="file.gone", status=410, field="file_id")
+        return self._chunks(rec, self.upload_key(rec), first)  # the key now: a refusal before any byte
+
+    def _chunks(self, rec: UploadRecord, key: bytes, first: int) -> Iterator[bytes]:
+        full = filerest.full_chunks(rec.offset)
+        with open(self._data(rec.file_id), "rb") as f:
+            yield from self._read_chunks(f, key, rec.file_id, min(first, full), full)
+        if first <= full and rec.offset % CHUNK:
+            yield self._tail(rec, key)
+
+    def plaintext(self, file_id: str, first: int, last: int) -> Iterator[bytes]:
+        """Plaintext bytes `first..last` (inclusive) of a complete upload, chunk by chunk (raises
+        as `chunks` does before the first byte)."""
+        index = first // CHUNK
+        return self._span(self.chunks(file_id, index), index, first, last)
+
+    @staticmethod
+    def _span(chunks: Iterator[bytes], index: int, first: int, last: int) -> Iterator[bytes]:
+        for plain in chunks:
+            base = index * CHUNK
+            if base > last:
+                return
+            yield plain[max(first - base, 0) : last - base + 1]
+            index += 1
 
     # --- expiry ----------------------------------------------------------------------------
 
-    def claim(self, file_ids: list[str], message_id: str) -> None:
-        """Mark uploads as named by `message_id`: they no longer expire. An upload already named
-        keeps its first message."""
+    def claim(self, file_ids: list[str], message_id: str, day: dt.date) -> None:
+        """Mark uploads as named by `message_id`: they no longer expire, and their key is sealed
+        again under the day key of `day` (the message's retention day), so disposing of that day
+        makes the file unreadable wherever a copy lies. An upload already named keeps its first
+        message (and day)."""
         for file_id in file_ids:
             rec = self.get(file_id)
             if rec is not None and rec.named_by is None:
-                self._save(msgspec.structs.replace(rec, named_by=message_id))
+                key = self.upload_key(rec)
+                sealed = self.day_keys.seal(day, filerest.key_context(file_id), key)
+                self._save(
+                    msgspec.structs.replace(rec, named_by=message_id, key_sealed=b64url(sealed), key_wrapped=None)
+                )
+
+    def hold(self, file_ids: Iterable[str], message_id: str, hold_id: bytes) -> int:
+        """Seal the keys of the uploads `message_id` names again under the key of the legal hold
+        `hold_id` (decision 0015), so they outlive the day key as the held message does; returns
+        how many were moved."""
+        moved = 0
+        for file_id in file_ids:
+            rec = self.get(file_id) if upload_id_ok(file_id) else None
+            if rec is None or rec.named_by != message_id:
+                continue
+            key = self.upload_key(rec)
+            sealed = self.day_keys.seal_held(hold_id, filerest.key_context(file_id), key)
+            self._save(msgspec.structs.replace(rec, key_sealed=b64url(sealed), key_wrapped=None))
+            moved += 1
+        return moved
+
+    def dispose(self, file_ids: Iterable[str]) -> int:
+        """Delete the bytes and records of these uploads (a message's files at its disposal);
+        idempotent; returns how many were held. The directory is fsync'd, so a disposal that
+        returned stays done across a crash."""
+        removed = 0
+        for file_id in file_ids:
+            if not upload_id_ok(file_id):
+                continue
+            removed += self._meta(file_id).exists() or self._data(file_id).exists()
+            self._remove(file_id)
+        if self.directory.is_dir():
+            self._sync_dir()
+        return removed
 
     def sweep(self, now: dt.datetime, limit: int) -> int:
         """Remove expired uploads, reading at most `limit` records a run (the next run goes on
@@ -324,11 +469,13 @@ class FileUploads:
             log.info("files.expired", removed=removed)
         return removed
 
-    async def run_sweeper(self) -> None:
-        """Sweep every `files.sweep_every_seconds` until cancelled (a failure is logged, not fatal)."""
+    async def run_sweeper(self, *others: Callable[[dt.datetime, int], int]) -> None:
+        """Sweep every `files.sweep_every_seconds` until cancelled, this directory and `others`
+        (the peer's orphaned ciphertexts); a failure is logged, not fatal."""
         while True:
             await asyncio.sleep(self.config.sweep_every_seconds)
-            try:
-                self.sweep(self.clock.now(), self.config.sweep_batch)
-            except OSError:
-                log.exception("files.sweep_failed")
+            for sweep in (self.sweep, *others):
+                try:
+                    sweep(self.clock.now(), self.config.sweep_batch)
+                except OSError:
+                    log.exception("files.sweep_failed")

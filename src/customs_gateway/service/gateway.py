@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 
-from ..core import consent, docfiles, handling, refdata, reference, schemas, threads, upload
+from ..core import consent, docfiles, filerest, handling, refdata, reference, schemas, threads, upload
 from ..core.audit import AuditEntry, NoteSigner, log_origin, witness_name
 from ..core.bundle import PeerKeys, SignedBundle
 from ..core.clock import Clock, IdSource, PeerClockOffset
@@ -47,7 +47,7 @@ from ..startup.config import Config
 from ..startup.daykeys import DAYS_DIR, DayKeys
 from ..startup.keystore import Identity, write_atomic
 from ..store.base import Hold, Incoming, MessageFilter, NewMessage, OutMessage, Store, TokenRecord, WitnessState
-from ..store.sealed import SealedColumns
+from ..store.sealed import SealedColumns, retention_day
 from .auth import ROLES, TOKEN_ID_RE, check_secret, new_token, parse_bearer
 from .crypto_workers import CryptoPool, OpenKeys, Refused, open_batch, refused_error
 from .disposal import NOTICE_TTL, Disposal
@@ -167,16 +167,6 @@ class Gateway:
         self.clock = clock
         self.ids = ids
         self.randbytes = randbytes
-        #: The files directory: back-ends' uploads, and the files documents name (DESIGN §13).
-        self.files = FileUploads(
-            config.files_dir(),
-            config.files,
-            clock,
-            ids,
-            part_timeout=config.security.body_read_timeout_seconds,
-        )
-        #: Ciphertexts of the files the peer sends (DESIGN §13), checked before their envelope.
-        self.peer_files = PeerFiles(config.files_dir() / "peer", config.files.max_file_bytes)
         self.counters = Counters()
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Condition()
@@ -203,6 +193,20 @@ class Gateway:
         #: Day keys that seal bodies at rest (`core.atrest`, `store.sealed`), beside the key store.
         self.day_keys = day_keys(config, identity.store_key, randbytes)
         self.sealed = SealedColumns(self.day_keys)
+        #: The files directory: back-ends' uploads, and the files documents name (DESIGN §13),
+        #: sealed at rest under keys wrapped by the store key, then the message's day key.
+        self.files = FileUploads(
+            config.files_dir(),
+            config.files,
+            clock,
+            ids,
+            wrap_key=identity.store_key.derive(filerest.WRAP_KEY_LABEL),
+            day_keys=self.day_keys,
+            randbytes=randbytes,
+            part_timeout=config.security.body_read_timeout_seconds,
+        )
+        #: Ciphertexts of the files the peer sends (DESIGN §13), checked before their envelope.
+        self.peer_files = PeerFiles(config.files_dir() / "peer", config.files, clock)
         store.seal_at_rest(self.sealed)
         #: Disposal at `retain_until` and legal holds (`service.disposal`).
         self.disposal = Disposal(self)
@@ -435,7 +439,8 @@ class Gateway:
         the idempotent replay of the submit claims them again."""
         if msg.type in docfiles.TYPES_WITH_FILES:
             document = SignedDocument.from_bytes(msg.signed_document).document_bytes
-            self.files.claim([f.file_id for f in docfiles.sealed_files(msg.type, document)], message_id)
+            day = retention_day(msg.retain_until, msg.created_at)
+            self.files.claim([f.file_id for f in docfiles.sealed_files(msg.type, document)], message_id, day)
 
     def _submitted(self, out: OutMessage, created: bool) -> None:
         structlog.contextvars.bind_contextvars(message_id=out.id, peer=self.peer.identity)
@@ -609,6 +614,8 @@ class Gateway:
                     self.counters.duplicates += 1
                 else:
                     self.counters.received += 1
+                    if it.type in docfiles.TYPES_WITH_FILES:  # its files are the message's now
+                        self.peer_files.adopt([f.file_id for f in docfiles.sealed_files(it.type, it.body)], it.id)
                 results[i] = {"id": it.id, "status": res.status, "receipt": json_object(res.receipt)}
             if any(r["status"] == "accepted" for r in results if r is not None):
                 await self._wake_long_polls()

@@ -12,21 +12,27 @@ go to disk in pieces of at most `PIECE`, and ciphertext is made and checked chun
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import datetime as dt
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import aiohttp
 import msgspec
 import structlog
 
 from ..core import filecrypt
+from ..core.clock import Clock
 from ..core.errors import GatewayError, SchemaError
 from ..core.filecrypt import SEALED, Decryptor, FileDigest, FileError, ciphertext_size
 from ..core.upload import FILE_ID, UploadError
+from ..startup.config import FilesConfig
+from .files import Writer, disk_error
 
 log = structlog.get_logger("customs_gateway.peer_files")
 
@@ -43,6 +49,11 @@ class PeerFileRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     total: int
     offset: int
     verified_sha256: str | None = None
+    #: The last part written or check made (orphan expiry counts from here; None: written by
+    #: an older version, the record file's time stands in).
+    touched_at: dt.datetime | None = None
+    #: The accepted envelope that names the file: from then on it goes with that message.
+    message_id: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -72,10 +83,14 @@ class PeerFiles:
     """The directory of ciphertexts the peer sent (`<files dir>/peer`): one `.data` and one `.json`
     record each; the bytes are fsync'd before the record that counts them."""
 
-    def __init__(self, directory: Path, max_file_bytes: int) -> None:
+    def __init__(self, directory: Path, config: FilesConfig, clock: Clock, *, write: Writer = os.write) -> None:
         self.directory = directory
-        self.max_total = ciphertext_size(max_file_bytes)
+        self.config = config
+        self.max_total = ciphertext_size(config.max_file_bytes)
+        self.clock = clock
+        self.write = write
         self._busy: set[str] = set()
+        self._sweep_after = ""
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -97,11 +112,7 @@ class PeerFiles:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.directory / f"{rec.file_id}.json")
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        self._sync_dir()
 
     async def receive(self, file_id: str, start: int, end: int, total: int, body: AsyncIterator[bytes]) -> int:
         """Append ciphertext bytes `start..end` of `total` from `body`; the offset held after.
@@ -134,19 +145,75 @@ class PeerFiles:
                     async for received in body:
                         rest = received[: end - held]
                         while rest:
-                            n = os.write(fd, rest)
+                            try:
+                                n = self.write(fd, rest)
+                            except OSError as e:
+                                raise disk_error(e) from e
                             rest = rest[n:]
                             held += n
                         if held >= end:
                             break
-                finally:
-                    os.fsync(fd)
-                    self._save(msgspec.structs.replace(rec, offset=held))
+                except UploadError:
+                    # The disk refused: nothing of this part is kept, the offset held stays.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, rec.offset)
+                    log.warning("peer_files.write_failed", file_id=file_id, held=rec.offset)
+                    raise
+                except BaseException:
+                    self._commit(fd, rec, held)  # a broken part keeps what arrived
+                    raise
+                self._commit(fd, rec, held)
             finally:
                 os.close(fd)
             return held
         finally:
             self._busy.discard(file_id)
+
+    def _commit(self, fd: int, rec: PeerFileRecord, held: int) -> None:
+        """Count `held` bytes: fsync them, then replace the record. If either fails, the part is
+        cut back to where it started and refused (503)."""
+        try:
+            os.fsync(fd)
+            self._save(msgspec.structs.replace(rec, offset=held, touched_at=self.clock.now()))
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, rec.offset)
+            log.warning("peer_files.write_failed", file_id=rec.file_id, errno=e.errno)
+            raise disk_error(e) from e
+
+    def adopt(self, file_ids: Iterable[str], message_id: str) -> None:
+        """The files an accepted envelope names are its message's now: they no longer expire as
+        orphans (they go with the message, `dispose`)."""
+        for file_id in file_ids:
+            rec = self.get(file_id)
+            if rec is not None and rec.message_id is None:
+                self._save(msgspec.structs.replace(rec, message_id=message_id))
+
+    def sweep(self, now: dt.datetime, limit: int) -> int:
+        """Remove orphans: ciphertexts no accepted envelope names, untouched for
+        `files.peer_orphan_ttl_seconds` (the envelope never came, or was refused). Reads at most
+        `limit` records a run (the next run goes on after the last one read); returns how many
+        were removed. A sender still retrying asks the offset held and sends the file again."""
+        if not self.directory.is_dir():
+            return 0
+        names = sorted(p.name[:-5] for p in self.directory.glob("*.json"))
+        todo = [n for n in names if n > self._sweep_after][:limit]
+        self._sweep_after = todo[-1] if len(todo) == limit else ""
+        ttl = dt.timedelta(seconds=self.config.peer_orphan_ttl_seconds)
+        removed = 0
+        for file_id in todo:
+            rec = self.get(file_id)
+            if rec is None or rec.message_id is not None or file_id in self._busy:
+                continue
+            touched = rec.touched_at or dt.datetime.fromtimestamp(
+                (self.directory / f"{file_id}.json").stat().st_mtime, dt.timezone.utc
+            )
+            if now >= touched + ttl:
+                removed += self._remove(file_id)
+        if removed:
+            self._sync_dir()
+            log.info("peer_files.orphans_removed", removed=removed)
+        return removed
 
     def check(self, file_id: str, size: int, sha256: str, key_b64: str) -> None:
         """Decrypt and hash the whole ciphertext against what the document says (once: a file that
@@ -170,7 +237,36 @@ class PeerFiles:
                 digest.update(plain)
         digest.update(dec.finish())
         digest.finish(size, bytes.fromhex(sha256))
-        self._save(msgspec.structs.replace(rec, verified_sha256=sha256))
+        self._save(msgspec.structs.replace(rec, verified_sha256=sha256, touched_at=self.clock.now()))
+
+    def dispose(self, file_ids: Iterable[str]) -> int:
+        """Delete the ciphertexts and records of these files (a message's files at its
+        disposal); idempotent; returns how many were held. The directory is fsync'd, so a
+        disposal that returned stays done across a crash."""
+        removed = 0
+        for file_id in file_ids:
+            if not FILE_ID.fullmatch(file_id) or file_id in self._busy:
+                continue
+            removed += self._remove(file_id)
+        if self.directory.is_dir():
+            self._sync_dir()
+        return removed
+
+    def _remove(self, file_id: str) -> bool:
+        """Ciphertext first, then the record (a record without bytes is harmless); True if held."""
+        held = False
+        for name in (f"{file_id}.data", f"{file_id}.json", f"{file_id}.json.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / name).unlink()
+                held = True
+        return held
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _pieces(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
         with open(self._data(file_id), "rb") as f:
@@ -183,11 +279,19 @@ class PeerFiles:
                 yield block
 
     def plaintext(self, file_id: str, key_b64: str, size: int, first: int, last: int) -> Iterator[bytes]:
-        """Plaintext bytes `first..last` (inclusive) of a checked file, decrypted chunk by chunk."""
-        key = _key(key_b64)
+        """Plaintext bytes `first..last` (inclusive) of a checked file, decrypted chunk by chunk.
+        Raises `FileGone` (410) now, before any byte, if the ciphertext is no longer held."""
+        try:
+            f = open(self._data(file_id), "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError as e:
+            raise FileGone(f"file {file_id} is no longer held (disposed of)", field="file_id") from e
+        return self._plaintext(f, _key(key_b64), size, first, last)
+
+    @staticmethod
+    def _plaintext(f: BinaryIO, key: bytes, size: int, first: int, last: int) -> Iterator[bytes]:
         n = filecrypt.chunk_count(size)
         index = first // filecrypt.CHUNK
-        with open(self._data(file_id), "rb") as f:
+        with f:
             while index < n and index * filecrypt.CHUNK <= last:
                 start, stop = filecrypt.ciphertext_range(index, size)
                 f.seek(start)
@@ -195,6 +299,13 @@ class PeerFiles:
                 base = index * filecrypt.CHUNK
                 yield plain[max(first - base, 0) : last - base + 1]
                 index += 1
+
+
+class FileGone(GatewayError):
+    """A file whose ciphertext was disposed of (or removed behind the gateway's back)."""
+
+    code = "file.gone"
+    status = 410
 
 
 class MissingFile(GatewayError):
@@ -223,21 +334,27 @@ def _key(key_b64: str) -> bytes:
 # --- sender --------------------------------------------------------------------------------------
 
 
-def ciphertext_from(path: Path, key_b64: str, size: int, offset: int) -> Iterator[bytes]:
-    """The file at `path` (`size` plaintext bytes) encrypted, from ciphertext byte `offset` on: the
-    STREAM ciphertext is a function of key and plaintext, so a resumed push re-makes only the
-    chunks it still needs."""
+#: The plaintext of a file one 64 KiB chunk at a time from a chunk index (`FileUploads.chunks`).
+ChunkSource = Callable[[int], Iterator[bytes]]
+
+
+def ciphertext_from(chunks: ChunkSource, key_b64: str, size: int, offset: int) -> Iterator[bytes]:
+    """A file (`size` plaintext bytes, read chunk by chunk from `chunks`) encrypted, from
+    ciphertext byte `offset` on: the STREAM ciphertext is a function of key and plaintext, so a
+    resumed push re-makes only the chunks it still needs."""
     key = _key(key_b64)
     n = filecrypt.chunk_count(size)
     index = offset // SEALED
     skip = offset - index * SEALED
-    with open(path, "rb") as f:
-        f.seek(index * filecrypt.CHUNK)
-        while index < n:
-            sealed = filecrypt.encrypt_chunk(key, index, f.read(filecrypt.CHUNK), index == n - 1)
-            yield sealed[skip:]
-            skip = 0
-            index += 1
+    for plain in chunks(index):
+        if index >= n:
+            break
+        sealed = filecrypt.encrypt_chunk(key, index, plain, index == n - 1)
+        yield sealed[skip:]
+        skip = 0
+        index += 1
+    if size == 0 and index == 0:  # an empty file is one empty final chunk
+        yield filecrypt.encrypt_chunk(key, 0, b"", True)[skip:]
 
 
 class Progress:
@@ -251,7 +368,7 @@ async def push(
     session: aiohttp.ClientSession,
     url: str,
     ssl: object,
-    path: Path,
+    chunks: ChunkSource,
     key_b64: str,
     size: int,
     *,
@@ -260,7 +377,8 @@ async def push(
 ) -> int:
     """Send one file's ciphertext to `url` (`.../peer/v1/files/{file_id}`) from the offset the
     peer holds, in PUTs of at most `part` bytes, each answered with the offset held before the next
-    goes: a broken link costs at most one part sent twice. Returns the ciphertext bytes sent;
+    goes: a broken link costs at most one part sent twice. The next part's ciphertext is made in a
+    thread while the current one is answered (two parts in memory at most). Returns the ciphertext bytes sent;
     raises GatewayError (`file.push_failed`) when the peer refuses a part; aiohttp and OS errors
     pass through (the link is down, the next attempt resumes)."""
     progress = progress if progress is not None else Progress()
@@ -268,28 +386,50 @@ async def push(
     total = ciphertext_size(size)
     async with session.head(url, ssl=ssl) as resp:  # type: ignore[arg-type]
         held = int(resp.headers.get("Upload-Offset", "0")) if resp.status == 200 else 0
-    pieces = ciphertext_from(path, key_b64, size, held)
-    pending = b""
-    while held < total:
-        end = min(held + part, total)
+    pieces = ciphertext_from(chunks, key_b64, size, held)
+    carry = b""
 
-        async def body(start: int = held, stop: int = end) -> AsyncIterator[bytes]:
-            nonlocal pending
-            at = start
-            while at < stop:
-                if not pending:
-                    pending = next(pieces)
-                piece, pending = pending[: stop - at], pending[stop - at :]
-                at += len(piece)
-                progress.sent += len(piece)
-                yield piece
+    def take(n: int) -> list[bytes]:
+        """The next `n` ciphertext bytes, in the pieces they come in (made in a thread, so the
+        next part is ready while the peer writes and answers this one)."""
+        nonlocal carry
+        out, got = [], 0
+        while got < n:
+            if not carry:
+                made = next(pieces, None)
+                if made is None:
+                    raise GatewayError("the file ended before its size", code="file.push_failed")
+                carry = made
+            piece, carry = carry[: n - got], carry[n - got :]
+            out.append(piece)
+            got += len(piece)
+        return out
 
-        headers = {"Content-Range": f"bytes {held}-{end - 1}/{total}", "Content-Type": "application/octet-stream"}
-        async with session.put(url, data=body(), headers=headers, ssl=ssl) as resp:  # type: ignore[arg-type]
-            got = resp.headers.get("Upload-Offset")
-            await resp.read()
-        if resp.status not in (200, 204) or got is None or int(got) != end:
-            why = f"the peer answered HTTP {resp.status} holding {got} of {total}"
-            raise GatewayError(why, code="file.push_failed")
-        held = end
+    def prepare(start: int) -> asyncio.Task[list[bytes]] | None:
+        return asyncio.create_task(asyncio.to_thread(take, min(part, total - start))) if start < total else None
+
+    nxt = prepare(held)
+    try:
+        while nxt is not None:
+            ready = await nxt
+            end = held + sum(len(p) for p in ready)
+            nxt = prepare(end)  # at most two parts in memory: the one in flight and the next
+
+            async def body(ready: list[bytes] = ready) -> AsyncIterator[bytes]:
+                for piece in ready:
+                    progress.sent += len(piece)
+                    yield piece
+
+            headers = {"Content-Range": f"bytes {held}-{end - 1}/{total}", "Content-Type": "application/octet-stream"}
+            async with session.put(url, data=body(), headers=headers, ssl=ssl) as resp:  # type: ignore[arg-type]
+                got = resp.headers.get("Upload-Offset")
+                await resp.read()
+            if resp.status not in (200, 204) or got is None or int(got) != end:
+                why = f"the peer answered HTTP {resp.status} holding {got} of {total}"
+                raise GatewayError(why, code="file.push_failed")
+            held = end
+    finally:
+        if nxt is not None:  # the link broke: the part made ahead is not sent (its error not news)
+            nxt.cancel()
+            nxt.add_done_callback(lambda t: t.cancelled() or t.exception())
     return progress.sent - before

@@ -122,6 +122,9 @@ class FilesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_files_per_message: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
     #: An upload untouched this long (and not yet named by a message) is removed.
     upload_ttl_seconds: Annotated[float, msgspec.Meta(gt=0, le=30 * _DAY)] = float(_DAY)
+    #: A file's ciphertext the peer sent that no accepted envelope names (it never came, or was
+    #: refused), untouched this long, is removed; a sender still retrying sends it again.
+    peer_orphan_ttl_seconds: Annotated[float, msgspec.Meta(gt=0, le=30 * _DAY)] = float(_DAY)
     sweep_every_seconds: ShortSeconds = 60.0
     #: At most this many uploads looked at per sweep (bounded work; the next sweep goes on).
     sweep_batch: Count = 500
