@@ -29,9 +29,12 @@ from .evidence_builder import (
     US,
     US_SIG,
     US_WIT,
+    M,
     Pieces,
+    Side,
     build,
     enc,
+    filler,
     forged_bundle,
     key,
     rec,
@@ -240,6 +243,32 @@ def test_a_withheld_document_is_vouched_for_by_the_entries_only() -> None:
         build().replace_part(0, signed_document=None, withheld="disposed", document_sha256="11" * 32).raw(),
         "evidence.receipt",
     )
+
+
+def test_a_withheld_document_needs_an_entry_that_names_its_digest() -> None:
+    """An entry merely about the message (a legal hold names no digest) does not vouch for a
+    withheld document: a forger who picks which proven entries to carry could otherwise claim any
+    digest for it."""
+    p = build()
+    at = T0 + dt.timedelta(minutes=2)
+    us, cn = Side(US), Side(CN)
+    for n in range(3):
+        us.add(filler(US, n, T0), about=False)
+        cn.add(filler(CN, n, T0), about=False)
+    us.add(AuditEntry(at, "hold_placed", "token:abc", M, CN, detail={"reason": "case pending"}))
+    cosigned_at = T0 + dt.timedelta(minutes=5)
+    logs = [us.part(US_SIG, CN_WIT, cosigned_at), cn.part(CN_SIG, US_WIT, cosigned_at)]
+    part = replace(p.parts[0], signed_document=None, withheld="disposed", document_sha256="11" * 32, receipt=None)
+    forged = dataclasses.replace(p, parts=[part], logs=logs)
+    err = refused(forged.raw(), "evidence.document")
+    assert "no log entry names its digest" in err.detail
+    # With an entry that names it, the same withheld part verifies.
+    us.add(
+        AuditEntry(at, "disposed", "system", M, CN, digests={"document": "11" * 32}, detail={"direction": "outbound"})
+    )
+    logs = [us.part(US_SIG, CN_WIT, cosigned_at), cn.part(CN_SIG, US_WIT, cosigned_at)]
+    report = verify_evidence(lines(dataclasses.replace(forged, logs=logs).raw()))
+    assert report.document == "withheld: disposed" and report.document_sha256 == "11" * 32
 
 
 def test_header_must_name_sender_or_receiver_as_maker() -> None:
