@@ -41,6 +41,7 @@ from .evidence_builder import (
 )
 
 VECTOR = Path(__file__).resolve().parent.parent / "vectors" / "evidence.jsonl"
+DISPOSED_VECTOR = VECTOR.with_name("evidence-disposed.jsonl")
 
 
 def lines(raw: bytes) -> list[bytes]:
@@ -69,6 +70,19 @@ def test_the_vector_is_what_the_builder_makes_and_it_verifies() -> None:
     ]
     assert {(e.owner, e.kind) for e in report.entries} >= {(US, "submitted"), (US, "acknowledged"), (CN, "received")}
     assert [a[1] for a in report.anchors] == [1, 1] and not report.trusted_by_anchor_file
+
+
+def test_the_disposed_vector_verifies_with_its_document_withheld() -> None:
+    raw = build(disposed=True).raw()
+    assert DISPOSED_VECTOR.read_bytes() == raw, "run scripts/make_evidence_vectors.py"
+    report = verify_evidence(lines(raw))
+    assert report.document == "withheld: disposed"
+    assert report.document_sha256 == build().parts[0].document_sha256
+    assert report.received_at == "2026-03-01T12:00:01.000Z" and report.ack_status == "processed"
+    assert (US, "disposed") in {(e.owner, e.kind) for e in report.entries}
+    # The receipt still binds the digest: another digest for the withheld document fails.
+    forged = build(disposed=True).replace_part(0, document_sha256="22" * 32)
+    refused(forged.raw(), "evidence.receipt")
 
 
 def test_trust_file_fingerprints() -> None:
