@@ -1118,6 +1118,12 @@ Each entry verifies as `leaf = SHA-256(0x00 || entry bytes)` included at `index`
 `size` whose root the note signs (RFC 9162 §2.1.3). Trust in each side's keys starts at its
 lowest-serial bundle (or the one whose fingerprint the auditor passes) and follows each later
 version only if `rotation.check_update` accepts it.
+
+`evidence-disposed.jsonl` is the same message's file as its sender makes it after disposing of
+it at `retain_until`: the message part has `signed_document: null, withheld: "disposed"` and
+keeps `document_sha256`, the receipt still binds that digest, and the sender's log part also
+carries its `disposed` entry (`digests.document`, `detail.direction: "outbound"`). A withheld
+document verifies only if a proven entry names its digest.
 """
 
 

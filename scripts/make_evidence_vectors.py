@@ -1,4 +1,5 @@
-"""Write tests/vectors/evidence.jsonl: a valid evidence file for one message (DESIGN §10).
+"""Write tests/vectors/evidence.jsonl: a valid evidence file for one message (DESIGN §10), and
+evidence-disposed.jsonl: the same message's file made after its sender disposed of it (§12).
 
 Built by `tests/core/evidence_builder.py` from fixed test-only seeds and fixed times, so the file
 is the same on every run (Ed25519 signatures are deterministic); `tests/core/test_evidence.py`
@@ -19,9 +20,10 @@ from tests.core.evidence_builder import build  # noqa: E402
 
 
 def main() -> int:
-    out = ROOT / "tests" / "vectors" / "evidence.jsonl"
-    out.write_bytes(build().raw())
-    print(f"wrote {out}")
+    for name, disposed in (("evidence.jsonl", False), ("evidence-disposed.jsonl", True)):
+        out = ROOT / "tests" / "vectors" / name
+        out.write_bytes(build(disposed=disposed).raw())
+        print(f"wrote {out}")
     return 0
 
 

@@ -20,7 +20,14 @@ from customs_gateway.core.audit import AuditEntry, NoteSigner, log_origin, witne
 from customs_gateway.core.bundle import KeyBundle, KeyRecord, SignedBundle, sign_bundle
 from customs_gateway.core.checkpoint import Checkpoint, append_signature, cosign, sign_note
 from customs_gateway.core.envelope import Document, SignedDocument
-from customs_gateway.core.evidence import EvidenceWriter, LogPart, MessagePart, message_part, prove_entries
+from customs_gateway.core.evidence import (
+    EvidenceWriter,
+    LogPart,
+    MessagePart,
+    message_part,
+    prove_entries,
+    withheld_part,
+)
 from customs_gateway.core.keys import ALG_ED25519, ALG_X25519, SUITE_X25519, DecryptionKey, SigningKey
 from customs_gateway.core.merkle import inclusion_proof, leaf_hash, root_from_leaves
 from customs_gateway.core.receipt import make_receipt
@@ -126,7 +133,13 @@ def build(
     cosigned_at: dt.datetime = T0 + dt.timedelta(minutes=5),
     extra_bundles: list[tuple[str, SignedBundle]] | None = None,
     ack_body: dict[str, Any] | None = None,
+    disposed: bool = False,
 ) -> Pieces:
+    """The evidence file of M (US -> CN, acked). `disposed`: as US makes it after disposing of M
+    at its retention date (a `disposed` entry in US's log two days on, checkpointed and cosigned
+    after it; the part withholds the document)."""
+    later = dt.timedelta(days=2) if disposed else dt.timedelta(0)
+    cosigned_at += later
     us_b, cn_b = bundle(US, US_SIG, US_WIT, 11), bundle(CN, CN_SIG, CN_WIT, 12)
     bundles = [(US, sign_bundle(us_b, [US_SIG])), (CN, sign_bundle(cn_b, [CN_SIG])), *(extra_bundles or [])]
 
@@ -194,6 +207,18 @@ def build(
         )
     )
     us.add(filler(US, 4, t_ack + dt.timedelta(seconds=2)), about=False)
+    if disposed:
+        us.add(
+            AuditEntry(
+                T0 + dt.timedelta(days=2),
+                "disposed",
+                "system",
+                M,
+                CN,
+                digests={"document": d_hex},
+                detail={"direction": "outbound", "type": "seizure-share", "retain_until": "2026-03-02"},
+            )
+        )
 
     cn = Side(CN)
     for n in range(5):
@@ -232,11 +257,30 @@ def build(
     )
 
     parts = [
-        message_part(role="message", signed_document=doc.raw, receipt=receipt, refusal=None),
+        withheld_part(
+            role="message",
+            message_id=M,
+            sender=US,
+            receiver=CN,
+            type="seizure-share",
+            created_at=T0,
+            document_sha256=doc.digest,
+            withheld="disposed",
+            receipt=receipt,
+            refusal=None,
+        )
+        if disposed
+        else message_part(role="message", signed_document=doc.raw, receipt=receipt, refusal=None),
         message_part(role="ack", signed_document=ack.raw, receipt=ack_receipt, refusal=None),
     ]
     logs = [us.part(us_log_signer, us_cosigner, cosigned_at), cn.part(CN_SIG, cn_cosigner, cosigned_at)]
-    header = {"message_id": M, "sender": US, "receiver": CN, "made_by": US, "made_at": T0 + dt.timedelta(minutes=6)}
+    header = {
+        "message_id": M,
+        "sender": US,
+        "receiver": CN,
+        "made_by": US,
+        "made_at": T0 + dt.timedelta(minutes=6) + later,
+    }
     return Pieces(bundles, parts, logs, header)
 
 

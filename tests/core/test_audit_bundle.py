@@ -32,6 +32,7 @@ from customs_gateway.core.audit_bundle import (
     BundleWriter,
     EvidencePlan,
     VerifyReport,
+    entry_references,
     verify_bundle,
 )
 from customs_gateway.core.bundle import KeyBundle, KeyRecord, SignedBundle, sign_bundle
@@ -253,6 +254,7 @@ def export_lines(log: Log, *, chunk: int = 25) -> list[bytes]:
                     signed_document=ev["doc"],
                     receipt=ev["receipt"] if "receipt" in d.names else None,
                     refusal=ev["refusal"] if "refusal" in d.names else None,
+                    withheld="disposed" if ev["doc"] is None else None,
                 )
             )
     lines.append(w.end())
@@ -620,6 +622,167 @@ def test_error_carries_line_index_and_a_readable_reason() -> None:
     assert (err.code, err.line, err.index) == ("audit.entry_malformed", i + 1, 7)
     assert err.diagnostics()["line"] == i + 1
     assert f"line {i + 1} (entry 7)" in str(err)
+
+
+# --- disposal: documents withheld after a `disposed` entry ---------------------------------------
+
+
+def dispose(log: Log, ks: list[int], *, digest: str | None = None) -> Log:
+    """Dispose of messages `ks` as the disposal worker does: one `disposed` entry each (naming
+    the document's digest, or `digest` to forge one), the store's document gone, a checkpoint."""
+    at = T0 + dt.timedelta(days=3)
+    for k in ks:
+        mid = _mid(k)
+        direction = "outbound" if ("outbound", mid) in log.evidence else "inbound"
+        ev = log.evidence[(direction, mid)]
+        log.add(
+            AuditEntry(
+                at=at,
+                kind="disposed",
+                actor="system",
+                message_id=mid,
+                peer=CN,
+                digests={"document": digest or hashlib.sha256(ev["doc"]).hexdigest()},
+                detail={"direction": direction, "type": "seizure-share", "retain_until": "2026-03-02"},
+            )
+        )
+        ev["doc"] = None
+    log.checkpoint(at)
+    return log
+
+
+DISPOSED = [0, 2, 3, 10]  # outbound delivered, inbound received, outbound refused, outbound acked (by 12)
+
+
+@functools.cache
+def disposed_export() -> tuple[bytes, ...]:
+    return tuple(export_lines(dispose(build_log(16, checkpoint_every=10), DISPOSED), chunk=7))
+
+
+def _line_of(lines: tuple[bytes, ...] | list[bytes], k: int) -> int:
+    return next(i for i in where(lines, "evidence") if obj(lines[i])["message_id"] == _mid(k))
+
+
+def test_entry_references_of_a_disposed_entry_follow_its_direction() -> None:
+    for direction in ("outbound", "inbound"):
+        e = AuditEntry(
+            at=T0,
+            kind="disposed",
+            actor="system",
+            message_id=_mid(1),
+            peer=CN,
+            digests={"document": "ab" * 32},
+            detail={"direction": direction, "type": "seizure-share", "retain_until": "2026-03-02"},
+        )
+        (ref,) = entry_references(e)
+        assert (ref.direction, ref.message_id, ref.name, ref.digest, ref.disposal) == (
+            direction,
+            _mid(1),
+            "document",
+            "ab" * 32,
+            True,
+        )
+    # A `received` entry is about an inbound message, any other kind about an outbound one.
+    sent = AuditEntry(at=T0, kind="sent", actor="system", message_id=_mid(1), digests={"document": "ab" * 32})
+    got = dataclasses.replace(sent, kind="received")
+    assert [(r.direction, r.disposal) for r in entry_references(sent)] == [("outbound", False)]
+    assert [(r.direction, r.disposal) for r in entry_references(got)] == [("inbound", False)]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"detail": {"type": "seizure-share"}},
+        {"detail": {"direction": "sideways"}},
+        {"digests": {}},
+        {"message_id": None},
+    ],
+)
+def test_a_disposed_entry_that_names_no_message_direction_or_digest_is_malformed(change: dict[str, Any]) -> None:
+    base = {
+        "message_id": _mid(1),
+        "digests": {"document": "ab" * 32},
+        "detail": {"direction": "inbound", "type": "seizure-share"},
+    }
+    e = AuditEntry(at=T0, kind="disposed", actor="system", **{**base, **change})
+    with pytest.raises(DecodeError, match="disposed entry"):
+        entry_references(e)
+
+
+def test_an_export_after_disposal_verifies_and_counts_the_disposed() -> None:
+    lines = disposed_export()
+    rep = verify_bundle(lines)
+    assert rep.disposed == len(DISPOSED) and rep.to_dict()["disposed"] == len(DISPOSED)
+    evidence = where(lines, "evidence")
+    assert rep.documents == len(evidence) - len(DISPOSED)
+    # Receipts and refusals of disposed messages are still carried and checked.
+    full = verify_bundle(export_lines(build_log(16, checkpoint_every=10), chunk=7))
+    assert (rep.receipts, rep.refusals) == (full.receipts, full.refusals) and full.disposed == 0
+    for k in DISPOSED:
+        d = obj(lines[_line_of(lines, k)])
+        assert d["signed_document"] is None and d["withheld"] == "disposed"
+        # The line follows the disposed entry that names it.
+        before = [obj(lines[i]) for i in where(lines[: _line_of(lines, k)], "entry")]
+        assert any(json.loads(unb64url(x["entry"])).get("kind") == "disposed" for x in before)
+    # A line that carries its document has no `withheld` key: such lines are as before disposal.
+    assert all("withheld" not in obj(lines[i]) for i in evidence if obj(lines[i])["signed_document"])
+
+
+def _edit_line(lines: tuple[bytes, ...], k: int, **change: Any) -> tuple[list[bytes], int]:
+    out = list(lines)
+    i = _line_of(out, k)
+    out[i] = dump({**obj(out[i]), **change})
+    return reseal(out), i + 1
+
+
+def test_a_document_withheld_without_a_disposed_entry_fails() -> None:
+    lines, line = _edit_line(disposed_export(), 1, signed_document=None, withheld="disposed")
+    err = fails(lines)
+    assert (err.code, err.line) == ("audit.withheld", line)
+    assert "no disposed entry" in err.detail and _mid(1) in err.detail
+    assert err.index is not None
+
+
+@pytest.mark.parametrize("reason", ["expired", "Disposed", "", None])
+def test_a_withheld_document_must_say_disposed(reason: str | None) -> None:
+    lines, line = _edit_line(disposed_export(), 0, withheld=reason)
+    err = fails(lines)
+    assert (err.code, err.line) == ("audit.withheld", line)
+
+
+def test_a_line_cannot_carry_its_document_and_say_it_is_withheld() -> None:
+    lines, line = _edit_line(disposed_export(), 1, withheld="disposed")
+    assert (fails(lines).code, fails(lines).line) == ("audit.withheld", line)
+
+
+def test_a_disposed_entry_naming_another_digest_fails() -> None:
+    log = dispose(build_log(16, checkpoint_every=10), [0], digest="cd" * 32)
+    err = fails(export_lines(log, chunk=7))
+    assert err.code == "audit.document_digest"
+    disposed_index = len(log.entries) - 1
+    assert err.index == disposed_index and "another document" in err.detail
+
+
+def test_a_disposed_messages_receipt_is_still_bound_to_the_logged_digest() -> None:
+    lines = list(disposed_export())
+    a, b = _line_of(lines, 0), _line_of(lines, 1)
+    x, y = obj(lines[a]), obj(lines[b])
+    x["receipt"] = y["receipt"]
+    lines[a] = dump(x)
+    err = fails(reseal(lines))
+    assert (err.code, err.line) == ("audit.receipt", a + 1)
+    # Without its receipt, which an entry names: still missing.
+    lines = list(disposed_export())
+    lines[a] = dump({**obj(lines[a]), "receipt": None})
+    assert fails(reseal(lines)).code == "audit.receipt"
+
+
+def test_the_writer_takes_a_document_or_a_reason() -> None:
+    w = BundleWriter()
+    kw: dict[str, Any] = {"message_id": _mid(1), "direction": "outbound", "peer": CN, "receipt": None, "refusal": None}
+    for doc, why in ((None, None), (b"{}", "disposed"), (None, "expired")):
+        with pytest.raises(ValueError, match="withheld"):
+            w.evidence(signed_document=doc, withheld=why, **kw)
 
 
 # --- never anything but BundleError -------------------------------------------------------------

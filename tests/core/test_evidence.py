@@ -29,15 +29,19 @@ from .evidence_builder import (
     US,
     US_SIG,
     US_WIT,
+    M,
     Pieces,
+    Side,
     build,
     enc,
+    filler,
     forged_bundle,
     key,
     rec,
 )
 
 VECTOR = Path(__file__).resolve().parent.parent / "vectors" / "evidence.jsonl"
+DISPOSED_VECTOR = VECTOR.with_name("evidence-disposed.jsonl")
 
 
 def lines(raw: bytes) -> list[bytes]:
@@ -66,6 +70,19 @@ def test_the_vector_is_what_the_builder_makes_and_it_verifies() -> None:
     ]
     assert {(e.owner, e.kind) for e in report.entries} >= {(US, "submitted"), (US, "acknowledged"), (CN, "received")}
     assert [a[1] for a in report.anchors] == [1, 1] and not report.trusted_by_anchor_file
+
+
+def test_the_disposed_vector_verifies_with_its_document_withheld() -> None:
+    raw = build(disposed=True).raw()
+    assert DISPOSED_VECTOR.read_bytes() == raw, "run scripts/make_evidence_vectors.py"
+    report = verify_evidence(lines(raw))
+    assert report.document == "withheld: disposed"
+    assert report.document_sha256 == build().parts[0].document_sha256
+    assert report.received_at == "2026-03-01T12:00:01.000Z" and report.ack_status == "processed"
+    assert (US, "disposed") in {(e.owner, e.kind) for e in report.entries}
+    # The receipt still binds the digest: another digest for the withheld document fails.
+    forged = build(disposed=True).replace_part(0, document_sha256="22" * 32)
+    refused(forged.raw(), "evidence.receipt")
 
 
 def test_trust_file_fingerprints() -> None:
@@ -240,6 +257,32 @@ def test_a_withheld_document_is_vouched_for_by_the_entries_only() -> None:
         build().replace_part(0, signed_document=None, withheld="disposed", document_sha256="11" * 32).raw(),
         "evidence.receipt",
     )
+
+
+def test_a_withheld_document_needs_an_entry_that_names_its_digest() -> None:
+    """An entry merely about the message (a legal hold names no digest) does not vouch for a
+    withheld document: a forger who picks which proven entries to carry could otherwise claim any
+    digest for it."""
+    p = build()
+    at = T0 + dt.timedelta(minutes=2)
+    us, cn = Side(US), Side(CN)
+    for n in range(3):
+        us.add(filler(US, n, T0), about=False)
+        cn.add(filler(CN, n, T0), about=False)
+    us.add(AuditEntry(at, "hold_placed", "token:abc", M, CN, detail={"reason": "case pending"}))
+    cosigned_at = T0 + dt.timedelta(minutes=5)
+    logs = [us.part(US_SIG, CN_WIT, cosigned_at), cn.part(CN_SIG, US_WIT, cosigned_at)]
+    part = replace(p.parts[0], signed_document=None, withheld="disposed", document_sha256="11" * 32, receipt=None)
+    forged = dataclasses.replace(p, parts=[part], logs=logs)
+    err = refused(forged.raw(), "evidence.document")
+    assert "no log entry names its digest" in err.detail
+    # With an entry that names it, the same withheld part verifies.
+    us.add(
+        AuditEntry(at, "disposed", "system", M, CN, digests={"document": "11" * 32}, detail={"direction": "outbound"})
+    )
+    logs = [us.part(US_SIG, CN_WIT, cosigned_at), cn.part(CN_SIG, US_WIT, cosigned_at)]
+    report = verify_evidence(lines(dataclasses.replace(forged, logs=logs).raw()))
+    assert report.document == "withheld: disposed" and report.document_sha256 == "11" * 32
 
 
 def test_header_must_name_sender_or_receiver_as_maker() -> None:

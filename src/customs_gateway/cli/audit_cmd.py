@@ -362,6 +362,7 @@ def _print_report(path: Path, r: VerifyReport, *, as_json: bool) -> None:
         ("root at size", f"{r.size}: {d['root']}"),
         ("checkpoints", f"{r.checkpoints} ({r.cosigned_checkpoints} cosigned by {r.peer})"),
         ("documents", str(r.documents)),
+        ("disposed", f"{r.disposed} (documents withheld after their disposed entries)"),
         ("receipts", str(r.receipts)),
         ("refusals", str(r.refusals)),
         ("key bundles", str(r.bundles)),

@@ -2,7 +2,8 @@
 
 An auditor verifies an export with public keys alone:
 `verify_bundle` recomputes the Merkle log, checks every checkpoint signature and cosignature and
-every document, receipt and refusal against the entries that name them. It is sans-I/O (fed
+every document, receipt and refusal against the entries that name them (a document disposed of
+is accepted absent only after a `disposed` entry naming its digest). It is sans-I/O (fed
 lines, holds one CompactRange and a small per-message index) and raises only BundleError.
 """
 
@@ -23,10 +24,12 @@ import msgspec
 from .audit import AuditEntry, log_origin, witness_name
 from .audit_format import (
     DIRECTIONS,
+    DISPOSED_KIND,
     EVIDENCE_NAMES,
     FORMAT,
     INBOUND_KINDS,
     MAX_LINE_BYTES,
+    WITHHELD_REASONS,
     BundleError,
     BundleLine,
     BundleWriter,
@@ -92,6 +95,7 @@ FAILURE_CODES: Final = frozenset(
         "audit.evidence_missing",
         "audit.document_digest",
         "audit.document_signature",
+        "audit.withheld",
         "audit.receipt",
         "audit.refusal",
     }
@@ -126,6 +130,9 @@ class VerifyReport:
     bundles: int
     key_ids: tuple[str, ...]
     kinds: dict[str, int] = field(default_factory=dict)
+    #: Messages whose evidence line withholds the document because a `disposed` entry recorded
+    #: its disposal (their digests, receipts and refusals are still checked).
+    disposed: int = 0
     fingerprints: tuple[tuple[str, int, str], ...] = ()  # (owner, serial, bundle fingerprint)
     anchors: tuple[tuple[str, int, str], ...] = ()  # (identity, serial, fingerprint) trust started from
     trusted_by_anchor_file: bool = False
@@ -154,6 +161,7 @@ class VerifyReport:
             "cosigned_checkpoints": self.cosigned_checkpoints,
             "uncosigned_checkpoints": self.uncosigned_checkpoints,
             "documents": self.documents,
+            "disposed": self.disposed,
             "receipts": self.receipts,
             "refusals": self.refusals,
             "bundles": self.bundles,
@@ -186,6 +194,7 @@ class _Message:
     first_index: int
     digests: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # name -> (digest, index)
     evidence_line: int = 0
+    disposed: int | None = None  # index of the `disposed` entry that recorded its disposal
 
 
 class BundleVerifier:
@@ -464,6 +473,8 @@ class BundleVerifier:
                 f"entry names another {ref.name} of {ref.direction} message {ref.message_id} than entry {held[1]}",
                 index,
             )
+        if ref.disposal and m.disposed is None:
+            m.disposed = index
 
     def _on_checkpoint(self, ln: CheckpointLine) -> None:
         size = ln.size
@@ -595,23 +606,15 @@ class BundleVerifier:
             )
         m.evidence_line = self._line
         sender, receiver = (h.log, h.peer) if ln.direction == "outbound" else (h.peer, h.log)
-        raw_doc = self._b64(ln.signed_document, "signed_document")
-        doc_digest = self._match(m, "document", raw_doc, mid)
-        index = m.digests["document"][1]
-        self._queue.where = _Where(self._line, index, "audit.document_signature", f"document of message {mid}")
-        try:
-            signed = read_signed_document(raw_doc)
-            doc = Document.from_bytes(signed.document_bytes)
-            if (doc.id, doc.sender, doc.recipient) != (mid, sender, receiver):
-                raise BindingError(f"document is {doc.id} from {doc.sender} to {doc.recipient}")
-            key = self._keys[sender].verify_key(signed.kid, doc.created_at)
-            key.verify("document", signed.document_bytes, signed.signature)
-        except BundleError:  # an earlier line's queued signature failed while this one queued
-            raise
-        except GatewayError as e:
-            raise self._fail("audit.document_signature", f"document of message {mid}: {e.detail}", index) from e
-        self._kids.add(signed.kid)
-        self._counts["documents"] += 1
+        if ln.signed_document is None:
+            doc_digest = self._withheld(ln, m)
+        else:
+            if ln.withheld is not None:
+                raise self._fail(
+                    "audit.withheld",
+                    f"evidence of {ln.direction} message {mid} carries its document and says it is withheld",
+                )
+            doc_digest = self._document(ln.signed_document, m, mid, sender, receiver)
         key_for = self._keys[receiver].verify_key
         for label, text in (("receipt", ln.receipt), ("refusal", ln.refusal)):
             if text is None:
@@ -645,6 +648,49 @@ class BundleVerifier:
                 raise self._fail(f"audit.{label}", f"{label} of message {mid}: {e.detail}", index) from e
             self._kids.add(st.kid)
             self._counts[f"{label}s"] += 1
+
+    def _withheld(self, ln: EvidenceLine, m: _Message) -> bytes:
+        """A line without its document: only a message whose disposal an earlier entry recorded
+        may leave it out. Returns the document digest the entries name (receipts bind it)."""
+        what = f"{ln.direction} message {ln.message_id}"
+        if ln.withheld is None:
+            raise self._fail("audit.withheld", f"evidence of {what} carries no signed document and does not say why")
+        if ln.withheld not in WITHHELD_REASONS:
+            raise self._fail(
+                "audit.withheld",
+                f"evidence of {what} withholds its document as {ln.withheld!r}: only a document disposed of "
+                f"({'/'.join(WITHHELD_REASONS)}) may be left out",
+            )
+        if m.disposed is None:
+            raise self._fail(
+                "audit.withheld",
+                f"evidence of {what} withholds its document as disposed, but no {DISPOSED_KIND} entry before "
+                f"this line names that message (entry {m.first_index} is the first about it)",
+                m.first_index,
+            )
+        self._counts["disposed"] += 1
+        return m.digests["document"][0]  # the disposed entry named it, equal to every other entry's
+
+    def _document(self, text: str, m: _Message, mid: str, sender: str, receiver: str) -> bytes:
+        """Check a line's signed document against the entries and the sender's keys; its digest."""
+        raw_doc = self._b64(text, "signed_document")
+        doc_digest = self._match(m, "document", raw_doc, mid)
+        index = m.digests["document"][1]
+        self._queue.where = _Where(self._line, index, "audit.document_signature", f"document of message {mid}")
+        try:
+            signed = read_signed_document(raw_doc)
+            doc = Document.from_bytes(signed.document_bytes)
+            if (doc.id, doc.sender, doc.recipient) != (mid, sender, receiver):
+                raise BindingError(f"document is {doc.id} from {doc.sender} to {doc.recipient}")
+            key = self._keys[sender].verify_key(signed.kid, doc.created_at)
+            key.verify("document", signed.document_bytes, signed.signature)
+        except BundleError:  # an earlier line's queued signature failed while this one queued
+            raise
+        except GatewayError as e:
+            raise self._fail("audit.document_signature", f"document of message {mid}: {e.detail}", index) from e
+        self._kids.add(signed.kid)
+        self._counts["documents"] += 1
+        return doc_digest
 
     def _match(self, m: _Message, name: str, raw: bytes, mid: str) -> bytes:
         """SHA-256 of `raw`, which must be the digest an earlier entry names for this part."""
@@ -723,6 +769,7 @@ class BundleVerifier:
             checkpoints=c["checkpoints"],
             cosigned_checkpoints=c["cosigned_checkpoints"],
             documents=c["documents"],
+            disposed=c["disposed"],
             receipts=c["receipts"],
             refusals=c["refusals"],
             bundles=c["bundles"],
@@ -774,11 +821,13 @@ def verify_bundle(
 
 __all__ = [
     "DIRECTIONS",
+    "DISPOSED_KIND",
     "EVIDENCE_NAMES",
     "FAILURE_CODES",
     "FORMAT",
     "INBOUND_KINDS",
     "MAX_LINE_BYTES",
+    "WITHHELD_REASONS",
     "BundleError",
     "BundleLine",
     "BundleVerifier",

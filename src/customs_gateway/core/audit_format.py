@@ -3,7 +3,9 @@ and the one error every offline verifier raises.
 
 An export is one compact JSON object per line, in this order: a `header`; every `bundle` (signed
 key bundle, both sides, all versions); then the log: `entry` lines in index order, an `evidence`
-line (signed document, receipt, refusal) after the last entry that names each message, and a
+line (signed document, receipt, refusal) after the last entry that names each message (a message
+disposed of at `retain_until` carries no document but `withheld: "disposed"`, which the verifier
+accepts only after a `disposed` entry naming that document's digest), and a
 `checkpoint` line right after the entry that completes each checkpoint; last an `end` line with
 the count and SHA-256 of every line before it (`core.audit_bundle` verifies it).
 """
@@ -30,6 +32,10 @@ DIRECTIONS: Final = ("outbound", "inbound")
 #: is about one it sent.
 INBOUND_KINDS: Final = frozenset({"received", "duplicate", "ack_received"})
 EVIDENCE_NAMES: Final = ("document", "receipt", "refusal")
+#: Why an evidence line may carry no signed document: the message was disposed of (DESIGN §12).
+WITHHELD_REASONS: Final = ("disposed",)
+#: The entry kind that records a disposal; it names its message's direction in `detail.direction`.
+DISPOSED_KIND: Final = "disposed"
 
 
 class BundleError(GatewayError):
@@ -77,13 +83,18 @@ class EntryLine(msgspec.Struct, tag_field="t", tag="entry", forbid_unknown_field
     entry: str
 
 
-class EvidenceLine(msgspec.Struct, tag_field="t", tag="evidence", forbid_unknown_fields=True):
+class EvidenceLine(msgspec.Struct, tag_field="t", tag="evidence", forbid_unknown_fields=True, omit_defaults=True):
+    """One message's evidence. `signed_document` is None only with `withheld` saying why (a line
+    of an export written before disposal existed has no `withheld`, and a line that carries its
+    document still omits it, so such lines are byte for byte as before)."""
+
     message_id: str
     direction: Literal["outbound", "inbound"]
     peer: str
-    signed_document: str
+    signed_document: str | None
     receipt: str | None
     refusal: str | None
+    withheld: str | None = None
 
 
 class CheckpointLine(msgspec.Struct, tag_field="t", tag="checkpoint", forbid_unknown_fields=True):
@@ -135,20 +146,27 @@ class BundleWriter:
         message_id: str,
         direction: str,
         peer: str,
-        signed_document: bytes,
+        signed_document: bytes | None,
         receipt: bytes | None,
         refusal: bytes | None,
+        withheld: str | None = None,
     ) -> bytes:
+        """One evidence line: the signed document, or (None) `withheld` saying why it is absent."""
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}")
+        if (signed_document is None) != (withheld is not None) or (
+            withheld is not None and withheld not in WITHHELD_REASONS
+        ):
+            raise ValueError(f"give either the signed document or a reason it is withheld ({WITHHELD_REASONS})")
         return self._emit(
             EvidenceLine(
                 message_id,
                 "outbound" if direction == "outbound" else "inbound",
                 peer,
-                b64url(signed_document),
+                None if signed_document is None else b64url(signed_document),
                 None if receipt is None else b64url(receipt),
                 None if refusal is None else b64url(refusal),
+                withheld,
             )
         )
 
@@ -176,13 +194,25 @@ class Reference:
     message_id: str
     name: str
     digest: object  # as the entry holds it: the verifier checks it is 64 lowercase hex digits
+    disposal: bool = False  # named by a `disposed` entry: the document may be withheld from then on
 
 
 def entry_references(entry: AuditEntry) -> list[Reference]:
     """The evidence digests an entry names. An `acknowledged` entry names the ack document it
-    received (`digests.ack_document`, `detail.ack_id`); other entries name their own message's."""
+    received (`digests.ack_document`, `detail.ack_id`); a `disposed` entry names the document of
+    its message in `detail.direction` (either side's copy may be disposed of); other entries name
+    their own message's. Raises DecodeError for a `disposed` entry that does not name a message,
+    a direction and a document digest."""
     refs: list[Reference] = []
     digests = entry.digests
+    if entry.kind == DISPOSED_KIND:
+        direction = entry.detail.get("direction")
+        if not isinstance(entry.message_id, str) or direction not in DIRECTIONS or "document" not in digests:
+            raise DecodeError(
+                "a disposed entry must name message_id, detail.direction (outbound or inbound) and digests.document",
+                field="entry",
+            )
+        return [Reference(str(direction), entry.message_id, "document", digests["document"], disposal=True)]
     if isinstance(entry.message_id, str):
         direction = "inbound" if entry.kind in INBOUND_KINDS else "outbound"
         refs += [

@@ -196,6 +196,39 @@ def message_part(
     )
 
 
+def withheld_part(
+    *,
+    role: Literal["message", "ack"],
+    message_id: str,
+    sender: str,
+    receiver: str,
+    type: str,
+    created_at: dt.datetime,
+    document_sha256: bytes,
+    withheld: str,
+    receipt: bytes | None,
+    refusal: bytes | None,
+) -> MessagePart:
+    """The part for a message whose document is gone (`withheld`: why, e.g. "disposed"), from the
+    header fields and digest the store keeps; the log entries vouch for the digest. Raises
+    ValueError for a digest that is not 32 bytes or an empty reason."""
+    if len(document_sha256) != 32 or not withheld:
+        raise ValueError("a withheld part needs the document's SHA-256 and a reason")
+    return MessagePart(
+        role=role,
+        id=message_id,
+        sender=sender,
+        receiver=receiver,
+        type=type,
+        created_at=format_ts(created_at),
+        document_sha256=document_sha256.hex(),
+        signed_document=None,
+        withheld=withheld,
+        receipt=None if receipt is None else b64url(receipt),
+        refusal=None if refusal is None else b64url(refusal),
+    )
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -303,6 +336,7 @@ class _Proven:
     received_at: str | None = None
     refusal_code: str | None = None
     body: dict[str, Any] = field(default_factory=dict)
+    vouched: bool = False  # a proven log entry names its document digest (a withheld part needs one)
 
 
 class _Verifier:
@@ -610,11 +644,13 @@ class _Verifier:
                 raise self.fail("evidence.entry", f"{where} names a {name} of {named.part.id} the file does not carry")
             if e.digests[name] != held.hex():
                 raise self.fail("evidence.entry", f"{where} names another {name} of {named.part.id}")
+            named.vouched = named.vouched or name == "document"
         if "ack_document" in e.digests:
             if ack is None or e.detail.get("ack_id") != ack.part.id:
                 raise self.fail("evidence.entry", f"{where} names an ack the file does not carry")
             if e.digests["ack_document"] != ack.document.hex():
                 raise self.fail("evidence.entry", f"{where} names another ack document")
+            ack.vouched = True
         self.entries.append(LoggedEntry(owner, index, e.kind, format_ts(e.at), str(e.message_id), e.code))
 
     # --- the end ---
@@ -636,9 +672,7 @@ class _Verifier:
         message = self.parts[0]
         ack = self.parts[1] if len(self.parts) > 1 else None
         for p in self.parts:
-            if p.part.signed_document is None and not any(
-                e.message_id == p.part.id for e in self.entries
-            ):  # withheld: only the logs vouch for the digest
+            if p.part.signed_document is None and not p.vouched:  # withheld: only the logs vouch for it
                 raise self.fail(
                     "evidence.document", f"{p.part.id} is withheld and no log entry names its digest", p.line
                 )

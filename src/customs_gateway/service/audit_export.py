@@ -3,7 +3,8 @@
 The format and its verifier live in `core.audit_bundle`; this edge only reads the store. The
 export ends at the latest checkpoint, so every entry in it is covered by a signed root. Entries
 are read in chunks, twice: the first pass only notes, per message, the last entry that names its
-evidence (a small index), so the second can place each evidence line right after that entry.
+evidence (a small index), so the second can place each evidence line right after that entry. A
+message disposed of at `retain_until` gets a line that withholds its document ("disposed").
 """
 
 from __future__ import annotations
@@ -140,9 +141,12 @@ async def export_bundle(
                     message_id=ev.message_id,
                     direction=ev.direction,
                     peer=ev.peer,
-                    signed_document=ev.signed_document,
+                    # Disposed of at retain_until: the line says so, and the verifier accepts
+                    # that only after the `disposed` entry that names this document.
+                    signed_document=None if ev.disposed_at is not None else ev.signed_document,
                     receipt=ev.receipt if "receipt" in d.names else None,
                     refusal=ev.refusal if "refusal" in d.names else None,
+                    withheld="disposed" if ev.disposed_at is not None else None,
                 )
             )
             evidence_lines += 1

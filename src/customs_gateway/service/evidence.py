@@ -1,16 +1,17 @@
 """Evidence for one message, collected from both logs (DESIGN §10).
 
-Our part comes from our store: the message's signed document, receipt, refusal and business
-ack, and our log's entries about it with inclusion proofs into our newest checkpoint that the
-peer cosigned. The peer's part comes over the peer API (`GET /peer/v1/evidence/{id}`, mutual
-TLS): its entries about the message, proven into its newest checkpoint that we cosigned. The
-file format and its verifier live in `core.evidence`; nothing here is trusted by the verifier.
+Our part comes from our store: the message's signed document (its header and digest only, once
+disposed of at `retain_until`), receipt, refusal and business ack, and our log's entries about
+it with inclusion proofs into our newest checkpoint that the peer cosigned. The peer's part comes
+over the peer API (`GET /peer/v1/evidence/{id}`, mutual TLS): its entries about the message,
+proven into its newest checkpoint that we cosigned. The file format and its verifier live in
+`core.evidence`; nothing here is trusted by the verifier.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, Literal
 
 import aiohttp
 
@@ -25,8 +26,10 @@ from ..core.evidence import (
     encode_log_part,
     message_part,
     prove_entries,
+    withheld_part,
 )
 from ..startup.keystore import read_signed_bundle
+from ..store.base import Evidence
 from .audit_export import _bundles
 from .gateway import Gateway
 from .tls import PeerTLS, client_ssl, peer_session
@@ -118,6 +121,28 @@ class EvidenceCollector:
             raise PeerUnavailable(f"the peer's part is for {part.owner!r}, not {self.gw.peer.identity!r}")
         return part
 
+    def _part(self, role: Literal["message", "ack"], ev: Evidence, refusal: bytes | None) -> MessagePart:
+        """One message part from what the store holds: a message disposed of at `retain_until`
+        has no document any more, so its part is its header and digest, withheld as "disposed"
+        (our log's `disposed` entry and both logs' earlier entries name that digest)."""
+        if ev.disposed_at is None:
+            return message_part(role=role, signed_document=ev.signed_document, receipt=ev.receipt, refusal=refusal)
+        if ev.created_at is None:  # pragma: no cover - every stored row has its creation time
+            raise GatewayError(f"the store holds no creation time of message {ev.message_id}", status=500)
+        sender, receiver = (self.gw.name, ev.peer) if ev.direction == "outbound" else (ev.peer, self.gw.name)
+        return withheld_part(
+            role=role,
+            message_id=ev.message_id,
+            sender=sender,
+            receiver=receiver,
+            type=ev.type,
+            created_at=ev.created_at,
+            document_sha256=ev.document_sha256,
+            withheld="disposed",
+            receipt=ev.receipt,
+            refusal=refusal,
+        )
+
     async def build(self, message_id: str) -> bytes:
         """The evidence file for a business message we sent or received. Raises NotFound,
         NotCosigned (409) or PeerUnavailable (503)."""
@@ -130,19 +155,9 @@ class EvidenceCollector:
         ours = await own_log_part(gw, ids)
         theirs = await self.peer_part(message_id)
         held = {ev.message_id: ev for ev in await gw.store.evidence(ids)}
-        parts: list[MessagePart] = [
-            message_part(
-                role="message",
-                signed_document=held[message_id].signed_document,
-                receipt=held[message_id].receipt,
-                refusal=held[message_id].refusal,
-            )
-        ]
+        parts: list[MessagePart] = [self._part("message", held[message_id], held[message_id].refusal)]
         if ack_id is not None and ack_id in held:
-            ack = held[ack_id]
-            parts.append(
-                message_part(role="ack", signed_document=ack.signed_document, receipt=ack.receipt, refusal=None)
-            )
+            parts.append(self._part("ack", held[ack_id], None))
         peer_signed = read_signed_bundle(gw.config.path(gw.config.peer.bundle))
         versions: list[tuple[str, SignedBundle]] = _bundles(
             gw.name, gw.peer.identity, gw.identity.bundle.to_bytes(), peer_signed.to_bytes(), await gw.store.bundles()
