@@ -24,6 +24,8 @@ from customs_gateway.cli.main import main
 from customs_gateway.core.audit_bundle import verify_bundle
 from customs_gateway.core.clock import JumpClock
 from customs_gateway.core.evidence import verify_evidence
+from customs_gateway.service.pair import EXAMPLE_PASSPHRASE
+from customs_gateway.startup.config import PASSPHRASE_ENV
 
 from .conftest import CN, US, Pair
 from .test_audit_export import _checkpoint, _export, _json_out
@@ -176,3 +178,29 @@ async def test_evidence_and_exports_when_only_one_side_disposed(
         capsys.readouterr()
         assert await asyncio.to_thread(main, ["audit", "verify", str(path), "--json"]) == 0
         assert _json_out(capsys)["disposed"] == disposed
+
+
+async def test_an_export_made_right_after_a_disposal_round_verifies(
+    jump_pair: tuple[Pair, JumpClock],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No waiting for the checkpointer's next tick: the round has its entries checkpointed and
+    cosigned before it returns, so an auditor's export taken at once covers the `disposed`
+    entries its withheld lines rely on."""
+    monkeypatch.setenv(PASSPHRASE_ENV, EXAMPLE_PASSPHRASE.decode())
+    pair, clock = jump_pair
+    soon = await _share(pair, clock, 3, days=1)
+    clock.jump(dt.timedelta(days=2))
+    for side in (US, CN):
+        assert (await pair.gw(side).disposal.run_once()).disposed == [soon]
+    for side in (US, CN):
+        config = str(pair.lp.homes[side].config_path)
+        path = tmp_path / f"{side}.now.jsonl"
+        code = await asyncio.to_thread(main, ["audit", "export", "--config", config, "--out", str(path)])
+        assert code == 0
+        capsys.readouterr()
+        assert await asyncio.to_thread(main, ["audit", "verify", str(path), "--json"]) == 0
+        out = _json_out(capsys)
+        assert out["verified"] is True and out["disposed"] == 1, out

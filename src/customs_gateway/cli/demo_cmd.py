@@ -24,7 +24,7 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from ..core.audit_bundle import verify_bundle
+from ..core.audit_bundle import VerifyReport, verify_bundle
 from ..core.clock import JumpClock
 from ..core.envelope import BUSINESS_TYPES, SignedDocument
 from ..core.evidence import verify_evidence
@@ -327,10 +327,15 @@ class Demo:
         _, kept = await self.call(cn, "GET", f"/v1/inbox/{held}")
         if item.get("body") is not None or kept.get("body") is None:
             raise RuntimeError("disposal did not leave the held message alone and blank the other")
+        for side, count in ((us, 2), (cn, 1)):  # the exports still verify offline, disposed documents withheld
+            report = await self.export_and_verify(side, f"audit-{side}-after-disposal.jsonl")
+            if report.disposed != count:
+                raise RuntimeError(f"{side}'s export shows {report.disposed} disposed messages, expected {count}")
         return (
             f"{cn} held one share ({us} told by a signed notice); two days later {us} disposed of both its "
             f"copies and {cn} of the other one (bodies gone; receipts and audit entries kept), both destroyed "
-            f"the day key of {until}; the held copy is still readable"
+            f"the day key of {until}; the held copy is still readable; both exports verify offline, the "
+            f"disposed documents withheld"
         )
 
     async def training_guide(self) -> str:
@@ -437,26 +442,31 @@ class Demo:
         """Both sides export their audit log; each bundle verifies offline with public keys only."""
         assert self.pair is not None
         parts = []
-        for name, server in self.pair.servers.items():
-            gw = server.gateway
-            path = self.root / f"audit-{name}.jsonl"
-            with path.open("wb") as f:
-                await export_bundle(
-                    gw.store,
-                    log=gw.name,
-                    peer=gw.peer.identity,
-                    own_bundle=gw.identity.bundle.to_bytes(),
-                    peer_bundle=gw.config.path(gw.config.peer.bundle).read_bytes(),
-                    out=f,
-                    now=gw.clock.now(),
-                )
-            with path.open("rb") as f:
-                report = await asyncio.to_thread(verify_bundle, f, require_cosigned=True)
+        for name in self.pair.servers:
+            report = await self.export_and_verify(name, f"audit-{name}.jsonl")
             parts.append(
                 f"{name}: {report.entries} entries, {report.documents} documents, {report.receipts} receipts, "
                 f"{report.cosigned_checkpoints} cosigned checkpoints"
             )
         return "offline verify held — " + "; ".join(parts)
+
+    async def export_and_verify(self, name: str, filename: str) -> VerifyReport:
+        """Export `name`'s audit log to `filename` under the demo directory and verify it offline."""
+        assert self.pair is not None
+        gw = self.pair.servers[name].gateway
+        path = self.root / filename
+        with path.open("wb") as f:
+            await export_bundle(
+                gw.store,
+                log=gw.name,
+                peer=gw.peer.identity,
+                own_bundle=gw.identity.bundle.to_bytes(),
+                peer_bundle=gw.config.path(gw.config.peer.bundle).read_bytes(),
+                out=f,
+                now=gw.clock.now(),
+            )
+        with path.open("rb") as f:
+            return await asyncio.to_thread(verify_bundle, f, require_cosigned=True)
 
     async def evidence(self) -> str:
         """Evidence for the acknowledged seizure share, made by each side and verified offline."""

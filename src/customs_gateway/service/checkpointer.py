@@ -48,6 +48,7 @@ class Checkpointer:
         self.status = CosignStatus()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._cosign_lock = asyncio.Lock()  # one cosign request at a time (the loop, `publish_now`)
         self.leading = False
         # After the peer refused to cosign (e.g. a fork), wait before asking again: 1 s doubling
         # to 5 min, so the peer is not asked, and does not log, every second. An unreachable
@@ -73,8 +74,24 @@ class Checkpointer:
             await gw.store.add_checkpoint(rec)
             return rec
 
+    async def publish_now(self) -> bool:
+        """A checkpoint of the log as it is now, cosigned by the peer if it answers: what the
+        disposal worker asks for after a round, so that an export made right after covers the
+        `disposed` entries its evidence lines rely on. False when this replica does not lead
+        checkpointing, the restore check has not passed, or the peer did not cosign (the loop
+        goes on trying)."""
+        if self.session is None or not await self.gw.store.try_lead("checkpointer"):
+            return False
+        if not await self._may_cosign() or await self.checkpoint_now() is None:
+            return False
+        return await self.cosign_latest()
+
     async def cosign_latest(self) -> bool:
         """Ask the peer to cosign our newest checkpoint; True when it is (now) cosigned."""
+        async with self._cosign_lock:
+            return await self._cosign_latest()
+
+    async def _cosign_latest(self) -> bool:
         gw = self.gw
         latest = await gw.store.latest_checkpoint()
         if latest is None:

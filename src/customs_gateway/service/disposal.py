@@ -116,6 +116,7 @@ class Disposal:
             run.days_destroyed = await self._destroy_days(today, now)
             if run.disposed or run.days_destroyed:
                 log.info("retention.disposed", **run.to_dict())
+                await self._publish()
             self.last_run = run
             return run
 
@@ -129,6 +130,20 @@ class Disposal:
         if row.direction == "outbound":
             return self.gw.files.dispose(ids)
         return self.gw.peer_files.dispose(ids)
+
+    async def _publish(self) -> None:
+        """Have the round's entries checkpointed and cosigned now (not at the next tick): an
+        export's evidence line withholds a disposed document only after the `disposed` entry,
+        which must lie inside the export's checkpoint."""
+        recovery = self.gw.recovery
+        checkpointer = None if recovery is None else recovery.checkpointer
+        if checkpointer is None:
+            return
+        try:
+            if not await checkpointer.publish_now():
+                log.info("retention.checkpoint_later", why="not leading, or the peer did not cosign yet")
+        except GatewayError as e:
+            log.warning("retention.checkpoint_failed", code=e.code)
 
     @staticmethod
     def _file_ids(msg_type: str, signed_document: bytes) -> list[str]:
