@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from customs_gateway.core.clock import JumpClock
+from customs_gateway.core.encoding import unb64url
 
 from .conftest import CN, US, Pair, sample
 
@@ -291,3 +292,25 @@ async def test_files_are_disposed_of_with_their_message_unless_held(jump_pair: t
     assert (await _download(pair, CN, f"/v1/inbox/{gone}/files/{gone_file}"))[0] == 410
     # US's held copy: its document and its file outlive the day key (both under the hold's key).
     assert await _download(pair, US, f"/v1/messages/{held}/files/{held_file}") == before[US]
+
+
+async def test_a_document_whose_retention_date_passed_on_the_way_is_refused(
+    jump_pair: tuple[Pair, JumpClock],
+) -> None:
+    """A receiver never stores a document it would have to dispose of on arrival (its day key may
+    be gone): the sender gets a signed refusal `handling.retention`; nothing enters the inbox."""
+    pair, clock = jump_pair
+    await pair.lp.stop(CN)
+    until = (clock.now().date() + dt.timedelta(days=1)).isoformat()
+    status, res, _ = await pair.apis[US].call(
+        "POST",
+        "/v1/messages",
+        json_body={"type": "seizure-share", "to": CN, "body": _body(9), "handling": {"retain_until": until}},
+    )
+    assert status == 202, res
+    clock.jump(dt.timedelta(days=2))
+    await pair.lp.start(CN, clock=clock)
+    m = await pair.apis[US].wait_status(res["id"], {"refused", "delivered"}, timeout=60)
+    refusal = json.loads(unb64url(m["refusal"]["refusal"], field="refusal"))
+    assert m["status"] == "refused" and refusal["code"] == "handling.retention", m
+    assert await pair.gw(CN).store.inbox_item(res["id"]) is None

@@ -14,7 +14,7 @@ from customs_gateway.core.audit import AuditEntry
 from customs_gateway.core.errors import Conflict, NotFound
 from customs_gateway.service.disposal import disposed_entry
 from customs_gateway.startup.daykeys import DayKeys
-from customs_gateway.store.base import Hold, Store
+from customs_gateway.store.base import Hold, HoldNotice, Incoming, Store
 from customs_gateway.store.sealed import SealedColumns, context
 from tests.postgres.records import CN, T0, arrival, delivered, entry, new_message
 
@@ -105,3 +105,33 @@ async def test_a_hold_reseals_the_row_under_its_own_key(stores: tuple[Store, Raw
     assert [h.message_id for h in await store.list_holds(False, 10)] == [got]
     assert await store.list_holds(True, 10) == []
     assert context  # the context layout is the vectors' (test_store_at_rest)
+
+
+async def test_a_peer_hold_notice_must_name_a_message_exchanged_with_it(stores: tuple[Store, Raw, DayKeys]) -> None:
+    """A `legal-hold` notice is recorded as the peer's hold only for a message the two exchanged;
+    one naming anything else is refused (`schema.reference`) with nothing written."""
+    store, _, keys = stores
+    store.seal_at_rest(SealedColumns(keys))
+    sent, _, got = await _sent_and_received(store)  # `sent` went to CN; `got` came from US
+
+    def notice(seq: int, about: str, action: str = "placed") -> Incoming:
+        n = arrival(seq, msg_type="legal-hold")
+        return dataclasses.replace(n, hold_notice=HoldNotice(about, action, "court order", T0, n.id))
+
+    for about in ("no-such-message", sent):  # unknown; exchanged with CN, not with the sender US
+        bad = notice(5, about)
+        [res] = await store.accept_incoming([bad])
+        assert (res.status, res.code, res.field) == ("refused", "schema.reference", "body.message_id")
+        assert await store.inbox_item(bad.id) is None and await store.holds_for([about]) == {}
+    [res] = await store.accept_incoming([notice(6, got)])
+    assert res.status == "accepted"
+    [hold] = (await store.holds_for([got]))[got]
+    assert (hold.origin, hold.direction, hold.reason, hold.placed_by, hold.active) == (
+        "peer",
+        "inbound",
+        "court order",
+        "peer:US-CBP",
+        True,
+    )
+    [res] = await store.accept_incoming([notice(7, got, "released")])
+    assert res.status == "accepted" and not (await store.holds_for([got]))[got][0].active

@@ -214,7 +214,7 @@ class Disposal:
             m = await gw.store.get_message(placed.message_id)
             if m is not None:
                 gw.files.hold(self._file_ids(m.type, m.signed_document), placed.message_id, hold_id)
-        notice = await gw.send_hold_notice(placed, "placed", req.reason, caller)
+        notice = await self._notice(placed, "placed", req.reason, caller)
         return replace(placed, notice_id=notice)
 
     async def release(self, message_id: str, raw: bytes, caller: Caller) -> Hold:
@@ -230,8 +230,28 @@ class Disposal:
             detail={} if req.reason is None else {"reason": req.reason},
         )
         released = await gw.store.release_hold(message_id, now, caller.actor, req.reason, audit)
-        await gw.send_hold_notice(released, "released", req.reason or "", caller)
+        await self._notice(released, "released", req.reason or "", caller)
         return released
+
+    async def _notice(self, hold: Hold, action: str, reason: str, caller: Caller) -> str:
+        """Queue the signed `legal-hold` notice telling the peer we placed or released a hold on
+        a message we exchanged (DESIGN §12), with its `submitted` entry; returns its id."""
+        gw = self.gw
+        now = gw.clock.now()
+        body = {"message_id": hold.message_id, "action": action, "reason": reason}
+        notice = gw._new_message("legal-hold", body, now, now + NOTICE_TTL, caller.token_id)
+        audit = AuditEntry(
+            at=now,
+            kind="submitted",
+            actor=caller.actor,
+            message_id=notice.id,
+            peer=gw.peer.identity,
+            digests={"document": notice.document_sha256.hex()},
+            detail={"type": "legal-hold", "about": hold.message_id, "hold": action},
+        )
+        await gw.store.submit(notice, audit)
+        gw.outbox_changed.set()
+        return notice.id
 
     async def hold_of(self, message_id: str) -> Hold:
         found = [h for h in (await self.gw.store.holds_for([message_id])).get(message_id, []) if h.origin == "ours"]

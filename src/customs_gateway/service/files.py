@@ -46,6 +46,7 @@ from ..core.filecrypt import CHUNK
 from ..core.keys import RandBytes
 from ..core.upload import FILE_ID, UploadError, UploadRecord, check_declared_part, check_resume, overflow, room
 from ..startup.config import FilesConfig
+from ..startup.keystore import fsync_dir
 from ..store.sealed import DayKeyring
 
 log = structlog.get_logger("customs_gateway.files")
@@ -159,11 +160,7 @@ class FileUploads:
         self._sync_dir()
 
     def _sync_dir(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.directory)
 
     def _remove(self, file_id: str) -> None:
         """Forget an upload: bytes first, then the record (a record without bytes is harmless)."""

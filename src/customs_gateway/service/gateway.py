@@ -46,11 +46,11 @@ from ..startup.agreement import load_agreement_profile
 from ..startup.config import Config
 from ..startup.daykeys import DAYS_DIR, DayKeys
 from ..startup.keystore import Identity, write_atomic
-from ..store.base import Hold, Incoming, MessageFilter, NewMessage, OutMessage, Store, TokenRecord, WitnessState
+from ..store.base import Incoming, MessageFilter, NewMessage, OutMessage, Store, TokenRecord, WitnessState
 from ..store.sealed import SealedColumns, retention_day
 from .auth import ROLES, TOKEN_ID_RE, check_secret, new_token, parse_bearer
 from .crypto_workers import CryptoPool, OpenKeys, Refused, open_batch, refused_error
-from .disposal import NOTICE_TTL, Disposal
+from .disposal import Disposal
 from .files import FileUploads
 from .peer_files import MissingFile, PeerFiles
 from .tls import PeerTLS
@@ -534,26 +534,6 @@ class Gateway:
         out = await self.store.acknowledge_inbox(item.id, req.status, ack, audit)
         self.outbox_changed.set()
         return out
-
-    # --- legal holds ------------------------------------------------------------------------
-    async def send_hold_notice(self, hold: Hold, action: str, reason: str, caller: Caller) -> str:
-        """Queue the signed `legal-hold` notice telling the peer we placed or released a hold on
-        a message we exchanged (DESIGN §12); returns its message id."""
-        now = self.clock.now()
-        body = {"message_id": hold.message_id, "action": action, "reason": reason}
-        notice = self._new_message("legal-hold", body, now, now + NOTICE_TTL, caller.token_id)
-        audit = AuditEntry(
-            at=now,
-            kind="submitted",
-            actor=caller.actor,
-            message_id=notice.id,
-            peer=self.peer.identity,
-            digests={"document": notice.document_sha256.hex()},
-            detail={"type": "legal-hold", "about": hold.message_id, "hold": action},
-        )
-        await self.store.submit(notice, audit)
-        self.outbox_changed.set()
-        return notice.id
 
     # --- receiving -------------------------------------------------------------------------
     async def receive(self, raw: bytes) -> list[dict[str, Any]]:

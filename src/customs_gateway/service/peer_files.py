@@ -32,6 +32,7 @@ from ..core.errors import GatewayError, SchemaError
 from ..core.filecrypt import SEALED, Decryptor, FileDigest, FileError, ciphertext_size
 from ..core.upload import FILE_ID, UploadError
 from ..startup.config import FilesConfig
+from ..startup.keystore import fsync_dir
 from .files import Writer, disk_error
 
 log = structlog.get_logger("customs_gateway.peer_files")
@@ -262,11 +263,7 @@ class PeerFiles:
         return held
 
     def _sync_dir(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.directory)
 
     def _pieces(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
         with open(self._data(file_id), "rb") as f:

@@ -23,7 +23,7 @@ from typing import Final
 from ..core import atrest
 from ..core.keys import RandBytes
 from ..core.storekey import StoreKey
-from .keystore import create_exclusive, write_atomic
+from .keystore import create_exclusive, fsync_dir, write_atomic
 
 DAYS_DIR: Final = "days"
 HOLDS_DIR: Final = "holds"
@@ -92,11 +92,7 @@ class DayKeys:
                 return False
             write_atomic(self._path(day, "destroyed"), b"")
             path.unlink()
-            fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(self.directory)
             self._cache.pop(day, None)
             return True
 
@@ -157,11 +153,7 @@ class DayKeys:
                 self._hold_path(hold_id).unlink()
             except FileNotFoundError:
                 return False
-            fd = os.open(self.holds_directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(self.holds_directory)
             return True
 
     def holds(self) -> list[bytes]:

@@ -191,7 +191,8 @@ class Identity:
 # --- files ---------------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries durable (after a create, rename or unlink in it)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
@@ -225,7 +226,7 @@ def write_atomic(path: Path, data: bytes, mode: int = _PRIVATE) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def create_exclusive(path: Path, data: bytes, mode: int = _PRIVATE) -> bool:
@@ -239,7 +240,7 @@ def create_exclusive(path: Path, data: bytes, mode: int = _PRIVATE) -> bool:
         return False
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
 
 
@@ -660,7 +661,7 @@ class KeyStore:
         write_atomic(self.cert_path, ncert.read_bytes(), _PUBLIC)
         nkey.unlink()
         ncert.unlink()
-        _fsync_dir(self.tls_dir)
+        fsync_dir(self.tls_dir)
 
     # -- change ---------------------------------------------------------------------------
 
@@ -725,7 +726,7 @@ class KeyStore:
             for path, (meta, _, seed) in zip(paths, opened, strict=True):
                 staged.append((_stage(path, seal(seed, meta), _PRIVATE), path))
             for d in {self.keys_dir, self.tls_dir}:
-                _fsync_dir(d)
+                fsync_dir(d)
             journal = [[self._tag(path), tmp.name, path.name] for tmp, path in staged]
             write_atomic(self.keys_dir / _JOURNAL, json_bytes({"rename": journal}))  # the commit point
         except BaseException:
@@ -762,9 +763,9 @@ class KeyStore:
             with contextlib.suppress(FileNotFoundError):  # renamed already, before a crash
                 os.replace(tmp, path)
         for d in {self.keys_dir, self.tls_dir}:
-            _fsync_dir(d)
+            fsync_dir(d)
         journal.unlink()
-        _fsync_dir(self.keys_dir)
+        fsync_dir(self.keys_dir)
 
 
 def _temporaries(d: Path) -> Iterator[Path]:

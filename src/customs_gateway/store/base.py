@@ -303,11 +303,22 @@ class MessageFilter:
     reference: bytes | None = None  # a reference tag (`core.reference.query_tag`)
 
 
-def reference_refusal(it: Incoming, reply_known: bool, type_of: dict[str, str | None]) -> IncomingResult | None:
+def names_messages(it: Incoming) -> bool:
+    """Whether an arrival names messages the receiver must know (`reference_refusal` checks them)."""
+    return it.in_reply_to is not None or bool(it.named) or it.hold_notice is not None
+
+
+def reference_refusal(
+    it: Incoming, reply_known: bool, type_of: dict[str, str | None], held_known: bool = True
+) -> IncomingResult | None:
     """The answer to an arrival naming a message the receiver does not know, else None:
     `in_reply_to` must be one exchanged with the sender (`reply_known`); what the body names one we
     sent the sender, of the right type (`type_of`: the type of our message to the sender under each
-    named id, None if we sent none; `core.threads`)."""
+    named id, None if we sent none; `core.threads`); a `legal-hold` notice one exchanged with the
+    sender (`held_known`)."""
+    if it.hold_notice is not None and not held_known:
+        detail = f"the legal-hold notice names {it.hold_notice.message_id}, no message exchanged with {it.sender}"
+        return IncomingResult("refused", None, "schema.reference", detail, "body.message_id")
     if it.in_reply_to is not None and not reply_known:
         detail = f"in_reply_to {it.in_reply_to} names no message exchanged with {it.sender}"
         return IncomingResult("refused", None, "schema.reference", detail, "document.in_reply_to")
@@ -514,6 +525,52 @@ def inbox_item_from_row(r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> I
     )
 
 
+GroupKey = tuple[str | None, str | None]
+
+
+def idempotency_keys(batch: Sequence[tuple[NewMessage, AuditEntry]]) -> dict[int, GroupKey]:
+    """(token, Idempotency-Key) of each submission of a group that has one, by position."""
+    return {
+        i: (m.token_id, m.idempotency_key)
+        for i, (m, _) in enumerate(batch)
+        if m.idempotency_key is not None and m.token_id is not None
+    }
+
+
+def plan_group(
+    batch: Sequence[tuple[NewMessage, AuditEntry]],
+    keyed: dict[int, GroupKey],
+    held: dict[GroupKey, tuple[str, bytes]],
+    results: list[Any],
+) -> tuple[list[int], dict[int, str]]:
+    """Which submissions of a group are new (`fresh`, in order) and which replay an earlier use of
+    their Idempotency-Key (`replay_of`: position -> message id), given the keys the store already
+    `held` (key -> message id, request hash); a key reused with another request gets its
+    Conflict in `results`. One submission after another would decide the same (both stores'
+    `_submit_group`)."""
+    fresh: list[int] = []
+    replay_of: dict[int, str] = {}  # the message an earlier use of the same key made
+    first_with: dict[GroupKey, int] = {}
+    for i, (m, _) in enumerate(batch):
+        key = keyed.get(i)
+        before = held.get(key) if key else None
+        if key and before is None and key in first_with:  # the same key earlier in this group
+            before = (batch[first_with[key]][0].id, batch[first_with[key]][0].request_hash or b"")
+        if before is None:
+            if key:
+                first_with[key] = i
+            fresh.append(i)
+        elif before[1] != m.request_hash:
+            results[i] = Conflict(
+                "Idempotency-Key was already used with a different request",
+                code="idempotency.conflict",
+                field="Idempotency-Key",
+            )
+        else:
+            replay_of[i] = before[0]
+    return fresh, replay_of
+
+
 def queued_message(msg: NewMessage, seq: int) -> OutMessage:
     """What `submit` stores for a new message, as a later read gives it back (no read-back needed)."""
     created = to_ms(msg.created_at)
@@ -559,6 +616,12 @@ MAX_THREAD_DEPTH: Final = 1000
 MAX_THREAD: Final = 500
 #: Message types that are not business messages (never listed, never in a thread).
 CONTROL_TYPES_SQL: Final = "('ack','key-announcement','cosign-request','legal-hold')"
+#: Whether a message ($1) is a business message exchanged with a peer ($2), either way (SQLite
+#: reads `$n` as its numbered parameter `?n`).
+EXCHANGED_SQL: Final = (
+    f"SELECT 1 FROM inbox WHERE id=$1 AND sender=$2 AND type NOT IN {CONTROL_TYPES_SQL}"
+    f" UNION ALL SELECT 1 FROM messages WHERE id=$1 AND peer=$2 AND type NOT IN {CONTROL_TYPES_SQL} LIMIT 1"
+)
 
 
 class Store(abc.ABC):

@@ -55,6 +55,7 @@ from .base import (
     DUE_OUT_SQL,
     EVIDENCE_IN_COLS,
     EVIDENCE_OUT_COLS,
+    EXCHANGED_SQL,
     IN_COLS,
     LIVE_DAYS_SQL,
     OUT_COLS,
@@ -83,8 +84,11 @@ from .base import (
     ack_refusal,
     consent_from_row,
     evidence_from_row,
+    idempotency_keys,
     inbox_item_from_row,
+    names_messages,
     out_message_from_row,
+    plan_group,
     queued_message,
     reference_refusal,
     seq_reused,
@@ -1118,11 +1122,7 @@ async def _submit_group(
     before (here or earlier in the group) returns its message, or a Conflict if the request differs."""
     c = tx.conn
     results: list[tuple[OutMessage, bool] | GatewayError | None] = [None] * len(batch)
-    keyed = {
-        i: (m.token_id, m.idempotency_key)
-        for i, (m, _) in enumerate(batch)
-        if m.idempotency_key is not None and m.token_id is not None
-    }
+    keyed = idempotency_keys(batch)
     held: dict[tuple[str | None, str | None], tuple[str, bytes]] = {}
     if keyed:
         rows = await c.fetch(
@@ -1137,26 +1137,7 @@ async def _submit_group(
     if earlier:
         rows = await c.fetch(f"SELECT {OUT_COLS} FROM messages WHERE id = ANY($1::text[])", list(earlier))
         stored = {r[0]: _out(r) for r in rows}
-    fresh: list[int] = []
-    replay_of: dict[int, str] = {}  # the message an earlier use of the same key made
-    first_with: dict[tuple[str | None, str | None], int] = {}
-    for i, (m, _) in enumerate(batch):
-        key = keyed.get(i)
-        before = held.get(key) if key else None
-        if key and before is None and key in first_with:  # the same key earlier in this group
-            before = (batch[first_with[key]][0].id, batch[first_with[key]][0].request_hash or b"")
-        if before is None:
-            if key:
-                first_with[key] = i
-            fresh.append(i)
-        elif before[1] != m.request_hash:
-            results[i] = Conflict(
-                "Idempotency-Key was already used with a different request",
-                code="idempotency.conflict",
-                field="Idempotency-Key",
-            )
-        else:
-            replay_of[i] = before[0]
+    fresh, replay_of = plan_group(batch, keyed, held, results)
     peers = sorted({batch[i][0].peer for i in fresh})
     next_seq: dict[str, int] = {}
     for peer in peers:
@@ -1347,29 +1328,17 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
         refused = ack_refusal(it, None if ack is None else (ack[0], ack[1], bytes(ack[2])))
         if refused is not None:
             return refused  # nothing written: the ack is not in our inbox and will be answered refused
-    if (
-        arrival is Arrival.NEW
-        and it.hold_notice is not None
-        and not await c.fetchval(
-            f"SELECT 1 FROM inbox WHERE id=$1 AND sender=$2 AND type NOT IN {CONTROL_TYPES_SQL}"
-            f" UNION ALL SELECT 1 FROM messages WHERE id=$1 AND peer=$2 AND type NOT IN {CONTROL_TYPES_SQL} LIMIT 1",
-            it.hold_notice.message_id,
-            it.sender,
-        )
-    ):
-        detail = f"the legal-hold notice names {it.hold_notice.message_id}, no message exchanged with {it.sender}"
-        return IncomingResult("refused", None, "schema.reference", detail, "body.message_id")
-    if arrival is Arrival.NEW and (it.in_reply_to is not None or it.named):
+    if arrival is Arrival.NEW and names_messages(it):
         exchanged = it.in_reply_to is not None and None is not await c.fetchval(
-            f"SELECT 1 FROM inbox WHERE id=$1 AND sender=$2 AND type NOT IN {CONTROL_TYPES_SQL}"
-            f" UNION ALL SELECT 1 FROM messages WHERE id=$1 AND peer=$2 AND type NOT IN {CONTROL_TYPES_SQL} LIMIT 1",
-            it.in_reply_to,
-            it.sender,
+            EXCHANGED_SQL, it.in_reply_to, it.sender
+        )
+        held = it.hold_notice is None or None is not await c.fetchval(
+            EXCHANGED_SQL, it.hold_notice.message_id, it.sender
         )
         sent_type: dict[str, str | None] = {}
         for _, mid in it.named:
             sent_type[mid] = await c.fetchval("SELECT type FROM messages WHERE id=$1 AND peer=$2", mid, it.sender)
-        refused = reference_refusal(it, exchanged, sent_type)
+        refused = reference_refusal(it, exchanged, sent_type, held)
         if refused is not None:
             return refused  # nothing written
     if arrival is Arrival.NEW:

@@ -29,8 +29,6 @@ HOLD_COLS: Final = (
     "message_id, origin, direction, reason, placed_by, placed_at, hold_id, notice_id, released_at, released_by,"
     " release_reason"
 )
-#: Rows an active hold of ours keeps (a sub-select both engines take as written).
-HELD_IDS_SQL: Final = "SELECT message_id FROM holds WHERE origin='ours' AND released_at IS NULL"
 
 
 def hold_from_row(r: Sequence[Any], ts: Callable[[Any], dt.datetime]) -> Hold:

@@ -45,6 +45,7 @@ from .base import (
     DUE_OUT_SQL,
     EVIDENCE_IN_COLS,
     EVIDENCE_OUT_COLS,
+    EXCHANGED_SQL,
     IN_COLS,
     LIVE_DAYS_SQL,
     OUT_COLS,
@@ -74,8 +75,11 @@ from .base import (
     consent_from_row,
     day_of,
     evidence_from_row,
+    idempotency_keys,
     inbox_item_from_row,
+    names_messages,
     out_message_from_row,
+    plan_group,
     queued_message,
     reference_refusal,
     seq_reused,
@@ -1076,14 +1080,12 @@ def _history(c: sqlite3.Connection, message_id: str, at: dt.datetime, status: st
     )
 
 
+_EXCHANGED: Final = EXCHANGED_SQL.replace("$", "?")
+
+
 def _exchanged(c: sqlite3.Connection, peer: str, message_id: str) -> bool:
     """Whether `message_id` is a business message `peer` sent us or we sent `peer`."""
-    row = c.execute(
-        f"SELECT 1 FROM inbox WHERE id=? AND sender=? AND type NOT IN {CONTROL_TYPES_SQL}"
-        f" UNION ALL SELECT 1 FROM messages WHERE id=? AND peer=? AND type NOT IN {CONTROL_TYPES_SQL} LIMIT 1",
-        (message_id, peer, message_id, peer),
-    ).fetchone()
-    return row is not None
+    return c.execute(_EXCHANGED, (message_id, peer)).fetchone() is not None
 
 
 def _sent_type(c: sqlite3.Connection, peer: str, message_id: str) -> str | None:
@@ -1114,11 +1116,7 @@ def _submit_group(
     used before (here or earlier in the group) returns its message, or a Conflict if the request
     differs (and writes nothing). The same rules as PostgreSQL's `_submit_group`."""
     results: list[tuple[OutMessage, bool] | GatewayError | None] = [None] * len(batch)
-    keyed = {
-        i: (m.token_id, m.idempotency_key)
-        for i, (m, _) in enumerate(batch)
-        if m.idempotency_key is not None and m.token_id is not None
-    }
+    keyed = idempotency_keys(batch)
     held: dict[tuple[str | None, str | None], tuple[str, bytes]] = {}
     for token_id, key in set(keyed.values()):
         row = c.execute(
@@ -1129,26 +1127,7 @@ def _submit_group(
     stored = {}
     for mid in {mid for mid, _ in held.values()}:
         stored[mid] = _out(c.execute(f"SELECT {OUT_COLS} FROM messages WHERE id=?", (mid,)).fetchone())
-    fresh: list[int] = []
-    replay_of: dict[int, str] = {}  # the message an earlier use of the same key made
-    first_with: dict[tuple[str | None, str | None], int] = {}
-    for i, (m, _) in enumerate(batch):
-        ikey = keyed.get(i)
-        before = held.get(ikey) if ikey else None
-        if ikey and before is None and ikey in first_with:  # the same key earlier in this group
-            before = (batch[first_with[ikey]][0].id, batch[first_with[ikey]][0].request_hash or b"")
-        if before is None:
-            if ikey:
-                first_with[ikey] = i
-            fresh.append(i)
-        elif before[1] != m.request_hash:
-            results[i] = Conflict(
-                "Idempotency-Key was already used with a different request",
-                code="idempotency.conflict",
-                field="Idempotency-Key",
-            )
-        else:
-            replay_of[i] = before[0]
+    fresh, replay_of = plan_group(batch, keyed, held, results)
     next_seq: dict[str, int] = {}
     for peer in sorted({batch[i][0].peer for i in fresh}):
         n = sum(1 for i in fresh if batch[i][0].peer == peer)
@@ -1303,14 +1282,12 @@ def _accept_one(c: sqlite3.Connection, it: Incoming, audit: list[AuditEntry]) ->
         refused = ack_refusal(it, None if ack is None else (ack[0], ack[1], bytes(ack[2])))
         if refused is not None:
             return refused  # nothing written: the ack is not in our inbox and will be answered refused
-    if it.hold_notice is not None and not _exchanged(c, it.sender, it.hold_notice.message_id):
-        detail = f"the legal-hold notice names {it.hold_notice.message_id}, no message exchanged with {it.sender}"
-        return IncomingResult("refused", None, "schema.reference", detail, "body.message_id")
-    if it.in_reply_to is not None or it.named:
+    if names_messages(it):
         refused = reference_refusal(
             it,
             it.in_reply_to is not None and _exchanged(c, it.sender, it.in_reply_to),
             {mid: _sent_type(c, it.sender, mid) for _, mid in it.named},
+            it.hold_notice is None or _exchanged(c, it.sender, it.hold_notice.message_id),
         )
         if refused is not None:
             return refused  # nothing written
