@@ -28,6 +28,7 @@ from typing import Final
 import nacl.bindings
 import nacl.exceptions
 
+from . import xchacha
 from .errors import GatewayError
 from .filecrypt import CHUNK
 
@@ -62,8 +63,7 @@ def seal_chunk(key: bytes, file_id: str, index: int, plaintext: bytes, nonce: by
         raise ValueError("an upload key is 32 bytes and a nonce 24")
     if len(plaintext) > CHUNK:
         raise ValueError("a chunk holds at most CHUNK bytes")
-    aad = chunk_aad(file_id, index)
-    return nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key)
+    return nonce + xchacha.encrypt(key, nonce, plaintext, chunk_aad(file_id, index))
 
 
 def open_chunk(key: bytes, file_id: str, index: int, record: bytes) -> bytes:
@@ -75,10 +75,8 @@ def open_chunk(key: bytes, file_id: str, index: int, record: bytes) -> bytes:
         )
     nonce, ct = record[:NONCE_BYTES], record[NONCE_BYTES:]
     try:
-        return bytes(
-            nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ct, chunk_aad(file_id, index), nonce, key)
-        )
-    except nacl.exceptions.CryptoError as e:
+        return xchacha.decrypt(key, nonce, ct, chunk_aad(file_id, index))
+    except xchacha.XChaChaError as e:
         raise FileRestError(
             f"chunk record {index} of upload {file_id} does not open: altered, moved, or another key",
             code="file.at_rest_auth_failed",

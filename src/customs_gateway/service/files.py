@@ -54,6 +54,8 @@ log = structlog.get_logger("customs_gateway.files")
 #: Writes bytes to a file descriptor, as `os.write` (injected: tests make the disk fill up).
 Writer = Callable[[int, bytes], int]
 _DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: An upload's bytes are hashed, sealed and written in blocks of about this size, in a thread.
+BLOCK: Final = 8 * CHUNK
 
 
 def upload_id_ok(file_id: str) -> bool:
@@ -245,31 +247,40 @@ class FileUploads:
         offset = rec.offset
         stopped: PartInterrupted | None = None
         key = self.upload_key(rec)
-        index = filerest.full_chunks(rec.offset)
-        pending = bytearray(self._tail(rec, key))  # the partial chunk held: sealed again as it grows
         try:
             fd = os.open(self._data(rec.file_id), os.O_WRONLY)
         except OSError as e:  # the bytes went missing behind the gateway's back
             log.warning("files.write_failed", file_id=rec.file_id, errno=e.errno)
             raise disk_error(e) from e
+        sink = _Sealer(self, fd, key, rec.file_id, filerest.full_chunks(rec.offset), self._tail(rec, key))
+        # The event loop reads the body; two threads take it a block at a time, one hashing, one
+        # sealing and writing (hashlib and the AEAD release the GIL), while the next block arrives.
+        loop = asyncio.get_running_loop()
+        busy: tuple[asyncio.Future[None], ...] = ()
+        block = bytearray()
         try:
             os.lseek(fd, filerest.data_size(rec.offset), os.SEEK_SET)
             try:
                 async for chunk in body:
                     if offset - rec.offset + len(chunk) > limit:
                         raise overflow(rec, self.config.max_file_bytes)
-                    hasher.update(chunk)
                     offset += len(chunk)
-                    pending += chunk
-                    while len(pending) >= CHUNK:
-                        self._write_all(fd, self._seal(key, rec.file_id, index, bytes(pending[:CHUNK])))
-                        del pending[:CHUNK]
-                        index += 1
+                    block += chunk
+                    if len(block) >= BLOCK:
+                        await asyncio.gather(*busy)
+                        busy = (
+                            loop.run_in_executor(None, hasher.update, block),
+                            loop.run_in_executor(None, sink.feed, block),
+                        )
+                        block = bytearray()
             except PartInterrupted as e:
                 if fresh:
                     raise
                 stopped = e
-            await asyncio.to_thread(os.fsync, fd)
+            await asyncio.gather(*busy)
+            busy = ()
+            hasher.update(block)
+            await asyncio.to_thread(sink.finish, block)
             length = rec.length if rec.length is not None or stopped else offset
             done = length is not None and offset == length
             new = msgspec.structs.replace(
@@ -278,11 +289,14 @@ class FileUploads:
                 length=length,
                 touched_at=self.clock.now(),
                 sha256=hasher.hexdigest() if done else None,
-                tail=b64url(self._seal(key, rec.file_id, index, bytes(pending))) if pending else None,
+                tail=b64url(self._seal(key, rec.file_id, sink.index, bytes(sink.pending))) if sink.pending else None,
             )
             self._save(new)
         except BaseException as e:
             # Nothing of this part is kept: the records are cut back, the digest is the one before.
+            for work in busy:  # a thread cannot be stopped: let it end before cutting back
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(work)
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, filerest.data_size(rec.offset))
             self._hashes[rec.file_id] = (rec.offset, start)
@@ -476,3 +490,53 @@ class FileUploads:
                     sweep(self.clock.now(), self.config.sweep_batch)
                 except OSError:
                     log.exception("files.sweep_failed")
+
+
+class _Sealer:
+    """The thread side of a part: seals every full chunk into its record and writes the records,
+    block by block; the partial last chunk stays in `pending` (the caller seals it into the
+    upload's record). One block at a time, in order."""
+
+    def __init__(self, uploads: FileUploads, fd: int, key: bytes, file_id: str, index: int, pending: bytes) -> None:
+        self.uploads = uploads
+        self.fd = fd
+        self.key = key
+        self.file_id = file_id
+        self.index = index  # the chunk `pending` starts
+        self.pending = bytearray(pending)
+
+    def feed(self, block: bytes | bytearray) -> None:
+        view = memoryview(block)
+        records = []
+        if self.pending:
+            take = CHUNK - len(self.pending)
+            self.pending += view[:take]
+            view = view[take:]
+            if len(self.pending) < CHUNK:
+                return
+            records.append(self._seal(bytes(self.pending)))
+            self.pending.clear()
+        while len(view) >= CHUNK:
+            records.append(self._seal(bytes(view[:CHUNK])))
+            view = view[CHUNK:]
+        self.pending += view
+        if records:
+            self._write(records)
+
+    def _seal(self, plain: bytes) -> bytes:
+        record = self.uploads._seal(self.key, self.file_id, self.index, plain)
+        self.index += 1
+        return record
+
+    def _write(self, records: list[bytes]) -> None:
+        want = sum(map(len, records))
+        done = os.writev(self.fd, records) if self.uploads.write is os.write else 0
+        if done < want:  # a short write (rare), or an injected writer: the rest one by one
+            self.uploads._write_all(self.fd, b"".join(records)[done:])
+
+    def finish(self, block: bytes | bytearray) -> None:
+        """The last bytes of the part, then fsync: the records are durable before the upload's
+        record counts them."""
+        if block:
+            self.feed(block)
+        os.fsync(self.fd)

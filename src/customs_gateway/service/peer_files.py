@@ -386,41 +386,43 @@ async def push(
     pieces = ciphertext_from(chunks, key_b64, size, held)
     carry = b""
 
-    def take(n: int) -> list[bytes]:
-        """The next `n` ciphertext bytes, in the pieces they come in (made in a thread, so the
-        next part is ready while the peer writes and answers this one)."""
+    def take(n: int) -> bytearray:
+        """The next `n` ciphertext bytes in one buffer, made in a thread, so the next part is
+        ready while the peer writes and answers this one."""
         nonlocal carry
-        out, got = [], 0
+        out, got = bytearray(n), 0
         while got < n:
             if not carry:
                 made = next(pieces, None)
                 if made is None:
                     raise GatewayError("the file ended before its size", code="file.push_failed")
                 carry = made
-            piece, carry = carry[: n - got], carry[n - got :]
-            out.append(piece)
-            got += len(piece)
+            take = min(n - got, len(carry))
+            out[got : got + take] = carry[:take] if take < len(carry) else carry
+            carry = carry[take:]
+            got += take
         return out
 
-    def prepare(start: int) -> asyncio.Task[list[bytes]] | None:
-        return asyncio.create_task(asyncio.to_thread(take, min(part, total - start))) if start < total else None
+    def prepare(start: int) -> asyncio.Future[bytearray] | None:
+        if start >= total:
+            return None
+        return asyncio.get_running_loop().run_in_executor(None, take, min(part, total - start))
 
     nxt = prepare(held)
     try:
         while nxt is not None:
             ready = await nxt
-            end = held + sum(len(p) for p in ready)
+            end = held + len(ready)
             nxt = prepare(end)  # at most two parts in memory: the one in flight and the next
-
-            async def body(ready: list[bytes] = ready) -> AsyncIterator[bytes]:
-                for piece in ready:
-                    progress.sent += len(piece)
-                    yield piece
-
-            headers = {"Content-Range": f"bytes {held}-{end - 1}/{total}", "Content-Type": "application/octet-stream"}
-            async with session.put(url, data=body(), headers=headers, ssl=ssl) as resp:  # type: ignore[arg-type]
+            headers = {
+                "Content-Range": f"bytes {held}-{end - 1}/{total}",
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(end - held),  # not chunked
+            }
+            async with session.put(url, data=_slices(ready, progress), headers=headers, ssl=ssl) as resp:  # type: ignore[arg-type]
                 got = resp.headers.get("Upload-Offset")
                 await resp.read()
+            del ready
             if resp.status not in (200, 204) or got is None or int(got) != end:
                 why = f"the peer answered HTTP {resp.status} holding {got} of {total}"
                 raise GatewayError(why, code="file.push_failed")
@@ -430,3 +432,16 @@ async def push(
             nxt.cancel()
             nxt.add_done_callback(lambda t: t.cancelled() or t.exception())
     return progress.sent - before
+
+
+_SLICE: Final = 256 * 1024
+
+
+async def _slices(part: bytearray, progress: Progress) -> AsyncIterator[memoryview]:
+    """A part handed to the connection a slice at a time (few TLS writes, each drained before
+    the next: the encrypted copy in memory stays one slice), counted as it goes."""
+    view = memoryview(part)
+    for start in range(0, len(view), _SLICE):
+        piece = view[start : start + _SLICE]
+        progress.sent += len(piece)
+        yield piece
