@@ -80,3 +80,14 @@ def test_sizes_and_bounds() -> None:
         filerest.seal_chunk(KEY, FILE_ID, 0, b"", bytes(12))
     with pytest.raises(filerest.FileRestError):
         filerest.open_chunk(KEY, FILE_ID, 0, bytes(filerest.RECORD + 1))
+
+
+def test_sealing_into_a_buffer_makes_the_same_record() -> None:
+    key, nonce = bytes(range(32)), bytes(range(24))
+    plain = bytes(range(256)) * 256
+    out = bytearray(filerest.RECORD)
+    filerest.seal_chunk_into(key, FILE_ID, 3, memoryview(plain), nonce, memoryview(out))
+    assert bytes(out) == filerest.seal_chunk(key, FILE_ID, 3, plain, nonce)
+    assert filerest.open_chunk(key, FILE_ID, 3, bytes(out)) == plain
+    with pytest.raises(ValueError, match="OVERHEAD"):
+        filerest.seal_chunk_into(key, FILE_ID, 3, plain, nonce, memoryview(out)[:-1])

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +27,7 @@ import aiohttp
 
 from ..core import filecrypt
 from ..startup.config import load_config
-from .benchmark import descendants, sample_body
+from .benchmark import cpu_and_wait_seconds, descendants, machine_busy_seconds, sample_body
 
 MB = 1_000_000
 MIB = 1 << 20
@@ -112,14 +113,46 @@ def _vmrss_kib(pid: int) -> int:
     return 0
 
 
-async def _file_body(size: int, digest: Any, sent: list[int]) -> AsyncIterator[bytes]:
+def file_digest(size: int) -> str:
+    """SHA-256 (hex) of the benchmark file of `size` bytes (worked out before the clock starts,
+    as a back-end that sends a file from its disk knows its digest)."""
+    digest = hashlib.sha256()
+    for i in range(-(-size // _PIECE)):
+        digest.update(file_block(i)[: size - i * _PIECE])
+    return digest.hexdigest()
+
+
+async def _file_body(size: int, sent: list[int]) -> AsyncIterator[bytes]:
     done = 0
     for i in range(-(-size // _PIECE)):
         piece = file_block(i)[: size - done]
         done += len(piece)
-        digest.update(piece)
         sent[0] = done
         yield piece
+
+
+class _Compare:
+    """Checks a download byte for byte against the benchmark file as it streams in."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.at = 0
+        self.same = True
+        self._block: tuple[int, bytes] = (-1, b"")
+
+    def feed(self, data: bytes) -> None:
+        done = 0
+        while done < len(data):
+            i, off = divmod(self.at, _PIECE)
+            if self._block[0] != i:
+                self._block = (i, file_block(i)[: self.size - i * _PIECE] if i * _PIECE < self.size else b"")
+            block = self._block[1]
+            n = min(len(data) - done, len(block) - off)
+            if n <= 0 or data[done : done + n] != block[off : off + n]:
+                self.same = False
+                return
+            done += n
+            self.at += n
 
 
 async def file_transfer(
@@ -132,25 +165,30 @@ async def file_transfer(
     *,
     on_submitted: Any = None,
     timeout: float = 3600,
+    pids: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Upload `size` bytes to the sender, send them in a `training-material` document, wait until
-    delivered, download on the receiver and compare SHA-256; timings in seconds, MB/s end to end.
-    `on_submitted(message_id, file_id)` (a coroutine function) runs once the message is queued."""
+    delivered, download on the receiver and compare it byte for byte (and the digest the gateways
+    state with the one worked out beforehand); timings in seconds, MB/s end to end.
+    `on_submitted(message_id, file_id)` (a coroutine function) runs once the message is queued.
+    With `pids` (name -> gateway pid), the CPU each gateway used (and waited for) in each phase."""
+    meter = _PhaseCpu(pids or {})
     up_h = {"Authorization": f"Bearer {sender_token}"}
     down_h = {"Authorization": f"Bearer {receiver_token}"}
-    digest, sent = hashlib.sha256(), [0]
+    want, sent = file_digest(size), [0]
     t0 = time.perf_counter()
     timeouts = aiohttp.ClientTimeout(total=timeout, sock_read=600)
     async with aiohttp.ClientSession(timeout=timeouts) as session:
         headers = {**up_h, "Content-Type": "application/pdf", "Upload-Length": str(size)}
         async with session.post(
-            sender_url + "/v1/files?filename=bench-guide.pdf", data=_file_body(size, digest, sent), headers=headers
+            sender_url + "/v1/files?filename=bench-guide.pdf", data=_file_body(size, sent), headers=headers
         ) as r:
             up = await r.json(content_type=None)
-            if r.status != 201 or up.get("sha256") != digest.hexdigest():
+            if r.status != 201 or up.get("sha256") != want:
                 raise RuntimeError(f"upload: HTTP {r.status} {up}")
         fid = up["file_id"]
         t_up = time.perf_counter()
+        meter.mark("upload")
         body = sample_body("training-material")
         body["files"] = [{**body["files"][0], "file_id": fid}]
         async with session.post(
@@ -169,17 +207,18 @@ async def file_transfer(
                 break
             if status in ("refused", "expired") or time.perf_counter() - t0 > timeout:
                 raise RuntimeError(f"the file's message ended {status}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
         t_delivered = time.perf_counter()
-        got, n = hashlib.sha256(), 0
+        meter.mark("delivery")
+        got = _Compare(size)
         async with session.get(receiver_url + f"/v1/inbox/{mid}/files/{fid}", headers=down_h) as r:
-            if r.status != 200:
+            if r.status != 200 or r.headers.get("Digest-SHA256") != want:
                 raise RuntimeError(f"download: HTTP {r.status}")
             async for piece in r.content.iter_chunked(_PIECE):
-                got.update(piece)
-                n += len(piece)
+                got.feed(piece)
         t_end = time.perf_counter()
-    if n != size or got.digest() != digest.digest():
+        meter.mark("download")
+    if got.at != size or not got.same:
         raise RuntimeError("the downloaded file is not the one sent")
     took = t_end - t0
     return {
@@ -191,8 +230,40 @@ async def file_transfer(
         "deliver_seconds": round(t_delivered - t_up, 2),
         "download_seconds": round(t_end - t_delivered, 2),
         "mb_per_second": round(size / MB / took, 1),
-        "sha256": digest.hexdigest(),
+        "sha256": want,
+        **({"cpu_seconds": meter.phases} if pids else {}),
     }
+
+
+class _PhaseCpu:
+    """CPU seconds each gateway (with its workers) ran, and waited runnable, phase by phase; the
+    load generator's own CPU; and the whole machine's busy CPU (other load shows there)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.phases: dict[str, dict[str, Any]] = {}
+        self._last = self._now()
+
+    def _now(self) -> dict[str, Any]:
+        times = os.times()
+        return {
+            **{name: cpu_and_wait_seconds(pid) for name, pid in self.pids.items()},
+            "bench": (times.user + times.system, 0.0),
+            "machine": (machine_busy_seconds(), 0.0),
+        }
+
+    def mark(self, phase: str) -> None:
+        if not self.pids:
+            return
+        now = self._now()
+        self.phases[phase] = {
+            name: {
+                "run": round(run - self._last[name][0], 2),
+                **({"waited": round(wait - self._last[name][1], 2)} if name in self.pids else {}),
+            }
+            for name, (run, wait) in now.items()
+        }
+        self._last = now
 
 
 def peer_offset(config_path: Path, file_id: str) -> int:

@@ -424,7 +424,7 @@ class Bench:
         pair = bp.ProcessPair(homes)
         transfer: dict[str, Any] = {}
 
-        async def run(on_submitted: Any = None) -> dict[str, Any]:
+        async def run(on_submitted: Any = None, *, cpu: bool = False) -> dict[str, Any]:
             return await bf.file_transfer(
                 homes[us].local_url,
                 tokens[us],
@@ -433,6 +433,7 @@ class Bench:
                 cn,
                 size,
                 on_submitted=on_submitted,
+                pids={us: pair.pid(us), cn: pair.pid(cn)} if cpu else None,
             )
 
         async def end_to_end(row: Row) -> None:
@@ -441,7 +442,7 @@ class Bench:
             sampler.start()
             idle = sampler.now()
             try:
-                res = await run()
+                res = await run(cpu=True)
             finally:
                 await sampler.stop()
             transfer.update(res, idle_kib=idle, peak_kib=dict(sampler.peak))

@@ -66,6 +66,18 @@ def seal_chunk(key: bytes, file_id: str, index: int, plaintext: bytes, nonce: by
     return nonce + xchacha.encrypt(key, nonce, plaintext, chunk_aad(file_id, index))
 
 
+def seal_chunk_into(
+    key: bytes, file_id: str, index: int, plaintext: xchacha.Buffer, nonce: bytes, out: memoryview
+) -> None:
+    """`seal_chunk`, written into `out` (exactly OVERHEAD + len(plaintext) bytes): no copy made."""
+    if len(key) != KEY_BYTES or len(nonce) != NONCE_BYTES:
+        raise ValueError("an upload key is 32 bytes and a nonce 24")
+    if len(plaintext) > CHUNK or len(out) != len(plaintext) + OVERHEAD:
+        raise ValueError("a chunk holds at most CHUNK bytes, its record OVERHEAD more")
+    out[:NONCE_BYTES] = nonce
+    xchacha.encrypt_into(key, nonce, plaintext, chunk_aad(file_id, index), out[NONCE_BYTES:])
+
+
 def open_chunk(key: bytes, file_id: str, index: int, record: bytes) -> bytes:
     """The plaintext of chunk `index` of `file_id`; FileRestError if the record is not that chunk
     of that upload under `key`, or was cut short or altered."""

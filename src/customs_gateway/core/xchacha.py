@@ -28,6 +28,8 @@ _SIGMA: Final = struct.unpack("<4I", b"expand 32-byte k")
 _ZEROS: Final = bytes(64)
 _MASK: Final = 0xFFFFFFFF
 
+Buffer = bytes | bytearray | memoryview
+
 
 class XChaChaError(ValueError):
     """A ciphertext that does not open: another key, nonce or associated data, or altered."""
@@ -57,6 +59,12 @@ def encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
     """ciphertext ‖ tag, as libsodium's crypto_aead_xchacha20poly1305_ietf_encrypt."""
     aead, n12 = _aead(key, nonce)
     return aead.encrypt(n12, plaintext, aad)
+
+
+def encrypt_into(key: bytes, nonce: bytes, plaintext: Buffer, aad: bytes, out: Buffer) -> None:
+    """`encrypt`, written into `out` (exactly len(plaintext) + TAG_BYTES bytes): no copy made."""
+    aead, n12 = _aead(key, nonce)
+    aead.encrypt_into(n12, plaintext, aad, out)
 
 
 def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:

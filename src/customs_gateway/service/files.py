@@ -26,6 +26,7 @@ the peer, the sender's download, the re-hash after a restart) decrypts chunk by 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import errno
@@ -52,10 +53,14 @@ from ..store.sealed import DayKeyring
 log = structlog.get_logger("customs_gateway.files")
 
 #: Writes bytes to a file descriptor, as `os.write` (injected: tests make the disk fill up).
-Writer = Callable[[int, bytes], int]
+Writer = Callable[[int, bytes | memoryview], int]
 _DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 #: An upload's bytes are hashed, sealed and written in blocks of about this size, in a thread.
 BLOCK: Final = 8 * CHUNK
+#: While a part is written, its bytes are flushed to disk in the background every this many
+#: bytes, so the fsync that ends the part has little left to wait for.
+FLUSH_EVERY: Final = 32 * 1024 * 1024
+_flusher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="files-flush")
 
 
 def upload_id_ok(file_id: str) -> bool:
@@ -171,9 +176,10 @@ class FileUploads:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def _write_all(self, fd: int, data: bytes) -> None:
-        while data:
-            data = data[self.write(fd, data) :]  # a short write (rare) copies the rest once
+    def _write_all(self, fd: int, data: bytes | bytearray) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self.write(fd, view) :]  # a short write (rare): the rest, no copy
 
     # --- upload ----------------------------------------------------------------------------
 
@@ -297,6 +303,7 @@ class FileUploads:
             for work in busy:  # a thread cannot be stopped: let it end before cutting back
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(work)
+            await asyncio.to_thread(sink.settle)  # nor a flush: the descriptor stays open for it
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, filerest.data_size(rec.offset))
             self._hashes[rec.file_id] = (rec.offset, start)
@@ -504,39 +511,50 @@ class _Sealer:
         self.file_id = file_id
         self.index = index  # the chunk `pending` starts
         self.pending = bytearray(pending)
+        self._unflushed = 0
+        self._flush: concurrent.futures.Future[None] | None = None
 
     def feed(self, block: bytes | bytearray) -> None:
         view = memoryview(block)
-        records = []
-        if self.pending:
+        if self.pending:  # complete the chunk the last block left partial
             take = CHUNK - len(self.pending)
             self.pending += view[:take]
             view = view[take:]
             if len(self.pending) < CHUNK:
                 return
-            records.append(self._seal(bytes(self.pending)))
+            first = memoryview(bytes(self.pending))
             self.pending.clear()
-        while len(view) >= CHUNK:
-            records.append(self._seal(bytes(view[:CHUNK])))
-            view = view[CHUNK:]
-        self.pending += view
-        if records:
-            self._write(records)
+        else:
+            first = view[:0]
+        full = len(first) // CHUNK + len(view) // CHUNK
+        out = bytearray(full * filerest.RECORD)  # the records, sealed in place: one write
+        slots = memoryview(out)
+        chunks = [first] if first else []
+        chunks += [view[i * CHUNK : (i + 1) * CHUNK] for i in range(len(view) // CHUNK)]
+        for n, plain in enumerate(chunks):
+            nonce = self.uploads.randbytes(filerest.NONCE_BYTES)
+            slot = slots[n * filerest.RECORD : (n + 1) * filerest.RECORD]
+            filerest.seal_chunk_into(self.key, self.file_id, self.index, plain, nonce, slot)
+            self.index += 1
+        self.pending += view[len(view) // CHUNK * CHUNK :]
+        if out:
+            self.uploads._write_all(self.fd, out)
+            self._unflushed += len(out)
+            if self._unflushed >= FLUSH_EVERY and (self._flush is None or self._flush.done()):
+                self._unflushed = 0
+                self._flush = _flusher.submit(os.fdatasync, self.fd)
 
-    def _seal(self, plain: bytes) -> bytes:
-        record = self.uploads._seal(self.key, self.file_id, self.index, plain)
-        self.index += 1
-        return record
-
-    def _write(self, records: list[bytes]) -> None:
-        want = sum(map(len, records))
-        done = os.writev(self.fd, records) if self.uploads.write is os.write else 0
-        if done < want:  # a short write (rare), or an injected writer: the rest one by one
-            self.uploads._write_all(self.fd, b"".join(records)[done:])
+    def settle(self) -> None:
+        """Wait for the background flush (its error, if any, the final fsync meets again)."""
+        if self._flush is not None:
+            with contextlib.suppress(OSError):
+                self._flush.result()
+            self._flush = None
 
     def finish(self, block: bytes | bytearray) -> None:
         """The last bytes of the part, then fsync: the records are durable before the upload's
         record counts them."""
         if block:
             self.feed(block)
+        self.settle()
         os.fsync(self.fd)
