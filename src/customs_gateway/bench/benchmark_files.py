@@ -172,10 +172,10 @@ async def file_transfer(
     state with the one worked out beforehand); timings in seconds, MB/s end to end.
     `on_submitted(message_id, file_id)` (a coroutine function) runs once the message is queued.
     With `pids` (name -> gateway pid), the CPU each gateway used (and waited for) in each phase."""
-    meter = _PhaseCpu(pids or {})
     up_h = {"Authorization": f"Bearer {sender_token}"}
     down_h = {"Authorization": f"Bearer {receiver_token}"}
     want, sent = file_digest(size), [0]
+    meter = _PhaseCpu(pids or {})
     t0 = time.perf_counter()
     timeouts = aiohttp.ClientTimeout(total=timeout, sock_read=600)
     async with aiohttp.ClientSession(timeout=timeouts) as session:

@@ -44,7 +44,7 @@ from .appkeys import CALLER, GATEWAY
 from .problems import from_error, json_response
 
 FILES: Final = web.AppKey("files", FileUploads)
-READ_CHUNK: Final = 256 * 1024  # up to this much of what has arrived at a time
+READ_CHUNK: Final = 64 * 1024
 TUS_VERSION: Final = "1.0.0"
 
 
