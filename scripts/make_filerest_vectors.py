@@ -1,6 +1,7 @@
 """Write tests/vectors/filerest.json: uploaded files at rest (`core.filerest`), chunk records and
-wrapped upload keys. Each record is computed twice — by `core.filerest` (libsodium's
-XChaCha20-Poly1305) and from HChaCha20 + ChaCha20-Poly1305 (`cryptography`) — and must agree.
+wrapped upload keys. Each record is computed three ways — by `core.filerest` (`core.xchacha`:
+HChaCha20 from one ChaCha20 block), by libsodium's XChaCha20-Poly1305 (PyNaCl), and from HChaCha20
+rounds written out here + ChaCha20-Poly1305 (`cryptography`) — and all must agree.
 Deterministic: every key and nonce is derived from a published label."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import nacl.bindings
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from customs_gateway.core import filerest
@@ -78,6 +80,7 @@ def main() -> None:
         aad = filerest.chunk_aad(FILE_ID, index)
         record = filerest.seal_chunk(key, FILE_ID, index, pt, nonce)
         assert record == nonce + xchacha_by_hand(key, nonce, pt, aad)
+        assert record == nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(pt, aad, nonce, key)
         case: dict[str, Any] = {
             "tcId": tc,
             "comment": comment,
