@@ -100,3 +100,14 @@ def test_round_trip_at_any_piece_boundaries(data: bytes, cuts: list[int]) -> Non
         pos += n
     out += [*dec.feed(blob[pos:]), dec.finish()]
     assert b"".join(out) == data
+
+
+def test_a_chunk_sealed_into_a_buffer_is_the_chunk_sealed() -> None:
+    key = bytes(range(32))
+    sealer = fc.ChunkSealer(key)
+    plain = bytes(range(256)) * 256
+    out = bytearray(fc.SEALED)
+    sealer.seal_into(3, memoryview(plain), True, memoryview(out))
+    assert bytes(out) == sealer.seal(3, plain, True) == fc.encrypt_chunk(key, 3, plain, True)
+    with pytest.raises(ValueError, match="TAG"):
+        sealer.seal_into(3, plain, True, memoryview(out)[:-1])

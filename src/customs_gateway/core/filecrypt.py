@@ -108,6 +108,25 @@ def encrypt_chunk(key: bytes, index: int, plaintext: bytes, last: bool) -> bytes
     return _aead(key).encrypt(nonce(index, last), plaintext, None)
 
 
+class ChunkSealer:
+    """Seals chunks of one file at given positions (one AEAD for the file; random access, for a
+    push that resumes at any chunk)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = _aead(key)
+
+    def seal(self, index: int, plaintext: bytes | memoryview, last: bool) -> bytes:
+        if len(plaintext) > CHUNK:
+            raise ValueError("a chunk holds at most CHUNK bytes")
+        return self._aead.encrypt(nonce(index, last), plaintext, None)
+
+    def seal_into(self, index: int, plaintext: bytes | memoryview, last: bool, out: memoryview) -> None:
+        """`seal`, written into `out` (exactly len(plaintext) + TAG bytes): no copy made."""
+        if len(plaintext) > CHUNK or len(out) != len(plaintext) + TAG:
+            raise ValueError("a chunk holds at most CHUNK bytes, its sealed form TAG more")
+        self._aead.encrypt_into(nonce(index, last), plaintext, None, out)
+
+
 def decrypt_chunk(key: bytes, index: int, data: bytes, last: bool) -> bytes:
     """Open one sealed chunk; raises FileError (file.auth_failed) if it is not chunk `index` with
     that last flag under `key`."""

@@ -339,19 +339,52 @@ def ciphertext_from(chunks: ChunkSource, key_b64: str, size: int, offset: int) -
     """A file (`size` plaintext bytes, read chunk by chunk from `chunks`) encrypted, from
     ciphertext byte `offset` on: the STREAM ciphertext is a function of key and plaintext, so a
     resumed push re-makes only the chunks it still needs."""
-    key = _key(key_b64)
-    n = filecrypt.chunk_count(size)
-    index = offset // SEALED
-    skip = offset - index * SEALED
-    for plain in chunks(index):
-        if index >= n:
-            break
-        sealed = filecrypt.encrypt_chunk(key, index, plain, index == n - 1)
-        yield sealed[skip:]
-        skip = 0
-        index += 1
-    if size == 0 and index == 0:  # an empty file is one empty final chunk
-        yield filecrypt.encrypt_chunk(key, 0, b"", True)[skip:]
+    parts = PartMaker(chunks, key_b64, size, offset)
+    while parts.left:
+        yield bytes(parts.take(min(parts.left, SEALED)))
+
+
+class PartMaker:
+    """The ciphertext a push sends, made part by part from ciphertext byte `offset` on: each
+    chunk is sealed straight into the part's buffer (`ChunkSealer.seal_into`), except one that
+    straddles the part's end, whose rest waits for the next part."""
+
+    def __init__(self, chunks: ChunkSource, key_b64: str, size: int, offset: int) -> None:
+        self.total = ciphertext_size(size)
+        self.left = self.total - offset
+        self._sealer = filecrypt.ChunkSealer(_key(key_b64))
+        self._n = filecrypt.chunk_count(size)
+        self._index = offset // SEALED
+        self._skip = offset - self._index * SEALED  # bytes of the first chunk already sent
+        self._plain = chunks(self._index) if size else iter((b"",))
+        self._carry = memoryview(b"")
+
+    def take(self, n: int) -> bytearray:
+        """The next `n` ciphertext bytes (at most `left`)."""
+        if not 0 < n <= self.left:
+            raise ValueError("a part must be 1..left bytes")
+        out = bytearray(n)
+        view, got = memoryview(out), 0
+        while got < n:
+            if self._carry:
+                k = min(n - got, len(self._carry))
+                view[got : got + k] = self._carry[:k]
+                self._carry, got = self._carry[k:], got + k
+                continue
+            plain = next(self._plain, None)
+            if plain is None or self._index >= self._n:
+                raise GatewayError("the file ended before its size", code="file.push_failed")
+            last = self._index == self._n - 1
+            sealed_len = len(plain) + filecrypt.TAG
+            if not self._skip and got + sealed_len <= n:
+                self._sealer.seal_into(self._index, plain, last, view[got : got + sealed_len])
+                got += sealed_len
+            else:  # the chunk straddles the part's end, or was partly sent before a resume
+                self._carry = memoryview(self._sealer.seal(self._index, plain, last))[self._skip :]
+                self._skip = 0
+            self._index += 1
+        self.left -= n
+        return out
 
 
 class Progress:
@@ -383,30 +416,12 @@ async def push(
     total = ciphertext_size(size)
     async with session.head(url, ssl=ssl) as resp:  # type: ignore[arg-type]
         held = int(resp.headers.get("Upload-Offset", "0")) if resp.status == 200 else 0
-    pieces = ciphertext_from(chunks, key_b64, size, held)
-    carry = b""
-
-    def take(n: int) -> bytearray:
-        """The next `n` ciphertext bytes in one buffer, made in a thread, so the next part is
-        ready while the peer writes and answers this one."""
-        nonlocal carry
-        out, got = bytearray(n), 0
-        while got < n:
-            if not carry:
-                made = next(pieces, None)
-                if made is None:
-                    raise GatewayError("the file ended before its size", code="file.push_failed")
-                carry = made
-            take = min(n - got, len(carry))
-            out[got : got + take] = carry[:take] if take < len(carry) else carry
-            carry = carry[take:]
-            got += take
-        return out
+    parts = PartMaker(chunks, key_b64, size, held)
 
     def prepare(start: int) -> asyncio.Future[bytearray] | None:
         if start >= total:
             return None
-        return asyncio.get_running_loop().run_in_executor(None, take, min(part, total - start))
+        return asyncio.get_running_loop().run_in_executor(None, parts.take, min(part, total - start))
 
     nxt = prepare(held)
     try:
