@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import os
 import ssl
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +24,7 @@ from customs_gateway.core.envelope import SignedDocument
 from customs_gateway.core.errors import GatewayError
 from customs_gateway.core.filecrypt import FileError
 from customs_gateway.core.receipt import Statement, verify_refusal
-from customs_gateway.service import tls
+from customs_gateway.service import peer_files, tls
 from customs_gateway.service.peer_files import PART, MissingFile, PeerFiles, Progress, ciphertext_from, push
 from customs_gateway.startup.config import FilesConfig
 
@@ -302,3 +303,91 @@ def test_a_good_file_checks_out_once_and_decrypts_any_range(tmp_path: Path) -> N
     assert rec is not None and rec.verified_sha256 == hashlib.sha256(data).hexdigest()
     for first, last in ((0, len(data) - 1), (65535, 65536), (131072, 131072), (299_000, len(data) - 1)):
         assert b"".join(files.plaintext(FID, KEY_B64, len(data), first, last)) == data[first : last + 1]
+
+
+# --- the receiver's record: never ahead of what is fsync'd ---------------------------------------
+
+
+def _body(data: bytes, piece: int = 700) -> AsyncIterator[bytes]:
+    async def gen() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), piece):
+            yield data[i : i + piece]
+
+    return gen()
+
+
+def test_the_record_counts_only_bytes_fsyncd_and_a_complete_file_before_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock())
+    monkeypatch.setattr(peer_files, "COMMIT_EVERY", 5000)
+    data = pattern(20_000, seed=21)
+    synced: dict[str, int] = {}  # the size of the data file at its last fsync
+    saved: list[tuple[int, int]] = []  # (record offset, bytes fsync'd) at each record saved
+    real_fsync, real_save = os.fsync, files._save
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if name.endswith(".data"):
+            synced[FID] = os.fstat(fd).st_size
+
+    def save(rec: peer_files.PeerFileRecord) -> None:
+        saved.append((rec.offset, synced.get(rec.file_id, 0)))
+        real_save(rec)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(files, "_save", save)
+
+    async def send() -> None:
+        for start in range(0, len(data), 2000):  # parts of 2000 bytes
+            held = await files.receive(FID, start, start + 2000, len(data), _body(data[start : start + 2000]))
+            assert held == start + 2000
+            rec, now = files.get(FID), files.held(FID)
+            assert rec is not None and now is not None and now.offset == held
+            assert held - rec.offset < 5000 + 2000  # brought up to date every COMMIT_EVERY bytes
+            if held == len(data):
+                assert rec.complete  # before the answer that completes it
+
+    asyncio.run(send())
+    assert all(offset <= fsynced for offset, fsynced in saved), saved
+    assert len(saved) < 10  # not one per part (10 parts): the first record, every 5000 bytes, the last
+    assert (tmp_path / f"{FID}.data").read_bytes() == data
+
+
+def test_after_a_crash_the_record_is_what_is_held_and_bytes_past_it_are_cut_off(tmp_path: Path) -> None:
+    config = FilesConfig(max_file_bytes=1 << 30)
+    files = PeerFiles(tmp_path, config, SystemClock())
+    data = pattern(9000, seed=22)
+    assert asyncio.run(files.receive(FID, 0, 3000, len(data), _body(data[:3000]))) == 3000
+    assert asyncio.run(files.receive(FID, 3000, 6000, len(data), _body(data[3000:6000]))) == 6000
+    rec = files.get(FID)
+    assert rec is not None and rec.offset < 6000  # not fsync'd yet, so not counted
+
+    again = PeerFiles(tmp_path, config, SystemClock())  # the process died: what it wrote is not counted
+    held = again.held(FID)
+    assert held is not None and held.offset == rec.offset
+    with pytest.raises(peer_files.OffsetMismatch) as e:
+        asyncio.run(again.receive(FID, 6000, 9000, len(data), _body(data[6000:])))
+    assert e.value.held == rec.offset
+    assert asyncio.run(again.receive(FID, rec.offset, len(data), len(data), _body(data[rec.offset :]))) == len(data)
+    assert (tmp_path / f"{FID}.data").read_bytes() == data
+    done = again.get(FID)
+    assert done is not None and done.complete
+
+
+def test_a_clean_stop_counts_what_was_written_and_disposal_forgets_it(tmp_path: Path) -> None:
+    config = FilesConfig(max_file_bytes=1 << 30)
+    files = PeerFiles(tmp_path, config, SystemClock())
+    data = pattern(9000, seed=23)
+    asyncio.run(files.receive(FID, 0, 4000, len(data), _body(data[:4000])))
+    files.close()
+    rec = files.get(FID)
+    assert rec is not None and rec.offset == 4000
+    asyncio.run(files.receive(FID, 4000, 5000, len(data), _body(data[4000:5000])))
+    held = files.held(FID)
+    assert held is not None and held.offset == 5000
+    assert files.dispose([FID]) == 1 and files.held(FID) is None and not list(tmp_path.glob(f"{FID}.*"))
+    # Sent again from the start after disposal: a new file, nothing of the old one in it.
+    assert asyncio.run(files.receive(FID, 0, len(data), len(data), _body(data))) == len(data)
+    assert (tmp_path / f"{FID}.data").read_bytes() == data
