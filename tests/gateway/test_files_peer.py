@@ -168,11 +168,25 @@ def flipped(cipher: bytes) -> bytes:
     return cipher[:100] + bytes([cipher[100] ^ 1]) + cipher[101:]
 
 
-@pytest.mark.parametrize(("tamper", "code"), [(swapped, "file.auth_failed"), (flipped, "file.auth_failed")])
+def flipped_far_in(cipher: bytes) -> bytes:
+    """A bit flipped in chunk 25: in the middle of the file, past the first block `check` reads."""
+    at = 25 * filecrypt.SEALED + 100
+    assert at > peer_files.BLOCK_CHUNKS * filecrypt.SEALED and at + 20 * filecrypt.SEALED < len(cipher)
+    return cipher[:at] + bytes([cipher[at] ^ 1]) + cipher[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "size", "code"),
+    [
+        (swapped, 3 * 65536 + 10, "file.auth_failed"),
+        (flipped, 3 * 65536 + 10, "file.auth_failed"),
+        (flipped_far_in, 50 * 65536 + 10, "file.auth_failed"),  # several blocks of chunks
+    ],
+)
 async def test_a_ciphertext_that_does_not_check_out_is_refused_and_never_enters_the_inbox(
-    pair: Pair, tamper: Any, code: str
+    pair: Pair, tamper: Any, size: int, code: str
 ) -> None:
-    data = pattern(3 * 65536 + 10, seed=5)
+    data = pattern(size, seed=5)
     fid = await upload(pair, data)
     worker = pair.lp.servers[US].worker
     await worker.stop()
@@ -201,6 +215,8 @@ async def test_a_ciphertext_that_does_not_check_out_is_refused_and_never_enters_
     assert refusal.code == code and not refusal.retryable, refusal
     status, _, _ = await pair.apis[CN].call("GET", f"/v1/inbox/{mid}")
     assert status == 404
+    rec = pair.gw(CN).peer_files.get(fid)
+    assert rec is not None and rec.complete and rec.verified_sha256 is None and rec.message_id is None
 
 
 async def test_the_peer_file_route_refuses_bad_parts_with_clear_problems(pair: Pair) -> None:

@@ -23,7 +23,7 @@ import contextlib
 import datetime as dt
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final, TypeVar
@@ -35,7 +35,7 @@ import structlog
 from ..core import filecrypt
 from ..core.clock import Clock
 from ..core.errors import GatewayError, SchemaError
-from ..core.filecrypt import SEALED, Decryptor, FileDigest, FileError, ciphertext_size
+from ..core.filecrypt import SEALED, FileDigest, FileError, ciphertext_size
 from ..core.upload import FILE_ID, UploadError
 from ..startup.config import FilesConfig
 from ..startup.keystore import fsync_dir
@@ -43,8 +43,8 @@ from .files import Writer, disk_error
 
 log = structlog.get_logger("customs_gateway.peer_files")
 
-PIECE: Final = 1024 * 1024  # read and write at most this much at a time
 BATCH: Final = 1024 * 1024  # body bytes handed to the writer thread at a time
+BLOCK_CHUNKS: Final = 16  # sealed chunks read and decrypted at a time (about 1 MiB)
 COMMIT_EVERY: Final = 64 * 1024 * 1024  # bytes written past the record before it is brought up
 PART: Final = 2 * 1024 * 1024  # one PUT: a broken link costs at most this much sent twice
 _RANGE: Final = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})")
@@ -334,7 +334,9 @@ class PeerFiles:
 
     def check(self, file_id: str, size: int, sha256: str, key_b64: str) -> None:
         """Decrypt and hash the whole ciphertext against what the document says (once: a file that
-        checked out is remembered). Raises FileError (`file.auth_failed`, `file.truncated`,
+        checked out is remembered), on two cores: blocks of `BLOCK_CHUNKS` chunks are decrypted in
+        a worker while the calling thread hashes the block before (about three blocks in memory,
+        whatever the size). Raises FileError (`file.auth_failed`, `file.truncated`,
         `file.trailing_data`, `file.size_mismatch`, `file.digest_mismatch`) or `MissingFile`."""
         rec = self.get(file_id)
         want = ciphertext_size(size)
@@ -349,11 +351,12 @@ class PeerFiles:
                 code="file.size_mismatch",
             )
         digest = FileDigest()
-        dec = Decryptor(_key(key_b64))
-        for piece in self._pieces(file_id, 0, rec.total):
-            for plain in dec.feed(piece):
-                digest.update(plain)
-        digest.update(dec.finish())
+        key = _key(key_b64)
+        with open(self._data(file_id), "rb") as f:
+            # A block of chunks is decrypted in the pool while this thread hashes the one before.
+            for plains in ahead(self._pool, _blocks(f, key, size, 0, filecrypt.chunk_count(size))):
+                for plain in plains:
+                    digest.update(plain)
         digest.finish(size, bytes.fromhex(sha256))
         self._save(msgspec.structs.replace(rec, verified_sha256=sha256, touched_at=self.clock.now()))
 
@@ -384,19 +387,10 @@ class PeerFiles:
     def _sync_dir(self) -> None:
         fsync_dir(self.directory)
 
-    def _pieces(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
-        with open(self._data(file_id), "rb") as f:
-            f.seek(start)
-            while start < end:
-                block = f.read(min(PIECE, end - start))
-                if not block:
-                    return
-                start += len(block)
-                yield block
-
     def plaintext(self, file_id: str, key_b64: str, size: int, first: int, last: int) -> Iterator[bytes]:
-        """Plaintext bytes `first..last` (inclusive) of a checked file, decrypted chunk by chunk.
-        Raises `FileGone` (410) now, before any byte, if the ciphertext is no longer held."""
+        """Plaintext bytes `first..last` (inclusive) of a checked file, chunk by chunk (read and
+        decrypted a block of `BLOCK_CHUNKS` at a time). Raises `FileGone` (410) now, before any
+        byte, if the ciphertext is no longer held."""
         try:
             f = open(self._data(file_id), "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError as e:
@@ -405,16 +399,44 @@ class PeerFiles:
 
     @staticmethod
     def _plaintext(f: BinaryIO, key: bytes, size: int, first: int, last: int) -> Iterator[bytes]:
-        n = filecrypt.chunk_count(size)
         index = first // filecrypt.CHUNK
+        stop = min(last // filecrypt.CHUNK + 1, filecrypt.chunk_count(size))
         with f:
-            while index < n and index * filecrypt.CHUNK <= last:
-                start, stop = filecrypt.ciphertext_range(index, size)
-                f.seek(start)
-                plain = filecrypt.decrypt_chunk(key, index, f.read(stop - start), index == n - 1)
-                base = index * filecrypt.CHUNK
-                yield plain[max(first - base, 0) : last - base + 1]
-                index += 1
+            for plains in _blocks(f, key, size, index, stop):
+                for plain in plains:
+                    base = index * filecrypt.CHUNK
+                    yield plain[max(first - base, 0) : last - base + 1]  # a whole chunk: no copy
+                    index += 1
+
+
+def _blocks(f: BinaryIO, key: bytes, size: int, index: int, stop: int) -> Iterator[list[bytes]]:
+    """The plaintext of chunks `index..stop` (exclusive) of a `size`-byte file's ciphertext in
+    `f`, read and decrypted `BLOCK_CHUNKS` chunks at a time (one list per block). Raises FileError
+    (`filecrypt.decrypt_chunks`; `file.truncated` if `f` ends early)."""
+    while index < stop:
+        upto = min(index + BLOCK_CHUNKS, stop)
+        start = filecrypt.ciphertext_range(index, size)[0]
+        end = filecrypt.ciphertext_range(upto - 1, size)[1]
+        f.seek(start)
+        data = f.read(end - start)
+        if len(data) != end - start:
+            raise FileError("the file ends before its final chunk", code="file.truncated")
+        yield filecrypt.decrypt_chunks(key, index, data, size)
+        index = upto
+
+
+def ahead(pool: concurrent.futures.Executor, items: Iterator[_T]) -> Iterator[_T]:
+    """The items of `items`, each made in `pool` while the caller uses the one before (one ahead,
+    so memory stays bounded). `items` is closed when this is (after the item being made)."""
+    job = pool.submit(next, items, None)
+    try:
+        while (item := job.result()) is not None:
+            job = pool.submit(next, items, None)
+            yield item
+    finally:
+        concurrent.futures.wait([job])  # never close a generator another thread is running
+        if isinstance(items, Generator):
+            items.close()
 
 
 class FileGone(GatewayError):
