@@ -121,6 +121,27 @@ async def test_tens_of_megabytes_cross_whole_with_flat_memory_and_stream_out_wit
     assert status == 404 and prob["code"] == "file.not_found", prob
 
 
+async def test_a_download_the_client_leaves_midway_ends_cleanly_and_the_next_is_whole(pair: Pair) -> None:
+    data = pattern(6 * MB + 123, seed=8)
+    fid = await upload(pair, data)
+    mid = await submit_guide(pair, fid)
+    await pair.apis[US].wait_status(mid, {"delivered"}, timeout=60)
+    api = pair.apis[CN]
+    h = {"Authorization": f"Bearer {api.tokens['agency']}"}
+    for _ in range(3):  # read one piece (the server is batches ahead), then hang up
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(api.url + f"/v1/inbox/{mid}/files/{fid}", headers=h) as r,
+        ):
+            assert r.status == 200
+            assert len(await r.content.readexactly(100_000)) == 100_000
+    first, last = 3 * 65536 - 7, 5 * MB + 3
+    status, _, got, n = await download(pair, f"/v1/inbox/{mid}/files/{fid}", {"Range": f"bytes={first}-{last}"})
+    assert status == 206 and n == last - first + 1 and got == hashlib.sha256(data[first : last + 1]).hexdigest()
+    status, _, got, n = await download(pair, f"/v1/inbox/{mid}/files/{fid}")
+    assert status == 200 and n == len(data) and got == hashlib.sha256(data).hexdigest()
+
+
 async def test_a_transfer_broken_midway_resumes_after_a_restart_sending_little_twice(pair: Pair) -> None:
     data = pattern(32 * MB, seed=3)
     fid = await upload(pair, data)
