@@ -10,8 +10,8 @@ held) so a sender resumes from there; a broken PUT keeps what arrived. The offse
 count bytes not yet fsync'd; the record on disk never does (it is brought up to date every
 `COMMIT_EVERY` bytes, when a part breaks, and before the answer that completes the file), so
 after a crash the sender, which asks `HEAD` before it resumes, sends again from the record's
-offset. Memory stays flat: bytes go to disk in batches of about `BATCH`, and ciphertext is made
-and checked chunk by chunk.
+offset. Memory stays flat: bytes go to disk as they arrive, and ciphertext is made and checked
+chunk by chunk.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from .files import Writer, disk_error
 
 log = structlog.get_logger("customs_gateway.peer_files")
 
-BATCH: Final = 1024 * 1024  # body bytes handed to the writer thread at a time
 BLOCK_CHUNKS: Final = 16  # sealed chunks read and decrypted at a time (about 1 MiB)
 COMMIT_EVERY: Final = 64 * 1024 * 1024  # bytes written past the record before it is brought up
 PART: Final = 2 * 1024 * 1024  # one PUT: a broken link costs at most this much sent twice
@@ -154,10 +153,10 @@ class PeerFiles:
         `total` is not the one first declared, `file.busy` while another request writes it. A
         body that ends early keeps what arrived; one longer than its range is cut at `end`.
 
-        Bytes are written in a thread a batch (`BATCH`) at a time while the next batch arrives,
-        and fsync'd (then counted by the record) when the file is complete (before the answer
-        says so), when a part breaks, and every `COMMIT_EVERY` bytes; not after every part. A
-        disk that refuses a write keeps nothing of the part (503, the offset its start)."""
+        Bytes are written as they arrive and fsync'd (then counted by the record, in a worker
+        thread) when the file is complete (before the answer says so), when a part breaks, and
+        every `COMMIT_EVERY` bytes; not after every part. A disk that refuses a write keeps
+        nothing of the part (503, the offset its start)."""
         if not FILE_ID.fullmatch(file_id):
             raise SchemaError("file_id must be a UUID", code="schema.uuid", field="file_id")
         self.open()
@@ -210,52 +209,23 @@ class PeerFiles:
             self._busy.discard(file_id)
 
     async def _write_body(self, fd: int, state: _Writing, end: int, body: AsyncIterator[bytes]) -> None:
-        """Write `body` up to `end` at `state.written`, counting each batch once written: one
-        batch is written in a thread while the next arrives (two in memory at most)."""
-        batch: list[bytes] = []
-        size = 0
-        queued = state.written
-        pending: concurrent.futures.Future[int] | None = None
-        try:
-            async for received in body:
-                piece = received[: end - queued]
-                batch.append(piece)
-                size += len(piece)
-                queued += len(piece)
-                if size >= BATCH or queued >= end:
-                    if pending is not None:
-                        state.written += await asyncio.wrap_future(pending)
-                        pending = None
-                    pending = self._pool.submit(self._write_all, fd, batch)
-                    batch, size = [], 0
-                if queued >= end:
-                    break
-            if pending is not None:
-                state.written += await asyncio.wrap_future(pending)
-                pending = None
-            if batch:  # the body ended before its range
-                state.written += await self._in_thread(self._write_all, fd, batch)
-        finally:
-            if pending is not None:  # interrupted while a batch is written: the fd stays open till done
-                concurrent.futures.wait([pending])
-                if not pending.cancelled() and pending.exception() is None:
-                    state.written += pending.result()
-
-    def _write_all(self, fd: int, pieces: list[bytes]) -> int:
-        written = 0
-        for piece in pieces:
-            rest = piece
+        """Write `body` up to `end` at `state.written` as it arrives, counting each piece once
+        written (one piece in memory). On the event loop: measured, a writer thread was slower
+        here (the hand-offs cost more than the writes to the page cache)."""
+        async for received in body:
+            rest = received[: end - state.written]
             while rest:
                 try:
                     n = self.write(fd, rest)
                 except OSError as e:
                     raise disk_error(e) from e
                 rest = rest[n:]  # a short write: the rest again (rare; no copy otherwise)
-                written += n
-        return written
+                state.written += n
+            if state.written >= end:
+                break
 
     async def _in_thread(self, fn: Callable[..., _T], *args: object) -> _T:
-        """`fn(*args)` in the writer pool; if the caller is cancelled, it waits for the job (which
+        """`fn(*args)` in the worker pool; if the caller is cancelled, it waits for the job (which
         may hold the file's descriptor) before it goes on."""
         job = self._pool.submit(fn, *args)
         try:
