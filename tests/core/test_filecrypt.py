@@ -111,3 +111,41 @@ def test_a_chunk_sealed_into_a_buffer_is_the_chunk_sealed() -> None:
     assert bytes(out) == sealer.seal(3, plain, True) == fc.encrypt_chunk(key, 3, plain, True)
     with pytest.raises(ValueError, match="TAG"):
         sealer.seal_into(3, plain, True, memoryview(out)[:-1])
+
+
+def decrypt_chunks_code(chunks: list[bytes], size: int, index: int = 0) -> str | None:
+    """The refusal of `decrypt_chunks` over `chunks` laid out as a `size`-byte file's (None: opens)."""
+    try:
+        fc.decrypt_chunks(KEY, index, b"".join(chunks), size)
+    except fc.FileError as e:
+        return e.code
+    return None
+
+
+def test_decrypt_chunks_refuses_as_the_stream_decryptor_does() -> None:
+    c = seal(DATA)
+    n = len(DATA)
+    assert b"".join(fc.decrypt_chunks(KEY, 0, b"".join(c), n)) == DATA
+    assert fc.decrypt_chunks(KEY, 1, b"".join(c[1:3]), n) == [
+        DATA[fc.CHUNK : 2 * fc.CHUNK],
+        DATA[2 * fc.CHUNK : 3 * fc.CHUNK],
+    ]
+    assert fc.decrypt_chunks(KEY, 0, b"", n) == []
+    empty = seal(b"")
+    assert fc.decrypt_chunks(KEY, 0, empty[0], 0) == [b""]
+    flipped = bytearray(c[2])
+    flipped[7] ^= 1
+    for chunks in ([c[1], c[0], *c[2:]], [c[0], c[1], bytes(flipped), c[3]], [c[0], c[0], *c[2:]]):
+        assert decrypt_chunks_code(chunks, n) == code(chunks) == "file.auth_failed"
+    with pytest.raises(fc.FileError) as e:
+        fc.decrypt_chunks(OTHER, 0, b"".join(c), n)
+    assert e.value.code == "file.auth_failed"
+    # The final chunk dropped, read as a file one chunk shorter (what `check` sees).
+    short = 3 * fc.CHUNK
+    assert decrypt_chunks_code(c[:-1], short) == code(c[:-1]) == "file.truncated"
+    # A file's final chunk where a chunk before the last belongs: data after the final chunk.
+    full = seal(DATA[: 2 * fc.CHUNK])
+    longer = [*full, seal(b"x")[0]]
+    assert decrypt_chunks_code(longer, 2 * fc.CHUNK + 1) == code(longer) == "file.trailing_data"
+    with pytest.raises(ValueError, match="inside a chunk"):
+        fc.decrypt_chunks(KEY, 0, b"".join(c)[:-1], n)

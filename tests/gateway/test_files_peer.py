@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import os
 import ssl
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +24,7 @@ from customs_gateway.core.envelope import SignedDocument
 from customs_gateway.core.errors import GatewayError
 from customs_gateway.core.filecrypt import FileError
 from customs_gateway.core.receipt import Statement, verify_refusal
-from customs_gateway.service import tls
+from customs_gateway.service import peer_files, tls
 from customs_gateway.service.peer_files import PART, MissingFile, PeerFiles, Progress, ciphertext_from, push
 from customs_gateway.startup.config import FilesConfig
 
@@ -120,6 +121,27 @@ async def test_tens_of_megabytes_cross_whole_with_flat_memory_and_stream_out_wit
     assert status == 404 and prob["code"] == "file.not_found", prob
 
 
+async def test_a_download_the_client_leaves_midway_ends_cleanly_and_the_next_is_whole(pair: Pair) -> None:
+    data = pattern(6 * MB + 123, seed=8)
+    fid = await upload(pair, data)
+    mid = await submit_guide(pair, fid)
+    await pair.apis[US].wait_status(mid, {"delivered"}, timeout=60)
+    api = pair.apis[CN]
+    h = {"Authorization": f"Bearer {api.tokens['agency']}"}
+    for _ in range(3):  # read one piece (the server is batches ahead), then hang up
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(api.url + f"/v1/inbox/{mid}/files/{fid}", headers=h) as r,
+        ):
+            assert r.status == 200
+            assert len(await r.content.readexactly(100_000)) == 100_000
+    first, last = 3 * 65536 - 7, 5 * MB + 3
+    status, _, got, n = await download(pair, f"/v1/inbox/{mid}/files/{fid}", {"Range": f"bytes={first}-{last}"})
+    assert status == 206 and n == last - first + 1 and got == hashlib.sha256(data[first : last + 1]).hexdigest()
+    status, _, got, n = await download(pair, f"/v1/inbox/{mid}/files/{fid}")
+    assert status == 200 and n == len(data) and got == hashlib.sha256(data).hexdigest()
+
+
 async def test_a_transfer_broken_midway_resumes_after_a_restart_sending_little_twice(pair: Pair) -> None:
     data = pattern(32 * MB, seed=3)
     fid = await upload(pair, data)
@@ -167,11 +189,25 @@ def flipped(cipher: bytes) -> bytes:
     return cipher[:100] + bytes([cipher[100] ^ 1]) + cipher[101:]
 
 
-@pytest.mark.parametrize(("tamper", "code"), [(swapped, "file.auth_failed"), (flipped, "file.auth_failed")])
+def flipped_far_in(cipher: bytes) -> bytes:
+    """A bit flipped in chunk 25: in the middle of the file, past the first block `check` reads."""
+    at = 25 * filecrypt.SEALED + 100
+    assert at > peer_files.BLOCK_CHUNKS * filecrypt.SEALED and at + 20 * filecrypt.SEALED < len(cipher)
+    return cipher[:at] + bytes([cipher[at] ^ 1]) + cipher[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "size", "code"),
+    [
+        (swapped, 3 * 65536 + 10, "file.auth_failed"),
+        (flipped, 3 * 65536 + 10, "file.auth_failed"),
+        (flipped_far_in, 50 * 65536 + 10, "file.auth_failed"),  # several blocks of chunks
+    ],
+)
 async def test_a_ciphertext_that_does_not_check_out_is_refused_and_never_enters_the_inbox(
-    pair: Pair, tamper: Any, code: str
+    pair: Pair, tamper: Any, size: int, code: str
 ) -> None:
-    data = pattern(3 * 65536 + 10, seed=5)
+    data = pattern(size, seed=5)
     fid = await upload(pair, data)
     worker = pair.lp.servers[US].worker
     await worker.stop()
@@ -200,6 +236,8 @@ async def test_a_ciphertext_that_does_not_check_out_is_refused_and_never_enters_
     assert refusal.code == code and not refusal.retryable, refusal
     status, _, _ = await pair.apis[CN].call("GET", f"/v1/inbox/{mid}")
     assert status == 404
+    rec = pair.gw(CN).peer_files.get(fid)
+    assert rec is not None and rec.complete and rec.verified_sha256 is None and rec.message_id is None
 
 
 async def test_the_peer_file_route_refuses_bad_parts_with_clear_problems(pair: Pair) -> None:
@@ -302,3 +340,91 @@ def test_a_good_file_checks_out_once_and_decrypts_any_range(tmp_path: Path) -> N
     assert rec is not None and rec.verified_sha256 == hashlib.sha256(data).hexdigest()
     for first, last in ((0, len(data) - 1), (65535, 65536), (131072, 131072), (299_000, len(data) - 1)):
         assert b"".join(files.plaintext(FID, KEY_B64, len(data), first, last)) == data[first : last + 1]
+
+
+# --- the receiver's record: never ahead of what is fsync'd ---------------------------------------
+
+
+def _body(data: bytes, piece: int = 700) -> AsyncIterator[bytes]:
+    async def gen() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), piece):
+            yield data[i : i + piece]
+
+    return gen()
+
+
+def test_the_record_counts_only_bytes_fsyncd_and_a_complete_file_before_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock())
+    monkeypatch.setattr(peer_files, "COMMIT_EVERY", 5000)
+    data = pattern(20_000, seed=21)
+    synced: dict[str, int] = {}  # the size of the data file at its last fsync
+    saved: list[tuple[int, int]] = []  # (record offset, bytes fsync'd) at each record saved
+    real_fsync, real_save = os.fsync, files._save
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if name.endswith(".data"):
+            synced[FID] = os.fstat(fd).st_size
+
+    def save(rec: peer_files.PeerFileRecord) -> None:
+        saved.append((rec.offset, synced.get(rec.file_id, 0)))
+        real_save(rec)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(files, "_save", save)
+
+    async def send() -> None:
+        for start in range(0, len(data), 2000):  # parts of 2000 bytes
+            held = await files.receive(FID, start, start + 2000, len(data), _body(data[start : start + 2000]))
+            assert held == start + 2000
+            rec, now = files.get(FID), files.held(FID)
+            assert rec is not None and now is not None and now.offset == held
+            assert held - rec.offset < 5000 + 2000  # brought up to date every COMMIT_EVERY bytes
+            if held == len(data):
+                assert rec.complete  # before the answer that completes it
+
+    asyncio.run(send())
+    assert all(offset <= fsynced for offset, fsynced in saved), saved
+    assert len(saved) < 10  # not one per part (10 parts): the first record, every 5000 bytes, the last
+    assert (tmp_path / f"{FID}.data").read_bytes() == data
+
+
+def test_after_a_crash_the_record_is_what_is_held_and_bytes_past_it_are_cut_off(tmp_path: Path) -> None:
+    config = FilesConfig(max_file_bytes=1 << 30)
+    files = PeerFiles(tmp_path, config, SystemClock())
+    data = pattern(9000, seed=22)
+    assert asyncio.run(files.receive(FID, 0, 3000, len(data), _body(data[:3000]))) == 3000
+    assert asyncio.run(files.receive(FID, 3000, 6000, len(data), _body(data[3000:6000]))) == 6000
+    rec = files.get(FID)
+    assert rec is not None and rec.offset < 6000  # not fsync'd yet, so not counted
+
+    again = PeerFiles(tmp_path, config, SystemClock())  # the process died: what it wrote is not counted
+    held = again.held(FID)
+    assert held is not None and held.offset == rec.offset
+    with pytest.raises(peer_files.OffsetMismatch) as e:
+        asyncio.run(again.receive(FID, 6000, 9000, len(data), _body(data[6000:])))
+    assert e.value.held == rec.offset
+    assert asyncio.run(again.receive(FID, rec.offset, len(data), len(data), _body(data[rec.offset :]))) == len(data)
+    assert (tmp_path / f"{FID}.data").read_bytes() == data
+    done = again.get(FID)
+    assert done is not None and done.complete
+
+
+def test_a_clean_stop_counts_what_was_written_and_disposal_forgets_it(tmp_path: Path) -> None:
+    config = FilesConfig(max_file_bytes=1 << 30)
+    files = PeerFiles(tmp_path, config, SystemClock())
+    data = pattern(9000, seed=23)
+    asyncio.run(files.receive(FID, 0, 4000, len(data), _body(data[:4000])))
+    files.close()
+    rec = files.get(FID)
+    assert rec is not None and rec.offset == 4000
+    asyncio.run(files.receive(FID, 4000, 5000, len(data), _body(data[4000:5000])))
+    held = files.held(FID)
+    assert held is not None and held.offset == 5000
+    assert files.dispose([FID]) == 1 and files.held(FID) is None and not list(tmp_path.glob(f"{FID}.*"))
+    # Sent again from the start after disposal: a new file, nothing of the old one in it.
+    assert asyncio.run(files.receive(FID, 0, len(data), len(data), _body(data))) == len(data)
+    assert (tmp_path / f"{FID}.data").read_bytes() == data

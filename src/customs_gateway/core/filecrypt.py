@@ -13,8 +13,9 @@ for recipients and reused as a header MAC key; ours is not). The file is bound t
 its plaintext size and SHA-256 (`FileDigest`), not by associated data here.
 
 Everything is sans-I/O and constant-memory: `Encryptor` and `Decryptor` take pieces of any size
-and hold at most one chunk; random access (`decrypt_chunk`, `chunk_index_for_offset`,
-`ciphertext_range`) serves resumable transfer and HTTP Range.
+and hold at most one chunk; random access (`decrypt_chunk`, `decrypt_chunks`,
+`chunk_index_for_offset`, `ciphertext_range`) serves resumable transfer, HTTP Range, and
+checking a file a block of chunks at a time.
 """
 
 from __future__ import annotations
@@ -133,14 +134,43 @@ def decrypt_chunk(key: bytes, index: int, data: bytes, last: bool) -> bytes:
     return _open(_aead(key), index, data, last)
 
 
-def _open(aead: ChaCha20Poly1305, index: int, data: bytes, last: bool) -> bytes:
+def decrypt_chunks(key: bytes, index: int, data: bytes | memoryview, plain_size: int) -> list[bytes]:
+    """Open the consecutive sealed chunks of a `plain_size`-byte file, from chunk `index`, that
+    `data` holds whole (as `ciphertext_range` lays them out): their plaintexts, in order. Raises
+    FileError as `Decryptor` does at the first that does not open: `file.trailing_data` (a chunk
+    before the last sealed as the final one), `file.truncated` (the last chunk sealed as not the
+    final one), else `file.auth_failed`; ValueError if `data` is not whole chunks of the file."""
+    aead = _aead(key)
+    n = chunk_count(plain_size)
+    view = memoryview(data)
+    out: list[bytes] = []
+    while view:
+        start, end = ciphertext_range(index, plain_size)
+        if len(view) < end - start:
+            raise ValueError("data ends inside a chunk")
+        last = index == n - 1
+        sealed = view[: end - start]
+        try:
+            out.append(_open(aead, index, sealed, last))
+        except FileError:
+            if _opens(aead, index, sealed, not last):
+                if last:
+                    raise FileError("the file ends before its final chunk", code="file.truncated") from None
+                raise FileError("data after the final chunk", code="file.trailing_data") from None
+            raise
+        view = view[end - start :]
+        index += 1
+    return out
+
+
+def _open(aead: ChaCha20Poly1305, index: int, data: bytes | memoryview, last: bool) -> bytes:
     try:
         return aead.decrypt(nonce(index, last), data, None)
     except InvalidTag:
         raise FileError(f"chunk {index} does not authenticate") from None
 
 
-def _opens(aead: ChaCha20Poly1305, index: int, data: bytes, last: bool) -> bool:
+def _opens(aead: ChaCha20Poly1305, index: int, data: bytes | memoryview, last: bool) -> bool:
     try:
         aead.decrypt(nonce(index, last), data, None)
     except InvalidTag:

@@ -121,12 +121,12 @@ async def file_put(request: web.Request) -> web.Response:
         return resp
     except UploadError as e:  # e.g. 503 file.disk_full: nothing of the part kept
         resp = from_error(e, request)
-        rec = files.get(file_id)
+        rec = files.held(file_id)
         resp.headers["Upload-Offset"] = str(rec.offset if rec else 0)
         return resp
     except (TimeoutError, ConnectionResetError, ClientConnectionResetError, HttpProcessingError) as e:
-        # What arrived is kept (the record says how much): the sender resumes from there.
-        rec = files.get(file_id)
+        # What arrived is kept (and counted by the record): the sender resumes from there.
+        rec = files.held(file_id)
         log.info("file.part_interrupted", file_id=file_id, held=rec.offset if rec else 0, why=type(e).__name__)
         err = GatewayError("the part was cut off; resume from Upload-Offset", code="file.part_interrupted", status=400)
         resp = from_error(err, request)
@@ -147,9 +147,10 @@ async def _pieces(request: web.Request, timeout: float) -> AsyncIterator[bytes]:
 
 
 async def file_head(request: web.Request) -> web.Response:
-    """How much of a file's ciphertext is held: `Upload-Offset` (and `Upload-Length`); 404 none."""
+    """How much of a file's ciphertext is held: `Upload-Offset` (and `Upload-Length`); 404 none.
+    The offset counts bytes written and not yet fsync'd while this process runs (`PeerFiles.held`)."""
     _check_peer(request)
-    rec = request.app[GATEWAY].peer_files.get(request.match_info["file_id"])
+    rec = request.app[GATEWAY].peer_files.held(request.match_info["file_id"])
     if rec is None:
         return web.Response(status=404, headers={"Upload-Offset": "0"})
     return web.Response(status=200, headers={"Upload-Offset": str(rec.offset), "Upload-Length": str(rec.total)})

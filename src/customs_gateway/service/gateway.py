@@ -996,6 +996,7 @@ class Gateway:
 
     async def close(self) -> None:
         self.crypto.close()
+        self.peer_files.close()
 
 
 def _under_body(field: str | None) -> str | None:

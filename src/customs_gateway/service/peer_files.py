@@ -6,21 +6,27 @@ again, in chunks, for a download.
 Wire (`PUT /peer/v1/files/{file_id}`, decision 0013): the body is ciphertext bytes `start..end` of
 `total`, named by `Content-Range: bytes start-end/total`; `start` must be the offset the receiver
 holds (else 409 `file.offset_mismatch`). Every answer, and `HEAD`, carries `Upload-Offset` (bytes
-held) so a sender resumes from there; a broken PUT keeps what arrived. Memory stays flat: bytes
-go to disk in pieces of at most `PIECE`, and ciphertext is made and checked chunk by chunk.
+held) so a sender resumes from there; a broken PUT keeps what arrived. The offset answered may
+count bytes not yet fsync'd; the record on disk never does (it is brought up to date every
+`COMMIT_EVERY` bytes, when a part breaks, and before the answer that completes the file), so
+after a crash the sender, which asks `HEAD` before it resumes, sends again from the record's
+offset. Memory stays flat: bytes go to disk as they arrive, and ciphertext is made and checked
+chunk by chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import datetime as dt
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, TypeVar
 
 import aiohttp
 import msgspec
@@ -29,7 +35,7 @@ import structlog
 from ..core import filecrypt
 from ..core.clock import Clock
 from ..core.errors import GatewayError, SchemaError
-from ..core.filecrypt import SEALED, Decryptor, FileDigest, FileError, ciphertext_size
+from ..core.filecrypt import SEALED, FileDigest, FileError, ciphertext_size
 from ..core.upload import FILE_ID, UploadError
 from ..startup.config import FilesConfig
 from ..startup.keystore import fsync_dir
@@ -37,9 +43,11 @@ from .files import Writer, disk_error
 
 log = structlog.get_logger("customs_gateway.peer_files")
 
-PIECE: Final = 1024 * 1024  # read and write at most this much at a time
+BLOCK_CHUNKS: Final = 16  # sealed chunks read and decrypted at a time (about 1 MiB)
+COMMIT_EVERY: Final = 64 * 1024 * 1024  # bytes written past the record before it is brought up
 PART: Final = 2 * 1024 * 1024  # one PUT: a broken link costs at most this much sent twice
 _RANGE: Final = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})")
+_T = TypeVar("_T")
 
 
 class PeerFileRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -80,9 +88,20 @@ def parse_content_range(raw: str | None, max_total: int) -> tuple[int, int, int]
     return start, last + 1, total
 
 
+@dataclass
+class _Writing:
+    """A file being received: its record as saved (`rec.offset` bytes fsync'd) and the bytes
+    `written` so far, ahead of it until the next commit (in memory only: lost with the process)."""
+
+    rec: PeerFileRecord
+    written: int
+    touched: dt.datetime  # the last part written (orphan expiry counts from here)
+
+
 class PeerFiles:
     """The directory of ciphertexts the peer sent (`<files dir>/peer`): one `.data` and one `.json`
-    record each; the bytes are fsync'd before the record that counts them."""
+    record each; the bytes are fsync'd before the record that counts them (the offset answered
+    may be ahead of the record: see `held`)."""
 
     def __init__(self, directory: Path, config: FilesConfig, clock: Clock, *, write: Writer = os.write) -> None:
         self.directory = directory
@@ -91,6 +110,8 @@ class PeerFiles:
         self.clock = clock
         self.write = write
         self._busy: set[str] = set()
+        self._writing: dict[str, _Writing] = {}  # files with bytes written past their record
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="peer-files")
         self._sweep_after = ""
 
     def open(self) -> None:
@@ -115,12 +136,27 @@ class PeerFiles:
         os.replace(tmp, self.directory / f"{rec.file_id}.json")
         self._sync_dir()
 
+    def held(self, file_id: str) -> PeerFileRecord | None:
+        """The record with the offset written so far: what `HEAD` and every answer say. It may
+        be ahead of the record on disk (`get`), which counts only bytes fsync'd; after a crash the
+        record's offset is what is held, and the next part cuts off anything past it."""
+        rec = self.get(file_id)
+        state = self._writing.get(file_id)
+        if rec is None or state is None:
+            return rec
+        return msgspec.structs.replace(rec, offset=state.written)
+
     async def receive(self, file_id: str, start: int, end: int, total: int, body: AsyncIterator[bytes]) -> int:
         """Append ciphertext bytes `start..end` of `total` from `body`; the offset held after.
 
         409 `file.offset_mismatch` unless `start` is the offset held, `file.length_changed` if
         `total` is not the one first declared, `file.busy` while another request writes it. A
-        body that ends early keeps what arrived; one longer than its range is cut at `end`."""
+        body that ends early keeps what arrived; one longer than its range is cut at `end`.
+
+        Bytes are written as they arrive and fsync'd (then counted by the record, in a worker
+        thread) when the file is complete (before the answer says so), when a part breaks, and
+        every `COMMIT_EVERY` bytes; not after every part. A disk that refuses a write keeps
+        nothing of the part (503, the offset its start)."""
         if not FILE_ID.fullmatch(file_id):
             raise SchemaError("file_id must be a UUID", code="schema.uuid", field="file_id")
         self.open()
@@ -128,59 +164,107 @@ class PeerFiles:
             raise UploadError(f"file {file_id} is being written by another request", code="file.busy", status=409)
         self._busy.add(file_id)
         try:
-            rec = self.get(file_id) or PeerFileRecord(file_id, total, 0)
-            if rec.total != total:
+            state = self._writing.get(file_id)
+            if state is None:
+                rec = self.get(file_id)
+                if rec is None:  # recorded at once, so an abandoned file is swept as an orphan
+                    rec = PeerFileRecord(file_id, total, 0, touched_at=self.clock.now())
+                    await self._in_thread(self._save, rec)
+                state = _Writing(rec, rec.offset, self.clock.now())
+            if state.rec.total != total:
                 raise UploadError(
-                    f"file {file_id} was declared with {rec.total} bytes",
+                    f"file {file_id} was declared with {state.rec.total} bytes",
                     code="file.length_changed",
                     field="Content-Range",
                 )
-            if start != rec.offset:
-                raise OffsetMismatch(rec.offset, start)
-            held = rec.offset
+            if start != state.written:
+                raise OffsetMismatch(state.written, start)
+            self._writing[file_id] = state
             fd = os.open(self._data(file_id), os.O_WRONLY | os.O_CREAT, 0o600)
             try:
-                os.ftruncate(fd, held)  # bytes past the record were never counted
-                os.lseek(fd, held, os.SEEK_SET)
+                os.ftruncate(fd, start)  # bytes past the offset were never counted
+                os.lseek(fd, start, os.SEEK_SET)
                 try:
-                    async for received in body:
-                        rest = received[: end - held]
-                        while rest:
-                            try:
-                                n = self.write(fd, rest)
-                            except OSError as e:
-                                raise disk_error(e) from e
-                            rest = rest[n:]
-                            held += n
-                        if held >= end:
-                            break
+                    await self._write_body(fd, state, end, body)
                 except UploadError:
                     # The disk refused: nothing of this part is kept, the offset held stays.
                     with contextlib.suppress(OSError):
-                        os.ftruncate(fd, rec.offset)
-                    log.warning("peer_files.write_failed", file_id=file_id, held=rec.offset)
+                        os.ftruncate(fd, start)
+                    state.written = start
+                    log.warning("peer_files.write_failed", file_id=file_id, held=start)
                     raise
                 except BaseException:
-                    self._commit(fd, rec, held)  # a broken part keeps what arrived
+                    self._commit(fd, state)  # a broken part keeps what arrived
                     raise
-                self._commit(fd, rec, held)
+                finally:
+                    state.touched = self.clock.now()
+                if state.written == total or state.written - state.rec.offset >= COMMIT_EVERY:
+                    await self._in_thread(self._commit, fd, state)
             finally:
                 os.close(fd)
-            return held
+                if state.written == state.rec.offset:
+                    self._writing.pop(file_id, None)  # all counted by the record
+            return state.written
         finally:
             self._busy.discard(file_id)
 
-    def _commit(self, fd: int, rec: PeerFileRecord, held: int) -> None:
-        """Count `held` bytes: fsync them, then replace the record. If either fails, the part is
-        cut back to where it started and refused (503)."""
+    async def _write_body(self, fd: int, state: _Writing, end: int, body: AsyncIterator[bytes]) -> None:
+        """Write `body` up to `end` at `state.written` as it arrives, counting each piece once
+        written (one piece in memory). On the event loop: measured, a writer thread was slower
+        here (the hand-offs cost more than the writes to the page cache)."""
+        async for received in body:
+            rest = received[: end - state.written]
+            while rest:
+                try:
+                    n = self.write(fd, rest)
+                except OSError as e:
+                    raise disk_error(e) from e
+                rest = rest[n:]  # a short write: the rest again (rare; no copy otherwise)
+                state.written += n
+            if state.written >= end:
+                break
+
+    async def _in_thread(self, fn: Callable[..., _T], *args: object) -> _T:
+        """`fn(*args)` in the worker pool; if the caller is cancelled, it waits for the job (which
+        may hold the file's descriptor) before it goes on."""
+        job = self._pool.submit(fn, *args)
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            concurrent.futures.wait([job])
+            raise
+
+    def _commit(self, fd: int, state: _Writing) -> None:
+        """Count the bytes written: fsync them, then replace the record. If either fails, the file
+        is cut back to what the record counted and the part refused (503)."""
         try:
             os.fsync(fd)
-            self._save(msgspec.structs.replace(rec, offset=held, touched_at=self.clock.now()))
+            rec = msgspec.structs.replace(state.rec, offset=state.written, touched_at=self.clock.now())
+            self._save(rec)
+            state.rec = rec
         except OSError as e:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, rec.offset)
-            log.warning("peer_files.write_failed", file_id=rec.file_id, errno=e.errno)
+                os.ftruncate(fd, state.rec.offset)
+            state.written = state.rec.offset
+            log.warning("peer_files.write_failed", file_id=state.rec.file_id, errno=e.errno)
             raise disk_error(e) from e
+
+    def close(self) -> None:
+        """Count what was written of every file not yet committed (fsync, then the record): after
+        a clean stop the record holds every byte an answer said was held. Called once the
+        listeners are closed (no part is being written)."""
+        for file_id, state in list(self._writing.items()):
+            if file_id in self._busy:
+                continue
+            try:
+                fd = os.open(self._data(file_id), os.O_WRONLY)
+                try:
+                    self._commit(fd, state)
+                finally:
+                    os.close(fd)
+            except (OSError, UploadError) as e:  # as after a crash: the record's offset holds
+                log.warning("peer_files.commit_failed", file_id=file_id, error=str(e))
+            self._writing.pop(file_id, None)
 
     def adopt(self, file_ids: Iterable[str], message_id: str) -> None:
         """The files an accepted envelope names are its message's now: they no longer expire as
@@ -206,7 +290,9 @@ class PeerFiles:
             rec = self.get(file_id)
             if rec is None or rec.message_id is not None or file_id in self._busy:
                 continue
-            touched = rec.touched_at or dt.datetime.fromtimestamp(
+            state = self._writing.get(file_id)
+            touched = state.touched if state is not None else rec.touched_at
+            touched = touched or dt.datetime.fromtimestamp(
                 (self.directory / f"{file_id}.json").stat().st_mtime, dt.timezone.utc
             )
             if now >= touched + ttl:
@@ -218,12 +304,15 @@ class PeerFiles:
 
     def check(self, file_id: str, size: int, sha256: str, key_b64: str) -> None:
         """Decrypt and hash the whole ciphertext against what the document says (once: a file that
-        checked out is remembered). Raises FileError (`file.auth_failed`, `file.truncated`,
+        checked out is remembered), on two cores: blocks of `BLOCK_CHUNKS` chunks are decrypted in
+        a worker while the calling thread hashes the block before (about three blocks in memory,
+        whatever the size). Raises FileError (`file.auth_failed`, `file.truncated`,
         `file.trailing_data`, `file.size_mismatch`, `file.digest_mismatch`) or `MissingFile`."""
         rec = self.get(file_id)
         want = ciphertext_size(size)
-        if rec is None or not rec.complete:
-            raise MissingFile(file_id, 0 if rec is None else rec.offset, want)
+        if rec is None or not rec.complete:  # a file is committed when complete (`receive`)
+            held = self.held(file_id)
+            raise MissingFile(file_id, 0 if held is None else held.offset, want)
         if rec.verified_sha256 == sha256:
             return
         if rec.total != want:
@@ -232,11 +321,12 @@ class PeerFiles:
                 code="file.size_mismatch",
             )
         digest = FileDigest()
-        dec = Decryptor(_key(key_b64))
-        for piece in self._pieces(file_id, 0, rec.total):
-            for plain in dec.feed(piece):
-                digest.update(plain)
-        digest.update(dec.finish())
+        key = _key(key_b64)
+        with open(self._data(file_id), "rb") as f:
+            # A block of chunks is decrypted in the pool while this thread hashes the one before.
+            for plains in ahead(self._pool, _blocks(f, key, size, 0, filecrypt.chunk_count(size))):
+                for plain in plains:
+                    digest.update(plain)
         digest.finish(size, bytes.fromhex(sha256))
         self._save(msgspec.structs.replace(rec, verified_sha256=sha256, touched_at=self.clock.now()))
 
@@ -254,7 +344,9 @@ class PeerFiles:
         return removed
 
     def _remove(self, file_id: str) -> bool:
-        """Ciphertext first, then the record (a record without bytes is harmless); True if held."""
+        """Ciphertext first, then the record (a record without bytes is harmless); True if held.
+        Never called for a file being written (`_busy`)."""
+        self._writing.pop(file_id, None)
         held = False
         for name in (f"{file_id}.data", f"{file_id}.json", f"{file_id}.json.tmp"):
             with contextlib.suppress(FileNotFoundError):
@@ -265,19 +357,10 @@ class PeerFiles:
     def _sync_dir(self) -> None:
         fsync_dir(self.directory)
 
-    def _pieces(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
-        with open(self._data(file_id), "rb") as f:
-            f.seek(start)
-            while start < end:
-                block = f.read(min(PIECE, end - start))
-                if not block:
-                    return
-                start += len(block)
-                yield block
-
     def plaintext(self, file_id: str, key_b64: str, size: int, first: int, last: int) -> Iterator[bytes]:
-        """Plaintext bytes `first..last` (inclusive) of a checked file, decrypted chunk by chunk.
-        Raises `FileGone` (410) now, before any byte, if the ciphertext is no longer held."""
+        """Plaintext bytes `first..last` (inclusive) of a checked file, chunk by chunk (read and
+        decrypted a block of `BLOCK_CHUNKS` at a time). Raises `FileGone` (410) now, before any
+        byte, if the ciphertext is no longer held."""
         try:
             f = open(self._data(file_id), "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError as e:
@@ -286,16 +369,44 @@ class PeerFiles:
 
     @staticmethod
     def _plaintext(f: BinaryIO, key: bytes, size: int, first: int, last: int) -> Iterator[bytes]:
-        n = filecrypt.chunk_count(size)
         index = first // filecrypt.CHUNK
+        stop = min(last // filecrypt.CHUNK + 1, filecrypt.chunk_count(size))
         with f:
-            while index < n and index * filecrypt.CHUNK <= last:
-                start, stop = filecrypt.ciphertext_range(index, size)
-                f.seek(start)
-                plain = filecrypt.decrypt_chunk(key, index, f.read(stop - start), index == n - 1)
-                base = index * filecrypt.CHUNK
-                yield plain[max(first - base, 0) : last - base + 1]
-                index += 1
+            for plains in _blocks(f, key, size, index, stop):
+                for plain in plains:
+                    base = index * filecrypt.CHUNK
+                    yield plain[max(first - base, 0) : last - base + 1]  # a whole chunk: no copy
+                    index += 1
+
+
+def _blocks(f: BinaryIO, key: bytes, size: int, index: int, stop: int) -> Iterator[list[bytes]]:
+    """The plaintext of chunks `index..stop` (exclusive) of a `size`-byte file's ciphertext in
+    `f`, read and decrypted `BLOCK_CHUNKS` chunks at a time (one list per block). Raises FileError
+    (`filecrypt.decrypt_chunks`; `file.truncated` if `f` ends early)."""
+    while index < stop:
+        upto = min(index + BLOCK_CHUNKS, stop)
+        start = filecrypt.ciphertext_range(index, size)[0]
+        end = filecrypt.ciphertext_range(upto - 1, size)[1]
+        f.seek(start)
+        data = f.read(end - start)
+        if len(data) != end - start:
+            raise FileError("the file ends before its final chunk", code="file.truncated")
+        yield filecrypt.decrypt_chunks(key, index, data, size)
+        index = upto
+
+
+def ahead(pool: concurrent.futures.Executor, items: Iterator[_T]) -> Iterator[_T]:
+    """The items of `items`, each made in `pool` while the caller uses the one before (one ahead,
+    so memory stays bounded). `items` is closed when this is (after the item being made)."""
+    job = pool.submit(next, items, None)
+    try:
+        while (item := job.result()) is not None:
+            job = pool.submit(next, items, None)
+            yield item
+    finally:
+        concurrent.futures.wait([job])  # never close a generator another thread is running
+        if isinstance(items, Generator):
+            items.close()
 
 
 class FileGone(GatewayError):
