@@ -45,7 +45,7 @@ from .appkeys import CALLER, GATEWAY
 from .problems import from_error, json_response
 
 FILES: Final = web.AppKey("files", FileUploads)
-READ_CHUNK: Final = 64 * 1024
+READ_CHUNK: Final = 256 * 1024
 DOWNLOAD_BATCH: Final = 1024 * 1024  # plaintext made ahead of the response, a batch at a time
 _WORKERS: Final = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="download")
 TUS_VERSION: Final = "1.0.0"
