@@ -392,6 +392,36 @@ def test_the_record_counts_only_bytes_fsyncd_and_a_complete_file_before_its_answ
     assert (tmp_path / f"{FID}.data").read_bytes() == data
 
 
+def test_written_bytes_are_flushed_behind_the_parts_without_moving_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock())
+    monkeypatch.setattr(peer_files, "COMMIT_EVERY", 1 << 20)
+    monkeypatch.setattr(peer_files, "FLUSH_EVERY", 3000)
+    data = pattern(20_000, seed=24)
+    flushed: list[int] = []  # the data file's size at each background flush
+    real_flush = peer_files._flush
+
+    def flush(path: Path) -> None:
+        flushed.append(path.stat().st_size)
+        real_flush(path)
+
+    monkeypatch.setattr(peer_files, "_flush", flush)
+
+    async def send() -> None:
+        for start in range(0, len(data) - 2000, 2000):  # all but the last part
+            await files.receive(FID, start, start + 2000, len(data), _body(data[start : start + 2000]))
+            state = files._writing[FID]
+            if state.flushing is not None:
+                await asyncio.wrap_future(state.flushing)  # one at a time: let it end
+            rec = files.get(FID)
+            assert rec is not None and rec.offset == 0  # a flush counts nothing
+
+    asyncio.run(send())
+    assert len(flushed) >= 4 and flushed == sorted(flushed), flushed
+    assert all(size >= 3000 for size in flushed)
+
+
 def test_after_a_crash_the_record_is_what_is_held_and_bytes_past_it_are_cut_off(tmp_path: Path) -> None:
     config = FilesConfig(max_file_bytes=1 << 30)
     files = PeerFiles(tmp_path, config, SystemClock())
