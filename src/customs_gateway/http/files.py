@@ -11,13 +11,12 @@ comes (never whole in memory); the request's Content-Type is the file's media ty
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import datetime as dt
 import functools
 import re
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Final
 
 from aiohttp import ClientConnectionResetError, web
@@ -46,8 +45,6 @@ from .problems import from_error, json_response
 
 FILES: Final = web.AppKey("files", FileUploads)
 READ_CHUNK: Final = 256 * 1024
-DOWNLOAD_BATCH: Final = 1024 * 1024  # plaintext made ahead of the response, a batch at a time
-_WORKERS: Final = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="download")
 TUS_VERSION: Final = "1.0.0"
 
 
@@ -200,8 +197,7 @@ async def _stream(
 ) -> web.StreamResponse:
     """Stream `f` (one `Range`), after writing the download's audit entry: who, which message,
     which file, which bytes. A file that cannot be read (disposed, gone) is refused before the
-    entry and before any byte. The pieces are read and decrypted in a worker thread a batch
-    ahead of the response (`_ahead`): memory stays flat."""
+    entry and before any byte."""
     span = byte_range(request.headers.get("Range"), f.size)
     first, last = span if span is not None else (0, f.size - 1)
     out: Iterator[bytes] = pieces(first, last) if f.size else iter(())
@@ -229,36 +225,10 @@ async def _stream(
         headers["Content-Range"] = f"bytes {first}-{last}/{f.size}"
     resp = web.StreamResponse(status=206 if span is not None else 200, headers=headers)
     await resp.prepare(request)
-    async with contextlib.aclosing(_ahead(out)) as batches:
-        async for batch in batches:
-            for piece in batch:  # a chunk (64 KiB) at a time, as made
-                await resp.write(piece)
+    for piece in out:  # a chunk (64 KiB) at a time, decrypted as it goes: memory stays flat
+        await resp.write(piece)
     await resp.write_eof()
     return resp
-
-
-async def _ahead(pieces: Iterator[bytes]) -> AsyncGenerator[list[bytes], None]:
-    """`pieces` in batches of about `DOWNLOAD_BATCH` bytes, each made (read, decrypted) in a
-    worker thread while the batch before is written out: two batches in memory at most."""
-
-    def take() -> list[bytes]:
-        batch, size = [], 0
-        for piece in pieces:
-            batch.append(piece)
-            size += len(piece)
-            if size >= DOWNLOAD_BATCH:
-                break
-        return batch
-
-    job = _WORKERS.submit(take)
-    try:
-        while batch := await asyncio.wrap_future(job):
-            job = _WORKERS.submit(take)
-            yield batch
-    finally:
-        concurrent.futures.wait([job])  # a worker may be inside `pieces`: let it finish first
-        if isinstance(pieces, Generator):
-            pieces.close()
 
 
 def _named(files: list[SealedFile], file_id: str) -> SealedFile:
