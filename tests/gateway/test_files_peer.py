@@ -5,6 +5,7 @@ the message enters the inbox, streams out decrypted with Range, and memory stays
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import hashlib
 import os
@@ -24,6 +25,7 @@ from customs_gateway.core.envelope import SignedDocument
 from customs_gateway.core.errors import GatewayError
 from customs_gateway.core.filecrypt import FileError
 from customs_gateway.core.receipt import Statement, verify_refusal
+from customs_gateway.core.upload import UploadError
 from customs_gateway.service import peer_files, tls
 from customs_gateway.service.peer_files import PART, MissingFile, PeerFiles, Progress, ciphertext_from, push
 from customs_gateway.startup.config import FilesConfig
@@ -420,6 +422,36 @@ def test_written_bytes_are_flushed_behind_the_parts_without_moving_the_record(
     asyncio.run(send())
     assert len(flushed) >= 4 and flushed == sorted(flushed), flushed
     assert all(size >= 3000 for size in flushed)
+
+
+def test_a_record_that_landed_before_its_directory_sync_failed_keeps_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock())
+    monkeypatch.setattr(peer_files, "COMMIT_EVERY", 4000)
+    data = pattern(9000, seed=25)
+    real_sync = files._sync_dir
+    fail = [False]
+
+    def sync_dir() -> None:
+        if fail[0]:
+            fail[0] = False
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_sync()
+
+    monkeypatch.setattr(files, "_sync_dir", sync_dir)
+    assert asyncio.run(files.receive(FID, 0, 3000, len(data), _body(data[:3000]))) == 3000
+    fail[0] = True  # the next commit's rename lands, then the directory's fsync fails
+    with pytest.raises(UploadError) as e:
+        asyncio.run(files.receive(FID, 3000, 6000, len(data), _body(data[3000:6000])))
+    assert e.value.status == 503
+    rec = files.get(FID)
+    assert rec is not None and rec.offset == 6000  # the record on disk is the new one ...
+    assert (tmp_path / f"{FID}.data").read_bytes() == data[:6000]  # ... and its bytes are all there
+    held = files.held(FID)
+    assert held is not None and held.offset == 6000
+    assert asyncio.run(files.receive(FID, 6000, len(data), len(data), _body(data[6000:]))) == len(data)
+    assert (tmp_path / f"{FID}.data").read_bytes() == data
 
 
 def test_after_a_crash_the_record_is_what_is_held_and_bytes_past_it_are_cut_off(tmp_path: Path) -> None:

@@ -249,19 +249,27 @@ class PeerFiles:
             raise
 
     def _commit(self, fd: int, state: _Writing) -> None:
-        """Count the bytes written: fsync them, then replace the record. If either fails, the file
-        is cut back to what the record counted and the part refused (503)."""
+        """Count the bytes written: fsync them, then replace the record. If the fsync fails, the
+        file is cut back to what the record counted and the part refused (503). If only the record
+        fails, the bytes are on disk and stay (the record there may already be the new one: a
+        rename that landed before the directory's fsync failed); the part is refused (503) and the
+        record is read back, so nothing counted is ever cut off."""
         try:
             os.fsync(fd)
-            rec = msgspec.structs.replace(state.rec, offset=state.written, touched_at=self.clock.now())
-            self._save(rec)
-            state.rec = rec
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, state.rec.offset)
             state.written = state.rec.offset
             log.warning("peer_files.write_failed", file_id=state.rec.file_id, errno=e.errno)
             raise disk_error(e) from e
+        rec = msgspec.structs.replace(state.rec, offset=state.written, touched_at=self.clock.now())
+        try:
+            self._save(rec)
+        except OSError as e:
+            state.rec = self.get(rec.file_id) or state.rec
+            log.warning("peer_files.record_failed", file_id=rec.file_id, errno=e.errno, recorded=state.rec.offset)
+            raise disk_error(e) from e
+        state.rec = rec
 
     def close(self) -> None:
         """Count what was written of every file not yet committed (fsync, then the record): after
