@@ -27,7 +27,7 @@ from customs_gateway.core.filecrypt import FileError
 from customs_gateway.core.receipt import Statement, verify_refusal
 from customs_gateway.core.upload import UploadError
 from customs_gateway.service import peer_files, tls
-from customs_gateway.service.peer_files import PART, MissingFile, PeerFiles, Progress, ciphertext_from, push
+from customs_gateway.service.peer_files import PART, MissingFile, PartMaker, PeerFiles, Progress, push
 from customs_gateway.startup.config import FilesConfig
 
 from .conftest import CN, US, Pair, sample
@@ -215,7 +215,8 @@ async def test_a_ciphertext_that_does_not_check_out_is_refused_and_never_enters_
     await worker.stop()
     mid = await submit_guide(pair, fid)
     f = await sent_file(pair, mid)
-    cipher = tamper(b"".join(ciphertext_from(functools.partial(pair.gw(US).files.chunks, fid), f.key, f.size, 0)))
+    parts = PartMaker(functools.partial(pair.gw(US).files.chunks, fid), f.key, f.size, 0)
+    cipher = tamper(bytes(parts.take(parts.left)))
     async with (
         aiohttp.ClientSession() as session,
         session.put(
@@ -402,13 +403,13 @@ def test_written_bytes_are_flushed_behind_the_parts_without_moving_the_record(
     monkeypatch.setattr(peer_files, "FLUSH_EVERY", 3000)
     data = pattern(20_000, seed=24)
     flushed: list[int] = []  # the data file's size at each background flush
-    real_flush = peer_files._flush
+    real_flush = peer_files.flush_file
 
     def flush(path: Path) -> None:
         flushed.append(path.stat().st_size)
         real_flush(path)
 
-    monkeypatch.setattr(peer_files, "_flush", flush)
+    monkeypatch.setattr(peer_files, "flush_file", flush)
 
     async def send() -> None:
         for start in range(0, len(data) - 2000, 2000):  # all but the last part

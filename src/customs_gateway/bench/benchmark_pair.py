@@ -329,15 +329,7 @@ def queue_bulk(
                 _audit(
                     conn,
                     *(
-                        AuditEntry(
-                            at=created,
-                            kind="submitted",
-                            actor=f"token:{token_id}",
-                            message_id=mid,
-                            peer=peer,
-                            digests={"document": dg.hex()},
-                            detail={"type": "seizure-share"},
-                        )
+                        AuditEntry.submitted(created, f"token:{token_id}", mid, peer, dg, {"type": "seizure-share"})
                         for mid, _, dg in signed
                     ),
                 )

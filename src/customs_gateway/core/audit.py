@@ -60,6 +60,14 @@ class AuditEntry:
     digests: dict[str, str] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def submitted(
+        cls, at: dt.datetime, actor: str, message_id: str, peer: str, document_sha256: bytes, detail: dict[str, Any]
+    ) -> AuditEntry:
+        """The `submitted` entry of a message we queue (a back-end's, an ack, a control notice):
+        it names the signed document's digest."""
+        return cls(at, "submitted", actor, message_id, peer, digests={"document": document_sha256.hex()}, detail=detail)
+
     def to_bytes(self) -> bytes:
         if self.kind not in KINDS:
             raise ValueError(f"unknown audit kind {self.kind!r}")

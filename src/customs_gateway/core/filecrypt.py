@@ -104,9 +104,7 @@ def ciphertext_range(index: int, plain_size: int) -> tuple[int, int]:
 
 def encrypt_chunk(key: bytes, index: int, plaintext: bytes, last: bool) -> bytes:
     """Seal one chunk (at most CHUNK bytes) at position `index`."""
-    if len(plaintext) > CHUNK:
-        raise ValueError("a chunk holds at most CHUNK bytes")
-    return _aead(key).encrypt(nonce(index, last), plaintext, None)
+    return ChunkSealer(key).seal(index, plaintext, last)
 
 
 class ChunkSealer:
@@ -148,16 +146,7 @@ def decrypt_chunks(key: bytes, index: int, data: bytes | memoryview, plain_size:
         start, end = ciphertext_range(index, plain_size)
         if len(view) < end - start:
             raise ValueError("data ends inside a chunk")
-        last = index == n - 1
-        sealed = view[: end - start]
-        try:
-            out.append(_open(aead, index, sealed, last))
-        except FileError:
-            if _opens(aead, index, sealed, not last):
-                if last:
-                    raise FileError("the file ends before its final chunk", code="file.truncated") from None
-                raise FileError("data after the final chunk", code="file.trailing_data") from None
-            raise
+        out.append(_open_at(aead, index, view[: end - start], index == n - 1))
         view = view[end - start :]
         index += 1
     return out
@@ -168,6 +157,21 @@ def _open(aead: ChaCha20Poly1305, index: int, data: bytes | memoryview, last: bo
         return aead.decrypt(nonce(index, last), data, None)
     except InvalidTag:
         raise FileError(f"chunk {index} does not authenticate") from None
+
+
+def _open_at(aead: ChaCha20Poly1305, index: int, data: bytes | memoryview, last: bool) -> bytes:
+    """Open chunk `index`, which must (`last`) or must not be the final one. A chunk sealed with
+    the other flag says why it fails: sealed as final before the end, `file.trailing_data`; the
+    last one sealed as not final, `file.truncated` (the final chunk was cut off); anything else
+    `file.auth_failed`."""
+    try:
+        return _open(aead, index, data, last)
+    except FileError:
+        if _opens(aead, index, data, not last):
+            if last:
+                raise FileError("the file ends before its final chunk", code="file.truncated") from None
+            raise FileError("data after the final chunk", code="file.trailing_data") from None
+        raise
 
 
 def _opens(aead: ChaCha20Poly1305, index: int, data: bytes | memoryview, last: bool) -> bool:
@@ -238,11 +242,9 @@ class Decryptor(_Stream):
         while len(self._buf) > SEALED:
             sealed = bytes(self._buf[:SEALED])
             try:
-                out.append(_open(self._aead, self._index, sealed, last=False))
-            except FileError:
-                if _opens(self._aead, self._index, sealed, last=True):
-                    self._done = True
-                    raise FileError("data after the final chunk", code="file.trailing_data") from None
+                out.append(_open_at(self._aead, self._index, sealed, last=False))
+            except FileError as e:
+                self._done = e.code == "file.trailing_data"
                 raise
             del self._buf[:SEALED]
             self._index += 1
@@ -258,12 +260,7 @@ class Decryptor(_Stream):
         empty_final = len(sealed) == TAG and self._index > 0  # only an empty file has one
         if len(sealed) < TAG or empty_final:
             raise FileError("the file ends before its final chunk", code="file.truncated")
-        try:
-            return _open(self._aead, self._index, sealed, last=True)
-        except FileError:
-            if _opens(self._aead, self._index, sealed, last=False):
-                raise FileError("the file ends before its final chunk", code="file.truncated") from None
-            raise
+        return _open_at(self._aead, self._index, sealed, last=True)
 
 
 class FileDigest:

@@ -240,15 +240,8 @@ class Disposal:
         now = gw.clock.now()
         body = {"message_id": hold.message_id, "action": action, "reason": reason}
         notice = gw._new_message("legal-hold", body, now, now + NOTICE_TTL, caller.token_id)
-        audit = AuditEntry(
-            at=now,
-            kind="submitted",
-            actor=caller.actor,
-            message_id=notice.id,
-            peer=gw.peer.identity,
-            digests={"document": notice.document_sha256.hex()},
-            detail={"type": "legal-hold", "about": hold.message_id, "hold": action},
-        )
+        detail = {"type": "legal-hold", "about": hold.message_id, "hold": action}
+        audit = AuditEntry.submitted(now, caller.actor, notice.id, gw.peer.identity, notice.document_sha256, detail)
         await gw.store.submit(notice, audit)
         gw.outbox_changed.set()
         return notice.id

@@ -63,6 +63,18 @@ FLUSH_EVERY: Final = 32 * 1024 * 1024
 _flusher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="files-flush")
 
 
+def flush_file(path: Path) -> None:
+    """Write a file's dirty pages to disk (fdatasync) through a descriptor of its own, so the
+    writer may close or cut its own meanwhile: a flush in the background, ahead of the fsync that
+    counts the bytes. Best effort: an error or a file removed meanwhile is left to that fsync."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+
 def upload_id_ok(file_id: str) -> bool:
     return FILE_ID.fullmatch(file_id) is not None
 
@@ -304,7 +316,6 @@ class FileUploads:
             if busy is not None:  # a thread cannot be stopped: let it end before cutting back
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(busy)
-            await asyncio.to_thread(sink.settle)  # nor a flush: the descriptor stays open for it
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, filerest.data_size(rec.offset))
             self._hashes[rec.file_id] = (rec.offset, start)
@@ -543,19 +554,11 @@ class _Sealer:
             self._unflushed += len(out)
             if self._unflushed >= FLUSH_EVERY and (self._flush is None or self._flush.done()):
                 self._unflushed = 0
-                self._flush = _flusher.submit(os.fdatasync, self.fd)
-
-    def settle(self) -> None:
-        """Wait for the background flush (its error, if any, the final fsync meets again)."""
-        if self._flush is not None:
-            with contextlib.suppress(OSError):
-                self._flush.result()
-            self._flush = None
+                self._flush = _flusher.submit(flush_file, self.uploads._data(self.file_id))
 
     def finish(self, block: bytes | bytearray) -> None:
         """The last bytes of the part, then fsync: the records are durable before the upload's
         record counts them."""
         if block:
             self.feed(block)
-        self.settle()
         os.fsync(self.fd)

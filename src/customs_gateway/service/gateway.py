@@ -422,15 +422,8 @@ class Gateway:
             req.in_reply_to,
             terms,
         )
-        audit = AuditEntry(
-            at=now,
-            kind="submitted",
-            actor=caller.actor,
-            message_id=msg.id,
-            peer=self.peer.identity,
-            digests={"document": msg.document_sha256.hex()},
-            detail={"type": req.type, **(consent.audit_detail(msg.consent) if msg.consent else {})},
-        )
+        detail = {"type": req.type, **(consent.audit_detail(msg.consent) if msg.consent else {})}
+        audit = AuditEntry.submitted(now, caller.actor, msg.id, self.peer.identity, msg.document_sha256, detail)
         return msg, audit, terms
 
     def _claim_files(self, msg: NewMessage, message_id: str) -> None:
@@ -522,15 +515,8 @@ class Gateway:
             body["reason"] = req.reason
         ttl = dt.timedelta(seconds=self.config.delivery.default_ttl_seconds)
         ack = self._new_message("ack", body, now, now + ttl, caller.token_id)
-        audit = AuditEntry(
-            at=now,
-            kind="submitted",
-            actor=caller.actor,
-            message_id=ack.id,
-            peer=item.sender,
-            digests={"document": ack.document_sha256.hex()},
-            detail={"type": "ack", "acknowledges": item.id, "status": req.status},
-        )
+        detail = {"type": "ack", "acknowledges": item.id, "status": req.status}
+        audit = AuditEntry.submitted(now, caller.actor, ack.id, item.sender, ack.document_sha256, detail)
         out = await self.store.acknowledge_inbox(item.id, req.status, ack, audit)
         self.outbox_changed.set()
         return out

@@ -39,7 +39,7 @@ from ..core.filecrypt import SEALED, FileDigest, FileError, ciphertext_size
 from ..core.upload import FILE_ID, UploadError
 from ..startup.config import FilesConfig
 from ..startup.keystore import fsync_dir
-from .files import Writer, disk_error
+from .files import Writer, disk_error, flush_file
 
 log = structlog.get_logger("customs_gateway.peer_files")
 
@@ -220,7 +220,7 @@ class PeerFiles:
         if state.written - state.flushed < FLUSH_EVERY or (state.flushing is not None and not state.flushing.done()):
             return
         state.flushed = state.written
-        state.flushing = self._pool.submit(_flush, self._data(file_id))
+        state.flushing = self._pool.submit(flush_file, self._data(file_id))
 
     async def _write_body(self, fd: int, state: _Writing, end: int, body: AsyncIterator[bytes]) -> None:
         """Write `body` up to `end` at `state.written` as it arrives, counting each piece once
@@ -431,17 +431,6 @@ def ahead(pool: concurrent.futures.Executor, items: Iterator[_T]) -> Iterator[_T
             items.close()
 
 
-def _flush(path: Path) -> None:
-    """fdatasync a file through a descriptor of its own (the writer's may close first); a file
-    removed meanwhile, or an error, is left to the next commit's fsync to meet."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-
-
 class FileGone(GatewayError):
     """A file whose ciphertext was disposed of (or removed behind the gateway's back)."""
 
@@ -479,19 +468,11 @@ def _key(key_b64: str) -> bytes:
 ChunkSource = Callable[[int], Iterator[bytes]]
 
 
-def ciphertext_from(chunks: ChunkSource, key_b64: str, size: int, offset: int) -> Iterator[bytes]:
-    """A file (`size` plaintext bytes, read chunk by chunk from `chunks`) encrypted, from
-    ciphertext byte `offset` on: the STREAM ciphertext is a function of key and plaintext, so a
-    resumed push re-makes only the chunks it still needs."""
-    parts = PartMaker(chunks, key_b64, size, offset)
-    while parts.left:
-        yield bytes(parts.take(min(parts.left, SEALED)))
-
-
 class PartMaker:
     """The ciphertext a push sends, made part by part from ciphertext byte `offset` on: each
     chunk is sealed straight into the part's buffer (`ChunkSealer.seal_into`), except one that
-    straddles the part's end, whose rest waits for the next part."""
+    straddles the part's end, whose rest waits for the next part. The STREAM ciphertext is a
+    function of key and plaintext, so a resumed push re-makes only the chunks it still needs."""
 
     def __init__(self, chunks: ChunkSource, key_b64: str, size: int, offset: int) -> None:
         self.total = ciphertext_size(size)
