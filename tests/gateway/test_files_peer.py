@@ -315,11 +315,21 @@ def cases() -> Iterator[tuple[str, bytes, int, str, str]]:
     yield "other plaintext", sealed(other, KEY), len(data), digest, "file.digest_mismatch"
 
 
+@pytest.mark.parametrize("watched", [False, True], ids=["whole", "watched"])
 @pytest.mark.parametrize(("name", "cipher", "size", "digest", "code"), list(cases()), ids=[c[0] for c in cases()])
 def test_the_receiver_refuses_a_file_that_does_not_match_its_document(
-    tmp_path: Path, name: str, cipher: bytes, size: int, digest: str, code: str
+    tmp_path: Path, name: str, cipher: bytes, size: int, digest: str, code: str, watched: bool
 ) -> None:
-    files = held(tmp_path, cipher)
+    """Checked whole after the envelope, or part by part as it arrives after an announcement
+    (decision 0017): the same refusal."""
+    if watched:
+        files = PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock())
+        files.watch(FID, size, digest, KEY_B64)
+        for a in range(0, len(cipher), 100_000):
+            b = min(a + 100_000, len(cipher))
+            asyncio.run(files.receive(FID, a, b, len(cipher), _body(cipher[a:b], 40_000)))
+    else:
+        files = held(tmp_path, cipher)
     with pytest.raises(FileError) as e:
         files.check(FID, size, digest, KEY_B64)
     assert e.value.code == code, name

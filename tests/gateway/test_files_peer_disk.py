@@ -30,7 +30,7 @@ async def _push(pair: Pair, message_id: str, file_id: str) -> None:
 
 
 async def test_a_full_disk_while_the_peer_sends_a_file_is_503_and_keeps_nothing_of_the_part(pair: Pair) -> None:
-    data = pattern(5 * MB, seed=11)
+    data = pattern(PART + 3 * MB, seed=11)  # two parts
     fid = await upload(pair, data)
     worker = pair.lp.servers[US].worker
     await worker.stop()

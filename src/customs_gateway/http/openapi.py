@@ -824,6 +824,31 @@ PEER_PATHS: Final[dict[str, dict[str, Any]]] = {
             },
         }
     },
+    "/peer/v1/announce": {
+        "post": {
+            "operationId": "peer_announce",
+            "tags": ["peer"],
+            "summary": "Envelopes whose files are about to be pushed: the receiver checks each file as it arrives",
+            "description": "Body: `{envelopes: [envelope, ...]}`, as `POST /peer/v1/envelopes`, sent before the "
+            "files' parts (decision 0017). Each envelope is opened and checked as on delivery, but nothing is stored, "
+            "audited or answered for it: the files it names are decrypted and hashed as their ciphertext arrives, so "
+            "when the envelope itself is delivered only the last part is left to check. An envelope that does not "
+            "open is ignored here (its delivery is refused). Answers the file ids now watched.",
+            "security": _MTLS,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["watching"],
+                        "properties": {"watching": {"type": "array", "items": {"type": "string"}}},
+                    },
+                    "The files checked as they arrive.",
+                ),
+                **_problems(400, 403, 413, 415, 422, 503),
+            },
+        }
+    },
     "/peer/v1/files/{file_id}": {
         "put": {
             "operationId": "peer_file_put",

@@ -47,8 +47,7 @@ def _check_peer(request: web.Request) -> None:
         )
 
 
-async def envelopes(request: web.Request) -> web.Response:
-    _check_peer(request)
+def _check_json(request: web.Request) -> None:
     ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if ctype not in ("application/json", "application/vnd.customs-gateway.envelope+json"):
         raise GatewayError(
@@ -57,10 +56,26 @@ async def envelopes(request: web.Request) -> web.Response:
             status=415,
             field="Content-Type",
         )
+
+
+async def envelopes(request: web.Request) -> web.Response:
+    _check_peer(request)
+    _check_json(request)
     gw = request.app[GATEWAY]
     raw = await read_body(request, gw.config.security.body_read_timeout_seconds)
     results = await gw.receive(raw)
     return json_response(msgspec.convert({"results": results}, views.EnvelopeResults))
+
+
+async def announce(request: web.Request) -> web.Response:
+    """Envelopes whose files are about to be pushed (decision 0017): the files are checked as
+    they arrive. Nothing is stored; the envelopes are delivered again with `POST envelopes`."""
+    _check_peer(request)
+    _check_json(request)
+    gw = request.app[GATEWAY]
+    raw = await read_body(request, gw.config.security.body_read_timeout_seconds)
+    watching = await gw.announce(raw)
+    return json_response({"watching": watching})
 
 
 async def keys(request: web.Request) -> web.Response:
@@ -183,6 +198,7 @@ def peer_app(gw: Gateway, peer_tls: PeerTLS | None) -> web.Application:
     app[GATEWAY] = gw
     app[PEER_TLS] = peer_tls
     app.router.add_post("/peer/v1/envelopes", envelopes)
+    app.router.add_post("/peer/v1/announce", announce)
     app.router.add_get("/peer/v1/keys", keys)
     app.router.add_post("/peer/v1/cosign", cosign)
     app.router.add_get("/peer/v1/state", state)

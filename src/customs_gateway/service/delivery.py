@@ -283,6 +283,7 @@ class DeliveryWorker:
             if recovery is not None and recovery.needed:
                 why = "recovery needed: this store is behind the peer; run customs-gateway recover"
                 return [self._retry(m, b, now, why) for m, b in zip(msgs, built, strict=True)]
+            await self._announce(msgs, built)
             await self._push_files(msgs)
             async with self._session.post(self.url, data=body, headers=_POST_HEADERS, ssl=client_ssl(self.tls)) as resp:
                 raw = await resp.read() if resp.status == 200 else None
@@ -314,6 +315,22 @@ class DeliveryWorker:
         ]
         verdicts = await gw.crypto.map(judge_batch, JudgeKeys(gw.name, gw.peer_bundle_bytes()), now, items)
         return [self._judge(m, b, v, now) for m, b, v in zip(msgs, built, verdicts, strict=True)]
+
+    async def _announce(self, msgs: list[OutMessage], built: list[Built]) -> None:
+        """Show the peer the envelopes whose files are about to be pushed (decision 0017), so it
+        checks each file as its ciphertext arrives instead of all of it once the envelope comes.
+        An optimisation only: a peer that does not know the path (404) or is busy checks the files
+        after the envelope, as before; a broken link fails the attempt as the push would."""
+        envs = [b[0] for m, b in zip(msgs, built, strict=True) if m.type in docfiles.TYPES_WITH_FILES]
+        if not envs:
+            return
+        assert self._session is not None
+        url = self.gw.config.peer.url.rstrip("/") + "/peer/v1/announce"
+        body = b'{"envelopes":[' + b",".join(envs) + b"]}"
+        async with self._session.post(url, data=body, headers=_POST_HEADERS, ssl=client_ssl(self.tls)) as resp:
+            await resp.read()
+        if resp.status != 200:
+            log.info("file.announce_ignored", status=resp.status)
 
     async def _push_files(self, msgs: list[OutMessage]) -> None:
         """Send the peer every file these messages name that it may not hold yet, before their

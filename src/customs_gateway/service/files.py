@@ -56,7 +56,7 @@ log = structlog.get_logger("customs_gateway.files")
 Writer = Callable[[int, bytes | memoryview], int]
 _DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 #: An upload's bytes are hashed, sealed and written in blocks of about this size (sealed in a thread).
-BLOCK: Final = 4 * CHUNK
+BLOCK: Final = 8 * CHUNK
 #: While a part is written, its bytes are flushed to disk in the background every this many
 #: bytes, so the fsync that ends the part has little left to wait for.
 FLUSH_EVERY: Final = 32 * 1024 * 1024

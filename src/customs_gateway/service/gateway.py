@@ -589,6 +589,25 @@ class Gateway:
             await self.store.append_audit(refusal_audit)
         return [r for r in results if r is not None]
 
+    async def announce(self, raw: bytes) -> list[str]:
+        """POST /peer/v1/announce (decision 0017): envelopes whose files the peer is about to
+        push. Each is opened as on delivery (signatures, decryption, the document's checks), but
+        nothing is stored, audited or answered for it: the files it names are checked as their
+        ciphertext arrives (`PeerFiles.watch`), so that when the envelope itself comes (`receive`)
+        only the last part is left to check. One that does not open is ignored here; `receive`
+        refuses it. Returns the file ids now watched."""
+        envelopes = _parse_batch(raw, self.config.security.max_batch)
+        now = self.clock.now()
+        opened = await self.crypto.map(open_batch, self.open_keys(now), now, envelopes)
+        watching: list[str] = []
+        for it in opened:
+            if isinstance(it, Refused) or it.type not in docfiles.TYPES_WITH_FILES:
+                continue
+            for f in docfiles.sealed_files(it.type, it.body):
+                if self.peer_files.watch(f.file_id, f.size, f.sha256, f.key):
+                    watching.append(f.file_id)
+        return watching
+
     async def _files_ready(
         self,
         incoming: list[tuple[int, Incoming]],

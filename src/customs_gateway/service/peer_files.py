@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 import os
 import re
+import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,9 @@ log = structlog.get_logger("customs_gateway.peer_files")
 BLOCK_CHUNKS: Final = 16  # sealed chunks read and decrypted at a time (about 1 MiB)
 FLUSH_EVERY: Final = 16 * 1024 * 1024  # written bytes flushed to disk in the background this often
 COMMIT_EVERY: Final = 64 * 1024 * 1024  # bytes written past the record before it is brought up
-PART: Final = 2 * 1024 * 1024  # one PUT: a broken link costs at most this much sent twice
+PART: Final = 8 * 1024 * 1024  # one PUT, answered before the next goes
+PIECE: Final = 1024 * 1024  # ciphertext made at a time for a PUT, one piece ahead of the one sent
+WATCH_MAX: Final = 64  # files checked as they arrive at one time (more: checked after, as before)
 _RANGE: Final = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})")
 _T = TypeVar("_T")
 
@@ -101,6 +104,30 @@ class _Writing:
     flushing: concurrent.futures.Future[None] | None = None
 
 
+class _Watch:
+    """A file checked as its ciphertext arrives (`PeerFiles.watch`, decision 0017): the terms
+    of the document that announced it, the chunks checked so far and their running digest.
+    Advanced only under `lock`, by the checker thread after each part and by `check`, which
+    finishes it. `valid` turns False when bytes it may have read are cut back (then the file is
+    checked whole, after, as without a watch)."""
+
+    def __init__(self, size: int, sha256: str, key_b64: str) -> None:
+        self.terms = (size, sha256, key_b64)
+        self.key = _key(key_b64)
+        self.size = size
+        self.chunks = filecrypt.chunk_count(size)
+        self.index = 0  # the next chunk to check
+        self.digest = FileDigest()
+        self.lock = threading.Lock()
+        self.valid = True
+        self.failed = False  # a chunk did not open: the check after says why
+        self.job: concurrent.futures.Future[None] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.valid and not self.failed and self.index == self.chunks
+
+
 class PeerFiles:
     """The directory of ciphertexts the peer sent (`<files dir>/peer`): one `.data` and one `.json`
     record each; the bytes are fsync'd before the record that counts them (the offset answered
@@ -115,6 +142,8 @@ class PeerFiles:
         self._busy: set[str] = set()
         self._writing: dict[str, _Writing] = {}  # files with bytes written past their record
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="peer-files")
+        self._watches: dict[str, _Watch] = {}
+        self._checker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="peer-files-check")
         self._sweep_after = ""
 
     def open(self) -> None:
@@ -191,6 +220,7 @@ class PeerFiles:
                     await self._write_body(fd, state, end, body)
                 except UploadError:
                     # The disk refused: nothing of this part is kept, the offset held stays.
+                    self._unwatch(file_id)
                     with contextlib.suppress(OSError):
                         os.ftruncate(fd, start)
                     state.written = start
@@ -205,6 +235,7 @@ class PeerFiles:
                     await self._in_thread(self._commit, fd, state)
                 else:
                     self._flush_behind(file_id, state)
+                self._kick(file_id)
             finally:
                 os.close(fd)
                 if state.written == state.rec.offset:
@@ -257,6 +288,7 @@ class PeerFiles:
         try:
             os.fsync(fd)
         except OSError as e:
+            self._unwatch(state.rec.file_id)
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, state.rec.offset)
             state.written = state.rec.offset
@@ -275,6 +307,8 @@ class PeerFiles:
         """Count what was written of every file not yet committed (fsync, then the record): after
         a clean stop the record holds every byte an answer said was held. Called once the
         listeners are closed (no part is being written)."""
+        for file_id in list(self._watches):
+            self._unwatch(file_id)  # a check in progress stops at its next block
         for file_id, state in list(self._writing.items()):
             if file_id in self._busy:
                 continue
@@ -324,12 +358,98 @@ class PeerFiles:
             log.info("peer_files.orphans_removed", removed=removed)
         return removed
 
+    # --- checking as the bytes arrive (decision 0017) --------------------------------------
+
+    def watch(self, file_id: str, size: int, sha256: str, key_b64: str) -> bool:
+        """Check this file's chunks as they arrive, under the terms of an announced envelope
+        (`Gateway.announce`), so `check` has only the last part left when the envelope comes.
+        Nothing is stored: a restart forgets it and `check` reads the whole file, as without.
+        False (nothing done) if the file is already checked under these terms, its declared
+        length is not the one `size` needs, or `WATCH_MAX` files are being watched."""
+        if not FILE_ID.fullmatch(file_id):
+            return False
+        held = self._watches.get(file_id)
+        if held is not None and held.terms == (size, sha256, key_b64):
+            return True
+        rec = self.get(file_id)
+        if rec is not None and (rec.total != ciphertext_size(size) or rec.verified_sha256 == sha256):
+            return False
+        if held is None and len(self._watches) >= WATCH_MAX:
+            return False
+        self._unwatch(file_id)  # other terms: the new announcement wins
+        self._watches[file_id] = _Watch(size, sha256, key_b64)
+        self._kick(file_id)
+        return True
+
+    def _unwatch(self, file_id: str) -> None:
+        w = self._watches.pop(file_id, None)
+        if w is not None:
+            w.valid = False
+
+    def _kick(self, file_id: str) -> None:
+        """Have the checker thread check what arrived of a watched file (one job at a time; a
+        job goes on while more has arrived)."""
+        w = self._watches.get(file_id)
+        if w is not None and w.valid and (w.job is None or w.job.done()):
+            w.job = self._checker.submit(self._advance, file_id, w)
+
+    def _arrived(self, file_id: str) -> int:
+        """Ciphertext bytes written so far (in the page cache, if not yet fsync'd)."""
+        state = self._writing.get(file_id)
+        if state is not None:
+            return state.written
+        rec = self.get(file_id)
+        return 0 if rec is None else rec.offset
+
+    def _advance(self, file_id: str, w: _Watch) -> None:
+        """Check every whole chunk that arrived since the last call, a block at a time."""
+        with w.lock:
+            if not w.valid or w.failed:
+                return
+            f: BinaryIO | None = None
+            try:
+                while w.valid and w.index < w.chunks:
+                    arrived = self._arrived(file_id)
+                    upto = w.index
+                    while (
+                        upto < w.chunks
+                        and upto - w.index < BLOCK_CHUNKS
+                        and filecrypt.ciphertext_range(upto, w.size)[1] <= arrived
+                    ):
+                        upto += 1
+                    if upto == w.index:
+                        return  # nothing more has arrived yet
+                    f = f or open(self._data(file_id), "rb")  # noqa: SIM115 - closed below
+                    for plain in next(_blocks(f, w.key, w.size, w.index, upto)):
+                        w.digest.update(plain)
+                    w.index = upto
+            except (FileError, OSError):
+                w.failed = True
+            finally:
+                if f is not None:
+                    f.close()
+
+    def _watched(self, file_id: str, terms: tuple[int, str, str]) -> FileDigest | None:
+        """The digest of the whole file from its watch, if it was watched under `terms` and
+        nothing it read was cut back: the rest is checked now (the file is complete); None
+        otherwise (the caller checks the whole file)."""
+        w = self._watches.pop(file_id, None)
+        if w is None or w.terms != terms:
+            if w is not None:
+                w.valid = False
+            return None
+        self._advance(file_id, w)  # waits for a job in progress, then checks what is left
+        return w.digest if w.done else None
+
     def check(self, file_id: str, size: int, sha256: str, key_b64: str) -> None:
         """Decrypt and hash the whole ciphertext against what the document says (once: a file that
-        checked out is remembered), on two cores: blocks of `BLOCK_CHUNKS` chunks are decrypted in
-        a worker while the calling thread hashes the block before (about three blocks in memory,
-        whatever the size). Raises FileError (`file.auth_failed`, `file.truncated`,
-        `file.trailing_data`, `file.size_mismatch`, `file.digest_mismatch`) or `MissingFile`."""
+        checked out is remembered). A file watched under these terms since an announcement
+        (`watch`) was checked as it arrived: only what the checker thread has not reached yet is
+        left. Otherwise on two cores: blocks of `BLOCK_CHUNKS` chunks are decrypted in a worker
+        while the calling thread hashes the block before (about three blocks in memory, whatever
+        the size). Either way every chunk is opened and hashed in order. Raises FileError
+        (`file.auth_failed`, `file.truncated`, `file.trailing_data`, `file.size_mismatch`,
+        `file.digest_mismatch`) or `MissingFile`."""
         rec = self.get(file_id)
         want = ciphertext_size(size)
         if rec is None or not rec.complete:  # a file is committed when complete (`receive`)
@@ -342,13 +462,15 @@ class PeerFiles:
                 f"file {file_id} is {rec.total} ciphertext bytes, the document's size needs {want}",
                 code="file.size_mismatch",
             )
-        digest = FileDigest()
-        key = _key(key_b64)
-        with open(self._data(file_id), "rb") as f:
-            # A block of chunks is decrypted in the pool while this thread hashes the one before.
-            for plains in ahead(self._pool, _blocks(f, key, size, 0, filecrypt.chunk_count(size))):
-                for plain in plains:
-                    digest.update(plain)
+        digest = self._watched(file_id, (size, sha256, key_b64))
+        if digest is None:  # not announced (or cut back since): the whole file now
+            digest = FileDigest()
+            key = _key(key_b64)
+            with open(self._data(file_id), "rb") as f:
+                # A block of chunks is decrypted in the pool while this thread hashes the one before.
+                for plains in ahead(self._pool, _blocks(f, key, size, 0, filecrypt.chunk_count(size))):
+                    for plain in plains:
+                        digest.update(plain)
         digest.finish(size, bytes.fromhex(sha256))
         self._save(msgspec.structs.replace(rec, verified_sha256=sha256, touched_at=self.clock.now()))
 
@@ -369,6 +491,7 @@ class PeerFiles:
         """Ciphertext first, then the record (a record without bytes is harmless); True if held.
         Never called for a file being written (`_busy`)."""
         self._writing.pop(file_id, None)
+        self._unwatch(file_id)
         held = False
         for name in (f"{file_id}.data", f"{file_id}.json", f"{file_id}.json.tmp"):
             with contextlib.suppress(FileNotFoundError):
@@ -532,8 +655,9 @@ async def push(
 ) -> int:
     """Send one file's ciphertext to `url` (`.../peer/v1/files/{file_id}`) from the offset the
     peer holds, in PUTs of at most `part` bytes, each answered with the offset held before the next
-    goes: a broken link costs at most one part sent twice. The next part's ciphertext is made in a
-    thread while the current one is answered (two parts in memory at most). Returns the ciphertext bytes sent;
+    goes (a part cut off keeps what arrived: a broken link costs what was in flight). The
+    ciphertext is made in a thread `PIECE` bytes at a time, one piece ahead of the one being sent,
+    across parts: two pieces in memory, whatever the part size. Returns the ciphertext bytes sent;
     raises GatewayError (`file.push_failed`) when the peer refuses a part; aiohttp and OS errors
     pass through (the link is down, the next attempt resumes)."""
     progress = progress if progress is not None else Progress()
@@ -542,33 +666,48 @@ async def push(
     async with session.head(url, ssl=ssl) as resp:  # type: ignore[arg-type]
         held = int(resp.headers.get("Upload-Offset", "0")) if resp.status == 200 else 0
     parts = PartMaker(chunks, key_b64, size, held)
+    first, made = held, held  # where this push started; ciphertext bytes made so far
 
-    def prepare(start: int) -> asyncio.Future[bytearray] | None:
-        if start >= total:
+    def prepare() -> asyncio.Future[bytearray] | None:
+        """The next piece, made in a thread: it never crosses the end of its part."""
+        nonlocal made
+        part_end = min(first + ((made - first) // part + 1) * part, total)
+        n = min(PIECE, part_end - made)
+        if n <= 0:
             return None
-        return asyncio.get_running_loop().run_in_executor(None, parts.take, min(part, total - start))
+        made += n
+        return asyncio.get_running_loop().run_in_executor(None, parts.take, n)
 
-    nxt = prepare(held)
+    nxt = prepare()
+
+    async def body(end: int) -> AsyncIterator[memoryview]:
+        nonlocal nxt
+        at = held
+        while at < end:
+            assert nxt is not None
+            piece = await nxt
+            nxt = prepare()  # made while this one is sent (and the answer awaited, at a part's end)
+            at += len(piece)
+            async for view in _slices(piece, progress):
+                yield view
+
     try:
-        while nxt is not None:
-            ready = await nxt
-            end = held + len(ready)
-            nxt = prepare(end)  # at most two parts in memory: the one in flight and the next
+        while held < total:
+            end = min(held + part, total)
             headers = {
                 "Content-Range": f"bytes {held}-{end - 1}/{total}",
                 "Content-Type": "application/octet-stream",
                 "Content-Length": str(end - held),  # not chunked
             }
-            async with session.put(url, data=_slices(ready, progress), headers=headers, ssl=ssl) as resp:  # type: ignore[arg-type]
+            async with session.put(url, data=body(end), headers=headers, ssl=ssl) as resp:  # type: ignore[arg-type]
                 got = resp.headers.get("Upload-Offset")
                 await resp.read()
-            del ready
             if resp.status not in (200, 204) or got is None or int(got) != end:
                 why = f"the peer answered HTTP {resp.status} holding {got} of {total}"
                 raise GatewayError(why, code="file.push_failed")
             held = end
     finally:
-        if nxt is not None:  # the link broke: the part made ahead is not sent (its error not news)
+        if nxt is not None:  # the link broke: the piece made ahead is not sent (its error not news)
             nxt.cancel()
             nxt.add_done_callback(lambda t: t.cancelled() or t.exception())
     return progress.sent - before
