@@ -7,6 +7,7 @@ promises; a backend that differs from the other in any answer fails here first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -45,12 +46,13 @@ def _ms(v: dt.datetime) -> dt.datetime:
     return v.replace(microsecond=v.microsecond // 1000 * 1000)
 
 
-@pytest.fixture(params=STORES)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+@contextlib.asynccontextmanager
+async def _opened(kind: str, path: Path) -> AsyncIterator[Store]:
+    """A fresh store: a SQLite file at `path`, or a new PostgreSQL schema (dropped afterwards)."""
     schema = None
     s: Store
-    if request.param == "sqlite":
-        s = SQLiteStore(tmp_path / "store.db")
+    if kind == "sqlite":
+        s = SQLiteStore(path)
     else:
         require_postgres()
         schema = new_schema_name("contract")
@@ -62,6 +64,12 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await s.close()
         if schema is not None:
             drop_later(schema)
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    async with _opened(request.param, tmp_path / "store.db") as s:
+        yield s
 
 
 async def _leaves(store: Store) -> list[bytes]:
@@ -472,3 +480,55 @@ async def test_pending_includes_control_messages_and_renumbering_moves_them_all(
     assert (await store.peer_state(CN)).next_seq == 43
     got = await store.get_message(done.id)
     assert got is not None and got.seq == 4  # a finished message keeps its number
+
+
+@pytest.fixture
+async def twin(store: Store, tmp_path: Path) -> AsyncIterator[Store]:
+    """A second empty store of the same kind as `store`."""
+    async with _opened("sqlite" if isinstance(store, SQLiteStore) else "postgres", tmp_path / "twin.db") as s:
+        yield s
+
+
+async def test_a_batch_of_arrivals_ends_as_the_same_arrivals_one_by_one(store: Store, twin: Store) -> None:
+    """The batch path (PostgreSQL stores the usual arrivals of a batch together) gives the
+    results, rows, sequence state and audit entries that the arrivals give one at a time."""
+    ours = new_message(US)
+    for s in (store, twin):
+        await s.submit(ours, entry("submitted", ours.id))
+    first, third = arrival(1), arrival(3)
+    batch = [
+        third,
+        first,  # below the high water, a gap filled late
+        dataclasses.replace(third),  # the same again in the batch: a duplicate
+        arrival(1, mid=first.id, document=b"another document"),  # conflict
+        arrival(2),
+        arrival(3),  # a sequence number already used, another id: refused
+        arrival(7),  # a gap 4-6
+        arrival(8, msg_type="ack", acks="01950000-0000-7000-8000-00000000dead", ack_digest=b"x" * 32),  # refused
+        arrival(9),
+        arrival(12),  # another gap
+        arrival(13, sender=CN),
+    ]
+    together = await store.accept_incoming(batch)
+    one_by_one = [(await twin.accept_incoming([it]))[0] for it in batch]
+    assert [(r.status, r.code, r.receipt) for r in together] == [(r.status, r.code, r.receipt) for r in one_by_one]
+    assert [r.status for r in together] == [
+        "accepted",
+        "accepted",
+        "duplicate",
+        "conflict",
+        "accepted",
+        "refused",
+        "accepted",
+        "refused",
+        "accepted",
+        "accepted",
+        "accepted",
+    ]
+    for peer in (US, CN):
+        a, b = await store.peer_state(peer), await twin.peer_state(peer)
+        assert (a.recv_high_water, a.gap_count, a.gaps) == (b.recv_high_water, b.gap_count, b.gaps)
+    assert (await store.peer_state(US)).recv_high_water == 12
+    ids = [i.id for i in await store.inbox_after(0, 100, ("seizure-share",))]
+    assert ids == [i.id for i in await twin.inbox_after(0, 100, ("seizure-share",))]
+    assert await _leaves(store) == await _leaves(twin)

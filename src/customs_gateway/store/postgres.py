@@ -487,8 +487,11 @@ class PostgresStore(Store):
                 [o.message_id for o in outcomes],
             )
             status_of: dict[str, str] = {r[0]: r[1] for r in rows}
-            for o in outcomes:
-                await _record_outcome(tx, o, status_of)
+            if len({o.message_id for o in outcomes}) == len(outcomes):
+                await _record_outcomes(tx, outcomes, status_of)
+            else:  # a message twice in one batch: one after the other, as they came
+                for o in outcomes:
+                    await _record_outcome(tx, o, status_of)
             # Only our own claim: if our lease ran out and another replica took the messages
             # over, its claim stands.
             await tx.conn.execute(
@@ -567,7 +570,7 @@ class PostgresStore(Store):
     async def accept_incoming(self, items: list[Incoming]) -> list[IncomingResult]:
         items = [self._seal_in(it) for it in items]
         async with self._tx(audited=True) as tx:
-            results = [await _accept_one(tx, it) for it in items]
+            results = await _accept_group(tx, items)
             if any(r.status == "accepted" for r in results):
                 await self._notify(tx.conn, "inbox")
             return results
@@ -613,9 +616,7 @@ class PostgresStore(Store):
     async def add_references(self, rows: list[tuple[bytes, str, str]]) -> None:
         if rows:
             async with self._tx() as tx:
-                await tx.conn.executemany(
-                    "INSERT INTO refs(tag, direction, message_id) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING", rows
-                )
+                await tx.conn.executemany(_REFS_INSERT, rows)
 
     async def known_to_peer(self, peer: str, message_id: str) -> bool:
         async with self._read() as c:
@@ -1095,21 +1096,19 @@ def _cp(r: Any) -> CheckpointRecord:
 # --- transactional jobs --------------------------------------------------------------------------
 
 
+_REFS_INSERT: Final = "INSERT INTO refs(tag, direction, message_id) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING"
+_HISTORY_SQL: Final = "INSERT INTO history(message_id, at, status, detail) VALUES ($1,$2,$3,$4)"
+
+
 async def _history(c: Any, message_id: str, at: dt.datetime, status: str, detail: str = "") -> None:
-    await c.execute(
-        "INSERT INTO history(message_id, at, status, detail) VALUES ($1,$2,$3,$4)",
-        message_id,
-        to_ms(at),
-        status,
-        detail,
-    )
+    await c.execute(_HISTORY_SQL, message_id, to_ms(at), status, detail)
 
 
 async def _index(c: Any, tags: tuple[bytes, ...], direction: str, message_id: str) -> None:
     """Index a message under its reference tags (in the transaction that stores it)."""
     if tags:
         await c.executemany(
-            "INSERT INTO refs(tag, direction, message_id) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
+            _REFS_INSERT,
             [(t, direction, message_id) for t in tags],
         )
 
@@ -1180,9 +1179,7 @@ async def _submit_group(
         )
         refs = [(t, "out", m.id) for m, _ in outs for t in m.references]
         if refs:
-            await c.executemany(
-                "INSERT INTO refs(tag, direction, message_id) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING", refs
-            )
+            await c.executemany(_REFS_INSERT, refs)
         keys = [
             (m.token_id, m.idempotency_key, m.request_hash, m.id, o.created_at)
             for m, o in outs
@@ -1267,16 +1264,50 @@ async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessa
 _EVENT_FOR = {"delivered": "receipt", "refused": "refusal", "retry": "attempt", "expired": "expire"}
 
 
+async def _record_outcomes(tx: _Tx, outcomes: list[AttemptOutcome], status_of: dict[str, str]) -> None:
+    """Apply the outcomes of a batch, each message once: the updates of the same shape (the
+    columns they set) by one `executemany`, the history rows by another, in outcome order — the
+    rows and entries `_record_outcome` writes one by one, in two or three round trips in all
+    instead of two per message."""
+    updates: dict[str, list[list[Any]]] = {}
+    history: list[tuple[str, dt.datetime, str, str]] = []
+    for o in outcomes:
+        planned = _outcome_update(o, status_of)
+        if planned is None:
+            continue
+        sql, args, status, current = planned
+        updates.setdefault(sql, []).append(args)
+        if status != current or o.kind == "retry":
+            history.append((o.message_id, to_ms(o.at), status, o.error or ""))
+        tx.audit(*o.audit)
+    for sql, rows in updates.items():
+        await tx.conn.executemany(sql, rows)
+    if history:
+        await tx.conn.executemany(_HISTORY_SQL, history)
+
+
 async def _record_outcome(tx: _Tx, o: AttemptOutcome, status_of: dict[str, str]) -> None:
     """Apply one outcome; `status_of` holds the batch's current statuses (locked) and is kept up to date."""
-    c = tx.conn
+    planned = _outcome_update(o, status_of)
+    if planned is None:
+        return
+    sql, args, status, current = planned
+    await tx.conn.execute(sql, *args)
+    if status != current or o.kind == "retry":
+        await _history(tx.conn, o.message_id, o.at, status, o.error or "")
+    tx.audit(*o.audit)
+
+
+def _outcome_update(o: AttemptOutcome, status_of: dict[str, str]) -> tuple[str, list[Any], str, str] | None:
+    """The UPDATE one outcome makes (SQL, arguments), the message's new and former status; None
+    for a message not in the batch or an outcome its status no longer takes. Moves `status_of`."""
     current = status_of.get(o.message_id)
     if current is None:
-        return
+        return None
     try:
         status = next_status(current, _EVENT_FOR[o.kind])
     except Conflict:
-        return  # e.g. a late receipt for a message already acknowledged: nothing to change
+        return None  # e.g. a late receipt for a message already acknowledged: nothing to change
     args: list[Any] = [status, to_ms(o.at), o.attempt]
     sets = ["status=$1", "updated_at=$2", "attempts=greatest(attempts, $3)"]
 
@@ -1300,11 +1331,104 @@ async def _record_outcome(tx: _Tx, o: AttemptOutcome, status_of: dict[str, str])
     if o.kind == "delivered":
         sets.append("last_error=NULL")  # delivered: an earlier attempt's error no longer stands
     args.append(o.message_id)
-    await c.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id=${len(args)}", *args)
     status_of[o.message_id] = status
-    if status != current or o.kind == "retry":
-        await _history(c, o.message_id, o.at, status, o.error or "")
-    tx.audit(*o.audit)
+    return f"UPDATE messages SET {', '.join(sets)} WHERE id=${len(args)}", args, status, current
+
+
+_INBOX_INSERT: Final = (
+    "INSERT INTO inbox(sender, id, seq, type, created_at, received_at, document_sha256, signed_document,"
+    " body, receipt, in_reply_to, retain_until) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+)
+_GAP_INSERT: Final = "INSERT INTO seq_gaps(peer, from_seq, to_seq, detected_at) VALUES ($1,$2,$3,$4)"
+_HIGH_WATER_UPDATE: Final = "UPDATE peer_state SET recv_high_water=$1, gap_count=gap_count+$2 WHERE peer=$3"
+
+
+def _inbox_row(it: Incoming) -> tuple[Any, ...]:
+    return (
+        it.sender,
+        it.id,
+        it.seq,
+        it.type,
+        to_ms(it.created_at),
+        to_ms(it.received_at),
+        it.document_sha256,
+        it.signed_document,
+        it.body,
+        it.receipt,
+        it.in_reply_to,
+        it.retain_until,
+    )
+
+
+async def _high_water(c: Any, sender: str) -> int:
+    """The highest sequence number received from `sender`, its peer_state row locked (made if new)."""
+    await c.execute("INSERT INTO peer_state(peer) VALUES ($1) ON CONFLICT DO NOTHING", sender)
+    return int(await c.fetchval("SELECT recv_high_water FROM peer_state WHERE peer=$1 FOR UPDATE", sender))
+
+
+async def _accept_group(tx: _Tx, items: list[Incoming]) -> list[IncomingResult]:
+    """Accept a batch with the results `_accept_one` would give each in turn, in a few statements:
+    the usual arrival (new, from one sender, numbered above the high water, no ack, hold, consent,
+    key bundle or named message to look up) is stored with the others like it by one statement
+    per table, and the high water moved once; any other arrival first flushes those before it,
+    then goes through `_accept_one`, so the order of rows, sequence checks and audit entries is
+    the batch's. Runs under the audit lock: no other transaction inserts into the inbox meanwhile
+    (a unique violation would roll the whole batch back; the sender sends it again)."""
+    c = tx.conn
+    if len({it.sender for it in items}) != 1:
+        return [await _accept_one(tx, it) for it in items]
+    sender = items[0].sender
+    rows = await c.fetch("SELECT id FROM inbox WHERE sender=$1 AND id = ANY($2::text[])", sender, [i.id for i in items])
+    held = {r[0] for r in rows}
+    hw = await _high_water(c, sender)
+    results: list[IncomingResult | None] = [None] * len(items)
+    group: list[Incoming] = []
+    gaps: list[tuple[str, int, int | None, dt.datetime]] = []
+    moved = hw  # the high water the group has reached (stored at the flush)
+
+    def usual(it: Incoming) -> bool:
+        return (
+            it.id not in held
+            and it.seq > moved
+            and it.acked_message_id is None
+            and it.announced is None
+            and it.consent is None
+            and it.hold_notice is None
+            and not names_messages(it)
+        )
+
+    async def flush() -> None:
+        nonlocal group, gaps
+        if not group:
+            return
+        await c.executemany(_INBOX_INSERT, [_inbox_row(it) for it in group])
+        refs = [(t, "in", it.id) for it in group for t in it.references]
+        if refs:
+            await c.executemany(_REFS_INSERT, refs)
+        if gaps:
+            await c.executemany(_GAP_INSERT, gaps)
+        await c.execute(_HIGH_WATER_UPDATE, moved, len(gaps), sender)
+        for it in group:
+            tx.audit(it.audit, *it.extra_audit)
+        group, gaps = [], []
+
+    for i, it in enumerate(items):
+        if usual(it):
+            upd = advance_sequence(moved, it.seq)
+            if upd.gap_from is not None:
+                gaps.append((sender, upd.gap_from, upd.gap_to, to_ms(it.received_at)))
+            moved = upd.high_water
+            held.add(it.id)
+            group.append(it)
+            results[i] = IncomingResult("accepted", it.receipt)
+            continue
+        await flush()
+        results[i] = res = await _accept_one(tx, it)
+        if res.status == "accepted":
+            held.add(it.id)
+            moved = await _high_water(c, sender)
+    await flush()
+    return [r for r in results if r is not None]
 
 
 async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
@@ -1345,21 +1469,7 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
         # The audit lock already serialises receivers; the UNIQUE constraint is the backstop
         # that turns a second insert of the same (sender, id) into a no-op whatever happens.
         cursor = await c.fetchval(
-            "INSERT INTO inbox(sender, id, seq, type, created_at, received_at, document_sha256, signed_document,"
-            " body, receipt, in_reply_to, retain_until) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
-            " ON CONFLICT (sender, id) DO NOTHING RETURNING cursor",
-            it.sender,
-            it.id,
-            it.seq,
-            it.type,
-            to_ms(it.created_at),
-            to_ms(it.received_at),
-            it.document_sha256,
-            it.signed_document,
-            it.body,
-            it.receipt,
-            it.in_reply_to,
-            it.retain_until,
+            _INBOX_INSERT + " ON CONFLICT (sender, id) DO NOTHING RETURNING cursor", *_inbox_row(it)
         )
         if cursor is None:  # someone else's row won: it decides, as if it had been there first
             row = await c.fetchrow(find, it.sender, it.id)
@@ -1370,23 +1480,11 @@ async def _accept_one(tx: _Tx, it: Incoming) -> IncomingResult:
         return IncomingResult("duplicate", bytes(row[1]))
     if arrival is Arrival.CONFLICT:
         return IncomingResult("conflict", None)
-    await c.execute("INSERT INTO peer_state(peer) VALUES ($1) ON CONFLICT DO NOTHING", it.sender)
-    hw = await c.fetchval("SELECT recv_high_water FROM peer_state WHERE peer=$1 FOR UPDATE", it.sender)
-    upd = advance_sequence(int(hw), it.seq)
+    hw = await _high_water(c, it.sender)
+    upd = advance_sequence(hw, it.seq)
     if upd.gap_from is not None:
-        await c.execute(
-            "INSERT INTO seq_gaps(peer, from_seq, to_seq, detected_at) VALUES ($1,$2,$3,$4)",
-            it.sender,
-            upd.gap_from,
-            upd.gap_to,
-            to_ms(it.received_at),
-        )
-    await c.execute(
-        "UPDATE peer_state SET recv_high_water=$1, gap_count=gap_count+$2 WHERE peer=$3",
-        upd.high_water,
-        0 if upd.gap_from is None else 1,
-        it.sender,
-    )
+        await c.execute(_GAP_INSERT, it.sender, upd.gap_from, upd.gap_to, to_ms(it.received_at))
+    await c.execute(_HIGH_WATER_UPDATE, upd.high_water, 0 if upd.gap_from is None else 1, it.sender)
     tx.audit(it.audit, *it.extra_audit)
     if it.announced is not None:  # the peer's new bundle commits with its `key_announced` entry
         raw = it.announced.to_bytes()
