@@ -183,6 +183,9 @@ class _GatewayCollector:
         yield _counter("messages_submitted", "Messages accepted from back-ends (202).", c.submitted)
         yield _counter("messages_received", "Envelopes from the peer accepted into the inbox.", c.received)
         yield _counter("messages_duplicate", "Re-sent envelopes answered with the original receipt.", c.duplicates)
+        yield _counter(
+            "submissions_paced", "Submissions held by flow control while delivery caught up (decision 0018).", c.paced
+        )
         yield _counter("messages_delivered", "Outbound messages with a verified receipt.", c.delivered)
         yield _counter("messages_expired", "Outbound messages that expired before delivery.", c.expired)
         yield _counter("delivery_retries", "Delivery attempts that will be retried.", c.retries)

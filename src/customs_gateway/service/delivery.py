@@ -225,6 +225,7 @@ class DeliveryWorker:
         gw = self.gw
         now = gw.clock.now()
         due = await gw.store.due(gw.peer.identity, now, gw.config.delivery.batch_max, after_seq)
+        gw.planned(len(due), full=len(due) >= gw.config.delivery.batch_max)
         if not due:
             return None
         live = [m for m in due if m.expires_at > now]

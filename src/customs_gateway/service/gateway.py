@@ -7,6 +7,7 @@ replay rules, schemas) with the store. It holds no sockets itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -18,6 +19,7 @@ import structlog
 
 from ..core import consent, docfiles, filerest, handling, refdata, reference, schemas, threads, upload
 from ..core.audit import AuditEntry, NoteSigner, log_origin, witness_name
+from ..core.backlog import Backlog
 from ..core.bundle import PeerKeys, SignedBundle
 from ..core.clock import Clock, IdSource, PeerClockOffset
 from ..core.control import AckRequest, decode_struct
@@ -127,6 +129,7 @@ class Counters:
     retries: int = 0
     expired: int = 0
     forks: int = 0
+    paced: int = 0  # submissions held by flow control (decision 0018)
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,9 @@ class Gateway:
         self.randbytes = randbytes
         self.counters = Counters()
         self.outbox_changed = asyncio.Event()
+        self.backlog = Backlog(config.delivery.backlog_high)  # flow control (decision 0018)
+        self._backlog_room = asyncio.Event()
+        self._backlog_room.set()
         self.inbox_changed = asyncio.Condition()
         self.crypto = CryptoPool(config.performance.crypto_processes)
         self._token_cache: dict[str, tuple[float, TokenRecord]] = {}
@@ -339,6 +345,7 @@ class Gateway:
         return terms
 
     async def submit(self, raw: bytes, caller: Caller, idempotency_key: str | None) -> Submitted:
+        await self._paced()
         req = self.parse_submit(raw, caller.token_id)
         msg, audit, terms = await self._prepare(req, caller, idempotency_key)
         out, created = await self.store.submit(msg, audit)
@@ -352,6 +359,7 @@ class Gateway:
         `idempotency_key`), the accepted ones committed in one transaction, in the order given;
         one result per item, a refusal naming its field under `$.messages[i]`."""
         items = _parse_batch_request(raw, MAX_SUBMIT_BATCH)
+        await self._paced()
         results: list[BatchItem | None] = [None] * len(items)
         prepared: list[tuple[int, NewMessage, AuditEntry, HandlingTerms, bool]] = []
         for i, item in enumerate(items):
@@ -435,10 +443,29 @@ class Gateway:
             day = retention_day(msg.retain_until, msg.created_at)
             self.files.claim([f.file_id for f in docfiles.sealed_files(msg.type, document)], message_id, day)
 
+    async def _paced(self) -> None:
+        """Flow control (decision 0018): while delivery is more than `delivery.backlog_high`
+        messages behind and the peer link works, wait until it has caught up (at most
+        `delivery.backlog_wait_seconds`; then the submission goes through anyway)."""
+        if not self.backlog.over or self.link.failing_since is not None:
+            return
+        self.counters.paced += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._backlog_room.wait(), self.config.delivery.backlog_wait_seconds)
+
+    def planned(self, n: int, full: bool) -> None:
+        """The delivery worker took `n` due messages into a batch (`full`: as many as it holds)."""
+        self.backlog.planned(n, full)
+        if not self.backlog.over:
+            self._backlog_room.set()
+
     def _submitted(self, out: OutMessage, created: bool) -> None:
         structlog.contextvars.bind_contextvars(message_id=out.id, peer=self.peer.identity)
         if created:
             self.counters.submitted += 1
+            self.backlog.submitted()
+            if self.backlog.over:
+                self._backlog_room.clear()
             self.outbox_changed.set()
             log.info("message.submitted", type=out.type, seq=out.seq)
         else:

@@ -79,6 +79,12 @@ class DeliveryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=30 * _DAY)] = 7 * _DAY
     #: After this long without a verified answer from the peer, /readyz reports it unreachable.
     peer_unreachable_after_seconds: Annotated[float, msgspec.Meta(gt=0, le=30 * _DAY)] = 900.0
+    #: Flow control (decision 0018): while more than this many submitted messages wait to be
+    #: planned into a batch and the peer link works, a new submission waits (at most
+    #: `backlog_wait_seconds`, then goes through) until delivery has caught up to half of it.
+    #: 0 turns it off. A failing link never holds a submission.
+    backlog_high: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 400
+    backlog_wait_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
 
 
 class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -1,0 +1,42 @@
+"""Flow control between submission and delivery (decision 0018): how far submission is ahead.
+
+The sender accepts a submission in a fraction of the CPU it takes to deliver one, so under a
+load the two cores cannot carry, a gateway that accepts everything builds a queue that only
+grows (and every message in it waits longer), while the CPU spent accepting is taken from
+delivering. `Backlog` estimates the messages submitted and not yet planned into a delivery
+batch, with hysteresis: `over` once the estimate passes `high`, until the worker has planned it
+back down to half of that. The service holds new submissions (a bounded wait, then they go
+through anyway) while it is over and the peer link is working; a failing link never holds
+anything (the queue is for outages).
+
+The count is an estimate, and errs towards letting submissions through: a batch that is not
+full means nothing more is due, so the count starts again from zero; submissions through other
+replicas are not counted. Sans-I/O: the caller says what happened.
+"""
+
+from __future__ import annotations
+
+
+class Backlog:
+    """Submitted, not yet planned (estimated); `over` with hysteresis between `high` and `high // 2`.
+    `high` 0 turns flow control off."""
+
+    def __init__(self, high: int) -> None:
+        if high < 0:
+            raise ValueError("high must be 0 (off) or more")
+        self.high = high
+        self.count = 0
+        self.over = False
+
+    def submitted(self, n: int = 1) -> None:
+        """`n` new messages were committed to the outbox."""
+        self.count += n
+        if self.high and self.count > self.high:
+            self.over = True
+
+    def planned(self, n: int, full: bool) -> None:
+        """The delivery worker took `n` due messages into a batch; `full`: as many as a batch
+        holds (more may be due). A batch that is not full leaves nothing due behind it."""
+        self.count = max(0, self.count - n) if full else 0
+        if self.count <= self.high // 2:
+            self.over = False
