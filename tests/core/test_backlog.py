@@ -15,11 +15,11 @@ def test_over_above_high_until_planned_down_to_half() -> None:
     assert not b.over  # at the mark, not above it
     b.submitted()
     assert b.over and b.count == 401
-    b.planned(200, full=True)
+    b.planned(200, full=True, at=1.0)
     assert b.over and b.count == 201  # still above half: hysteresis
     b.submitted(50)
     assert b.over
-    b.planned(200, full=True)
+    b.planned(200, full=True, at=1.0)
     assert not b.over and b.count == 51
     b.submitted(300)
     assert not b.over  # 351: back over only above 400
@@ -31,8 +31,21 @@ def test_a_batch_that_is_not_full_means_nothing_is_waiting() -> None:
     b = Backlog(10)
     b.submitted(50)
     assert b.over
-    b.planned(3, full=False)  # e.g. the rest is backing off after failures, or went through another replica
+    b.planned(3, full=False, at=1.0)  # e.g. the rest is backing off after failures, or went through another replica
     assert b.count == 0 and not b.over
+
+
+def test_it_holds_only_while_the_worker_is_planning() -> None:
+    b = Backlog(10)
+    b.submitted(50)
+    assert b.over and not b.holds(now=100.0, fresh_for=2.0)  # no batch planned yet: nothing to wait for
+    b.planned(10, full=True, at=100.0)
+    assert b.holds(now=101.5, fresh_for=2.0)
+    assert not b.holds(now=102.5, fresh_for=2.0)  # the worker stopped planning (stopped, recovering)
+    b.planned(10, full=True, at=102.5)
+    assert b.holds(now=103.0, fresh_for=2.0)
+    b.planned(10, full=False, at=103.0)
+    assert not b.holds(now=103.0, fresh_for=2.0)  # caught up
 
 
 def test_zero_turns_it_off_and_negative_is_refused() -> None:
@@ -54,7 +67,7 @@ def test_the_estimate_never_goes_negative_and_over_follows_the_marks(
             b.submitted(n)
             assert b.over == (was or (high > 0 and b.count > high))
         else:
-            b.planned(n, full)
+            b.planned(n, full, at=0.0)
             assert b.over == (was and b.count > high // 2)
         assert b.count >= 0
         assert not b.over or high > 0

@@ -30,11 +30,15 @@ async def test_submissions_wait_while_delivery_is_behind_and_never_while_the_lin
         assert status == 202, res
         ids.append(res["id"])
     assert gw.backlog.over and gw.counters.paced == 0
+    status, res = await asyncio.wait_for(api.submit("seizure-share"), 10)  # not the 60 s wait:
+    assert status == 202 and gw.counters.paced == 0, res  # a worker that is not planning holds nothing
+    ids.append(res["id"])
+    gw.planned(0, full=True)  # the worker plans again (a full batch: more is due)
 
     held = asyncio.create_task(api.submit("seizure-share"))
     await asyncio.sleep(0.3)
     assert not held.done() and gw.counters.paced == 1  # waiting for delivery to catch up
-    gw.planned(3, full=True)  # as the worker does: 4 - 3 = 1, at or below half of 3
+    gw.planned(4, full=True)  # as the worker does: 5 - 4 = 1, at or below half of 3
     status, res = await asyncio.wait_for(held, 10)
     assert status == 202, res
     ids.append(res["id"])
@@ -48,6 +52,7 @@ async def test_submissions_wait_while_delivery_is_behind_and_never_while_the_lin
 
     gw.link.answered(gw.clock.now())
     _wait(pair, 0.2)
+    gw.planned(0, full=True)
     status, res = await asyncio.wait_for(api.submit("seizure-share"), 10)  # the wait is bounded
     assert status == 202 and gw.counters.paced == 2, res
     ids.append(res["id"])

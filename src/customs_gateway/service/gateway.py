@@ -445,17 +445,19 @@ class Gateway:
 
     async def _paced(self) -> None:
         """Flow control (decision 0018): while delivery is more than `delivery.backlog_high`
-        messages behind and the peer link works, wait until it has caught up (at most
-        `delivery.backlog_wait_seconds`; then the submission goes through anyway)."""
-        if not self.backlog.over or self.link.failing_since is not None:
+        messages behind, the worker is planning batches and the peer link works, wait until it
+        has caught up (at most `delivery.backlog_wait_seconds`; then the submission goes
+        through anyway)."""
+        wait = self.config.delivery.backlog_wait_seconds
+        if not self.backlog.holds(time.monotonic(), wait) or self.link.failing_since is not None:
             return
         self.counters.paced += 1
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._backlog_room.wait(), self.config.delivery.backlog_wait_seconds)
+            await asyncio.wait_for(self._backlog_room.wait(), wait)
 
     def planned(self, n: int, full: bool) -> None:
         """The delivery worker took `n` due messages into a batch (`full`: as many as it holds)."""
-        self.backlog.planned(n, full)
+        self.backlog.planned(n, full, time.monotonic())
         if not self.backlog.over:
             self._backlog_room.set()
 
