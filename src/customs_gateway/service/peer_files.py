@@ -140,6 +140,7 @@ class PeerFiles:
         self.clock = clock
         self.write = write
         self._busy: set[str] = set()
+        self._parts: set[asyncio.Task[object]] = set()  # requests writing a part now
         self._writing: dict[str, _Writing] = {}  # files with bytes written past their record
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="peer-files")
         self._watches: dict[str, _Watch] = {}
@@ -195,6 +196,9 @@ class PeerFiles:
         if file_id in self._busy:
             raise UploadError(f"file {file_id} is being written by another request", code="file.busy", status=409)
         self._busy.add(file_id)
+        task = asyncio.current_task()
+        if task is not None:
+            self._parts.add(task)
         try:
             state = self._writing.get(file_id)
             if state is None:
@@ -243,6 +247,14 @@ class PeerFiles:
             return state.written
         finally:
             self._busy.discard(file_id)
+            self._parts.discard(task)
+
+    def cut_parts(self) -> None:
+        """The gateway is stopping: end every part still arriving, keeping (and counting) what
+        arrived, as a broken connection does; the sender resumes from there. Without this the
+        listener's shutdown waits for each such part until the body read times out."""
+        for task in list(self._parts):
+            task.cancel()
 
     def _flush_behind(self, file_id: str, state: _Writing) -> None:
         """Start writing what was received to disk in the background every `FLUSH_EVERY` bytes

@@ -172,6 +172,9 @@ class GatewayServer:
         local = await self._listen(stack, local_app(gw, self.evidence), self.config.local_api, None)
         server_ctx = peer_tls.server if peer_tls is not None else None
         peer = await self._listen(stack, peer_app(gw, peer_tls), self.config.peer_api, server_ctx)
+        # Unwound first (newest first): a file part still arriving ends now, keeping what arrived,
+        # instead of holding the listener's shutdown until the body read times out.
+        stack.callback(gw.peer_files.cut_parts)
         self.ports = Listeners(_port(local), _port(peer))
         now = gw.clock.now()
         await gw.adopt_stored_peer_bundles()
