@@ -280,8 +280,13 @@ async def test_the_peer_file_route_refuses_bad_parts_with_clear_problems(pair: P
 # --- the receiver's checks, one refusal each (no network) ----------------------------------------
 
 
+def peer_files_in(tmp_path: Path, **kw: Any) -> PeerFiles:
+    """A receiver's file directory in `tmp_path` (files up to 1 GiB), no network."""
+    return PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock(), **kw)
+
+
 def held(tmp_path: Path, cipher: bytes, file_id: str = "019ae8d0-6b3c-7c4a-9d2e-3f1a5b7c9d01") -> PeerFiles:
-    files = PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock())
+    files = peer_files_in(tmp_path)
 
     async def body() -> AsyncIterator[bytes]:
         yield cipher
@@ -327,7 +332,7 @@ def test_the_receiver_refuses_a_file_that_does_not_match_its_document(
     """Checked whole after the envelope, or part by part as it arrives after an announcement
     (decision 0017): the same refusal."""
     if watched:
-        files = PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock())
+        files = peer_files_in(tmp_path)
         files.watch(FID, size, digest, KEY_B64)
         for a in range(0, len(cipher), 100_000):
             b = min(a + 100_000, len(cipher))
@@ -373,7 +378,7 @@ def _body(data: bytes, piece: int = 700) -> AsyncIterator[bytes]:
 def test_the_record_counts_only_bytes_fsyncd_and_a_complete_file_before_its_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock())
+    files = peer_files_in(tmp_path)
     monkeypatch.setattr(peer_files, "COMMIT_EVERY", 5000)
     data = pattern(20_000, seed=21)
     synced: dict[str, int] = {}  # the size of the data file at its last fsync
@@ -412,7 +417,7 @@ def test_the_record_counts_only_bytes_fsyncd_and_a_complete_file_before_its_answ
 def test_written_bytes_are_flushed_behind_the_parts_without_moving_the_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock())
+    files = peer_files_in(tmp_path)
     monkeypatch.setattr(peer_files, "COMMIT_EVERY", 1 << 20)
     monkeypatch.setattr(peer_files, "FLUSH_EVERY", 3000)
     data = pattern(20_000, seed=24)
@@ -442,7 +447,7 @@ def test_written_bytes_are_flushed_behind_the_parts_without_moving_the_record(
 def test_a_record_that_landed_before_its_directory_sync_failed_keeps_its_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock())
+    files = peer_files_in(tmp_path)
     monkeypatch.setattr(peer_files, "COMMIT_EVERY", 4000)
     data = pattern(9000, seed=25)
     real_sync = files._sync_dir

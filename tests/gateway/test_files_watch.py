@@ -17,23 +17,16 @@ import aiohttp
 import pytest
 
 from customs_gateway.core import filecrypt
-from customs_gateway.core.clock import SystemClock
 from customs_gateway.core.errors import GatewayError
 from customs_gateway.core.filecrypt import FileDigest, FileError
 from customs_gateway.core.upload import UploadError
 from customs_gateway.service import peer_files
-from customs_gateway.service.peer_files import PeerFiles
-from customs_gateway.startup.config import FilesConfig
 
 from .conftest import CN, US, Pair
-from .test_files_peer import FID, KEY, KEY_B64, _body, download, peer_ssl, sealed, submit_guide, upload
+from .test_files_peer import FID, KEY, KEY_B64, _body, download, peer_files_in, peer_ssl, sealed, submit_guide, upload
 from .test_files_upload import MB, pattern
 
 S = filecrypt.SEALED
-
-
-def _files(tmp_path: Path, **kw: Any) -> PeerFiles:
-    return PeerFiles(tmp_path, FilesConfig(max_file_bytes=1 << 30), SystemClock(), **kw)
 
 
 def _whole_reads_fail(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,7 +44,7 @@ def test_a_watched_file_is_checked_part_by_part_and_the_check_reads_nothing_agai
     data = pattern(40 * 65536 + 123, seed=11)
     digest = hashlib.sha256(data).hexdigest()
     c = sealed(data, KEY)
-    files = _files(tmp_path)
+    files = peer_files_in(tmp_path)
     assert files.watch(FID, len(data), digest, KEY_B64)  # before a byte has arrived
     w = files._watches[FID]
     cuts = [0, 3 * S + 5, 700_000, 1_900_000, len(c)]
@@ -73,7 +66,7 @@ def test_a_watch_under_other_terms_is_not_used(tmp_path: Path) -> None:
     data = pattern(5 * 65536, seed=12)
     digest = hashlib.sha256(data).hexdigest()
     c = sealed(data, KEY)
-    files = _files(tmp_path)
+    files = peer_files_in(tmp_path)
     assert files.watch(FID, len(data), digest, KEY_B64)
     asyncio.run(files.receive(FID, 0, len(c), len(c), _body(c, 50_000)))
     other_key = "B" * 43  # 32 bytes, not the file's key
@@ -105,7 +98,7 @@ def test_bytes_the_checker_read_and_the_disk_then_refused_are_never_trusted(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, piece)
 
-    files = _files(tmp_path, write=write)
+    files = peer_files_in(tmp_path, write=write)
     files.watch(FID, len(data), digest, KEY_B64)
     asyncio.run(files.receive(FID, 0, 3 * S, len(c), _body(c[: 3 * S], 3 * S)))
     with pytest.raises(UploadError) as e:
@@ -123,7 +116,7 @@ def test_bytes_the_checker_read_and_the_disk_then_refused_are_never_trusted(
 
 def test_watches_are_bounded_and_forgotten_with_their_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(peer_files, "WATCH_MAX", 2)
-    files = _files(tmp_path)
+    files = peer_files_in(tmp_path)
     ids = [f"019ae8d0-6b3c-7c4a-9d2e-3f1a5b7c9d0{i}" for i in range(3)]
     assert files.watch(ids[0], 10, "00" * 32, KEY_B64)
     assert files.watch(ids[1], 10, "00" * 32, KEY_B64)

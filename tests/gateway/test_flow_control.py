@@ -38,6 +38,8 @@ async def test_submissions_wait_while_delivery_is_behind_and_never_while_the_lin
     held = asyncio.create_task(api.submit("seizure-share"))
     await asyncio.sleep(0.3)
     assert not held.done() and gw.counters.paced == 1  # waiting for delivery to catch up
+    status, prob = await asyncio.wait_for(api.submit("seizure-share", body={"x": 1}), 10)  # not the 60 s wait
+    assert status == 422 and gw.counters.paced == 1, prob  # bad input is answered at once, never held
     gw.planned(4, full=True)  # as the worker does: 5 - 4 = 1, at or below half of 3
     status, res = await asyncio.wait_for(held, 10)
     assert status == 202, res

@@ -345,8 +345,8 @@ class Gateway:
         return terms
 
     async def submit(self, raw: bytes, caller: Caller, idempotency_key: str | None) -> Submitted:
+        req = self.parse_submit(raw, caller.token_id)  # bad input is answered at once, never held
         await self._paced()
-        req = self.parse_submit(raw, caller.token_id)
         msg, audit, terms = await self._prepare(req, caller, idempotency_key)
         out, created = await self.store.submit(msg, audit)
         if docfiles.named_file_ids(req.body):  # without files there is nothing to claim: no parse

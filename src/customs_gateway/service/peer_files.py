@@ -678,13 +678,12 @@ async def push(
     async with session.head(url, ssl=ssl) as resp:  # type: ignore[arg-type]
         held = int(resp.headers.get("Upload-Offset", "0")) if resp.status == 200 else 0
     parts = PartMaker(chunks, key_b64, size, held)
-    first, made = held, held  # where this push started; ciphertext bytes made so far
+    first, made = held, held  # where this push started (parts are `part` bytes from here); bytes made
 
     def prepare() -> asyncio.Future[bytearray] | None:
         """The next piece, made in a thread: it never crosses the end of its part."""
         nonlocal made
-        part_end = min(first + ((made - first) // part + 1) * part, total)
-        n = min(PIECE, part_end - made)
+        n = min(PIECE, part - (made - first) % part, total - made)
         if n <= 0:
             return None
         made += n
