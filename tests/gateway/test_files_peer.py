@@ -510,3 +510,18 @@ def test_a_clean_stop_counts_what_was_written_and_disposal_forgets_it(tmp_path: 
     # Sent again from the start after disposal: a new file, nothing of the old one in it.
     assert asyncio.run(files.receive(FID, 0, len(data), len(data), _body(data))) == len(data)
     assert (tmp_path / f"{FID}.data").read_bytes() == data
+
+
+def test_a_stopping_receiver_refuses_a_part_that_starts_after_the_cut(tmp_path: Path) -> None:
+    """`cut_parts` ends the parts arriving; a part that starts after it (on a kept-alive
+    connection while the listener closes) is refused at once, 503 `file.stopping`, nothing
+    written: otherwise the listener's shutdown would wait for it until the body read times out."""
+    files = peer_files_in(tmp_path)
+    data = pattern(3000, seed=31)
+    asyncio.run(files.receive(FID, 0, 1000, len(data), _body(data[:1000])))
+    files.cut_parts()
+    with pytest.raises(UploadError) as e:
+        asyncio.run(files.receive(FID, 1000, len(data), len(data), _body(data[1000:])))
+    assert (e.value.code, e.value.status) == ("file.stopping", 503)
+    held = files.held(FID)
+    assert held is not None and held.offset == 1000

@@ -858,7 +858,8 @@ PEER_PATHS: Final[dict[str, dict[str, Any]]] = {
             "as `Content-Range: bytes start-end/total` says; `start` must be the offset held (else 409 "
             "`file.offset_mismatch`). The answer, 204 or a problem, carries `Upload-Offset`: the bytes held "
             "(fsync'd), to resume from. A part cut off keeps what arrived (decision 0013); a part the disk "
-            "cannot take (503 `file.disk_full`, `file.write_failed`) keeps nothing, the offset held stays.",
+            "cannot take (503 `file.disk_full`, `file.write_failed`) keeps nothing, the offset held stays; a "
+            "gateway that is stopping cuts the parts arriving and refuses new ones (503 `file.stopping`).",
             "security": _MTLS,
             "parameters": [
                 _param("path", "file_id", _str(format="uuid", maxLength=64), "the file's id", True),

@@ -141,6 +141,7 @@ class PeerFiles:
         self.write = write
         self._busy: set[str] = set()
         self._parts: set[asyncio.Task[object]] = set()  # requests writing a part now
+        self._stopping = False  # `cut_parts` was called: no part is taken any more
         self._writing: dict[str, _Writing] = {}  # files with bytes written past their record
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="peer-files")
         self._watches: dict[str, _Watch] = {}
@@ -193,6 +194,10 @@ class PeerFiles:
         if not FILE_ID.fullmatch(file_id):
             raise SchemaError("file_id must be a UUID", code="schema.uuid", field="file_id")
         self.open()
+        if self._stopping:
+            raise UploadError(
+                "the gateway is stopping: resume from Upload-Offset later", code="file.stopping", status=503
+            )
         if file_id in self._busy:
             raise UploadError(f"file {file_id} is being written by another request", code="file.busy", status=409)
         self._busy.add(file_id)
@@ -251,8 +256,11 @@ class PeerFiles:
 
     def cut_parts(self) -> None:
         """The gateway is stopping: end every part still arriving, keeping (and counting) what
-        arrived, as a broken connection does; the sender resumes from there. Without this the
-        listener's shutdown waits for each such part until the body read times out."""
+        arrived, as a broken connection does, and refuse any part that starts from now on (503
+        `file.stopping`: one may come in on a kept-alive connection while the listener closes);
+        the sender resumes from the offset held. Without this the listener's shutdown waits for
+        each such part until the body read times out."""
+        self._stopping = True
         for task in list(self._parts):
             task.cancel()
 
