@@ -10,6 +10,7 @@ import asyncio
 import errno
 import hashlib
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from customs_gateway.core.filecrypt import FileDigest, FileError
 from customs_gateway.core.upload import UploadError
 from customs_gateway.service import peer_files
 
-from .conftest import CN, US, Pair
+from .conftest import CN, US, Pair, sample
 from .test_files_peer import FID, KEY, KEY_B64, _body, download, peer_files_in, peer_ssl, sealed, submit_guide, upload
 from .test_files_upload import MB, pattern
 
@@ -157,6 +158,36 @@ async def test_an_announced_file_is_checked_as_it_arrives_and_its_envelope_finds
     assert len(found) == 1 and found[0] is not None  # the envelope found the file checked
     status, _, got, n = await download(pair, f"/v1/inbox/{mid}/files/{fid}")
     assert status == 200 and n == len(data) and got == hashlib.sha256(data).hexdigest()
+
+
+async def test_only_messages_that_name_files_are_announced(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seizure-share may name files but most do not: announcing those made the peer open every
+    such envelope twice (once announced, once delivered) for nothing."""
+    announced: list[int] = []
+    real = pair.gw(CN).announce
+
+    async def counting(raw: bytes) -> list[str]:
+        announced.append(len(json.loads(raw)["envelopes"]))
+        return list(await real(raw))
+
+    monkeypatch.setattr(pair.gw(CN), "announce", counting)
+    plain = []
+    for _ in range(3):
+        status, res = await pair.apis[US].submit("seizure-share", body=sample("seizure-share"))
+        assert status == 202, res
+        plain.append(str(res["id"]))
+    for mid in plain:
+        assert (await pair.apis[US].wait_status(mid, {"delivered"}, timeout=30))["status"] == "delivered"
+    assert announced == []
+    fid = await upload(pair, pattern(MB, seed=23))
+    body = {
+        **sample("seizure-share"),
+        "files": [{"file_id": fid, "filename": "p.pdf", "media_type": "application/pdf"}],
+    }
+    status, res = await pair.apis[US].submit("seizure-share", body=body)
+    assert status == 202, res
+    assert (await pair.apis[US].wait_status(str(res["id"]), {"delivered"}, timeout=30))["status"] == "delivered"
+    assert announced == [1]
 
 
 async def test_a_peer_that_cannot_take_announcements_still_gets_the_file_checked_whole(

@@ -284,8 +284,10 @@ class DeliveryWorker:
             if recovery is not None and recovery.needed:
                 why = "recovery needed: this store is behind the peer; run customs-gateway recover"
                 return [self._retry(m, b, now, why) for m, b in zip(msgs, built, strict=True)]
-            await self._announce(msgs, built)
-            await self._push_files(msgs)
+            named = _named_files(msgs, built)
+            if named:
+                await self._announce(named)
+                await self._push_files(named)
             async with self._session.post(self.url, data=body, headers=_POST_HEADERS, ssl=client_ssl(self.tls)) as resp:
                 raw = await resp.read() if resp.status == 200 else None
             payload = json_object(raw) if raw is not None else None
@@ -317,40 +319,34 @@ class DeliveryWorker:
         verdicts = await gw.crypto.map(judge_batch, JudgeKeys(gw.name, gw.peer_bundle_bytes()), now, items)
         return [self._judge(m, b, v, now) for m, b, v in zip(msgs, built, verdicts, strict=True)]
 
-    async def _announce(self, msgs: list[OutMessage], built: list[Built]) -> None:
+    async def _announce(self, named: list[_Named]) -> None:
         """Show the peer the envelopes whose files are about to be pushed (decision 0017), so it
         checks each file as its ciphertext arrives instead of all of it once the envelope comes.
         An optimisation only: a peer that does not know the path (404) or is busy checks the files
         after the envelope, as before; a broken link fails the attempt as the push would."""
-        envs = [b[0] for m, b in zip(msgs, built, strict=True) if m.type in docfiles.TYPES_WITH_FILES]
-        if not envs:
-            return
         assert self._session is not None
         url = self.gw.config.peer.url.rstrip("/") + "/peer/v1/announce"
-        body = b'{"envelopes":[' + b",".join(envs) + b"]}"
+        body = b'{"envelopes":[' + b",".join(n.envelope for n in named) + b"]}"
         async with self._session.post(url, data=body, headers=_POST_HEADERS, ssl=client_ssl(self.tls)) as resp:
             await resp.read()
         if resp.status != 200:
             log.info("file.announce_ignored", status=resp.status)
 
-    async def _push_files(self, msgs: list[OutMessage]) -> None:
+    async def _push_files(self, named: list[_Named]) -> None:
         """Send the peer every file these messages name that it may not hold yet, before their
         envelopes (DESIGN §13): each resumes from the offset the peer holds. A failure raises, and
         the batch is retried like any attempt the link broke. The peer is asked each attempt (a
         HEAD per file) rather than remembered: a restored peer may have lost what it held."""
         assert self._session is not None
         base = self.gw.config.peer.url.rstrip("/") + "/peer/v1/files/"
-        for m in msgs:
-            if m.type not in docfiles.TYPES_WITH_FILES:
-                continue
-            document = SignedDocument.from_bytes(m.signed_document).document_bytes
-            for f in docfiles.sealed_files(m.type, document):
+        for n in named:
+            for f in n.files:
                 chunks = functools.partial(self.gw.files.chunks, f.file_id)
                 url, ssl = base + f.file_id, client_ssl(self.tls)
                 sent = await peer_files.push(
                     self._session, url, ssl, chunks, f.key, f.size, progress=self.file_progress
                 )
-                log.info("file.pushed", message_id=m.id, file_id=f.file_id, bytes=sent)
+                log.info("file.pushed", message_id=n.message_id, file_id=f.file_id, bytes=sent)
 
     def _judge(self, m: OutMessage, b: Built, v: Verdict, now: dt.datetime) -> AttemptOutcome:
         """The outcome of one verified (or unverifiable) answer, with its audit entries."""
@@ -452,6 +448,30 @@ class DeliveryWorker:
             digests={"document": m.document_sha256.hex()},
         )
         return AttemptOutcome(m.id, "expired", now, m.attempts, error="expired before delivery", audit=(entry,))
+
+
+@dataclass(frozen=True)
+class _Named:
+    """A message of the batch that names files: its envelope and the files to push first."""
+
+    message_id: str
+    envelope: bytes
+    files: list[docfiles.SealedFile]
+
+
+def _named_files(msgs: list[OutMessage], built: list[Built]) -> list[_Named]:
+    """The messages of a batch that name at least one file (most name none: nothing to announce
+    or push for them, and an announce would make the peer open their envelopes twice)."""
+    named: list[_Named] = []
+    for m, b in zip(msgs, built, strict=True):
+        if m.type not in docfiles.TYPES_WITH_FILES:
+            continue
+        document = SignedDocument.from_bytes(m.signed_document).document_bytes
+        # The sender wrote these bytes with its own encoder: a body with files spells the key.
+        files = docfiles.sealed_files(m.type, document) if b'"files"' in document else []
+        if files:
+            named.append(_Named(m.id, b[0], files))
+    return named
 
 
 def _is_refusal(result: object) -> bool:
