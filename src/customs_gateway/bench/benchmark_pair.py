@@ -39,7 +39,7 @@ from ..service.gateway import issue_token
 from ..service.pair import EXAMPLE_PASSPHRASE, Home, LocalPair
 from ..service.server import open_store
 from ..startup.agreement import builtin_profile
-from ..startup.config import PASSPHRASE_ENV, Config, load_config, render_config
+from ..startup.config import PASSPHRASE_ENV, RESERVED_ENV, Config, load_config, render_config
 from ..startup.logs import configure_logging
 from ..store.pg_migrations import quote_ident
 from ..store.sqlite import _audit
@@ -155,7 +155,9 @@ class ProcessPair:
 
     def __init__(self, homes: dict[str, Home], passphrase: bytes = EXAMPLE_PASSPHRASE) -> None:
         self.homes = homes
-        self._env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMS_GATEWAY_")}
+        # Configuration overrides (CUSTOMS_GATEWAY_<SECTION>__<KEY>) pass on, as the run's JSON
+        # records them; the variables that are not configuration (a token, a passphrase) do not.
+        self._env = {k: v for k, v in os.environ.items() if k not in RESERVED_ENV}
         self._env[PASSPHRASE_ENV] = passphrase.decode("utf-8")
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._logs: dict[str, IO[bytes]] = {}
@@ -230,7 +232,7 @@ def start_py_spy(pid: int, seconds: float, out: Path, *, gil: bool = False) -> s
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
-    cmd += ["--rate", "100", "--format", "raw", "--threads", "--output", str(out), "--nonblocking"]
+    cmd += ["--rate", "100", "--format", "raw", "--threads", "--subprocesses", "--output", str(out), "--nonblocking"]
     if gil:
         cmd.append("--gil")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
