@@ -3,6 +3,7 @@ that one's answer, and never past a message that must be retried (order, exactly
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,67 @@ async def test_batches_overlap_and_a_failed_batch_is_not_overtaken(tmp_path: Pat
         # ...and batches did overlap: some went out straight after the answer to the one before.
         worker = lp.servers[US].worker
         assert worker is not None and worker.pipelined >= 2
+    finally:
+        await session.close()
+        await lp.stop_all()
+
+
+async def test_a_message_submitted_during_a_round_trip_joins_the_next_request(tmp_path: Path) -> None:
+    """The batch planned ahead is topped up until the answer comes: a message submitted while a
+    request is at the peer goes out in the next request, not one round trip later."""
+    homes = prepare_pair(
+        tmp_path,
+        overrides={"delivery": {"batch_max": 2, "retry_base_seconds": 0.05, "retry_cap_seconds": 0.2}},
+    )
+    lp = LocalPair(homes)
+    await lp.start(US)
+    session = aiohttp.ClientSession()
+    try:
+        sender = lp.servers[US].gateway
+        _, secret = await issue_token(sender.store, sender.clock, "agency", "t", "t")
+        us = Api(session, homes[US].local_url, {"agency": secret}, CN)
+        ids = []
+        for _ in range(3):  # queued while the peer is down: the first request takes two
+            status, res = await us.submit("seminar-notice")
+            assert status == 202, res
+            ids.append(res["id"])
+
+        planned: set[str] = set()  # every message the sender's `due` has handed out
+        real_due = sender.store.due
+
+        async def due(*a: Any, **kw: Any) -> Any:
+            got = await real_due(*a, **kw)
+            planned.update(m.id for m in got)
+            return got
+
+        sender.store.due = due
+        cn_server = GatewayServer(lp.configs[CN], lp.identity(CN), passphrase=lp.passphrase)
+        gw = cn_server.gateway
+        real = gw.receive
+        requests: list[list[int]] = []
+        first_arrived, release = asyncio.Event(), asyncio.Event()
+
+        async def receive(raw: bytes) -> list[dict[str, Any]]:
+            requests.append([json.loads(unb64url(e["header"]))["seq"] for e in json.loads(raw)["envelopes"]])
+            if len(requests) == 1:
+                first_arrived.set()
+                await release.wait()  # the first request stays at the peer until the test says
+            return await real(raw)
+
+        gw.receive = receive  # type: ignore[method-assign]
+        await cn_server.start()
+        lp.servers[CN] = cn_server
+        await asyncio.wait_for(first_arrived.wait(), 20)
+        status, res = await us.submit("seminar-notice")  # while [1, 2] is at the peer
+        assert status == 202, res
+        ids.append(res["id"])
+        async with asyncio.timeout(20):  # planned while the first request is still out
+            while ids[3] not in planned:
+                await asyncio.sleep(0.01)
+        release.set()
+        for mid in ids:
+            await us.wait_status(mid, {"delivered"})
+        assert requests[:2] == [[1, 2], [3, 4]]
     finally:
         await session.close()
         await lp.stop_all()

@@ -80,6 +80,19 @@ class _Batch:
     def ids(self) -> list[str]:
         return [m.id for m in self.due]
 
+    def joined(self, more: _Batch) -> _Batch:
+        """This batch and `more` (planned right behind it) as one request. The earlier plan's
+        times stand: its `sent_at` is the oldest, which decides whether the batch may still go."""
+        sent_at = self.sent_at if self.sent_at is not None else more.sent_at
+        return _Batch(
+            self.due + more.due,
+            self.live + more.live,
+            self.expired + more.expired,
+            self.built + more.built,
+            self.planned_at,
+            sent_at,
+        )
+
     @property
     def last_seq(self) -> int:
         return self.due[-1].seq
@@ -186,7 +199,7 @@ class DeliveryWorker:
         nxt: _Batch | None = None
         try:
             while True:
-                nxt = await self._plan_ahead(cur)
+                nxt = await self._plan_ahead(cur, sending)
                 outcomes = await sending
                 if nxt is not None and not self._may_follow(outcomes, nxt):
                     await self.gw.store.release(nxt.ids)
@@ -206,9 +219,30 @@ class DeliveryWorker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await sending
 
-    async def _plan_ahead(self, cur: _Batch) -> _Batch | None:
+    async def _plan_ahead(self, cur: _Batch, sending: asyncio.Future[list[AttemptOutcome]]) -> _Batch | None:
+        """The batch to send after `cur`, planned while `cur` is at the peer and topped up with
+        what is submitted until its answer comes (up to `batch_max`): a message submitted during a
+        round trip goes out right after it, not one round trip later."""
+        limit = self.gw.config.delivery.batch_max
+        nxt = await self._plan_more(cur.last_seq, limit)
+        while not sending.done() and (nxt is None or len(nxt.due) < limit):
+            changed = asyncio.ensure_future(self.gw.outbox_changed.wait())
+            try:
+                await asyncio.wait((sending, changed), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+            if sending.done():
+                break
+            # Cleared before `due` reads the queue: a submission committed from here on wakes
+            # this wait again. Whatever is left when the pipeline ends, `_run` plans afresh.
+            self.gw.outbox_changed.clear()
+            more = await self._plan_more(nxt.last_seq if nxt else cur.last_seq, limit - (len(nxt.due) if nxt else 0))
+            nxt = more if nxt is None else nxt.joined(more) if more is not None else nxt
+        return nxt
+
+    async def _plan_more(self, after_seq: int, limit: int) -> _Batch | None:
         try:
-            return await self._plan(after_seq=cur.last_seq)
+            return await self._plan(after_seq=after_seq, limit=limit)
         except asyncio.CancelledError:
             raise
         except Exception:  # planning ahead is an optimisation: the batch in flight goes on
@@ -220,12 +254,14 @@ class DeliveryWorker:
             return False
         return nxt.sent_at is None or self.gw.clock.now() - nxt.sent_at <= AHEAD_MAX_AGE
 
-    async def _plan(self, after_seq: int = 0) -> _Batch | None:
-        """The due messages behind `after_seq`, expired ones set apart, the rest built."""
+    async def _plan(self, after_seq: int = 0, limit: int | None = None) -> _Batch | None:
+        """The due messages behind `after_seq` (at most `limit`, else `batch_max`), expired ones
+        set apart, the rest built."""
         gw = self.gw
         now = gw.clock.now()
-        due = await gw.store.due(gw.peer.identity, now, gw.config.delivery.batch_max, after_seq)
-        gw.planned(len(due), full=len(due) >= gw.config.delivery.batch_max)
+        limit = gw.config.delivery.batch_max if limit is None else limit
+        due = await gw.store.due(gw.peer.identity, now, limit, after_seq)
+        gw.planned(len(due), full=len(due) >= limit)
         if not due:
             return None
         live = [m for m in due if m.expires_at > now]
