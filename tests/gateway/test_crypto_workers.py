@@ -81,7 +81,7 @@ def _open_keys(me: Identity, peer: Identity, now: dt.datetime = NOW, skew: float
     )
 
 
-def _envelopes(built: list[tuple[bytes, bytes, str]]) -> list[dict[str, Any]]:
+def _envelopes(built: list[tuple[bytes, bytes, str, bool]]) -> list[dict[str, Any]]:
     return [json.loads(b[0]) for b in built]
 
 

@@ -84,8 +84,9 @@ class Refused:
 
 #: One message to build: (signed document bytes, seq, attempt, ciphertext of an earlier attempt).
 BuildItem = tuple[bytes, int, int, bytes | None]
-#: A built envelope: (its JSON bytes, ciphertext, recipient key id).
-Built = tuple[bytes, bytes, str]
+#: A built envelope: (its JSON bytes, ciphertext, recipient key id, whether its document names
+#: files: those the sender announces and pushes first).
+Built = tuple[bytes, bytes, str, bool]
 
 
 # --- key material as plain data ------------------------------------------------------------------
@@ -194,7 +195,8 @@ def build_batch(keys: SealKeys, sent_at: dt.datetime, items: Sequence[BuildItem]
             signed=signed,
             ciphertext=reuse,
         )
-        out.append((json_bytes(env.to_dict()), ct, rcpt.kid))
+        names_files = doc.type in docfiles.TYPES_WITH_FILES and bool(docfiles.named_file_ids(doc.body))
+        out.append((json_bytes(env.to_dict()), ct, rcpt.kid, names_files))
     return out
 
 

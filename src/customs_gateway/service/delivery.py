@@ -497,16 +497,13 @@ class _Named:
 
 def _named_files(msgs: list[OutMessage], built: list[Built]) -> list[_Named]:
     """The messages of a batch that name at least one file (most name none: nothing to announce
-    or push for them, and an announce would make the peer open their envelopes twice)."""
+    or push for them, and an announce would make the peer open their envelopes twice). The
+    crypto workers said which, from the document they had parsed to build the envelope."""
     named: list[_Named] = []
     for m, b in zip(msgs, built, strict=True):
-        if m.type not in docfiles.TYPES_WITH_FILES:
-            continue
-        document = SignedDocument.from_bytes(m.signed_document).document_bytes
-        # The sender wrote these bytes with its own encoder: a body with files spells the key.
-        files = docfiles.sealed_files(m.type, document) if b'"files"' in document else []
-        if files:
-            named.append(_Named(m.id, b[0], files))
+        if b[3]:
+            document = SignedDocument.from_bytes(m.signed_document).document_bytes
+            named.append(_Named(m.id, b[0], docfiles.sealed_files(m.type, document)))
     return named
 
 
