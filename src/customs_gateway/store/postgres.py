@@ -95,7 +95,7 @@ from .base import (
     to_ms,
     totals_from_row,
 )
-from .pg_audit import append_entries, check_size, from_nodes, frontier
+from .pg_audit import append_entries, check_size, columns, from_nodes, frontier
 from .pg_migrations import lock_key, migrate, quote_ident
 from .retention import (
     HOLD_COLS,
@@ -1096,6 +1096,34 @@ def _cp(r: Any) -> CheckpointRecord:
 # --- transactional jobs --------------------------------------------------------------------------
 
 
+#: The next sequence number of a peer's outbox, `$2` of them taken; the peer's outbox lane (the
+#: row replicas lock to claim its queue) made on the way, in the same round trip.
+_NEXT_SEQ_SQL: Final = (
+    "WITH lane AS (INSERT INTO outbox_lanes(peer) VALUES ($1) ON CONFLICT DO NOTHING)"
+    " INSERT INTO peer_state(peer, next_seq) VALUES ($1, 1 + $2)"
+    " ON CONFLICT (peer) DO UPDATE SET next_seq = peer_state.next_seq + $2 RETURNING next_seq - $2"
+)
+#: A group of submissions: messages, their 'queued' history rows (in the group's order), their
+#: reference tags and idempotency keys, in one statement (one round trip; row by row, each table
+#: was a round trip of its own). The rows that reference a message are checked at the
+#: statement's end, when the message rows are there.
+_SUBMIT_SQL: Final = (
+    "WITH m AS (INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document,"
+    " document_sha256, attempts, next_attempt_at, token_id, updated_at, in_reply_to, retain_until)"
+    " SELECT id, peer, seq, type, 'queued', at, expires_at, doc, sha, 0, at, token_id, at, reply, retain"
+    " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::timestamptz[], $6::timestamptz[],"
+    " $7::bytea[], $8::bytea[], $9::text[], $10::text[], $11::date[])"
+    " AS u(id, peer, seq, type, at, expires_at, doc, sha, token_id, reply, retain)),"
+    " h AS (INSERT INTO history(message_id, at, status, detail)"
+    " SELECT id, at, 'queued', '' FROM unnest($1::text[], $5::timestamptz[]) WITH ORDINALITY AS u(id, at, n)"
+    " ORDER BY n),"
+    " r AS (INSERT INTO refs(tag, direction, message_id)"
+    " SELECT tag, 'out', id FROM unnest($12::bytea[], $13::text[]) AS u(tag, id) ON CONFLICT DO NOTHING)"
+    " INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at)"
+    " SELECT * FROM unnest($14::text[], $15::text[], $16::bytea[], $17::text[], $18::timestamptz[])"
+)
+
+
 _REFS_INSERT: Final = "INSERT INTO refs(tag, direction, message_id) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING"
 _HISTORY_SQL: Final = "INSERT INTO history(message_id, at, status, detail) VALUES ($1,$2,$3,$4)"
 
@@ -1141,13 +1169,7 @@ async def _submit_group(
     next_seq: dict[str, int] = {}
     for peer in peers:
         n = sum(1 for i in fresh if batch[i][0].peer == peer)
-        next_seq[peer] = await c.fetchval(
-            "INSERT INTO peer_state(peer, next_seq) VALUES ($1, 1 + $2)"
-            " ON CONFLICT (peer) DO UPDATE SET next_seq = peer_state.next_seq + $2 RETURNING next_seq - $2",
-            peer,
-            n,
-        )
-        await c.execute("INSERT INTO outbox_lanes(peer) VALUES ($1) ON CONFLICT DO NOTHING", peer)
+        next_seq[peer] = await c.fetchval(_NEXT_SEQ_SQL, peer, n)
     made: dict[str, OutMessage] = {}
     for i in fresh:
         m = batch[i][0]
@@ -1156,44 +1178,29 @@ async def _submit_group(
         results[i] = (made[m.id], True)
     if fresh:
         outs = [(batch[i][0], made[batch[i][0].id]) for i in fresh]
-        await c.executemany(
-            "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document,"
-            " document_sha256, attempts, next_attempt_at, token_id, updated_at, in_reply_to, retain_until)"
-            " VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,0,$5,$9,$5,$10,$11)",
-            [
-                (
-                    m.id,
-                    m.peer,
-                    o.seq,
-                    m.type,
-                    o.created_at,
-                    o.expires_at,
-                    m.signed_document,
-                    m.document_sha256,
-                    m.token_id,
-                    m.in_reply_to,
-                    m.retain_until,
-                )
-                for m, o in outs
-            ],
-        )
-        refs = [(t, "out", m.id) for m, _ in outs for t in m.references]
-        if refs:
-            await c.executemany(_REFS_INSERT, refs)
+        messages = [
+            (
+                m.id,
+                m.peer,
+                o.seq,
+                m.type,
+                o.created_at,
+                o.expires_at,
+                m.signed_document,
+                m.document_sha256,
+                m.token_id,
+                m.in_reply_to,
+                m.retain_until,
+            )
+            for m, o in outs
+        ]
+        refs = [(t, m.id) for m, _ in outs for t in m.references]
         keys = [
             (m.token_id, m.idempotency_key, m.request_hash, m.id, o.created_at)
             for m, o in outs
             if m.idempotency_key is not None and m.token_id is not None
         ]
-        if keys:
-            await c.executemany(
-                "INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at) VALUES ($1,$2,$3,$4,$5)",
-                keys,
-            )
-        await c.executemany(
-            "INSERT INTO history(message_id, at, status, detail) VALUES ($1,$2,'queued','')",
-            [(m.id, o.created_at) for m, o in outs],
-        )
+        await c.execute(_SUBMIT_SQL, *columns(messages, 11), *columns(refs, 2), *columns(keys, 5))
         for m, _ in outs:
             if m.consent is not None:
                 await _record_consent(c, m.consent, outgoing=True)
