@@ -31,6 +31,7 @@ from ..http.metrics import observe_receipt_latency
 from ..store.base import AttemptOutcome, OutMessage
 from . import peer_files
 from .crypto_workers import (
+    MIN_PROCESS_BATCH,
     BuildItem,
     Built,
     JudgeItem,
@@ -220,12 +221,19 @@ class DeliveryWorker:
                     await sending
 
     async def _plan_ahead(self, cur: _Batch, sending: asyncio.Future[list[AttemptOutcome]]) -> _Batch | None:
-        """The batch to send after `cur`, planned while `cur` is at the peer and topped up with
-        what is submitted until its answer comes (up to `batch_max`): a message submitted during a
-        round trip goes out right after it, not one round trip later."""
+        """The batch to send after `cur`, planned while `cur` is at the peer and, while it is
+        small, topped up with what is submitted until the answer comes: a message submitted during
+        a round trip goes out right after it, not one round trip later.
+
+        Only a small batch is topped up (fewer than `MIN_PROCESS_BATCH`: built in this process
+        either way). Under load the batch planned ahead is large already, and topping it up
+        would build its stragglers a few at a time in this process instead of with the next
+        batch in the crypto workers (at saturation, topping up to `batch_max` measured 3.00 ms of
+        CPU a message against 2.89 without, three runs each: within the noise, in that direction)."""
         limit = self.gw.config.delivery.batch_max
+        small = min(limit, MIN_PROCESS_BATCH)
         nxt = await self._plan_more(cur.last_seq, limit)
-        while not sending.done() and (nxt is None or len(nxt.due) < limit):
+        while not sending.done() and (nxt is None or len(nxt.due) < small):
             changed = asyncio.ensure_future(self.gw.outbox_changed.wait())
             try:
                 await asyncio.wait((sending, changed), return_when=asyncio.FIRST_COMPLETED)
