@@ -279,7 +279,11 @@ class PostgresStore(Store):
 
     async def _notify(self, c: Any, what: str) -> None:
         """Tell the other replicas at commit (PostgreSQL delivers NOTIFY when the transaction commits)."""
-        await c.execute("SELECT pg_notify($1, $2)", self._channels[what], self.replica_id)
+        await c.execute("SELECT pg_notify($1, $2)", *self._notice(what))
+
+    def _notice(self, what: str) -> tuple[str, str]:
+        """The `pg_notify` arguments that tell the other replicas `what` changed."""
+        return self._channels[what], self.replica_id
 
     async def close(self) -> None:
         if self._relisten is not None:
@@ -408,8 +412,7 @@ class PostgresStore(Store):
     ) -> list[tuple[OutMessage, bool] | GatewayError]:
         sealed = [(self._seal_new(msg), audit) for msg, audit in batch]
         async with self._tx(audited=True) as tx:
-            results = await _submit_group(tx, sealed)
-            await self._notify(tx.conn, "outbox")
+            results = await _submit_group(tx, sealed, self._notice("outbox"))
         return [
             r if isinstance(r, GatewayError) else (self._submitted(m, r[0], r[1]), r[1])
             for (m, _), r in zip(batch, results, strict=True)
@@ -420,8 +423,7 @@ class PostgresStore(Store):
             batch, self._submits = self._submits[:MAX_GROUP], self._submits[MAX_GROUP:]
             try:
                 async with self._tx(audited=True) as tx:
-                    results = await _submit_group(tx, [(m, a) for m, a, _ in batch])
-                    await self._notify(tx.conn, "outbox")
+                    results = await _submit_group(tx, [(m, a) for m, a, _ in batch], self._notice("outbox"))
             except BaseException as e:  # nothing of the batch committed
                 for _, _, fut in batch:
                     if not fut.done():
@@ -1104,9 +1106,10 @@ _NEXT_SEQ_SQL: Final = (
     " ON CONFLICT (peer) DO UPDATE SET next_seq = peer_state.next_seq + $2 RETURNING next_seq - $2"
 )
 #: A group of submissions: messages, their 'queued' history rows (in the group's order), their
-#: reference tags and idempotency keys, in one statement (one round trip; row by row, each table
-#: was a round trip of its own). The rows that reference a message are checked at the
-#: statement's end, when the message rows are there.
+#: reference tags and idempotency keys, and the other replicas' wake-up (delivered at commit),
+#: in one statement (one round trip; before, each table and the notification took one of its
+#: own). The rows that reference a message are checked at the statement's end, when the message
+#: rows are there.
 _SUBMIT_SQL: Final = (
     "WITH m AS (INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document,"
     " document_sha256, attempts, next_attempt_at, token_id, updated_at, in_reply_to, retain_until)"
@@ -1118,9 +1121,10 @@ _SUBMIT_SQL: Final = (
     " SELECT id, at, 'queued', '' FROM unnest($1::text[], $5::timestamptz[]) WITH ORDINALITY AS u(id, at, n)"
     " ORDER BY n),"
     " r AS (INSERT INTO refs(tag, direction, message_id)"
-    " SELECT tag, 'out', id FROM unnest($12::bytea[], $13::text[]) AS u(tag, id) ON CONFLICT DO NOTHING)"
-    " INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at)"
-    " SELECT * FROM unnest($14::text[], $15::text[], $16::bytea[], $17::text[], $18::timestamptz[])"
+    " SELECT tag, 'out', id FROM unnest($12::bytea[], $13::text[]) AS u(tag, id) ON CONFLICT DO NOTHING),"
+    " k AS (INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at)"
+    " SELECT * FROM unnest($14::text[], $15::text[], $16::bytea[], $17::text[], $18::timestamptz[]))"
+    " SELECT pg_notify($19, $20)"
 )
 
 
@@ -1142,11 +1146,12 @@ async def _index(c: Any, tags: tuple[bytes, ...], direction: str, message_id: st
 
 
 async def _submit_group(
-    tx: _Tx, batch: list[tuple[NewMessage, AuditEntry]]
+    tx: _Tx, batch: list[tuple[NewMessage, AuditEntry]], notify: tuple[str, str]
 ) -> list[tuple[OutMessage, bool] | GatewayError]:
     """Store a group of submissions in a few statements (one per table, not one per message and
     table), with the same results one `_submit` each would give in turn: an Idempotency-Key used
-    before (here or earlier in the group) returns its message, or a Conflict if the request differs."""
+    before (here or earlier in the group) returns its message, or a Conflict if the request differs.
+    `notify` (channel, payload) wakes the other replicas when the transaction commits."""
     c = tx.conn
     results: list[tuple[OutMessage, bool] | GatewayError | None] = [None] * len(batch)
     keyed = idempotency_keys(batch)
@@ -1200,11 +1205,13 @@ async def _submit_group(
             for m, o in outs
             if m.idempotency_key is not None and m.token_id is not None
         ]
-        await c.execute(_SUBMIT_SQL, *columns(messages, 11), *columns(refs, 2), *columns(keys, 5))
+        await c.execute(_SUBMIT_SQL, *columns(messages, 11), *columns(refs, 2), *columns(keys, 5), *notify)
         for m, _ in outs:
             if m.consent is not None:
                 await _record_consent(c, m.consent, outgoing=True)
         tx.audit(*(batch[i][1] for i in fresh))
+    else:
+        await c.execute("SELECT pg_notify($1, $2)", *notify)
     for i, mid in replay_of.items():
         results[i] = (stored[mid] if mid in stored else made[mid], False)
     return [r for r in results if r is not None]
