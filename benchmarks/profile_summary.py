@@ -32,8 +32,21 @@ def summarize(path: Path, top: int, thread_filter: str | None) -> str:
             continue
         n = int(count)
         frames = stack.split(";")
+        # With --subprocesses each stack starts with its process chain (the gateway, then for a
+        # crypto worker the fork server and the worker): a worker's threads are named as such.
+        processes = 0
+        while frames and frames[0].startswith("process "):
+            quotes = frames[0].count('"')
+            frames, processes = frames[1:], processes + 1
+            while quotes % 2 and frames:  # a command line with a ';' in it (the fork server's)
+                quotes += frames[0].count('"')
+                frames = frames[1:]
+        if not frames:
+            continue
         thread = frames[0].split(": ", 1)[-1] if frames[0].startswith("thread") else "?"
         thread = thread.rstrip("0123456789").rstrip("_") or thread
+        if processes > 1:
+            thread = f"worker {thread}"
         if thread_filter and thread != thread_filter:
             continue
         threads[thread] += n
