@@ -335,3 +335,28 @@ async def test_replicas_wake_each_other_with_notify(replicas: Replicas) -> None:
     m3 = new_message(CN)
     await a.submit(m3, entry("submitted", m3.id))
     await until(lambda: seen["b"].count("outbox") == 2)
+
+
+async def test_a_log_from_before_the_newest_time_was_kept_still_appends_in_order(replicas: Replicas) -> None:
+    """`audit_state.last_at` came with migration 3: a log written before has a frontier and no
+    time. A submission group then appends as a lone append does (it reads the newest entry's
+    time), and the log stays one linear, verifiable tree."""
+    store = await replicas()
+    for i in range(3):
+        m = new_message(CN)
+        await store.submit(m, entry("submitted", m.id, n=i))
+    conn = await asyncpg.connect(base_dsn())
+    try:
+        await conn.execute(f"UPDATE {quote_ident(store.schema)}.audit_state SET last_at = NULL")
+    finally:
+        await conn.close()
+    msgs = [new_message(CN) for _ in range(4)]
+    await asyncio.gather(*(store.submit(m, entry("submitted", m.id)) for m in msgs))
+    await store.append_audit([entry(detail="after")])
+    size, root = await store.audit_head()
+    rows = await store.audit_entries(0, size + 10)
+    assert size == 8 and [i for i, _ in rows] == list(range(size))
+    leaves = [leaf_hash(e) for _, e in rows]
+    assert root == root_from_leaves(leaves)
+    for cut in (1, 3, 5, size - 1):
+        assert await store.root_at(cut) == root_from_leaves(leaves[:cut])

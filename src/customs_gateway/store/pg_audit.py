@@ -27,29 +27,46 @@ async def append_entries(c: Any, entries: list[AuditEntry]) -> None:
     """Append entries as Merkle leaves, persisting the frontier and every completed node (audit
     lock held). Audit time never runs backwards (`core.audit.in_time_order`)."""
     row = await c.fetchrow("SELECT compact, last_at FROM audit_state WHERE id=1")
-    tree = CompactRange() if row is None else CompactRange.from_bytes(bytes(row[0]))
-    last = None
-    if row is not None and row[1] is not None:
-        last = parse_ts(row[1])
-    elif row is not None:  # a log written before the time was kept: read it back once
+    compact = None if row is None else bytes(row[0])
+    last_at = None if row is None else row[1]
+    args = planned_append(compact, last_at, entries)
+    if args is None:  # a log written before the time was kept: read it back once
         data = await c.fetchval("SELECT entry FROM audit ORDER BY idx DESC LIMIT 1")
-        last = None if data is None else AuditEntry.from_bytes(bytes(data)).at
-    ordered, last = in_time_order(entries, last)
-    leaves, nodes = append_records(tree, [e.to_bytes() for e in ordered])
+        last = None if data is None else format_ts(AuditEntry.from_bytes(bytes(data)).at)
+        args = planned_append(compact, last, entries, legacy=True)
+        assert args is not None
     # One statement (one round trip) for leaves, nodes and the frontier: every audited
     # transaction ends here, and on a busy machine each round trip costs a context switch.
-    at = None if last is None else format_ts(last)
-    await c.execute(_APPEND_SQL, *columns(leaves, 3), *columns(nodes, 3), tree.to_bytes(), at)
+    await c.execute(f"WITH {append_ctes(1)} SELECT 1", *args)
 
 
-_APPEND_SQL = (
-    "WITH leaves AS (INSERT INTO audit(idx, entry, leaf_hash)"
-    " SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])),"
-    " nodes AS (INSERT INTO audit_nodes(level, idx, hash)"
-    " SELECT * FROM unnest($4::integer[], $5::bigint[], $6::bytea[]))"
-    " INSERT INTO audit_state(id, compact, last_at) VALUES (1, $7, $8)"
-    " ON CONFLICT (id) DO UPDATE SET compact=EXCLUDED.compact, last_at=EXCLUDED.last_at"
-)
+def planned_append(
+    compact: bytes | None, last_at: str | None, entries: list[AuditEntry], *, legacy: bool = False
+) -> list[Any] | None:
+    """The arguments of `append_ctes` that append `entries` to the log whose frontier (and newest
+    entry's time) were read under the audit lock: leaves and nodes as columns, the new frontier,
+    the new newest time. None for a log written before that time was kept (`compact` without
+    `last_at`): the caller reads its newest entry and passes that time with `legacy`."""
+    if compact is not None and last_at is None and not legacy:
+        return None
+    tree = CompactRange() if compact is None else CompactRange.from_bytes(compact)
+    ordered, last = in_time_order(entries, None if last_at is None else parse_ts(last_at))
+    leaves, nodes = append_records(tree, [e.to_bytes() for e in ordered])
+    return [*columns(leaves, 3), *columns(nodes, 3), tree.to_bytes(), None if last is None else format_ts(last)]
+
+
+def append_ctes(first: int) -> str:
+    """Data-modifying CTEs (for a `WITH`) writing what `planned_append` returned, its eight
+    arguments numbered from `$first`: another statement can carry the append in its round trip."""
+    n = [f"${first + i}" for i in range(8)]
+    return (
+        f"audit_leaves AS (INSERT INTO audit(idx, entry, leaf_hash)"
+        f" SELECT * FROM unnest({n[0]}::bigint[], {n[1]}::bytea[], {n[2]}::bytea[])),"
+        f" audit_nodes_new AS (INSERT INTO audit_nodes(level, idx, hash)"
+        f" SELECT * FROM unnest({n[3]}::integer[], {n[4]}::bigint[], {n[5]}::bytea[])),"
+        f" audit_frontier AS (INSERT INTO audit_state(id, compact, last_at) VALUES (1, {n[6]}, {n[7]})"
+        " ON CONFLICT (id) DO UPDATE SET compact=EXCLUDED.compact, last_at=EXCLUDED.last_at)"
+    )
 
 
 def columns(rows: list[Any], width: int) -> list[list[Any]]:

@@ -95,7 +95,7 @@ from .base import (
     to_ms,
     totals_from_row,
 )
-from .pg_audit import append_entries, check_size, columns, from_nodes, frontier
+from .pg_audit import append_ctes, append_entries, check_size, columns, from_nodes, frontier, planned_append
 from .pg_migrations import lock_key, migrate, quote_ident
 from .retention import (
     HOLD_COLS,
@@ -1100,18 +1100,21 @@ def _cp(r: Any) -> CheckpointRecord:
 
 #: The next sequence number of a peer's outbox, `$2` of them taken; the peer's outbox lane (the
 #: row replicas lock to claim its queue) made on the way, in the same round trip.
+#: The audit log's frontier comes back with it: read after the audit lock was taken (in an earlier
+#: statement, so this one's snapshot is newer), it is the one the group's entries extend.
 _NEXT_SEQ_SQL: Final = (
-    "WITH lane AS (INSERT INTO outbox_lanes(peer) VALUES ($1) ON CONFLICT DO NOTHING)"
-    " INSERT INTO peer_state(peer, next_seq) VALUES ($1, 1 + $2)"
-    " ON CONFLICT (peer) DO UPDATE SET next_seq = peer_state.next_seq + $2 RETURNING next_seq - $2"
+    "WITH lane AS (INSERT INTO outbox_lanes(peer) VALUES ($1) ON CONFLICT DO NOTHING),"
+    " seq AS (INSERT INTO peer_state(peer, next_seq) VALUES ($1, 1 + $2)"
+    " ON CONFLICT (peer) DO UPDATE SET next_seq = peer_state.next_seq + $2 RETURNING next_seq - $2 AS first)"
+    " SELECT seq.first, a.compact, a.last_at FROM seq LEFT JOIN audit_state a ON a.id = 1"
 )
 #: A group of submissions: messages, their 'queued' history rows (in the group's order), their
 #: reference tags and idempotency keys, and the other replicas' wake-up (delivered at commit),
 #: in one statement (one round trip; before, each table and the notification took one of its
-#: own). The rows that reference a message are checked at the statement's end, when the message
-#: rows are there.
-_SUBMIT_SQL: Final = (
-    "WITH m AS (INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document,"
+#: own), and with `_SUBMIT_AUDITED_SQL` their audit entries too. The rows that reference a message
+#: are checked at the statement's end, when the message rows are there.
+_SUBMIT_CTES: Final = (
+    "m AS (INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document,"
     " document_sha256, attempts, next_attempt_at, token_id, updated_at, in_reply_to, retain_until)"
     " SELECT id, peer, seq, type, 'queued', at, expires_at, doc, sha, 0, at, token_id, at, reply, retain"
     " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::timestamptz[], $6::timestamptz[],"
@@ -1124,8 +1127,9 @@ _SUBMIT_SQL: Final = (
     " SELECT tag, 'out', id FROM unnest($12::bytea[], $13::text[]) AS u(tag, id) ON CONFLICT DO NOTHING),"
     " k AS (INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at)"
     " SELECT * FROM unnest($14::text[], $15::text[], $16::bytea[], $17::text[], $18::timestamptz[]))"
-    " SELECT pg_notify($19, $20)"
 )
+_SUBMIT_SQL: Final = f"WITH {_SUBMIT_CTES} SELECT pg_notify($19, $20)"
+_SUBMIT_AUDITED_SQL: Final = f"WITH {_SUBMIT_CTES}, {append_ctes(21)} SELECT pg_notify($19, $20)"
 
 
 _REFS_INSERT: Final = "INSERT INTO refs(tag, direction, message_id) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING"
@@ -1172,9 +1176,11 @@ async def _submit_group(
     fresh, replay_of = plan_group(batch, keyed, held, results)
     peers = sorted({batch[i][0].peer for i in fresh})
     next_seq: dict[str, int] = {}
+    frontier_row: Any = None
     for peer in peers:
         n = sum(1 for i in fresh if batch[i][0].peer == peer)
-        next_seq[peer] = await c.fetchval(_NEXT_SEQ_SQL, peer, n)
+        frontier_row = await c.fetchrow(_NEXT_SEQ_SQL, peer, n)
+        next_seq[peer] = frontier_row[0]
     made: dict[str, OutMessage] = {}
     for i in fresh:
         m = batch[i][0]
@@ -1205,11 +1211,17 @@ async def _submit_group(
             for m, o in outs
             if m.idempotency_key is not None and m.token_id is not None
         ]
-        await c.execute(_SUBMIT_SQL, *columns(messages, 11), *columns(refs, 2), *columns(keys, 5), *notify)
+        rows = (*columns(messages, 11), *columns(refs, 2), *columns(keys, 5), *notify)
+        compact = None if frontier_row[1] is None else bytes(frontier_row[1])
+        audit = planned_append(compact, frontier_row[2], [batch[i][1] for i in fresh]) if not tx.entries else None
+        if audit is not None:  # the entries go in the same statement (nothing else audited yet)
+            await c.execute(_SUBMIT_AUDITED_SQL, *rows, *audit)
+        else:
+            await c.execute(_SUBMIT_SQL, *rows)
+            tx.audit(*(batch[i][1] for i in fresh))
         for m, _ in outs:
             if m.consent is not None:
                 await _record_consent(c, m.consent, outgoing=True)
-        tx.audit(*(batch[i][1] for i in fresh))
     else:
         await c.execute("SELECT pg_notify($1, $2)", *notify)
     for i, mid in replay_of.items():
