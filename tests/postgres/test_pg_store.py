@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import pytest
 
+from customs_gateway.core.audit import AuditEntry
 from customs_gateway.core.errors import StoreUnavailable
 from customs_gateway.core.merkle import leaf_hash, root_from_leaves, verify_inclusion
 from customs_gateway.store.pg_migrations import PG_MIGRATIONS, quote_ident
@@ -342,9 +343,10 @@ async def test_a_log_from_before_the_newest_time_was_kept_still_appends_in_order
     time. A submission group then appends as a lone append does (it reads the newest entry's
     time), and the log stays one linear, verifiable tree."""
     store = await replicas()
+    later = T0 + dt.timedelta(hours=1)
     for i in range(3):
         m = new_message(CN)
-        await store.submit(m, entry("submitted", m.id, n=i))
+        await store.submit(m, entry("submitted", m.id, at=later, n=i))
     conn = await asyncpg.connect(base_dsn())
     try:
         await conn.execute(f"UPDATE {quote_ident(store.schema)}.audit_state SET last_at = NULL")
@@ -360,3 +362,6 @@ async def test_a_log_from_before_the_newest_time_was_kept_still_appends_in_order
     assert root == root_from_leaves(leaves)
     for cut in (1, 3, 5, size - 1):
         assert await store.root_at(cut) == root_from_leaves(leaves[:cut])
+    # The entries stamped earlier than the newest one (read back from the log) were moved up to it.
+    times = [AuditEntry.from_bytes(e).at for _, e in rows]
+    assert times == sorted(times) and times[3] == times[2] > T0

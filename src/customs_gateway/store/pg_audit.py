@@ -28,27 +28,25 @@ async def append_entries(c: Any, entries: list[AuditEntry]) -> None:
     lock held). Audit time never runs backwards (`core.audit.in_time_order`)."""
     row = await c.fetchrow("SELECT compact, last_at FROM audit_state WHERE id=1")
     compact = None if row is None else bytes(row[0])
-    last_at = None if row is None else row[1]
-    args = planned_append(compact, last_at, entries)
-    if args is None:  # a log written before the time was kept: read it back once
-        data = await c.fetchval("SELECT entry FROM audit ORDER BY idx DESC LIMIT 1")
-        last = None if data is None else format_ts(AuditEntry.from_bytes(bytes(data)).at)
-        args = planned_append(compact, last, entries, legacy=True)
-        assert args is not None
+    last_at = await newest_time(c, compact, None if row is None else row[1])
     # One statement (one round trip) for leaves, nodes and the frontier: every audited
     # transaction ends here, and on a busy machine each round trip costs a context switch.
-    await c.execute(f"WITH {append_ctes(1)} SELECT 1", *args)
+    await c.execute(f"WITH {append_ctes(1)} SELECT 1", *planned_append(compact, last_at, entries))
 
 
-def planned_append(
-    compact: bytes | None, last_at: str | None, entries: list[AuditEntry], *, legacy: bool = False
-) -> list[Any] | None:
-    """The arguments of `append_ctes` that append `entries` to the log whose frontier (and newest
-    entry's time) were read under the audit lock: leaves and nodes as columns, the new frontier,
-    the new newest time. None for a log written before that time was kept (`compact` without
-    `last_at`): the caller reads its newest entry and passes that time with `legacy`."""
-    if compact is not None and last_at is None and not legacy:
-        return None
+async def newest_time(c: Any, compact: bytes | None, last_at: str | None) -> str | None:
+    """The time of the log's newest entry, as kept beside its frontier (`audit_state.last_at`);
+    a log written before that time was kept (a frontier, no time) reads its newest entry once."""
+    if compact is None or last_at is not None:
+        return last_at
+    data = await c.fetchval("SELECT entry FROM audit ORDER BY idx DESC LIMIT 1")
+    return None if data is None else format_ts(AuditEntry.from_bytes(bytes(data)).at)
+
+
+def planned_append(compact: bytes | None, last_at: str | None, entries: list[AuditEntry]) -> list[Any]:
+    """The arguments of `append_ctes` that append `entries` to the log whose frontier and newest
+    time (`newest_time`) were read under the audit lock: leaves and nodes as columns, the new
+    frontier, the new newest time."""
     tree = CompactRange() if compact is None else CompactRange.from_bytes(compact)
     ordered, last = in_time_order(entries, None if last_at is None else parse_ts(last_at))
     leaves, nodes = append_records(tree, [e.to_bytes() for e in ordered])

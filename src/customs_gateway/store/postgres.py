@@ -95,7 +95,16 @@ from .base import (
     to_ms,
     totals_from_row,
 )
-from .pg_audit import append_ctes, append_entries, check_size, columns, from_nodes, frontier, planned_append
+from .pg_audit import (
+    append_ctes,
+    append_entries,
+    check_size,
+    columns,
+    from_nodes,
+    frontier,
+    newest_time,
+    planned_append,
+)
 from .pg_migrations import lock_key, migrate, quote_ident
 from .retention import (
     HOLD_COLS,
@@ -279,7 +288,7 @@ class PostgresStore(Store):
 
     async def _notify(self, c: Any, what: str) -> None:
         """Tell the other replicas at commit (PostgreSQL delivers NOTIFY when the transaction commits)."""
-        await c.execute("SELECT pg_notify($1, $2)", *self._notice(what))
+        await c.execute(_NOTIFY_SQL, *self._notice(what))
 
     def _notice(self, what: str) -> tuple[str, str]:
         """The `pg_notify` arguments that tell the other replicas `what` changed."""
@@ -1109,10 +1118,10 @@ _NEXT_SEQ_SQL: Final = (
     " SELECT seq.first, a.compact, a.last_at FROM seq LEFT JOIN audit_state a ON a.id = 1"
 )
 #: A group of submissions: messages, their 'queued' history rows (in the group's order), their
-#: reference tags and idempotency keys, and the other replicas' wake-up (delivered at commit),
-#: in one statement (one round trip; before, each table and the notification took one of its
-#: own), and with `_SUBMIT_AUDITED_SQL` their audit entries too. The rows that reference a message
-#: are checked at the statement's end, when the message rows are there.
+#: reference tags and idempotency keys, their audit entries (`pg_audit.append_ctes`) and the other
+#: replicas' wake-up (delivered at commit), in one statement (one round trip; before, each table,
+#: the audit append and the notification took their own). The rows that reference a message are
+#: checked at the statement's end, when the message rows are there.
 _SUBMIT_CTES: Final = (
     "m AS (INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document,"
     " document_sha256, attempts, next_attempt_at, token_id, updated_at, in_reply_to, retain_until)"
@@ -1128,8 +1137,8 @@ _SUBMIT_CTES: Final = (
     " k AS (INSERT INTO idempotency(token_id, key, request_hash, message_id, created_at)"
     " SELECT * FROM unnest($14::text[], $15::text[], $16::bytea[], $17::text[], $18::timestamptz[]))"
 )
-_SUBMIT_SQL: Final = f"WITH {_SUBMIT_CTES} SELECT pg_notify($19, $20)"
-_SUBMIT_AUDITED_SQL: Final = f"WITH {_SUBMIT_CTES}, {append_ctes(21)} SELECT pg_notify($19, $20)"
+_SUBMIT_SQL: Final = f"WITH {_SUBMIT_CTES}, {append_ctes(21)} SELECT pg_notify($19, $20)"
+_NOTIFY_SQL: Final = "SELECT pg_notify($1, $2)"
 
 
 _REFS_INSERT: Final = "INSERT INTO refs(tag, direction, message_id) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING"
@@ -1211,19 +1220,16 @@ async def _submit_group(
             for m, o in outs
             if m.idempotency_key is not None and m.token_id is not None
         ]
-        rows = (*columns(messages, 11), *columns(refs, 2), *columns(keys, 5), *notify)
         compact = None if frontier_row[1] is None else bytes(frontier_row[1])
-        audit = planned_append(compact, frontier_row[2], [batch[i][1] for i in fresh]) if not tx.entries else None
-        if audit is not None:  # the entries go in the same statement (nothing else audited yet)
-            await c.execute(_SUBMIT_AUDITED_SQL, *rows, *audit)
-        else:
-            await c.execute(_SUBMIT_SQL, *rows)
-            tx.audit(*(batch[i][1] for i in fresh))
+        last_at = await newest_time(c, compact, frontier_row[2])
+        audit = planned_append(compact, last_at, [batch[i][1] for i in fresh])
+        rows = (*columns(messages, 11), *columns(refs, 2), *columns(keys, 5), *notify)
+        await c.execute(_SUBMIT_SQL, *rows, *audit)
         for m, _ in outs:
             if m.consent is not None:
                 await _record_consent(c, m.consent, outgoing=True)
     else:
-        await c.execute("SELECT pg_notify($1, $2)", *notify)
+        await c.execute(_NOTIFY_SQL, *notify)
     for i, mid in replay_of.items():
         results[i] = (stored[mid] if mid in stored else made[mid], False)
     return [r for r in results if r is not None]
