@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiohttp
-
 from ..core.bundle import KeyBundle, KeyRecord, PeerKeys
 from ..core.envelope import Document, build_envelope, open_envelope
 from ..core.keys import ALG_MLKEM768_X25519, ALG_X25519, SUITE_HYBRID, SUITE_X25519, DecryptionKey, SigningKey
 from ..core.receipt import make_receipt, verify_receipt
 from ..service.pair import example_dir
+from .loadclient import LoadClient
 
 
 class ProgressSink(Protocol):
@@ -368,33 +367,32 @@ def submit_payload(peer: str, body: dict[str, Any]) -> bytes:
 
 @dataclass
 class Submitter:
-    """What every load client posts: one pre-encoded submit request to one gateway's local API."""
+    """What every load client posts: one pre-encoded submit request to one gateway's local API
+    (`url`, its base: `http://host:port`)."""
 
     url: str
     token: str
     payload: bytes
+    path: str = field(init=False, default="/v1/messages")
     headers: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.url = self.url.rstrip("/") + "/v1/messages"
         self.headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
 
     @classmethod
     def for_peer(cls, local_url: str, token: str, peer: str, body: dict[str, Any]) -> Submitter:
         return cls(local_url, token, submit_payload(peer, body))
 
-    async def submit(self, session: aiohttp.ClientSession) -> str | None:
+    async def submit(self, client: LoadClient) -> str | None:
         """POST once; the message id on 202, None on any other answer."""
-        async with session.post(self.url, data=self.payload, headers=self.headers) as r:
-            if r.status != 202:
-                await r.read()
-                return None
-            res = await r.json(content_type=None)
-            return str(res["id"])
+        status, answer = await client.post(self.path, self.payload, self.headers)
+        if status != 202:
+            return None
+        return str(json.loads(answer)["id"])
 
-    async def submit_count(self, session: aiohttp.ClientSession) -> int:
+    async def submit_count(self, client: LoadClient) -> int:
         """POST once; how many messages were accepted (0 or 1)."""
-        return 0 if await self.submit(session) is None else 1
+        return 0 if await self.submit(client) is None else 1
 
 
 @dataclass
@@ -406,23 +404,21 @@ class BatchSubmitter:
     peer: str
     body: dict[str, Any]
     size: int = 100
+    path: str = field(init=False, default="/v1/messages:batch")
     payload: bytes = field(init=False)
     headers: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.url = self.url.rstrip("/") + "/v1/messages:batch"
         self.headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
         item = {"type": "seizure-share", "to": self.peer, "body": self.body}
         self.payload = json.dumps({"messages": [item] * self.size}, ensure_ascii=False).encode("utf-8")
 
-    async def submit_count(self, session: aiohttp.ClientSession) -> int:
+    async def submit_count(self, client: LoadClient) -> int:
         """POST one batch; how many of its messages were accepted."""
-        async with session.post(self.url, data=self.payload, headers=self.headers) as r:
-            if r.status != 200:
-                await r.read()
-                return 0
-            res = await r.json(content_type=None)
-            return sum(1 for x in res["results"] if x["status"] == "accepted")
+        status, answer = await client.post(self.path, self.payload, self.headers)
+        if status != 200:
+            return 0
+        return sum(1 for x in json.loads(answer)["results"] if x["status"] == "accepted")
 
 
 async def closed_loop_throughput(
@@ -444,11 +440,11 @@ async def closed_loop_throughput(
     refused = [0]
     errors: dict[str, int] = {}
 
-    async def client(session: aiohttp.ClientSession) -> None:
+    async def client(session: LoadClient) -> None:
         while not stop.is_set():
             try:
                 n = await submitter.submit_count(session)
-            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            except (OSError, TimeoutError, ValueError) as e:
                 errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
                 await asyncio.sleep(0.05)
                 continue
@@ -457,9 +453,7 @@ async def closed_loop_throughput(
             else:
                 accepted[0] += n
 
-    connector = aiohttp.TCPConnector(limit=clients)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with LoadClient(submitter.url, timeout=60) as session:  # one connection per client
         tasks = [asyncio.create_task(client(session)) for _ in range(clients)]
         try:
             start = time.monotonic()
@@ -541,10 +535,10 @@ async def open_loop_latency(
     failures = [0]
     done_sending = asyncio.Event()
 
-    async def one(session: aiohttp.ClientSession, at_wall: float) -> None:
+    async def one(session: LoadClient, at_wall: float) -> None:
         try:
             mid = await submitter.submit(session)
-        except (aiohttp.ClientError, OSError, TimeoutError):
+        except (OSError, TimeoutError, ValueError):
             mid = None
         if mid is None:
             failures[0] += 1
@@ -566,8 +560,7 @@ async def open_loop_latency(
                     outstanding.discard(mid)
             await asyncio.sleep(poll_interval)
 
-    connector = aiohttp.TCPConnector(limit=1024)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+    async with LoadClient(submitter.url, timeout=60) as session:
         poll_task = asyncio.create_task(poller())
         tasks: set[asyncio.Task[None]] = set()
         sink.begin(f"latency at {rate:.0f} msg/s offered (open loop)", duration)
