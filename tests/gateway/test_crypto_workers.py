@@ -174,7 +174,7 @@ async def test_a_killed_worker_costs_one_batch_in_a_thread_then_a_fresh_pool(
     us = idents[US]
     procs = pool._procs
     assert procs is not None
-    victim = next(iter(procs._processes))
+    victim = procs.pids[0]
     os.kill(victim, signal.SIGKILL)
     await asyncio.sleep(0.2)
     items = _items(us, N)
@@ -235,7 +235,7 @@ from customs_gateway.service.crypto_workers import CryptoPool
 async def main():
     pool = CryptoPool(2)
     await pool.start()
-    print(" ".join(str(p) for p in pool._procs._processes), flush=True)
+    print(" ".join(str(p) for p in pool._procs.pids), flush=True)
     await asyncio.sleep(60)
 
 if __name__ == "__main__":
@@ -361,8 +361,7 @@ from customs_gateway.service.crypto_workers import CryptoPool, _warm
 async def main():
     pool = CryptoPool(2)
     await pool.start()
-    loop = asyncio.get_running_loop()
-    assert await loop.run_in_executor(pool._procs, _warm) == 0
+    assert await pool._procs.run(_warm) == 0
     pool.close()
 
 asyncio.run(main())

@@ -3,7 +3,9 @@
 pyca/cryptography's HPKE holds the GIL, so crypto threads only move HPKE off the event loop; they
 add no core (measured in docs/performance.md). `CryptoPool` therefore runs batches in worker
 processes (`[performance] crypto_processes`, default 2), split into one chunk per worker, and in a
-thread when the pool is off (0), a batch is small, or the pool broke (a worker was killed).
+thread when the pool is off (0), a batch is small, or the pool broke (a worker was killed). The
+processes are a `procpool.DirectProcessPool`: the event loop writes each chunk to an idle
+worker's pipe and reads the answer when it is ready, with no feeder or result threads between.
 
 What crosses to a worker: the messages, the current time, and the key material the batch needs,
 as seeds (Ed25519 32 bytes, HPKE 32/96 bytes) and public bundle bytes. Workers are forked from a
@@ -30,7 +32,7 @@ import time
 import types
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
+from concurrent.futures.process import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -58,6 +60,7 @@ from ..core.receipt import Statement, make_receipt, verify_receipt, verify_refus
 from ..core.rotation import KeyAnnouncementBody, check_update
 from ..core.tlscert import check_possession
 from ..store.base import HoldNotice, Incoming
+from .procpool import DirectProcessPool, WorkerDied
 
 log = structlog.get_logger("customs_gateway.crypto")
 
@@ -565,41 +568,44 @@ class CryptoPool:
     def __init__(self, processes: int) -> None:
         self.processes = processes
         self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crypto")
-        self._procs: ProcessPoolExecutor | None = None
+        self._procs: DirectProcessPool | None = None
         self.batches_in_processes = 0
         self.batches_in_threads = 0
 
-    def _pool(self) -> ProcessPoolExecutor:
+    def _pool(self) -> DirectProcessPool:
         if self._procs is None:
             ctx = multiprocessing.get_context("forkserver")
             # Workers fork from a server that has already imported this module (fast start) and
             # has never seen a key: it is started here, by the first pool, from a clean state.
             ctx.set_forkserver_preload([__name__])
-            self._procs = MainlessProcessPool(
-                max_workers=self.processes, mp_context=ctx, initializer=_watch_gateway, initargs=(os.getpid(),)
+            self._procs = DirectProcessPool(
+                self.processes,
+                ctx,
+                initializer=_watch_gateway,
+                initargs=(os.getpid(),),
+                spawning=_main_module_hidden,
             )
         return self._procs
 
     async def start(self) -> None:
         """Start the workers ahead of traffic (optional: they start on first use otherwise)."""
         if self.processes > 0:
-            loop = asyncio.get_running_loop()
             pool = self._pool()
-            await asyncio.gather(*(loop.run_in_executor(pool, _warm) for _ in range(self.processes)))
+            await pool.start()
+            await asyncio.gather(*(pool.run(_warm) for _ in range(self.processes)))
 
     async def map(
         self, fn: Callable[[Any, dt.datetime, Sequence[T]], list[R]], keys: Any, now: dt.datetime, items: Sequence[T]
     ) -> list[R]:
         """`fn(keys, now, items)` over the items, in order, split across the workers."""
-        loop = asyncio.get_running_loop()
         if self.processes > 0 and len(items) >= MIN_PROCESS_BATCH:
             n = min(self.processes, len(items))
             size = -(-len(items) // n)
             chunks = [items[i : i + size] for i in range(0, len(items), size)]
             pool = self._pool()
             try:
-                parts = await asyncio.gather(*(loop.run_in_executor(pool, fn, keys, now, c) for c in chunks))
-            except BrokenProcessPool:
+                parts = await asyncio.gather(*(pool.run(fn, keys, now, c) for c in chunks))
+            except WorkerDied:
                 # A worker died (killed by an operator or the OOM killer): start a fresh pool
                 # next time and do this batch here; nothing was committed from the lost one.
                 log.warning("crypto.pool_broken", processes=self.processes)
@@ -608,11 +614,11 @@ class CryptoPool:
                 self.batches_in_processes += 1
                 return [r for part in parts for r in part]
         self.batches_in_threads += 1
-        return await loop.run_in_executor(self._threads, fn, keys, now, items)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, keys, now, items)
 
     def _discard(self) -> None:
         if self._procs is not None:
-            self._procs.shutdown(wait=False, cancel_futures=True)
+            self._procs.close()
             self._procs = None
 
     def close(self) -> None:
