@@ -30,6 +30,7 @@ from customs_gateway.service.crypto_workers import (
     open_batch,
 )
 from customs_gateway.service.pair import LocalPair, prepare_pair
+from customs_gateway.service.procpool import DirectProcessPool
 from customs_gateway.startup.agreement import builtin_profile
 from customs_gateway.startup.keystore import Identity
 from customs_gateway.store.base import Incoming
@@ -168,21 +169,42 @@ async def test_small_batches_stay_in_a_thread(pool: CryptoPool, idents: dict[str
     assert (pool.batches_in_processes, pool.batches_in_threads) == (0, 1)
 
 
+async def _kill_a_worker(pool: CryptoPool) -> DirectProcessPool:
+    """SIGKILL one of the pool's workers; the pool it belonged to."""
+    procs = pool._procs
+    assert procs is not None
+    os.kill(procs.pids[0], signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    return procs
+
+
 async def test_a_killed_worker_costs_one_batch_in_a_thread_then_a_fresh_pool(
     pool: CryptoPool, idents: dict[str, Identity]
 ) -> None:
     us = idents[US]
-    procs = pool._procs
-    assert procs is not None
-    victim = procs.pids[0]
-    os.kill(victim, signal.SIGKILL)
-    await asyncio.sleep(0.2)
+    procs = await _kill_a_worker(pool)
     items = _items(us, N)
     built = await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)
     assert len(built) == N and pool.batches_in_threads == 1
     again = await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)
     assert len(again) == N and pool.batches_in_processes == 1
     assert pool._procs is not None and pool._procs is not procs
+
+
+async def test_a_batch_that_failed_on_a_broken_pool_leaves_the_fresh_pool_alone(
+    pool: CryptoPool, idents: dict[str, Identity]
+) -> None:
+    us = idents[US]
+    broken = await _kill_a_worker(pool)
+    items = _items(us, N)
+    await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)  # in a thread; discards it
+    await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)  # a fresh pool
+    fresh = pool._procs
+    assert fresh is not None and fresh is not broken
+    pool._discard(broken)  # what a second batch that had failed on `broken` does, late
+    assert pool._procs is fresh
+    assert len(await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)) == N
+    assert pool.batches_in_processes == 2
 
 
 async def test_pool_off_runs_in_a_thread(idents: dict[str, Identity]) -> None:

@@ -67,7 +67,9 @@ class _Connection:
             elif length is not None:
                 body = await self.reader.readexactly(length)
             else:  # no length: the body runs to the end of the connection
-                body = await self.reader.read(MAX_BODY)
+                body = await self.reader.read(-1)
+                if len(body) > MAX_BODY:
+                    raise LoadClientError("the body is too large")
                 reusable = False
         except asyncio.IncompleteReadError as e:
             raise LoadClientError("the connection closed inside an answer's body") from e

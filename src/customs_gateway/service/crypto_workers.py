@@ -4,8 +4,8 @@ pyca/cryptography's HPKE holds the GIL, so crypto threads only move HPKE off the
 add no core (measured in docs/performance.md). `CryptoPool` therefore runs batches in worker
 processes (`[performance] crypto_processes`, default 2), split into one chunk per worker, and in a
 thread when the pool is off (0), a batch is small, or the pool broke (a worker was killed). The
-processes are a `procpool.DirectProcessPool`: the event loop writes each chunk to an idle
-worker's pipe and reads the answer when it is ready, with no feeder or result threads between.
+processes are a `procpool.DirectProcessPool`: the event loop writes each chunk to a worker's
+socket and reads the answer when it is ready, with no feeder or result threads between.
 
 What crosses to a worker: the messages, the current time, and the key material the batch needs,
 as seeds (Ed25519 32 bytes, HPKE 32/96 bytes) and public bundle bytes. Workers are forked from a
@@ -609,15 +609,17 @@ class CryptoPool:
                 # A worker died (killed by an operator or the OOM killer): start a fresh pool
                 # next time and do this batch here; nothing was committed from the lost one.
                 log.warning("crypto.pool_broken", processes=self.processes)
-                self._discard()
+                self._discard(pool)
             else:
                 self.batches_in_processes += 1
                 return [r for part in parts for r in part]
         self.batches_in_threads += 1
         return await asyncio.get_running_loop().run_in_executor(self._threads, fn, keys, now, items)
 
-    def _discard(self) -> None:
-        if self._procs is not None:
+    def _discard(self, pool: DirectProcessPool | None = None) -> None:
+        """Close the pool (`pool`: only if it is still the current one; a batch that failed on
+        a broken pool must not close the fresh pool another batch has started meanwhile)."""
+        if self._procs is not None and (pool is None or pool is self._procs):
             self._procs.close()
             self._procs = None
 

@@ -1,4 +1,4 @@
-"""Worker processes the event loop talks to directly: one pipe per worker, no helper threads.
+"""Worker processes the event loop talks to directly: one socket per worker, no helper threads.
 
 `concurrent.futures.ProcessPoolExecutor` moves every job through a feeder thread, a manager
 thread and a result queue, each a thread hop and a GIL hand-off; on a busy 2-core machine those
@@ -9,7 +9,7 @@ jobs one at a time, in the order they were written.
 
 A worker that dies fails the job it held, and every later job, with `WorkerDied`: the caller
 decides what to do (`CryptoPool` runs the batch in a thread and starts a fresh pool next time).
-Workers exit when their pipe closes (`close`, or the gateway gone).
+Workers exit when their socket closes (`close`, or the gateway gone).
 """
 
 from __future__ import annotations
@@ -173,20 +173,14 @@ class DirectProcessPool:
                 (size,) = struct.unpack("!i", await reader.readexactly(4))
                 if size == -1:
                     (size,) = struct.unpack("!Q", await reader.readexactly(8))
-                data = await reader.readexactly(size)
-                try:
-                    ok, value = pickle.loads(data)  # noqa: S301 - our own worker, a private socket
-                except Exception as e:  # e.g. an exception class that cannot be rebuilt here
-                    ok, value = (
-                        False,
-                        RemoteError(f"a crypto worker's answer could not be read: {type(e).__name__}: {e}"),
-                    )
+                ok, value = _unpickled(await reader.readexactly(size))
                 fut = worker.jobs.popleft() if worker.jobs else None
                 if fut is not None and not fut.done():  # a caller cancelled meanwhile: dropped
                     if ok:
                         fut.set_result(value)
                     else:
                         fut.set_exception(value)
+                del value  # held no longer than its caller holds it, as in the workers
         except (asyncio.IncompleteReadError, OSError):
             await asyncio.to_thread(worker.process.join, _JOIN_SECONDS)  # reap it, read its exit code
             self._break(f"a crypto worker (pid {worker.process.pid}) ended (exit code {worker.process.exitcode})")
