@@ -1,0 +1,68 @@
+"""The SQLite store's checkpoint thread: the WAL is copied back into the database beside the
+writer, not by the commit that crosses SQLite's automatic threshold, and it starts over."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from pathlib import Path
+
+from customs_gateway.store.sqlite import SQLiteStore
+from tests.postgres.records import CN, entry, new_message
+
+
+async def _submit_documents(store: SQLiteStore, n: int) -> None:
+    """`n` messages of ~4 KB each, one commit each (the writer's group holds one job at a time)."""
+    for _ in range(n):
+        m = new_message(CN)
+        m = dataclasses.replace(m, signed_document=os.urandom(4000))
+        await store.submit(m, entry("submitted", m.id))
+
+
+async def _wal_after_two_rounds(path: Path, interval: float) -> tuple[int, int]:
+    """The WAL's size after one round of writes, and after a second round written once the
+    checkpoint thread has had two turns (or after 0.3 s when it never gets one)."""
+    store = SQLiteStore(path, checkpoint_interval=interval)
+    await store.open()
+    wal = path.with_name(path.name + "-wal")
+    try:
+        await _submit_documents(store, 150)
+        first = wal.stat().st_size
+        seen = store.wal_checkpoints
+        for _ in range(200):
+            if store.wal_checkpoints >= seen + 2 or interval > 60:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the checkpoint thread never ran")
+        await asyncio.sleep(0.3 if interval > 60 else 0)
+        await _submit_documents(store, 150)
+        return first, wal.stat().st_size
+    finally:
+        await store.close()
+
+
+async def test_the_wal_starts_over_once_the_checkpoint_thread_copied_it(tmp_path: Path) -> None:
+    first, second = await _wal_after_two_rounds(tmp_path / "ck.db", 0.02)
+    assert first > 1_000_000  # the round is large enough to measure: ~150 pages of documents and more
+    # The second round was written from the WAL's start again: the file did not grow past the first.
+    assert second < first * 1.3
+
+
+async def test_without_the_checkpoint_thread_the_wal_keeps_growing(tmp_path: Path) -> None:
+    """The control: with the thread idle, the writer's own threshold (40 MiB) is far away, so the
+    second round lands after the first and the file doubles. Proves the test above can fail."""
+    first, second = await _wal_after_two_rounds(tmp_path / "idle.db", 3600)
+    assert second > first * 1.7
+
+
+async def test_close_stops_the_checkpoint_thread_and_leaves_no_wal(tmp_path: Path) -> None:
+    path = tmp_path / "closed.db"
+    store = SQLiteStore(path, checkpoint_interval=0.01)
+    await store.open()
+    await _submit_documents(store, 5)
+    await store.close()
+    assert store.wal_checkpoints == 0  # nothing to report once closed
+    # The last connection to close checkpoints and removes the WAL: nothing kept a connection open.
+    assert not path.with_name(path.name + "-wal").exists()
