@@ -5,11 +5,11 @@ runs each inside its own SAVEPOINT within one transaction and commits once, so a
 submissions costs one fsync, not one each; a job that raises rolls back only its savepoint. Reads
 use a second connection on a second thread, so they never wait behind a commit (WAL).
 
-Checkpoints (copying the WAL's pages back into the database file) run on a third connection and
-thread, `PASSIVE` every `checkpoint_interval` seconds, not inside the writer's commits: a commit
+Checkpoints (copying the WAL's pages back into the database file) run on the reading connection
+and thread, `PASSIVE` every `checkpoint_interval` seconds, not inside the writer's commits: a commit
 that crossed SQLite's automatic threshold (1,000 pages) used to copy them itself while every
 submission in its group waited. The writer keeps a far higher threshold of its own, a fallback
-should the checkpoint thread ever stall.
+should checkpoints ever stall.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 
 _MAX_GROUP = 256
-#: The writer checkpoints by itself only past this many WAL pages (40 MiB): the checkpoint thread
-#: normally keeps the WAL far shorter.
+#: The writer checkpoints by itself only past this many WAL pages (40 MiB): the checkpoints
+#: normally keep the WAL far shorter.
 _WRITER_AUTOCHECKPOINT = 10_000
 
 
@@ -120,35 +120,6 @@ def _pt(v: str | None) -> dt.datetime | None:
     return None if v is None else parse_ts(v)
 
 
-class _Checkpointer:
-    """`PRAGMA wal_checkpoint(PASSIVE)` every `interval` seconds on its own connection and thread.
-
-    PASSIVE copies what no reader still needs and never waits for a lock, so neither the writer
-    nor the readers ever wait for it; SQLite starts the WAL over at the writer's next transaction
-    once everything in it has been copied. A failed checkpoint is tried again at the next tick."""
-
-    def __init__(self, conn: sqlite3.Connection, interval: float) -> None:
-        self.runs = 0
-        self._conn = conn
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sqlite-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error:
-                continue  # the file is busy or gone for now; the writer's own fallback still holds
-            self.runs += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._conn.close()
-
-
 class SQLiteStore(Store):
     """The embedded default store."""
 
@@ -158,7 +129,8 @@ class SQLiteStore(Store):
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self.checkpoint_interval = checkpoint_interval
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
+        self._wal_checkpoints = 0
         self._jobs: queue.SimpleQueue[tuple[Job, asyncio.Future[Any], asyncio.AbstractEventLoop] | None] = (
             queue.SimpleQueue()
         )
@@ -203,19 +175,21 @@ class SQLiteStore(Store):
             if side.exists():
                 os.chmod(side, 0o600)
         conn.execute(f"PRAGMA wal_autocheckpoint={_WRITER_AUTOCHECKPOINT}")
-        self._checkpointer = _Checkpointer(self._connect(), self.checkpoint_interval)
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-write", daemon=True)
         self._writer.start()
         self._rconn = await asyncio.get_running_loop().run_in_executor(self._reader, self._connect)
+        self._checkpoints = asyncio.create_task(self._checkpoint_loop(), name="sqlite-checkpoints")
 
     async def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoints
+            self._checkpoints = None
         if self._writer is not None:
             self._jobs.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
             self._writer = None
-        if self._checkpointer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.close)
-            self._checkpointer = None
         if self._rconn is not None:
             rconn = self._rconn
             await asyncio.get_running_loop().run_in_executor(self._reader, rconn.close)
@@ -224,8 +198,20 @@ class SQLiteStore(Store):
 
     @property
     def wal_checkpoints(self) -> int:
-        """WAL checkpoints the checkpoint thread has run (for tests)."""
-        return 0 if self._checkpointer is None else self._checkpointer.runs
+        """WAL checkpoints run by `_checkpoint_loop` since the store opened (for tests)."""
+        return self._wal_checkpoints
+
+    async def _checkpoint_loop(self) -> None:
+        """`PRAGMA wal_checkpoint(PASSIVE)` every `checkpoint_interval` seconds on the reading
+        connection, between reads (it holds no transaction then). PASSIVE copies what no reader
+        still needs and never waits for a lock, so the writer never waits for it; SQLite starts
+        the WAL over at the writer's next transaction once everything in it has been copied. A
+        checkpoint that fails is tried again at the next tick."""
+        while True:
+            await asyncio.sleep(self.checkpoint_interval)
+            with contextlib.suppress(StoreUnavailable):
+                await self._read(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+                self._wal_checkpoints += 1
 
     # execution -----------------------------------------------------------------------------
     def _write_loop(self, conn: sqlite3.Connection) -> None:
