@@ -20,6 +20,7 @@ from customs_gateway.core.envelope import Document, Envelope, SignedDocument
 from customs_gateway.service.crypto_workers import (
     MIN_PROCESS_BATCH,
     BadVerdict,
+    Built,
     CryptoPool,
     OpenKeys,
     ReceiptVerdict,
@@ -178,15 +179,19 @@ async def _kill_a_worker(pool: CryptoPool) -> DirectProcessPool:
     return procs
 
 
+async def _build(pool: CryptoPool, idents: dict[str, Identity]) -> list[Built]:
+    """One batch of N envelopes from US to CN through `pool`."""
+    us = idents[US]
+    return await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, _items(us, N))
+
+
 async def test_a_killed_worker_costs_one_batch_in_a_thread_then_a_fresh_pool(
     pool: CryptoPool, idents: dict[str, Identity]
 ) -> None:
-    us = idents[US]
     procs = await _kill_a_worker(pool)
-    items = _items(us, N)
-    built = await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)
+    built = await _build(pool, idents)
     assert len(built) == N and pool.batches_in_threads == 1
-    again = await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)
+    again = await _build(pool, idents)
     assert len(again) == N and pool.batches_in_processes == 1
     assert pool._procs is not None and pool._procs is not procs
 
@@ -194,16 +199,14 @@ async def test_a_killed_worker_costs_one_batch_in_a_thread_then_a_fresh_pool(
 async def test_a_batch_that_failed_on_a_broken_pool_leaves_the_fresh_pool_alone(
     pool: CryptoPool, idents: dict[str, Identity]
 ) -> None:
-    us = idents[US]
     broken = await _kill_a_worker(pool)
-    items = _items(us, N)
-    await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)  # in a thread; discards it
-    await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)  # a fresh pool
+    await _build(pool, idents)  # in a thread; discards it
+    await _build(pool, idents)  # a fresh pool
     fresh = pool._procs
     assert fresh is not None and fresh is not broken
     pool._discard(broken)  # what a second batch that had failed on `broken` does, late
     assert pool._procs is fresh
-    assert len(await pool.map(build_batch, _seal_keys(us, idents[CN]), NOW, items)) == N
+    assert len(await _build(pool, idents)) == N
     assert pool.batches_in_processes == 2
 
 

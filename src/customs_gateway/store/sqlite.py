@@ -210,8 +210,13 @@ class SQLiteStore(Store):
         while True:
             await asyncio.sleep(self.checkpoint_interval)
             with contextlib.suppress(StoreUnavailable):
-                await self._read(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+                await self._wal_checkpoint("PASSIVE")
                 self._wal_checkpoints += 1
+
+    async def _wal_checkpoint(self, mode: str) -> None:
+        """`PRAGMA wal_checkpoint(<mode>)` from the reading connection: a checkpoint must run
+        outside any transaction, and the writer's is almost always in one."""
+        await self._read(lambda c: c.execute(f"PRAGMA wal_checkpoint({mode})").fetchall())
 
     # execution -----------------------------------------------------------------------------
     def _write_loop(self, conn: sqlite3.Connection) -> None:
@@ -770,7 +775,7 @@ class SQLiteStore(Store):
     async def drop_clear_copies(self) -> None:
         # The WAL still holds the pages as they were before sealing: checkpoint and truncate it
         # (outside any transaction, so from the reading connection; the busy timeout waits).
-        await self._read(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        await self._wal_checkpoint("TRUNCATE")
 
     async def seal_rows(self, rows: list[ClearRow]) -> int:
         def job(c: sqlite3.Connection) -> int:
