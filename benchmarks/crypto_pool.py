@@ -26,13 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.gateway.conftest import CN, US
 from tests.gateway.test_crypto_workers import NOW, _envelopes, _items, _open_keys, _seal_keys
 
-from customs_gateway.service.crypto_workers import (
-    MainlessProcessPool,
-    _main_module_hidden,
-    _warm,
-    build_batch,
-    open_batch,
-)
+from customs_gateway.service.crypto_pool import MainlessProcessPool, _main_module_hidden
+from customs_gateway.service.crypto_workers import _warm, build_batch, open_batch
 from customs_gateway.service.pair import LocalPair, prepare_pair
 from customs_gateway.service.procpool import DirectProcessPool
 

@@ -14,3 +14,26 @@ def test_code_lists_come_from_pycountry_and_names_are_bilingual() -> None:
     assert refdata.country_name("CN") == "China"
     assert refdata.country_name("US", "zh") == "美国"
     assert refdata.country_name("ZZ") is None
+
+
+def test_code_sets_are_exactly_pycountrys_without_loading_its_databases() -> None:
+    # Read from the data files directly (memory: docs/performance.md, session 13), the sets must
+    # still be exactly what pycountry's own objects say, less the codes excluded on purpose.
+    import subprocess
+    import sys
+
+    probe = (
+        "import pycountry\n"
+        "from customs_gateway.core import refdata\n"
+        "loaded = [n for n in ('countries', 'currencies', 'languages') if getattr(pycountry, n)._is_loaded]\n"
+        "print(','.join(loaded) or 'none')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "none"
+
+    import pycountry
+
+    assert frozenset(c.alpha_2 for c in pycountry.countries) == refdata.COUNTRIES
+    assert frozenset(c.alpha_3 for c in pycountry.currencies) - refdata._NOT_MONEY == refdata.CURRENCIES
+    two_letter = frozenset(str(lang.alpha_2) for lang in pycountry.languages if hasattr(lang, "alpha_2"))
+    assert two_letter - {"sh"} == refdata.LANGUAGES

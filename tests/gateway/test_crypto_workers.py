@@ -17,11 +17,10 @@ import pytest
 from customs_gateway.core.clock import FixedClock, UUID7Source
 from customs_gateway.core.encoding import b64url, unb64url
 from customs_gateway.core.envelope import Document, Envelope, SignedDocument
+from customs_gateway.service.crypto_pool import MIN_PROCESS_BATCH, CryptoPool
 from customs_gateway.service.crypto_workers import (
-    MIN_PROCESS_BATCH,
     BadVerdict,
     Built,
-    CryptoPool,
     OpenKeys,
     ReceiptVerdict,
     RefusalVerdict,
@@ -255,7 +254,7 @@ def test_config_bounds(tmp_path: Path) -> None:
 
 _HOLDER = """
 import asyncio, os, sys
-from customs_gateway.service.crypto_workers import CryptoPool
+from customs_gateway.service.crypto_pool import CryptoPool
 
 async def main():
     pool = CryptoPool(2)
@@ -380,7 +379,8 @@ from pathlib import Path
 with open(sys.argv[1], "a", encoding="utf-8") as f:
     f.write("ran\\n")
 
-from customs_gateway.service.crypto_workers import CryptoPool, _warm
+from customs_gateway.service.crypto_pool import CryptoPool
+from customs_gateway.service.crypto_workers import _warm
 
 
 async def main():

@@ -7,13 +7,17 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from customs_gateway.service.crypto_workers import _main_module_hidden
-from customs_gateway.service.procpool import DirectProcessPool, RemoteError, WorkerDied
+from customs_gateway.service.crypto_pool import _main_module_hidden
+from customs_gateway.service.procpool import DirectProcessPool, WorkerDied
+from customs_gateway.service.procworker import RemoteError
 from tests.gateway.test_crypto_workers import _alive
 
 
@@ -104,3 +108,34 @@ async def test_close_ends_the_workers_and_fails_what_waits() -> None:
 async def test_a_pool_needs_a_process() -> None:
     with pytest.raises(ValueError, match="at least one process"):
         DirectProcessPool(0, multiprocessing.get_context("forkserver"))
+
+
+class _Answer:
+    """A job's answer that a weak reference can watch."""
+
+
+def _answer() -> _Answer:
+    return _Answer()
+
+
+async def test_the_pool_keeps_no_answer_once_its_caller_has_it(pool: DirectProcessPool) -> None:
+    # A build answer is ~750 KB a chunk: the pool's reader must not hold the last one (nor the
+    # future that carried it) while it waits for the next (the 1,000,000-queued memory row).
+    answer = await pool.run(_answer)
+    watch = weakref.ref(answer)
+    del answer
+    await asyncio.sleep(0)  # the event loop's handle that resumed us lets go of the future
+    assert watch() is None
+
+
+def test_the_workers_modules_import_no_event_loop_web_or_logging_library() -> None:
+    # The fork server imports these two before forking each worker; anything they import is
+    # memory in it and in every worker (docs/performance.md, session 13).
+    probe = (
+        "import sys\n"
+        "import customs_gateway.service.crypto_workers, customs_gateway.service.procworker\n"
+        "heavy = ('asyncio', 'aiohttp', 'structlog', 'rich', 'jinja2', 'asyncpg')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -164,6 +164,37 @@ async def test_a_gateway_that_is_not_behind_starts_normally(pair: Pair, tmp_path
     assert status == 409 and p["code"] == "recovery.not_needed"
 
 
+async def test_at_start_the_origin_is_read_from_an_epoch_entry_far_behind_the_last_checkpoint(pair: Pair) -> None:
+    # `load_origins` reads what follows the newest checkpoint a page at a time (a million entries
+    # after a crash or a bulk load cost 550 MiB read at once) and parses only epoch entries: one
+    # 7,000 entries in, with entries around it that merely mention the kind, must still be found.
+    us = pair.gw(US)
+    now = us.clock.now()
+    await us.load_origins()
+    assert us.log_origin == "customs-gateway/US-CBP/audit"
+
+    def filler(n: int) -> list[AuditEntry]:
+        mention = {"note": "log_epoch", "kind": "log_epoch"}  # in the detail only: not an epoch
+        return [AuditEntry(at=now, kind="refused", actor="t", code="schema.type", detail=mention) for _ in range(n)]
+
+    start = EpochStart(
+        origin=epoch_origin(US, 1),
+        previous_origin=us.log_origin,
+        previous_size=0,
+        previous_root="",
+        restored_size=0,
+        reason="test",
+    )
+    await us.store.append_audit(filler(7000))
+    await us.load_origins()
+    assert us.log_origin == "customs-gateway/US-CBP/audit"  # mentions of the kind are not epochs
+    epoch = AuditEntry(at=now, kind="log_epoch", actor="t", peer=CN, detail=epoch_detail(start))
+    await us.store.append_audit([epoch, *filler(6000)])
+    us.log_origin = "not read yet"
+    await us.load_origins()
+    assert us.log_origin == epoch_origin(US, 1)
+
+
 async def _peer_post(pair: Pair, path: str, body: bytes, ctype: str) -> tuple[int, Any]:
     status, got, raw = await peer_post(pair, path, body, ctype)
     return status, json.loads(raw) if "json" in got else raw

@@ -34,7 +34,7 @@ from ..core.clock import SystemClock, UUID7Source
 from ..core.encoding import format_ts
 from ..core.envelope import Document, SignedDocument
 from ..core.keys import SigningKey
-from ..service.crypto_workers import MainlessProcessPool
+from ..service.crypto_pool import MainlessProcessPool
 from ..service.gateway import issue_token
 from ..service.pair import EXAMPLE_PASSPHRASE, Home, LocalPair
 from ..service.server import open_store

@@ -29,7 +29,7 @@ from ..core.bundle import SignedBundle
 from ..core.encoding import format_ts, json_object, unb64url
 from ..core.errors import ConfigError, GatewayError
 from ..service.audit_export import ExportSummary, export_bundle
-from ..service.crypto_workers import MainlessProcessPool
+from ..service.crypto_pool import MainlessProcessPool
 from ..service.gateway import day_keys
 from ..service.server import load_identity, open_store
 from ..startup.config import Config

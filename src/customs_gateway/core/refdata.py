@@ -18,25 +18,42 @@ import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import mul
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
+import msgspec
 import pycountry
+import pycountry.db
 from msgspec import Meta
 
 # ISO 3166-1, ISO 4217 and ISO 639 come from pycountry (Debian's iso-codes data, maintained with
-# the standards); the sets are built once, at import, so the predicates stay pure and fast.
+# the standards); the sets are built once, at import, so the predicates stay pure and fast. They
+# are read from pycountry's data files with only the code fields decoded: pycountry's own objects
+# for the 7,900 ISO 639-3 languages would stay in memory for good (7.6 MiB in every gateway
+# process and crypto worker, against 0.9 this way; docs/performance.md, session 13).
+
+
+class _Codes(msgspec.Struct):
+    alpha_2: str | None = None
+    alpha_3: str | None = None
+
+
+def _codes(db: pycountry.db.Database[Any], field: Literal["alpha_2", "alpha_3"]) -> frozenset[str]:
+    """The `field` codes of a pycountry database, without loading the database itself."""
+    with open(db.filename, "rb") as f:
+        entries = msgspec.json.decode(f.read(), type=dict[str, list[_Codes]])[str(db.root_key)]
+    return frozenset(code for e in entries if (code := getattr(e, field)) is not None)
+
+
 # ISO 3166-1 alpha-2: the officially assigned codes (user-assigned codes such as XK are not in it).
-COUNTRIES: frozenset[str] = frozenset(c.alpha_2 for c in pycountry.countries)
+COUNTRIES: frozenset[str] = _codes(pycountry.countries, "alpha_2")
 # ISO 4217 codes that are not money: precious metals, bond-market units, the SDR, the testing code
 # and "no currency". A declared customs value is always in money.
 _NOT_MONEY: frozenset[str] = frozenset(
     {"XAD", "XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT", "XSU", "XTS", "XUA", "XXX"}
 )
-CURRENCIES: frozenset[str] = frozenset(c.alpha_3 for c in pycountry.currencies) - _NOT_MONEY
+CURRENCIES: frozenset[str] = _codes(pycountry.currencies, "alpha_3") - _NOT_MONEY
 # ISO 639-1 two-letter codes (the withdrawn `sh` left out).
-LANGUAGES: frozenset[str] = frozenset(str(lang.alpha_2) for lang in pycountry.languages if hasattr(lang, "alpha_2")) - {
-    "sh"
-}
+LANGUAGES: frozenset[str] = _codes(pycountry.languages, "alpha_2") - {"sh"}
 
 
 @functools.cache

@@ -30,8 +30,8 @@ from ..core.errors import GatewayError
 from ..http.metrics import observe_receipt_latency
 from ..store.base import AttemptOutcome, OutMessage
 from . import peer_files
+from .crypto_pool import MIN_PROCESS_BATCH
 from .crypto_workers import (
-    MIN_PROCESS_BATCH,
     BuildItem,
     Built,
     JudgeItem,

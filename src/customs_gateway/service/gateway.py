@@ -51,7 +51,8 @@ from ..startup.keystore import Identity, write_atomic
 from ..store.base import Incoming, MessageFilter, NewMessage, OutMessage, Store, TokenRecord, WitnessState
 from ..store.sealed import SealedColumns, retention_day
 from .auth import ROLES, TOKEN_ID_RE, check_secret, new_token, parse_bearer
-from .crypto_workers import CryptoPool, OpenKeys, Refused, open_batch, refused_error
+from .crypto_pool import CryptoPool
+from .crypto_workers import OpenKeys, Refused, open_batch, refused_error
 from .disposal import Disposal
 from .files import FileUploads
 from .peer_files import MissingFile, PeerFiles
@@ -70,6 +71,10 @@ BACKFILL: Final = "refs_backfill"
 #: How long a token record read from the store is trusted before it is read again.
 TOKEN_CACHE_SECONDS: Final = 2.0
 TOKEN_CACHE_MAX: Final = 1024
+# `load_origins` reads the audit entries since the newest checkpoint this many at a time, and
+# parses only those that hold an epoch entry's kind (canonical JSON writes it just so).
+_ORIGIN_PAGE: Final = 5000
+_EPOCH_MARK: Final = json_bytes(EPOCH_KIND)
 
 
 class KeyLifecycleHooks(Protocol):
@@ -932,11 +937,15 @@ class Gateway:
         latest = await self.store.latest_checkpoint()
         origin = note_origin(latest.note) if latest is not None else log_origin(self.name)
         size, _ = await self.store.audit_head()
+        # The entries since that checkpoint, a page at a time: after a crash or a bulk load there
+        # may be a million of them, and holding them all at once cost 550 MiB at start.
         start = latest.size if latest is not None else 0
-        for _, data in await self.store.audit_entries(start, size):
-            entry = AuditEntry.from_bytes(data)
-            if entry.kind == EPOCH_KIND:
-                origin = read_epoch(entry).origin
+        while start < size:
+            end = min(size, start + _ORIGIN_PAGE)
+            for _, data in await self.store.audit_entries(start, end):
+                if _EPOCH_MARK in data and (entry := AuditEntry.from_bytes(data)).kind == EPOCH_KIND:
+                    origin = read_epoch(entry).origin
+            start = end
         self.log_origin = origin
         n = 0
         while await self.store.witness_state(epoch_origin(self.peer.identity, n + 1)) is not None:

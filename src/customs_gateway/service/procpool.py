@@ -21,12 +21,12 @@ import os
 import pickle
 import socket
 import struct
-import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
+
+from .procworker import RemoteError, serve
 
 _IDLE_EXIT_SECONDS = 0.05
 _JOIN_SECONDS = 1.0
@@ -34,44 +34,6 @@ _JOIN_SECONDS = 1.0
 
 class WorkerDied(RuntimeError):
     """A worker process ended (killed, out of memory) before answering, or the pool is closed."""
-
-
-class RemoteError(RuntimeError):
-    """A job raised an exception that could not be sent back as itself (its text is kept)."""
-
-
-def serve(conn: Connection, initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:
-    """A worker's whole life: run each job read from `conn`, write back its result or exception."""
-    if initializer is not None:
-        initializer(*initargs)
-    while True:
-        try:
-            job = conn.recv_bytes()
-        except (EOFError, OSError):
-            return  # the pool closed its end, or the gateway is gone
-        try:
-            data = _answer(job)
-        finally:
-            del job
-        try:
-            conn.send_bytes(data)
-        except OSError:
-            return  # the pool closed while this job ran: nobody waits for the answer
-        # Nothing of a job outlives it: an idle worker holds no batch (a build answer of 200
-        # envelopes is ~2.5 MB; held, it showed in the 1,000,000-queued memory row).
-        del data
-
-
-def _answer(job: bytes) -> bytes:
-    fn, args = pickle.loads(job)  # noqa: S301 - from our own parent process, over a private socket
-    try:
-        answer: tuple[bool, Any] = (True, fn(*args))
-    except Exception as e:  # every failure goes back to the caller, as itself
-        answer = (False, e)
-    try:
-        return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # an unpicklable result or exception: its text instead
-        return pickle.dumps((False, RemoteError(traceback.format_exc())), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _unpickled(data: bytes) -> tuple[bool, Any]:
@@ -180,7 +142,9 @@ class DirectProcessPool:
                         fut.set_result(value)
                     else:
                         fut.set_exception(value)
-                del value  # held no longer than its caller holds it, as in the workers
+                # Held no longer than its caller holds it, as in the workers: the future keeps
+                # the answer too (a build answer is ~750 KB a chunk), so it goes as well.
+                del value, fut
         except (asyncio.IncompleteReadError, OSError):
             await asyncio.to_thread(worker.process.join, _JOIN_SECONDS)  # reap it, read its exit code
             self._break(f"a crypto worker (pid {worker.process.pid}) ended (exit code {worker.process.exitcode})")
