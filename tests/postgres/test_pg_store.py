@@ -17,7 +17,7 @@ from customs_gateway.core.audit import AuditEntry
 from customs_gateway.core.errors import StoreUnavailable
 from customs_gateway.core.merkle import leaf_hash, root_from_leaves, verify_inclusion
 from customs_gateway.store.pg_migrations import PG_MIGRATIONS, quote_ident
-from customs_gateway.store.postgres import PostgresStore, dsn_schema
+from customs_gateway.store.postgres import _INBOX_HELD, PostgresStore, dsn_schema
 
 from .pg import base_dsn, drop_later, dsn_for, new_schema_name, require_postgres
 from .records import CN, T0, US, arrival, delivered, entry, new_message, retry
@@ -110,6 +110,25 @@ async def test_a_crashed_replicas_claim_is_taken_over_after_the_lease(replicas: 
     assert await c.due(CN, late, 10) == [] and await c.queue_depth(CN) == (0, None)
 
 
+async def test_recording_outcomes_gives_up_the_claims_with_the_same_update(replicas: Replicas) -> None:
+    # The claim is cleared by the outcome's own UPDATE (one row version a message, not two), and
+    # by a separate one for a message no outcome changes: either way another replica may take
+    # up at once whatever is due again, without waiting for the lease.
+    a, b = await replicas(), await replicas()
+    ids = await _queue(a, 4)
+    assert len(await a.due(CN, T0, 10)) == 4
+    soon = T0 + dt.timedelta(seconds=1)
+    await a.record_outcomes([delivered(ids[0]), *(retry(mid, T0, soon) for mid in ids[1:])])
+    assert [m.id for m in await b.due(CN, soon, 10)] == ids[1:]  # well inside a's 30 s lease
+    # b's claim holds against a's stale reports: a delivered twice (no change) and a retry.
+    await a.record_outcomes([delivered(ids[0]), retry(ids[1], soon, soon, attempt=2)])
+    assert await a.due(CN, soon, 10) == []
+    await b.record_outcomes([delivered(ids[0]), *(delivered(mid, soon, attempt=2) for mid in ids[1:])])
+    async with a._read() as c:
+        claims = await c.fetch("SELECT claimed_by, claim_expires_at FROM messages WHERE claimed_by IS NOT NULL")
+    assert claims == [] and await a.queue_depth(CN) == (0, None)
+
+
 async def test_a_replica_that_stops_cleanly_hands_its_claim_back(replicas: Replicas) -> None:
     leaving, staying = await replicas(), await replicas()
     ids = await _queue(leaving, 3)
@@ -117,6 +136,24 @@ async def test_a_replica_that_stops_cleanly_hands_its_claim_back(replicas: Repli
     assert await staying.due(CN, T0, 10) == []
     await leaving.close()
     assert [m.id for m in await staying.due(CN, T0, 10)] == ids
+
+
+async def test_looking_up_arrivals_reads_one_key_per_id_not_the_whole_inbox(replicas: Replicas) -> None:
+    # Before its statistics catch up (a new schema, a bench run), the planner read every inbox
+    # row of the sender to find a batch's ids: linear in the inbox, per batch received.
+    a = await replicas()
+    for first in range(1, 3001, 500):
+        await a.accept_incoming([arrival(seq) for seq in range(first, first + 500)])
+    wanted = [f"not-there-{i}" for i in range(100)]
+    async with a._read() as c:
+        for mode in ("force_generic_plan", "force_custom_plan"):
+            await c.execute(f"SET plan_cache_mode = {mode}")
+            rows = await c.fetch("EXPLAIN ANALYZE " + _INBOX_HELD.format(cols="id"), US, wanted)
+            plan = "\n".join(r[0] for r in rows)
+            assert "inbox_sender_id_key" in plan and "loops=100" in plan, plan
+            assert "Seq Scan on inbox" not in plan and "Rows Removed" not in plan, plan
+        await c.execute("RESET plan_cache_mode")
+    assert await a.receipts_held(US, wanted) == {}
 
 
 async def test_concurrent_arrivals_of_one_envelope_accept_it_once(replicas: Replicas) -> None:

@@ -498,19 +498,25 @@ class PostgresStore(Store):
                 [o.message_id for o in outcomes],
             )
             status_of: dict[str, str] = {r[0]: r[1] for r in rows}
+            # Each outcome's UPDATE also gives up our claim on its message (a row version and
+            # its index entries fewer a message than a second UPDATE for the claims, which
+            # measured 2.7 row updates a delivered message). Only our own claim: if our lease ran
+            # out and another replica took the message over, its claim stands.
             if len({o.message_id for o in outcomes}) == len(outcomes):
-                await _record_outcomes(tx, outcomes, status_of)
+                updated = await _record_outcomes(tx, outcomes, status_of, self.replica_id)
             else:  # a message twice in one batch: one after the other, as they came
+                updated = set()
                 for o in outcomes:
-                    await _record_outcome(tx, o, status_of)
-            # Only our own claim: if our lease ran out and another replica took the messages
-            # over, its claim stands.
-            await tx.conn.execute(
-                "UPDATE messages SET claimed_by=NULL, claim_expires_at=NULL"
-                " WHERE id = ANY($1::text[]) AND claimed_by=$2",
-                [o.message_id for o in outcomes],
-                self.replica_id,
-            )
+                    if await _record_outcome(tx, o, status_of, self.replica_id):
+                        updated.add(o.message_id)
+            # The messages no outcome changed (gone, or past taking it) are still released.
+            if left := sorted({o.message_id for o in outcomes} - updated):
+                await tx.conn.execute(
+                    "UPDATE messages SET claimed_by=NULL, claim_expires_at=NULL"
+                    " WHERE id = ANY($1::text[]) AND claimed_by=$2",
+                    left,
+                    self.replica_id,
+                )
 
     async def release(self, message_ids: list[str]) -> None:
         if not message_ids:
@@ -765,7 +771,7 @@ class PostgresStore(Store):
         if not ids:
             return {}
         async with self._read() as c:
-            rows = await c.fetch("SELECT id, receipt FROM inbox WHERE sender=$1 AND id = ANY($2::text[])", sender, ids)
+            rows = await c.fetch(_INBOX_HELD.format(cols="id, receipt"), sender, ids)
         return {str(r[0]): bytes(r[1]) for r in rows}
 
     async def inbox_since(self, sender: str, after_seq: int, limit: int) -> list[HeldMessage]:
@@ -1296,19 +1302,23 @@ async def _submit(tx: _Tx, msg: NewMessage, audit: AuditEntry) -> tuple[OutMessa
 _EVENT_FOR = {"delivered": "receipt", "refused": "refusal", "retry": "attempt", "expired": "expire"}
 
 
-async def _record_outcomes(tx: _Tx, outcomes: list[AttemptOutcome], status_of: dict[str, str]) -> None:
+async def _record_outcomes(
+    tx: _Tx, outcomes: list[AttemptOutcome], status_of: dict[str, str], replica: str
+) -> set[str]:
     """Apply the outcomes of a batch, each message once: the updates of the same shape (the
     columns they set) by one `executemany`, the history rows by another, in outcome order — the
     rows and entries `_record_outcome` writes one by one, in two or three round trips in all
-    instead of two per message."""
+    instead of two per message. Returns the ids of the messages updated."""
     updates: dict[str, list[list[Any]]] = {}
     history: list[tuple[str, dt.datetime, str, str]] = []
+    updated: set[str] = set()
     for o in outcomes:
-        planned = _outcome_update(o, status_of)
+        planned = _outcome_update(o, status_of, replica)
         if planned is None:
             continue
         sql, args, status, current = planned
         updates.setdefault(sql, []).append(args)
+        updated.add(o.message_id)
         if status != current or o.kind == "retry":
             history.append((o.message_id, to_ms(o.at), status, o.error or ""))
         tx.audit(*o.audit)
@@ -1316,23 +1326,29 @@ async def _record_outcomes(tx: _Tx, outcomes: list[AttemptOutcome], status_of: d
         await tx.conn.executemany(sql, rows)
     if history:
         await tx.conn.executemany(_HISTORY_SQL, history)
+    return updated
 
 
-async def _record_outcome(tx: _Tx, o: AttemptOutcome, status_of: dict[str, str]) -> None:
-    """Apply one outcome; `status_of` holds the batch's current statuses (locked) and is kept up to date."""
-    planned = _outcome_update(o, status_of)
+async def _record_outcome(tx: _Tx, o: AttemptOutcome, status_of: dict[str, str], replica: str) -> bool:
+    """Apply one outcome; `status_of` holds the batch's current statuses (locked) and is kept up
+    to date. True if the message was updated."""
+    planned = _outcome_update(o, status_of, replica)
     if planned is None:
-        return
+        return False
     sql, args, status, current = planned
     await tx.conn.execute(sql, *args)
     if status != current or o.kind == "retry":
         await _history(tx.conn, o.message_id, o.at, status, o.error or "")
     tx.audit(*o.audit)
+    return True
 
 
-def _outcome_update(o: AttemptOutcome, status_of: dict[str, str]) -> tuple[str, list[Any], str, str] | None:
+def _outcome_update(
+    o: AttemptOutcome, status_of: dict[str, str], replica: str
+) -> tuple[str, list[Any], str, str] | None:
     """The UPDATE one outcome makes (SQL, arguments), the message's new and former status; None
-    for a message not in the batch or an outcome its status no longer takes. Moves `status_of`."""
+    for a message not in the batch or an outcome its status no longer takes. Moves `status_of`.
+    The UPDATE also clears `replica`'s claim on the message (another replica's stays)."""
     current = status_of.get(o.message_id)
     if current is None:
         return None
@@ -1340,8 +1356,15 @@ def _outcome_update(o: AttemptOutcome, status_of: dict[str, str]) -> tuple[str, 
         status = next_status(current, _EVENT_FOR[o.kind])
     except Conflict:
         return None  # e.g. a late receipt for a message already acknowledged: nothing to change
-    args: list[Any] = [status, to_ms(o.at), o.attempt]
-    sets = ["status=$1", "updated_at=$2", "attempts=greatest(attempts, $3)"]
+    args: list[Any] = [status, to_ms(o.at), o.attempt, replica]
+    sets = [
+        "status=$1",
+        "updated_at=$2",
+        "attempts=greatest(attempts, $3)",
+        # Both read the row's former claim (SET expressions see the old row).
+        "claimed_by=CASE WHEN claimed_by=$4 THEN NULL ELSE claimed_by END",
+        "claim_expires_at=CASE WHEN claimed_by=$4 THEN NULL ELSE claim_expires_at END",
+    ]
 
     def put(column: str, value: Any) -> None:
         args.append(value)
@@ -1367,6 +1390,15 @@ def _outcome_update(o: AttemptOutcome, status_of: dict[str, str]) -> tuple[str, 
     return f"UPDATE messages SET {', '.join(sets)} WHERE id=${len(args)}", args, status, current
 
 
+# The inbox rows of `sender` among the ids in $2: one lookup of the (sender, id) key per id. The
+# fence (OFFSET 0) keeps the planner from turning it into `id = ANY($2)` over every row of the
+# sender, which it did whenever its statistics were older than the table (a new schema, the first
+# minute of a gateway, the whole of a bench run): all the sender's rows were read for each batch
+# received, 17 % of the database's busy time in the bench (docs/performance.md, session 13).
+_INBOX_HELD: Final = (
+    "SELECT held.* FROM unnest($2::text[]) AS wanted(id)"
+    " CROSS JOIN LATERAL (SELECT {cols} FROM inbox WHERE sender=$1 AND inbox.id=wanted.id OFFSET 0) AS held"
+)
 _INBOX_INSERT: Final = (
     "INSERT INTO inbox(sender, id, seq, type, created_at, received_at, document_sha256, signed_document,"
     " body, receipt, in_reply_to, retain_until) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
@@ -1410,7 +1442,7 @@ async def _accept_group(tx: _Tx, items: list[Incoming]) -> list[IncomingResult]:
     if len({it.sender for it in items}) != 1:
         return [await _accept_one(tx, it) for it in items]
     sender = items[0].sender
-    rows = await c.fetch("SELECT id FROM inbox WHERE sender=$1 AND id = ANY($2::text[])", sender, [i.id for i in items])
+    rows = await c.fetch(_INBOX_HELD.format(cols="id"), sender, [i.id for i in items])
     held = {r[0] for r in rows}
     hw = await _high_water(c, sender)
     results: list[IncomingResult | None] = [None] * len(items)
