@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -203,7 +204,7 @@ class Bench:
         row.details.setdefault("phase_seconds", round(time.monotonic() - t0, 1))
         mark = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped[/]", "failed": "[red]FAILED[/]"}[row.status]
         value = "" if row.value is None else f" {_fmt(row)}"
-        console().print(f"  {mark}  {row.label}:{value} {row.note}")
+        console().print(f"  {mark}  {escape(row.label)}:{value} {escape(row.note)}")
 
     # --- rows ------------------------------------------------------------------------------------
     async def ceiling(self, row: Row) -> None:
@@ -731,11 +732,11 @@ def render(rows: dict[str, Row]) -> Table:
     for r in rows.values():
         if r.status != "ok":
             color = "yellow" if r.status == "skipped" else "red"
-            table.add_row(r.label, f"[{color}]{r.status}[/]", r.target, "", r.note)
+            table.add_row(escape(r.label), f"[{color}]{r.status}[/]", r.target, "", escape(r.note))
             continue
         value = _fmt(r)
         met = "" if r.met is None else ("[green]yes[/]" if r.met else "[red]no[/]")
-        table.add_row(r.label, value, r.target, met, r.note)
+        table.add_row(escape(r.label), value, r.target, met, escape(r.note))
     return table
 
 
