@@ -27,7 +27,7 @@ from tests.gateway.conftest import CN, US
 from tests.gateway.test_crypto_workers import NOW, _envelopes, _items, _open_keys, _seal_keys
 
 from customs_gateway.service.crypto_pool import MainlessProcessPool, _main_module_hidden
-from customs_gateway.service.crypto_workers import _warm, build_batch, open_batch
+from customs_gateway.service.crypto_workers import build_batch, open_batch, warm
 from customs_gateway.service.pair import LocalPair, prepare_pair
 from customs_gateway.service.procpool import DirectProcessPool
 
@@ -58,7 +58,7 @@ async def main(batch: int, maps: int) -> None:
     ctx.set_forkserver_preload(["customs_gateway.service.crypto_workers"])
     loop = asyncio.get_running_loop()
     executor = MainlessProcessPool(max_workers=2, mp_context=ctx)
-    await asyncio.gather(*(loop.run_in_executor(executor, _warm) for _ in range(2)))
+    await asyncio.gather(*(loop.run_in_executor(executor, warm) for _ in range(2)))
     direct = DirectProcessPool(2, ctx, spawning=_main_module_hidden)
     await direct.start()
     half = -(-batch // 2)

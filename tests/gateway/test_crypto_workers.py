@@ -380,13 +380,13 @@ with open(sys.argv[1], "a", encoding="utf-8") as f:
     f.write("ran\\n")
 
 from customs_gateway.service.crypto_pool import CryptoPool
-from customs_gateway.service.crypto_workers import _warm
+from customs_gateway.service.crypto_workers import warm
 
 
 async def main():
     pool = CryptoPool(2)
     await pool.start()
-    assert await pool._procs.run(_warm) == 0
+    assert await pool._procs.run(warm) == 0
     pool.close()
 
 asyncio.run(main())

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import structlog
 
 from . import crypto_workers, procworker
-from .crypto_workers import _warm, _watch_gateway
+from .crypto_workers import warm, watch_gateway
 from .procpool import DirectProcessPool, WorkerDied
 
 log = structlog.get_logger("customs_gateway.crypto")
@@ -43,7 +43,7 @@ def _main_module_hidden() -> Iterator[None]:
 
     multiprocessing re-runs the parent's main *script* in every worker it starts with spawn or
     forkserver, unless it is guarded by `if __name__ == "__main__"`. Our workers need nothing from
-    it (their functions live in this module), and an unguarded script that embeds a gateway (a
+    it (their functions live in `crypto_workers`), and an unguarded script that embeds a gateway (a
     test runner, an operator's tool) would otherwise run again inside each worker."""
     main = sys.modules.get("__main__")
     sys.modules["__main__"] = types.ModuleType("__main__")
@@ -75,13 +75,13 @@ class CryptoPool:
     def _pool(self) -> DirectProcessPool:
         if self._procs is None:
             ctx = multiprocessing.get_context("forkserver")
-            # Workers fork from a server that has already imported this module (fast start) and
-            # has never seen a key: it is started here, by the first pool, from a clean state.
+            # Workers fork from a server that has already imported the worker side (fast start)
+            # and has never seen a key: it is started here, by the first pool, from a clean state.
             ctx.set_forkserver_preload([crypto_workers.__name__, procworker.__name__])
             self._procs = DirectProcessPool(
                 self.processes,
                 ctx,
-                initializer=_watch_gateway,
+                initializer=watch_gateway,
                 initargs=(os.getpid(),),
                 spawning=_main_module_hidden,
             )
@@ -92,7 +92,7 @@ class CryptoPool:
         if self.processes > 0:
             pool = self._pool()
             await pool.start()
-            await asyncio.gather(*(pool.run(_warm) for _ in range(self.processes)))
+            await asyncio.gather(*(pool.run(warm) for _ in range(self.processes)))
 
     async def map(
         self, fn: Callable[[Any, dt.datetime, Sequence[T]], list[R]], keys: Any, now: dt.datetime, items: Sequence[T]

@@ -495,7 +495,7 @@ def refused_error(r: Refused) -> tuple[GatewayError, str, bytes]:
 # --- a worker's start ---------------------------------------------------------------------------
 
 
-def _watch_gateway(gateway_pid: int) -> None:
+def watch_gateway(gateway_pid: int) -> None:
     """Worker initializer: exit as soon as the gateway process ends, however it ends.
 
     A killed gateway runs no clean-up, and a ProcessPoolExecutor worker holds both ends of its
@@ -520,6 +520,6 @@ def _watch_gateway(gateway_pid: int) -> None:
     threading.Thread(target=watch, name="watch-gateway", daemon=True).start()
 
 
-def _warm() -> int:
+def warm() -> int:
     """A no-op job: makes the pool fork its workers now rather than on the first batch."""
     return 0
