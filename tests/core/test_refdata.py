@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from customs_gateway.core import refdata
+from tests.fresh import fresh_python
 
 
 def test_code_lists_come_from_pycountry_and_names_are_bilingual() -> None:
@@ -19,17 +20,13 @@ def test_code_lists_come_from_pycountry_and_names_are_bilingual() -> None:
 def test_code_sets_are_exactly_pycountrys_without_loading_its_databases() -> None:
     # Read from the data files directly (memory: docs/performance.md, session 13), the sets must
     # still be exactly what pycountry's own objects say, less the codes excluded on purpose.
-    import subprocess
-    import sys
-
     probe = (
         "import pycountry\n"
         "from customs_gateway.core import refdata\n"
         "loaded = [n for n in ('countries', 'currencies', 'languages') if getattr(pycountry, n)._is_loaded]\n"
         "print(','.join(loaded) or 'none')\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "none"
+    assert fresh_python(probe) == "none"
 
     import pycountry
 

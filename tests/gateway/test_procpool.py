@@ -7,8 +7,6 @@ import asyncio
 import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +16,7 @@ import pytest
 from customs_gateway.service.crypto_pool import _main_module_hidden
 from customs_gateway.service.procpool import DirectProcessPool, WorkerDied
 from customs_gateway.service.procworker import RemoteError
+from tests.fresh import fresh_python
 from tests.gateway.test_crypto_workers import _alive
 
 
@@ -137,5 +136,4 @@ def test_the_workers_modules_import_no_event_loop_web_or_logging_library() -> No
         "heavy = ('asyncio', 'aiohttp', 'structlog', 'rich', 'jinja2', 'asyncpg')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert fresh_python(probe) == ""

@@ -17,7 +17,7 @@ from customs_gateway.core.audit import AuditEntry
 from customs_gateway.core.errors import StoreUnavailable
 from customs_gateway.core.merkle import leaf_hash, root_from_leaves, verify_inclusion
 from customs_gateway.store.pg_migrations import PG_MIGRATIONS, quote_ident
-from customs_gateway.store.postgres import _INBOX_HELD, PostgresStore, dsn_schema
+from customs_gateway.store.postgres import _INBOX_IDS_HELD, PostgresStore, dsn_schema
 
 from .pg import base_dsn, drop_later, dsn_for, new_schema_name, require_postgres
 from .records import CN, T0, US, arrival, delivered, entry, new_message, retry
@@ -148,7 +148,7 @@ async def test_looking_up_arrivals_reads_one_key_per_id_not_the_whole_inbox(repl
     async with a._read() as c:
         for mode in ("force_generic_plan", "force_custom_plan"):
             await c.execute(f"SET plan_cache_mode = {mode}")
-            rows = await c.fetch("EXPLAIN ANALYZE " + _INBOX_HELD.format(cols="id"), US, wanted)
+            rows = await c.fetch("EXPLAIN ANALYZE " + _INBOX_IDS_HELD, US, wanted)
             plan = "\n".join(r[0] for r in rows)
             assert "inbox_sender_id_key" in plan and "loops=100" in plan, plan
             assert "Seq Scan on inbox" not in plan and "Rows Removed" not in plan, plan

@@ -71,10 +71,19 @@ BACKFILL: Final = "refs_backfill"
 #: How long a token record read from the store is trusted before it is read again.
 TOKEN_CACHE_SECONDS: Final = 2.0
 TOKEN_CACHE_MAX: Final = 1024
-# `load_origins` reads the audit entries since the newest checkpoint this many at a time, and
-# parses only those that hold an epoch entry's kind (canonical JSON writes it just so).
-_ORIGIN_PAGE: Final = 5000
+#: Searches of the audit log for epoch entries read it this many entries at a time.
+_AUDIT_PAGE: Final = 5000
 _EPOCH_MARK: Final = json_bytes(EPOCH_KIND)
+
+
+def _epoch_entry(data: bytes) -> AuditEntry | None:
+    """The audit entry in `data` if it is a `log_epoch` entry. Only entries that hold the kind's
+    quoted name (canonical JSON writes it just so) are parsed: a search of a million entries
+    after a bulk load parses a handful."""
+    if _EPOCH_MARK not in data:
+        return None
+    entry = AuditEntry.from_bytes(data)
+    return entry if entry.kind == EPOCH_KIND else None
 
 
 class KeyLifecycleHooks(Protocol):
@@ -941,9 +950,9 @@ class Gateway:
         # may be a million of them, and holding them all at once cost 550 MiB at start.
         start = latest.size if latest is not None else 0
         while start < size:
-            end = min(size, start + _ORIGIN_PAGE)
+            end = min(size, start + _AUDIT_PAGE)
             for _, data in await self.store.audit_entries(start, end):
-                if _EPOCH_MARK in data and (entry := AuditEntry.from_bytes(data)).kind == EPOCH_KIND:
+                if (entry := _epoch_entry(data)) is not None:
                     origin = read_epoch(entry).origin
             start = end
         self.log_origin = origin
@@ -1051,10 +1060,10 @@ async def find_epoch_entry(store: Store, origin: str, before: int) -> tuple[int,
     """The `log_epoch` entry that starts `origin`, searched backwards from entry `before`."""
     end = before
     while end > 0:
-        start = max(0, end - 1000)
+        start = max(0, end - _AUDIT_PAGE)
         for index, data in reversed(await store.audit_entries(start, end)):
-            entry = AuditEntry.from_bytes(data)
-            if entry.kind == EPOCH_KIND and entry.detail.get("origin") == origin:
+            entry = _epoch_entry(data)
+            if entry is not None and entry.detail.get("origin") == origin:
                 return index, data
         end = start
     return None

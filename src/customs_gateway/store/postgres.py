@@ -502,7 +502,8 @@ class PostgresStore(Store):
             # its index entries fewer a message than a second UPDATE for the claims, which
             # measured 2.7 row updates a delivered message). Only our own claim: if our lease ran
             # out and another replica took the message over, its claim stands.
-            if len({o.message_id for o in outcomes}) == len(outcomes):
+            ids = {o.message_id for o in outcomes}
+            if len(ids) == len(outcomes):
                 updated = await _record_outcomes(tx, outcomes, status_of, self.replica_id)
             else:  # a message twice in one batch: one after the other, as they came
                 updated = set()
@@ -510,7 +511,7 @@ class PostgresStore(Store):
                     if await _record_outcome(tx, o, status_of, self.replica_id):
                         updated.add(o.message_id)
             # The messages no outcome changed (gone, or past taking it) are still released.
-            if left := sorted({o.message_id for o in outcomes} - updated):
+            if left := sorted(ids - updated):
                 await tx.conn.execute(
                     "UPDATE messages SET claimed_by=NULL, claim_expires_at=NULL"
                     " WHERE id = ANY($1::text[]) AND claimed_by=$2",
@@ -771,7 +772,7 @@ class PostgresStore(Store):
         if not ids:
             return {}
         async with self._read() as c:
-            rows = await c.fetch(_INBOX_HELD.format(cols="id, receipt"), sender, ids)
+            rows = await c.fetch(_INBOX_RECEIPTS_HELD, sender, ids)
         return {str(r[0]): bytes(r[1]) for r in rows}
 
     async def inbox_since(self, sender: str, after_seq: int, limit: int) -> list[HeldMessage]:
@@ -1395,10 +1396,15 @@ def _outcome_update(
 # sender, which it did whenever its statistics were older than the table (a new schema, the first
 # minute of a gateway, the whole of a bench run): all the sender's rows were read for each batch
 # received, 17 % of the database's busy time in the bench (docs/performance.md, session 13).
-_INBOX_HELD: Final = (
-    "SELECT held.* FROM unnest($2::text[]) AS wanted(id)"
-    " CROSS JOIN LATERAL (SELECT {cols} FROM inbox WHERE sender=$1 AND inbox.id=wanted.id OFFSET 0) AS held"
-)
+def _inbox_held(cols: str) -> str:
+    return (
+        "SELECT held.* FROM unnest($2::text[]) AS wanted(id)"
+        f" CROSS JOIN LATERAL (SELECT {cols} FROM inbox WHERE sender=$1 AND inbox.id=wanted.id OFFSET 0) AS held"
+    )
+
+
+_INBOX_IDS_HELD: Final = _inbox_held("id")
+_INBOX_RECEIPTS_HELD: Final = _inbox_held("id, receipt")
 _INBOX_INSERT: Final = (
     "INSERT INTO inbox(sender, id, seq, type, created_at, received_at, document_sha256, signed_document,"
     " body, receipt, in_reply_to, retain_until) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
@@ -1442,7 +1448,7 @@ async def _accept_group(tx: _Tx, items: list[Incoming]) -> list[IncomingResult]:
     if len({it.sender for it in items}) != 1:
         return [await _accept_one(tx, it) for it in items]
     sender = items[0].sender
-    rows = await c.fetch(_INBOX_HELD.format(cols="id"), sender, [i.id for i in items])
+    rows = await c.fetch(_INBOX_IDS_HELD, sender, [i.id for i in items])
     held = {r[0] for r in rows}
     hw = await _high_water(c, sender)
     results: list[IncomingResult | None] = [None] * len(items)
