@@ -653,6 +653,16 @@ def envelope_vectors() -> dict[str, Any]:
         )
         return resigned(current, rcpt[ALG_MLKEM768_X25519].public.seal(raw, hpke_info(US, CN, header.id)))
 
+    def with_document_bytes(data: bytes) -> bytes:
+        raw = json_bytes(
+            {"document": b64url(data), "kid": current.kid, "signature": b64url(current.sign("document", data))}
+        )
+        return resigned(current, rcpt[ALG_MLKEM768_X25519].public.seal(raw, hpke_info(US, CN, header.id)))
+
+    def with_header_bytes(data: bytes) -> bytes:
+        sig = current.sign("envelope", data + hashlib.sha256(env.ciphertext).digest())
+        return Envelope(data, env.ciphertext, sig).to_bytes()
+
     d = env.to_dict()
     flip = lambda b, i: bytes(x ^ (1 if j == i else 0) for j, x in enumerate(b))  # noqa: E731
     unknown = SigningKey(seed("env/unknown", 32))
@@ -721,6 +731,16 @@ def envelope_vectors() -> dict[str, Any]:
         ("envelope ciphertext in padded base64", json_bytes({**d, "ciphertext": d["ciphertext"] + "="}), NOW),
         ("header with an unknown field", json_bytes({**d, "header": b64url(env.header_bytes[:-1] + b',"zz":1}')}), NOW),
         ("truncated envelope", env.to_bytes()[:-2], NOW),
+        (
+            "inner document with a key twice, signed (I-JSON: parsers differ on which `to` counts)",
+            with_document_bytes(doc.to_bytes().replace(b'"to":"CN-GACC"', b'"to":"EU-OLAF","to":"CN-GACC"', 1)),
+            NOW,
+        ),
+        (
+            "header with a key twice, signed",
+            with_header_bytes(env.header_bytes.replace(b'"attempt":1', b'"attempt":1,"attempt":1', 1)),
+            NOW,
+        ),
     ]
     invalid = [
         {
@@ -1047,6 +1067,9 @@ newline (`encoding.json_bytes`); `b64url` unpadded base64url; timestamps
     envelope         = JSON({ciphertext: b64url, header: b64url(header bytes), signature: b64url, v: 1})
 
 The receipt binds SHA-256(signed document bytes) (`signed_document_sha256`).
+
+A receiver refuses a header, signed document or document in which an object holds a key twice
+(`schema.duplicate_key`; the last two invalid vectors), though every signature verifies.
 
 ## Receipt and refusal (`receipt.json`)
 

@@ -368,6 +368,68 @@ def test_inner_document_must_match_the_header(field: str, value: Any, code: str)
     assert refused(lambda: open_cn(sign_envelope(header, ct, US_SIGN))).code == code
 
 
+# --- a key twice in signed JSON (I-JSON, RFC 7493 §2.3) ----------------------------------------
+
+DUP_ID = "01950000-0000-7000-8000-0000000000dd"
+DUP_DOC = Document(DUP_ID, US, CN, "seizure-share", T0, {"n": 1, "m": {"a": "x"}})
+DUP_HEADER = Header(DUP_ID, 1, US, CN, "seizure-share", T0, T0, 1, SUITE_HYBRID, US_SIGN.kid, CN_HYBRID.kid)
+
+
+def signed_envelope(header_bytes: bytes, document_bytes: bytes, wrapper: bytes | None = None) -> Envelope:
+    """An envelope the sender really signed (outer and inner signatures valid) around exact bytes."""
+    inner = wrapper
+    if inner is None:
+        sig = US_SIGN.sign("document", document_bytes)
+        inner = json_bytes({"document": b64url(document_bytes), "kid": US_SIGN.kid, "signature": b64url(sig)})
+    ct = CN_HYBRID.public.seal(inner, hpke_info(US, CN, DUP_ID))
+    return Envelope(header_bytes, ct, US_SIGN.sign("envelope", header_bytes + hashlib.sha256(ct).digest()))
+
+
+def twice(data: bytes, pair: bytes) -> bytes:
+    """`data` with the member `pair` (e.g. b'"n":1') written twice, the second time right after."""
+    assert data.count(pair) == 1
+    return data.replace(pair, pair + b"," + pair)
+
+
+@pytest.mark.parametrize(
+    ("part", "pair", "field"),
+    [
+        ("document", b'"n":1', "document.body.n"),
+        ("document", b'"a":"x"', "document.body.m.a"),
+        ("document", b'"type":"seizure-share"', "document.type"),  # even with the same value
+        ("header", b'"attempt":1', "header.attempt"),
+        ("header", b'"enc_kid":"' + CN_HYBRID.kid.encode() + b'"', "header.enc_kid"),
+        ("wrapper", b'"kid":"' + US_SIGN.kid.encode() + b'"', "signed_document.kid"),
+    ],
+)
+def test_a_key_twice_in_any_signed_json_is_refused_naming_it(part: str, pair: bytes, field: str) -> None:
+    header, document = DUP_HEADER.to_bytes(), DUP_DOC.to_bytes()
+    wrapper = None
+    if part == "document":
+        document = twice(document, pair)
+    elif part == "header":
+        header = twice(header, pair)
+    else:
+        sig = b64url(US_SIGN.sign("document", document))
+        wrapper = twice(json_bytes({"document": b64url(document), "kid": US_SIGN.kid, "signature": sig}), pair)
+    e = refused(lambda: open_cn(signed_envelope(header, document, wrapper)))
+    assert (e.code, e.field) == ("schema.duplicate_key", field)
+
+
+def test_signed_json_need_not_be_canonical_to_open() -> None:
+    """Key order and whitespace carry no meaning (docs/wire-format.md): bytes another sender
+    writes differently open, and read the same as the canonical ones."""
+    header = json.dumps(json.loads(DUP_HEADER.to_bytes()), indent=1).encode()
+    doc_dict = json.loads(DUP_DOC.to_bytes())
+    document = json.dumps(dict(reversed(list(doc_dict.items()))), indent=2).encode()
+    sig = b64url(US_SIGN.sign("document", document))
+    wrapper = json.dumps({"signature": sig, "kid": US_SIGN.kid, "document": b64url(document)}, indent=1).encode()
+    assert header != DUP_HEADER.to_bytes() and document != DUP_DOC.to_bytes()
+    opened = open_cn(signed_envelope(header, document, wrapper))
+    assert opened.document == DUP_DOC and opened.header == DUP_HEADER
+    assert opened.signed_document.document_bytes == document  # the bytes signed, never re-serialised
+
+
 def test_surreptitious_forwarding_is_refused() -> None:
     # CN-GACC receives a US-CBP document, then forwards it as its own to EU-OLAF.
     opened = open_cn(HYBRID_ENV)

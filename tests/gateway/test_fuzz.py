@@ -937,7 +937,7 @@ def tampering(draw: st.DrawFn) -> dict[str, str]:
         "sig_kid": ["stranger"],
         "enc_kid": ["unknown", "classic"],
         "ciphertext": ["random", "other_id", "empty"],
-        "doc": ["bad_body", "wrong_to", "wrong_type", "not_json", "unsigned"],
+        "doc": ["bad_body", "wrong_to", "wrong_type", "not_json", "unsigned", "key_twice"],
     }
     return {f: (draw(st.sampled_from(options[f])) if f in wrong else "ok") for f in TAMPER_FIELDS}
 
@@ -965,6 +965,14 @@ def tampered_envelope(fg: Forge, t: dict[str, str]) -> dict[str, Any]:
         signed = SignedDocument.from_bytes(
             dumps(
                 {"document": b64url(junk), "kid": sig_key.kid, "signature": b64url(sig_key.sign("document", junk))},
+                True,
+            )
+        )
+    elif t["doc"] == "key_twice":  # signed, but parsers may read it two ways (I-JSON)
+        data = doc.to_bytes().replace(b'"to":"', b'"to":"XX-OTHER","to":"', 1)
+        signed = SignedDocument.from_bytes(
+            dumps(
+                {"document": b64url(data), "kid": sig_key.kid, "signature": b64url(sig_key.sign("document", data))},
                 True,
             )
         )

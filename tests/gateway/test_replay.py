@@ -6,7 +6,16 @@ import datetime as dt
 import json
 from typing import Any
 
-from customs_gateway.core.envelope import Document, Envelope, build_envelope
+from customs_gateway.core.encoding import b64url, json_bytes
+from customs_gateway.core.envelope import (
+    Document,
+    Envelope,
+    Header,
+    SignedDocument,
+    build_envelope,
+    seal_document,
+    sign_envelope,
+)
 from customs_gateway.core.receipt import Statement, verify_refusal
 
 from .conftest import CN, US, Pair, peer_post, sample, terms
@@ -125,6 +134,41 @@ async def test_tampered_envelope_is_refused_not_stored(pair: Pair) -> None:
     assert r["results"][0]["code"] == "signature.invalid"
     _, inbox, _ = await pair.apis[CN].call("GET", "/v1/inbox")
     assert inbox["messages"] == []
+
+
+async def test_a_document_with_a_key_twice_is_refused_signed_logged_and_not_stored(pair: Pair) -> None:
+    """The sender's own keys sign a document whose body says `health_safety_risk` twice, once
+    true and once false: parsers disagree on which one counts, so the receiver refuses it (I-JSON)
+    with a signed, final refusal naming the key, logs it, and stores nothing."""
+    us = pair.gw(US)
+    now = us.clock.now()
+    key, enc = us.identity.active_signing_key(now), us.peer.encryption_key(now)
+    body = {**sample("seizure-share"), "health_safety_risk": False}
+    doc = Document(us.ids.new_id(), US, CN, "seizure-share", now, body, handling=terms("seizure-share", now))
+    data = doc.to_bytes()
+    assert data.count(b'"health_safety_risk":false') == 1
+    data = data.replace(b'"health_safety_risk":false', b'"health_safety_risk":true,"health_safety_risk":false')
+    wrapper = json_bytes({"document": b64url(data), "kid": key.kid, "signature": b64url(key.sign("document", data))})
+    signed = SignedDocument.from_bytes(wrapper)
+    header = Header(doc.id, 1, US, CN, doc.type, now, now, 1, enc.suite_name, key.kid, enc.kid)
+    env = sign_envelope(header, seal_document(signed, doc.id, US, CN, enc), key).to_dict()
+    _, r = await _post(pair, env)
+    [res] = r["results"]
+    assert (res["status"], res["code"], res["retryable"]) == ("refused", "schema.duplicate_key", False), res
+    rf = verify_refusal(
+        Statement.from_dict("refusal", res["refusal"]),
+        message_id=doc.id,
+        sender=US,
+        receiver=CN,
+        key_for=us.peer.verify_key,
+        envelope_sha256=Envelope.from_dict(env).digest,
+    )
+    assert (rf.code, rf.retryable) == ("schema.duplicate_key", False)
+    _, inbox, _ = await pair.apis[CN].call("GET", "/v1/inbox")
+    assert inbox["messages"] == []
+    _, entries, _ = await pair.apis[CN].call("GET", "/v1/audit/entries?limit=1000", role="auditor")
+    [logged] = [e["entry"] for e in entries["entries"] if e["entry"].get("code") == "schema.duplicate_key"]
+    assert (logged["message_id"], logged["detail"]["field"]) == (doc.id, "document.body.health_safety_risk")
 
 
 async def test_garbage_to_peer_api_is_a_problem_not_a_500(pair: Pair) -> None:

@@ -17,10 +17,11 @@ from typing import Any, Final, Literal, get_args
 
 from .bundle import PeerKeys
 from .encoding import b64url, format_ts, is_version, json_bytes, json_object, parse_ts, unb64url
-from .errors import BindingError, DecodeError, SuiteError
+from .errors import BindingError, DecodeError, SchemaError, SuiteError
 from .keys import SUITES, DecryptionKey, EncryptionKey, SigningKey
 from .refdata import is_uuid
 from .replay import check_skew
+from .schemas import refuse_duplicate_keys
 
 MEDIA_TYPE: Final = "application/vnd.customs-gateway.envelope+json"
 #: The business message types (back-ends submit and read them), as a type and as a tuple.
@@ -214,8 +215,11 @@ class SignedDocument:
     def create(cls, doc: Document, key: SigningKey) -> SignedDocument:
         data = doc.to_bytes()
         sig = key.sign("document", data)
-        raw = json_bytes({"document": b64url(data), "kid": key.kid, "signature": b64url(sig)})
-        return cls(data, key.kid, sig, raw)
+        return cls(data, key.kid, sig, _signed_document_bytes(data, key.kid, sig))
+
+    def canonical_bytes(self) -> bytes:
+        """The bytes a gateway writes for this signed document (`JSON(...)`, sorted keys)."""
+        return _signed_document_bytes(self.document_bytes, self.kid, self.signature)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> SignedDocument:
@@ -223,6 +227,10 @@ class SignedDocument:
         data = unb64url(_str(d, "document", "signed_document", MAX_ENVELOPE_BYTES), field="signed_document.document")
         sig = unb64url(_str(d, "signature", "signed_document"), field="signed_document.signature")
         return cls(data, _str(d, "kid", "signed_document", 64), sig, raw)
+
+
+def _signed_document_bytes(document: bytes, kid: str, signature: bytes) -> bytes:
+    return json_bytes({"document": b64url(document), "kid": kid, "signature": b64url(signature)})
 
 
 @dataclass(frozen=True)
@@ -346,7 +354,8 @@ def open_envelope(
     """Verify and decrypt an envelope addressed to `me` from `peer` (G1, G3, G4 skew).
 
     Raises DecodeError, SignatureError, KeyStateError, BindingError, ReplayError (skew),
-    SuiteError or DecryptError; never anything else for any input.
+    SuiteError, DecryptError or SchemaError (a key twice in signed JSON); never anything else
+    for any input.
     """
     header = read_header(env)
     if header.sender != peer.identity:
@@ -380,8 +389,34 @@ def open_envelope(
     doc_key = peer.verify_key(signed.kid, header.created_at)
     doc_key.verify("document", signed.document_bytes, signed.signature)
     doc = Document.from_bytes(signed.document_bytes)
+    refuse_repeated_keys(env, header, signed, doc)
     _check_binding(header, doc, me)
     return OpenedEnvelope(env, header, signed, doc)
+
+
+def refuse_repeated_keys(env: Envelope, header: Header, signed: SignedDocument, doc: Document) -> None:
+    """I-JSON (RFC 7493 §2.3) for the signed JSON of an envelope: no object in the header, the
+    signed document or the document has a key twice (SchemaError `schema.duplicate_key` naming the
+    first repeated key under `header.`, `signed_document.` or `document.`). A parser keeps the
+    first or the last of a repeated key as it likes, so the receiver, its back-ends and an
+    auditor could otherwise read different values from the same stored, signed bytes.
+
+    Bytes equal to their own canonical re-encoding (sorted keys, compact: what a gateway writes)
+    cannot hold a key twice, so only other bytes are parsed a second time to look."""
+    if env.header_bytes != header.to_bytes():
+        _refuse_repeated(env.header_bytes, "header")
+    if signed.raw != signed.canonical_bytes():
+        _refuse_repeated(signed.raw, "signed_document")
+    if signed.document_bytes != doc.to_bytes():
+        _refuse_repeated(signed.document_bytes, "document")
+
+
+def _refuse_repeated(data: bytes, name: str) -> None:
+    try:
+        refuse_duplicate_keys(data)
+    except SchemaError as e:
+        e.moved(lambda f: name if f is None or f == "$" else name + f[1:])
+        raise
 
 
 def _check_binding(header: Header, doc: Document, me: str) -> None:
