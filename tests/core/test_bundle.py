@@ -23,9 +23,10 @@ from customs_gateway.core.bundle import (
     is_valid_identity,
     sign_bundle,
 )
-from customs_gateway.core.encoding import json_bytes, parse_ts
-from customs_gateway.core.errors import DecodeError, GatewayError, KeyStateError, SignatureError
+from customs_gateway.core.encoding import b64url, json_bytes, parse_ts
+from customs_gateway.core.errors import DecodeError, GatewayError, KeyStateError, SchemaError, SignatureError
 from customs_gateway.core.keys import ALG_ED25519, ALG_X25519, SUITE_X25519, DecryptionKey, SigningKey
+from tests.ijson import twice
 
 V = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "bundle.json").read_text(encoding="utf-8"))
 VALID = [t for t in V["tests"] if t["result"] == "valid"]
@@ -87,6 +88,43 @@ def test_round_trip_through_bytes() -> None:
     s = sign_bundle(b, [SK])
     assert SignedBundle.from_bytes(s.to_bytes()) == s
     assert s.verify_self_signed() == b
+
+
+@pytest.mark.parametrize(
+    ("part", "pair", "field"),
+    [
+        ("bundle", b'"serial":7', "bundle.serial"),
+        ("bundle", b'"identity":"US-CBP"', "bundle.identity"),
+        ("bundle", b'"use":"witness"', "bundle.keys[2].use"),
+        ("signed", b'"v":1', "signed_bundle.v"),
+    ],
+)
+def test_a_key_twice_in_a_signed_bundle_is_refused(part: str, pair: bytes, field: str) -> None:
+    """I-JSON: a bundle its own keys sign, read one way here and another by a peer or an auditor,
+    would be two bundles under one signature."""
+    data = bundle(serial=7).to_bytes()
+    if part == "bundle":
+        data = twice(data, pair)
+        sig = b64url(SK.sign("key-bundle", data))
+        raw = json_bytes({"v": 1, "bundle": b64url(data), "signatures": [{"kid": SK.kid, "signature": sig}]})
+    else:
+        raw = twice(sign_bundle(bundle(serial=7), [SK]).to_bytes(), pair)
+    with pytest.raises(SchemaError) as ei:
+        SignedBundle.from_bytes(raw).verify_self_signed()
+    assert (ei.value.code, ei.value.field) == ("schema.duplicate_key", field)
+
+
+def test_a_bundle_written_another_way_still_reads() -> None:
+    b = bundle(serial=7)
+    data = json.dumps(json.loads(b.to_bytes()), indent=2).encode()
+    raw = json.dumps(
+        {
+            "signatures": [{"signature": b64url(SK.sign("key-bundle", data)), "kid": SK.kid}],
+            "bundle": b64url(data),
+            "v": 1,
+        }
+    ).encode()
+    assert SignedBundle.from_bytes(raw).verify_self_signed() == b
 
 
 def test_rotation_bundle_signed_by_two_keys_needs_both_valid() -> None:

@@ -52,6 +52,7 @@ from customs_gateway.core.keys import (
     SigningKey,
     domain,
 )
+from tests.ijson import twice
 
 V = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "envelope.json").read_text(encoding="utf-8"))
 VALID = [t for t in V["tests"] if t["result"] == "valid"]
@@ -383,12 +384,6 @@ def signed_envelope(header_bytes: bytes, document_bytes: bytes, wrapper: bytes |
         inner = json_bytes({"document": b64url(document_bytes), "kid": US_SIGN.kid, "signature": b64url(sig)})
     ct = CN_HYBRID.public.seal(inner, hpke_info(US, CN, DUP_ID))
     return Envelope(header_bytes, ct, US_SIGN.sign("envelope", header_bytes + hashlib.sha256(ct).digest()))
-
-
-def twice(data: bytes, pair: bytes) -> bytes:
-    """`data` with the member `pair` (e.g. b'"n":1') written twice, the second time right after."""
-    assert data.count(pair) == 1
-    return data.replace(pair, pair + b"," + pair)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 
 from customs_gateway.core.bundle import KeyBundle, KeyRecord, PeerKeys
 from customs_gateway.core.encoding import b64url, json_object, parse_ts
-from customs_gateway.core.errors import BindingError, DecodeError, GatewayError, KeyStateError, SignatureError
+from customs_gateway.core.errors import (
+    BindingError,
+    DecodeError,
+    GatewayError,
+    KeyStateError,
+    SchemaError,
+    SignatureError,
+)
 from customs_gateway.core.keys import ALG_ED25519, SigningKey, VerifyKey
 from customs_gateway.core.receipt import (
     Statement,
@@ -25,6 +32,7 @@ from customs_gateway.core.receipt import (
     verify_receipt,
     verify_refusal,
 )
+from tests.ijson import twice
 
 V = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "receipt.json").read_text(encoding="utf-8"))
 PEER = PeerKeys(KeyBundle.from_bytes(V["receiver"]["bundle_bytes"].encode()))
@@ -129,6 +137,25 @@ def test_round_trip_through_the_wire_form() -> None:
     r = check(again)
     assert r == check(st_)
     assert r.received_at == T0 and r.kid == NEW.kid and r.document_sha256 == DIGEST  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("pair", "field"),
+    [(b'"message_id":"' + MSG.encode() + b'"', "receipt.message_id"), (b'"to":"' + CN.encode() + b'"', "receipt.to")],
+)
+def test_a_receipt_with_a_key_twice_is_refused(pair: bytes, field: str) -> None:
+    """I-JSON: signed bytes naming the document twice would prove receipt of whichever one the
+    verifying parser keeps."""
+    payload = twice(receipt().payload, pair)
+    st_ = Statement("receipt", payload, NEW.kid, NEW.sign("receipt", payload))
+    with pytest.raises(SchemaError) as ei:
+        check(st_)
+    assert (ei.value.code, ei.value.field) == ("schema.duplicate_key", field)
+
+
+def test_a_receipt_written_another_way_still_verifies() -> None:
+    payload = json.dumps(json.loads(receipt().payload), indent=1).encode()
+    assert check(Statement("receipt", payload, NEW.kid, NEW.sign("receipt", payload)))
 
 
 def test_old_receipts_stay_verifiable_after_rotation() -> None:

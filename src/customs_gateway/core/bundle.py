@@ -25,6 +25,7 @@ from .keys import (
     VerifyKey,
     key_id,
 )
+from .schemas import refuse_duplicate_keys_in
 
 BUNDLE_FORMAT: Final = "customs-gateway/v1 key-bundle"
 USES: Final = ("signing", "encryption", "witness")
@@ -163,6 +164,7 @@ class KeyBundle:
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyBundle:
         d = json_object(data, field="bundle")
+        refuse_duplicate_keys_in(data, json_bytes(d), "bundle")  # signed: one reading only (I-JSON)
         if d.get("format") != BUNDLE_FORMAT:
             raise DecodeError("not a customs-gateway key bundle", field="bundle.format")
         try:
@@ -239,6 +241,7 @@ class SignedBundle:
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedBundle:
         d = json_object(data, field="signed bundle")
+        refuse_duplicate_keys_in(data.rstrip(), json_bytes(d), "signed_bundle")  # as written: one line
         if not is_version(d.get("v")):
             raise DecodeError("signed bundle version must be the integer 1", field="v")
         sigs = d.get("signatures")

@@ -17,11 +17,11 @@ from typing import Any, Final, Literal, get_args
 
 from .bundle import PeerKeys
 from .encoding import b64url, format_ts, is_version, json_bytes, json_object, parse_ts, unb64url
-from .errors import BindingError, DecodeError, SchemaError, SuiteError
+from .errors import BindingError, DecodeError, SuiteError
 from .keys import SUITES, DecryptionKey, EncryptionKey, SigningKey
 from .refdata import is_uuid
 from .replay import check_skew
-from .schemas import refuse_duplicate_keys
+from .schemas import refuse_duplicate_keys_in
 
 MEDIA_TYPE: Final = "application/vnd.customs-gateway.envelope+json"
 #: The business message types (back-ends submit and read them), as a type and as a tuple.
@@ -402,21 +402,11 @@ def refuse_repeated_keys(env: Envelope, header: Header, signed: SignedDocument, 
     auditor could otherwise read different values from the same stored, signed bytes.
 
     Bytes equal to their own canonical re-encoding (sorted keys, compact: what a gateway writes)
-    cannot hold a key twice, so only other bytes are parsed a second time to look."""
-    if env.header_bytes != header.to_bytes():
-        _refuse_repeated(env.header_bytes, "header")
-    if signed.raw != signed.canonical_bytes():
-        _refuse_repeated(signed.raw, "signed_document")
-    if signed.document_bytes != doc.to_bytes():
-        _refuse_repeated(signed.document_bytes, "document")
-
-
-def _refuse_repeated(data: bytes, name: str) -> None:
-    try:
-        refuse_duplicate_keys(data)
-    except SchemaError as e:
-        e.moved(lambda f: name if f is None or f == "$" else name + f[1:])
-        raise
+    cannot hold a key twice, so only other bytes are parsed a second time to look
+    (`schemas.refuse_duplicate_keys_in`)."""
+    refuse_duplicate_keys_in(env.header_bytes, header.to_bytes(), "header")
+    refuse_duplicate_keys_in(signed.raw, signed.canonical_bytes(), "signed_document")
+    refuse_duplicate_keys_in(signed.document_bytes, doc.to_bytes(), "document")
 
 
 def _check_binding(header: Header, doc: Document, me: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from .encoding import b64url, format_ts, json_bytes, json_object, parse_ts, unb64url
 from .errors import BindingError, DecodeError
 from .keys import SigningKey, VerifyKey
+from .schemas import refuse_duplicate_keys_in
 
 
 def _req_str(d: dict[str, Any], name: str, where: str) -> str:
@@ -58,6 +59,7 @@ class Statement:
     def verify(self, key_for: Callable[[str, dt.datetime], VerifyKey], time_field: str) -> dict[str, Any]:
         """Verify under the key valid at the statement's own time; returns the payload."""
         d = json_object(self.payload, field=self.label)
+        refuse_duplicate_keys_in(self.payload, json_bytes(d), self.label)  # signed: one reading only
         if d.get("kid") != self.kid:
             raise BindingError(
                 f"{self.label} kid does not match its signature kid", code=f"{self.label}.kid", field="kid"

@@ -830,6 +830,20 @@ def refuse_duplicate_keys(raw: bytes) -> None:
     _refuse_duplicate_keys(raw)
 
 
+def refuse_duplicate_keys_in(raw: bytes, canonical: bytes, where: str) -> None:
+    """`refuse_duplicate_keys` for signed JSON that has already been parsed: `canonical` is the
+    parsed value encoded again (`encoding.json_bytes`, sorted keys, compact: what gateways sign).
+    Bytes equal to it cannot hold a key twice, so only other bytes are parsed a second time. The
+    error names the key under `where` (`document` -> `document.body.n`)."""
+    if raw == canonical:
+        return
+    try:
+        _refuse_duplicate_keys(raw)
+    except SchemaError as e:
+        e.moved(lambda f: where if f is None or f == "$" else where + f[1:])
+        raise
+
+
 def _refuse_duplicate_keys(raw: bytes) -> None:
     # msgspec keeps the last of duplicate keys where another parser may keep the first. Refusing
     # them means every reader of the signed bytes sees the same body (I-JSON, RFC 7493 §2.3).
