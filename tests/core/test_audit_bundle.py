@@ -43,6 +43,7 @@ from customs_gateway.core.errors import DecodeError, GatewayError
 from customs_gateway.core.keys import ALG_ED25519, ALG_X25519, SUITE_X25519, DecryptionKey, SigningKey
 from customs_gateway.core.merkle import CompactRange, leaf_hash
 from customs_gateway.core.receipt import make_receipt, make_refusal
+from tests.ijson import twice
 
 US, CN = "US-CBP", "CN-GACC"
 UTC = dt.timezone.utc
@@ -831,6 +832,19 @@ def test_entries_with_odd_json_types_fail_cleanly() -> None:
         d["entry"] = b64url(bad)
         lines[i] = dump(d)
         assert fails(reseal(lines)).code == "audit.entry_malformed"
+
+
+def test_an_entry_with_a_key_twice_fails_even_resealed() -> None:
+    """I-JSON: a log entry naming two messages, one for each kind of parser, is not an entry."""
+    lines = list(small())
+    i = where(lines, "entry")[0]
+    d = obj(lines[i])
+    entry = unb64url(d["entry"])
+    pair = entry[entry.index(b'"kind":') :].split(b",", 1)[0]
+    d["entry"] = b64url(twice(entry, pair))
+    lines[i] = dump(d)
+    err = fails(reseal(lines))
+    assert err.code == "audit.entry_malformed" and "duplicate" in str(err), err
 
 
 def test_report_is_a_frozen_value() -> None:

@@ -14,6 +14,7 @@ from typing import Any, Final
 from .encoding import format_ts, is_version, json_bytes, json_object, parse_ts
 from .errors import DecodeError
 from .keys import SigningKey
+from .schemas import refuse_duplicate_keys_in
 
 KINDS: Final = frozenset(
     {
@@ -85,6 +86,7 @@ class AuditEntry:
     @classmethod
     def from_bytes(cls, data: bytes) -> AuditEntry:
         d = json_object(data, field="entry")
+        refuse_duplicate_keys_in(data, json_bytes(d), "entry")  # hashed into the log: one reading only
         if not is_version(d.get("v")) or d.get("kind") not in KINDS or not isinstance(d.get("actor"), str):
             raise DecodeError("audit entry has a bad version, kind or actor", field="entry")
         digests, detail = d.get("digests", {}), d.get("detail", {})
