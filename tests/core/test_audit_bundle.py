@@ -33,13 +33,14 @@ from customs_gateway.core.audit_bundle import (
     EvidencePlan,
     VerifyReport,
     entry_references,
+    read_signed_document,
     verify_bundle,
 )
 from customs_gateway.core.bundle import KeyBundle, KeyRecord, SignedBundle, sign_bundle
 from customs_gateway.core.checkpoint import Checkpoint, append_signature, cosign, sign_note
 from customs_gateway.core.encoding import b64url, json_bytes, unb64url
 from customs_gateway.core.envelope import Document, SignedDocument
-from customs_gateway.core.errors import DecodeError, GatewayError
+from customs_gateway.core.errors import DecodeError, GatewayError, SchemaError
 from customs_gateway.core.keys import ALG_ED25519, ALG_X25519, SUITE_X25519, DecryptionKey, SigningKey
 from customs_gateway.core.merkle import CompactRange, leaf_hash
 from customs_gateway.core.receipt import make_receipt, make_refusal
@@ -845,6 +846,17 @@ def test_an_entry_with_a_key_twice_fails_even_resealed() -> None:
     lines[i] = dump(d)
     err = fails(reseal(lines))
     assert err.code == "audit.entry_malformed" and "duplicate" in str(err), err
+
+
+def test_an_exported_signed_document_with_a_key_twice_is_not_read() -> None:
+    """The export's reader of signed documents (no 8 MiB cap) holds them to I-JSON too."""
+    key = SigningKey(hashlib.sha256(b"export reader").digest())
+    doc = Document("01950000-0000-7000-8000-0000000000ee", "US-CBP", "CN-GACC", "seizure-share", T0, {"n": 1})
+    raw = SignedDocument.create(doc, key).raw
+    assert read_signed_document(raw).raw == raw
+    with pytest.raises(SchemaError) as ei:
+        read_signed_document(twice(raw, b'"kid":"' + key.kid.encode() + b'"'))
+    assert (ei.value.code, ei.value.field) == ("schema.duplicate_key", "signed_document.kid")
 
 
 def test_report_is_a_frozen_value() -> None:

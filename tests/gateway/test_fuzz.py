@@ -960,26 +960,20 @@ def tampered_envelope(fg: Forge, t: dict[str, str]) -> dict[str, Any]:
         doc_type, body = "seminar-notice", sample("seminar-notice")
     doc = Document(mid, US, doc_to, doc_type, created, body, handling=terms(doc_type, created))
     signed = SignedDocument.create(doc, sig_key)
+
+    def signed_bytes(data: bytes, signature: bytes | None = None) -> SignedDocument:
+        """`data` as a signed document, really signed by `sig_key` unless `signature` is given."""
+        sig = sig_key.sign("document", data) if signature is None else signature
+        return SignedDocument.from_bytes(
+            dumps({"document": b64url(data), "kid": sig_key.kid, "signature": b64url(sig)}, True)
+        )
+
     if t["doc"] == "not_json":
-        junk = b"not json at all"
-        signed = SignedDocument.from_bytes(
-            dumps(
-                {"document": b64url(junk), "kid": sig_key.kid, "signature": b64url(sig_key.sign("document", junk))},
-                True,
-            )
-        )
+        signed = signed_bytes(b"not json at all")
     elif t["doc"] == "key_twice":  # signed, but parsers may read it two ways (I-JSON)
-        data = doc.to_bytes().replace(b'"to":"', b'"to":"XX-OTHER","to":"', 1)
-        signed = SignedDocument.from_bytes(
-            dumps(
-                {"document": b64url(data), "kid": sig_key.kid, "signature": b64url(sig_key.sign("document", data))},
-                True,
-            )
-        )
+        signed = signed_bytes(doc.to_bytes().replace(b'"to":"', b'"to":"XX-OTHER","to":"', 1))
     elif t["doc"] == "unsigned":
-        signed = SignedDocument.from_bytes(
-            dumps({"document": b64url(doc.to_bytes()), "kid": sig_key.kid, "signature": b64url(b"\0" * 64)}, True)
-        )
+        signed = signed_bytes(doc.to_bytes(), b"\0" * 64)
     header_id = {"ok": mid, "fresh": str(uuid.uuid4()), "empty": "", "long": "x" * 70}[t["id"]]
     sender = {"ok": US, "peer": CN, "other": "XX-OTHER"}[t["from"]]
     recipient = {"ok": CN, "sender": US, "other": "XX-OTHER"}[t["to"]]

@@ -21,9 +21,10 @@ import msgspec
 
 from .audit import AuditEntry, log_origin
 from .bundle import SignedBundle
-from .encoding import b64url, format_ts, unb64url
+from .encoding import b64url, format_ts, json_bytes, unb64url
 from .envelope import SignedDocument
 from .errors import DecodeError, GatewayError
+from .schemas import refuse_duplicate_keys_in
 
 FORMAT: Final = "customs-gateway/v1 audit-export"
 MAX_LINE_BYTES: Final = 48 * 1024 * 1024  # an 8 MiB envelope's document, base64url'd, with room
@@ -266,11 +267,12 @@ class _SignedDocumentWire(msgspec.Struct):
 
 def read_signed_document(raw: bytes) -> SignedDocument:
     """`SignedDocument.from_bytes` without its 8 MiB cap on the document (the line limit is
-    MAX_LINE_BYTES) and with a typed decode; raises DecodeError."""
+    MAX_LINE_BYTES) and with a typed decode; raises DecodeError, or SchemaError for a key twice."""
     try:
         wire = msgspec.json.decode(raw, type=_SignedDocumentWire)
     except msgspec.MsgspecError as e:
         raise DecodeError(f"signed document is malformed: {e}", field="signed_document") from e
+    refuse_duplicate_keys_in(raw, json_bytes(wire), "signed_document")  # signed: one reading only
     if not (wire.document and wire.signature and 0 < len(wire.kid) <= 64):
         raise DecodeError("signed document lacks document, kid or signature", field="signed_document")
     document = unb64url(wire.document, field="signed_document.document")

@@ -241,7 +241,7 @@ class SignedBundle:
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedBundle:
         d = json_object(data, field="signed bundle")
-        refuse_duplicate_keys_in(data.rstrip(), json_bytes(d), "signed_bundle")  # as written: one line
+        refuse_duplicate_keys_in(data.rstrip(), json_bytes(d), "signed_bundle")  # to_bytes ends in "\n"
         if not is_version(d.get("v")):
             raise DecodeError("signed bundle version must be the integer 1", field="v")
         sigs = d.get("signatures")
