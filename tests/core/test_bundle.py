@@ -90,6 +90,16 @@ def test_round_trip_through_bytes() -> None:
     assert s.verify_self_signed() == b
 
 
+def test_a_signed_bundle_is_parsed_once() -> None:
+    """The delivery worker reads our bundle for every request (the TLS certificate to present)."""
+    s = SignedBundle.from_bytes(sign_bundle(bundle(serial=3), [SK]).to_bytes())
+    assert s.bundle is s.bundle and s.bundle.serial == 3
+    bad = SignedBundle(b'{"format":"nope"}', s.signatures)  # an error is not remembered: raised each time
+    for _ in range(2):
+        with pytest.raises(DecodeError):
+            _ = bad.bundle
+
+
 @pytest.mark.parametrize(
     ("part", "pair", "field"),
     [
