@@ -169,6 +169,19 @@ async def test_small_batches_stay_in_a_thread(pool: CryptoPool, idents: dict[str
     assert (pool.batches_in_processes, pool.batches_in_threads) == (0, 1)
 
 
+async def test_a_caller_may_send_even_one_envelope_to_the_processes(
+    pool: CryptoPool, idents: dict[str, Identity]
+) -> None:
+    us, cn = idents[US], idents[CN]
+    built = await pool.map(build_batch, _seal_keys(us, cn), NOW, _items(us, 1), processes_from=1)
+    assert (pool.batches_in_processes, pool.batches_in_threads) == (1, 0)
+    (got,) = open_batch(_open_keys(cn, us), NOW, _envelopes(built))
+    assert isinstance(got, Incoming) and got.seq == 1
+    # a threshold above the batch keeps it in the thread, whatever the default
+    await pool.map(build_batch, _seal_keys(us, cn), NOW, _items(us, N), processes_from=N + 1)
+    assert (pool.batches_in_processes, pool.batches_in_threads) == (1, 1)
+
+
 async def _kill_a_worker(pool: CryptoPool) -> DirectProcessPool:
     """SIGKILL one of the pool's workers; the pool it belonged to."""
     procs = pool._procs
@@ -235,6 +248,18 @@ async def test_gateways_deliver_through_the_worker_processes(pair: Pair) -> None
     status, inbox, _ = await cn.call("GET", "/v1/inbox?limit=100")
     assert status == 200
     assert [m["id"] for m in inbox["messages"]] == ids
+
+
+async def test_the_sender_builds_and_judges_a_lone_message_in_the_processes(pair: Pair) -> None:
+    """Small batches stay off the sender's GIL (delivery.SENDER_PROCESSES_FROM); the receiver
+    opens a small batch in a thread, as the default has it."""
+    sender, receiver = pair.gw(US).crypto, pair.gw(CN).crypto
+    before = (sender.batches_in_processes, receiver.batches_in_threads)
+    status, res = await pair.apis[US].submit("seizure-share")
+    assert status == 202, res
+    await pair.apis[US].wait_status(res["id"], {"delivered"})
+    assert sender.batches_in_processes - before[0] >= 2  # built, then the receipt judged
+    assert receiver.batches_in_threads > before[1]
 
 
 def test_config_bounds(tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ log = structlog.get_logger("customs_gateway.crypto")
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Below this many envelopes a batch runs in a thread: a process hop costs more than it saves.
+#: Below this many envelopes a batch runs in a thread unless its caller says otherwise: a
+#: process hop costs more CPU than it saves (see `CryptoPool.map`).
 MIN_PROCESS_BATCH = 8
 
 
@@ -95,10 +96,20 @@ class CryptoPool:
             await asyncio.gather(*(pool.run(warm) for _ in range(self.processes)))
 
     async def map(
-        self, fn: Callable[[Any, dt.datetime, Sequence[T]], list[R]], keys: Any, now: dt.datetime, items: Sequence[T]
+        self,
+        fn: Callable[[Any, dt.datetime, Sequence[T]], list[R]],
+        keys: Any,
+        now: dt.datetime,
+        items: Sequence[T],
+        *,
+        processes_from: int = MIN_PROCESS_BATCH,
     ) -> list[R]:
-        """`fn(keys, now, items)` over the items, in order, split across the workers."""
-        if self.processes > 0 and len(items) >= MIN_PROCESS_BATCH:
+        """`fn(keys, now, items)` over the items, in order, split across the workers.
+
+        A batch smaller than `processes_from` runs in a thread of this process: cheaper in CPU,
+        but it holds this process's GIL while it runs. A caller whose process is busy with other
+        threads (the sender: event loop and SQLite writer) passes 1, trading CPU for latency."""
+        if self.processes > 0 and len(items) >= max(1, processes_from):
             n = min(self.processes, len(items))
             size = -(-len(items) // n)
             chunks = [items[i : i + size] for i in range(0, len(items), size)]
