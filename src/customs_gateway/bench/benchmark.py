@@ -513,21 +513,26 @@ async def open_loop_latency(
     drain_timeout: float,
     poll_interval: float = 0.005,
     seed: int = 1,
+    warmup: float = 0.0,
     cpu: CpuMeter | None = None,
     progress: ProgressSink | None = None,
 ) -> dict[str, Any]:
-    """Submit at a fixed offered rate (Poisson arrivals, independent of answers) for `duration`.
+    """Submit at a fixed offered rate (Poisson arrivals, independent of answers) for `warmup`,
+    then for `duration`: the figures are those of the arrivals after the warm-up.
 
     Latency runs from each arrival's scheduled time (so a late load generator cannot hide queueing)
     to the message's `delivered` status, observed two ways: by polling the sender's store every
     `poll_interval` (the headline figure: an upper bound, late by at most one poll) and from the
     timestamp of the `delivered` history entry, as the delivery worker stamps it (before the
-    receipt is verified and committed, so a lower bound).
+    receipt is verified and committed, so a lower bound). The warm-up's arrivals (a pair that
+    was idle or just started: connections, caches and the first batches) are waited for like the
+    others and summarized apart, as `warmup_delivered`.
     """
     sink = progress or NoProgress()
     rng = random.Random(seed)  # noqa: S311 - arrival times, not security
     loop = asyncio.get_running_loop()
     scheduled: dict[str, float] = {}
+    warm: dict[str, float] = {}
     submit_lat: list[float] = []
     observed: dict[str, float] = {}
     outstanding: set[str] = set()
@@ -535,11 +540,16 @@ async def open_loop_latency(
     failures = [0]
     done_sending = asyncio.Event()
 
-    async def one(session: LoadClient, at_wall: float) -> None:
+    async def one(session: LoadClient, at_wall: float, measured: bool) -> None:
         try:
             mid = await submitter.submit(session)
         except (OSError, TimeoutError, ValueError):
             mid = None
+        if not measured:
+            if mid is not None:
+                warm[mid] = at_wall
+                outstanding.add(mid)
+            return
         if mid is None:
             failures[0] += 1
             return
@@ -563,25 +573,29 @@ async def open_loop_latency(
     async with LoadClient(submitter.url, timeout=60) as session:
         poll_task = asyncio.create_task(poller())
         tasks: set[asyncio.Task[None]] = set()
-        sink.begin(f"latency at {rate:.0f} msg/s offered (open loop)", duration)
+        label = f"latency at {rate:.0f} msg/s offered (open loop" + (f", warm-up {warmup:.0f} s)" if warmup else ")")
+        sink.begin(label, warmup + duration)
         t0, wall0 = loop.time(), time.time()
-        if cpu is not None:
-            cpu.start()
+        measuring = False
         offset = rng.expovariate(rate)
-        while offset < duration:
+        while offset < warmup + duration:
             delay = t0 + offset - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = asyncio.create_task(one(session, wall0 + offset))
+            if not measuring and offset >= warmup:
+                measuring = True
+                if cpu is not None:
+                    cpu.start()
+            task = asyncio.create_task(one(session, wall0 + offset, measuring))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             sink.update(offset)
             offset += rng.expovariate(rate)
-        sent = len(scheduled) + len(tasks) + failures[0]
-        cpu_percent = cpu.stop() if cpu is not None else {}
+        cpu_percent = cpu.stop() if cpu is not None and measuring else {}
         await asyncio.gather(*tasks)
+        sent = len(scheduled) + failures[0]
         sink.end()
-        lag = loop.time() - t0 - duration
+        lag = loop.time() - t0 - warmup - duration
         drain_start = time.monotonic()
         done_sending.set()
         try:
@@ -593,16 +607,19 @@ async def open_loop_latency(
     stamped = await asyncio.to_thread(probe.delivered_history, ids)
     return {
         "offered_per_second": rate,
+        "warmup_seconds": warmup,
         "duration_seconds": duration,
         "arrivals": sent,
         "achieved_per_second": round(len(scheduled) / duration, 1),
         "submit_failures": failures[0],
         "generator_lag_seconds": round(max(0.0, lag), 3),
-        "samples": len(observed),
-        "not_delivered": len(lost),
+        "samples": sum(1 for m in observed if m in scheduled),
+        "not_delivered": sum(1 for m in lost if m in scheduled),
         "poll_interval_ms": poll_interval * 1000,
-        "delivered": summarize_ms(observed[m] - scheduled[m] for m in observed),
+        "delivered": summarize_ms(observed[m] - scheduled[m] for m in observed if m in scheduled),
         "delivered_history": summarize_ms(stamped[m] - scheduled[m] for m in stamped),
+        "warmup_arrivals": len(warm),
+        "warmup_delivered": summarize_ms(observed[m] - warm[m] for m in observed if m in warm),
         "accepted_202": summarize_ms(submit_lat),
         "drain_after_seconds": round(drain, 2),
         "cpu": cpu_percent,

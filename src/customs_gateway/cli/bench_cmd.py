@@ -286,6 +286,7 @@ class Bench:
                     p,
                     rate=rate,
                     duration=s.latency_seconds,
+                    warmup=min(2.0, s.warmup),
                     drain_timeout=900,
                     cpu=bm.CpuMeter(pids),
                     progress=self.progress,
@@ -299,12 +300,13 @@ class Bench:
 
             async def latency(_: Row) -> None:
                 res = await latency_at(s.rate)
-                d, h = res["delivered"], res["delivered_history"]
+                d, h, w = res["delivered"], res["delivered_history"], res["warmup_delivered"]
                 lat.value, lat.details = d["p99_ms"], res
                 lat.met = lat.value <= 50
                 lat.note = (
                     f"p50 {d['p50_ms']:,} / p95 {d['p95_ms']:,} / p99 {d['p99_ms']:,} ms submit→delivered "
-                    f"(history stamp p99 {h.get('p99_ms', 0):,}); {res['samples']:,} samples"
+                    f"(history stamp p99 {h.get('p99_ms', 0):,}); {res['samples']:,} samples after a "
+                    f"{res['warmup_seconds']:g} s warm-up (its p99 {w.get('p99_ms', 0):,} ms)"
                 )
                 # A queue still draining a second after the last arrival means the offered load was
                 # above what the pair sustains: latency is then queueing time. Say so, and measure
