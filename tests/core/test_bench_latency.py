@@ -53,7 +53,7 @@ class FakeProbe(bm.OutboxProbe):
 
 
 async def test_the_warm_up_is_waited_for_and_summarized_apart() -> None:
-    sub = FakeSubmitter(slow_for=0.2)
+    sub = FakeSubmitter(slow_for=0.1)
     res: dict[str, Any] = await bm.open_loop_latency(
         sub, FakeProbe(sub), rate=400, duration=0.6, warmup=0.5, drain_timeout=10, seed=3
     )
@@ -69,7 +69,7 @@ async def test_the_warm_up_is_waited_for_and_summarized_apart() -> None:
 
 
 async def test_without_a_warm_up_every_arrival_counts() -> None:
-    sub = FakeSubmitter(slow_for=0.2)
+    sub = FakeSubmitter(slow_for=0.1)
     res = await bm.open_loop_latency(sub, FakeProbe(sub), rate=400, duration=0.6, drain_timeout=10, seed=3)
     assert res["warmup_arrivals"] == 0 and res["warmup_delivered"] == {}
     assert res["samples"] == len(sub.accepted)

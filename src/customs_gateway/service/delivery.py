@@ -68,7 +68,7 @@ AHEAD_MAX_AGE = dt.timedelta(seconds=5)
 #: The sender's envelopes are built, and the peer's answers judged, in the crypto worker
 #: processes however small the batch: in a thread they would hold the GIL that the event loop
 #: (taking submissions) and the SQLite writer (committing them) wait for. At 500 msg/s offered
-#: this lowered submit-to-delivered p50 from 30 to 26 ms and p99 from 58-62 to 51-55 ms
+#: this lowered submit-to-delivered p50 from 31-32 to 25-27 ms and p99 from 62-76 to 52-56 ms
 #: (docs/performance.md, session 15), for about 4 % more CPU a message at that rate; under
 #: saturation batches are large and go to the processes anyway.
 SENDER_PROCESSES_FROM = 1
