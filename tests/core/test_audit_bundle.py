@@ -951,3 +951,25 @@ def test_a_process_pool_checks_the_signatures() -> None:
         err = fails(forged, executor=ex)
     assert err.code == "audit.document_signature"
     assert obj(forged[err.line - 1])["message_id"] == _mid(30)
+
+
+def test_an_export_line_with_a_key_twice_fails_even_resealed() -> None:
+    """I-JSON for the export's own lines: an entry line carrying a forged entry first (kept by a
+    parser that keeps the first) and the genuine one last (kept by msgspec) is one file showing
+    two auditors two logs."""
+    lines = list(small())
+    i, j = where(lines, "entry")[:2]
+    forged = lines[j][lines[j].index(b'"entry":') :].rstrip(b"}\n")
+    lines[i] = lines[i].replace(b'"entry":', forged + b',"entry":', 1)
+    err = fails(reseal(lines))
+    assert err.code == "audit.malformed" and "line.entry appears twice" in str(err), err
+    assert err.line == i + 1
+
+
+def test_an_export_line_with_other_spacing_but_no_key_twice_verifies() -> None:
+    """Only a key twice is refused: a line not in its written form is read as before."""
+    lines = list(small())
+    i = where(lines, "entry")[0]
+    lines[i] = lines[i].replace(b'","', b'", "', 1).replace(b',"entry"', b', "entry"', 1)
+    assert lines[i] != small()[i]
+    verify_bundle(reseal(lines))

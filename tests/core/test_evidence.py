@@ -16,7 +16,8 @@ from msgspec.structs import replace
 from customs_gateway.core.audit import AuditEntry
 from customs_gateway.core.audit_bundle import BundleError
 from customs_gateway.core.encoding import b64url, unb64url
-from customs_gateway.core.evidence import FAILURE_CODES, LogPart, verify_evidence
+from customs_gateway.core.errors import GatewayError
+from customs_gateway.core.evidence import FAILURE_CODES, LogPart, decode_log_part, verify_evidence
 from customs_gateway.core.receipt import make_receipt
 
 from .evidence_builder import (
@@ -339,3 +340,44 @@ def test_a_withheld_document_cannot_change_its_type_or_time() -> None:
     refused(p.raw(), "evidence.entry")
     p = build().replace_part(0, signed_document=None, withheld="disposed", created_at="2026-03-01T11:00:00.000Z")
     refused(p.raw(), "evidence.entry")
+
+
+def _resealed(ls: list[bytes]) -> bytes:
+    """The lines with the end line computed again over them, as a forger would."""
+    body = ls[:-1]
+    end = b'{"t":"end","lines":%d,"sha256":"%s"}\n' % (len(body), hashlib.sha256(b"".join(body)).hexdigest().encode())
+    return b"".join([*body, end])
+
+
+def test_a_line_with_a_key_twice_is_refused_even_resealed() -> None:
+    """I-JSON for the file's own lines: a message part naming another receipt first (read by a
+    parser that keeps the first) and the genuine one last (kept by msgspec) is one file showing
+    two auditors two things. The same line without the first copy verifies."""
+    p = build()
+    ls = lines(p.raw())
+    i = next(n for n, ln in enumerate(ls) if ln.startswith(b'{"t":"message","role":"message"'))
+    other = next(n for n, ln in enumerate(ls) if ln.startswith(b'{"t":"message","role":"ack"'))
+    theirs = ls[other][ls[other].index(b'"receipt":') :].split(b",", 1)[0]
+    assert theirs not in ls[i]
+    ls[i] = ls[i].replace(b'"receipt":', theirs + b',"receipt":', 1)
+    err = refused(_resealed(ls), "audit.malformed")
+    assert "line.receipt appears twice" in str(err) and f"line {i + 1}" in str(err), err
+    assert verify_evidence(lines(_resealed(lines(p.raw()))))  # resealing alone changes nothing
+
+
+def test_a_line_not_in_its_written_form_but_without_a_key_twice_still_verifies() -> None:
+    """Only a key twice is refused: a line with other spacing is read as before (the second,
+    slower parse that looks for a repeated key runs for it)."""
+    ls = lines(build().raw())
+    ls[3] = ls[3].replace(b'","', b'", "', 1)
+    assert verify_evidence(lines(_resealed(ls)))
+
+
+def test_a_peer_log_part_with_a_key_twice_is_refused() -> None:
+    p = build()
+    raw = lines(p.raw())[5].rstrip(b"\n")
+    part = decode_log_part(raw)
+    assert part.owner == US
+    with pytest.raises(GatewayError) as ei:
+        decode_log_part(raw.replace(b'"owner":', b'"owner":"CN-GACC","owner":', 1))
+    assert ei.value.code == "evidence.log" and "log_part.owner" in str(ei.value), ei.value

@@ -45,6 +45,7 @@ from .audit_format import (
     Reference,
     _decode_line,
     _encode_line,
+    decode_line_once,
     entry_references,
     read_signed_document,
 )
@@ -66,7 +67,7 @@ from .encoding import format_ts, json_object, parse_ts, unb64url
 from .envelope import Document
 from .epoch import KIND as EPOCH_KIND
 from .epoch import epoch_of, origin_at, read_epoch
-from .errors import BindingError, GatewayError
+from .errors import BindingError, GatewayError, SchemaError
 from .merkle import EMPTY_ROOT, MAX_TREE_SIZE, CompactRange, leaf_hash
 from .receipt import Statement, verify_receipt, verify_refusal
 from .trust import trusted_keys, valid_in_second
@@ -290,9 +291,11 @@ class BundleVerifier:
         if b"\r" in raw:
             raise self._fail("audit.malformed", "a carriage return: every line ends with a single LF")
         try:
-            line = _decode_line(raw)
+            line = decode_line_once(_decode_line, _encode_line, raw)
         except msgspec.MsgspecError as e:
             raise self._fail("audit.malformed", f"not a bundle line: {e}") from e
+        except SchemaError as e:
+            raise self._fail("audit.malformed", f"{e.field} appears twice: readers could disagree on the line") from e
         if isinstance(line, EndLine):
             self._on_end(line, raw)
             return

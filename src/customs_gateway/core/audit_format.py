@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -111,6 +112,36 @@ class EndLine(msgspec.Struct, tag_field="t", tag="end", forbid_unknown_fields=Tr
 Line = HeaderLine | BundleLine | EntryLine | EvidenceLine | CheckpointLine | EndLine
 _decode_line = msgspec.json.Decoder(Line).decode
 _encode_line = msgspec.json.Encoder().encode
+_ENTRY_FRAME: Final = len(_encode_line(EntryLine(0, ""))) - 1  # an entry line without index digits and entry
+
+L = TypeVar("L")
+
+
+def decode_line_once(
+    decode: Callable[[bytes], L], encode: Callable[[Any], bytes], raw: bytes, where: str = "line"
+) -> L:
+    """One line of an export or evidence file (its newline, if any, included), decoded; raises
+    msgspec's error, or SchemaError (`schema.duplicate_key`, the field under `where`) for a line
+    holding a key twice. msgspec keeps the last of repeated keys where another reader may keep
+    the first: one file would show two auditors two contents (I-JSON, RFC 7493 §2.3).
+
+    Only the length is compared for the lines gateways write: `encode` (msgspec's compact JSON)
+    is the shortest text of the decoded value (no whitespace, no escapes it can do without, the
+    shortest numbers), and a key twice makes a text longer still, so a line no longer than it
+    holds no key twice. Longer lines are parsed a second time to look."""
+    line = decode(raw)
+    size = len(raw) - raw.endswith(b"\n")
+    if size > _shortest_length(line, encode):
+        refuse_duplicate_keys_in(raw, b"", where)
+    return line
+
+
+def _shortest_length(line: object, encode: Callable[[Any], bytes]) -> int:
+    """The length of `encode(line)`; for an entry line (most of an export) a lower bound counted
+    without encoding (each character of the entry as one byte: escapes and non-ASCII only add)."""
+    if type(line) is EntryLine:
+        return _ENTRY_FRAME + len(str(line.index)) + len(line.entry)
+    return len(encode(line))
 
 
 class BundleWriter:

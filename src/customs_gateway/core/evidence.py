@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from .audit import AuditEntry, witness_name
-from .audit_format import MAX_LINE_BYTES, BundleError, BundleLine, EndLine, read_signed_document
+from .audit_format import MAX_LINE_BYTES, BundleError, BundleLine, EndLine, decode_line_once, read_signed_document
 from .bundle import SignedBundle, is_valid_identity
 from .checkpoint import (
     Checkpoint,
@@ -42,7 +42,7 @@ from .checkpoint import (
 from .encoding import b64url, format_ts, json_object, parse_ts, unb64url
 from .envelope import Document
 from .epoch import epoch_of, note_origin
-from .errors import GatewayError
+from .errors import GatewayError, SchemaError
 from .keys import VerifyKey
 from .merkle import MAX_TREE_SIZE, leaf_hash, verify_inclusion
 from .receipt import Statement, verify_receipt, verify_refusal
@@ -130,9 +130,11 @@ def encode_log_part(part: LogPart) -> bytes:
 def decode_log_part(raw: bytes) -> LogPart:
     """A log part as the peer API served it (shape only: `verify_evidence` checks the rest)."""
     try:
-        return _decode_log_part(raw)
+        return decode_line_once(_decode_log_part, _encode_line, raw, "log_part")
     except msgspec.MsgspecError as e:
         raise GatewayError(f"peer's log part is malformed: {e}", code="evidence.log", status=502) from e
+    except SchemaError as e:
+        raise GatewayError(f"peer's log part holds {e.field} twice", code="evidence.log", status=502) from e
 
 
 def prove_entries(owner: str, size: int, note: bytes, rows: Iterable[tuple[int, bytes, list[bytes]]]) -> LogPart:
@@ -371,9 +373,11 @@ class _Verifier:
         if b"\r" in raw:
             raise self.fail("audit.malformed", "a carriage return: lines end with a single LF")
         try:
-            line = _decode_line(raw)
+            line = decode_line_once(_decode_line, _encode_line, raw)
         except msgspec.MsgspecError as e:
             raise self.fail("audit.malformed", f"not an evidence line: {e}") from e
+        except SchemaError as e:
+            raise self.fail("audit.malformed", f"{e.field} appears twice: readers could disagree on the line") from e
         if isinstance(line, EndLine):
             self.on_end(line, raw)
             return
