@@ -147,3 +147,20 @@ def test_config_from_environment_and_passphrase_file(
     capsys.readouterr()
     assert main(["keys", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["identity"] == "US-CBP"
+
+
+def test_a_refused_peer_bundle_is_one_line_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CLI failure is one line with the rule's code and the field it is about, as the client
+    prints an API problem's."""
+    us, cn = tmp_path / "us", tmp_path / "cn"
+    assert init(us, "US-CBP") == 0
+    assert init(cn, "CN-GACC", "--peer-identity", "US-CBP") == 0
+    exported = (us / "keys" / "bundle.json").read_bytes()
+    forged = tmp_path / "twice.bundle.json"
+    forged.write_bytes(exported.replace(b'{"bundle":', b'{"bundle":"e30","bundle":', 1))
+    capsys.readouterr()
+    assert main(["keys", "import-peer", "--config", str(cn / "gateway.toml"), str(forged)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("customs-gateway: schema.duplicate_key [signed_bundle.bundle]: "), err
+    assert not (cn / "peers" / "US-CBP.bundle.json").exists()

@@ -102,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"customs-gateway: configuration error{where}: {e.detail}", file=sys.stderr)
         return 2
     except GatewayError as e:
-        print(f"customs-gateway: {e.code}: {e.detail}", file=sys.stderr)
+        where = f" [{e.field}]" if e.field else ""  # as the client prints an API problem's field
+        print(f"customs-gateway: {e.code}{where}: {e.detail}", file=sys.stderr)
         return 3
     except EOFError:
         print(
