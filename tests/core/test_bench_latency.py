@@ -74,3 +74,37 @@ async def test_without_a_warm_up_every_arrival_counts() -> None:
     assert res["warmup_arrivals"] == 0 and res["warmup_delivered"] == {}
     assert res["samples"] == len(sub.accepted)
     assert res["delivered"]["max_ms"] >= SLOW * 1000
+
+
+class FlakySubmitter(FakeSubmitter):
+    """Fails every fifth submission (an error, not an answer), as a busy gateway's socket might."""
+
+    def __init__(self) -> None:
+        super().__init__(slow_for=0.0)
+        self.calls = 0
+
+    async def submit(self, client: LoadClient) -> str | None:
+        self.calls += 1
+        if self.calls % 5 == 0:
+            raise TimeoutError("no answer")
+        return await super().submit(client)
+
+
+class RefusingProbe(FakeProbe):
+    """Reports every seventh accepted message refused by the peer."""
+
+    def finished_among(self, ids: list[str]) -> list[tuple[str, str]]:
+        return [(m, "refused" if int(m[1:]) % 7 == 0 else st) for m, st in super().finished_among(ids)]
+
+
+async def test_failures_and_refusals_are_counted_in_the_warm_up_too() -> None:
+    sub = FlakySubmitter()
+    res = await bm.open_loop_latency(
+        sub, RefusingProbe(sub), rate=400, duration=0.5, warmup=0.5, drain_timeout=10, seed=5
+    )
+    failed = res["submit_failures"] + res["warmup_submit_failures"]
+    assert failed == sub.calls // 5 and res["warmup_submit_failures"] > 0 and res["submit_failures"] > 0
+    refused = res["not_delivered"] + res["warmup_not_delivered"]
+    assert refused == sum(1 for m in sub.accepted if int(m[1:]) % 7 == 0)
+    assert res["warmup_not_delivered"] > 0 and res["not_delivered"] > 0
+    assert res["warmup_arrivals"] + res["samples"] + res["not_delivered"] == len(sub.accepted)

@@ -526,7 +526,8 @@ async def open_loop_latency(
     timestamp of the `delivered` history entry, as the delivery worker stamps it (before the
     receipt is verified and committed, so a lower bound). The warm-up's arrivals (a pair that
     was idle or just started: connections, caches and the first batches) are waited for like the
-    others and summarized apart, as `warmup_delivered`.
+    others and summarized apart, as `warmup_delivered`; their failed submissions and refusals are
+    counted apart too (`warmup_submit_failures`, `warmup_not_delivered`).
     """
     sink = progress or NoProgress()
     rng = random.Random(seed)  # noqa: S311 - arrival times, not security
@@ -538,6 +539,7 @@ async def open_loop_latency(
     outstanding: set[str] = set()
     lost: dict[str, str] = {}
     failures = [0]
+    warm_failures = [0]
     done_sending = asyncio.Event()
 
     async def one(session: LoadClient, at_wall: float, measured: bool) -> None:
@@ -545,13 +547,12 @@ async def open_loop_latency(
             mid = await submitter.submit(session)
         except (OSError, TimeoutError, ValueError):
             mid = None
-        if not measured:
-            if mid is not None:
-                warm[mid] = at_wall
-                outstanding.add(mid)
-            return
         if mid is None:
-            failures[0] += 1
+            (failures if measured else warm_failures)[0] += 1
+            return
+        if not measured:
+            warm[mid] = at_wall
+            outstanding.add(mid)
             return
         submit_lat.append(time.time() - at_wall)
         scheduled[mid] = at_wall
@@ -619,6 +620,8 @@ async def open_loop_latency(
         "delivered": summarize_ms(observed[m] - scheduled[m] for m in observed if m in scheduled),
         "delivered_history": summarize_ms(stamped[m] - scheduled[m] for m in stamped),
         "warmup_arrivals": len(warm),
+        "warmup_submit_failures": warm_failures[0],
+        "warmup_not_delivered": sum(1 for m in lost if m in warm),
         "warmup_delivered": summarize_ms(observed[m] - warm[m] for m in observed if m in warm),
         "accepted_202": summarize_ms(submit_lat),
         "drain_after_seconds": round(drain, 2),

@@ -308,6 +308,13 @@ class Bench:
                     f"(history stamp p99 {h.get('p99_ms', 0):,}); {res['samples']:,} samples after a "
                     f"{res['warmup_seconds']:g} s warm-up (its p99 {w.get('p99_ms', 0):,} ms)"
                 )
+                # Messages that never count as samples, said rather than left out in silence.
+                failed, warm_failed = res["submit_failures"], res["warmup_submit_failures"]
+                lost, warm_lost = res["not_delivered"], res["warmup_not_delivered"]
+                if failed or warm_failed:
+                    lat.note += f"; {failed + warm_failed:,} submissions failed ({warm_failed:,} in the warm-up)"
+                if lost or warm_lost:
+                    lat.note += f"; {lost + warm_lost:,} refused or expired ({warm_lost:,} in the warm-up)"
                 # A queue still draining a second after the last arrival means the offered load was
                 # above what the pair sustains: latency is then queueing time. Say so, and measure
                 # again at half the measured capacity, where the pair keeps up.
