@@ -105,9 +105,17 @@ def test_render_json_says_what_the_stdlib_renderer_said(event_dict: dict[str, An
     assert list(json.loads(new)) == list(event_dict)  # keys in event order
 
 
-def test_render_json_writes_an_infinity_as_null_and_stays_json() -> None:
-    line = render_json(None, "info", {"event": "x", "ratio": float("inf"), "low": float("-inf")})
-    assert json.loads(line) == {"event": "x", "ratio": None, "low": None}
+@pytest.mark.parametrize("event", ["x", "é", "\ud800"], ids=["ascii", "non-ascii", "lone-surrogate"])
+def test_render_json_writes_an_infinity_or_nan_as_null_and_stays_json(event: str) -> None:
+    values = {"ratio": float("inf"), "low": [float("-inf"), 1.5], "nan": {"n": float("nan")}}
+    line = render_json(None, "info", {"event": event, **values})
+    assert line.isascii()
+    assert json.loads(line, parse_constant=pytest.fail) == {
+        "event": event,
+        "ratio": None,
+        "low": [None, 1.5],
+        "nan": {"n": None},
+    }
 
 
 def test_reconfiguring_reaches_cached_loggers() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import threading
 from typing import Any
@@ -54,9 +55,20 @@ def render_json(logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
     try:
         out = _encode(event_dict).decode("ascii")  # ASCII: nothing to escape, the common case
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
-        # Non-ASCII text (escaped like json.dumps does), lone surrogates, unencodable keys.
-        out = json.dumps(event_dict, default=_fallback, separators=(",", ":"))
+        # Non-ASCII text (escaped like json.dumps does), lone surrogates, unencodable keys. An
+        # infinity or NaN is null here too: json.dumps would write `Infinity`, which is not JSON.
+        out = json.dumps(_finite(event_dict), default=_fallback, separators=(",", ":"))
     return out
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 class _Sink:
