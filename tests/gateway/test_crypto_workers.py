@@ -250,16 +250,28 @@ async def test_gateways_deliver_through_the_worker_processes(pair: Pair) -> None
     assert [m["id"] for m in inbox["messages"]] == ids
 
 
-async def test_the_sender_builds_and_judges_a_lone_message_in_the_processes(pair: Pair) -> None:
-    """Small batches stay off the sender's GIL (delivery.SENDER_PROCESSES_FROM); the receiver
-    opens a small batch in a thread, as the default has it."""
+async def test_the_sender_builds_a_lone_message_in_the_processes_and_judges_it_on_the_loop(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small batches are built off the sender's GIL (delivery.SENDER_PROCESSES_FROM); a small
+    answer is judged on the event loop, without the pool (delivery.SENDER_JUDGE_INLINE_BELOW);
+    the receiver opens a small batch in a thread, as the default has it."""
     sender, receiver = pair.gw(US).crypto, pair.gw(CN).crypto
-    before = (sender.batches_in_processes, receiver.batches_in_threads)
+    through_pool: list[str] = []
+    real_map = sender.map
+
+    async def spied(fn: Any, *args: Any, **kw: Any) -> Any:
+        through_pool.append(fn.__name__)
+        return await real_map(fn, *args, **kw)
+
+    monkeypatch.setattr(sender, "map", spied)
+    before = (sender.batches_in_processes, sender.batches_in_threads, receiver.batches_in_threads)
     status, res = await pair.apis[US].submit("seizure-share")
     assert status == 202, res
     await pair.apis[US].wait_status(res["id"], {"delivered"})
-    assert sender.batches_in_processes - before[0] >= 2  # built, then the receipt judged
-    assert receiver.batches_in_threads > before[1]
+    assert "build_batch" in through_pool and "judge_batch" not in through_pool, through_pool
+    assert sender.batches_in_processes > before[0] and sender.batches_in_threads == before[1]
+    assert receiver.batches_in_threads > before[2]
 
 
 def test_config_bounds(tmp_path: Path) -> None:

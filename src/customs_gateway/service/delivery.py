@@ -65,13 +65,20 @@ class Backoff:
 #: A batch built ahead is sent only this soon after it was signed; older ones are rebuilt.
 AHEAD_MAX_AGE = dt.timedelta(seconds=5)
 
-#: The sender's envelopes are built, and the peer's answers judged, in the crypto worker
+#: The sender's envelopes are built (and large answers judged) in the crypto worker
 #: processes however small the batch: in a thread they would hold the GIL that the event loop
 #: (taking submissions) and the SQLite writer (committing them) wait for. At 500 msg/s offered
 #: this lowered submit-to-delivered p50 from 31-32 to 25-27 ms and p99 from 62-76 to 52-56 ms
 #: (docs/performance.md, session 15), for about 4 % more CPU a message at that rate; under
 #: saturation batches are large and go to the processes anyway.
 SENDER_PROCESSES_FROM = 1
+
+#: An answer to fewer receipts than this is judged on the event loop itself (a receipt
+#: signature check is about 60 us): no hand-off to a worker process to wait for, and none of its
+#: CPU. At 500 msg/s (batches of about 7), four alternated pairs: p50 35.7-46.2 against 39.8-48.2
+#: ms, p99 lower in three, the sender's CPU 90-91 % of a core against 92-93 % (performance.md,
+#: session 16). Larger answers, as under saturation, still go to the processes.
+SENDER_JUDGE_INLINE_BELOW = 16
 
 
 @dataclass(frozen=True)
@@ -371,7 +378,10 @@ class DeliveryWorker:
             for m, b, r in zip(msgs, built, results, strict=True)
         ]
         keys = JudgeKeys(gw.name, gw.peer_bundle_bytes())
-        verdicts = await gw.crypto.map(judge_batch, keys, now, items, processes_from=SENDER_PROCESSES_FROM)
+        if len(items) < SENDER_JUDGE_INLINE_BELOW:
+            verdicts = judge_batch(keys, now, items)
+        else:
+            verdicts = await gw.crypto.map(judge_batch, keys, now, items, processes_from=SENDER_PROCESSES_FROM)
         return [self._judge(m, b, v, now) for m, b, v in zip(msgs, built, verdicts, strict=True)]
 
     async def _announce(self, named: list[_Named]) -> None:
