@@ -10,11 +10,18 @@ from typing import Any
 
 import pytest
 
+from customs_gateway.core import audit_keys
 from customs_gateway.core.audit_format import BundleError
-from customs_gateway.core.audit_keys import BATCH, MAX_IN_FLIGHT, SignatureQueue, _Where
+from customs_gateway.core.audit_keys import MAX_IN_FLIGHT, SignatureQueue, _Where
 from customs_gateway.core.keys import SigningKey, domain
 
 KEY = SigningKey(bytes(range(32)))
+BATCH = 64  # small batches: the queue fills in a few tens of ms, well before a gate opens
+
+
+@pytest.fixture(autouse=True)
+def _small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_keys, "BATCH", BATCH)
 
 
 class GatedPool(ThreadPoolExecutor):
