@@ -291,7 +291,7 @@ class BundleVerifier:
         if b"\r" in raw:
             raise self._fail("audit.malformed", "a carriage return: every line ends with a single LF")
         try:
-            line = decode_line_once(_decode_line, _encode_line, raw)
+            line = decode_line_once(_decode_line, raw)
         except msgspec.MsgspecError as e:
             raise self._fail("audit.malformed", f"not a bundle line: {e}") from e
         except SchemaError as e:

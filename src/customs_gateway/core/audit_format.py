@@ -117,31 +117,29 @@ _ENTRY_FRAME: Final = len(_encode_line(EntryLine(0, ""))) - 1  # an entry line w
 L = TypeVar("L")
 
 
-def decode_line_once(
-    decode: Callable[[bytes], L], encode: Callable[[Any], bytes], raw: bytes, where: str = "line"
-) -> L:
+def decode_line_once(decode: Callable[[bytes], L], raw: bytes, where: str = "line") -> L:
     """One line of an export or evidence file (its newline, if any, included), decoded; raises
     msgspec's error, or SchemaError (`schema.duplicate_key`, the field under `where`) for a line
     holding a key twice. msgspec keeps the last of repeated keys where another reader may keep
     the first: one file would show two auditors two contents (I-JSON, RFC 7493 §2.3).
 
-    Only the length is compared for the lines gateways write: `encode` (msgspec's compact JSON)
-    is the shortest text of the decoded value (no whitespace, no escapes it can do without, the
+    Only the length is compared for the lines gateways write: msgspec's compact JSON of a value
+    is its shortest text of the decoded value (no whitespace, no escapes it can do without, the
     shortest numbers), and a key twice makes a text longer still, so a line no longer than it
     holds no key twice. Longer lines are parsed a second time to look."""
     line = decode(raw)
     size = len(raw) - raw.endswith(b"\n")
-    if size > _shortest_length(line, encode):
-        refuse_duplicate_keys_in(raw, b"", where)
+    if size > _shortest_length(line):
+        refuse_duplicate_keys_in(raw, b"", where)  # no canonical bytes to match: always parses
     return line
 
 
-def _shortest_length(line: object, encode: Callable[[Any], bytes]) -> int:
-    """The length of `encode(line)`; for an entry line (most of an export) a lower bound counted
+def _shortest_length(line: object) -> int:
+    """The length of msgspec's compact JSON of `line`; for an entry line (most of an export) a lower bound counted
     without encoding (each character of the entry as one byte: escapes and non-ASCII only add)."""
     if type(line) is EntryLine:
         return _ENTRY_FRAME + len(str(line.index)) + len(line.entry)
-    return len(encode(line))
+    return len(_encode_line(line))
 
 
 class BundleWriter:

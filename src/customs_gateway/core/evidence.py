@@ -130,7 +130,7 @@ def encode_log_part(part: LogPart) -> bytes:
 def decode_log_part(raw: bytes) -> LogPart:
     """A log part as the peer API served it (shape only: `verify_evidence` checks the rest)."""
     try:
-        return decode_line_once(_decode_log_part, _encode_line, raw, "log_part")
+        return decode_line_once(_decode_log_part, raw, "log_part")
     except msgspec.MsgspecError as e:
         raise GatewayError(f"peer's log part is malformed: {e}", code="evidence.log", status=502) from e
     except SchemaError as e:
@@ -373,7 +373,7 @@ class _Verifier:
         if b"\r" in raw:
             raise self.fail("audit.malformed", "a carriage return: lines end with a single LF")
         try:
-            line = decode_line_once(_decode_line, _encode_line, raw)
+            line = decode_line_once(_decode_line, raw)
         except msgspec.MsgspecError as e:
             raise self.fail("audit.malformed", f"not an evidence line: {e}") from e
         except SchemaError as e:
