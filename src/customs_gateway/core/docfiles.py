@@ -154,8 +154,14 @@ def sealed_files(msg_type: str, document: bytes) -> list[SealedFile]:
     if msg_type not in TYPES_WITH_FILES:
         return []
     body = msgspec.json.decode(document).get("body")
-    files = body.get("files") if isinstance(body, dict) else None
-    return msgspec.convert(files or [], list[SealedFile])
+    return sealed_files_in(msg_type, body if isinstance(body, dict) else {})
+
+
+def sealed_files_in(msg_type: str, body: dict[str, Any]) -> list[SealedFile]:
+    """`sealed_files` of a document already parsed: the files its (checked) body names."""
+    if msg_type not in TYPES_WITH_FILES:
+        return []
+    return msgspec.convert(body.get("files") or [], list[SealedFile])
 
 
 def named_file_ids(body: object) -> list[str]:

@@ -250,6 +250,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         recorded: consent.ConsentEvent | None = None
         retain_until: dt.date | None = None  # a control document has no terms (`store.sealed`)
         hold_notice: HoldNotice | None = None
+        files: tuple[docfiles.SealedFile, ...] = ()
         for extra in ("in_reply_to", "handling"):
             if getattr(doc, extra) is not None and doc.type not in BUSINESS_TYPES:
                 raise SchemaError(
@@ -258,6 +259,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
         if doc.type in BUSINESS_TYPES:
             schemas.check_happened(schemas.validate_body(doc.type, doc.body), now)
             docfiles.check_sealed(doc.body)
+            files = tuple(docfiles.sealed_files_in(doc.type, doc.body))
             retain_until = check_document_terms(doc, view.profile).retain_until
             if retain_until < now.astimezone(dt.timezone.utc).date():
                 raise SchemaError(
@@ -348,6 +350,7 @@ def open_one(view: OpenView, raw_env: object, now: dt.datetime) -> Incoming | Re
             consent=recorded,
             retain_until=retain_until,
             hold_notice=hold_notice,
+            files=files,
         )
     except GatewayError as e:
         return Refused(

@@ -624,7 +624,7 @@ class Gateway:
                 else:
                     self.counters.received += 1
                     if it.type in docfiles.TYPES_WITH_FILES:  # its files are the message's now
-                        self.peer_files.adopt([f.file_id for f in docfiles.sealed_files(it.type, it.body)], it.id)
+                        self.peer_files.adopt([f.file_id for f in it.files], it.id)
                 results[i] = {"id": it.id, "status": res.status, "receipt": json_object(res.receipt)}
             if any(r["status"] == "accepted" for r in results if r is not None):
                 await self._wake_long_polls()
@@ -646,7 +646,7 @@ class Gateway:
         for it in opened:
             if isinstance(it, Refused) or it.type not in docfiles.TYPES_WITH_FILES:
                 continue
-            for f in docfiles.sealed_files(it.type, it.body):
+            for f in it.files:
                 if self.peer_files.watch(f.file_id, f.size, f.sha256, f.key):
                     watching.append(f.file_id)
         return watching
@@ -664,7 +664,7 @@ class Gateway:
         ready = []
         for i, it in incoming:
             try:
-                for f in docfiles.sealed_files(it.type, it.body):
+                for f in it.files:
                     await asyncio.to_thread(self.peer_files.check, f.file_id, f.size, f.sha256, f.key)
             except (MissingFile, FileError) as err:
                 results[i] = self._refuse(it.id, err, now, it.envelope_sha256)

@@ -17,6 +17,7 @@ from ..core import threads
 from ..core.audit import AuditEntry
 from ..core.bundle import SignedBundle
 from ..core.consent import ConsentEvent, ConsentRecord
+from ..core.docfiles import SealedFile
 from ..core.encoding import json_object
 from ..core.errors import Conflict, GatewayError
 from ..core.replay import seq_reused_error
@@ -119,6 +120,7 @@ class Incoming:
     consent: ConsentEvent | None = None  # a consent request or decision to record (`core.consent`)
     retain_until: dt.date | None = None  # its handling terms' retention date (None: a control message)
     hold_notice: HoldNotice | None = None  # a `legal-hold` notice: the peer holds (or released) a message
+    files: tuple[SealedFile, ...] = ()  # the files its document names, read once where it was opened
 
 
 @dataclass(frozen=True)
