@@ -76,6 +76,10 @@ def test_quick_bench_measures_every_row() -> None:
     assert rows["gateway"]["details"]["delivered"] > 0
     assert rows["gateway_batch"]["details"]["delivered"] > 0 and not rows["gateway_batch"]["details"]["never_delivered"]
     assert rows["gateway"]["details"]["drain_seconds"] >= 0
+    # The ceiling is read before and after the end-to-end window; the row is their mean.
+    before, after = rows["ceiling"]["details"]["readings"]
+    assert before > 0 and after > 0 and rows["ceiling"]["value"] == round((before + after) / 2, 1)
+    assert rows["ratio"]["value"] == round(rows["gateway"]["value"] / rows["ceiling"]["value"], 3)
     if rows["gateway_pg"]["status"] == "ok":
         assert rows["gateway_pg"]["details"]["delivered"] > 0 and not rows["gateway_pg"]["details"]["never_delivered"]
     latency = rows["latency"]["details"]["delivered"]
