@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 from customs_gateway.core.clock import FixedClock, UUID7Source
-from customs_gateway.core.encoding import b64url, unb64url
-from customs_gateway.core.envelope import Document, Envelope, SignedDocument
+from customs_gateway.core.encoding import b64url, json_bytes, unb64url
+from customs_gateway.core.envelope import Document, DocumentHead, Envelope, SignedDocument, build_envelope
 from customs_gateway.service.crypto_pool import MIN_PROCESS_BATCH, CryptoPool
 from customs_gateway.service.crypto_workers import (
     BadVerdict,
@@ -118,6 +118,51 @@ def _flip(s: str) -> str:
     raw = bytearray(unb64url(s))
     raw[len(raw) // 2] ^= 0x01
     return b64url(bytes(raw))
+
+
+FILE = {
+    "file_id": "0192f0a0-0000-7000-8000-000000000001",
+    "filename": "a.pdf",
+    "media_type": "application/pdf",
+    "size": 3,
+    "sha256": "ab" * 32,
+    "key": "A" * 43,
+}
+
+
+@pytest.mark.parametrize(
+    ("msg_type", "body", "names_files"),
+    [
+        ("seizure-share", sample("seizure-share"), False),
+        ("seizure-share", {**sample("seizure-share"), "files": [FILE]}, True),
+        ("training-material", {**sample("training-material"), "files": [FILE]}, True),
+        (
+            "ack",
+            {"message_id": "0192f0a0-0000-7000-8000-000000000002", "status": "processed", "document_sha256": "cd" * 32},
+            False,
+        ),
+    ],
+)
+def test_build_batch_builds_the_envelope_build_envelope_builds(
+    idents: dict[str, Identity], msg_type: str, body: dict[str, Any], names_files: bool
+) -> None:
+    # The workers read only the head of our own signed document (DocumentHead.of_own); the
+    # envelope must be byte for byte the one build_envelope makes from the whole Document.
+    us, cn = idents[US], idents[CN]
+    key, rcpt = us.active_signing_key(NOW), cn.public_keys().encryption_key(NOW)
+    handling = terms(msg_type, NOW) if msg_type != "ack" else None
+    doc = Document(UUID7Source(FixedClock(NOW)).new_id(), US, CN, msg_type, NOW, body, handling=handling)
+    signed = SignedDocument.create(doc, key)
+    env, _, ct = build_envelope(doc, seq=7, sent_at=NOW, attempt=2, signing_key=key, recipient_key=rcpt, signed=signed)
+    [(raw, ct_again, kid, names)] = build_batch(_seal_keys(us, cn), NOW, [(signed.raw, 7, 2, ct)])
+    assert raw == json_bytes(env.to_dict()) and ct_again == ct and kid == rcpt.kid and names is names_files
+    head, _ = DocumentHead.of_own(signed.raw)
+    assert head == DocumentHead(doc.id, US, CN, msg_type, doc.created_at)
+    # Sealed afresh (no ciphertext to reuse), the peer opens it to the same document.
+    [(fresh, _, _, _)] = build_batch(_seal_keys(us, cn), NOW, [(signed.raw, 7, 1, None)])
+    [opened] = open_batch(_open_keys(cn, us), NOW, [json.loads(fresh)])
+    assert not isinstance(opened, Refused), opened
+    assert opened.signed_document == signed.raw and opened.seq == 7
 
 
 async def test_every_refusal_survives_the_process_hop(pool: CryptoPool, idents: dict[str, Identity]) -> None:

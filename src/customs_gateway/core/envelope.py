@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
+import msgspec
+
 from .bundle import PeerKeys
 from .encoding import b64url, format_ts, is_version, json_bytes, json_object, parse_ts, unb64url
 from .errors import BindingError, DecodeError, SuiteError
@@ -304,22 +306,94 @@ def build_envelope(
     Returns (envelope, signed document, ciphertext).
     """
     signed = signed or SignedDocument.create(doc, signing_key)
-    if ciphertext is None:
-        ciphertext = seal_document(signed, doc.id, doc.sender, doc.recipient, recipient_key)
-    header = Header(
-        id=doc.id,
+    env, ciphertext = envelope_of(
+        signed.raw,
+        DocumentHead(doc.id, doc.sender, doc.recipient, doc.type, doc.created_at),
         seq=seq,
-        sender=doc.sender,
-        recipient=doc.recipient,
-        type=doc.type,
-        created_at=doc.created_at,
+        sent_at=sent_at,
+        attempt=attempt,
+        signing_key=signing_key,
+        recipient_key=recipient_key,
+        ciphertext=ciphertext,
+    )
+    return env, signed, ciphertext
+
+
+@dataclass(frozen=True)
+class DocumentHead:
+    """The fields of a document its envelope's header repeats."""
+
+    id: str
+    sender: str
+    recipient: str
+    type: str
+    created_at: dt.datetime
+
+    @classmethod
+    def of_own(cls, signed_raw: bytes) -> tuple[DocumentHead, object]:
+        """The head of a signed document this gateway made (exact bytes from its own store) and
+        its body's `files` value (None if absent), for building its envelope. Typed decoders
+        skip the rest of the body, and the checks of `SignedDocument.from_bytes` and
+        `Document.from_bytes` are not repeated: they ran when it was signed. 2.4 us against
+        40 for those two; never use it on a peer's document."""
+        document = unb64url(_OWN_SIGNED.decode(signed_raw).document, field="signed_document.document")
+        d = _OWN_HEAD.decode(document)
+        return cls(
+            d.id, d.sender, d.recipient, d.type, parse_ts(d.created_at, field="document.created_at")
+        ), d.body.files
+
+
+class _OwnSigned(msgspec.Struct):
+    document: str
+
+
+class _OwnBody(msgspec.Struct):
+    files: Any = None
+
+
+class _OwnHead(msgspec.Struct, rename={"sender": "from", "recipient": "to"}):
+    id: str
+    sender: str
+    recipient: str
+    type: str
+    created_at: str
+    body: _OwnBody
+
+
+_OWN_SIGNED = msgspec.json.Decoder(_OwnSigned)
+_OWN_HEAD = msgspec.json.Decoder(_OwnHead)
+
+
+def envelope_of(
+    signed_raw: bytes,
+    head: DocumentHead,
+    *,
+    seq: int,
+    sent_at: dt.datetime,
+    attempt: int,
+    signing_key: SigningKey,
+    recipient_key: EncryptionKey,
+    ciphertext: bytes | None = None,
+) -> tuple[Envelope, bytes]:
+    """The envelope of a signed document (`signed_raw`, the HPKE plaintext) whose header fields
+    are `head`: sealed (unless `ciphertext` from an earlier attempt is reused) and signed.
+    Returns (envelope, ciphertext)."""
+    if ciphertext is None:
+        ciphertext = recipient_key.seal(signed_raw, hpke_info(head.sender, head.recipient, head.id))
+    header = Header(
+        id=head.id,
+        seq=seq,
+        sender=head.sender,
+        recipient=head.recipient,
+        type=head.type,
+        created_at=head.created_at,
         sent_at=sent_at,
         attempt=attempt,
         suite=recipient_key.suite_name,
         sig_kid=signing_key.kid,
         enc_kid=recipient_key.kid,
     )
-    return sign_envelope(header, ciphertext, signing_key), signed, ciphertext
+    return sign_envelope(header, ciphertext, signing_key), ciphertext
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,9 @@ from ..core.encoding import json_bytes, unb64url
 from ..core.envelope import (
     BUSINESS_TYPES,
     Document,
+    DocumentHead,
     Envelope,
-    SignedDocument,
-    build_envelope,
+    envelope_of,
     open_envelope,
     read_header,
 )
@@ -174,19 +174,18 @@ def build_batch(keys: SealKeys, sent_at: dt.datetime, items: Sequence[BuildItem]
     )
     out: list[Built] = []
     for signed_raw, seq, attempt, reuse in items:
-        signed = SignedDocument.from_bytes(signed_raw)
-        doc = Document.from_bytes(signed.document_bytes)
-        env, _, ct = build_envelope(
-            doc,
+        head, files = DocumentHead.of_own(signed_raw)  # our own document: its checks ran when signed
+        env, ct = envelope_of(
+            signed_raw,
+            head,
             seq=seq,
             sent_at=sent_at,
             attempt=attempt,
             signing_key=sig,
             recipient_key=rcpt,
-            signed=signed,
             ciphertext=reuse,
         )
-        names_files = doc.type in docfiles.TYPES_WITH_FILES and bool(docfiles.named_file_ids(doc.body))
+        names_files = head.type in docfiles.TYPES_WITH_FILES and bool(docfiles.named_file_ids({"files": files}))
         out.append((json_bytes(env.to_dict()), ct, rcpt.kid, names_files))
     return out
 
