@@ -164,3 +164,28 @@ def test_a_refused_peer_bundle_is_one_line_naming_the_field(tmp_path: Path, caps
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("customs-gateway: schema.duplicate_key [signed_bundle.bundle]: "), err
     assert not (cn / "peers" / "US-CBP.bundle.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ((b'"v":1', b'"v":2'), "signed_bundle.v"),
+        ((b'"signatures":[', b'"signatures":[7,'), "signed_bundle.signatures[0]"),
+    ],
+)
+def test_a_malformed_peer_bundle_names_the_field_under_signed_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: tuple[bytes, bytes], field: str
+) -> None:
+    # The field is named as it sits in the file (`signed_bundle.v`), not as a bare `v`.
+    us, cn = tmp_path / "us", tmp_path / "cn"
+    assert init(us, "US-CBP") == 0
+    assert init(cn, "CN-GACC", "--peer-identity", "US-CBP") == 0
+    exported = (us / "keys" / "bundle.json").read_bytes()
+    assert exported.count(change[0]) == 1
+    bad = tmp_path / "bad.bundle.json"
+    bad.write_bytes(exported.replace(*change))
+    capsys.readouterr()
+    assert main(["keys", "import-peer", "--config", str(cn / "gateway.toml"), str(bad)]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"customs-gateway: decode.malformed [{field}]: "), err

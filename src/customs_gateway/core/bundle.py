@@ -246,19 +246,19 @@ class SignedBundle:
         d = json_object(data, field="signed bundle")
         refuse_duplicate_keys_in(data.rstrip(), json_bytes(d), "signed_bundle")  # to_bytes ends in "\n"
         if not is_version(d.get("v")):
-            raise DecodeError("signed bundle version must be the integer 1", field="v")
+            raise DecodeError("signed bundle version must be the integer 1", field="signed_bundle.v")
         sigs = d.get("signatures")
         if not isinstance(sigs, list) or not sigs:
-            raise DecodeError("signed bundle has no signatures", field="signatures")
+            raise DecodeError("signed bundle has no signatures", field="signed_bundle.signatures")
         out: list[tuple[str, bytes]] = []
         for i, s in enumerate(sigs):
             if not isinstance(s, dict) or not isinstance(s.get("kid"), str) or not isinstance(s.get("signature"), str):
-                raise DecodeError("signature entries need kid and signature", field=f"signatures[{i}]")
-            out.append((s["kid"], unb64url(s.get("signature", ""), field=f"signatures[{i}].signature")))
+                raise DecodeError("signature entries need kid and signature", field=f"signed_bundle.signatures[{i}]")
+            out.append((s["kid"], unb64url(s.get("signature", ""), field=f"signed_bundle.signatures[{i}].signature")))
         raw = d.get("bundle")
         if not isinstance(raw, str):
-            raise DecodeError("signed bundle lacks the bundle", field="bundle")
-        return cls(unb64url(raw, field="bundle"), tuple(out))
+            raise DecodeError("signed bundle lacks the bundle", field="signed_bundle.bundle")
+        return cls(unb64url(raw, field="signed_bundle.bundle"), tuple(out))
 
     def verify_self_signed(self) -> KeyBundle:
         """Every signature must be by a signing key listed in the bundle and valid at issue time."""
