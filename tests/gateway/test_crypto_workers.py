@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -299,24 +300,45 @@ async def test_the_sender_builds_a_lone_message_in_the_processes_and_judges_it_o
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Small batches are built off the sender's GIL (delivery.SENDER_PROCESSES_FROM); a small
-    answer is judged on the event loop, without the pool (delivery.SENDER_JUDGE_INLINE_BELOW);
+    answer is judged on the event loop, with no hand-off (delivery.SENDER_JUDGE_INLINE_BELOW);
     the receiver opens a small batch in a thread, as the default has it."""
     sender, receiver = pair.gw(US).crypto, pair.gw(CN).crypto
-    through_pool: list[str] = []
-    real_map = sender.map
+    where: list[tuple[str, str]] = []
+    real_run = sender._pool().run
 
-    async def spied(fn: Any, *args: Any, **kw: Any) -> Any:
-        through_pool.append(fn.__name__)
-        return await real_map(fn, *args, **kw)
+    async def spied_run(fn: Any, *args: Any) -> Any:
+        where.append((fn.__name__, "process"))
+        return await real_run(fn, *args)
 
-    monkeypatch.setattr(sender, "map", spied)
-    before = (sender.batches_in_processes, sender.batches_in_threads, receiver.batches_in_threads)
+    monkeypatch.setattr(sender._pool(), "run", spied_run)
+    before = (sender.batches_in_processes, sender.batches_in_threads, sender.batches_inline)
+    before_receiver = receiver.batches_in_threads
     status, res = await pair.apis[US].submit("seizure-share")
     assert status == 202, res
     await pair.apis[US].wait_status(res["id"], {"delivered"})
-    assert "build_batch" in through_pool and "judge_batch" not in through_pool, through_pool
+    assert ("build_batch", "process") in where and ("judge_batch", "process") not in where, where
     assert sender.batches_in_processes > before[0] and sender.batches_in_threads == before[1]
-    assert receiver.batches_in_threads > before[2]
+    assert sender.batches_inline > before[2]
+    assert receiver.batches_in_threads > before_receiver
+
+
+async def test_a_batch_below_inline_below_runs_on_the_calling_thread(
+    pool: CryptoPool, idents: dict[str, Identity]
+) -> None:
+    us, cn = idents[US], idents[CN]
+    items = _items(us, 3)
+    seen: list[str] = []
+
+    def build_here(keys: SealKeys, now: dt.datetime, its: Any) -> list[Built]:
+        seen.append(threading.current_thread().name)
+        return build_batch(keys, now, its)
+
+    got = await pool.map(build_here, _seal_keys(us, cn), NOW, items, processes_from=1, inline_below=4)
+    assert seen == [threading.current_thread().name] and len(got) == 3
+    assert (pool.batches_inline, pool.batches_in_processes, pool.batches_in_threads) == (1, 0, 0)
+    # At the bound it is no longer inline: processes_from=1 sends it to the workers.
+    await pool.map(build_batch, _seal_keys(us, cn), NOW, items, processes_from=1, inline_below=3)
+    assert (pool.batches_inline, pool.batches_in_processes) == (1, 1)
 
 
 def test_config_bounds(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ class CryptoPool:
         self._procs: DirectProcessPool | None = None
         self.batches_in_processes = 0
         self.batches_in_threads = 0
+        self.batches_inline = 0
 
     def _pool(self) -> DirectProcessPool:
         if self._procs is None:
@@ -103,12 +104,18 @@ class CryptoPool:
         items: Sequence[T],
         *,
         processes_from: int = MIN_PROCESS_BATCH,
+        inline_below: int = 0,
     ) -> list[R]:
         """`fn(keys, now, items)` over the items, in order, split across the workers.
 
         A batch smaller than `processes_from` runs in a thread of this process: cheaper in CPU,
         but it holds this process's GIL while it runs. A caller whose process is busy with other
-        threads (the sender: event loop and SQLite writer) passes 1, trading CPU for latency."""
+        threads (the sender: event loop and SQLite writer) passes 1, trading CPU for latency.
+        A batch smaller than `inline_below` runs right here, on the calling (event-loop) thread,
+        with no hand-off at all: for work cheaper than the hop (judging a receipt, about 60 us)."""
+        if len(items) < inline_below:
+            self.batches_inline += 1
+            return fn(keys, now, items)
         if self.processes > 0 and len(items) >= max(1, processes_from):
             n = min(self.processes, len(items))
             size = -(-len(items) // n)

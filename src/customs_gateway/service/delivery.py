@@ -378,10 +378,14 @@ class DeliveryWorker:
             for m, b, r in zip(msgs, built, results, strict=True)
         ]
         keys = JudgeKeys(gw.name, gw.peer_bundle_bytes())
-        if len(items) < SENDER_JUDGE_INLINE_BELOW:
-            verdicts = judge_batch(keys, now, items)
-        else:
-            verdicts = await gw.crypto.map(judge_batch, keys, now, items, processes_from=SENDER_PROCESSES_FROM)
+        verdicts = await gw.crypto.map(
+            judge_batch,
+            keys,
+            now,
+            items,
+            processes_from=SENDER_PROCESSES_FROM,
+            inline_below=SENDER_JUDGE_INLINE_BELOW,
+        )
         return [self._judge(m, b, v, now) for m, b, v in zip(msgs, built, verdicts, strict=True)]
 
     async def _announce(self, named: list[_Named]) -> None:
