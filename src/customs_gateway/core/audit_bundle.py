@@ -48,6 +48,7 @@ from .audit_format import (
     decode_line_once,
     entry_references,
     read_signed_document,
+    repeated_key,
 )
 from .audit_keys import KeyHistory, SignatureQueue, _Where, first_bad_signature
 from .bundle import KeyRecord, SignedBundle, is_valid_identity
@@ -295,7 +296,7 @@ class BundleVerifier:
         except msgspec.MsgspecError as e:
             raise self._fail("audit.malformed", f"not a bundle line: {e}") from e
         except SchemaError as e:
-            raise self._fail("audit.malformed", f"{e.field} appears twice: readers could disagree on the line") from e
+            raise self._fail("audit.malformed", repeated_key(e)) from e
         if isinstance(line, EndLine):
             self._on_end(line, raw)
             return

@@ -24,7 +24,7 @@ from .audit import AuditEntry, log_origin
 from .bundle import SignedBundle
 from .encoding import b64url, format_ts, json_bytes, unb64url
 from .envelope import SignedDocument
-from .errors import DecodeError, GatewayError
+from .errors import DecodeError, GatewayError, SchemaError
 from .schemas import refuse_duplicate_keys_in
 
 FORMAT: Final = "customs-gateway/v1 audit-export"
@@ -132,6 +132,11 @@ def decode_line_once(decode: Callable[[bytes], L], raw: bytes, where: str = "lin
     if size > _shortest_length(line):
         refuse_duplicate_keys_in(raw, b"", where)  # no canonical bytes to match: always parses
     return line
+
+
+def repeated_key(e: SchemaError) -> str:
+    """What an auditor's reader says of a line `decode_line_once` refused for a repeated key."""
+    return f"{e.field} appears twice: readers could disagree on the line"
 
 
 def _shortest_length(line: object) -> int:

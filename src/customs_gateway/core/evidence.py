@@ -28,7 +28,15 @@ from typing import Any, Final, Literal
 import msgspec
 
 from .audit import AuditEntry, witness_name
-from .audit_format import MAX_LINE_BYTES, BundleError, BundleLine, EndLine, decode_line_once, read_signed_document
+from .audit_format import (
+    MAX_LINE_BYTES,
+    BundleError,
+    BundleLine,
+    EndLine,
+    decode_line_once,
+    read_signed_document,
+    repeated_key,
+)
 from .bundle import SignedBundle, is_valid_identity
 from .checkpoint import (
     Checkpoint,
@@ -377,7 +385,7 @@ class _Verifier:
         except msgspec.MsgspecError as e:
             raise self.fail("audit.malformed", f"not an evidence line: {e}") from e
         except SchemaError as e:
-            raise self.fail("audit.malformed", f"{e.field} appears twice: readers could disagree on the line") from e
+            raise self.fail("audit.malformed", repeated_key(e)) from e
         if isinstance(line, EndLine):
             self.on_end(line, raw)
             return
