@@ -375,7 +375,9 @@ def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except OSError:
+        # Gone before the open (no file), or reaped between the open and the read (ESRCH):
+        # the second happened once in CI while the killed gateway's workers exited.
         return False
 
 
