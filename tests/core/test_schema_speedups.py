@@ -218,6 +218,71 @@ def test_duplicate_key_detection_matches_reference(tree: object) -> None:
         assert (info.value.code, info.value.field) == ("schema.duplicate_key", expected)
 
 
+colon_keys = st.sampled_from(["a", "b", "a:b", ":", "中:", "x y"])
+colon_trees = st.recursive(
+    st.none()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet='a:\\"é', max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.lists(st.tuples(colon_keys, inner), max_size=4),
+    max_leaves=15,
+)
+
+
+def _render_spelled(node: object, escape_colons: bool, space: str) -> str:
+    """Like `_render`, with `space` after every separator and, if `escape_colons`, every colon in
+    a string written as \\u003a or \\u003A (the other spellings a parser must read alike)."""
+
+    def text(value: str) -> str:
+        out = json.dumps(value, ensure_ascii=False)
+        return out.replace(":", "\\u003a" if len(out) % 2 else "\\u003A") if escape_colons else out
+
+    if isinstance(node, list) and node and all(isinstance(p, tuple) for p in node):
+        inner = f",{space}".join(f"{text(k)}{space}:{space}{_render_spelled(v, escape_colons, space)}" for k, v in node)
+        return "{" + space + inner + space + "}"
+    if isinstance(node, list):
+        return "[" + f",{space}".join(_render_spelled(v, escape_colons, space) for v in node) + "]"
+    return text(node) if isinstance(node, str) else json.dumps(node)
+
+
+@settings(max_examples=800)
+@given(colon_trees, st.booleans(), st.sampled_from(["", " ", "\n  "]))
+@example([("a:b", ":"), ("a:b", None)], False, "")
+@example([("a", "x:y"), ("a", 1)], False, " ")
+@example([("a", [("b", 1), ("b", 2)])], True, "")
+@example([("a", "x"), ("a", 1), ("b", ":")], True, "")  # an escaped colon hides the lost key
+def test_duplicate_keys_found_by_counting_decide_as_the_reference(tree: object, escape: bool, space: str) -> None:
+    """`refuse_duplicate_keys(raw, parsed)` refuses exactly what the pairs parse refuses, naming the
+    same key, and its count alone never passes bytes holding a key twice."""
+    raw = _render_spelled(tree, escape, space).encode()
+    parsed = msgspec.json.decode(raw)
+    expected = ref_duplicate_path(raw)
+    if expected is None:
+        schemas.refuse_duplicate_keys(raw, parsed)
+    else:
+        assert not schemas._no_duplicate_by_count(raw, parsed)
+        with pytest.raises(SchemaError) as info:
+            schemas.refuse_duplicate_keys(raw, parsed)
+        assert (info.value.code, info.value.field) == ("schema.duplicate_key", expected)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*.json")))
+def test_a_submission_without_duplicates_is_passed_by_the_count(name: str) -> None:
+    """The common case takes the fast path: a back-end's request, pretty-printed or compact, is
+    passed by counting colons, with no second parse."""
+    body = json.loads((SAMPLES / name).read_text(encoding="utf-8"))
+    for raw in (json.dumps(body).encode(), json.dumps(body, indent=2, ensure_ascii=False).encode()):
+        assert schemas._no_duplicate_by_count(raw, msgspec.json.decode(raw))
+
+
+def test_an_escaped_colon_leaves_the_decision_to_the_parse() -> None:
+    raw = b'{"a":"x\\u003ay","a":1}'
+    assert not schemas._no_duplicate_by_count(raw, msgspec.json.decode(raw))
+    with pytest.raises(SchemaError) as info:
+        schemas.refuse_duplicate_keys(raw, msgspec.json.decode(raw))
+    assert info.value.field == "$.a"
+
+
 # --- the per-class field table -----------------------------------------------------------------------
 
 STRUCTS = [

@@ -450,7 +450,7 @@ def _json_dict(raw: bytes, *, allowed: set[str]) -> dict[str, Any]:
         d = json_object(raw, field="request body")
     except DecodeError as e:
         raise SchemaError(e.detail, code="schema.json", field="$") from e
-    schemas.refuse_duplicate_keys(raw)
+    schemas.refuse_duplicate_keys(raw, d)
     extra = sorted(set(d) - allowed)
     if extra:
         raise SchemaError(f"unknown field {extra[0]!r}", code="schema.unknown_field", field=f"$.{extra[0]}")

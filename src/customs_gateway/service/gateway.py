@@ -1152,7 +1152,7 @@ def _json_request(raw: bytes) -> dict[str, Any]:
         d = json_object(raw, field="request body")
     except DecodeError as e:
         raise SchemaError(e.detail, code="schema.json", field="$") from e
-    schemas.refuse_duplicate_keys(raw)  # I-JSON: a key twice is refused, never read two ways
+    schemas.refuse_duplicate_keys(raw, d)  # I-JSON: a key twice is refused, never read two ways
     return d
 
 
