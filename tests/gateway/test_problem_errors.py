@@ -85,6 +85,12 @@ async def test_a_key_twice_is_refused_on_every_endpoint_that_takes_a_body(module
         "POST", "/v1/messages", data=raw.replace(b'"to"', b'"to": "x", "to"', 1), headers=headers
     )
     assert status == 422 and prob["code"] == "schema.duplicate_key" and prob["field"] == "$.to", prob
+    # The lost key's colon made up by a colon written \u003a: a count of colons alone would pass it.
+    clean = json.dumps({"type": "seizure-share", "to": CN, "body": body}).encode()
+    spelled = clean.replace(b'"to"', b'"to": "x", "to"', 1).replace(b"testing: fire", b"testing\\u003a fire", 1)
+    assert spelled.count(b":") == clean.count(b":") and b"\\u003a" in spelled
+    status, prob, _ = await us.call("POST", "/v1/messages", data=spelled, headers=headers)
+    assert status == 422 and prob["code"] == "schema.duplicate_key" and prob["field"] == "$.to", prob
     twice = {
         ("/v1/admin/tokens", "admin"): b'{"role": "agency", "role": "admin"}',
         ("/v1/admin/keys/rotate", "admin"): b'{"kind": "signing", "kind": "encryption"}',
