@@ -3,6 +3,7 @@ time, and every way an announced certificate change can be forged (decision 0008
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -12,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from customs_gateway.core.bundle import SignedBundle
+from customs_gateway.core.bundle import MAX_TLS_PREVIOUS, KeyBundle, SignedBundle
 from customs_gateway.core.encoding import parse_ts, unb64url
 from customs_gateway.core.errors import GatewayError
-from customs_gateway.core.rotation import check_update
+from customs_gateway.core.rotation import check_update, renew_tls
 from customs_gateway.core.tlscert import check_possession, pinned_fingerprints
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,3 +65,22 @@ def test_invalid_vectors(case: dict[str, Any]) -> None:
 def test_the_vectors_are_what_the_generator_writes() -> None:
     script = ROOT / "scripts" / "make_tls_vectors.py"
     assert subprocess.run([sys.executable, str(script), "--check"], check=False).returncode == 0
+
+
+def test_renewals_beyond_the_pin_limit_drop_the_pins_that_end_first() -> None:
+    """`renew_tls` keeps at most MAX_TLS_PREVIOUS pins: expired ones go first, then those whose
+    overlap ends first; the certificate replaced now is always pinned; each bundle reads back
+    (the peer refuses more pins; that the peer follows each one is shown in test_renewal.py)."""
+    current = signed("current_bundle").verify_self_signed()
+    certs = [f"-----BEGIN CERTIFICATE-----\ncert {i}\n-----END CERTIFICATE-----\n" for i in range(13)]
+    previous = [(certs[i], NOW + dt.timedelta(days=1 + i)) for i in range(MAX_TLS_PREVIOUS)]
+    full = dataclasses.replace(current, tls_certificate=certs[10], tls_previous=tuple(previous))
+    renewed = renew_tls(full, certs[11], NOW + dt.timedelta(days=8), NOW)
+    assert len(renewed.tls_previous) == MAX_TLS_PREVIOUS
+    assert renewed.tls_previous[-1] == (certs[10], NOW + dt.timedelta(days=8))  # the one presented now
+    assert [pem for pem, _ in renewed.tls_previous[:-1]] == certs[1:MAX_TLS_PREVIOUS]  # ends first: dropped
+    assert KeyBundle.from_bytes(renewed.to_bytes()) == renewed
+    # Pins whose overlap has ended are dropped before any live one; order is kept.
+    later = NOW + dt.timedelta(days=2, hours=1)
+    again = renew_tls(renewed, certs[12], later + dt.timedelta(days=8), later)
+    assert [pem for pem, _ in again.tls_previous] == [*certs[2:MAX_TLS_PREVIOUS], certs[10], certs[11]]

@@ -17,9 +17,9 @@ from structlog.testing import capture_logs
 from customs_gateway.core.bundle import sign_bundle
 from customs_gateway.core.clock import JumpClock
 from customs_gateway.core.encoding import b64url
-from customs_gateway.core.rotation import renew_tls
+from customs_gateway.core.rotation import MAX_TLS_PREVIOUS, renew_tls
 from customs_gateway.core.tlscert import cert_info, possession_proof
-from customs_gateway.service import tls
+from customs_gateway.service import lifecycle, tls
 from customs_gateway.startup.keystore import KeyStore, new_tls_key
 
 from .conftest import CN, US, Pair, _homes_on, running_pair
@@ -216,3 +216,58 @@ async def test_expiry_is_visible_days_ahead_and_warned_once_a_day(jump_pair: tup
     await _wait(lambda: not us.identity.pending)
     _, ready, _ = await pair.apis[US].call("GET", "/readyz", role=None)
     assert not ready["expiry"]["tls"]["renew_soon"] and ready["expiry"]["tls"]["days_left"] > 364
+
+
+async def test_more_renewals_than_pins_within_the_overlap_drop_the_oldest_pins(sqlite_pair: Pair) -> None:
+    """A bundle pins at most `MAX_TLS_PREVIOUS` earlier certificates (the peer refuses more). A
+    renewal beyond that within the overlap goes through: the oldest pins end early, never the
+    certificate presented until the switch; the peer follows every bundle; traffic flows."""
+    pair = sqlite_pair
+    us, cn = pair.gw(US), pair.gw(CN)
+    certs = [us.identity.tls_cert_pem.decode()]
+    for _ in range(MAX_TLS_PREVIOUS + 2):
+        res = await _renew(pair, US, "tls")
+        await _delivered(pair, US, res["announcement_id"])
+        await _wait(lambda: not us.identity.pending)
+        certs.append(us.identity.tls_cert_pem.decode())
+    bundle = us.identity.bundle.bundle
+    assert bundle.tls_certificate == certs[-1]
+    assert [pem for pem, _ in bundle.tls_previous] == certs[-1 - MAX_TLS_PREVIOUS : -1]
+    assert cn.peer.bundle.serial == bundle.serial
+    assert cn.tls.pinned() == {cert_info(c).fingerprint for c in certs[-1 - MAX_TLS_PREVIOUS :]}
+    _, r = await pair.apis[US].submit("seizure-share")
+    await pair.apis[US].wait_status(r["id"], {"delivered"}, timeout=30)
+    _, r = await pair.apis[CN].submit("seizure-share")
+    await pair.apis[CN].wait_status(r["id"], {"delivered"}, timeout=30)
+
+
+async def test_a_change_whose_bundle_could_not_be_announced_writes_nothing(
+    sqlite_pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next bundle is checked before any key file, pending switch or intent is written: a
+    refused change (here, a bundle too large for its announcement) leaves the gateway as it was,
+    and the next change goes through."""
+    pair = sqlite_pair
+    us = pair.gw(US)
+    home = Path(us.config.path(us.config.keys_dir)).parent
+
+    def files() -> dict[str, bytes]:
+        return {
+            str(p.relative_to(home)): p.read_bytes()
+            for p in sorted(home.rglob("*"))
+            if p.is_file() and p.parts[len(home.parts)] in ("keys", "tls")
+        }
+
+    before, serial, tls_before = files(), us.identity.bundle.bundle.serial, dict(us.identity.tls)
+    monkeypatch.setattr(lifecycle, "MAX_ANNOUNCED_BUNDLE", 100)
+    for kind, route in (("tls", "renew"), ("signing", "renew"), ("encryption", "renew"), ("signing", "rotate")):
+        path = "/v1/admin/keys/renew" if route == "renew" else "/v1/admin/keys/rotate"
+        status, p, _ = await pair.apis[US].call("POST", path, role="admin", json_body={"kind": kind})
+        assert (status, p["code"]) == (409, "key.bundle_too_large"), (kind, route, p)
+        assert files() == before and us.identity.bundle.bundle.serial == serial
+        assert not us.identity.pending and us.identity.tls == tls_before
+    monkeypatch.undo()
+    res = await _renew(pair, US, "tls")
+    await _delivered(pair, US, res["announcement_id"])
+    await _wait(lambda: not us.identity.pending)
+    assert us.identity.bundle.bundle.serial == serial + 1

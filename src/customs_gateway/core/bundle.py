@@ -121,6 +121,10 @@ class KeyRecord:
         return None
 
 
+#: A bundle pins at most this many earlier TLS certificates (`tls_previous`); a peer refuses more.
+MAX_TLS_PREVIOUS = 8
+
+
 @dataclass(frozen=True)
 class KeyBundle:
     """An identity's public keys, suites in preference order, and its pinned TLS certificate."""
@@ -330,8 +334,10 @@ class PeerKeys:
 
 
 def _tls_previous(raw: object) -> tuple[tuple[str, dt.datetime], ...]:
-    if not isinstance(raw, list) or len(raw) > 8:
-        raise DecodeError("bundle.tls_previous must be a list of at most 8 entries", field="bundle.tls_previous")
+    if not isinstance(raw, list) or len(raw) > MAX_TLS_PREVIOUS:
+        raise DecodeError(
+            f"bundle.tls_previous must be a list of at most {MAX_TLS_PREVIOUS} entries", field="bundle.tls_previous"
+        )
     out: list[tuple[str, dt.datetime]] = []
     for i, e in enumerate(raw):
         where = f"bundle.tls_previous[{i}]"

@@ -18,19 +18,21 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from .bundle import KeyBundle, KeyRecord, SignedBundle
+from .bundle import MAX_TLS_PREVIOUS, KeyBundle, KeyRecord, SignedBundle
 from .errors import DecodeError, KeyStateError, NotFound
 from .tlscert import cert_info
 
 #: Signing/encryption keys rotated out stay accepted (retiring) this long before they retire.
 DEFAULT_OVERLAP: Final = dt.timedelta(days=8)
+#: The longest signed bundle a key announcement carries (base64url characters).
+MAX_ANNOUNCED_BUNDLE: Final = 256 * 1024
 
 
 class KeyAnnouncementBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The body of a `key-announcement` control message."""
 
     event: Literal["rotate", "renew", "revoke", "retire", "profile"]
-    bundle: Annotated[str, msgspec.Meta(max_length=256 * 1024)]  # b64url of SignedBundle.to_bytes()
+    bundle: Annotated[str, msgspec.Meta(max_length=MAX_ANNOUNCED_BUNDLE)]  # b64url of SignedBundle.to_bytes()
     kids: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=16)]
     reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
     #: b64url ECDSA signature by a newly announced TLS certificate's key over the bundle bytes
@@ -52,8 +54,16 @@ def rotate(current: KeyBundle, new_records: list[KeyRecord], use: str, now: dt.d
 
 def renew_tls(current: KeyBundle, certificate: str, overlap_until: dt.datetime, now: dt.datetime) -> KeyBundle:
     """Next bundle presenting `certificate`; the current one stays pinned until `overlap_until`,
-    previous certificates whose overlap has ended are dropped."""
-    kept = tuple((pem, until) for pem, until in current.tls_previous if until > now)
+    previous certificates whose overlap has ended are dropped.
+
+    A bundle pins at most `MAX_TLS_PREVIOUS` earlier certificates. Past that (more renewals
+    within one overlap), the pins that end first are dropped: certificates replaced several
+    renewals ago, which this gateway no longer presents (it switches only after the peer's
+    receipt, one change at a time). The one it presents until the switch is always kept."""
+    kept = [(pem, until) for pem, until in current.tls_previous if until > now]
+    if len(kept) >= MAX_TLS_PREVIOUS:
+        ending_last = sorted(range(len(kept)), key=lambda i: kept[i][1])[len(kept) - MAX_TLS_PREVIOUS + 1 :]
+        kept = [kept[i] for i in sorted(ending_last)]
     return replace(
         current,
         tls_certificate=certificate,

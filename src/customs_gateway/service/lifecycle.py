@@ -22,10 +22,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ..core.audit import AuditEntry
 from ..core.bundle import KeyRecord, SignedBundle, sign_bundle
 from ..core.encoding import b64url, format_ts, json_bytes, json_object
-from ..core.errors import ConfigError, DecodeError, KeyStateError
+from ..core.errors import ConfigError, DecodeError, KeyStateError, SignatureError
 from ..core.keyfile import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
 from ..core.keys import ALG_ED25519, DecryptionKey, SigningKey
-from ..core.rotation import DEFAULT_OVERLAP, due_for_retirement, renew_tls, retire, revoke, rotate
+from ..core.rotation import (
+    DEFAULT_OVERLAP,
+    MAX_ANNOUNCED_BUNDLE,
+    due_for_retirement,
+    renew_tls,
+    retire,
+    revoke,
+    rotate,
+)
 from ..core.tlscert import cert_info, possession_proof
 from ..startup.keystore import KeyStore, new_tls_key, tls_key_pem, write_atomic
 from ..store.base import OutMessage
@@ -40,6 +48,29 @@ RENEW_KINDS: Final = ("signing", "encryption", "witness", "tls")
 #: Validity of renewed keys and certificates unless the administrator says otherwise.
 DEFAULT_VALID_DAYS: Final = 730
 MAX_VALID_DAYS: Final = 3650
+
+
+def _installable(signed: SignedBundle) -> SignedBundle:
+    """`signed` if it can become our bundle: it reads back and verifies as the peer will read it,
+    and fits in a key announcement. Checked before anything is written, so a change that could
+    not be installed leaves no key file, no pending switch and no intent behind."""
+    try:
+        SignedBundle.from_bytes(signed.to_bytes()).verify_self_signed()
+    except (DecodeError, KeyStateError, SignatureError) as e:
+        raise KeyStateError(
+            f"the next key bundle would not be valid ({e}); nothing was changed",
+            code="key.bundle_invalid",
+            status=409,
+        ) from e
+    size = len(b64url(signed.to_bytes()))
+    if size > MAX_ANNOUNCED_BUNDLE:
+        raise KeyStateError(
+            f"the next key bundle would take {size} characters in its announcement, more than the "
+            f"{MAX_ANNOUNCED_BUNDLE} one carries: retire keys whose overlap has ended first; nothing was changed",
+            code="key.bundle_too_large",
+            status=409,
+        )
+    return signed
 
 
 def _pending_of(state: dict[str, Any]) -> tuple[str, str] | None:
@@ -179,12 +210,10 @@ class KeyLifecycle:
         until = max(r.not_after for r in current.keys if r.use == kind)
         new_records: list[KeyRecord] = []
         signers = [old_signer]
+        made: list[tuple[SigningKey | DecryptionKey, str]] = []
         if kind == "signing":
             new = SigningKey.generate(gw.randbytes)
-            self.keystore.add_private_key(
-                new, "signing", self._passphrase, opslimit=self._kdf[0], memlimit=self._kdf[1]
-            )
-            idt.signing[new.kid] = new
+            made.append((new, "signing"))
             new_records.append(KeyRecord(new.kid, "signing", ALG_ED25519, new.public_raw, now, until))
             signers.append(new)  # proof of possession
         else:
@@ -193,14 +222,22 @@ class KeyLifecycle:
             ]
             for alg in algs:
                 dk = DecryptionKey.generate(alg, gw.randbytes)
-                self.keystore.add_private_key(
-                    dk, "encryption", self._passphrase, opslimit=self._kdf[0], memlimit=self._kdf[1]
-                )
-                idt.decryption[dk.kid] = dk
+                made.append((dk, "encryption"))
                 new_records.append(KeyRecord(dk.kid, "encryption", alg, dk.public.raw, now, until))
-        signed = sign_bundle(rotate(current, new_records, kind, now), signers)
+        signed = _installable(sign_bundle(rotate(current, new_records, kind, now), signers))
+        self._keep(made)
         kids = [r.kid for r in new_records]
         return await self._change(kind, "rotate", kids, signed, actor, "key_rotated")
+
+    def _keep(self, made: list[tuple[SigningKey | DecryptionKey, str]]) -> None:
+        """Store new private keys (once the bundle that lists them is known to be installable)."""
+        idt = self.gw.identity
+        for key, use in made:
+            self.keystore.add_private_key(key, use, self._passphrase, opslimit=self._kdf[0], memlimit=self._kdf[1])
+            if isinstance(key, DecryptionKey):
+                idt.decryption[key.kid] = key
+            else:
+                (idt.signing if use == "signing" else idt.witnesses)[key.kid] = key
 
     async def _change(
         self, kind: str, event: str, kids: list[str], signed: SignedBundle, actor: str, audit_kind: str
@@ -247,9 +284,11 @@ class KeyLifecycle:
         if kind == "tls":
             tls_key = new_tls_key(gw.randbytes)
             cert = tls.make_self_signed(gw.name, tls.cert_hosts(idt.tls_cert_pem), now, valid_days, tls_key)
+            signed = _installable(
+                sign_bundle(renew_tls(current, cert.decode("ascii"), now + self.overlap, now), [signer])
+            )
             self.keystore.add_tls_identity(cert, tls_key, self._passphrase, **kdf)
             idt.tls[cert.decode("ascii")] = tls_key_pem(tls_key)
-            signed = sign_bundle(renew_tls(current, cert.decode("ascii"), now + self.overlap, now), [signer])
             fp = cert_info(cert.decode("ascii")).fingerprint
             return {
                 **await self._change("tls", "renew", [fp], signed, actor, "key_renewed"),
@@ -257,10 +296,10 @@ class KeyLifecycle:
             }
         records: list[KeyRecord] = []
         signers = [signer]
+        made: list[tuple[SigningKey | DecryptionKey, str]] = []
         if kind in ("signing", "witness"):
             new = SigningKey.generate(gw.randbytes)
-            self.keystore.add_private_key(new, kind, self._passphrase, **kdf)
-            (idt.signing if kind == "signing" else idt.witnesses)[new.kid] = new
+            made.append((new, kind))
             records.append(KeyRecord(new.kid, kind, ALG_ED25519, new.public_raw, now, until))
             if kind == "signing":
                 signers.append(new)  # proof of possession; a witness key shows it by cosigning
@@ -268,10 +307,10 @@ class KeyLifecycle:
             algs = list(dict.fromkeys(r.alg for r in current.keys if r.use == "encryption" and r.state == "active"))
             for alg in algs:
                 dk = DecryptionKey.generate(alg, gw.randbytes)
-                self.keystore.add_private_key(dk, "encryption", self._passphrase, **kdf)
-                idt.decryption[dk.kid] = dk
+                made.append((dk, "encryption"))
                 records.append(KeyRecord(dk.kid, "encryption", alg, dk.public.raw, now, until))
-        signed = sign_bundle(rotate(current, records, kind, now), signers)
+        signed = _installable(sign_bundle(rotate(current, records, kind, now), signers))
+        self._keep(made)
         res = await self._change(kind, "renew", [r.kid for r in records], signed, actor, "key_renewed")
         return {**res, "not_after": format_ts(until)}
 
