@@ -231,7 +231,8 @@ def _problems(*statuses: int) -> dict[str, Any]:
 
 
 _PROBLEM_TEXT: Final = {
-    400: "Malformed request (bad JSON, bad base64, a value out of range).",
+    400: "Malformed request (bad JSON, bad base64, a value out of range), or one the HTTP parser refuses "
+    "(`http.malformed`: a request line or header too long, bad framing): any operation may answer it.",
     401: "No valid bearer token (`auth.required`, `auth.invalid`, `auth.scheme`).",
     403: "The token's role may not call this endpoint (`auth.forbidden`), or a signature or key check failed.",
     404: "No such resource.",
@@ -1082,6 +1083,9 @@ def document(routes: Sequence[tuple[str, str, Callable[..., Any], tuple[str, ...
         paths[path] = copy.deepcopy(ops)
     for ops in paths.values():
         for op in ops.values():
+            # aiohttp's parser refuses a request line or header over its limits before any route.
+            if "400" not in op["responses"]:
+                op["responses"] = dict(sorted({**op["responses"], **_problems(400)}.items()))
             for resp in op["responses"].values():
                 if "$ref" not in resp:
                     resp.setdefault("headers", {})["X-Request-Id"] = {"$ref": "#/components/headers/X-Request-Id"}
