@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from customs_gateway import __version__
 from customs_gateway.service.pair import EXAMPLE_PASSPHRASE, prepare_pair
 
@@ -210,3 +212,23 @@ def test_every_option_shows_the_same_placeholder_everywhere() -> None:
     inconsistent = {o: m for o, m in seen.items() if len(m) > 1}
     assert not inconsistent, inconsistent
     assert seen["--config"] == {"PATH"} and seen["--token-file"] == {"PATH"}
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--seconds", "-1"),
+        ("--seconds", "nan"),
+        ("--clients", "0"),
+        ("--rate", "inf"),
+        ("--queued", "-3"),
+        ("--audit-entries", "0"),
+        ("--file-mib", "0"),
+    ],
+)
+def test_bench_refuses_a_number_out_of_range_before_it_starts(flag: str, value: str) -> None:
+    """A negative window or NaN rate used to start the gateways and run (or hang) on it."""
+    p = run("bench", flag, value)
+    assert p.returncode == 2
+    line = one_clean_line(p)
+    assert f"({flag})" in line and f"{flag} must be from" in line, line

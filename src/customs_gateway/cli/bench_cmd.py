@@ -90,6 +90,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def _num(v: float) -> str:
+    return f"{v:,}" if isinstance(v, int) else f"{v:,g}"
+
+
 @dataclass(frozen=True)
 class Settings:
     quick: bool = False
@@ -111,6 +115,16 @@ class Settings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
+        for flag, value, low, high in (
+            ("--seconds", args.seconds, 1.0, 3600.0),
+            ("--clients", args.clients, 1, 1024),
+            ("--rate", args.rate, 1.0, 100_000.0),
+            ("--queued", args.queued, 1, 100_000_000),
+            ("--audit-entries", args.audit_entries, 1, 100_000_000),
+            ("--file-mib", args.file_mib, 1, 1 << 20),
+        ):
+            if value is not None and not low <= value <= high:  # NaN fails both comparisons
+                raise ConfigError(f"{flag} must be from {_num(low)} to {_num(high)}, not {_num(value)}", field=flag)
         secs = args.seconds if args.seconds is not None else (5.0 if args.quick else 20.0)
         only = tuple(k.strip() for k in args.only.split(",")) if args.only else ROW_KEYS
         unknown = set(only) - set(ROW_KEYS)
