@@ -232,3 +232,13 @@ def test_bench_refuses_a_number_out_of_range_before_it_starts(flag: str, value: 
     assert p.returncode == 2
     line = one_clean_line(p)
     assert f"({flag})" in line and f"{flag} must be from" in line, line
+
+
+def test_a_client_verb_with_no_gateway_listening_says_where_it_looked() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    p = run("status", "0193b2c1-0000-7000-8000-000000000000", "--url", url, env={"CUSTOMS_GATEWAY_TOKEN": "cgw_a.b"})
+    assert p.returncode == 4
+    line = one_clean_line(p)
+    assert f"cannot reach the gateway's local API at {url}: Connection refused" in line, line

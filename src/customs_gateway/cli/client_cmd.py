@@ -86,6 +86,9 @@ def fetch(
         except ValueError:
             problem = {"detail": raw.decode(errors="replace")[:500]}
         raise ClientError(e.code, problem) from e
+    except urllib.error.URLError as e:  # no answer at all: say where, not "<urlopen error …>"
+        reason = e.reason.strerror if isinstance(e.reason, OSError) and e.reason.strerror else e.reason
+        raise OSError(f"cannot reach the gateway's local API at {base}: {reason}") from e
 
 
 def _common(p: argparse.ArgumentParser) -> None:
