@@ -3,8 +3,13 @@ its allowed values, the same mistake has the same code on every endpoint, and `t
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
+
+import aiohttp
+
+from customs_gateway.service import tls
 
 from .conftest import CN, MODULE_LOOP, US, Pair, sample
 
@@ -105,3 +110,23 @@ async def test_a_key_twice_is_refused_on_every_endpoint_that_takes_a_body(module
     data = b'{"status": "processed", "status": "rejected"}'
     status, prob, _ = await cn.call("POST", f"/v1/inbox/{sent['id']}/ack", data=data, headers=headers)
     assert status == 422 and prob["code"] == "schema.duplicate_key" and prob["field"] == "$.status", prob
+
+
+async def test_a_body_that_does_not_decode_as_its_content_encoding_is_a_400(module_pair: Pair) -> None:
+    """aiohttp decodes `Content-Encoding: gzip` bodies as the handler reads them; bytes that are
+    not gzip used to escape as a 500. Now a 400 problem on both APIs; real gzip still works."""
+    raw = json.dumps({"type": "seizure-share", "to": CN, "body": sample("seizure-share")}).encode()
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    status, p, h = await module_pair.apis[US].call("POST", "/v1/messages", data=raw, headers=headers)
+    assert (status, p["code"]) == (400, "http.malformed"), p
+    assert h["Content-Type"].startswith("application/problem+json") and "Content-Encoding" in p["detail"]
+    status, p, _ = await module_pair.apis[US].call("POST", "/v1/messages", data=gzip.compress(raw), headers=headers)
+    assert status == 202, p
+    us = module_pair.gw(US)
+    ctx = tls.client_context(us.identity.tls_cert_pem, us.identity.tls_key_pem, us.peer.bundle.tls_certificate.encode())
+    url = f"https://127.0.0.1:{module_pair.lp.homes[CN].peer_port}/peer/v1/envelopes"
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s,
+        s.post(url, data=b'{"envelopes": []}', headers=headers) as r,
+    ):
+        assert r.status == 400 and (await r.json(content_type=None))["code"] == "http.malformed"

@@ -16,7 +16,8 @@ from typing import Annotated, Any, Final
 import msgspec
 import structlog
 from aiohttp import ClientConnectionResetError, web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 from ..core.encoding import json_bytes
@@ -174,6 +175,15 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         resp = problem(e.status, code, detail or e.reason, instance=request.path)
         if e.status == 405:
             resp.headers["Allow"] = e.headers.get("Allow", "")
+    except (RequestPayloadError, HttpProcessingError) as e:
+        # A body that breaks its framing or content coding (e.g. `Content-Encoding: gzip` over bytes
+        # that are not gzip), found by aiohttp's parser while the handler reads it.
+        cause = e.__cause__ if isinstance(e, RequestPayloadError) and e.__cause__ is not None else e
+        log.info("http.malformed_body", error=type(cause).__name__)
+        coding = "encoding" in type(cause).__name__.lower() and "transfer" not in type(cause).__name__.lower()
+        what = "does not decode as its Content-Encoding says" if coding else "breaks its framing"
+        resp = problem(400, "http.malformed", f"the request body {what}", instance=request.path)
+        resp.force_close()  # the rest of the body is unread: the connection cannot carry another request
     except Exception:
         log.exception("request.failed", path=request.path, method=request.method)
         resp = problem(500, "internal", "internal error; the request id is in the gateway log", instance=request.path)
