@@ -276,6 +276,13 @@ async def test_bad_input_gets_an_error_page_never_a_traceback(b: Browser) -> Non
     for path in ("/console/messages/%00", "/console/messages?type=bogus", "/console/messages?direction=sideways"):
         status, html, _ = await b.get(path)
         assert 400 <= status < 500 and 'class="problem"' in html and "Traceback" not in html, (path, html)
+    # A form body that is not UTF-8 (it was a 500): an error page, on a signed-in page and on sign-in.
+    raw = b"csrf=" + csrf.encode() + b"&role=agency&label=\xff\xfe"
+    for path in ("/console/tokens", "/console/sign-in"):
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        async with b.session.post(b.url + path, data=raw, headers=headers, allow_redirects=False) as r:
+            html = await r.text()
+            assert r.status == 400 and 'class="problem"' in html and "UTF-8" in html, (path, r.status, html)
     assert (await pair.gw(US).store.list_tokens(), pair.gw(US).identity.bundle.bundle.serial) == before
 
 

@@ -17,6 +17,7 @@ from typing import Any, Final
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from ...core import consent, docfiles, handling
 from ...core.encoding import format_ts, json_object
@@ -91,6 +92,14 @@ def _see_other(path: str) -> web.Response:
     return web.Response(status=303, headers={"Location": path})
 
 
+async def _read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The posted form; a body that is not form data in UTF-8 is a 400, not a 500."""
+    try:
+        return await request.post()
+    except (UnicodeDecodeError, ValueError) as e:
+        raise GatewayError("the form could not be read: it is not UTF-8 form data", code="http.malformed") from e
+
+
 def _guard(roles: tuple[str, ...], page: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """`page` behind a live signed-in session holding one of `roles`, and for a POST its CSRF token."""
 
@@ -106,7 +115,7 @@ def _guard(roles: tuple[str, ...], page: Page) -> Callable[[web.Request], Awaita
         form: Mapping[str, str] = {}
         try:
             if request.method == "POST":
-                form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+                form = {k: v for k, v in (await _read_form(request)).items() if isinstance(v, str)}
                 session.check_csrf(form.get("csrf"))
             if session.role not in roles:
                 raise AuthError(
@@ -136,7 +145,10 @@ async def sign_in_form(request: web.Request) -> web.StreamResponse:
 async def sign_in(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
     pre = console.sessions.get(request.cookies.get(COOKIE))
-    form = await request.post()
+    try:
+        form = await _read_form(request)
+    except GatewayError as e:
+        return error_page(request, None, e)
     token = form.get("token")
     try:
         if pre is None:
