@@ -242,3 +242,25 @@ def test_a_client_verb_with_no_gateway_listening_says_where_it_looked() -> None:
     assert p.returncode == 4
     line = one_clean_line(p)
     assert f"cannot reach the gateway's local API at {url}: Connection refused" in line, line
+
+
+def test_json_nested_thousands_deep_is_refused_in_one_line(tmp_path: Path) -> None:
+    """The standard library's parser raises RecursionError (not ValueError) on deep nesting; an
+    export, a trust file or a `--body` nested 5,000 deep used to end in a traceback."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    trust = tmp_path / "trust.json"
+    trust.write_text('{"US-CBP": ' + "[" * 5000 + "]" * 5000 + "}", encoding="utf-8")
+    p = run("audit", "verify", str(deep))
+    assert p.returncode == 1 and "Traceback" not in p.stdout + p.stderr, p.stderr
+    assert "NOT VERIFIED" in p.stdout + p.stderr and "[audit.malformed]" in p.stdout + p.stderr
+    p = run("audit", "verify", "--trust", str(trust), str(deep))
+    assert p.returncode != 0 and "Traceback" not in p.stdout + p.stderr, p.stderr
+    assert "nested too deeply" in p.stdout + p.stderr
+    env = {"CUSTOMS_GATEWAY_TOKEN": "cgw_a.b"}
+    send = ("send", "--to", "CN-GACC", "--type", "seizure-share", "--url", "http://127.0.0.1:9", "--body", str(deep))
+    p = run(*send, env=env)
+    assert p.returncode == 2 and one_clean_line(p) == "customs-gateway: --body is not JSON: it is nested too deeply"
+    deep.write_bytes(b"\xff\xfe{}")
+    p = run(*send, env=env)
+    assert p.returncode == 2 and one_clean_line(p) == "customs-gateway: --body is not UTF-8 text"

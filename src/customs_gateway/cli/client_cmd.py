@@ -139,11 +139,15 @@ def _fail(e: ClientError) -> int:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    raw = sys.stdin.read() if args.body == "-" else Path(args.body).read_text(encoding="utf-8")
     try:
+        raw = sys.stdin.read() if args.body == "-" else Path(args.body).read_text(encoding="utf-8")
         body = json.loads(raw)
-    except ValueError as e:
-        print(f"customs-gateway: --body is not JSON: {e}", file=sys.stderr)
+    except UnicodeDecodeError:
+        print("customs-gateway: --body is not UTF-8 text", file=sys.stderr)
+        return 2
+    except (ValueError, RecursionError) as e:
+        why = "it is nested too deeply" if isinstance(e, RecursionError) else str(e)
+        print(f"customs-gateway: --body is not JSON: {why}", file=sys.stderr)
         return 2
     req: dict[str, Any] = {"type": args.type, "to": args.to, "body": body}
     if args.expires_at:

@@ -76,7 +76,10 @@ def read_trust(path: Path | None) -> dict[str, str] | None:
         return None
     text = path.read_text(encoding="utf-8")
     if text.lstrip().startswith("{"):
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("the JSON trust file is nested too deeply") from None
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise ValueError("a JSON trust file maps each identity to its fingerprint")
         return {str(k): v for k, v in data.items()}
@@ -98,7 +101,7 @@ def is_evidence_file(path: Path) -> bool:
         first = f.readline(4096)
     try:
         head = json.loads(first)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a first line nested thousands deep
         return False
     return isinstance(head, dict) and head.get("format") == EVIDENCE_FORMAT
 
