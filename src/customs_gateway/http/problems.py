@@ -16,7 +16,7 @@ from typing import Annotated, Any, Final
 import msgspec
 import structlog
 from aiohttp import ClientConnectionResetError, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
@@ -180,7 +180,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         # that are not gzip), found by aiohttp's parser while the handler reads it.
         cause = e.__cause__ if isinstance(e, RequestPayloadError) and e.__cause__ is not None else e
         log.info("http.malformed_body", error=type(cause).__name__)
-        coding = "encoding" in type(cause).__name__.lower() and "transfer" not in type(cause).__name__.lower()
+        coding = isinstance(cause, ContentEncodingError)
         what = "does not decode as its Content-Encoding says" if coding else "breaks its framing"
         resp = problem(400, "http.malformed", f"the request body {what}", instance=request.path)
         resp.force_close()  # the rest of the body is unread: the connection cannot carry another request

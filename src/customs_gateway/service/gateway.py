@@ -623,7 +623,7 @@ class Gateway:
                     self.counters.duplicates += 1
                 else:
                     self.counters.received += 1
-                    if it.type in docfiles.TYPES_WITH_FILES:  # its files are the message's now
+                    if it.files:  # its files are the message's now
                         self.peer_files.adopt([f.file_id for f in it.files], it.id)
                 results[i] = {"id": it.id, "status": res.status, "receipt": json_object(res.receipt)}
             if any(r["status"] == "accepted" for r in results if r is not None):
@@ -644,7 +644,7 @@ class Gateway:
         opened = await self.crypto.map(open_batch, self.open_keys(now), now, envelopes)
         watching: list[str] = []
         for it in opened:
-            if isinstance(it, Refused) or it.type not in docfiles.TYPES_WITH_FILES:
+            if isinstance(it, Refused):
                 continue
             for f in it.files:
                 if self.peer_files.watch(f.file_id, f.size, f.sha256, f.key):

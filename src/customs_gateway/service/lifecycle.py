@@ -54,15 +54,16 @@ def _installable(signed: SignedBundle) -> SignedBundle:
     """`signed` if it can become our bundle: it reads back and verifies as the peer will read it,
     and fits in a key announcement. Checked before anything is written, so a change that could
     not be installed leaves no key file, no pending switch and no intent behind."""
+    data = signed.to_bytes()
     try:
-        SignedBundle.from_bytes(signed.to_bytes()).verify_self_signed()
+        SignedBundle.from_bytes(data).verify_self_signed()
     except (DecodeError, KeyStateError, SignatureError) as e:
         raise KeyStateError(
             f"the next key bundle would not be valid ({e}); nothing was changed",
             code="key.bundle_invalid",
             status=409,
         ) from e
-    size = len(b64url(signed.to_bytes()))
+    size = len(b64url(data))
     if size > MAX_ANNOUNCED_BUNDLE:
         raise KeyStateError(
             f"the next key bundle would take {size} characters in its announcement, more than the "
