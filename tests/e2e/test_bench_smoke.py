@@ -25,6 +25,7 @@ ROWS = (
     "latency",
     "ratio",
     "cpu_multiple",
+    "cpu_floor",
     "machine_share",
     "rabbitmq",
     "rss",
@@ -76,6 +77,12 @@ def test_quick_bench_measures_every_row() -> None:
     assert rows["gateway"]["details"]["delivered"] > 0
     assert rows["gateway_batch"]["details"]["delivered"] > 0 and not rows["gateway_batch"]["details"]["never_delivered"]
     assert rows["gateway"]["details"]["drain_seconds"] >= 0
+    # The logic-alone row delivered every message it submitted (in full delivery batches), and
+    # its parts add up to its total.
+    floor = rows["cpu_floor"]["details"]
+    assert floor["messages"] == 400 and floor["requests_to_peer"] == 2, floor
+    parts = floor["sender_submit_us"] + floor["sender_delivery_us"] + floor["receiver_us"]
+    assert abs(parts - floor["cpu_us_per_message"]) < 1, floor
     # The ceiling is read before and after the end-to-end window; the row is their mean.
     before, after = rows["ceiling"]["details"]["readings"]
     assert before > 0 and after > 0 and rows["ceiling"]["value"] == round((before + after) / 2, 1)

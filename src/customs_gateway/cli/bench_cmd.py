@@ -32,6 +32,7 @@ from rich.table import Table
 from ..bench import benchmark as bm
 from ..bench import benchmark_files as bf
 from ..bench import benchmark_pair as bp
+from ..bench import floor
 from ..core import filecrypt
 from ..core.errors import ConfigError, StoreUnavailable
 from ..service.pair import IDENTITIES, LocalPair, prepare_pair
@@ -47,6 +48,7 @@ ROW_KEYS = (
     "latency",
     "ratio",
     "cpu_multiple",
+    "cpu_floor",
     "machine_share",
     "rabbitmq",
     "rss",
@@ -75,6 +77,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--queued", type=int, help="messages queued for a stopped peer (default 1,000,000; quick 20,000)")
     p.add_argument("--audit-entries", type=int, help="entries of the verified audit bundle (100,000; quick 10,000)")
     p.add_argument("--file-mib", type=int, help="size of the file rows' file in MiB (default 1024; quick 64)")
+    p.add_argument(
+        "--floor-messages", type=int, help="messages of the cpu_floor row (logic alone; default 4,000; quick 400)"
+    )
     p.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/", help="RabbitMQ for the reference")
     p.add_argument(
         "--pg-dsn",
@@ -107,6 +112,7 @@ class Settings:
     settle_seconds: float = 5.0
     queued: int = 1_000_000
     audit_entries: int = 100_000
+    floor_messages: int = 4_000
     file_mib: int = 1024
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     pg_dsn: str = PG_DSN_DEFAULT
@@ -122,6 +128,7 @@ class Settings:
             ("--queued", args.queued, 1, 100_000_000),
             ("--audit-entries", args.audit_entries, 1, 100_000_000),
             ("--file-mib", args.file_mib, 1, 1 << 20),
+            ("--floor-messages", args.floor_messages, 100, 1_000_000),
         ):
             if value is not None and not low <= value <= high:  # NaN fails both comparisons
                 raise ConfigError(f"{flag} must be from {_num(low)} to {_num(high)}, not {_num(value)}", field=flag)
@@ -143,6 +150,7 @@ class Settings:
             queued=args.queued if args.queued is not None else (20_000 if args.quick else 1_000_000),
             audit_entries=args.audit_entries or (10_000 if args.quick else 100_000),
             file_mib=args.file_mib or (64 if args.quick else 1024),
+            floor_messages=args.floor_messages or (400 if args.quick else 4_000),
             amqp_url=args.amqp_url,
             pg_dsn=args.pg_dsn,
             in_process=args.in_process,
@@ -612,6 +620,20 @@ class Bench:
         row.met = row.value <= 1.5
         row.note = f"{spent:.3f} ms CPU per delivered message (both gateways) / {crypto:.3f} ms crypto"
 
+    async def cpu_floor(self, row: Row) -> None:
+        """Both gateways' logic alone, in this process (`bench.floor`): CPU per message over the
+        crypto CPU of one message, read right after it in this process. A floor for the CPU
+        multiple: no deployment of this code spends less than its logic."""
+        res = await floor.logic_floor(self.root / "floor", self.s.floor_messages, self.s.ceiling_seconds, self.progress)
+        row.value, row.details = res["multiple"], res
+        row.note = (
+            f"{res['cpu_us_per_message']:,.0f} µs a message (submit {res['sender_submit_us']:,.0f}, sender's "
+            f"delivery {res['sender_delivery_us']:,.0f}, receiver {res['receiver_us']:,.0f}) / "
+            f"{res['crypto_us_per_message']:,.0f} µs crypto; no HTTP, TLS or worker processes. Beside its "
+            f"crypto the logic takes {res['logic_beside_crypto_us']:,.0f} µs, where a multiple of 1.5 "
+            f"leaves {res['budget_beside_crypto_us']:,.0f} µs for everything"
+        )
+
     async def machine_share(self, row: Row) -> None:
         """End to end over twice the one-core ceiling: the share of this 2-core machine's crypto limit."""
         gw, ceil = self.rows.get("gateway"), self.rows.get("ceiling")
@@ -711,6 +733,8 @@ class Bench:
         await self.measure(Row("ratio", "ratio gateway / ceiling", target="≥ 1.0"), self.ratio)
         cpu = Row("cpu_multiple", "gateway CPU per message / crypto CPU", unit="×", target="≤ 1.5")
         await self.measure(cpu, self.cpu_multiple)
+        logic = Row("cpu_floor", "logic alone, one process: CPU per message / crypto CPU", unit="×")
+        await self.measure(logic, self.cpu_floor)
         await self.measure(Row("machine_share", "end to end / (cores × ceiling)"), self.machine_share)
         await self.measure(Row("rabbitmq", "reference: RabbitMQ, no crypto"), self.rabbitmq)
         q = Row("rss_queued", f"sender RSS with {s.queued:,} queued", unit="MiB", target="≤ 150")

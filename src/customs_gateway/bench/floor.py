@@ -1,0 +1,188 @@
+"""The `cpu_floor` row of `customs-gateway bench`: what the gateway's own logic costs a message when
+nothing else does, against the cryptography of one message.
+
+Both gateways run in this process with `[performance] crypto_processes = 0`, so every thread
+that works for them is this process's and `getrusage` counts all of it. Messages go in as
+`POST /v1/messages:batch` would put them (`Gateway.submit_batch`, 100 a request: the cheapest
+way in) and out through the real `DeliveryWorker` (`run_once`: plan, build the envelopes, judge
+the answers, commit the outcomes), whose request to the peer is a direct call of the receiving
+gateway's `receive` (open, check, store, sign receipts) with its answer encoded as the peer API
+encodes it. What is left out is everything a deployment adds around that logic: HTTP and TLS on
+both APIs, the hand-offs to worker processes, and two busy cores shared by many threads.
+
+Every message is still stored with `synchronous=FULL`, audited, sealed at rest and signed,
+opened and receipted for real; the batches are as large as the store takes them (delivery
+batches of `batch_max`, 200 by default). So the figure is a floor for the pair's CPU per
+message: no deployment of this code spends less. The CPU-multiple target of issue 21 (both
+gateways ≤ 1.5 × the crypto CPU) is out of reach whenever this floor alone is above it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+
+import aiohttp
+import msgspec
+
+from ..core.encoding import json_bytes
+from ..http import views
+from ..service.delivery import DeliveryWorker
+from ..service.gateway import Caller, Gateway
+from ..service.pair import IDENTITIES, LocalPair, prepare_pair
+from ..startup.logs import configure_logging
+from .benchmark import NoProgress, ProgressSink, crypto_ceiling, sample_body
+
+#: Messages per `submit_batch` call: the batch row's size, the cheapest way in.
+SUBMIT_BATCH = 100
+
+
+def _cpu_seconds() -> float:
+    """User and system CPU of this whole process (every thread) so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class _Answer:
+    """What `DeliveryWorker._send` reads of an aiohttp response: the status and the body."""
+
+    def __init__(self, body: bytes) -> None:
+        self.status = 200
+        self._body = body
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+class _Exchange:
+    """One request to the peer, answered by calling its gateway directly (the CPU it takes is
+    counted apart, as the receiver's)."""
+
+    def __init__(self, peer: DirectPeer, body: bytes) -> None:
+        self.peer = peer
+        self.body = body
+
+    async def __aenter__(self) -> _Answer:
+        t0 = _cpu_seconds()
+        results = await self.peer.gateway.receive(self.body)
+        # As `POST /peer/v1/envelopes` answers (`http.peer.envelopes`).
+        answer = json_bytes(msgspec.convert({"results": results}, views.EnvelopeResults))
+        self.peer.cpu_seconds += _cpu_seconds() - t0
+        self.peer.requests += 1
+        return _Answer(answer)
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+
+class DirectPeer:
+    """Stands in for the delivery worker's HTTP session: `post` hands the body to the receiving
+    gateway in this process. Only envelope batches go through it (the bench's messages name no
+    files, and the restore check has passed over real HTTPS before it is used)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.cpu_seconds = 0.0
+        self.requests = 0
+
+    def post(self, url: str, *, data: bytes, headers: dict[str, str], ssl: object) -> _Exchange:
+        if not url.endswith("/peer/v1/envelopes"):
+            raise AssertionError(f"the floor's direct peer takes envelope batches only, not {url}")
+        return _Exchange(self, data)
+
+
+async def _delivered(gw: Gateway, ids: list[str], timeout: float) -> None:
+    """Wait until every message of `ids` is `delivered` (the real worker, over HTTPS)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = [m.status if (m := await gw.store.get_message(i)) else "missing" for i in ids]
+        if all(s == "delivered" for s in statuses):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"warm-up messages not delivered over HTTPS within {timeout:.0f} s: {statuses}")
+        await asyncio.sleep(0.05)
+
+
+async def logic_floor(
+    root: Path, messages: int, crypto_seconds: float, progress: ProgressSink | None = None
+) -> dict[str, Any]:
+    """CPU per message of both gateways' logic alone (see the module docstring), the crypto CPU
+    of one message read right after in this process, and their ratio."""
+    sink = progress or NoProgress()
+    batches = max(1, -(-messages // SUBMIT_BATCH))
+    root.mkdir(parents=True, exist_ok=True)
+    homes = prepare_pair(root, overrides={"performance": {"crypto_processes": 0}})
+    pair = LocalPair(homes)
+    us, cn = IDENTITIES
+    caller = Caller("bench-floor", "agency")
+    item = {"type": "seizure-share", "to": cn, "body": sample_body()}
+    raw = json.dumps({"messages": [item] * SUBMIT_BATCH}, ensure_ascii=False).encode("utf-8")
+    log = (root / "gateways.log").open("w", encoding="utf-8")
+    configure_logging("json", "info", stream=log)  # as `serve` logs: one JSON line per event
+    try:
+        await pair.start_all()
+        sender, receiver = pair.servers[us].gateway, pair.servers[cn].gateway
+        # One batch the real way first (mutual TLS, the restore check, the first receipts).
+        warm = [r.message.id for r in await sender.submit_batch(raw, caller) if r.message is not None]
+        await _delivered(sender, warm, 60)
+        for server in pair.servers.values():
+            if server.worker is not None:
+                await server.worker.stop()
+            if server.checkpointer is not None:
+                await server.checkpointer.stop()
+        peer = DirectPeer(receiver)
+        worker = DeliveryWorker(sender, tls=None)
+        worker._session = cast(aiohttp.ClientSession, peer)  # its requests go to `receiver`, in-process
+        # As many submissions as one delivery batch takes, then their delivery: full batches.
+        per_round = max(1, sender.config.delivery.batch_max // SUBMIT_BATCH)
+        sink.begin(f"logic alone, in one process: {batches * SUBMIT_BATCH:,} messages", batches)
+        submit_cpu = deliver_cpu = 0.0
+        accepted = 0
+        t0 = time.perf_counter()
+        for first in range(0, batches, per_round):
+            c0 = _cpu_seconds()
+            for _ in range(min(per_round, batches - first)):
+                accepted += sum(1 for r in await sender.submit_batch(raw, caller) if r.created)
+            c1 = _cpu_seconds()
+            while await worker.run_once():
+                pass
+            c2 = _cpu_seconds()
+            submit_cpu += c1 - c0
+            deliver_cpu += c2 - c1
+            sink.update(min(batches, first + per_round))
+        wall = time.perf_counter() - t0
+        sink.end()
+        depth, _ = await sender.store.queue_depth(cn)
+        if depth:
+            raise RuntimeError(f"{depth} messages left undelivered by the in-process delivery")
+    finally:
+        await pair.stop_all()
+        configure_logging("json", "warning", stream=sys.stderr)
+        log.close()
+    crypto = await asyncio.to_thread(crypto_ceiling, crypto_seconds, "hybrid", None)
+    crypto_us = 1e6 / float(crypto["messages_per_second"])
+    receiver_cpu = peer.cpu_seconds
+    per = 1e6 / accepted
+    total_us = (submit_cpu + deliver_cpu) * per
+    return {
+        "messages": accepted,
+        "requests_to_peer": peer.requests,
+        "cpu_us_per_message": round(total_us, 1),
+        "sender_submit_us": round(submit_cpu * per, 1),
+        "sender_delivery_us": round((deliver_cpu - receiver_cpu) * per, 1),
+        "receiver_us": round(receiver_cpu * per, 1),
+        "wall_us_per_message": round(wall * per, 1),
+        "crypto_us_per_message": round(crypto_us, 1),
+        "crypto_messages_per_second": crypto["messages_per_second"],
+        "multiple": round(total_us / crypto_us, 2),
+        "budget_beside_crypto_us": round(0.5 * crypto_us, 1),
+        "logic_beside_crypto_us": round(total_us - crypto_us, 1),
+    }
