@@ -1,12 +1,14 @@
 """The SQLite store's checkpoints: the WAL is copied back into the database beside the writer
-(on the reading connection), not by the commit that crosses SQLite's automatic threshold, and it
-starts over."""
+and the reads (on a connection and thread of their own), not by the commit that crosses SQLite's
+automatic threshold, and it starts over."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import os
+import sqlite3
+import threading
 from pathlib import Path
 
 from customs_gateway.store.sqlite import SQLiteStore
@@ -67,3 +69,47 @@ async def test_close_stops_the_checkpoints_and_leaves_no_wal(tmp_path: Path) -> 
     assert store._checkpoints is None  # the task was stopped, not left to fail on a closed store
     # The last connection to close checkpoints and removes the WAL: nothing kept a connection open.
     assert not path.with_name(path.name + "-wal").exists()
+
+
+async def test_checkpoints_and_reads_do_not_wait_for_each_other(tmp_path: Path) -> None:
+    """A read that takes long (here: held until released) does not hold up the checkpoints, and a
+    read is answered while a checkpoint is under way: each has its own connection and thread."""
+    store = SQLiteStore(tmp_path / "apart.db", checkpoint_interval=0.01)
+    await store.open()
+    release, reading = threading.Event(), threading.Event()
+
+    def slow_read(c: sqlite3.Connection) -> int:
+        reading.set()
+        release.wait(30)
+        return int(c.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    try:
+        await _submit_documents(store, 20)
+        held = asyncio.ensure_future(store._read(slow_read))
+        assert await asyncio.to_thread(reading.wait, 10)
+        seen = store.wal_checkpoints
+        for _ in range(500):  # up to 10 s on a crowded machine; 30-50 ms here
+            if store.wal_checkpoints >= seen + 3:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the checkpoints waited for the read")
+        release.set()
+        assert await held == 20
+
+        # The other way round: a checkpoint held on its thread does not delay a read.
+        stuck, inside = threading.Event(), threading.Event()
+
+        def held_checkpoint() -> None:
+            inside.set()
+            stuck.wait(30)
+
+        blocker = asyncio.get_running_loop().run_in_executor(store._checkpointer, held_checkpoint)
+        assert await asyncio.to_thread(inside.wait, 10)
+        depth, _ = await asyncio.wait_for(store.queue_depth(CN), 5)
+        assert depth == 20
+        stuck.set()
+        await blocker
+    finally:
+        release.set()
+        await store.close()
