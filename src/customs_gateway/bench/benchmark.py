@@ -86,7 +86,7 @@ def summarize_ms(seconds: Iterable[float]) -> dict[str, float]:
     }
 
 
-def _task_seconds(pid: int) -> tuple[float, float]:
+def task_seconds(pid: int) -> tuple[float, float]:
     run = wait = 0
     with contextlib.suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
@@ -121,9 +121,9 @@ def cpu_and_wait_seconds(pid: int, exclude: frozenset[int] = frozenset()) -> tup
     """Seconds a process's live threads, and those of every live process below it (its crypto
     workers), have run on a CPU, and waited runnable for one (`/proc/PID/task/*/schedstat`): the
     wait is what other load on the machine cost them."""
-    run, wait = _task_seconds(pid)
+    run, wait = task_seconds(pid)
     for child in descendants(pid, exclude):
-        r, w = _task_seconds(child)
+        r, w = task_seconds(child)
         run, wait = run + r, wait + w
     return run, wait
 
