@@ -100,7 +100,6 @@ class _Exchange:
         # As `POST /peer/v1/envelopes` answers (`http.peer.envelopes`).
         answer = json_bytes(msgspec.convert({"results": results}, views.EnvelopeResults))
         self.peer.cpu_seconds += self.peer.cpu.seconds() - t0
-        self.peer.requests += 1
         return _Answer(answer)
 
     async def __aexit__(
@@ -118,7 +117,6 @@ class DirectPeer:
         self.gateway = gateway
         self.cpu = cpu
         self.cpu_seconds = 0.0
-        self.requests = 0
 
     def post(self, url: str, *, data: bytes, headers: dict[str, str], ssl: object) -> _Exchange:
         if not url.endswith("/peer/v1/envelopes"):
