@@ -11,6 +11,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
+
+from customs_gateway.core.errors import StoreUnavailable
 from customs_gateway.store.sqlite import SQLiteStore
 from tests.postgres.records import CN, entry, new_message
 
@@ -110,6 +113,65 @@ async def test_checkpoints_and_reads_do_not_wait_for_each_other(tmp_path: Path) 
         assert depth == 20
         stuck.set()
         await blocker
+    finally:
+        release.set()
+        await store.close()
+
+
+async def test_truncating_the_wal_waits_its_turn_with_the_periodic_checkpoints(tmp_path: Path) -> None:
+    """Dropping the clear copies (a TRUNCATE checkpoint, data at rest) runs on the checkpoint
+    thread, after a checkpoint under way there: SQLite runs one checkpoint at a time and answers a
+    second one, from another connection, "busy" at once, which left the old frames in the WAL."""
+    path = tmp_path / "turns.db"
+    store = SQLiteStore(path, checkpoint_interval=3600)
+    await store.open()
+    stuck, inside = threading.Event(), threading.Event()
+
+    def held_checkpoint() -> None:
+        inside.set()
+        stuck.wait(30)
+
+    try:
+        await _submit_documents(store, 20)
+        blocker = asyncio.get_running_loop().run_in_executor(store._checkpointer, held_checkpoint)
+        assert await asyncio.to_thread(inside.wait, 10)
+        dropping = asyncio.ensure_future(store.drop_clear_copies())
+        await asyncio.sleep(0.2)
+        assert not dropping.done()  # queued behind the checkpoint thread's work, not beside it
+        stuck.set()
+        await blocker
+        await asyncio.wait_for(dropping, 10)
+        assert path.with_name(path.name + "-wal").stat().st_size == 0
+    finally:
+        stuck.set()
+        await store.close()
+
+
+async def test_a_truncate_the_database_keeps_busy_is_an_error_not_a_no_op(tmp_path: Path) -> None:
+    """A read that holds the WAL past the busy timeout: the clear copies could not be dropped,
+    and the caller is told (the backfill's mark stays and it runs again), not answered as done."""
+    store = SQLiteStore(tmp_path / "busy.db", busy_timeout_ms=50, checkpoint_interval=3600)
+    await store.open()
+    release, reading = threading.Event(), threading.Event()
+
+    def open_read(c: sqlite3.Connection) -> None:
+        cur = c.execute("SELECT id FROM messages")
+        cur.fetchone()  # the statement is still open: its snapshot holds the WAL
+        reading.set()
+        release.wait(30)
+        cur.close()
+
+    try:
+        await _submit_documents(store, 20)
+        held = asyncio.ensure_future(store._read(open_read))
+        assert await asyncio.to_thread(reading.wait, 10)
+        await _submit_documents(store, 2)  # frames the open read does not see
+        with pytest.raises(StoreUnavailable, match="could not finish"):
+            await store.drop_clear_copies()
+        release.set()
+        await held
+        await store.drop_clear_copies()  # once the read is over it goes through
+        assert (tmp_path / "busy.db-wal").stat().st_size == 0
     finally:
         release.set()
         await store.close()

@@ -31,10 +31,8 @@ from types import TracebackType
 from typing import Any, cast
 
 import aiohttp
-import msgspec
 
-from ..core.encoding import json_bytes
-from ..http import views
+from ..http.peer import envelope_results
 from ..service.delivery import DeliveryWorker
 from ..service.gateway import Caller, Gateway
 from ..service.pair import IDENTITIES, LocalPair, prepare_pair
@@ -96,9 +94,7 @@ class _Exchange:
 
     async def __aenter__(self) -> _Answer:
         t0 = self.peer.cpu.seconds()
-        results = await self.peer.gateway.receive(self.body)
-        # As `POST /peer/v1/envelopes` answers (`http.peer.envelopes`).
-        answer = json_bytes(msgspec.convert({"results": results}, views.EnvelopeResults))
+        answer = envelope_results(await self.peer.gateway.receive(self.body))  # as the peer API answers
         self.peer.cpu_seconds += self.peer.cpu.seconds() - t0
         return _Answer(answer)
 

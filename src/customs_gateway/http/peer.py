@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import structlog
@@ -18,6 +18,7 @@ from aiohttp import ClientConnectionResetError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
+from ..core.encoding import json_bytes
 from ..core.errors import AuthError, GatewayError, SchemaError
 from ..core.upload import UploadError
 from ..service.evidence import peer_log_part
@@ -63,8 +64,12 @@ async def envelopes(request: web.Request) -> web.Response:
     _check_json(request)
     gw = request.app[GATEWAY]
     raw = await read_body(request, gw.config.security.body_read_timeout_seconds)
-    results = await gw.receive(raw)
-    return json_response(msgspec.convert({"results": results}, views.EnvelopeResults))
+    return web.Response(body=envelope_results(await gw.receive(raw)), content_type="application/json")
+
+
+def envelope_results(results: list[dict[str, Any]]) -> bytes:
+    """The body of the answer to `POST /peer/v1/envelopes`: one result per envelope, in order."""
+    return json_bytes(msgspec.convert({"results": results}, views.EnvelopeResults))
 
 
 async def announce(request: web.Request) -> web.Response:

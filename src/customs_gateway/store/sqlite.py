@@ -226,22 +226,32 @@ class SQLiteStore(Store):
         never waits for a lock, so neither the writer nor a read waits for it; SQLite starts the
         WAL over at the writer's next transaction once everything in it has been copied. A
         checkpoint that fails is tried again at the next tick."""
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.checkpoint_interval)
-            conn = self._cconn
-            if conn is None:
+            if self._cconn is None:
                 return
-            try:
-                await loop.run_in_executor(self._checkpointer, _passive_checkpoint, conn)
-            except sqlite3.Error:
-                continue
-            self._wal_checkpoints += 1
+            with contextlib.suppress(StoreUnavailable):
+                await self._wal_checkpoint("PASSIVE")
+                self._wal_checkpoints += 1
 
     async def _wal_checkpoint(self, mode: str) -> None:
-        """`PRAGMA wal_checkpoint(<mode>)` from the reading connection: a checkpoint must run
-        outside any transaction, and the writer's is almost always in one."""
-        await self._read(lambda c: c.execute(f"PRAGMA wal_checkpoint({mode})").fetchall())
+        """`PRAGMA wal_checkpoint(<mode>)` on the checkpoint connection and thread: outside any
+        transaction, and one checkpoint at a time (SQLite lets one run at once; a second, from
+        another connection, gets "busy" without waiting). A TRUNCATE that could not finish (a
+        read held the WAL past the busy timeout) is a StoreUnavailable, never a silent no-op."""
+        conn = self._cconn
+        if conn is None:
+            raise StoreUnavailable("store is not open")
+
+        def run() -> None:
+            try:
+                busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            except sqlite3.Error as e:
+                raise StoreUnavailable(f"the database could not be checkpointed: {e}") from e
+            if busy and mode != "PASSIVE":
+                raise StoreUnavailable(f"the WAL checkpoint ({mode}) could not finish: the database is busy")
+
+        await asyncio.get_running_loop().run_in_executor(self._checkpointer, run)
 
     # execution -----------------------------------------------------------------------------
     def _write_loop(self, conn: sqlite3.Connection) -> None:
@@ -799,7 +809,7 @@ class SQLiteStore(Store):
 
     async def drop_clear_copies(self) -> None:
         # The WAL still holds the pages as they were before sealing: checkpoint and truncate it
-        # (outside any transaction, so from the reading connection; the busy timeout waits).
+        # (the busy timeout waits for reads and the writer; busy after it raises).
         await self._wal_checkpoint("TRUNCATE")
 
     async def seal_rows(self, rows: list[ClearRow]) -> int:
@@ -1067,10 +1077,6 @@ class _Connection(sqlite3.Connection):
 
     audit_tree: CompactRange | None = None
     audit_last: dt.datetime | None = None
-
-
-def _passive_checkpoint(c: sqlite3.Connection) -> None:
-    c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _forget_tree(c: sqlite3.Connection) -> None:
