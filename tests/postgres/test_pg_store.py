@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -221,6 +222,20 @@ async def test_submits_from_replicas_get_distinct_consecutive_seqs(replicas: Rep
     assert (await a.peer_state(CN)).next_seq == 21
 
 
+async def _hold_message_id(blocker: asyncpg.Connection, mid: str) -> Any:
+    """A transaction on `blocker`, left open, that has inserted a row with message id `mid`: a
+    store's INSERT of that id waits for it (rolled back, the INSERT goes on)."""
+    tr = blocker.transaction()
+    await tr.start()
+    await blocker.execute(
+        "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document,"
+        " document_sha256, next_attempt_at, updated_at)"
+        " VALUES ($1, 'XX', 1, 't', 'queued', now(), now(), '', '', now(), now())",
+        mid,
+    )
+    return tr
+
+
 async def test_a_connection_lost_mid_transaction_is_503_and_leaves_nothing(replicas: Replicas) -> None:
     store = await replicas()
     m = new_message(CN)
@@ -229,29 +244,10 @@ async def test_a_connection_lost_mid_transaction_is_503_and_leaves_nothing(repli
     try:
         # An uncommitted row with the same id makes the store's INSERT wait, after it has
         # already taken a seq from peer_state and the audit lock: a half-done transaction.
-        tr = blocker.transaction()
-        await tr.start()
-        await blocker.execute(
-            "INSERT INTO messages(id, peer, seq, type, status, created_at, expires_at, signed_document,"
-            " document_sha256, next_attempt_at, updated_at)"
-            " VALUES ($1, 'XX', 1, 't', 'queued', now(), now(), '', '', now(), now())",
-            m.id,
-        )
+        tr = await _hold_message_id(blocker, m.id)
         submit = asyncio.create_task(store.submit(m, entry("submitted", m.id)))
-        pid = None
-        for _ in range(500):
-            pid = await watcher.fetchval(
-                "SELECT pid FROM pg_stat_activity WHERE application_name=$1 AND wait_event_type='Lock'",
-                store.application_name,
-            )
-            if pid is not None:
-                break
-            await asyncio.sleep(0.01)
-        assert pid is not None, "the store's INSERT never waited"
-        await watcher.execute("SELECT pg_terminate_backend($1)", pid)
-        with pytest.raises(StoreUnavailable) as err:
-            await submit
-        assert err.value.status == 503 and err.value.retryable
+        (pid,) = await _lock_waiters(watcher, store, 1)  # the store's INSERT waits
+        await _cut_off(watcher, pid, submit)
         await tr.rollback()
     finally:
         await blocker.close()
@@ -402,3 +398,132 @@ async def test_a_log_from_before_the_newest_time_was_kept_still_appends_in_order
     # The entries stamped earlier than the newest one (read back from the log) were moved up to it.
     times = [AuditEntry.from_bytes(e).at for _, e in rows]
     assert times == sorted(times) and times[3] == times[2] > T0
+
+
+# --- group commit of submissions: the next group's transaction waits open for the audit lock ---
+
+
+async def _lock_waiters(watcher: asyncpg.Connection, store: PostgresStore, n: int) -> list[int]:
+    """The pids of the store's connections waiting for a lock, once there are `n` of them."""
+    pids: list[int] = []
+    for _ in range(1000):
+        pids = [
+            r[0]
+            for r in await watcher.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name=$1 AND wait_event_type='Lock' ORDER BY pid",
+                store.application_name,
+            )
+        ]
+        if len(pids) >= n:
+            return pids
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(pids)} of the store's connections wait for a lock, not {n}")
+
+
+async def _hold_audit_lock(holder: asyncpg.Connection, store: PostgresStore) -> Any:
+    """A transaction on `holder`, left open, holding `store`'s audit lock (until rolled back)."""
+    tr = holder.transaction()
+    await tr.start()
+    await holder.execute("SELECT pg_advisory_xact_lock($1)", store._audit_key)
+    return tr
+
+
+async def _cut_off(watcher: asyncpg.Connection, pid: int, submit: asyncio.Task[Any]) -> None:
+    """End the server process `pid` of a store's connection: `submit`, waiting on it, fails 503."""
+    await watcher.execute("SELECT pg_terminate_backend($1)", pid)
+    with pytest.raises(StoreUnavailable) as err:
+        await submit
+    assert err.value.status == 503 and err.value.retryable
+
+
+async def _xmins(store: PostgresStore, ids: list[str]) -> dict[str, int]:
+    """The transaction that wrote each message row (PostgreSQL's `xmin`)."""
+    conn = await asyncpg.connect(dsn_for(store.schema))
+    try:
+        rows = await conn.fetch("SELECT id, xmin::text::bigint FROM messages WHERE id = ANY($1::text[])", ids)
+    finally:
+        await conn.close()
+    return {r[0]: r[1] for r in rows}
+
+
+async def test_submissions_queued_while_the_audit_lock_is_held_share_the_waiting_transaction(
+    replicas: Replicas,
+) -> None:
+    """One committer waits for the audit lock with its transaction open; what is submitted
+    meanwhile joins it (no second transaction queues behind it), and it takes all of it when the
+    lock comes: one transaction, consecutive seqs in submission order."""
+    store = await replicas()
+    holder = await asyncpg.connect(dsn_for(store.schema))
+    watcher = await asyncpg.connect(base_dsn())
+    try:
+        tr = await _hold_audit_lock(holder, store)
+        msgs = [new_message(CN) for _ in range(6)]
+        first = asyncio.create_task(store.submit(msgs[0], entry("submitted", msgs[0].id)))
+        await _lock_waiters(watcher, store, 1)
+        rest = [asyncio.create_task(store.submit(m, entry("submitted", m.id))) for m in msgs[1:]]
+        await asyncio.sleep(0.2)
+        assert len(await _lock_waiters(watcher, store, 1)) == 1  # no second transaction behind it
+        assert not first.done() and not any(t.done() for t in rest)
+        await tr.rollback()
+        out = [await t for t in (first, *rest)]
+    finally:
+        await holder.close()
+        await watcher.close()
+    assert [o.seq for o, created in out] == list(range(1, 7)) and all(created for _, created in out)
+    assert len(set((await _xmins(store, [m.id for m in msgs])).values())) == 1
+
+
+async def test_the_next_group_waits_with_its_transaction_open_while_one_commits(replicas: Replicas) -> None:
+    """While one group holds the audit lock (here held up by a row lock on its INSERT), the next
+    group's transaction is already open and waiting for the audit lock; a third submission joins
+    that waiting group. The groups commit in turn: their own transactions, seqs in order."""
+    store = await replicas()
+    m1, m2, m3 = (new_message(CN) for _ in range(3))
+    blocker = await asyncpg.connect(dsn_for(store.schema))
+    watcher = await asyncpg.connect(base_dsn())
+    try:
+        # An uncommitted row with m1's id makes the first group's INSERT wait, audit lock taken.
+        tr = await _hold_message_id(blocker, m1.id)
+        t1 = asyncio.create_task(store.submit(m1, entry("submitted", m1.id)))
+        await _lock_waiters(watcher, store, 1)
+        t2 = asyncio.create_task(store.submit(m2, entry("submitted", m2.id)))
+        await _lock_waiters(watcher, store, 2)  # the second group, open, waits for the audit lock
+        t3 = asyncio.create_task(store.submit(m3, entry("submitted", m3.id)))
+        await asyncio.sleep(0.2)
+        assert len(await _lock_waiters(watcher, store, 2)) == 2  # m3 joins the waiting group
+        assert not any(t.done() for t in (t1, t2, t3))
+        await tr.rollback()  # m1's INSERT goes on: its group commits, then the next
+        (o1, _), (o2, _), (o3, _) = await t1, await t2, await t3
+    finally:
+        await blocker.close()
+        await watcher.close()
+    assert (o1.seq, o2.seq, o3.seq) == (1, 2, 3)
+    x = await _xmins(store, [m1.id, m2.id, m3.id])
+    assert x[m1.id] != x[m2.id] == x[m3.id]
+    size, _ = await store.audit_head()
+    logged = [AuditEntry.from_bytes(e) for _, e in await store.audit_entries(0, size)]
+    assert [e.message_id for e in logged] == [m1.id, m2.id, m3.id]
+
+
+async def test_a_waiting_group_that_loses_its_connection_fails_its_submissions_and_the_next_go_on(
+    replicas: Replicas,
+) -> None:
+    """The transaction waiting for the audit lock is cut off: the submissions it would have taken
+    answer 503 (nothing of them stored), and the store is not left without a committer: the next
+    submission is stored, with the first seq."""
+    store = await replicas()
+    m1, m2 = new_message(CN), new_message(CN)
+    holder = await asyncpg.connect(dsn_for(store.schema))
+    watcher = await asyncpg.connect(base_dsn())
+    try:
+        tr = await _hold_audit_lock(holder, store)
+        t1 = asyncio.create_task(store.submit(m1, entry("submitted", m1.id)))
+        (pid,) = await _lock_waiters(watcher, store, 1)
+        await _cut_off(watcher, pid, t1)
+        await tr.rollback()
+    finally:
+        await holder.close()
+        await watcher.close()
+    assert await store.get_message(m1.id) is None
+    out, created = await asyncio.wait_for(store.submit(m2, entry("submitted", m2.id)), 10)
+    assert created and out.seq == 1

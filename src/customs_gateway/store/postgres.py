@@ -167,6 +167,8 @@ class _Tx:
 
 #: At most this many submissions share one transaction (`PostgresStore.submit`).
 MAX_GROUP: Final = 256
+#: Submission transactions open at once: one holding the audit lock, one waiting for it.
+COMMITTERS: Final = 2
 
 
 def _as_store_error(e: BaseException) -> GatewayError:
@@ -214,9 +216,11 @@ class PostgresStore(Store):
         self._channels = {"outbox": f"cgw_outbox_{digest}", "inbox": f"cgw_inbox_{digest}"}
         self._listener: Any = None
         self._relisten: asyncio.Task[None] | None = None
-        # Group commit of submissions: those arriving while a commit is under way share the next.
+        # Group commit of submissions: those arriving while a commit is under way share the next,
+        # whose transaction is already open and waiting for the audit lock (`_commit_group`).
         self._submits: list[tuple[NewMessage, AuditEntry, asyncio.Future[tuple[OutMessage, bool]]]] = []
-        self._submitter: asyncio.Task[None] | None = None
+        self._committers: set[asyncio.Task[None]] = set()
+        self._untaken: set[asyncio.Task[None]] = set()  # committers that have not taken their group yet
 
     # lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -411,10 +415,63 @@ class PostgresStore(Store):
         others as they were."""
         fut: asyncio.Future[tuple[OutMessage, bool]] = asyncio.get_running_loop().create_future()
         self._submits.append((self._seal_new(msg), audit, fut))
-        if self._submitter is None or self._submitter.done():
-            self._submitter = asyncio.create_task(self._commit_submits(), name="pg-group-commit")
+        self._wake_committer()
         out, created = await fut
         return self._submitted(msg, out, created), created
+
+    def _wake_committer(self) -> None:
+        """Make sure a committer will take what is queued: one that has not taken its group yet,
+        or a new one. At most `COMMITTERS` at once: one holding the audit lock, the next with its
+        transaction open, waiting for the lock, so that its group starts the moment the one before
+        commits, without the round trips of its BEGIN and lock on the way."""
+        if self._untaken or len(self._committers) >= COMMITTERS or not self._submits:
+            return
+        task = asyncio.create_task(self._commit_group(), name="pg-group-commit")
+        self._committers.add(task)
+        self._untaken.add(task)
+        task.add_done_callback(self._committers.discard)
+        task.add_done_callback(self._untaken.discard)
+
+    async def _commit_group(self) -> None:
+        """One transaction: take the audit lock, then every submission queued by then (up to
+        `MAX_GROUP`), store them, commit, and answer each."""
+        batch: list[tuple[NewMessage, AuditEntry, asyncio.Future[tuple[OutMessage, bool]]]] = []
+        taken = False
+        me = asyncio.current_task()
+
+        def take() -> None:
+            nonlocal batch, taken
+            self._untaken.discard(me)
+            taken = True
+            batch, self._submits = self._submits[:MAX_GROUP], self._submits[MAX_GROUP:]
+
+        try:
+            try:
+                async with self._tx(audited=True) as tx:
+                    take()
+                    if batch:
+                        results = await _submit_group(tx, [(m, a) for m, a, _ in batch], self._notice("outbox"))
+            except BaseException as e:  # nothing of the group committed
+                if not taken:  # the transaction or the lock failed: what it would have taken fails too
+                    take()
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(_as_store_error(e))
+                if not isinstance(e, Exception):
+                    raise  # cancelled: the store is going away, no committer after this one
+            else:
+                for (_, _, fut), res in zip(batch, results if batch else [], strict=True):
+                    if fut.done():  # the caller went away; what it asked for is committed all the same
+                        continue
+                    if isinstance(res, GatewayError):
+                        fut.set_exception(res)
+                    else:
+                        fut.set_result(res)
+            # What arrived while this one held the lock and found no committer free: the next.
+            self._committers.discard(me)
+            self._wake_committer()
+        finally:
+            self._committers.discard(me)
 
     async def submit_many(
         self, batch: list[tuple[NewMessage, AuditEntry]]
@@ -426,27 +483,6 @@ class PostgresStore(Store):
             r if isinstance(r, GatewayError) else (self._submitted(m, r[0], r[1]), r[1])
             for (m, _), r in zip(batch, results, strict=True)
         ]
-
-    async def _commit_submits(self) -> None:
-        while self._submits:
-            batch, self._submits = self._submits[:MAX_GROUP], self._submits[MAX_GROUP:]
-            try:
-                async with self._tx(audited=True) as tx:
-                    results = await _submit_group(tx, [(m, a) for m, a, _ in batch], self._notice("outbox"))
-            except BaseException as e:  # nothing of the batch committed
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(_as_store_error(e))
-                if not isinstance(e, Exception):
-                    raise
-                continue
-            for (_, _, fut), res in zip(batch, results, strict=True):
-                if fut.done():  # the caller went away; what it asked for is committed all the same
-                    continue
-                if isinstance(res, GatewayError):
-                    fut.set_exception(res)
-                else:
-                    fut.set_result(res)
 
     async def due(self, peer: str, now: dt.datetime, limit: int, after_seq: int = 0) -> list[OutMessage]:
         async with self._tx() as tx:
