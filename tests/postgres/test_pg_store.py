@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from customs_gateway.core.audit import AuditEntry
-from customs_gateway.core.errors import StoreUnavailable
+from customs_gateway.core.errors import Conflict, StoreUnavailable
 from customs_gateway.core.merkle import leaf_hash, root_from_leaves, verify_inclusion
 from customs_gateway.store.pg_migrations import PG_MIGRATIONS, quote_ident
 from customs_gateway.store.postgres import _INBOX_IDS_HELD, PostgresStore, dsn_schema
@@ -527,3 +527,33 @@ async def test_a_waiting_group_that_loses_its_connection_fails_its_submissions_a
     assert await store.get_message(m1.id) is None
     out, created = await asyncio.wait_for(store.submit(m2, entry("submitted", m2.id)), 10)
     assert created and out.seq == 1
+
+
+async def test_a_retry_in_the_waiting_group_finds_the_key_the_group_before_committed(replicas: Replicas) -> None:
+    """Idempotency across the two open transactions: a retry with the same Idempotency-Key waits
+    in the next group while the first is held up; it looks the key up under the audit lock, after
+    the first committed, so it answers the first message (not a second one), and a different
+    request under that key is a conflict. One message stored."""
+    store = await replicas()
+    first = new_message(CN, key="k-1")
+    retry, other = new_message(CN, key="k-1"), new_message(CN, key="k-1", request=b"another request")
+    blocker = await asyncpg.connect(dsn_for(store.schema))
+    watcher = await asyncpg.connect(base_dsn())
+    try:
+        tr = await _hold_message_id(blocker, first.id)
+        t1 = asyncio.create_task(store.submit(first, entry("submitted", first.id)))
+        await _lock_waiters(watcher, store, 1)
+        t2 = asyncio.create_task(store.submit(retry, entry("submitted", retry.id)))
+        await _lock_waiters(watcher, store, 2)
+        t3 = asyncio.create_task(store.submit(other, entry("submitted", other.id)))
+        await tr.rollback()
+        (o1, created1), (o2, created2) = await t1, await t2
+        with pytest.raises(Conflict) as err:
+            await t3
+    finally:
+        await blocker.close()
+        await watcher.close()
+    assert created1 and not created2 and o2.id == o1.id == first.id and o1.seq == 1
+    assert err.value.code == "idempotency.conflict"
+    assert await store.get_message(retry.id) is None and await store.get_message(other.id) is None
+    assert (await store.peer_state(CN)).next_seq == 2

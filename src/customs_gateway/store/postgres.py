@@ -435,43 +435,40 @@ class PostgresStore(Store):
     async def _commit_group(self) -> None:
         """One transaction: take the audit lock, then every submission queued by then (up to
         `MAX_GROUP`), store them, commit, and answer each."""
-        batch: list[tuple[NewMessage, AuditEntry, asyncio.Future[tuple[OutMessage, bool]]]] = []
-        taken = False
         me = asyncio.current_task()
+        batch: list[tuple[NewMessage, AuditEntry, asyncio.Future[tuple[OutMessage, bool]]]] = []
+        results: list[tuple[OutMessage, bool] | GatewayError] = []
 
         def take() -> None:
-            nonlocal batch, taken
+            nonlocal batch
             self._untaken.discard(me)
-            taken = True
             batch, self._submits = self._submits[:MAX_GROUP], self._submits[MAX_GROUP:]
 
         try:
-            try:
-                async with self._tx(audited=True) as tx:
-                    take()
-                    if batch:
-                        results = await _submit_group(tx, [(m, a) for m, a, _ in batch], self._notice("outbox"))
-            except BaseException as e:  # nothing of the group committed
-                if not taken:  # the transaction or the lock failed: what it would have taken fails too
-                    take()
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(_as_store_error(e))
-                if not isinstance(e, Exception):
-                    raise  # cancelled: the store is going away, no committer after this one
-            else:
-                for (_, _, fut), res in zip(batch, results if batch else [], strict=True):
-                    if fut.done():  # the caller went away; what it asked for is committed all the same
-                        continue
-                    if isinstance(res, GatewayError):
-                        fut.set_exception(res)
-                    else:
-                        fut.set_result(res)
-            # What arrived while this one held the lock and found no committer free: the next.
-            self._committers.discard(me)
-            self._wake_committer()
-        finally:
-            self._committers.discard(me)
+            async with self._tx(audited=True) as tx:
+                take()
+                if batch:
+                    results = await _submit_group(tx, [(m, a) for m, a, _ in batch], self._notice("outbox"))
+        except BaseException as e:  # nothing of the group committed
+            if me in self._untaken:  # the transaction or the lock failed: what it would have taken fails too
+                take()
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(_as_store_error(e))
+            if not isinstance(e, Exception):
+                raise  # cancelled: the store is going away, no committer after this one
+        else:
+            for (_, _, fut), res in zip(batch, results, strict=True):
+                if fut.done():  # the caller went away; what it asked for is committed all the same
+                    continue
+                if isinstance(res, GatewayError):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+        # What arrived while this one held the lock and found no committer free: the next. (A
+        # task that ends leaves both sets by its done callbacks; this one leaves early to make room.)
+        self._committers.discard(me)
+        self._wake_committer()
 
     async def submit_many(
         self, batch: list[tuple[NewMessage, AuditEntry]]
