@@ -7,6 +7,7 @@ races run for real on the server, interleaved by asyncio.gather.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from customs_gateway.core.audit import AuditEntry
 from customs_gateway.core.errors import Conflict, StoreUnavailable
 from customs_gateway.core.merkle import leaf_hash, root_from_leaves, verify_inclusion
+from customs_gateway.store.base import NewMessage
 from customs_gateway.store.pg_migrations import PG_MIGRATIONS, quote_ident
 from customs_gateway.store.postgres import _INBOX_IDS_HELD, PostgresStore, dsn_schema
 
@@ -436,6 +438,31 @@ async def _cut_off(watcher: asyncpg.Connection, pid: int, submit: asyncio.Task[A
     assert err.value.status == 503 and err.value.retryable
 
 
+@contextlib.asynccontextmanager
+async def _side_connections(store: PostgresStore) -> AsyncIterator[tuple[asyncpg.Connection, asyncpg.Connection]]:
+    """Two connections beside the store's: one on its schema (to hold a lock or a row), and a
+    watcher of `pg_stat_activity`; both closed afterwards."""
+    on_schema = await asyncpg.connect(dsn_for(store.schema))
+    watcher = await asyncpg.connect(base_dsn())
+    try:
+        yield on_schema, watcher
+    finally:
+        await on_schema.close()
+        await watcher.close()
+
+
+async def _two_groups_open(
+    store: PostgresStore, watcher: asyncpg.Connection, first: NewMessage, second: NewMessage
+) -> tuple[asyncio.Task[Any], asyncio.Task[Any]]:
+    """`first` submitted (its group's INSERT held up by the caller's row lock, the audit lock taken),
+    then `second`, once its group's transaction is open and waiting for the audit lock."""
+    t1 = asyncio.create_task(store.submit(first, entry("submitted", first.id)))
+    await _lock_waiters(watcher, store, 1)
+    t2 = asyncio.create_task(store.submit(second, entry("submitted", second.id)))
+    await _lock_waiters(watcher, store, 2)
+    return t1, t2
+
+
 async def _xmins(store: PostgresStore, ids: list[str]) -> dict[str, int]:
     """The transaction that wrote each message row (PostgreSQL's `xmin`)."""
     conn = await asyncpg.connect(dsn_for(store.schema))
@@ -453,9 +480,7 @@ async def test_submissions_queued_while_the_audit_lock_is_held_share_the_waiting
     meanwhile joins it (no second transaction queues behind it), and it takes all of it when the
     lock comes: one transaction, consecutive seqs in submission order."""
     store = await replicas()
-    holder = await asyncpg.connect(dsn_for(store.schema))
-    watcher = await asyncpg.connect(base_dsn())
-    try:
+    async with _side_connections(store) as (holder, watcher):
         tr = await _hold_audit_lock(holder, store)
         msgs = [new_message(CN) for _ in range(6)]
         first = asyncio.create_task(store.submit(msgs[0], entry("submitted", msgs[0].id)))
@@ -466,9 +491,6 @@ async def test_submissions_queued_while_the_audit_lock_is_held_share_the_waiting
         assert not first.done() and not any(t.done() for t in rest)
         await tr.rollback()
         out = [await t for t in (first, *rest)]
-    finally:
-        await holder.close()
-        await watcher.close()
     assert [o.seq for o, created in out] == list(range(1, 7)) and all(created for _, created in out)
     assert len(set((await _xmins(store, [m.id for m in msgs])).values())) == 1
 
@@ -479,24 +501,16 @@ async def test_the_next_group_waits_with_its_transaction_open_while_one_commits(
     that waiting group. The groups commit in turn: their own transactions, seqs in order."""
     store = await replicas()
     m1, m2, m3 = (new_message(CN) for _ in range(3))
-    blocker = await asyncpg.connect(dsn_for(store.schema))
-    watcher = await asyncpg.connect(base_dsn())
-    try:
+    async with _side_connections(store) as (blocker, watcher):
         # An uncommitted row with m1's id makes the first group's INSERT wait, audit lock taken.
         tr = await _hold_message_id(blocker, m1.id)
-        t1 = asyncio.create_task(store.submit(m1, entry("submitted", m1.id)))
-        await _lock_waiters(watcher, store, 1)
-        t2 = asyncio.create_task(store.submit(m2, entry("submitted", m2.id)))
-        await _lock_waiters(watcher, store, 2)  # the second group, open, waits for the audit lock
+        t1, t2 = await _two_groups_open(store, watcher, m1, m2)
         t3 = asyncio.create_task(store.submit(m3, entry("submitted", m3.id)))
         await asyncio.sleep(0.2)
         assert len(await _lock_waiters(watcher, store, 2)) == 2  # m3 joins the waiting group
         assert not any(t.done() for t in (t1, t2, t3))
         await tr.rollback()  # m1's INSERT goes on: its group commits, then the next
         (o1, _), (o2, _), (o3, _) = await t1, await t2, await t3
-    finally:
-        await blocker.close()
-        await watcher.close()
     assert (o1.seq, o2.seq, o3.seq) == (1, 2, 3)
     x = await _xmins(store, [m1.id, m2.id, m3.id])
     assert x[m1.id] != x[m2.id] == x[m3.id]
@@ -513,17 +527,12 @@ async def test_a_waiting_group_that_loses_its_connection_fails_its_submissions_a
     submission is stored, with the first seq."""
     store = await replicas()
     m1, m2 = new_message(CN), new_message(CN)
-    holder = await asyncpg.connect(dsn_for(store.schema))
-    watcher = await asyncpg.connect(base_dsn())
-    try:
+    async with _side_connections(store) as (holder, watcher):
         tr = await _hold_audit_lock(holder, store)
         t1 = asyncio.create_task(store.submit(m1, entry("submitted", m1.id)))
         (pid,) = await _lock_waiters(watcher, store, 1)
         await _cut_off(watcher, pid, t1)
         await tr.rollback()
-    finally:
-        await holder.close()
-        await watcher.close()
     assert await store.get_message(m1.id) is None
     out, created = await asyncio.wait_for(store.submit(m2, entry("submitted", m2.id)), 10)
     assert created and out.seq == 1
@@ -537,22 +546,14 @@ async def test_a_retry_in_the_waiting_group_finds_the_key_the_group_before_commi
     store = await replicas()
     first = new_message(CN, key="k-1")
     retry, other = new_message(CN, key="k-1"), new_message(CN, key="k-1", request=b"another request")
-    blocker = await asyncpg.connect(dsn_for(store.schema))
-    watcher = await asyncpg.connect(base_dsn())
-    try:
+    async with _side_connections(store) as (blocker, watcher):
         tr = await _hold_message_id(blocker, first.id)
-        t1 = asyncio.create_task(store.submit(first, entry("submitted", first.id)))
-        await _lock_waiters(watcher, store, 1)
-        t2 = asyncio.create_task(store.submit(retry, entry("submitted", retry.id)))
-        await _lock_waiters(watcher, store, 2)
+        t1, t2 = await _two_groups_open(store, watcher, first, retry)
         t3 = asyncio.create_task(store.submit(other, entry("submitted", other.id)))
         await tr.rollback()
         (o1, created1), (o2, created2) = await t1, await t2
         with pytest.raises(Conflict) as err:
             await t3
-    finally:
-        await blocker.close()
-        await watcher.close()
     assert created1 and not created2 and o2.id == o1.id == first.id and o1.seq == 1
     assert err.value.code == "idempotency.conflict"
     assert await store.get_message(retry.id) is None and await store.get_message(other.id) is None
